@@ -1,0 +1,326 @@
+//! Request and reply messages carried inside sealed frames.
+//!
+//! # Conversation
+//!
+//! After the handshake the proxy speaks first: one [`Reply::Welcome`] with
+//! the [`Facts`] of its kernel (uname, possible CPUs, capabilities), so the
+//! client never spends a round trip on them. Then the client sends
+//! [`Request`]s; every request except [`Request::Close`] gets exactly one
+//! [`Reply`], in order. `Close` is fire-and-forget so that closing an fd on the
+//! host costs no round trip; ordering on the stream guarantees the proxy sees
+//! it before any later request.
+//!
+//! Messages are encoded with bincode 1.3 (fixed-width little-endian
+//! integers, length-prefixed sequences) via [`encode`] and [`decode`]. A
+//! frame that does not decode is a protocol error: the proxy answers
+//! [`Reply::Error`] with `EPROTO` and keeps the session, because the frame was
+//! authentic (the channel already checked it) and only its content is wrong.
+//!
+//! # The bpf call
+//!
+//! [`BpfCall`] carries the attr bytes as the host program wrote them, with
+//! every fd already translated to the guest's numbering, plus one
+//! [`WireBuffer`] per pointer buffer of the plan that `telebpf-abi` derives
+//! from the attr. The proxy derives the same plan itself, checks the buffers
+//! against it, points the attr at its own copies, runs `bpf()`, and answers
+//! [`BpfResult`]: the return value, errno, the attr as the kernel left it
+//! (pointer fields restored to the caller's values) and the content of every
+//! buffer the kernel writes.
+
+use serde::{Deserialize, Serialize};
+use telebpf_abi::ObjectKind;
+
+/// Largest attr the proxy accepts: the kernel refuses sizes above a page
+/// with `E2BIG` before reading anything.
+pub const MAX_ATTR: usize = 4096;
+
+/// A request from the host side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Execute one `bpf()` call.
+    Bpf(BpfCall),
+    /// The host closed its last reference to a guest object. No reply.
+    Close {
+        /// The guest fd.
+        fd: i32,
+    },
+    /// `read()` on a guest fd that supports it (a BPF iterator).
+    Read {
+        /// The guest fd.
+        fd: i32,
+        /// Bytes wanted at most.
+        len: u32,
+    },
+    /// An operation on a file that describes the guest kernel.
+    File(FileOp),
+    /// Echo the payload: measures the channel round trip.
+    Ping(Vec<u8>),
+}
+
+/// One forwarded `bpf(cmd, attr, size[, common, common_size])`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfCall {
+    /// The command as passed, including `BPF_COMMON_ATTRS` when set.
+    pub cmd: u32,
+    /// The `size` argument the program passed.
+    pub size: u32,
+    /// `min(size, MAX_ATTR)` bytes of the attr, fds translated.
+    pub attr: Vec<u8>,
+    /// The common attributes when `cmd & BPF_COMMON_ATTRS`.
+    pub common: Option<Vec<u8>>,
+    /// The 5th argument when `cmd & BPF_COMMON_ATTRS`.
+    pub common_size: u32,
+    /// One entry per buffer of the plan, in plan order.
+    pub buffers: Vec<WireBuffer>,
+}
+
+/// The client's copy of one pointer buffer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireBuffer {
+    /// Content of an `In`/`InOut` buffer (or a C string, NUL included).
+    Data(Vec<u8>),
+    /// An `Out` buffer: only its length travels.
+    Out(u64),
+}
+
+/// The outcome of a [`BpfCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfResult {
+    /// The syscall's return value (a guest fd for fd-returning commands).
+    pub ret: i64,
+    /// errno when `ret < 0`, else 0.
+    pub errno: i32,
+    /// The attr after the call; pointer fields hold the caller's values.
+    pub attr: Vec<u8>,
+    /// The common attributes after the call.
+    pub common: Option<Vec<u8>>,
+    /// `(buffer index, content)` for every buffer the kernel may have written.
+    pub out: Vec<(u32, Vec<u8>)>,
+    /// What a returned fd stands for.
+    pub object: Option<NewObject>,
+}
+
+/// Describes a guest object the call created or opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewObject {
+    /// Type and sizes, for planning later calls that use it.
+    pub kind: ObjectKind,
+    /// What `readlink("/proc/self/fd/N")` says for it in the guest, e.g.
+    /// `anon_inode:bpf-map`.
+    pub link: String,
+}
+
+/// File operations answered from the guest's side. Paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    /// Whole content of a file.
+    Read {
+        /// The path.
+        path: String,
+    },
+    /// `stat` (`follow`) or `lstat`.
+    Stat {
+        /// The path.
+        path: String,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `statfs`.
+    Statfs {
+        /// The path.
+        path: String,
+    },
+    /// `faccessat(AT_FDCWD, path, mode, 0)`.
+    Access {
+        /// The path.
+        path: String,
+        /// `R_OK`/`W_OK`/`X_OK`/`F_OK` bits.
+        mode: i32,
+    },
+    /// `readlink`.
+    Readlink {
+        /// The path.
+        path: String,
+    },
+    /// `mkdir` (bpffs only).
+    Mkdir {
+        /// The path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// `unlink` (bpffs only).
+    Unlink {
+        /// The path.
+        path: String,
+    },
+    /// `rmdir` (bpffs only).
+    Rmdir {
+        /// The path.
+        path: String,
+    },
+    /// `/proc/self/fdinfo/<fd>` of a guest fd of this session.
+    Fdinfo {
+        /// The guest fd.
+        fd: i32,
+    },
+}
+
+/// A reply from the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// First message of every session.
+    Welcome(Facts),
+    /// Answer to [`Request::Bpf`].
+    Bpf(BpfResult),
+    /// Answer to [`Request::Read`]: bytes or an errno.
+    Read(Result<Vec<u8>, i32>),
+    /// Answer to [`Request::File`]: a result or an errno.
+    File(Result<FileReply, i32>),
+    /// Answer to [`Request::Ping`].
+    Pong(Vec<u8>),
+    /// The request could not be handled at all.
+    Error(ErrorReply),
+}
+
+/// A successful file operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileReply {
+    /// File content.
+    Data(Vec<u8>),
+    /// `stat` result.
+    Stat(StatInfo),
+    /// `statfs` result.
+    Statfs(StatfsInfo),
+    /// Link target.
+    Link(String),
+    /// The operation succeeded and returns nothing.
+    Done,
+}
+
+/// The parts of `struct stat` that describe a guest file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatInfo {
+    /// `st_dev`
+    pub dev: u64,
+    /// `st_ino`
+    pub ino: u64,
+    /// `st_mode`
+    pub mode: u32,
+    /// `st_nlink`
+    pub nlink: u64,
+    /// `st_uid`
+    pub uid: u32,
+    /// `st_gid`
+    pub gid: u32,
+    /// `st_rdev`
+    pub rdev: u64,
+    /// `st_size`; for files whose size the kernel reports as 0 or a page
+    /// (procfs, sysfs) the proxy reports the real content length.
+    pub size: i64,
+    /// `st_blksize`
+    pub blksize: i64,
+    /// `st_blocks`
+    pub blocks: i64,
+    /// `st_atime`, `st_mtime`, `st_ctime` seconds and nanoseconds.
+    pub times: [(i64, i64); 3],
+}
+
+/// The parts of `struct statfs` callers look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatfsInfo {
+    /// `f_type` (e.g. `BPF_FS_MAGIC`).
+    pub fs_type: i64,
+    /// `f_bsize`
+    pub bsize: i64,
+    /// `f_blocks`, `f_bfree`, `f_bavail`, `f_files`, `f_ffree`
+    pub counts: [u64; 5],
+    /// `f_namelen`
+    pub namelen: i64,
+    /// `f_frsize`
+    pub frsize: i64,
+    /// `f_flags`
+    pub flags: i64,
+}
+
+/// Facts about the proxy's kernel, sent once per session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// `uname()` fields: sysname, nodename, release, version, machine,
+    /// domainname.
+    pub uname: [String; 6],
+    /// Number of possible CPUs (`/sys/devices/system/cpu/possible`).
+    pub possible_cpus: u32,
+    /// Effective, permitted and inheritable capability sets of the proxy
+    /// (two 32-bit words each, `_LINUX_CAPABILITY_VERSION_3` layout).
+    pub caps: [[u32; 2]; 3],
+    /// The proxy's version string.
+    pub proxy_version: String,
+}
+
+/// A request the proxy could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// errno for the host program.
+    pub errno: i32,
+    /// Human-readable reason, printed by the preload on the host's stderr.
+    pub message: String,
+}
+
+/// Encoding failed or the bytes are not a message.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct CodecError(#[from] bincode::Error);
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(bincode::serialize(msg)?)
+}
+
+/// Decodes a message, refusing trailing bytes and sequences longer than
+/// the frame could hold (bincode's limit stops a length prefix from
+/// allocating more than the frame size).
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    use bincode::Options;
+    Ok(bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64)
+        .reject_trailing_bytes()
+        .deserialize(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let req = Request::Bpf(BpfCall {
+            cmd: 1,
+            size: 32,
+            attr: vec![1, 2, 3],
+            common: None,
+            common_size: 0,
+            buffers: vec![WireBuffer::Data(vec![9; 4]), WireBuffer::Out(8)],
+        });
+        let bytes = encode(&req).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<Request>(&[0xff; 3]).is_err());
+        // A sequence length far larger than the frame must not allocate.
+        let mut bytes = encode(&Request::Ping(vec![])).unwrap();
+        let n = bytes.len();
+        bytes[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut bytes = encode(&Request::Ping(vec![1])).unwrap();
+        bytes.push(0);
+        assert!(decode::<Request>(&bytes).is_err());
+    }
+}

@@ -1,0 +1,528 @@
+//! Channel tests over `UnixStream::pair()`: blocking client thread, tokio server.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::Duration;
+
+use crate::handshake::{handshake_body_len, SessionKeys};
+use crate::*;
+
+fn pair() -> (UnixStream, tokio::net::UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, tokio::net::UnixStream::from_std(b).unwrap())
+}
+
+fn read_hs(s: &mut UnixStream) -> Vec<u8> {
+    let mut p = [0u8; 4];
+    s.read_exact(&mut p).unwrap();
+    let mut b = vec![0u8; handshake_body_len(p).unwrap()];
+    s.read_exact(&mut b).unwrap();
+    b
+}
+
+/// Client handshake done by hand over a blocking stream.
+fn raw_client(s: &mut UnixStream, psk: &Psk) -> SessionKeys {
+    let (hs, hello) = ClientHandshake::start(psk).unwrap();
+    s.write_all(&hello).unwrap();
+    let (proof, keys) = hs.finish(&read_hs(s)).unwrap();
+    s.write_all(&proof).unwrap();
+    keys
+}
+
+/// Server handshake done by hand over a blocking stream.
+fn raw_server(s: &mut UnixStream, keys: &[Psk]) -> SessionKeys {
+    let hello = read_hs(s);
+    let ServerHelloStep::Continue { reply, handshake } =
+        ServerHandshake::respond(keys, &hello).unwrap()
+    else {
+        panic!("refused")
+    };
+    s.write_all(&reply).unwrap();
+    handshake.finish(&read_hs(s)).unwrap().0
+}
+
+#[tokio::test]
+async fn handshake_and_exchange() {
+    let k = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let mut ch = SyncChannel::client(a, &ck).unwrap();
+        ch.send(b"ping").unwrap();
+        assert_eq!(ch.recv().unwrap(), b"pong");
+        ch.set_spin(Duration::from_millis(2));
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        ch.send(&big).unwrap();
+        assert_eq!(ch.recv().unwrap(), big);
+        ch.send(b"").unwrap();
+        assert_eq!(ch.recv().unwrap(), b"");
+        // Server closes after its last frame.
+        assert!(matches!(ch.recv(), Err(ChannelError::Closed)));
+        assert!(matches!(ch.recv(), Err(ChannelError::Broken)));
+    });
+    let (mut ch, idx) = AsyncChannel::server(b, std::slice::from_ref(&k))
+        .await
+        .unwrap();
+    assert_eq!(idx, 0);
+    assert_eq!(ch.recv().await.unwrap().unwrap(), b"ping");
+    ch.send(b"pong").await.unwrap();
+    let big = ch.recv().await.unwrap().unwrap();
+    assert_eq!(big.len(), 300_000);
+    ch.send(&big).await.unwrap();
+    assert_eq!(ch.recv().await.unwrap().unwrap(), b"");
+    ch.send(b"").await.unwrap();
+    drop(ch);
+    client.join().unwrap();
+}
+
+#[tokio::test]
+async fn clean_eof_is_none() {
+    let k = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let mut ch = SyncChannel::client(a, &ck).unwrap();
+        ch.send(b"bye").unwrap();
+    });
+    let (mut ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    assert_eq!(ch.recv().await.unwrap().unwrap(), b"bye");
+    assert!(ch.recv().await.unwrap().is_none());
+    client.join().unwrap();
+}
+
+#[tokio::test]
+async fn wrong_key_refused_on_both_sides() {
+    let (a, b) = pair();
+    let client = thread::spawn(move || {
+        let e = SyncChannel::client(a, &Psk::generate().unwrap())
+            .err()
+            .unwrap();
+        assert!(matches!(e, ChannelError::ProxyUnknownKey), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "authentication failed: the proxy does not know this key"
+        );
+        assert_eq!(e.errno(), libc::EACCES);
+        assert!(e.is_auth());
+    });
+    let keys = [Psk::generate().unwrap(), Psk::generate().unwrap()];
+    let e = AsyncChannel::server(b, &keys).await.err().unwrap();
+    assert!(
+        matches!(e, ChannelError::UnknownKeyId { known: 2, .. }),
+        "{e}"
+    );
+    assert!(e.is_auth());
+    client.join().unwrap();
+}
+
+#[tokio::test]
+async fn forged_key_id_refused_by_client() {
+    // A server that answers with a proof made with another key (impostor).
+    let real = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let cr = real.clone();
+    let client = thread::spawn(move || SyncChannel::client(a, &cr).err().unwrap());
+    let mut b = b.into_std().unwrap();
+    b.set_nonblocking(false).unwrap();
+    let hello = read_hs(&mut b);
+    assert_eq!(&hello[42..50], real.key_id());
+    let mut reply = b"TELEBPF\0\x01\x00\x00".to_vec();
+    reply.extend_from_slice(&[7; 32]);
+    reply.extend_from_slice(&[0x55; 32]); // not a valid proof
+    b.write_all(&handshake::handshake_frame(&reply)).unwrap();
+    let e = client.join().unwrap();
+    assert!(matches!(e, ChannelError::ServerProof), "{e}");
+    assert_eq!(e.errno(), libc::EACCES);
+    // The client sent nothing after the hello.
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rest = Vec::new();
+    b.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn bad_client_proof_refused_by_server() {
+    let k = Psk::generate().unwrap();
+    let (mut a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let (hs, hello) = ClientHandshake::start(&ck).unwrap();
+        a.write_all(&hello).unwrap();
+        let _ = read_hs(&mut a);
+        drop(hs);
+        a.write_all(&handshake::handshake_frame(&[0xaa; 32]))
+            .unwrap();
+        // Then a request, which the server must never decode.
+        a.write_all(&[20, 0, 0, 0]).unwrap();
+        a.write_all(&[0; 20]).unwrap();
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        rest
+    });
+    let e = AsyncChannel::server(b, &[k]).await.err().unwrap();
+    assert!(matches!(e, ChannelError::ClientProof(0)), "{e}");
+    assert!(
+        client.join().unwrap().is_empty(),
+        "server said nothing after the failed proof"
+    );
+}
+
+#[tokio::test]
+async fn key_id_picks_index() {
+    let keys: Vec<Psk> = (0..3).map(|_| Psk::generate().unwrap()).collect();
+    for i in [2, 0, 1] {
+        let (a, b) = pair();
+        let ck = keys[i].clone();
+        let client = thread::spawn(move || {
+            let mut ch = SyncChannel::client(a, &ck).unwrap();
+            ch.send(b"x").unwrap();
+            ch.recv().unwrap()
+        });
+        let (mut ch, idx) = AsyncChannel::server(b, &keys).await.unwrap();
+        assert_eq!(idx, i);
+        assert_eq!(ch.recv().await.unwrap().unwrap(), b"x");
+        ch.send(&[i as u8]).await.unwrap();
+        assert_eq!(client.join().unwrap(), [i as u8]);
+    }
+}
+
+#[tokio::test]
+async fn version_mismatch_reported() {
+    // An old/new client talks to us: it receives our version and we log its version.
+    let (mut a, b) = pair();
+    let client = thread::spawn(move || {
+        let mut hello = b"TELEBPF\0".to_vec();
+        hello.extend_from_slice(&3u16.to_le_bytes());
+        hello.extend_from_slice(&[0; 60]);
+        a.write_all(&handshake::handshake_frame(&hello)).unwrap();
+        let reply = read_hs(&mut a);
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        (reply, rest)
+    });
+    let e = AsyncChannel::server(b, &[Psk::generate().unwrap()])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "client speaks protocol v3, we speak v1");
+    let (reply, rest) = client.join().unwrap();
+    assert_eq!(reply, b"TELEBPF\0\x01\x00");
+    assert!(rest.is_empty(), "server closed after the notice");
+
+    // We talk to a proxy of another version.
+    let (a, b) = pair();
+    let client = thread::spawn(move || {
+        SyncChannel::client(a, &Psk::generate().unwrap())
+            .err()
+            .unwrap()
+    });
+    let mut b = b.into_std().unwrap();
+    b.set_nonblocking(false).unwrap();
+    let _ = read_hs(&mut b);
+    b.write_all(&handshake::handshake_frame(b"TELEBPF\0\x02\x00"))
+        .unwrap();
+    let e = client.join().unwrap();
+    assert_eq!(e.to_string(), "proxy speaks protocol v2, we speak v1");
+    assert_eq!(e.errno(), libc::EPROTO);
+}
+
+#[tokio::test]
+async fn not_telebpf_refused() {
+    let (mut a, b) = pair();
+    let client = thread::spawn(move || {
+        a.write_all(b"\x10\x00\x00\x00GET / HTTP/1.1\r\n").unwrap();
+    });
+    let e = AsyncChannel::server(b, &[Psk::generate().unwrap()])
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, ChannelError::BadMagic), "{e}");
+    client.join().unwrap();
+
+    let (mut a, b) = pair();
+    let client = thread::spawn(move || {
+        a.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    });
+    let e = AsyncChannel::server(b, &[Psk::generate().unwrap()])
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, ChannelError::HandshakeTooLarge(_)), "{e}");
+    client.join().unwrap();
+}
+
+#[tokio::test]
+async fn server_handshake_timeout() {
+    let (a, b) = pair();
+    let t = Duration::from_millis(150);
+    let e = AsyncChannel::server_with_timeout(b, &[Psk::generate().unwrap()], t)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, ChannelError::HandshakeTimeout(_)), "{e}");
+    assert_eq!(e.errno(), libc::ETIMEDOUT);
+    drop(a);
+}
+
+#[test]
+fn client_handshake_timeout_and_eof() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let start = std::time::Instant::now();
+    let e =
+        SyncChannel::client_with_timeout(a, &Psk::generate().unwrap(), Duration::from_millis(150))
+            .err()
+            .unwrap();
+    assert!(matches!(e, ChannelError::HandshakeTimeout(_)), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    drop(b);
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let t = thread::spawn(move || {
+        let mut b = b;
+        let _ = read_hs(&mut b);
+    });
+    let e = SyncChannel::client(a, &Psk::generate().unwrap())
+        .err()
+        .unwrap();
+    assert!(matches!(e, ChannelError::HandshakeEof), "{e}");
+    t.join().unwrap();
+}
+
+/// Sets up a `SyncChannel` client against a hand-driven server; returns the
+/// client, the server's raw stream and keys.
+fn sync_client_raw_server() -> (SyncChannel<UnixStream>, UnixStream, SessionKeys) {
+    let k = Psk::generate().unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let sk = k.clone();
+    let server = thread::spawn(move || {
+        let keys = raw_server(&mut b, std::slice::from_ref(&sk));
+        (b, keys)
+    });
+    let ch = SyncChannel::client(a, &k).unwrap();
+    let (b, keys) = server.join().unwrap();
+    (ch, b, keys)
+}
+
+#[test]
+fn client_rejects_tampered_frame() {
+    let (mut ch, mut b, mut keys) = sync_client_raw_server();
+    let mut f = keys.sealer.seal(b"reply");
+    f[5] ^= 0x01; // a ciphertext bit
+    b.write_all(&f).unwrap();
+    let e = ch.recv().unwrap_err();
+    assert!(matches!(e, ChannelError::Open(0)), "{e}");
+    assert_eq!(e.errno(), libc::EPROTO);
+    b.write_all(&keys.sealer.seal(b"later")).unwrap();
+    assert!(matches!(ch.recv(), Err(ChannelError::Broken)));
+    assert!(matches!(ch.send(b"x"), Err(ChannelError::Broken)));
+}
+
+#[test]
+fn client_rejects_replay() {
+    let (mut ch, mut b, mut keys) = sync_client_raw_server();
+    let f0 = keys.sealer.seal(b"zero");
+    b.write_all(&f0).unwrap();
+    b.write_all(&f0).unwrap();
+    assert_eq!(ch.recv().unwrap(), b"zero");
+    assert!(matches!(ch.recv(), Err(ChannelError::Open(1))));
+}
+
+#[test]
+fn client_rejects_reorder() {
+    let (mut ch, mut b, mut keys) = sync_client_raw_server();
+    let f0 = keys.sealer.seal(b"zero");
+    let f1 = keys.sealer.seal(b"one");
+    b.write_all(&f1).unwrap();
+    b.write_all(&f0).unwrap();
+    assert!(matches!(ch.recv(), Err(ChannelError::Open(0))));
+}
+
+#[test]
+fn client_rejects_truncated_frame() {
+    let (mut ch, mut b, mut keys) = sync_client_raw_server();
+    let f = keys.sealer.seal(&[1; 100]);
+    b.write_all(&f[..50]).unwrap();
+    drop(b);
+    let e = ch.recv().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ChannelError::Truncated {
+                expected: 120,
+                got: 50
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.errno(), libc::EPIPE);
+}
+
+#[test]
+fn client_rejects_oversized_prefix() {
+    let (mut ch, mut b, _keys) = sync_client_raw_server();
+    b.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let e = ch.recv().unwrap_err();
+    assert!(
+        matches!(e, ChannelError::FrameTooLarge(n) if n == u32::MAX as usize),
+        "{e}"
+    );
+}
+
+#[test]
+fn client_refuses_oversized_message() {
+    let (mut ch, _b, _keys) = sync_client_raw_server();
+    let e = ch.send(&vec![0; MAX_PLAINTEXT + 1]).unwrap_err();
+    assert!(matches!(e, ChannelError::MessageTooLarge(_)));
+    assert_eq!(e.errno(), libc::EMSGSIZE);
+}
+
+/// An `AsyncChannel` server against a hand-driven client thread that runs `f`
+/// with its raw stream and keys.
+async fn async_server_raw_client<T: Send + 'static>(
+    f: impl FnOnce(UnixStream, SessionKeys) -> T + Send + 'static,
+) -> (AsyncChannel<tokio::net::UnixStream>, thread::JoinHandle<T>) {
+    let k = Psk::generate().unwrap();
+    let (mut a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let keys = raw_client(&mut a, &ck);
+        f(a, keys)
+    });
+    let (ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    (ch, client)
+}
+
+#[tokio::test]
+async fn server_rejects_tamper_replay_reorder() {
+    let (mut ch, c) = async_server_raw_client(|mut a, mut keys| {
+        let mut f = keys.sealer.seal(b"request");
+        let last = f.len() - 1;
+        f[last] ^= 0x80; // a tag bit
+        a.write_all(&f).unwrap();
+        a
+    })
+    .await;
+    assert!(matches!(ch.recv().await, Err(ChannelError::Open(0))));
+    assert!(matches!(ch.recv().await, Err(ChannelError::Broken)));
+    drop(c.join().unwrap());
+
+    let (mut ch, c) = async_server_raw_client(|mut a, mut keys| {
+        let f = keys.sealer.seal(b"request");
+        a.write_all(&f).unwrap();
+        a.write_all(&f).unwrap();
+        a
+    })
+    .await;
+    assert_eq!(ch.recv().await.unwrap().unwrap(), b"request");
+    assert!(matches!(ch.recv().await, Err(ChannelError::Open(1))));
+    drop(c.join().unwrap());
+
+    let (mut ch, c) = async_server_raw_client(|mut a, mut keys| {
+        let f0 = keys.sealer.seal(b"0");
+        let f1 = keys.sealer.seal(b"1");
+        a.write_all(&f1).unwrap();
+        a.write_all(&f0).unwrap();
+        a
+    })
+    .await;
+    assert!(matches!(ch.recv().await, Err(ChannelError::Open(0))));
+    drop(c.join().unwrap());
+}
+
+#[tokio::test]
+async fn server_rejects_truncation_and_oversize() {
+    let (mut ch, c) = async_server_raw_client(|mut a, mut keys| {
+        let f = keys.sealer.seal(&[0; 40]);
+        a.write_all(&f[..30]).unwrap();
+    })
+    .await;
+    c.join().unwrap();
+    let e = ch.recv().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ChannelError::Truncated {
+                expected: 60,
+                got: 30
+            }
+        ),
+        "{e}"
+    );
+
+    let (mut ch, c) = async_server_raw_client(|mut a, _| {
+        a.write_all(&[1, 2]).unwrap();
+    })
+    .await;
+    c.join().unwrap();
+    assert!(matches!(
+        ch.recv().await,
+        Err(ChannelError::Truncated {
+            expected: 4,
+            got: 2
+        })
+    ));
+
+    let (mut ch, c) = async_server_raw_client(|mut a, _| {
+        a.write_all(&((MAX_FRAME + 1) as u32).to_le_bytes())
+            .unwrap();
+        a
+    })
+    .await;
+    assert!(matches!(
+        ch.recv().await,
+        Err(ChannelError::FrameTooLarge(_))
+    ));
+    drop(c.join().unwrap());
+}
+
+#[tokio::test]
+async fn split_halves_work_independently() {
+    let k = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let mut ch = SyncChannel::client(a, &ck).unwrap();
+        ch.send(b"req").unwrap();
+        let push = ch.recv().unwrap();
+        let reply = ch.recv().unwrap();
+        (push, reply)
+    });
+    let (ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    let (mut rx, mut tx) = ch.into_split();
+    let reader = tokio::spawn(async move { rx.recv().await.unwrap().unwrap() });
+    tx.send(b"unsolicited").await.unwrap();
+    let req = reader.await.unwrap();
+    assert_eq!(req, b"req");
+    tx.send(b"reply").await.unwrap();
+    tx.shutdown().await.unwrap();
+    let (push, reply) = client.join().unwrap();
+    assert_eq!(push, b"unsolicited");
+    assert_eq!(reply, b"reply");
+}
+
+#[tokio::test]
+async fn full_stack_over_unix_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = Address::Unix(dir.path().join("proxy.sock"));
+    let listener = Listener::bind(&addr).await.unwrap();
+    let k = Psk::generate().unwrap();
+    let (ck, caddr) = (k.clone(), addr.clone());
+    let client = thread::spawn(move || {
+        let s = connect(&caddr, Duration::from_secs(5)).unwrap();
+        let mut ch = SyncChannel::client(s, &ck).unwrap();
+        ch.set_spin(Duration::from_micros(50));
+        for i in 0..100u32 {
+            ch.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(ch.recv().unwrap(), (i + 1).to_le_bytes());
+        }
+    });
+    let (stream, _peer) = listener.accept().await.unwrap();
+    let (mut ch, _) = AsyncChannel::server(stream, &[k]).await.unwrap();
+    while let Some(m) = ch.recv().await.unwrap() {
+        let i = u32::from_le_bytes(m.try_into().unwrap());
+        ch.send(&(i + 1).to_le_bytes()).await.unwrap();
+    }
+    client.join().unwrap();
+}
