@@ -1,0 +1,70 @@
+//! Program type numbers (`enum bpf_prog_type`).
+//!
+//! Values of `enum bpf_prog_type` from the UAPI header `linux/bpf.h`.
+
+/// `BPF_PROG_TYPE_UNSPEC` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_UNSPEC: u32 = 0;
+/// `BPF_PROG_TYPE_SOCKET_FILTER` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+/// `BPF_PROG_TYPE_KPROBE` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PROG_TYPE_SCHED_CLS` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `BPF_PROG_TYPE_SCHED_ACT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SCHED_ACT: u32 = 4;
+/// `BPF_PROG_TYPE_TRACEPOINT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+/// `BPF_PROG_TYPE_XDP` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `BPF_PROG_TYPE_PERF_EVENT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_PERF_EVENT: u32 = 7;
+/// `BPF_PROG_TYPE_CGROUP_SKB` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+/// `BPF_PROG_TYPE_CGROUP_SOCK` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+/// `BPF_PROG_TYPE_LWT_IN` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LWT_IN: u32 = 10;
+/// `BPF_PROG_TYPE_LWT_OUT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LWT_OUT: u32 = 11;
+/// `BPF_PROG_TYPE_LWT_XMIT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LWT_XMIT: u32 = 12;
+/// `BPF_PROG_TYPE_SOCK_OPS` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
+/// `BPF_PROG_TYPE_SK_SKB` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SK_SKB: u32 = 14;
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+/// `BPF_PROG_TYPE_SK_MSG` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SK_MSG: u32 = 16;
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+/// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+/// `BPF_PROG_TYPE_LWT_SEG6LOCAL` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LWT_SEG6LOCAL: u32 = 19;
+/// `BPF_PROG_TYPE_LIRC_MODE2` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LIRC_MODE2: u32 = 20;
+/// `BPF_PROG_TYPE_SK_REUSEPORT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
+/// `BPF_PROG_TYPE_FLOW_DISSECTOR` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_FLOW_DISSECTOR: u32 = 22;
+/// `BPF_PROG_TYPE_CGROUP_SYSCTL` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_SYSCTL: u32 = 23;
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE: u32 = 24;
+/// `BPF_PROG_TYPE_CGROUP_SOCKOPT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_CGROUP_SOCKOPT: u32 = 25;
+/// `BPF_PROG_TYPE_TRACING` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_TRACING: u32 = 26;
+/// `BPF_PROG_TYPE_STRUCT_OPS` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_STRUCT_OPS: u32 = 27;
+/// `BPF_PROG_TYPE_EXT` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_EXT: u32 = 28;
+/// `BPF_PROG_TYPE_LSM` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_LSM: u32 = 29;
+/// `BPF_PROG_TYPE_SK_LOOKUP` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SK_LOOKUP: u32 = 30;
+/// `BPF_PROG_TYPE_SYSCALL` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_SYSCALL: u32 = 31;
+/// `BPF_PROG_TYPE_NETFILTER` (`enum bpf_prog_type`).
+pub const BPF_PROG_TYPE_NETFILTER: u32 = 32;
