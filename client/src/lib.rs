@@ -1,0 +1,160 @@
+//! Blocking client of a telebpf proxy.
+//!
+//! Used inside the preload library (where no async runtime may be started in
+//! somebody else's program) and by the CLI. A [`Connection`] is one session:
+//! it connects, authenticates, reads the Welcome with the guest's [`Facts`],
+//! then exchanges one [`Reply`] per [`Request`] in order.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use telebpf_protocol::address::Address;
+use telebpf_protocol::channel::SyncChannel;
+use telebpf_protocol::key::Psk;
+use telebpf_protocol::message::{self, Facts, Reply, Request};
+use telebpf_protocol::transport::{self, ClientStream};
+
+/// Environment variable naming the proxy address.
+pub const ENV_TARGET: &str = "TELEBPF_TARGET";
+/// Environment variable naming the key file.
+pub const ENV_KEY_FILE: &str = "TELEBPF_KEY_FILE";
+/// Optional: connect timeout in milliseconds (default 5000).
+pub const ENV_CONNECT_TIMEOUT_MS: &str = "TELEBPF_CONNECT_TIMEOUT_MS";
+/// Optional: how long to spin for a reply before blocking, in µs (default 50).
+pub const ENV_SPIN_US: &str = "TELEBPF_SPIN_US";
+
+/// Where and how to reach the proxy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Proxy address.
+    pub target: Address,
+    /// Key file path.
+    pub key_file: PathBuf,
+    /// Connect (and handshake) timeout.
+    pub connect_timeout: Duration,
+    /// Busy-wait before blocking for a reply.
+    pub spin: Duration,
+}
+
+/// Why the client cannot talk to the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `TELEBPF_TARGET` is not set.
+    #[error("{ENV_TARGET} is not set")]
+    NoTarget,
+    /// `TELEBPF_KEY_FILE` is not set.
+    #[error("{ENV_KEY_FILE} is not set")]
+    NoKeyFile,
+    /// The address does not parse.
+    #[error("bad {ENV_TARGET} {0:?}: {1}")]
+    BadTarget(String, String),
+    /// The key file cannot be used.
+    #[error("key file {0}: {1}")]
+    Key(PathBuf, #[source] telebpf_protocol::KeyError),
+    /// Connecting failed.
+    #[error("cannot reach the proxy at {0}: {1}")]
+    Connect(Address, #[source] telebpf_protocol::TransportError),
+    /// The channel failed (handshake, I/O, authentication).
+    #[error("proxy at {0}: {1}")]
+    Channel(Address, #[source] telebpf_protocol::ChannelError),
+    /// A message did not encode or decode.
+    #[error("proxy at {0}: {1}")]
+    Codec(Address, #[source] message::CodecError),
+    /// The proxy answered something that does not fit the request.
+    #[error("proxy at {0} answered out of turn: {1}")]
+    Unexpected(Address, String),
+}
+
+impl ClientError {
+    /// The errno a host program sees for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::NoTarget | ClientError::NoKeyFile | ClientError::BadTarget(..) => libc::EINVAL,
+            ClientError::Key(..) => libc::EACCES,
+            ClientError::Connect(_, e) => e.errno(),
+            ClientError::Channel(_, e) => e.errno(),
+            ClientError::Codec(..) | ClientError::Unexpected(..) => libc::EPROTO,
+        }
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Settings, ClientError> {
+        let target = std::env::var(ENV_TARGET).map_err(|_| ClientError::NoTarget)?;
+        let key_file = std::env::var_os(ENV_KEY_FILE).ok_or(ClientError::NoKeyFile)?;
+        Settings::new(&target, key_file.into())
+    }
+
+    /// Settings for an address and key file, with the timeouts from the
+    /// environment or their defaults.
+    pub fn new(target: &str, key_file: PathBuf) -> Result<Settings, ClientError> {
+        let target = target
+            .parse::<Address>()
+            .map_err(|e| ClientError::BadTarget(target.to_string(), e.to_string()))?;
+        Ok(Settings {
+            target,
+            key_file,
+            connect_timeout: Duration::from_millis(env_u64(ENV_CONNECT_TIMEOUT_MS, 5000)),
+            spin: Duration::from_micros(env_u64(ENV_SPIN_US, 50)),
+        })
+    }
+}
+
+/// One authenticated session with the proxy.
+pub struct Connection {
+    chan: SyncChannel<ClientStream>,
+    facts: Facts,
+    target: Address,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects, authenticates and reads the Welcome.
+    pub fn open(settings: &Settings) -> Result<Connection, ClientError> {
+        let psk = Psk::from_file(&settings.key_file).map_err(|e| ClientError::Key(settings.key_file.clone(), e))?;
+        let target = settings.target.clone();
+        let stream = transport::connect(&target, settings.connect_timeout)
+            .map_err(|e| ClientError::Connect(target.clone(), e))?;
+        let mut chan = SyncChannel::client(stream, &psk).map_err(|e| ClientError::Channel(target.clone(), e))?;
+        chan.set_spin(settings.spin);
+        let bytes = chan.recv().map_err(|e| ClientError::Channel(target.clone(), e))?;
+        let facts = match message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(target.clone(), e))? {
+            Reply::Welcome(facts) => facts,
+            other => return Err(ClientError::Unexpected(target, format!("{other:?} instead of Welcome"))),
+        };
+        Ok(Connection { chan, facts, target })
+    }
+
+    /// The guest kernel's facts from the Welcome.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// The proxy's address.
+    pub fn target(&self) -> &Address {
+        &self.target
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
+        self.notify(req)?;
+        let bytes = self.chan.recv().map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
+    }
+
+    /// Sends a request that has no reply ([`Request::Close`]).
+    pub fn notify(&mut self, req: &Request) -> Result<(), ClientError> {
+        let bytes = message::encode(req).map_err(|e| ClientError::Codec(self.target.clone(), e))?;
+        self.chan.send(&bytes).map_err(|e| ClientError::Channel(self.target.clone(), e))
+    }
+}

@@ -1,0 +1,25 @@
+//! The guest side of telebpf.
+//!
+//! `telebpf-proxy` runs inside the monitored machine, as root. It accepts
+//! authenticated clients (the host's preload library and CLI), executes
+//! their `bpf()` calls with the real syscall in its own kernel, answers the
+//! files that describe that kernel, and holds the guest fds each client
+//! created. A client's fds live in its [`session::Session`]: when the session
+//! ends for any reason (the program exited, was killed, the connection
+//! broke) every one of them is closed, so a vanished client leaks nothing.
+//! Objects pinned in bpffs stay, as they would locally.
+//!
+//! Layout: [`server`] accepts connections and handles shutdown; [`session`]
+//! runs one client's conversation; [`bpf_exec`] turns a forwarded call into a
+//! checked syscall; [`files`] decides which files a client may see; [`facts`]
+//! gathers what the Welcome message tells about the kernel; [`log`] prints.
+
+pub mod bpf_exec;
+pub mod facts;
+pub mod files;
+pub mod log;
+pub mod server;
+pub mod session;
+mod sys;
+
+pub use server::{run, Config, ConfigError};

@@ -1,0 +1,95 @@
+//! The few raw syscalls the proxy makes, each behind a safe wrapper.
+
+use std::io;
+
+/// `bpf(cmd, attr, size, common, common_size)` returning the raw result or
+/// the errno.
+///
+/// # Safety
+///
+/// `attr` must point to `size` bytes the kernel may read and write, and
+/// every pointer inside it must point to memory of the length the plan
+/// gave; `common` likewise for `common_size` bytes (or be null).
+pub unsafe fn bpf(cmd: u32, attr: *mut u8, size: u32, common: *mut u8, common_size: u32) -> Result<i64, i32> {
+    // SAFETY: the caller guarantees the pointed-to memory is valid for the
+    // kernel to access as the command requires.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr,
+            size as libc::c_long,
+            common,
+            common_size as libc::c_long,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    } else {
+        Ok(ret)
+    }
+}
+
+
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info`, returning the length the kernel
+/// filled.
+pub fn object_info(fd: i32, info: &mut [u8]) -> Result<usize, i32> {
+    let mut attr = [0u8; 16];
+    attr[0..4].copy_from_slice(&(fd as u32).to_le_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_le_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_le_bytes());
+    // SAFETY: `attr.info` points to `info`, which is valid for `info_len`
+    // bytes and outlives the call.
+    unsafe {
+        bpf(
+            telebpf_abi::cmd::BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+            std::ptr::null_mut(),
+            0,
+        )
+    }?;
+    Ok(u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]) as usize)
+}
+
+/// Closes an fd the proxy owns.
+pub fn close(fd: i32) {
+    // SAFETY: closing an integer fd has no memory-safety effect; the
+    // session table guarantees it is one of ours and is closed only once.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `read(fd)` of at most `len` bytes.
+pub fn read(fd: i32, len: usize) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: `buf` is valid for writes of `len` bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Makes sure fds 0, 1 and 2 are open, so that no guest object ever gets
+/// one of those numbers (a client passing `0` for "no fd" must never reach
+/// a real object).
+pub fn occupy_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on any integer is harmless.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            // SAFETY: opening /dev/null with a static NUL-terminated path.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK to infinity (kernels before 5.11 charge BPF
+/// memory to it). Best effort.
+pub fn raise_memlock() {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: `lim` is a valid rlimit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
