@@ -1,0 +1,53 @@
+//! `telebpf exec`: run a program with the preload library injected.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use telebpf_client::{ENV_KEY_FILE, ENV_TARGET};
+
+/// Environment variable that overrides where the preload library is.
+pub const ENV_PRELOAD: &str = "TELEBPF_PRELOAD";
+
+/// The preload library: `$TELEBPF_PRELOAD`, else beside this executable.
+pub fn preload_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(ENV_PRELOAD) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let lib = exe.with_file_name("libtelebpf_preload.so");
+    if lib.exists() {
+        Ok(lib)
+    } else {
+        Err(format!("{} not found (set {ENV_PRELOAD})", lib.display()))
+    }
+}
+
+/// The environment that makes a child forward to `target`.
+pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsString)>, String> {
+    target
+        .parse::<telebpf_protocol::address::Address>()
+        .map_err(|e| format!("bad --target {target:?}: {e}"))?;
+    let key_file = std::path::absolute(key_file).map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+    // Fail here, with a clear message, rather than inside the tool.
+    telebpf_protocol::key::Psk::from_file(&key_file).map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+    let lib = preload_path()?;
+    let mut preload = OsString::from(&lib);
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(" ");
+        preload.push(existing);
+    }
+    Ok(vec![
+        ("LD_PRELOAD".into(), preload),
+        (ENV_TARGET.into(), target.into()),
+        (ENV_KEY_FILE.into(), key_file.into_os_string()),
+    ])
+}
+
+/// Replaces this process with `command`, so its exit status is CMD's.
+pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), String> {
+    let env = preload_env(target, key_file)?;
+    let (program, args) = command.split_first().ok_or("no command given")?;
+    let err = std::process::Command::new(program).args(args).envs(env).exec();
+    Err(format!("cannot run {}: {err}", program.to_string_lossy()))
+}

@@ -1,0 +1,212 @@
+//! The host side of a forwarded `bpf()` call: the single decode point.
+//!
+//! One function, [`forward`], turns the raw `(cmd, attr, size)` of an
+//! intercepted call into a [`BpfCall`], sends it, and turns the
+//! [`BpfResult`] back into the return value and errno the program sees:
+//!
+//! 1. read the attr from the program's memory (`EFAULT` as the kernel would);
+//! 2. derive the plan with `telebpf-abi` (the proxy derives the same one);
+//! 3. copy every `In`/`InOut` buffer out of the program's memory, expanding
+//!    nested ones (info structs, instructions) as their content arrives;
+//! 4. translate every fd slot: ours → the guest fd, `0` stays `0`, anything
+//!    else → `-1` (the guest kernel then answers `EBADF`, which is what a
+//!    host fd means to it);
+//! 5. after the call, write back only the attr bytes the kernel changed and
+//!    every buffer it may have written, then turn a returned guest fd into a
+//!    new host fd.
+
+use std::sync::Arc;
+
+use telebpf_abi::{cmd, write_u32, Direction, Length, ObjectKind, Objects, Parent, Plan};
+use telebpf_protocol::message::{BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, MAX_ATTR};
+
+use crate::memory;
+use crate::objects::{inode_of, GuestObject, Table};
+use crate::state::{self, Failure};
+use crate::vfs;
+
+/// What the plan needs to know about host fds.
+struct HostView<'a> {
+    table: &'a Table,
+    possible_cpus: u32,
+}
+
+impl Objects for HostView<'_> {
+    fn kind(&self, fd: i32) -> Option<ObjectKind> {
+        self.table.get(fd).map(|o| o.kind.clone())
+    }
+
+    fn possible_cpus(&self) -> u32 {
+        self.possible_cpus
+    }
+
+    fn link_type(&self, fd: i32) -> Option<u32> {
+        self.table.get(fd).and_then(|o| o.link_type)
+    }
+}
+
+/// Forwards one `bpf()` call; `Ok` is the syscall's return value.
+pub fn forward(raw_cmd: u32, attr_addr: u64, size: u32, common_addr: u64, common_size: u32) -> Result<i64, Failure> {
+    let st = state::get();
+    if size as usize > MAX_ATTR {
+        return Err(Failure(libc::E2BIG));
+    }
+    let has_common = raw_cmd & cmd::BPF_COMMON_ATTRS != 0;
+    let mut attr = memory::read(attr_addr, size as usize).map_err(Failure)?;
+    let mut common = if has_common {
+        if common_size as usize > MAX_ATTR {
+            return Err(Failure(libc::E2BIG));
+        }
+        Some(memory::read(common_addr, common_size as usize).map_err(Failure)?)
+    } else {
+        None
+    };
+    let possible_cpus = st.facts()?.possible_cpus;
+
+    let (plan, mut buffers) = {
+        let table = st.table();
+        let view = HostView { table: &table, possible_cpus };
+        let mut plan = Plan::new(raw_cmd, &attr, common.as_deref(), &view).map_err(|e| Failure(e.errno()))?;
+        let mut buffers: Vec<WireBuffer> = Vec::with_capacity(plan.buffers.len());
+        let mut i = 0;
+        while i < plan.buffers.len() {
+            let spec = &plan.buffers[i];
+            let wire = match (&spec.len, &spec.dir) {
+                (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
+                (Length::Bytes(n), _) => WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Failure)?),
+                (Length::CString { max }, _) => WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Failure)?),
+            };
+            if let WireBuffer::Data(content) = &wire {
+                plan.expand(i, content, &view).map_err(|e| Failure(e.errno()))?;
+            }
+            buffers.push(wire);
+            i += 1;
+        }
+        // Translate fds into the guest's numbering, in the copies we send.
+        for slot in &plan.fds {
+            let guest = match slot.value {
+                0 => 0,
+                v => view.table.get(v).map_or(-1, |o| o.guest_fd),
+            };
+            let bytes: Option<&mut [u8]> = match slot.parent {
+                Parent::Attr => Some(&mut attr),
+                Parent::Common => common.as_deref_mut(),
+                Parent::Buffer(j) => match buffers.get_mut(j) {
+                    Some(WireBuffer::Data(d)) => Some(d),
+                    _ => None,
+                },
+            };
+            if let Some(bytes) = bytes {
+                write_u32(bytes, slot.offset, guest as u32);
+            }
+        }
+        (plan, buffers)
+    };
+
+    let sent_attr = attr.clone();
+    let sent_common = common.clone();
+    let call = BpfCall {
+        cmd: raw_cmd,
+        size,
+        attr,
+        common,
+        common_size: if has_common { common_size } else { 0 },
+        buffers: std::mem::take(&mut buffers),
+    };
+    let result = match st.call(&Request::Bpf(call))? {
+        Reply::Bpf(r) => r,
+        other => {
+            st.warn(&format!("unexpected reply to bpf(): {other:?}"));
+            return Err(Failure(libc::EPROTO));
+        }
+    };
+    write_back(&plan, &result, attr_addr, &sent_attr, common_addr, sent_common.as_deref())?;
+
+    if result.ret < 0 {
+        return Err(Failure(if result.errno > 0 { result.errno } else { libc::EIO }));
+    }
+    match (plan.returns_fd, result.object) {
+        (true, Some(obj)) => adopt(result.ret as i32, obj).map(i64::from),
+        _ => Ok(result.ret),
+    }
+}
+
+/// Writes back what the kernel wrote: attr bytes that differ from what we
+/// sent (pointer and fd fields come back as sent, so they never differ), and
+/// every returned buffer, at most as long as the plan says.
+fn write_back(
+    plan: &Plan,
+    result: &BpfResult,
+    attr_addr: u64,
+    sent_attr: &[u8],
+    common_addr: u64,
+    sent_common: Option<&[u8]>,
+) -> Result<(), Failure> {
+    write_changed(attr_addr, sent_attr, &result.attr)?;
+    if let (Some(sent), Some(got)) = (sent_common, result.common.as_deref()) {
+        write_changed(common_addr, sent, got)?;
+    }
+    for (index, content) in &result.out {
+        let Some(spec) = plan.buffers.get(*index as usize) else {
+            return Err(Failure(libc::EPROTO));
+        };
+        if content.len() > spec.alloc_len() || matches!(spec.dir, Direction::In) {
+            return Err(Failure(libc::EPROTO));
+        }
+        memory::write(spec.ptr, content).map_err(Failure)?;
+    }
+    Ok(())
+}
+
+/// Writes the runs of `got` that differ from `sent` to `addr`.
+fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
+    if got.len() != sent.len() {
+        return Err(Failure(libc::EPROTO));
+    }
+    let mut i = 0;
+    while i < got.len() {
+        if got[i] == sent[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < got.len() && got[i] != sent[i] {
+            i += 1;
+        }
+        memory::write(addr + start as u64, &got[start..i]).map_err(Failure)?;
+    }
+    Ok(())
+}
+
+/// Gives a new guest fd a host fd of its own.
+pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
+    let st = state::get();
+    let name = obj.link.strip_prefix("anon_inode:").unwrap_or("bpf-object").to_string();
+    let fd = match vfs::memfd_with(&name, &[], false) {
+        Ok(fd) => fd,
+        Err(e) => {
+            st.notify(&Request::Close { fd: guest_fd });
+            return Err(e);
+        }
+    };
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    let inode = inode_of(raw).unwrap_or_default();
+    let object = Arc::new(GuestObject { guest_fd, kind: obj.kind, link: obj.link, link_type: obj.link_type, inode });
+    st.table().insert(raw, object);
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_runs_are_written() {
+        let mut target = [0u8, 1, 2, 3, 4, 5];
+        let sent = target;
+        let got = [0u8, 9, 9, 3, 4, 7];
+        write_changed(target.as_mut_ptr() as u64, &sent, &got).unwrap();
+        assert_eq!(target, got);
+        assert!(write_changed(target.as_mut_ptr() as u64, &sent, &got[..3]).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Keeping the fd table in step with the program's fd operations, and the
+//! operations on guest-object fds themselves (`read` of iterators, `mmap`).
+
+use std::sync::Arc;
+
+use libc::{c_int, c_long, c_uint, c_void, off_t, size_t, ssize_t};
+use telebpf_abi::ObjectKind;
+use telebpf_protocol::message::{Reply, Request};
+
+use super::keep_errno;
+use crate::guard::{self, Action};
+use crate::objects::{self, GuestObject};
+use crate::{memory, real, state};
+
+/// Records that `new` now refers to whatever `old` refers to, and drops
+/// what `new` referred to before.
+fn alias(old: c_int, new: c_int) {
+    let st = state::get();
+    let (obj, last) = {
+        let mut table = st.table();
+        let obj: Option<Arc<GuestObject>> = table.get(old).cloned();
+        let last = table.remove(new);
+        if let Some(o) = &obj {
+            table.insert(new, o.clone());
+        }
+        (obj, last)
+    };
+    drop(obj);
+    if let Some(guest_fd) = last {
+        st.notify(&Request::Close { fd: guest_fd });
+    }
+}
+
+/// Forgets host fd `fd`, closing its guest object if it was the last
+/// reference.
+fn forget(fd: c_int) {
+    let st = state::get();
+    let last = st.table().remove(fd);
+    if let Some(guest_fd) = last {
+        st.notify(&Request::Close { fd: guest_fd });
+    }
+}
+
+/// Interposed `close`.
+///
+/// # Safety
+///
+/// Same contract as libc's `close`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::close(fd) };
+    if !objects::maybe_ours(fd) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            forget(fd);
+            keep_errno(pass())
+        },
+        -1,
+    )
+}
+
+/// Interposed `close_range`.
+///
+/// # Safety
+///
+/// Same contract as libc's `close_range`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::close_range(first, last, flags) };
+    if !state::configured() {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let r = pass();
+            if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+                let ours = state::get().table().in_range(first, last);
+                ours.into_iter().for_each(forget);
+            }
+            keep_errno(r)
+        },
+        -1,
+    )
+}
+
+/// Interposed `dup`.
+///
+/// # Safety
+///
+/// Same contract as libc's `dup`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::dup(old) };
+    if !objects::maybe_ours(old) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let r = pass();
+            if r >= 0 {
+                alias(old, r);
+            }
+            keep_errno(r)
+        },
+        -1,
+    )
+}
+
+fn dup_to(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
+    if (!objects::maybe_ours(old) && !objects::maybe_ours(new)) || old == new {
+        return call();
+    }
+    // `call` runs exactly once on every path below; wrap it so both
+    // closures can own a path to it.
+    let call = std::cell::Cell::new(Some(call));
+    let run = || call.take().map_or(-1, |f| f());
+    guard::enter(
+        run,
+        || {
+            let r = run();
+            if r >= 0 {
+                alias(old, new);
+            }
+            keep_errno(r)
+        },
+        -1,
+    )
+}
+
+/// Interposed `dup2`.
+///
+/// # Safety
+///
+/// Same contract as libc's `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    dup_to(old, new, || unsafe { real::dup2(old, new) })
+}
+
+/// Interposed `dup3` (libbpf uses it to move an fd onto a placeholder).
+///
+/// # Safety
+///
+/// Same contract as libc's `dup3`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    dup_to(old, new, || unsafe { real::dup3(old, new, flags) })
+}
+
+fn fcntl_common(fd: c_int, cmd: c_int, call: impl Fn() -> c_int) -> c_int {
+    if !(cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) || !objects::maybe_ours(fd) {
+        return call();
+    }
+    guard::enter(
+        &call,
+        || {
+            let r = call();
+            if r >= 0 {
+                alias(fd, r);
+            }
+            keep_errno(r)
+        },
+        -1,
+    )
+}
+
+/// Interposed `fcntl` (`F_DUPFD*` create new references).
+///
+/// # Safety
+///
+/// Same contract as libc's `fcntl`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    fcntl_common(fd, cmd, || unsafe { real::fcntl(fd, cmd, arg) })
+}
+
+/// Interposed `fcntl64`.
+///
+/// # Safety
+///
+/// Same contract as libc's `fcntl64`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    fcntl_common(fd, cmd, || unsafe { real::fcntl64(fd, cmd, arg) })
+}
+
+/// Interposed `read`: a BPF iterator fd reads the guest iterator.
+///
+/// # Safety
+///
+/// Same contract as libc's `read`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::read(fd, buf, n) };
+    if !objects::maybe_ours(fd) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let st = state::get();
+            let Some(obj) = st.table().get(fd).cloned() else {
+                return Action::Pass;
+            };
+            if obj.kind != ObjectKind::Iter {
+                return Action::Fail(libc::EINVAL, -1);
+            }
+            let req = Request::Read { fd: obj.guest_fd, len: n.min(u32::MAX as usize) as u32 };
+            match st.call(&req) {
+                Ok(Reply::Read(Ok(bytes))) => match memory::write(buf as u64, &bytes) {
+                    Ok(()) => Action::Done(bytes.len() as ssize_t),
+                    Err(e) => Action::Fail(e, -1),
+                },
+                Ok(Reply::Read(Err(e))) => Action::Fail(e, -1),
+                Ok(_) => Action::Fail(libc::EPROTO, -1),
+                Err(f) => Action::Fail(f.0, -1),
+            }
+        },
+        -1,
+    )
+}
+
+fn mmap_common(fd: c_int, call: impl Fn() -> *mut c_void) -> *mut c_void {
+    if !objects::maybe_ours(fd) {
+        return call();
+    }
+    guard::enter(
+        &call,
+        || {
+            let st = state::get();
+            if st.table().get(fd).is_none() {
+                return Action::Pass;
+            }
+            st.warn("mmap of a guest BPF map is not forwarded yet (ring buffers and mmapable maps)");
+            Action::Fail(libc::ENODEV, libc::MAP_FAILED)
+        },
+        libc::MAP_FAILED,
+    )
+}
+
+/// Interposed `mmap`.
+///
+/// # Safety
+///
+/// Same contract as libc's `mmap`.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    // SAFETY: forwarded under the caller's contract.
+    mmap_common(fd, || unsafe { real::mmap(addr, len, prot, flags, fd, off) })
+}
+
+/// Interposed `mmap64`.
+///
+/// # Safety
+///
+/// Same contract as libc's `mmap64`.
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    // SAFETY: forwarded under the caller's contract.
+    mmap_common(fd, || unsafe { real::mmap64(addr, len, prot, flags, fd, off) })
+}

@@ -1,0 +1,142 @@
+//! Host fds that stand for guest objects.
+//!
+//! A guest object is represented in the host program by a real fd (a
+//! memfd), so the fd number space, `close`-on-exec, `dup*` and `fcntl`
+//! behave as with a real bpf fd. The table maps host fd numbers to the
+//! object; several numbers share one object after `dup`, and the guest fd is
+//! closed when the last of them goes. Each entry remembers the memfd's inode,
+//! so a number that was closed behind our back (a raw `syscall(SYS_close)`)
+//! and reused for another file is recognised as stale instead of misrouted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use telebpf_abi::ObjectKind;
+
+/// One guest object.
+#[derive(Debug)]
+pub struct GuestObject {
+    /// Its fd in the proxy's process.
+    pub guest_fd: i32,
+    /// Type and sizes.
+    pub kind: ObjectKind,
+    /// Its `/proc/self/fd` link text in the guest.
+    pub link: String,
+    /// For a BPF link, its type as the guest kernel reports it.
+    pub link_type: Option<u32>,
+    /// `(st_dev, st_ino)` of the host memfd.
+    pub inode: (u64, u64),
+}
+
+const BITMAP_FDS: usize = 1 << 16;
+/// Fds below 65536 that may be ours: a fast negative answer for the hot
+/// `close`/`read`/`mmap` paths of programs that never touch bpf. Bits are
+/// set on insert and never cleared (a stale bit only costs a table look-up).
+static MAYBE: [AtomicU64; BITMAP_FDS / 64] = [const { AtomicU64::new(0) }; BITMAP_FDS / 64];
+/// Whether any fd at or above 65536 was ever ours.
+static HIGH: AtomicBool = AtomicBool::new(false);
+
+/// Cheap check, callable from any hook before taking the guard.
+pub fn maybe_ours(fd: i32) -> bool {
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as usize;
+    if fd >= BITMAP_FDS {
+        return HIGH.load(Ordering::Relaxed);
+    }
+    MAYBE[fd / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
+}
+
+fn mark(fd: i32) {
+    let fd = fd as usize;
+    if fd >= BITMAP_FDS {
+        HIGH.store(true, Ordering::Relaxed);
+    } else {
+        MAYBE[fd / 64].fetch_or(1 << (fd % 64), Ordering::Relaxed);
+    }
+}
+
+/// `(st_dev, st_ino)` of an open host fd.
+pub fn inode_of(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid buffer; fstat on any integer is harmless.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// The table of one process.
+#[derive(Debug, Default)]
+pub struct Table {
+    by_host: HashMap<i32, Arc<GuestObject>>,
+}
+
+impl Table {
+    /// Registers `host_fd` as standing for `obj`.
+    pub fn insert(&mut self, host_fd: i32, obj: Arc<GuestObject>) {
+        mark(host_fd);
+        self.by_host.insert(host_fd, obj);
+    }
+
+    /// The object behind `host_fd`, if the fd still is the memfd we made.
+    /// A number closed behind our back and reused for another file is not
+    /// ours; its entry goes when that number is closed.
+    pub fn get(&self, host_fd: i32) -> Option<&Arc<GuestObject>> {
+        let obj = self.by_host.get(&host_fd)?;
+        (inode_of(host_fd) == Some(obj.inode)).then_some(obj)
+    }
+
+    /// Forgets `host_fd`; returns the guest fd to close when it was the
+    /// last host reference to its object.
+    pub fn remove(&mut self, host_fd: i32) -> Option<i32> {
+        let obj = self.by_host.remove(&host_fd)?;
+        (Arc::strong_count(&obj) == 1).then_some(obj.guest_fd)
+    }
+
+    /// Host fds in `first..=last` that are ours.
+    pub fn in_range(&self, first: u32, last: u32) -> Vec<i32> {
+        self.by_host
+            .keys()
+            .copied()
+            .filter(|&fd| fd as u32 >= first && fd as u32 <= last)
+            .collect()
+    }
+
+    /// Forgets everything (the session that owned the objects is gone).
+    pub fn clear(&mut self) {
+        self.by_host.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(guest_fd: i32, inode: (u64, u64)) -> Arc<GuestObject> {
+        Arc::new(GuestObject { guest_fd, kind: ObjectKind::Link, link: String::new(), link_type: None, inode })
+    }
+
+    #[test]
+    fn last_reference_closes() {
+        let mut t = Table::default();
+        let o = obj(7, (0, 0));
+        t.insert(100, o.clone());
+        t.insert(101, o);
+        assert_eq!(t.remove(100), None, "another host fd still refers to it");
+        assert_eq!(t.remove(101), Some(7));
+        assert_eq!(t.remove(101), None);
+        assert!(maybe_ours(100));
+    }
+
+    #[test]
+    fn stale_numbers_are_not_ours() {
+        let mut t = Table::default();
+        // fd 0 is open in the test process but is not a memfd with inode (1, 1).
+        t.insert(0, obj(3, (1, 1)));
+        assert!(t.get(0).is_none());
+    }
+}

@@ -1,0 +1,90 @@
+//! The libc functions we interpose, resolved with `dlsym(RTLD_NEXT)`.
+//!
+//! Each is looked up once, on first use, and cached in an atomic; a symbol
+//! libc does not have makes the wrapper fail with `ENOSYS` instead of
+//! crashing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_char, c_int, c_long, c_void, mode_t, off_t, size_t, ssize_t};
+
+/// Resolves `name` (NUL-terminated) in the objects after this library.
+fn lookup(cache: &AtomicUsize, name: &'static [u8]) -> usize {
+    let p = cache.load(Ordering::Acquire);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: `name` is a NUL-terminated static string; dlsym is thread-safe.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    cache.store(p, Ordering::Release);
+    p
+}
+
+macro_rules! real {
+    ($( $(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, fail $fail:expr; )*) => {
+        $(
+            $(#[$m])*
+            /// Calls the next definition of this libc function.
+            ///
+            /// # Safety
+            ///
+            /// Same contract as the libc function of that name.
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                static CACHE: AtomicUsize = AtomicUsize::new(0);
+                let p = lookup(&CACHE, concat!(stringify!($name), "\0").as_bytes());
+                if p == 0 {
+                    crate::errno::set(libc::ENOSYS);
+                    return $fail;
+                }
+                // SAFETY: `p` is the address dlsym returned for this exact
+                // symbol, whose C signature is the one declared here.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+                // SAFETY: forwarded under the caller's contract.
+                unsafe { f($($arg),*) }
+            }
+        )*
+    };
+}
+
+real! {
+    fn syscall(nr: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long, fail -1;
+    fn close(fd: c_int) -> c_int, fail -1;
+    fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int, fail -1;
+    fn dup(fd: c_int) -> c_int, fail -1;
+    fn dup2(old: c_int, new: c_int) -> c_int, fail -1;
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, fail -1;
+    fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int, fail -1;
+    fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int, fail -1;
+    fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int, fail -1;
+    fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int, fail -1;
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int, fail -1;
+    fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int, fail -1;
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int, fail -1;
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int, fail -1;
+    fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE, fail std::ptr::null_mut();
+    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE, fail std::ptr::null_mut();
+    fn access(path: *const c_char, mode: c_int) -> c_int, fail -1;
+    fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int, fail -1;
+    fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int, fail -1;
+    fn stat64(path: *const c_char, buf: *mut libc::stat) -> c_int, fail -1;
+    fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int, fail -1;
+    fn lstat64(path: *const c_char, buf: *mut libc::stat) -> c_int, fail -1;
+    fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int, fail -1;
+    fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int, fail -1;
+    fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int, fail -1;
+    fn statfs64(path: *const c_char, buf: *mut libc::statfs) -> c_int, fail -1;
+    fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t, fail -1;
+    fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t, fail -1;
+    fn mkdir(path: *const c_char, mode: mode_t) -> c_int, fail -1;
+    fn unlink(path: *const c_char) -> c_int, fail -1;
+    fn rmdir(path: *const c_char) -> c_int, fail -1;
+    fn uname(buf: *mut libc::utsname) -> c_int, fail -1;
+    fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int, fail -1;
+    fn setrlimit(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;
+    fn setrlimit64(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;
+    fn prlimit(pid: libc::pid_t, res: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int, fail -1;
+    fn prlimit64(pid: libc::pid_t, res: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int, fail -1;
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t, fail -1;
+    fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
+    fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
+}

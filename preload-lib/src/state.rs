@@ -1,0 +1,154 @@
+//! Per-process state: the connection to the proxy and the fd table.
+//!
+//! Created on first use. After `fork` the child sees a different pid and
+//! starts from a fresh state: its own session (made lazily, like the
+//! parent's) and an empty table, because the parent's guest fds belong to
+//! the parent's session. The parent's state is left alone in the child (its
+//! locks may be held by threads that do not exist there), so nothing it
+//! holds is touched, and its socket is never written to by the child.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use telebpf_client::{ClientError, Connection, Settings};
+use telebpf_protocol::message::{ErrorReply, Facts, Reply, Request};
+
+use crate::objects::Table;
+
+/// A failure the host program sees as an errno, with a line on stderr.
+#[derive(Debug)]
+pub struct Failure(pub i32);
+
+/// The state of one process.
+pub struct State {
+    pid: i32,
+    conn: Mutex<Option<Connection>>,
+    /// Host fds standing for guest objects.
+    pub table: Mutex<Table>,
+    /// Immutable guest files already fetched, as sealed memfds.
+    pub cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    facts: OnceLock<Facts>,
+    warned: AtomicBool,
+}
+
+static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether forwarding is configured at all; without `TELEBPF_TARGET` the
+/// library stays out of the way.
+pub fn configured() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os(telebpf_client::ENV_TARGET).is_some())
+}
+
+/// This process's state.
+pub fn get() -> &'static State {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let current = STATE.load(Ordering::Acquire);
+    // SAFETY: a non-null STATE always points to a leaked, never-freed State.
+    if let Some(s) = unsafe { current.as_ref() } {
+        if s.pid == pid {
+            return s;
+        }
+    }
+    let fresh = Box::into_raw(Box::new(State {
+        pid,
+        conn: Mutex::new(None),
+        table: Mutex::new(Table::default()),
+        cache: Mutex::new(HashMap::new()),
+        facts: OnceLock::new(),
+        warned: AtomicBool::new(false),
+    }));
+    match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: we just leaked `fresh`; it lives for the rest of the process.
+        Ok(_) => unsafe { &*fresh },
+        Err(winner) => {
+            // SAFETY: `fresh` was never shared; reclaim it.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: as above for a non-null STATE.
+            unsafe { &*winner }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    /// Prints a line on the program's stderr (once per kind of trouble is
+    /// enough for a program that retries thousands of calls).
+    pub fn warn(&self, msg: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            eprintln!("telebpf: {msg}");
+        }
+    }
+
+    fn connection<'a>(&self, guard: &'a mut Option<Connection>) -> Result<&'a mut Connection, Failure> {
+        if guard.is_none() {
+            let conn = Settings::from_env().and_then(|s| Connection::open(&s)).map_err(|e| self.fail(&e))?;
+            let _ = self.facts.set(conn.facts().clone());
+            self.warned.store(false, Ordering::Relaxed);
+            *guard = Some(conn);
+        }
+        Ok(guard.as_mut().expect("just connected"))
+    }
+
+    fn fail(&self, e: &ClientError) -> Failure {
+        self.warn(&e.to_string());
+        Failure(e.errno())
+    }
+
+    /// The guest's facts (connects if needed).
+    pub fn facts(&self) -> Result<&Facts, Failure> {
+        if let Some(f) = self.facts.get() {
+            return Ok(f);
+        }
+        let mut guard = lock(&self.conn);
+        self.connection(&mut guard)?;
+        Ok(self.facts.get().expect("set on connect"))
+    }
+
+    /// Sends a request and returns its reply. A broken connection is
+    /// dropped (the next call reconnects) and, since the proxy closed that
+    /// session's objects, the fd table is cleared.
+    pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
+        let mut guard = lock(&self.conn);
+        let conn = self.connection(&mut guard)?;
+        match conn.call(req) {
+            Ok(Reply::Error(ErrorReply { errno, message })) => {
+                self.warn(&format!("proxy refused the request: {message}"));
+                Err(Failure(errno))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                *guard = None;
+                lock(&self.table).clear();
+                Err(self.fail(&e))
+            }
+        }
+    }
+
+    /// Sends a request that has no reply; failures only drop the connection.
+    pub fn notify(&self, req: &Request) {
+        let mut guard = lock(&self.conn);
+        if let Some(conn) = guard.as_mut() {
+            if conn.notify(req).is_err() {
+                *guard = None;
+                lock(&self.table).clear();
+            }
+        }
+    }
+
+    /// The fd table, locked.
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    /// The file cache, locked.
+    pub fn cache(&self) -> MutexGuard<'_, HashMap<String, Arc<OwnedFd>>> {
+        lock(&self.cache)
+    }
+}

@@ -1,0 +1,257 @@
+//! Files the guest answers, presented to the host program as real fds.
+//!
+//! A guest file becomes a memfd holding the guest's bytes, so `read`,
+//! `fstat`, `lseek`, `mmap` (libbpf maps the BTF file) and `fdopen` need no
+//! interposition at all. Immutable files (BTF, kernel config) are fetched
+//! once per process and kept as sealed memfds; every later `open` reopens the
+//! memfd through `/proc/self/fd`, which gives a new open file with its own
+//! offset, as opening the path again would.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use telebpf_protocol::message::{FileOp, FileReply, Reply, Request, StatInfo, StatfsInfo};
+use telebpf_protocol::paths;
+
+use crate::state::{self, Failure};
+use crate::{objects, real};
+
+/// Where an intercepted path leads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A host path: call libc.
+    Local,
+    /// A guest file or bpffs path.
+    Guest(String),
+    /// `/proc/self/fdinfo/N` of a host fd that may stand for a guest object.
+    Fdinfo(i32),
+    /// `/proc/self/fd/N` likewise.
+    FdLink(i32),
+}
+
+/// Parses `/proc/{self,thread-self,<our pid>}/{fd,fdinfo}/N`.
+fn proc_fd(path: &str) -> Option<(bool, i32)> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (who, rest) = rest.split_once('/')?;
+    let ours = who == "self" || who == "thread-self" || {
+        // SAFETY: getpid has no preconditions.
+        who.parse::<i32>().ok() == Some(unsafe { libc::getpid() })
+    };
+    if !ours {
+        return None;
+    }
+    let (dir, n) = rest.split_once('/')?;
+    let fd = n.parse::<i32>().ok()?;
+    match dir {
+        "fdinfo" => Some((true, fd)),
+        "fd" => Some((false, fd)),
+        _ => None,
+    }
+}
+
+/// Classifies a path given to an interposed function. Cheap for host paths:
+/// no allocation unless the path is the guest's.
+///
+/// # Safety
+///
+/// `path` must be null or point to a NUL-terminated string.
+pub unsafe fn route(path: *const libc::c_char) -> Route {
+    if path.is_null() || !state::configured() {
+        return Route::Local;
+    }
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return Route::Local;
+    };
+    if s.starts_with("/proc/") {
+        if let Some((info, fd)) = proc_fd(s) {
+            if objects::maybe_ours(fd) {
+                return if info { Route::Fdinfo(fd) } else { Route::FdLink(fd) };
+            }
+            return Route::Local;
+        }
+    }
+    if paths::is_guest_file(s) {
+        Route::Guest(s.to_string())
+    } else {
+        Route::Local
+    }
+}
+
+/// Runs a file operation in the guest.
+pub fn file_op(op: FileOp) -> Result<FileReply, Failure> {
+    match state::get().call(&Request::File(op))? {
+        Reply::File(Ok(r)) => Ok(r),
+        Reply::File(Err(errno)) => Err(Failure(errno)),
+        other => {
+            state::get().warn(&format!("unexpected reply to a file request: {other:?}"));
+            Err(Failure(libc::EPROTO))
+        }
+    }
+}
+
+/// A memfd holding `content`, positioned at 0.
+pub fn memfd_with(name: &str, content: &[u8], seal: bool) -> Result<OwnedFd, Failure> {
+    let cname = std::ffi::CString::new(format!("telebpf:{name}")).map_err(|_| Failure(libc::EINVAL))?;
+    let flags = libc::MFD_CLOEXEC | if seal { libc::MFD_ALLOW_SEALING } else { 0 };
+    // SAFETY: `cname` is NUL-terminated.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    if raw < 0 {
+        return Err(Failure(crate::errno::get()));
+    }
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut off = 0;
+    while off < content.len() {
+        // SAFETY: the slice is valid for reads of its length.
+        let n = unsafe { libc::write(raw, content[off..].as_ptr().cast(), content.len() - off) };
+        if n <= 0 {
+            return Err(Failure(libc::EIO));
+        }
+        off += n as usize;
+    }
+    // SAFETY: lseek/fcntl on our own fd.
+    unsafe {
+        libc::lseek(raw, 0, libc::SEEK_SET);
+        if seal {
+            libc::fcntl(raw, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL);
+        }
+    }
+    Ok(fd)
+}
+
+/// Opens a new file description on a cached memfd (own offset).
+fn reopen(fd: &OwnedFd) -> Result<i32, Failure> {
+    let p = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    // SAFETY: `p` is NUL-terminated; the real open cannot re-enter us.
+    let raw = unsafe { real::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(Failure(crate::errno::get()));
+    }
+    Ok(raw)
+}
+
+/// Gives a memfd-backed fd the caller's close-on-exec choice.
+fn apply_cloexec(fd: i32, flags: i32) {
+    if flags & libc::O_CLOEXEC == 0 {
+        // SAFETY: fcntl on an fd we just created.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+}
+
+/// `open` of a guest path: an fd holding the guest file's content.
+pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
+    if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
+        // Guest files are served read-only: writing sysctls or creating
+        // files in the guest is not something a monitoring tool may do.
+        return Err(Failure(libc::EACCES));
+    }
+    if flags & libc::O_DIRECTORY != 0 {
+        return Err(Failure(libc::ENOTDIR));
+    }
+    let st = state::get();
+    let immutable = paths::is_immutable(path);
+    if immutable {
+        if let Some(fd) = st.cache().get(path).cloned() {
+            let raw = reopen(&fd)?;
+            apply_cloexec(raw, flags);
+            return Ok(raw);
+        }
+    }
+    let FileReply::Data(content) = file_op(FileOp::Read { path: path.to_string() })? else {
+        return Err(Failure(libc::EPROTO));
+    };
+    let fd = memfd_with(path, &content, immutable)?;
+    let raw = if immutable {
+        let fd = Arc::new(fd);
+        st.cache().insert(path.to_string(), fd.clone());
+        reopen(&fd)?
+    } else {
+        std::os::fd::IntoRawFd::into_raw_fd(fd)
+    };
+    apply_cloexec(raw, flags);
+    Ok(raw)
+}
+
+/// `open` of `/proc/self/fdinfo/N` for a host fd standing for a guest
+/// object: the guest's fdinfo of that object.
+pub fn open_fdinfo(host_fd: i32) -> Result<Option<i32>, Failure> {
+    let Some(guest_fd) = state::get().table().get(host_fd).map(|o| o.guest_fd) else {
+        return Ok(None);
+    };
+    let FileReply::Data(content) = file_op(FileOp::Fdinfo { fd: guest_fd })? else {
+        return Err(Failure(libc::EPROTO));
+    };
+    let fd = memfd_with("fdinfo", &content, false)?;
+    Ok(Some(std::os::fd::IntoRawFd::into_raw_fd(fd)))
+}
+
+/// Fills a `struct stat` from the guest's answer.
+pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<(), Failure> {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_dev = info.dev;
+    st.st_ino = info.ino;
+    st.st_mode = info.mode;
+    st.st_nlink = info.nlink;
+    st.st_uid = info.uid;
+    st.st_gid = info.gid;
+    st.st_rdev = info.rdev;
+    st.st_size = info.size;
+    st.st_blksize = info.blksize;
+    st.st_blocks = info.blocks;
+    st.st_atime = info.times[0].0;
+    st.st_atime_nsec = info.times[0].1;
+    st.st_mtime = info.times[1].0;
+    st.st_mtime_nsec = info.times[1].1;
+    st.st_ctime = info.times[2].0;
+    st.st_ctime_nsec = info.times[2].1;
+    write_out(buf, st)
+}
+
+/// Fills a `struct statfs` from the guest's answer.
+pub fn fill_statfs(info: &StatfsInfo, buf: *mut libc::statfs) -> Result<(), Failure> {
+    // SAFETY: statfs is plain data; all-zero is valid.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    s.f_type = info.fs_type;
+    s.f_bsize = info.bsize;
+    [s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree] = info.counts;
+    s.f_namelen = info.namelen;
+    s.f_frsize = info.frsize;
+    write_out(buf, s)
+}
+
+/// Copies a struct into caller memory, `EFAULT` on a bad pointer.
+fn write_out<T: Copy>(buf: *mut T, value: T) -> Result<(), Failure> {
+    // SAFETY: `value` is a live local of `size_of::<T>()` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+    crate::memory::write(buf as u64, bytes).map_err(Failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fd_paths() {
+        assert_eq!(proc_fd("/proc/self/fdinfo/5"), Some((true, 5)));
+        assert_eq!(proc_fd("/proc/thread-self/fd/12"), Some((false, 12)));
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        assert_eq!(proc_fd(&format!("/proc/{me}/fd/3")), Some((false, 3)));
+        assert_eq!(proc_fd("/proc/1/fd/3"), if me == 1 { Some((false, 3)) } else { None });
+        assert_eq!(proc_fd("/proc/self/maps"), None);
+        assert_eq!(proc_fd("/proc/self/fd/x"), None);
+    }
+
+    #[test]
+    fn memfd_holds_content() {
+        let fd = memfd_with("t", b"abc", true).unwrap();
+        let mut buf = [0u8; 8];
+        // SAFETY: reading into a local buffer from our own fd.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        assert_eq!(&buf[..n as usize], b"abc");
+    }
+}
