@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Prepares a FRESH Debian 12 machine (as root) to build and test telebpf:
+# Debian packages, the bpffs/tracefs/debugfs mounts, and the release build.
+# Idempotent: running it again changes nothing that is already in place.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: must run as root (apt-get, mounts)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+# bpftool, libbpf-tools: the unmodified tools the tests drive.
+# clang, llvm, libbpf-dev: build the eBPF test objects (bpf/tests/*.bpf.c).
+# libelf-dev, zlib1g-dev, pkg-config, build-essential: C toolchain and
+# libraries for the build. util-linux: setpriv (tests drop to nobody),
+# mountpoint. ca-certificates: cargo's HTTPS to crates.io.
+packages=(
+    bpftool libbpf-tools
+    clang llvm libbpf-dev
+    libelf-dev zlib1g-dev pkg-config build-essential
+    util-linux ca-certificates
+)
+
+apt_retry() {
+    local n
+    for n in 1 2 3; do
+        if "$@"; then
+            return 0
+        fi
+        echo "setup.sh: '$*' failed (attempt $n), retrying" >&2
+        sleep 5
+    done
+    "$@"
+}
+
+apt_retry apt-get update
+apt_retry apt-get install -y "${packages[@]}"
+
+mount_if_needed() {
+    local fstype=$1 dir=$2
+    if [ ! -d "$dir" ]; then
+        mkdir -p "$dir"
+    fi
+    if mountpoint -q "$dir"; then
+        echo "setup.sh: $dir already mounted"
+    else
+        mount -t "$fstype" "$fstype" "$dir"
+        echo "setup.sh: mounted $fstype at $dir"
+    fi
+}
+
+mount_if_needed bpf /sys/fs/bpf
+mount_if_needed tracefs /sys/kernel/tracing
+mount_if_needed debugfs /sys/kernel/debug
+
+if ! command -v cargo >/dev/null 2>&1; then
+    export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup.sh: cargo not found (neither on PATH nor in \$HOME/.cargo/bin)" >&2
+    exit 1
+fi
+
+cargo build --release --workspace

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check of telebpf (as root, after scripts/setup.sh): formatting,
+# clippy, the release build, and all tests — the unit tests of every crate
+# and the end-to-end tests of tests/ (which need root; without it they print
+# SKIP lines). The e2e tests share kernel state, hence one test thread.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: WARNING: not root, the end-to-end tests will be SKIPPED" >&2
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --release --workspace
+cargo test --release --workspace -- --test-threads=1
