@@ -108,6 +108,8 @@ pub struct NewObject {
     /// What `readlink("/proc/self/fd/N")` says for it in the guest, e.g.
     /// `anon_inode:bpf-map`.
     pub link: String,
+    /// For a BPF link, its `enum bpf_link_type`, as the kernel reports it.
+    pub link_type: Option<u32>,
 }
 
 /// File operations answered from the guest's side. Paths are absolute.
@@ -239,8 +241,6 @@ pub struct StatfsInfo {
     pub namelen: i64,
     /// `f_frsize`
     pub frsize: i64,
-    /// `f_flags`
-    pub flags: i64,
 }
 
 /// Facts about the proxy's kernel, sent once per session.
