@@ -28,9 +28,11 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
     target
         .parse::<telebpf_protocol::address::Address>()
         .map_err(|e| format!("bad --target {target:?}: {e}"))?;
-    let key_file = std::path::absolute(key_file).map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+    let key_file = std::path::absolute(key_file)
+        .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
     // Fail here, with a clear message, rather than inside the tool.
-    telebpf_protocol::key::Psk::from_file(&key_file).map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+    telebpf_protocol::key::Psk::from_file(&key_file)
+        .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
     let lib = preload_path()?;
     let mut preload = OsString::from(&lib);
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -48,6 +50,9 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
 pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), String> {
     let env = preload_env(target, key_file)?;
     let (program, args) = command.split_first().ok_or("no command given")?;
-    let err = std::process::Command::new(program).args(args).envs(env).exec();
+    let err = std::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .exec();
     Err(format!("cannot run {}: {err}", program.to_string_lossy()))
 }

@@ -15,7 +15,11 @@ mod exec;
 mod stats;
 
 #[derive(Parser, Debug)]
-#[command(name = "telebpf", version, about = "Run unmodified eBPF tools against a guest kernel")]
+#[command(
+    name = "telebpf",
+    version,
+    about = "Run unmodified eBPF tools against a guest kernel"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,11 @@ fn main() -> ExitCode {
         Command::Keygen { out } => telebpf_protocol::key::Psk::write_new(&out)
             .map(|_| ())
             .map_err(|e| format!("cannot write {}: {e}", out.display())),
-        Command::Exec { target, key_file, command } => exec::exec(&target, &key_file, &command),
+        Command::Exec {
+            target,
+            key_file,
+            command,
+        } => exec::exec(&target, &key_file, &command),
         Command::Bench { which } => bench::run(which),
         Command::BenchWorker { what, runs } => bench::worker(&what, runs),
     };

@@ -23,7 +23,11 @@ pub fn summarize(samples: &mut [Duration]) -> Summary {
         let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
         samples[rank - 1].as_secs_f64() * 1e6
     };
-    Summary { p50_us: pick(0.50), p99_us: pick(0.99), n: samples.len() }
+    Summary {
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+        n: samples.len(),
+    }
 }
 
 #[cfg(test)]

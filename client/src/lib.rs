@@ -69,7 +69,9 @@ impl ClientError {
     /// The errno a host program sees for this failure.
     pub fn errno(&self) -> i32 {
         match self {
-            ClientError::NoTarget | ClientError::NoKeyFile | ClientError::BadTarget(..) => libc::EINVAL,
+            ClientError::NoTarget | ClientError::NoKeyFile | ClientError::BadTarget(..) => {
+                libc::EINVAL
+            }
             ClientError::Key(..) => libc::EACCES,
             ClientError::Connect(_, e) => e.errno(),
             ClientError::Channel(_, e) => e.errno(),
@@ -79,7 +81,10 @@ impl ClientError {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Settings {
@@ -114,25 +119,42 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
 impl Connection {
     /// Connects, authenticates and reads the Welcome.
     pub fn open(settings: &Settings) -> Result<Connection, ClientError> {
-        let psk = Psk::from_file(&settings.key_file).map_err(|e| ClientError::Key(settings.key_file.clone(), e))?;
+        let psk = Psk::from_file(&settings.key_file)
+            .map_err(|e| ClientError::Key(settings.key_file.clone(), e))?;
         let target = settings.target.clone();
         let stream = transport::connect(&target, settings.connect_timeout)
             .map_err(|e| ClientError::Connect(target.clone(), e))?;
-        let mut chan = SyncChannel::client(stream, &psk).map_err(|e| ClientError::Channel(target.clone(), e))?;
+        let mut chan = SyncChannel::client(stream, &psk)
+            .map_err(|e| ClientError::Channel(target.clone(), e))?;
         chan.set_spin(settings.spin);
-        let bytes = chan.recv().map_err(|e| ClientError::Channel(target.clone(), e))?;
-        let facts = match message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(target.clone(), e))? {
+        let bytes = chan
+            .recv()
+            .map_err(|e| ClientError::Channel(target.clone(), e))?;
+        let facts = match message::decode::<Reply>(&bytes)
+            .map_err(|e| ClientError::Codec(target.clone(), e))?
+        {
             Reply::Welcome(facts) => facts,
-            other => return Err(ClientError::Unexpected(target, format!("{other:?} instead of Welcome"))),
+            other => {
+                return Err(ClientError::Unexpected(
+                    target,
+                    format!("{other:?} instead of Welcome"),
+                ))
+            }
         };
-        Ok(Connection { chan, facts, target })
+        Ok(Connection {
+            chan,
+            facts,
+            target,
+        })
     }
 
     /// The guest kernel's facts from the Welcome.
@@ -148,13 +170,18 @@ impl Connection {
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
         self.notify(req)?;
-        let bytes = self.chan.recv().map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        let bytes = self
+            .chan
+            .recv()
+            .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
         message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
     /// Sends a request that has no reply ([`Request::Close`]).
     pub fn notify(&mut self, req: &Request) -> Result<(), ClientError> {
         let bytes = message::encode(req).map_err(|e| ClientError::Codec(self.target.clone(), e))?;
-        self.chan.send(&bytes).map_err(|e| ClientError::Channel(self.target.clone(), e))
+        self.chan
+            .send(&bytes)
+            .map_err(|e| ClientError::Channel(self.target.clone(), e))
     }
 }

@@ -9,7 +9,9 @@
 //! client's pointer values and fds back, so the attr it returns differs from
 //! the one it received only where the kernel wrote.
 
-use telebpf_abi::{cmd, write_u32, write_u64, BufferSpec, Content, Direction, Objects, Parent, Plan};
+use telebpf_abi::{
+    cmd, write_u32, write_u64, BufferSpec, Content, Direction, Objects, Parent, Plan,
+};
 use telebpf_protocol::message::{BpfCall, BpfResult, ErrorReply, NewObject, WireBuffer, MAX_ATTR};
 
 use crate::sys;
@@ -30,7 +32,10 @@ pub trait SessionFds: Objects {
 }
 
 fn protocol_error(message: String) -> ErrorReply {
-    ErrorReply { errno: libc::EPROTO, message }
+    ErrorReply {
+        errno: libc::EPROTO,
+        message,
+    }
 }
 
 fn failed(call: &BpfCall, errno: i32) -> Outcome {
@@ -62,11 +67,19 @@ fn parent_bytes<'a>(
 }
 
 /// Receives one buffer, checking it against its spec.
-fn accept_buffer(index: usize, spec: &BufferSpec, wire: &WireBuffer) -> Result<Vec<u8>, ErrorReply> {
+fn accept_buffer(
+    index: usize,
+    spec: &BufferSpec,
+    wire: &WireBuffer,
+) -> Result<Vec<u8>, ErrorReply> {
     let mut buf = match (spec.dir, wire) {
         (Direction::Out, WireBuffer::Out(_)) => vec![0u8; spec.alloc_len()],
         (Direction::In | Direction::InOut, WireBuffer::Data(d)) if spec.len.accepts(d) => d.clone(),
-        _ => return Err(protocol_error(format!("buffer {index} does not match the call's plan"))),
+        _ => {
+            return Err(protocol_error(format!(
+                "buffer {index} does not match the call's plan"
+            )))
+        }
     };
     // A zero-length buffer still needs a real, non-NULL address so the
     // kernel sees "pointer given, length 0" exactly as the caller wrote.
@@ -89,10 +102,18 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
     }
     let has_common = call.cmd & cmd::BPF_COMMON_ATTRS != 0;
     if has_common != call.common.is_some() {
-        return Err(protocol_error("common attributes present without BPF_COMMON_ATTRS or missing".into()));
+        return Err(protocol_error(
+            "common attributes present without BPF_COMMON_ATTRS or missing".into(),
+        ));
     }
-    if call.common.as_ref().is_some_and(|c| c.len() > MAX_ATTR || c.len() != call.common_size as usize) {
-        return Err(protocol_error("common attributes do not match their size".into()));
+    if call
+        .common
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_ATTR || c.len() != call.common_size as usize)
+    {
+        return Err(protocol_error(
+            "common attributes do not match their size".into(),
+        ));
     }
 
     let mut attr = call.attr.clone();
@@ -158,7 +179,15 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
     // knows was set to one of `buffers`, each allocated with exactly the
     // length the plan gives for it (the same length the kernel derives from
     // the attr), and none is moved or freed before the call returns.
-    let outcome = unsafe { sys::bpf(call.cmd, attr.as_mut_ptr(), attr.len() as u32, common_ptr, common_len) };
+    let outcome = unsafe {
+        sys::bpf(
+            call.cmd,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+            common_ptr,
+            common_len,
+        )
+    };
 
     // Restore the client's pointer values and fds.
     for spec in &plan.buffers {
@@ -195,7 +224,14 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
     let new_fd = (plan.returns_fd && ret >= 0).then_some(ret as i32);
     let object = new_fd.map(describe);
     Ok(Outcome {
-        result: BpfResult { ret, errno, attr, common, out, object },
+        result: BpfResult {
+            ret,
+            errno,
+            attr,
+            common,
+            out,
+            object,
+        },
         new_fd,
     })
 }
@@ -212,7 +248,9 @@ pub fn describe(fd: i32) -> NewObject {
             let mut info = [0u8; 88];
             match sys::object_info(fd, &mut info) {
                 Ok(_) => {
-                    let u = |o: usize| u32::from_le_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
+                    let u = |o: usize| {
+                        u32::from_le_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]])
+                    };
                     ObjectKind::Map(MapMeta {
                         map_type: u(0),
                         key_size: u(8),
@@ -246,9 +284,15 @@ pub fn describe(fd: i32) -> NewObject {
     let link_type = match kind {
         ObjectKind::Link => {
             let mut info = [0u8; 4];
-            sys::object_info(fd, &mut info).ok().map(|_| u32::from_le_bytes(info))
+            sys::object_info(fd, &mut info)
+                .ok()
+                .map(|_| u32::from_le_bytes(info))
         }
         _ => None,
     };
-    NewObject { kind, link, link_type }
+    NewObject {
+        kind,
+        link,
+        link_type,
+    }
 }

@@ -23,7 +23,9 @@ fn uname() -> [String; 6] {
     let field = |f: &[libc::c_char]| {
         // SAFETY: the kernel NUL-terminates every utsname field within
         // its array.
-        unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     [
         field(&u.sysname),
@@ -70,7 +72,10 @@ fn capabilities() -> [[u32; 2]; 3] {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let mut hdr = Header { version: VERSION_3, pid: 0 };
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
     let mut data = [Data::default(); 2];
     // SAFETY: capget with a v3 header reads the header and writes two
     // Data structs, both valid here.

@@ -35,7 +35,9 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
         return Err(libc::EINVAL);
     };
     let allowed = match op {
-        FileOp::Mkdir { .. } | FileOp::Unlink { .. } | FileOp::Rmdir { .. } => paths::is_mutable(path),
+        FileOp::Mkdir { .. } | FileOp::Unlink { .. } | FileOp::Rmdir { .. } => {
+            paths::is_mutable(path)
+        }
         _ => paths::is_guest_file(path),
     };
     if !allowed {
@@ -43,10 +45,17 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
     }
     let p = Path::new(path);
     match op {
-        FileOp::Read { .. } => std::fs::read(p).map(FileReply::Data).map_err(|e| errno_of(&e)),
+        FileOp::Read { .. } => std::fs::read(p)
+            .map(FileReply::Data)
+            .map_err(|e| errno_of(&e)),
         FileOp::Stat { follow, .. } => {
-            let md = if *follow { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
-            md.map(|m| FileReply::Stat(stat_info(&m))).map_err(|e| errno_of(&e))
+            let md = if *follow {
+                std::fs::metadata(p)
+            } else {
+                std::fs::symlink_metadata(p)
+            };
+            md.map(|m| FileReply::Stat(stat_info(&m)))
+                .map_err(|e| errno_of(&e))
         }
         FileOp::Statfs { .. } => statfs(path).map(FileReply::Statfs),
         FileOp::Access { mode, .. } => access(path, *mode).map(|()| FileReply::Done),
@@ -61,8 +70,12 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
                 .map(|()| FileReply::Done)
                 .map_err(|e| errno_of(&e))
         }
-        FileOp::Unlink { .. } => std::fs::remove_file(p).map(|()| FileReply::Done).map_err(|e| errno_of(&e)),
-        FileOp::Rmdir { .. } => std::fs::remove_dir(p).map(|()| FileReply::Done).map_err(|e| errno_of(&e)),
+        FileOp::Unlink { .. } => std::fs::remove_file(p)
+            .map(|()| FileReply::Done)
+            .map_err(|e| errno_of(&e)),
+        FileOp::Rmdir { .. } => std::fs::remove_dir(p)
+            .map(|()| FileReply::Done)
+            .map_err(|e| errno_of(&e)),
         FileOp::Fdinfo { .. } => Err(libc::EINVAL),
     }
 }
@@ -123,7 +136,17 @@ mod tests {
 
     #[test]
     fn refused_ops_get_eacces() {
-        assert_eq!(execute(&FileOp::Read { path: "/etc/passwd".into() }), Err(libc::EACCES));
-        assert_eq!(execute(&FileOp::Unlink { path: "/proc/kallsyms".into() }), Err(libc::EACCES));
+        assert_eq!(
+            execute(&FileOp::Read {
+                path: "/etc/passwd".into()
+            }),
+            Err(libc::EACCES)
+        );
+        assert_eq!(
+            execute(&FileOp::Unlink {
+                path: "/proc/kallsyms".into()
+            }),
+            Err(libc::EACCES)
+        );
     }
 }

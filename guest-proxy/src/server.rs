@@ -67,13 +67,20 @@ pub enum ServerError {
 impl Config {
     /// Parses the listen address and loads the keys.
     pub fn new(listen: &str, key_files: &[PathBuf]) -> Result<Config, ConfigError> {
-        let listen = listen.parse::<Address>().map_err(|e| ConfigError::Address {
-            addr: listen.to_string(),
-            reason: e.to_string(),
-        })?;
+        let listen = listen
+            .parse::<Address>()
+            .map_err(|e| ConfigError::Address {
+                addr: listen.to_string(),
+                reason: e.to_string(),
+            })?;
         let keys = key_files
             .iter()
-            .map(|p| Psk::from_file(p).map_err(|source| ConfigError::Key { path: p.clone(), source }))
+            .map(|p| {
+                Psk::from_file(p).map_err(|source| ConfigError::Key {
+                    path: p.clone(),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Config { listen, keys })
     }
@@ -93,10 +100,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 async fn serve(config: Config) -> Result<(), ServerError> {
     let facts = Arc::new(facts::gather());
     let keys = Arc::new(config.keys);
-    let listener = Listener::bind(&config.listen).await.map_err(|source| ServerError::Listen {
-        addr: config.listen.clone(),
-        source,
-    })?;
+    let listener = Listener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     log::info(format_args!("listening on {}", config.listen));
@@ -125,7 +134,10 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             _ = sigint.recv() => break,
         }
     }
-    log::info(format_args!("stopping: closing {} sessions", sessions.len()));
+    log::info(format_args!(
+        "stopping: closing {} sessions",
+        sessions.len()
+    ));
     let _ = stop.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while sessions.join_next().await.is_some() {}

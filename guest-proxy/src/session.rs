@@ -53,7 +53,11 @@ impl SessionFds for Session {
 impl Session {
     /// A session with no objects yet.
     pub fn new(id: u64, possible_cpus: u32) -> Session {
-        Session { id, possible_cpus, objects: HashMap::new() }
+        Session {
+            id,
+            possible_cpus,
+            objects: HashMap::new(),
+        }
     }
 
     /// Number of guest fds held.
@@ -67,7 +71,10 @@ impl Session {
         match req {
             Request::Bpf(call) => matches!(
                 call.cmd & !cmd::BPF_COMMON_ATTRS,
-                cmd::BPF_PROG_LOAD | cmd::BPF_BTF_LOAD | cmd::BPF_PROG_TEST_RUN | cmd::BPF_MAP_CREATE
+                cmd::BPF_PROG_LOAD
+                    | cmd::BPF_BTF_LOAD
+                    | cmd::BPF_PROG_TEST_RUN
+                    | cmd::BPF_MAP_CREATE
             ),
             Request::Read { .. } | Request::File(FileOp::Read { .. }) => true,
             _ => false,
@@ -93,7 +100,9 @@ impl Session {
                 }
                 Some(match outcome {
                     Ok(outcome) => {
-                        if let (Some(fd), Some(obj)) = (outcome.new_fd, outcome.result.object.as_ref()) {
+                        if let (Some(fd), Some(obj)) =
+                            (outcome.new_fd, outcome.result.object.as_ref())
+                        {
                             self.objects.insert(fd, obj.clone());
                         }
                         Reply::Bpf(outcome.result)
@@ -107,11 +116,13 @@ impl Session {
                 }
                 None
             }
-            Request::Read { fd, len } => Some(Reply::Read(match self.objects.get(&fd).map(|o| &o.kind) {
-                Some(ObjectKind::Iter) => sys::read(fd, len.min(MAX_READ) as usize),
-                Some(_) => Err(libc::EINVAL),
-                None => Err(libc::EBADF),
-            })),
+            Request::Read { fd, len } => {
+                Some(Reply::Read(match self.objects.get(&fd).map(|o| &o.kind) {
+                    Some(ObjectKind::Iter) => sys::read(fd, len.min(MAX_READ) as usize),
+                    Some(_) => Err(libc::EINVAL),
+                    None => Err(libc::EBADF),
+                }))
+            }
             Request::File(FileOp::Fdinfo { fd }) => Some(Reply::File(if self.owns(fd) {
                 std::fs::read(format!("/proc/self/fdinfo/{fd}"))
                     .map(message::FileReply::Data)
@@ -155,7 +166,10 @@ impl Drop for Session {
     fn drop(&mut self) {
         let n = self.objects.len();
         self.close_all();
-        log::debug(format_args!("session {}: closed {n} guest objects", self.id));
+        log::debug(format_args!(
+            "session {}: closed {n} guest objects",
+            self.id
+        ));
     }
 }
 
@@ -175,7 +189,9 @@ pub async fn serve(
             return;
         }
     };
-    log::info(format_args!("session {id} from {peer}: opened (key #{key_index})"));
+    log::info(format_args!(
+        "session {id} from {peer}: opened (key #{key_index})"
+    ));
     let mut session = Session::new(id, facts.possible_cpus);
     let welcome = message::encode(&Reply::Welcome((*facts).clone())).expect("facts encode");
     if let Err(e) = chan.send(&welcome).await {
@@ -193,9 +209,14 @@ pub async fn serve(
             Err(e) => break e.to_string(),
         };
         let reply = match message::decode::<Request>(&bytes) {
-            Ok(req) if Session::is_slow(&req) => tokio::task::block_in_place(|| session.handle(req)),
+            Ok(req) if Session::is_slow(&req) => {
+                tokio::task::block_in_place(|| session.handle(req))
+            }
             Ok(req) => session.handle(req),
-            Err(e) => Some(Reply::Error(ErrorReply { errno: libc::EPROTO, message: e.to_string() })),
+            Err(e) => Some(Reply::Error(ErrorReply {
+                errno: libc::EPROTO,
+                message: e.to_string(),
+            })),
         };
         if let Some(reply) = reply {
             let bytes = match message::encode(&reply) {

@@ -10,7 +10,13 @@ use std::io;
 /// `attr` must point to `size` bytes the kernel may read and write, and
 /// every pointer inside it must point to memory of the length the plan
 /// gave; `common` likewise for `common_size` bytes (or be null).
-pub unsafe fn bpf(cmd: u32, attr: *mut u8, size: u32, common: *mut u8, common_size: u32) -> Result<i64, i32> {
+pub unsafe fn bpf(
+    cmd: u32,
+    attr: *mut u8,
+    size: u32,
+    common: *mut u8,
+    common_size: u32,
+) -> Result<i64, i32> {
     // SAFETY: the caller guarantees the pointed-to memory is valid for the
     // kernel to access as the command requires.
     let ret = unsafe {
@@ -24,12 +30,13 @@ pub unsafe fn bpf(cmd: u32, attr: *mut u8, size: u32, common: *mut u8, common_si
         )
     };
     if ret < 0 {
-        Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     } else {
         Ok(ret)
     }
 }
-
 
 /// `BPF_OBJ_GET_INFO_BY_FD` into `info`, returning the length the kernel
 /// filled.
@@ -67,7 +74,9 @@ pub fn read(fd: i32, len: usize) -> Result<Vec<u8>, i32> {
     // SAFETY: `buf` is valid for writes of `len` bytes.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
     if n < 0 {
-        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     buf.truncate(n as usize);
     Ok(buf)
@@ -89,7 +98,10 @@ pub fn occupy_standard_fds() {
 /// Raises RLIMIT_MEMLOCK to infinity (kernels before 5.11 charge BPF
 /// memory to it). Best effort.
 pub fn raise_memlock() {
-    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: `lim` is a valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }

@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use telebpf_abi::{cmd, write_u32, Direction, Length, ObjectKind, Objects, Parent, Plan};
-use telebpf_protocol::message::{BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, MAX_ATTR};
+use telebpf_protocol::message::{
+    BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, MAX_ATTR,
+};
 
 use crate::memory;
 use crate::objects::{inode_of, GuestObject, Table};
@@ -46,7 +48,13 @@ impl Objects for HostView<'_> {
 }
 
 /// Forwards one `bpf()` call; `Ok` is the syscall's return value.
-pub fn forward(raw_cmd: u32, attr_addr: u64, size: u32, common_addr: u64, common_size: u32) -> Result<i64, Failure> {
+pub fn forward(
+    raw_cmd: u32,
+    attr_addr: u64,
+    size: u32,
+    common_addr: u64,
+    common_size: u32,
+) -> Result<i64, Failure> {
     let st = state::get();
     if size as usize > MAX_ATTR {
         return Err(Failure(libc::E2BIG));
@@ -65,19 +73,28 @@ pub fn forward(raw_cmd: u32, attr_addr: u64, size: u32, common_addr: u64, common
 
     let (plan, mut buffers) = {
         let table = st.table();
-        let view = HostView { table: &table, possible_cpus };
-        let mut plan = Plan::new(raw_cmd, &attr, common.as_deref(), &view).map_err(|e| Failure(e.errno()))?;
+        let view = HostView {
+            table: &table,
+            possible_cpus,
+        };
+        let mut plan =
+            Plan::new(raw_cmd, &attr, common.as_deref(), &view).map_err(|e| Failure(e.errno()))?;
         let mut buffers: Vec<WireBuffer> = Vec::with_capacity(plan.buffers.len());
         let mut i = 0;
         while i < plan.buffers.len() {
             let spec = &plan.buffers[i];
             let wire = match (&spec.len, &spec.dir) {
                 (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
-                (Length::Bytes(n), _) => WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Failure)?),
-                (Length::CString { max }, _) => WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Failure)?),
+                (Length::Bytes(n), _) => {
+                    WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Failure)?)
+                }
+                (Length::CString { max }, _) => {
+                    WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Failure)?)
+                }
             };
             if let WireBuffer::Data(content) = &wire {
-                plan.expand(i, content, &view).map_err(|e| Failure(e.errno()))?;
+                plan.expand(i, content, &view)
+                    .map_err(|e| Failure(e.errno()))?;
             }
             buffers.push(wire);
             i += 1;
@@ -120,10 +137,21 @@ pub fn forward(raw_cmd: u32, attr_addr: u64, size: u32, common_addr: u64, common
             return Err(Failure(libc::EPROTO));
         }
     };
-    write_back(&plan, &result, attr_addr, &sent_attr, common_addr, sent_common.as_deref())?;
+    write_back(
+        &plan,
+        &result,
+        attr_addr,
+        &sent_attr,
+        common_addr,
+        sent_common.as_deref(),
+    )?;
 
     if result.ret < 0 {
-        return Err(Failure(if result.errno > 0 { result.errno } else { libc::EIO }));
+        return Err(Failure(if result.errno > 0 {
+            result.errno
+        } else {
+            libc::EIO
+        }));
     }
     match (plan.returns_fd, result.object) {
         (true, Some(obj)) => adopt(result.ret as i32, obj).map(i64::from),
@@ -181,7 +209,11 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
 /// Gives a new guest fd a host fd of its own.
 pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
     let st = state::get();
-    let name = obj.link.strip_prefix("anon_inode:").unwrap_or("bpf-object").to_string();
+    let name = obj
+        .link
+        .strip_prefix("anon_inode:")
+        .unwrap_or("bpf-object")
+        .to_string();
     let fd = match vfs::memfd_with(&name, &[], false) {
         Ok(fd) => fd,
         Err(e) => {
@@ -191,7 +223,13 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
     };
     let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
     let inode = inode_of(raw).unwrap_or_default();
-    let object = Arc::new(GuestObject { guest_fd, kind: obj.kind, link: obj.link, link_type: obj.link_type, inode });
+    let object = Arc::new(GuestObject {
+        guest_fd,
+        kind: obj.kind,
+        link: obj.link,
+        link_type: obj.link_type,
+        inode,
+    });
     st.table().insert(raw, object);
     Ok(raw)
 }

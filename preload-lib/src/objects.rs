@@ -117,7 +117,13 @@ mod tests {
     use super::*;
 
     fn obj(guest_fd: i32, inode: (u64, u64)) -> Arc<GuestObject> {
-        Arc::new(GuestObject { guest_fd, kind: ObjectKind::Link, link: String::new(), link_type: None, inode })
+        Arc::new(GuestObject {
+            guest_fd,
+            kind: ObjectKind::Link,
+            link: String::new(),
+            link_type: None,
+            inode,
+        })
     }
 
     #[test]

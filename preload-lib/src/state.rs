@@ -86,9 +86,14 @@ impl State {
         }
     }
 
-    fn connection<'a>(&self, guard: &'a mut Option<Connection>) -> Result<&'a mut Connection, Failure> {
+    fn connection<'a>(
+        &self,
+        guard: &'a mut Option<Connection>,
+    ) -> Result<&'a mut Connection, Failure> {
         if guard.is_none() {
-            let conn = Settings::from_env().and_then(|s| Connection::open(&s)).map_err(|e| self.fail(&e))?;
+            let conn = Settings::from_env()
+                .and_then(|s| Connection::open(&s))
+                .map_err(|e| self.fail(&e))?;
             let _ = self.facts.set(conn.facts().clone());
             self.warned.store(false, Ordering::Relaxed);
             *guard = Some(conn);

@@ -68,7 +68,11 @@ pub unsafe fn route(path: *const libc::c_char) -> Route {
     if s.starts_with("/proc/") {
         if let Some((info, fd)) = proc_fd(s) {
             if objects::maybe_ours(fd) {
-                return if info { Route::Fdinfo(fd) } else { Route::FdLink(fd) };
+                return if info {
+                    Route::Fdinfo(fd)
+                } else {
+                    Route::FdLink(fd)
+                };
             }
             return Route::Local;
         }
@@ -94,7 +98,8 @@ pub fn file_op(op: FileOp) -> Result<FileReply, Failure> {
 
 /// A memfd holding `content`, positioned at 0.
 pub fn memfd_with(name: &str, content: &[u8], seal: bool) -> Result<OwnedFd, Failure> {
-    let cname = std::ffi::CString::new(format!("telebpf:{name}")).map_err(|_| Failure(libc::EINVAL))?;
+    let cname =
+        std::ffi::CString::new(format!("telebpf:{name}")).map_err(|_| Failure(libc::EINVAL))?;
     let flags = libc::MFD_CLOEXEC | if seal { libc::MFD_ALLOW_SEALING } else { 0 };
     // SAFETY: `cname` is NUL-terminated.
     let raw = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
@@ -116,7 +121,11 @@ pub fn memfd_with(name: &str, content: &[u8], seal: bool) -> Result<OwnedFd, Fai
     unsafe {
         libc::lseek(raw, 0, libc::SEEK_SET);
         if seal {
-            libc::fcntl(raw, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL);
+            libc::fcntl(
+                raw,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL,
+            );
         }
     }
     Ok(fd)
@@ -160,7 +169,10 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
             return Ok(raw);
         }
     }
-    let FileReply::Data(content) = file_op(FileOp::Read { path: path.to_string() })? else {
+    let FileReply::Data(content) = file_op(FileOp::Read {
+        path: path.to_string(),
+    })?
+    else {
         return Err(Failure(libc::EPROTO));
     };
     let fd = memfd_with(path, &content, immutable)?;
@@ -226,7 +238,9 @@ pub fn fill_statfs(info: &StatfsInfo, buf: *mut libc::statfs) -> Result<(), Fail
 /// Copies a struct into caller memory, `EFAULT` on a bad pointer.
 fn write_out<T: Copy>(buf: *mut T, value: T) -> Result<(), Failure> {
     // SAFETY: `value` is a live local of `size_of::<T>()` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
     crate::memory::write(buf as u64, bytes).map_err(Failure)
 }
 
@@ -241,7 +255,10 @@ mod tests {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         assert_eq!(proc_fd(&format!("/proc/{me}/fd/3")), Some((false, 3)));
-        assert_eq!(proc_fd("/proc/1/fd/3"), if me == 1 { Some((false, 3)) } else { None });
+        assert_eq!(
+            proc_fd("/proc/1/fd/3"),
+            if me == 1 { Some((false, 3)) } else { None }
+        );
         assert_eq!(proc_fd("/proc/self/maps"), None);
         assert_eq!(proc_fd("/proc/self/fd/x"), None);
     }

@@ -26,7 +26,11 @@ pub enum Bench {
 /// Runs a benchmark.
 pub fn run(which: Bench) -> Result<(), String> {
     match which {
-        Bench::Rtt { target, key_file, runs } => rtt::run(&target, &key_file, runs),
+        Bench::Rtt {
+            target,
+            key_file,
+            runs,
+        } => rtt::run(&target, &key_file, runs),
     }
 }
 

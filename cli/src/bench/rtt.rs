@@ -86,13 +86,24 @@ fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("worker output lacks {name}: {text}"))
     };
-    Ok(Summary { p50_us: field("p50_us")?, p99_us: field("p99_us")?, n: field("n")? as usize })
+    Ok(Summary {
+        p50_us: field("p50_us")?,
+        p99_us: field("p99_us")?,
+        n: field("n")? as usize,
+    })
 }
 
 fn bpf(cmd: u32, attr: &mut [u8]) -> Result<i64, String> {
     // SAFETY: `attr` is a valid buffer of its length; the pointer fields the
     // callers set point to live locals that outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr.as_mut_ptr(), attr.len() as libc::c_long) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_long,
+        )
+    };
     if r < 0 {
         Err(format!("bpf({cmd}): {}", std::io::Error::last_os_error()))
     } else {
@@ -161,7 +172,10 @@ pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), String> {
     let local = lookup_child(runs, None);
 
     println!("telebpf bench rtt: {runs} round trips each, target {target}");
-    println!("{:<34} {:>9} {:>9} {:>9}", "", "p50 µs", "p99 µs", "p50/raw");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9}",
+        "", "p50 µs", "p99 µs", "p50/raw"
+    );
     line("raw unix socket echo, 64 B", &raw, raw.p50_us);
     line("sealed channel ping, 64 B", &channel, raw.p50_us);
     line("forwarded BPF_MAP_LOOKUP_ELEM", &forwarded, raw.p50_us);

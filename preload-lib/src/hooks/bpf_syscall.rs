@@ -13,7 +13,15 @@ use crate::{bpf, guard, real, state};
 ///
 /// Same contract as libc's `syscall` for the given number.
 #[no_mangle]
-pub unsafe extern "C" fn syscall(nr: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
+pub unsafe extern "C" fn syscall(
+    nr: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
     // SAFETY: forwarded unchanged under the caller's contract.
     let pass = || unsafe { real::syscall(nr, a1, a2, a3, a4, a5, a6) };
     if nr != libc::SYS_bpf || !state::configured() {
@@ -21,7 +29,12 @@ pub unsafe extern "C" fn syscall(nr: c_long, a1: c_long, a2: c_long, a3: c_long,
     }
     guard::enter(
         pass,
-        || action(bpf::forward(a1 as u32, a2 as u64, a3 as u32, a4 as u64, a5 as u32), -1),
+        || {
+            action(
+                bpf::forward(a1 as u32, a2 as u64, a3 as u32, a4 as u64, a5 as u32),
+                -1,
+            )
+        },
         -1,
     )
 }

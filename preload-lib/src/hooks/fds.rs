@@ -218,7 +218,10 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
             if obj.kind != ObjectKind::Iter {
                 return Action::Fail(libc::EINVAL, -1);
             }
-            let req = Request::Read { fd: obj.guest_fd, len: n.min(u32::MAX as usize) as u32 };
+            let req = Request::Read {
+                fd: obj.guest_fd,
+                len: n.min(u32::MAX as usize) as u32,
+            };
             match st.call(&req) {
                 Ok(Reply::Read(Ok(bytes))) => match memory::write(buf as u64, &bytes) {
                     Ok(()) => Action::Done(bytes.len() as ssize_t),
@@ -244,7 +247,9 @@ fn mmap_common(fd: c_int, call: impl Fn() -> *mut c_void) -> *mut c_void {
             if st.table().get(fd).is_none() {
                 return Action::Pass;
             }
-            st.warn("mmap of a guest BPF map is not forwarded yet (ring buffers and mmapable maps)");
+            st.warn(
+                "mmap of a guest BPF map is not forwarded yet (ring buffers and mmapable maps)",
+            );
             Action::Fail(libc::ENODEV, libc::MAP_FAILED)
         },
         libc::MAP_FAILED,
@@ -257,9 +262,18 @@ fn mmap_common(fd: c_int, call: impl Fn() -> *mut c_void) -> *mut c_void {
 ///
 /// Same contract as libc's `mmap`.
 #[no_mangle]
-pub unsafe extern "C" fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
     // SAFETY: forwarded under the caller's contract.
-    mmap_common(fd, || unsafe { real::mmap(addr, len, prot, flags, fd, off) })
+    mmap_common(fd, || unsafe {
+        real::mmap(addr, len, prot, flags, fd, off)
+    })
 }
 
 /// Interposed `mmap64`.
@@ -268,7 +282,16 @@ pub unsafe extern "C" fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags
 ///
 /// Same contract as libc's `mmap64`.
 #[no_mangle]
-pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
     // SAFETY: forwarded under the caller's contract.
-    mmap_common(fd, || unsafe { real::mmap64(addr, len, prot, flags, fd, off) })
+    mmap_common(fd, || unsafe {
+        real::mmap64(addr, len, prot, flags, fd, off)
+    })
 }

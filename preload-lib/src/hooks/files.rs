@@ -98,9 +98,16 @@ fn fopen_routed(route: Route, mode: *const c_char) -> Action<*mut libc::FILE> {
     let null = std::ptr::null_mut();
     // SAFETY: fopen's mode is a NUL-terminated string.
     let m = unsafe { std::ffi::CStr::from_ptr(mode) }.to_bytes();
-    let flags = if m.contains(&b'e') { libc::O_CLOEXEC } else { 0 };
+    let flags = if m.contains(&b'e') {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
     let writes = m.iter().any(|c| matches!(c, b'w' | b'a' | b'+'));
-    let fd = match open_routed(route, if writes { libc::O_RDWR } else { libc::O_RDONLY } | flags) {
+    let fd = match open_routed(
+        route,
+        if writes { libc::O_RDWR } else { libc::O_RDONLY } | flags,
+    ) {
         Action::Pass => return Action::Pass,
         Action::Fail(e, _) => return Action::Fail(e, null),
         Action::Done(fd) => fd,
@@ -151,7 +158,11 @@ pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *m
 }
 
 /// Runs `op` in the guest for a guest path; other routes pass.
-fn guest_op(route: Route, op: impl FnOnce(String) -> FileOp, done: impl FnOnce(FileReply) -> Result<c_int, Failure>) -> Action<c_int> {
+fn guest_op(
+    route: Route,
+    op: impl FnOnce(String) -> FileOp,
+    done: impl FnOnce(FileReply) -> Result<c_int, Failure>,
+) -> Action<c_int> {
     match route {
         Route::Guest(p) => action(vfs::file_op(op(p)).and_then(done), -1),
         _ => Action::Pass,
@@ -185,7 +196,12 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
 ///
 /// Same contract as libc's `faccessat`.
 #[no_mangle]
-pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
+pub unsafe extern "C" fn faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> c_int {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::faccessat(dirfd, path, mode, flags) };
     // SAFETY: the caller passes a NUL-terminated path.
@@ -327,7 +343,12 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: s
 ///
 /// Same contract as libc's `readlinkat`.
 #[no_mangle]
-pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: size_t,
+) -> ssize_t {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::readlinkat(dirfd, path, buf, size) };
     // SAFETY: the caller passes a NUL-terminated path.
@@ -352,7 +373,11 @@ pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
     if route == Route::Local {
         return pass();
     }
-    guard::enter(pass, || guest_op(route, |path| FileOp::Mkdir { path, mode }, |_| Ok(0)), -1)
+    guard::enter(
+        pass,
+        || guest_op(route, |path| FileOp::Mkdir { path, mode }, |_| Ok(0)),
+        -1,
+    )
 }
 
 /// Interposed `unlink` (removing a pin).
@@ -369,7 +394,11 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     if route == Route::Local {
         return pass();
     }
-    guard::enter(pass, || guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0)), -1)
+    guard::enter(
+        pass,
+        || guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0)),
+        -1,
+    )
 }
 
 /// Interposed `rmdir`.
@@ -386,5 +415,9 @@ pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     if route == Route::Local {
         return pass();
     }
-    guard::enter(pass, || guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0)), -1)
+    guard::enter(
+        pass,
+        || guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0)),
+        -1,
+    )
 }

@@ -44,9 +44,14 @@ pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
                 }
                 // SAFETY: `u` is a live local of its size.
                 let bytes = unsafe {
-                    std::slice::from_raw_parts((&u as *const libc::utsname).cast::<u8>(), std::mem::size_of::<libc::utsname>())
+                    std::slice::from_raw_parts(
+                        (&u as *const libc::utsname).cast::<u8>(),
+                        std::mem::size_of::<libc::utsname>(),
+                    )
                 };
-                memory::write(buf as u64, bytes).map(|()| 0).map_err(Failure)
+                memory::write(buf as u64, bytes)
+                    .map(|()| 0)
+                    .map_err(Failure)
             });
             action(r, -1)
         },
@@ -150,8 +155,17 @@ pub unsafe extern "C" fn setrlimit64(resource: c_int, lim: *const libc::rlimit) 
 ///
 /// Same contract as libc's `prlimit`.
 #[no_mangle]
-pub unsafe extern "C" fn prlimit(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int {
-    let new = if pid == 0 && is_memlock(resource) { std::ptr::null() } else { new };
+pub unsafe extern "C" fn prlimit(
+    pid: libc::pid_t,
+    resource: c_int,
+    new: *const libc::rlimit,
+    old: *mut libc::rlimit,
+) -> c_int {
+    let new = if pid == 0 && is_memlock(resource) {
+        std::ptr::null()
+    } else {
+        new
+    };
     // SAFETY: forwarded under the caller's contract (minus the change).
     unsafe { real::prlimit(pid, resource, new, old) }
 }
@@ -162,8 +176,17 @@ pub unsafe extern "C" fn prlimit(pid: libc::pid_t, resource: c_int, new: *const 
 ///
 /// Same contract as libc's `prlimit64`.
 #[no_mangle]
-pub unsafe extern "C" fn prlimit64(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int {
-    let new = if pid == 0 && is_memlock(resource) { std::ptr::null() } else { new };
+pub unsafe extern "C" fn prlimit64(
+    pid: libc::pid_t,
+    resource: c_int,
+    new: *const libc::rlimit,
+    old: *mut libc::rlimit,
+) -> c_int {
+    let new = if pid == 0 && is_memlock(resource) {
+        std::ptr::null()
+    } else {
+        new
+    };
     // SAFETY: forwarded under the caller's contract (minus the change).
     unsafe { real::prlimit64(pid, resource, new, old) }
 }
