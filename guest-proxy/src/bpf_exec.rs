@@ -12,7 +12,9 @@
 use telebpf_abi::{
     cmd, write_u32, write_u64, BufferSpec, Content, Direction, Objects, Parent, Plan,
 };
-use telebpf_protocol::message::{BpfCall, BpfResult, ErrorReply, NewObject, WireBuffer, MAX_ATTR};
+use telebpf_protocol::message::{
+    BpfCall, BpfResult, ErrorReply, NewObject, WireBuffer, FOREIGN_FD, MAX_ATTR,
+};
 
 use crate::sys;
 
@@ -74,6 +76,7 @@ fn accept_buffer(
 ) -> Result<Vec<u8>, ErrorReply> {
     let mut buf = match (spec.dir, wire) {
         (Direction::Out, WireBuffer::Out(_)) => vec![0u8; spec.alloc_len()],
+        (Direction::Out, WireBuffer::Data(d)) if d.len() == spec.alloc_len() => d.clone(),
         (Direction::In | Direction::InOut, WireBuffer::Data(d)) if spec.len.accepts(d) => d.clone(),
         _ => {
             return Err(protocol_error(format!(
@@ -101,9 +104,9 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
         )));
     }
     let has_common = call.cmd & cmd::BPF_COMMON_ATTRS != 0;
-    if has_common != call.common.is_some() {
+    if !has_common && call.common.is_some() {
         return Err(protocol_error(
-            "common attributes present without BPF_COMMON_ATTRS or missing".into(),
+            "common attributes present without BPF_COMMON_ATTRS".into(),
         ));
     }
     if call
@@ -149,16 +152,21 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
         )));
     }
 
-    // Only the session's own objects may be named; anything else becomes an
-    // fd that cannot exist, so the kernel answers EBADF as it would for a
-    // stale fd.
+    // Only the session's own objects may be named. A host fd that is not a
+    // guest object becomes an open fd of ours that is no BPF object (the
+    // kernel answers EINVAL, as locally); anything else an fd that cannot
+    // exist (EBADF, as for a stale fd).
     let mut replaced = Vec::new();
     for slot in &plan.fds {
-        if slot.value != 0 && slot.value != -1 && !fds.owns(slot.value) {
-            if let Some(bytes) = parent_bytes(&slot.parent, &mut attr, &mut common, &mut buffers) {
-                write_u32(bytes, slot.offset, u32::MAX);
-                replaced.push(slot);
-            }
+        let substitute = match slot.value {
+            0 | -1 => continue,
+            FOREIGN_FD => sys::not_bpf_fd(),
+            v if fds.owns(v) => continue,
+            _ => -1,
+        };
+        if let Some(bytes) = parent_bytes(&slot.parent, &mut attr, &mut common, &mut buffers) {
+            write_u32(bytes, slot.offset, substitute as u32);
+            replaced.push(slot);
         }
     }
 
@@ -173,6 +181,10 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
 
     let (common_ptr, common_len) = match common.as_mut() {
         Some(c) => (c.as_mut_ptr(), c.len() as u32),
+        // The caller's common attributes were unreadable: hand the kernel an
+        // unreadable pointer with the caller's size, so it decides as it
+        // would have for the caller (address 1 is never mapped).
+        None if has_common => (1 as *mut u8, call.common_size),
         None => (std::ptr::null_mut(), 0),
     };
     // SAFETY: `attr` is `attr.len()` bytes; every pointer field the plan

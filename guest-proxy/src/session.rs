@@ -12,7 +12,9 @@ use std::sync::Arc;
 use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::AsyncChannel;
 use telebpf_protocol::key::Psk;
-use telebpf_protocol::message::{self, ErrorReply, Facts, FileOp, NewObject, Reply, Request};
+use telebpf_protocol::message::{
+    self, ErrorReply, Facts, FileOp, NewObject, Reply, Request, FOREIGN_FD,
+};
 use telebpf_protocol::transport::ServerStream;
 use tokio::sync::watch;
 
@@ -32,6 +34,10 @@ pub struct Session {
 
 impl Objects for Session {
     fn kind(&self, fd: i32) -> Option<ObjectKind> {
+        if fd == FOREIGN_FD {
+            // An fd open on the host that is no guest object.
+            return Some(ObjectKind::Other);
+        }
         self.objects.get(&fd).map(|o| o.kind.clone())
     }
 

@@ -82,6 +82,16 @@ pub fn read(fd: i32, len: usize) -> Result<Vec<u8>, i32> {
     Ok(buf)
 }
 
+/// An open fd that is no BPF object, standing in for host fds that are
+/// not guest objects (see `FOREIGN_FD`). Opened once, never closed.
+pub fn not_bpf_fd() -> i32 {
+    static FD: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *FD.get_or_init(|| {
+        // SAFETY: opening /dev/null with a static NUL-terminated path.
+        unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+    })
+}
+
 /// Makes sure fds 0, 1 and 2 are open, so that no guest object ever gets
 /// one of those numbers (a client passing `0` for "no fd" must never reach
 /// a real object).

@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
-use telebpf_abi::{cmd, write_u32, Direction, Length, ObjectKind, Objects, Parent, Plan};
+use telebpf_abi::{cmd, write_u32, Content, Direction, Length, ObjectKind, Objects, Parent, Plan};
 use telebpf_protocol::message::{
-    BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, MAX_ATTR,
+    BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, FOREIGN_FD, MAX_ATTR, PREFILL_MAX,
 };
 
 use crate::memory;
@@ -35,7 +35,13 @@ struct HostView<'a> {
 
 impl Objects for HostView<'_> {
     fn kind(&self, fd: i32) -> Option<ObjectKind> {
-        self.table.get(fd).map(|o| o.kind.clone())
+        match self.table.get(fd) {
+            Some(o) => Some(o.kind.clone()),
+            // Open, but not a guest object: the kernel would say "wrong
+            // kind of fd" (EINVAL), not "no such fd" (EBADF).
+            None if fd_is_open(fd) => Some(ObjectKind::Other),
+            None => None,
+        }
     }
 
     fn possible_cpus(&self) -> u32 {
@@ -61,11 +67,10 @@ pub fn forward(
     }
     let has_common = raw_cmd & cmd::BPF_COMMON_ATTRS != 0;
     let mut attr = memory::read(attr_addr, size as usize).map_err(Failure)?;
-    let mut common = if has_common {
-        if common_size as usize > MAX_ATTR {
-            return Err(Failure(libc::E2BIG));
-        }
-        Some(memory::read(common_addr, common_size as usize).map_err(Failure)?)
+    // Unreadable common attributes are the guest kernel's to judge (one
+    // without them ignores them): they travel as `None`.
+    let mut common = if has_common && common_size as usize <= MAX_ATTR {
+        memory::read(common_addr, common_size as usize).ok()
     } else {
         None
     };
@@ -84,6 +89,16 @@ pub fn forward(
         while i < plan.buffers.len() {
             let spec = &plan.buffers[i];
             let wire = match (&spec.len, &spec.dir) {
+                (Length::Bytes(n), Direction::Out)
+                    if *n <= PREFILL_MAX && spec.content != Content::Log =>
+                {
+                    match memory::read(spec.ptr, *n) {
+                        Ok(current) => WireBuffer::Data(current),
+                        // The kernel may never write there (a failing
+                        // lookup): let it decide, and fault on write-back.
+                        Err(_) => WireBuffer::Out(*n as u64),
+                    }
+                }
                 (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
                 (Length::Bytes(n), _) => {
                     WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Failure)?)
@@ -92,7 +107,9 @@ pub fn forward(
                     WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Failure)?)
                 }
             };
-            if let WireBuffer::Data(content) = &wire {
+            // Out buffers may carry the caller's current bytes; they hold
+            // nothing to expand.
+            if let (WireBuffer::Data(content), false) = (&wire, spec.dir == Direction::Out) {
                 plan.expand(i, content, &view)
                     .map_err(|e| Failure(e.errno()))?;
             }
@@ -103,7 +120,11 @@ pub fn forward(
         for slot in &plan.fds {
             let guest = match slot.value {
                 0 => 0,
-                v => view.table.get(v).map_or(-1, |o| o.guest_fd),
+                v => match view.table.get(v) {
+                    Some(o) => o.guest_fd,
+                    None if fd_is_open(v) => FOREIGN_FD,
+                    None => -1,
+                },
             };
             let bytes: Option<&mut [u8]> = match slot.parent {
                 Parent::Attr => Some(&mut attr),
@@ -137,21 +158,33 @@ pub fn forward(
             return Err(Failure(libc::EPROTO));
         }
     };
-    write_back(
+    let written = write_back(
         &plan,
         &result,
         attr_addr,
         &sent_attr,
         common_addr,
         sent_common.as_deref(),
-    )?;
-
+    );
     if result.ret < 0 {
+        // The kernel failed: its errno is the answer, whatever could or
+        // could not be copied back (it may never have written there).
         return Err(Failure(if result.errno > 0 {
             result.errno
         } else {
             libc::EIO
         }));
+    }
+    if let Err(e) = written {
+        // The kernel succeeded into the proxy's buffers but the caller's
+        // memory is bad: locally the kernel would have faulted. A new object
+        // nobody will ever learn about is closed again.
+        if plan.returns_fd {
+            st.notify(&Request::Close {
+                fd: result.ret as i32,
+            });
+        }
+        return Err(e);
     }
     match (plan.returns_fd, result.object) {
         (true, Some(obj)) => adopt(result.ret as i32, obj).map(i64::from),
@@ -204,6 +237,12 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
         memory::write(addr + start as u64, &got[start..i]).map_err(Failure)?;
     }
     Ok(())
+}
+
+/// Whether `fd` is open in this process.
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD on any integer only reads the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 /// Gives a new guest fd a host fd of its own.

@@ -34,6 +34,18 @@ use telebpf_abi::ObjectKind;
 /// with `E2BIG` before reading anything.
 pub const MAX_ATTR: usize = 4096;
 
+/// An fd value standing for "an fd that is open in the host program but is
+/// not a guest object" (stdout, a socket, a cgroup). The proxy replaces it
+/// with an open fd of its own that is not a BPF object, so the guest kernel
+/// answers `EINVAL` ("not a map") where the local kernel would, rather than
+/// `EBADF`. Fds that are not open at all travel as `-1` (`EBADF`).
+pub const FOREIGN_FD: i32 = -2;
+
+/// `Out` buffers up to this size travel with the caller's current content,
+/// so bytes the kernel does not write (a lookup that fails, a short string)
+/// come back unchanged instead of zeroed.
+pub const PREFILL_MAX: usize = 64 << 10;
+
 /// A request from the host side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -66,7 +78,11 @@ pub struct BpfCall {
     pub size: u32,
     /// `min(size, MAX_ATTR)` bytes of the attr, fds translated.
     pub attr: Vec<u8>,
-    /// The common attributes when `cmd & BPF_COMMON_ATTRS`.
+    /// The common attributes when `cmd & BPF_COMMON_ATTRS`. `None` with the
+    /// flag set means the host could not read them (bad pointer, or a size
+    /// over a page): the proxy then passes an unreadable pointer with
+    /// `common_size`, so the guest kernel answers as it would for the
+    /// caller (kernels without common attributes ignore them).
     pub common: Option<Vec<u8>>,
     /// The 5th argument when `cmd & BPF_COMMON_ATTRS`.
     pub common_size: u32,
@@ -77,7 +93,9 @@ pub struct BpfCall {
 /// The client's copy of one pointer buffer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireBuffer {
-    /// Content of an `In`/`InOut` buffer (or a C string, NUL included).
+    /// Content of an `In`/`InOut` buffer (or a C string, NUL included), or
+    /// the caller's current content of a small `Out` buffer (see
+    /// [`PREFILL_MAX`]).
     Data(Vec<u8>),
     /// An `Out` buffer: only its length travels.
     Out(u64),

@@ -201,7 +201,8 @@ pub fn bin_dir() -> PathBuf {
     target.join("release")
 }
 
-fn product_file(name: &str) -> PathBuf {
+/// A file of the release build (binary or library), checked to exist.
+pub fn product_file(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.is_file(),
@@ -1123,6 +1124,31 @@ impl Harness {
             shell_words(&self.bpftool, args)
         );
         run_with_timeout(cmd, &what, timeout)
+    }
+
+    /// Any program (copied into the temp dir) as nobody through
+    /// `telebpf exec`.
+    pub fn remote_program(&self, program: &Path, args: &[&str]) -> CmdOutput {
+        let local_copy = self.dir.join(program.file_name().expect("a file name"));
+        fs::copy(program, &local_copy).expect("copy program");
+        fs::set_permissions(&local_copy, fs::Permissions::from_mode(0o755)).expect("chmod program");
+        let mut exec_args = vec![
+            "exec".to_string(),
+            "--target".to_string(),
+            self.target(),
+            "--key-file".to_string(),
+            self.key().display().to_string(),
+            "--".to_string(),
+            local_copy.display().to_string(),
+        ];
+        exec_args.extend(args.iter().map(|a| a.to_string()));
+        let telebpf = &self.product().telebpf;
+        let what = format!("[nobody] {}", shell_words(telebpf, &exec_args));
+        run_with_timeout(
+            self.nobody_command(telebpf, &exec_args),
+            &what,
+            COMMAND_TIMEOUT,
+        )
     }
 
     /// `bpftool ARGS` as nobody with no preload at all (the baseline a

@@ -12,12 +12,14 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use telebpf_tests::{
-    compare_objects, compare_text, forward_test, iter_test, json_ids, json_str, json_u64, say,
-    wait_until, Harness, IdSnapshot, ObjKind, PinDir, LONG_COMMAND_TIMEOUT, SESSION_CLOSE_TIMEOUT,
+    compare_objects, compare_text, forward_test, iter_test, json_ids, json_str, json_u64,
+    run_with_timeout, say, wait_until, CmdOutput, Harness, IdSnapshot, ObjKind, PinDir,
+    COMMAND_TIMEOUT, LONG_COMMAND_TIMEOUT, SESSION_CLOSE_TIMEOUT,
 };
 
 /// Limit for a client whose proxy is unreachable: it must fail, not hang.
@@ -676,5 +678,59 @@ fn preload_env_form_matches_local() {
     h.assert_same_listing(ObjKind::Prog, &via_env);
     h.assert_same_listing(ObjKind::Map, &via_env);
     drop(pins);
+    h.finish();
+}
+
+/// The edges of `bpf()` as an unmodified libbpf program meets them: bad
+/// pointers, oversized attrs, unknown commands, fds that are not BPF
+/// objects, errno left alone on success, `dup`/`dup3`/`fcntl` on object fds,
+/// `readlink` and fdinfo of them, concurrent threads, `uname`, and `fork`.
+/// `preload-probe` runs as root on this kernel and as nobody through the
+/// proxy; every line must agree except the fork lines, where a forwarded
+/// child deliberately has its own session.
+#[test]
+fn preload_probe_matches_local_kernel_semantics() {
+    let Some(h) = Harness::start("preload_probe_matches_local_kernel_semantics") else {
+        return;
+    };
+    let probe = telebpf_tests::product_file("preload-probe");
+    let local = run_with_timeout(
+        Command::new(&probe),
+        "[root] preload-probe",
+        COMMAND_TIMEOUT,
+    );
+    local.expect_success();
+    let remote = h.remote_program(&probe, &[]);
+    remote.expect_success();
+    let lines = |out: &CmdOutput| -> Vec<(String, String)> {
+        out.stdout_text()
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (local, remote) = (lines(&local), lines(&remote));
+    assert!(local.len() >= 25, "the probe printed too little: {local:?}");
+    let keys = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&local),
+        keys(&remote),
+        "the probe ran different checks"
+    );
+    for ((key, l), (_, r)) in local.iter().zip(&remote) {
+        match key.as_str() {
+            // The child inherited the parent's memfd, which is no object of
+            // the child's own session: "wrong kind of fd", never the parent's
+            // object through a shared, corrupted stream.
+            "fork.child_inherited_fd" => {
+                assert_eq!(l, "ok", "locally the child shares its parent's fds");
+                assert!(
+                    r.contains("Invalid argument"),
+                    "forwarded child used its parent's object: {r}"
+                );
+            }
+            _ => assert_eq!(l, r, "{key}: local root and forwarded differ"),
+        }
+    }
     h.finish();
 }
