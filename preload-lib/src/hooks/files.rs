@@ -39,63 +39,37 @@ fn open_routed(route: Route, flags: c_int) -> Action<c_int> {
     }
 }
 
-macro_rules! open_hooks {
-    ($( $name:ident ( $($dir:ident: $dty:ty)? ) ; )*) => {$(
-        /// Interposed libc function of the same name.
+/// Defines an interposed libc function taking a path: host paths go
+/// straight to libc; guest ones to `$handle`, under the guard, with `$route`
+/// bound to where the path leads.
+macro_rules! path_hook {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
+     path = $path:ident, on_panic = $err:expr, |$route:ident| $handle:expr) => {
+        $(#[$doc])*
         ///
         /// # Safety
         ///
-        /// Same contract as the libc function.
+        /// Same contract as the libc function of that name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name($($dir: $dty,)? path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             // SAFETY: forwarded under the caller's contract.
-            let pass = || unsafe { real::$name($($dir,)? path, flags, mode) };
-            // SAFETY: the caller passes a NUL-terminated path.
-            let route = unsafe { route_of(path) };
-            if route == Route::Local {
+            let pass = || unsafe { real::$name($($arg),*) };
+            // SAFETY: the caller passes a NUL-terminated path (or null).
+            let $route = unsafe { route_of($path) };
+            if $route == Route::Local {
                 return pass();
             }
-            guard::enter(pass, || open_routed(route, flags), -1)
+            guard::enter(pass, || $handle, $err)
         }
-    )*};
-}
-
-open_hooks! {
-    open();
-    open64();
-    openat(dirfd: c_int);
-    openat64(dirfd: c_int);
-}
-
-macro_rules! open_2_hooks {
-    ($($name:ident;)*) => {$(
-        /// Interposed fortified `open` of the same name.
-        ///
-        /// # Safety
-        ///
-        /// Same contract as the libc function.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
-            // SAFETY: forwarded under the caller's contract.
-            let pass = || unsafe { real::$name(path, flags) };
-            // SAFETY: the caller passes a NUL-terminated path.
-            let route = unsafe { route_of(path) };
-            if route == Route::Local {
-                return pass();
-            }
-            guard::enter(pass, || open_routed(route, flags), -1)
-        }
-    )*};
-}
-
-open_2_hooks! {
-    __open_2;
-    __open64_2;
+    };
 }
 
 /// `fopen` of a guest file: the guest's bytes behind a real `FILE`.
 fn fopen_routed(route: Route, mode: *const c_char) -> Action<*mut libc::FILE> {
     let null = std::ptr::null_mut();
+    if mode.is_null() {
+        return Action::Pass;
+    }
     // SAFETY: fopen's mode is a NUL-terminated string.
     let m = unsafe { std::ffi::CStr::from_ptr(mode) }.to_bytes();
     let flags = if m.contains(&b'e') {
@@ -123,40 +97,6 @@ fn fopen_routed(route: Route, mode: *const c_char) -> Action<*mut libc::FILE> {
     Action::Done(f)
 }
 
-/// Interposed `fopen`.
-///
-/// # Safety
-///
-/// Same contract as libc's `fopen`.
-#[no_mangle]
-pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::fopen(path, mode) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local || mode.is_null() {
-        return pass();
-    }
-    guard::enter(pass, || fopen_routed(route, mode), std::ptr::null_mut())
-}
-
-/// Interposed `fopen64`.
-///
-/// # Safety
-///
-/// Same contract as libc's `fopen64`.
-#[no_mangle]
-pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::fopen64(path, mode) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local || mode.is_null() {
-        return pass();
-    }
-    guard::enter(pass, || fopen_routed(route, mode), std::ptr::null_mut())
-}
-
 /// Runs `op` in the guest for a guest path; other routes pass.
 fn guest_op(
     route: Route,
@@ -173,45 +113,6 @@ fn access_routed(route: Route, mode: c_int) -> Action<c_int> {
     guest_op(route, |path| FileOp::Access { path, mode }, |_| Ok(0))
 }
 
-/// Interposed `access`.
-///
-/// # Safety
-///
-/// Same contract as libc's `access`.
-#[no_mangle]
-pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::access(path, mode) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || access_routed(route, mode), -1)
-}
-
-/// Interposed `faccessat` (libbpf checks `/sys/kernel/btf/vmlinux` with it).
-///
-/// # Safety
-///
-/// Same contract as libc's `faccessat`.
-#[no_mangle]
-pub unsafe extern "C" fn faccessat(
-    dirfd: c_int,
-    path: *const c_char,
-    mode: c_int,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::faccessat(dirfd, path, mode, flags) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || access_routed(route, mode), -1)
-}
-
 fn stat_routed(route: Route, follow: bool, buf: *mut libc::stat) -> Action<c_int> {
     guest_op(
         route,
@@ -223,36 +124,6 @@ fn stat_routed(route: Route, follow: bool, buf: *mut libc::stat) -> Action<c_int
     )
 }
 
-macro_rules! stat_hooks {
-    ($( $name:ident ( $($dir:ident: $dty:ty)? ; $($flags:ident)? ) follow = $follow:expr ; )*) => {$(
-        /// Interposed libc function of the same name.
-        ///
-        /// # Safety
-        ///
-        /// Same contract as the libc function.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($dir: $dty,)? path: *const c_char, buf: *mut libc::stat $(, $flags: c_int)?) -> c_int {
-            // SAFETY: forwarded under the caller's contract.
-            let pass = || unsafe { real::$name($($dir,)? path, buf $(, $flags)?) };
-            // SAFETY: the caller passes a NUL-terminated path.
-            let route = unsafe { route_of(path) };
-            if route == Route::Local {
-                return pass();
-            }
-            guard::enter(pass, || stat_routed(route, $follow, buf), -1)
-        }
-    )*};
-}
-
-stat_hooks! {
-    stat(;) follow = true;
-    stat64(;) follow = true;
-    lstat(;) follow = false;
-    lstat64(;) follow = false;
-    fstatat(dirfd: c_int; flags) follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-    fstatat64(dirfd: c_int; flags) follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-}
-
 fn statfs_routed(route: Route, buf: *mut libc::statfs) -> Action<c_int> {
     guest_op(
         route,
@@ -262,40 +133,6 @@ fn statfs_routed(route: Route, buf: *mut libc::statfs) -> Action<c_int> {
             _ => Err(Failure(libc::EPROTO)),
         },
     )
-}
-
-/// Interposed `statfs` (bpftool and libbpf check for bpffs with it).
-///
-/// # Safety
-///
-/// Same contract as libc's `statfs`.
-#[no_mangle]
-pub unsafe extern "C" fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::statfs(path, buf) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || statfs_routed(route, buf), -1)
-}
-
-/// Interposed `statfs64`.
-///
-/// # Safety
-///
-/// Same contract as libc's `statfs64`.
-#[no_mangle]
-pub unsafe extern "C" fn statfs64(path: *const c_char, buf: *mut libc::statfs) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::statfs64(path, buf) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || statfs_routed(route, buf), -1)
 }
 
 fn readlink_routed(route: Route, buf: *mut c_char, size: size_t) -> Action<ssize_t> {
@@ -319,105 +156,122 @@ fn readlink_routed(route: Route, buf: *mut c_char, size: size_t) -> Action<ssize
     }
 }
 
-/// Interposed `readlink` (bpftool learns an fd's type from
-/// `/proc/self/fd/N`).
-///
-/// # Safety
-///
-/// Same contract as libc's `readlink`.
-#[no_mangle]
-pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::readlink(path, buf, size) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || readlink_routed(route, buf, size), -1)
-}
-
-/// Interposed `readlinkat`.
-///
-/// # Safety
-///
-/// Same contract as libc's `readlinkat`.
-#[no_mangle]
-pub unsafe extern "C" fn readlinkat(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_char,
-    size: size_t,
-) -> ssize_t {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::readlinkat(dirfd, path, buf, size) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(pass, || readlink_routed(route, buf, size), -1)
-}
-
-/// Interposed `mkdir` (libbpf creates pin directories).
-///
-/// # Safety
-///
-/// Same contract as libc's `mkdir`.
-#[no_mangle]
-pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::mkdir(path, mode) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(
-        pass,
-        || guest_op(route, |path| FileOp::Mkdir { path, mode }, |_| Ok(0)),
-        -1,
-    )
-}
-
-/// Interposed `unlink` (removing a pin).
-///
-/// # Safety
-///
-/// Same contract as libc's `unlink`.
-#[no_mangle]
-pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::unlink(path) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(
-        pass,
-        || guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0)),
-        -1,
-    )
-}
-
-/// Interposed `rmdir`.
-///
-/// # Safety
-///
-/// Same contract as libc's `rmdir`.
-#[no_mangle]
-pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::rmdir(path) };
-    // SAFETY: the caller passes a NUL-terminated path.
-    let route = unsafe { route_of(path) };
-    if route == Route::Local {
-        return pass();
-    }
-    guard::enter(
-        pass,
-        || guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0)),
-        -1,
-    )
-}
+path_hook!(
+    /// Interposed `open`.
+    fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed `open64`.
+    fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed `openat` (absolute paths only reach the guest).
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed `openat64`.
+    fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed fortified `open`.
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed fortified `open64`.
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int,
+    path = path, on_panic = -1, |route| open_routed(route, flags)
+);
+path_hook!(
+    /// Interposed `fopen` (libbpf reads BTF, kallsyms and fdinfo with it).
+    fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE,
+    path = path, on_panic = std::ptr::null_mut(), |route| fopen_routed(route, mode)
+);
+path_hook!(
+    /// Interposed `fopen64`.
+    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE,
+    path = path, on_panic = std::ptr::null_mut(), |route| fopen_routed(route, mode)
+);
+path_hook!(
+    /// Interposed `access`.
+    fn access(path: *const c_char, mode: c_int) -> c_int,
+    path = path, on_panic = -1, |route| access_routed(route, mode)
+);
+path_hook!(
+    /// Interposed `faccessat` (libbpf checks `/sys/kernel/btf/vmlinux` with it).
+    fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int,
+    path = path, on_panic = -1, |route| access_routed(route, mode)
+);
+path_hook!(
+    /// Interposed `stat`.
+    fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int,
+    path = path, on_panic = -1, |route| stat_routed(route, true, buf)
+);
+path_hook!(
+    /// Interposed `stat64`.
+    fn stat64(path: *const c_char, buf: *mut libc::stat) -> c_int,
+    path = path, on_panic = -1, |route| stat_routed(route, true, buf)
+);
+path_hook!(
+    /// Interposed `lstat`.
+    fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int,
+    path = path, on_panic = -1, |route| stat_routed(route, false, buf)
+);
+path_hook!(
+    /// Interposed `lstat64`.
+    fn lstat64(path: *const c_char, buf: *mut libc::stat) -> c_int,
+    path = path, on_panic = -1, |route| stat_routed(route, false, buf)
+);
+path_hook!(
+    /// Interposed `fstatat`.
+    fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int,
+    path = path, on_panic = -1,
+    |route| stat_routed(route, flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
+);
+path_hook!(
+    /// Interposed `fstatat64`.
+    fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int,
+    path = path, on_panic = -1,
+    |route| stat_routed(route, flags & libc::AT_SYMLINK_NOFOLLOW == 0, buf)
+);
+path_hook!(
+    /// Interposed `statfs` (bpftool and libbpf check for bpffs with it).
+    fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int,
+    path = path, on_panic = -1, |route| statfs_routed(route, buf)
+);
+path_hook!(
+    /// Interposed `statfs64`.
+    fn statfs64(path: *const c_char, buf: *mut libc::statfs) -> c_int,
+    path = path, on_panic = -1, |route| statfs_routed(route, buf)
+);
+path_hook!(
+    /// Interposed `readlink` (bpftool learns an fd's type from
+    /// `/proc/self/fd/N`).
+    fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t,
+    path = path, on_panic = -1, |route| readlink_routed(route, buf, size)
+);
+path_hook!(
+    /// Interposed `readlinkat`.
+    fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t,
+    path = path, on_panic = -1, |route| readlink_routed(route, buf, size)
+);
+path_hook!(
+    /// Interposed `mkdir` (libbpf creates pin directories).
+    fn mkdir(path: *const c_char, mode: mode_t) -> c_int,
+    path = path, on_panic = -1,
+    |route| guest_op(route, |path| FileOp::Mkdir { path, mode }, |_| Ok(0))
+);
+path_hook!(
+    /// Interposed `unlink` (removing a pin).
+    fn unlink(path: *const c_char) -> c_int,
+    path = path, on_panic = -1, |route| guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
+);
+path_hook!(
+    /// Interposed `rmdir`.
+    fn rmdir(path: *const c_char) -> c_int,
+    path = path, on_panic = -1, |route| guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0))
+);
