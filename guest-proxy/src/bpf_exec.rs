@@ -184,7 +184,7 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
         // The caller's common attributes were unreadable: hand the kernel an
         // unreadable pointer with the caller's size, so it decides as it
         // would have for the caller (address 1 is never mapped).
-        None if has_common => (1 as *mut u8, call.common_size),
+        None if has_common => (std::ptr::without_provenance_mut(1), call.common_size),
         None => (std::ptr::null_mut(), 0),
     };
     // SAFETY: `attr` is `attr.len()` bytes; every pointer field the plan
