@@ -100,6 +100,7 @@ pub mod cmd;
 pub mod flags;
 pub mod link_type;
 pub mod map_type;
+pub mod perf;
 pub mod off;
 pub mod prog_type;
 
