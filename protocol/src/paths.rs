@@ -27,6 +27,22 @@ const GUEST_FILES: &[&str] = &[
     "/boot/config-",
     "/sys/fs/bpf",
     "/sys/fs/bpf/",
+    // Attaching: tracepoint ids and formats, the functions that can be
+    // probed, and the PMU types of the kprobe/uprobe event sources. The
+    // trace buffers themselves (`trace`, `trace_pipe`) are not served.
+    "/sys/kernel/tracing",
+    "/sys/kernel/tracing/events/",
+    "/sys/kernel/tracing/available_events",
+    "/sys/kernel/tracing/available_filter_functions",
+    "/sys/kernel/tracing/kprobe_events",
+    "/sys/kernel/tracing/uprobe_events",
+    "/sys/kernel/debug/tracing",
+    "/sys/kernel/debug/tracing/events/",
+    "/sys/kernel/debug/tracing/available_events",
+    "/sys/kernel/debug/tracing/available_filter_functions",
+    "/sys/kernel/debug/tracing/kprobe_events",
+    "/sys/kernel/debug/tracing/uprobe_events",
+    "/sys/bus/event_source/devices/",
 ];
 
 /// Files whose content cannot change while the guest runs, so a client may
@@ -91,6 +107,12 @@ mod tests {
         assert!(!is_guest_file("relative/path"));
         assert!(!is_guest_file("/proc/sys/net/core/somaxconn"));
         assert!(!is_guest_file("/sys/fs/bpfX"));
+        assert!(is_guest_file("/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id"));
+        assert!(is_guest_file("/sys/kernel/tracing/events/sched/sched_switch/format"));
+        assert!(is_guest_file("/sys/bus/event_source/devices/kprobe/type"));
+        assert!(!is_guest_file("/sys/kernel/tracing/trace_pipe"));
+        assert!(!is_guest_file("/sys/kernel/debug/tracing/trace"));
+        assert!(!is_guest_file("/sys/kernel/debug/kprobes/list"));
         assert!(is_mutable("/sys/fs/bpf/a"));
         assert!(!is_mutable("/sys/fs/bpf/"));
         assert!(!is_mutable("/sys/fs/bpf/../x"));
