@@ -15,6 +15,7 @@
 //!    every buffer it may have written, then turn a returned guest fd into a
 //!    new host fd.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use telebpf_abi::{cmd, write_u32, Content, Direction, Length, ObjectKind, Objects, Parent, Plan};
@@ -240,21 +241,45 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
 }
 
 /// Whether `fd` is open in this process.
-fn fd_is_open(fd: i32) -> bool {
+pub fn fd_is_open(fd: i32) -> bool {
     // SAFETY: F_GETFD on any integer only reads the fd table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// Gives a new guest fd a host fd of its own.
+/// Whether a program may wait for this object to become readable.
+fn is_pollable(obj: &NewObject) -> bool {
+    use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
+    match &obj.kind {
+        ObjectKind::Map(m) => m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF,
+        _ => obj.link == "anon_inode:[perf_event]",
+    }
+}
+
+/// A pipe: (read end for the program, write end for the mirror). Both
+/// close-on-exec like a kernel bpf/perf fd; the read end non-blocking so a
+/// program that reads it (none should) never hangs.
+fn signal_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(Failure(crate::errno::get()));
+    }
+    // SAFETY: pipe2 returned two new fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Gives a new guest fd a host fd of its own: a memfd (a real fd with its
+/// own inode), or a pipe for objects a program polls.
 pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
     let st = state::get();
-    let name = obj
-        .link
-        .strip_prefix("anon_inode:")
-        .unwrap_or("bpf-object")
-        .to_string();
-    let fd = match vfs::memfd_with(&name, &[], false) {
-        Ok(fd) => fd,
+    let name = obj.link.strip_prefix("anon_inode:").unwrap_or("bpf-object").to_string();
+    let made = if is_pollable(&obj) {
+        signal_pipe().map(|(r, w)| (r, Some(w)))
+    } else {
+        vfs::memfd_with(&name, &[], false).map(|fd| (fd, None))
+    };
+    let (fd, signal) = match made {
+        Ok(x) => x,
         Err(e) => {
             st.notify(&Request::Close { fd: guest_fd });
             return Err(e);
@@ -268,6 +293,7 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
         link: obj.link,
         link_type: obj.link_type,
         inode,
+        signal,
     });
     st.table().insert(raw, object);
     Ok(raw)

@@ -25,8 +25,13 @@ pub struct GuestObject {
     pub link: String,
     /// For a BPF link, its type as the guest kernel reports it.
     pub link_type: Option<u32>,
-    /// `(st_dev, st_ino)` of the host memfd.
+    /// `(st_dev, st_ino)` of the host fd.
     pub inode: (u64, u64),
+    /// For objects a program waits on with `epoll`/`poll` (perf events,
+    /// ring-buffer maps) the host fd is a pipe's read end and this is its
+    /// write end: the mirror makes the fd readable exactly while mirrored
+    /// data is unconsumed.
+    pub signal: Option<std::os::fd::OwnedFd>,
 }
 
 const BITMAP_FDS: usize = 1 << 16;
