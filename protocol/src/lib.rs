@@ -91,8 +91,8 @@ pub mod transport;
 
 pub use address::{Address, AddressError};
 pub use channel::{
-    AsyncChannel, AsyncReceiver, AsyncSender, ChannelReadHalf, ChannelWriteHalf, SyncChannel,
-    SyncStream, HANDSHAKE_TIMEOUT,
+    AsyncChannel, AsyncReceiver, AsyncSender, ChannelParts, ChannelReadHalf, ChannelWriteHalf,
+    SyncChannel, SyncReceiver, SyncSender, SyncStream, TryCloneStream, HANDSHAKE_TIMEOUT,
 };
 pub use error::ChannelError;
 pub use handshake::{
@@ -101,7 +101,9 @@ pub use handshake::{
 };
 pub use key::{KeyError, KeyId, Psk};
 pub use seal::{frame_body_len, Opener, Sealer, MAX_FRAME, MAX_PLAINTEXT, TAG_LEN};
-pub use transport::{connect, ClientStream, Listener, ServerStream, TransportError, VsockStream};
+pub use transport::{
+    connect, ClientStream, Listener, ServerStream, SyncServerStream, TransportError, VsockStream,
+};
 
 #[cfg(test)]
 mod tests;

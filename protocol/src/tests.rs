@@ -1,6 +1,7 @@
 //! Channel tests over `UnixStream::pair()`: blocking client thread, tokio server.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
@@ -525,4 +526,223 @@ async fn full_stack_over_unix_listener() {
         ch.send(&(i + 1).to_le_bytes()).await.unwrap();
     }
     client.join().unwrap();
+}
+
+/// The tokio stream of a finished async handshake, back in blocking mode.
+fn blocking_std(s: tokio::net::UnixStream) -> UnixStream {
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+#[tokio::test]
+async fn into_parts_keeps_frames_sent_right_after_the_proof() {
+    let k = Psk::generate().unwrap();
+    let (mut a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let (hs, hello) = ClientHandshake::start(&ck).unwrap();
+        a.write_all(&hello).unwrap();
+        let (proof, mut keys) = hs.finish(&read_hs(&mut a)).unwrap();
+        // Proof and two sealed frames in one write: the server's handshake
+        // read-ahead takes them all.
+        let frames = [keys.sealer.seal(b"first"), keys.sealer.seal(b"second")].concat();
+        a.write_all(&[proof, frames.clone()].concat()).unwrap();
+        let mut p = [0u8; 4];
+        a.read_exact(&mut p).unwrap();
+        let mut body = vec![0u8; frame_body_len(p).unwrap()];
+        a.read_exact(&mut body).unwrap();
+        (frames, keys.opener.open(&body, p).unwrap())
+    });
+    let (ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    let parts = ch.into_parts().unwrap();
+    assert!(format!("{parts:?}").contains("ChannelParts"));
+    let buffered = parts.buffered.clone();
+    let mut ch = SyncChannel::from_parts(
+        blocking_std(parts.stream),
+        parts.sealer,
+        parts.opener,
+        &parts.buffered,
+    );
+    assert_eq!(ch.recv().unwrap(), b"first");
+    assert_eq!(ch.recv().unwrap(), b"second");
+    ch.send(b"reply").unwrap();
+    let (frames, reply) = client.join().unwrap();
+    assert_eq!(buffered, frames, "both frames came with the proof");
+    assert_eq!(reply, b"reply");
+    // Then the client is gone: a clean close.
+    assert!(matches!(ch.recv(), Err(ChannelError::Closed)));
+}
+
+#[tokio::test]
+async fn from_parts_with_nothing_buffered_continues_the_counters() {
+    let k = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let ck = k.clone();
+    let client = thread::spawn(move || {
+        let mut ch = SyncChannel::client(a, &ck).unwrap();
+        // Counters continue from the async part's frames.
+        assert_eq!(ch.recv().unwrap(), b"welcome");
+        ch.send(b"async").unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        for _ in 0..3 {
+            ch.send(&big).unwrap();
+            assert_eq!(ch.recv().unwrap(), big);
+        }
+        ch.set_spin(Duration::from_micros(50));
+        for i in 0..50u32 {
+            ch.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(ch.recv().unwrap(), (i * 2).to_le_bytes());
+        }
+    });
+    let (mut ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    ch.send(b"welcome").await.unwrap();
+    assert_eq!(ch.recv().await.unwrap().unwrap(), b"async");
+    let parts = ch.into_parts().unwrap();
+    let mut ch = SyncChannel::from_parts(
+        blocking_std(parts.stream),
+        parts.sealer,
+        parts.opener,
+        &parts.buffered,
+    );
+    ch.set_spin(Duration::from_micros(20));
+    for _ in 0..3 {
+        let big = ch.recv().unwrap();
+        assert_eq!(big.len(), 200_000);
+        ch.send(&big).unwrap();
+    }
+    for _ in 0..50 {
+        let i = u32::from_le_bytes(ch.recv().unwrap().try_into().unwrap());
+        ch.send(&(i * 2).to_le_bytes()).unwrap();
+    }
+    client.join().unwrap();
+    assert!(matches!(ch.recv(), Err(ChannelError::Closed)));
+    assert!(matches!(ch.recv(), Err(ChannelError::Broken)));
+}
+
+#[tokio::test]
+async fn from_parts_rejects_tampered_buffered_frame() {
+    let (ch, c) = async_server_raw_client(|mut a, mut keys| {
+        let mut f = keys.sealer.seal(b"request");
+        f[6] ^= 1;
+        a.write_all(&f).unwrap();
+        a
+    })
+    .await;
+    let parts = ch.into_parts().unwrap();
+    let mut ch = SyncChannel::from_parts(
+        blocking_std(parts.stream),
+        parts.sealer,
+        parts.opener,
+        &parts.buffered,
+    );
+    assert!(matches!(ch.recv(), Err(ChannelError::Open(0))));
+    assert!(matches!(ch.send(b"x"), Err(ChannelError::Broken)));
+    drop(c.join().unwrap());
+}
+
+#[tokio::test]
+async fn into_parts_of_broken_channel_fails() {
+    let (mut ch, c) = async_server_raw_client(|mut a, _| {
+        a.write_all(&[0, 0, 0, 0]).unwrap();
+        a
+    })
+    .await;
+    assert!(matches!(
+        ch.recv().await,
+        Err(ChannelError::FrameTooShort(0))
+    ));
+    assert!(matches!(ch.into_parts(), Err(ChannelError::Broken)));
+    drop(c.join().unwrap());
+}
+
+#[tokio::test]
+async fn sync_split_pushes_while_receiver_blocks() {
+    let k = Psk::generate().unwrap();
+    let (a, b) = pair();
+    let ck = k.clone();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = thread::spawn(move || {
+        let mut ch = SyncChannel::client(a, &ck).unwrap();
+        // The push arrives while the server's receiver is blocked.
+        let push = ch.recv().unwrap();
+        go_tx.send(()).unwrap();
+        ch.send(b"req").unwrap();
+        let reply = ch.recv().unwrap();
+        (push, reply)
+    });
+    let (ch, _) = AsyncChannel::server(b, &[k]).await.unwrap();
+    let parts = ch.into_parts().unwrap();
+    let (mut rx, tx) = SyncChannel::from_parts(
+        blocking_std(parts.stream),
+        parts.sealer,
+        parts.opener,
+        &parts.buffered,
+    )
+    .split()
+    .unwrap();
+    assert_ne!(rx.stream().as_raw_fd(), tx.stream().as_raw_fd());
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let pusher = {
+        let tx = tx.clone();
+        thread::spawn(move || tx.lock().unwrap().send(b"unsolicited").unwrap())
+    };
+    let req = rx.recv().unwrap();
+    assert_eq!(req, b"req");
+    go_rx.recv().unwrap();
+    pusher.join().unwrap();
+    tx.lock().unwrap().send(b"reply").unwrap();
+    let (push, reply) = client.join().unwrap();
+    assert_eq!(push, b"unsolicited");
+    assert_eq!(reply, b"reply");
+    assert!(matches!(rx.recv(), Err(ChannelError::Closed)));
+    assert!(format!("{rx:?}").contains("SyncReceiver"));
+}
+
+#[tokio::test]
+async fn blocking_server_stream_over_unix_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = Address::Unix(dir.path().join("proxy.sock"));
+    let listener = Listener::bind(&addr).await.unwrap();
+    let k = Psk::generate().unwrap();
+    let (ck, caddr) = (k.clone(), addr.clone());
+    let client = thread::spawn(move || {
+        let s = connect(&caddr, Duration::from_secs(5)).unwrap();
+        let mut ch = SyncChannel::client(s, &ck).unwrap();
+        ch.set_spin(Duration::from_micros(50));
+        for i in 0..100u32 {
+            ch.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(ch.recv().unwrap(), (i + 1).to_le_bytes());
+        }
+        // Then wait: the server shuts the connection down under a blocked read.
+        ch.recv().unwrap_err()
+    });
+    let (stream, _peer) = listener.accept().await.unwrap();
+    let (ch, _) = AsyncChannel::server(stream, &[k]).await.unwrap();
+    let parts = ch.into_parts().unwrap();
+    let stream = parts.stream.into_blocking().unwrap();
+    let handle = stream.try_clone().unwrap();
+    let (mut rx, mut tx) =
+        SyncChannel::from_parts(stream, parts.sealer, parts.opener, &parts.buffered)
+            .split()
+            .unwrap();
+    rx.set_spin(Duration::from_micros(20));
+    let server = thread::spawn(move || {
+        for _ in 0..100 {
+            let i = u32::from_le_bytes(rx.recv().unwrap().try_into().unwrap());
+            tx.send(&(i + 1).to_le_bytes()).unwrap();
+        }
+        // Blocks until shut down from the other handle.
+        (rx.recv().unwrap_err(), tx.send(b"late").unwrap_err())
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert!(!server.is_finished());
+    assert!(handle.as_raw_fd() >= 0);
+    handle.shutdown().unwrap();
+    let (read_err, write_err) = server.join().unwrap();
+    assert!(matches!(read_err, ChannelError::Closed), "{read_err}");
+    assert!(matches!(write_err, ChannelError::Write(_)), "{write_err}");
+    assert_eq!(write_err.errno(), libc::EPIPE);
+    let client_err = client.join().unwrap();
+    assert!(matches!(client_err, ChannelError::Closed), "{client_err}");
 }

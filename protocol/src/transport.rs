@@ -21,6 +21,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::address::Address;
+use crate::channel::TryCloneStream;
 
 /// Longest reply line accepted from a hybrid-vsock muxer.
 const MAX_MUXER_LINE: usize = 128;
@@ -469,6 +470,84 @@ impl AsyncWrite for ServerStream {
             ServerStream::Unix(s) => AsyncWrite::is_write_vectored(s),
             ServerStream::Vsock(s) => AsyncWrite::is_write_vectored(s),
         }
+    }
+}
+
+impl ServerStream {
+    /// Takes the connection out of the async runtime (deregistering it) and
+    /// makes it blocking, for a session served on its own thread after the
+    /// async handshake. Must be called within the runtime that accepted it.
+    pub fn into_blocking(self) -> io::Result<SyncServerStream> {
+        let fd: OwnedFd = match self {
+            ServerStream::Unix(s) => s.into_std()?.into(),
+            ServerStream::Vsock(s) => s.into(),
+        };
+        let sock = Socket::from(fd);
+        sock.set_nonblocking(false)?;
+        Ok(SyncServerStream(sock))
+    }
+}
+
+/// An accepted server-side stream in blocking mode (a [`crate::SyncStream`]
+/// and [`crate::TryCloneStream`]), made by [`ServerStream::into_blocking`].
+#[derive(Debug)]
+pub struct SyncServerStream(Socket);
+
+impl SyncServerStream {
+    /// Shuts the connection down in both directions: a thread blocked
+    /// reading it (through any handle) sees end of stream, writes fail with
+    /// `EPIPE`. The fds stay open until dropped.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown(std::net::Shutdown::Both)
+    }
+}
+
+impl Read for SyncServerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.0).read(buf)
+    }
+}
+
+/// Writes use `send(2)` with `MSG_NOSIGNAL` (no SIGPIPE).
+impl Write for SyncServerStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send_nosignal(self.0.as_fd(), buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for SyncServerStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsFd for SyncServerStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl From<SyncServerStream> for OwnedFd {
+    fn from(s: SyncServerStream) -> OwnedFd {
+        s.0.into()
+    }
+}
+
+impl TryCloneStream for SyncServerStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        self.0.try_clone().map(SyncServerStream)
+    }
+}
+
+impl TryCloneStream for ClientStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            ClientStream::Unix(s) => ClientStream::Unix(s.try_clone()?),
+            ClientStream::Vsock(s) => ClientStream::Vsock(VsockStream(s.0.try_clone()?)),
+        })
     }
 }
 
