@@ -10,7 +10,9 @@
 //! Objects pinned in bpffs stay, as they would locally.
 //!
 //! Layout: [`server`] accepts connections and handles shutdown; [`session`]
-//! runs one client's conversation; [`bpf_exec`] turns a forwarded call into a
+//! runs one client's conversation (handshake on the async runtime, then a
+//! blocking loop on a thread of its own); [`registry`] lets shutdown reach
+//! the live sessions; [`bpf_exec`] turns a forwarded call into a
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`log`] prints.
 
@@ -18,6 +20,7 @@ pub mod bpf_exec;
 pub mod facts;
 pub mod files;
 pub mod log;
+pub mod registry;
 pub mod server;
 pub mod session;
 mod sys;

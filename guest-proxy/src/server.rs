@@ -1,19 +1,34 @@
 //! Accepting clients and shutting down cleanly.
+//!
+//! A single-threaded tokio runtime listens, accepts and runs the handshakes
+//! (with their time limit); each authenticated session then gets a thread of
+//! its own (see [`session`]), so a slow request of one client never delays
+//! another. SIGTERM/SIGINT stop accepting, shut every session's connection
+//! down (waking threads blocked reading it), and wait a few seconds for the
+//! sessions to close their guest objects.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use telebpf_protocol::address::Address;
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::transport::Listener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::session::Context;
 use crate::{facts, log, session, sys};
 
 /// How long sessions get to close their objects at shutdown.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variable: how long a session thread busy-waits for the next
+/// request before blocking, in µs.
+pub const ENV_SPIN_US: &str = "TELEBPF_PROXY_SPIN_US";
+
+/// Default of [`ENV_SPIN_US`].
+pub const DEFAULT_SPIN_US: u64 = 50;
 
 /// What the proxy was asked to do.
 #[derive(Debug)]
@@ -22,6 +37,9 @@ pub struct Config {
     pub listen: Address,
     /// Accepted keys, in command-line order.
     pub keys: Vec<Psk>,
+    /// How long a session busy-waits for the next request before blocking
+    /// ([`ENV_SPIN_US`]).
+    pub spin: Duration,
 }
 
 /// The command line does not describe a runnable proxy.
@@ -43,6 +61,9 @@ pub enum ConfigError {
         /// Why.
         source: telebpf_protocol::KeyError,
     },
+    /// The spin setting is not a number of microseconds.
+    #[error("bad {ENV_SPIN_US} {0:?}: not a number of microseconds")]
+    Spin(String),
 }
 
 /// The proxy could not run.
@@ -65,7 +86,7 @@ pub enum ServerError {
 }
 
 impl Config {
-    /// Parses the listen address and loads the keys.
+    /// Parses the listen address, loads the keys and reads [`ENV_SPIN_US`].
     pub fn new(listen: &str, key_files: &[PathBuf]) -> Result<Config, ConfigError> {
         let listen = listen
             .parse::<Address>()
@@ -82,7 +103,15 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config { listen, keys })
+        let spin_us = match std::env::var(ENV_SPIN_US) {
+            Ok(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::Spin(v))?,
+            Err(_) => DEFAULT_SPIN_US,
+        };
+        Ok(Config {
+            listen,
+            keys,
+            spin: Duration::from_micros(spin_us),
+        })
     }
 }
 
@@ -90,7 +119,7 @@ impl Config {
 pub fn run(config: Config) -> Result<(), ServerError> {
     sys::occupy_standard_fds();
     sys::raise_memlock();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;
@@ -98,8 +127,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 async fn serve(config: Config) -> Result<(), ServerError> {
-    let facts = Arc::new(facts::gather());
-    let keys = Arc::new(config.keys);
+    let ctx = Arc::new(Context::new(config.keys, facts::gather(), config.spin));
     let listener = Listener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -110,45 +138,44 @@ async fn serve(config: Config) -> Result<(), ServerError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     log::info(format_args!("listening on {}", config.listen));
 
-    let (stop, stopped) = watch::channel(false);
-    let mut sessions = JoinSet::new();
+    // Handshakes in progress; a task ends once its session thread runs.
+    let mut handshakes = JoinSet::new();
     let mut next_id = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_id += 1;
-                    sessions.spawn(session::serve(
-                        stream,
-                        peer,
-                        keys.clone(),
-                        facts.clone(),
-                        stopped.clone(),
-                        next_id,
-                    ));
+                    handshakes.spawn(session::start(stream, peer, ctx.clone(), next_id));
                 }
                 Err(e) => log::info(format_args!("accept failed: {e}")),
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
+    // No session starts after this: unfinished handshakes are dropped (they
+    // hold no guest object), then every session's connection is shut down.
+    handshakes.abort_all();
+    while handshakes.join_next().await.is_some() {}
     log::info(format_args!(
         "stopping: closing {} sessions",
-        sessions.len()
+        ctx.registry.live()
     ));
-    let _ = stop.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        // A session stuck in a syscall: aborting drops its Session, which
-        // closes its fds.
-        sessions.abort_all();
-        while sessions.join_next().await.is_some() {}
+    ctx.registry.stop();
+    let registry = ctx.registry.clone();
+    let left = tokio::task::spawn_blocking(move || registry.wait_empty(SHUTDOWN_GRACE))
+        .await
+        .unwrap_or(0);
+    if left > 0 {
+        // A session stuck in a long syscall (a verifier run, say): exiting
+        // closes its fds, and the kernel frees what only they held.
+        log::info(format_args!(
+            "{left} sessions did not end within {SHUTDOWN_GRACE:?}; exiting anyway"
+        ));
     }
+    drop(listener);
     if let Address::Unix(path) = &config.listen {
         let _ = std::fs::remove_file(path);
     }

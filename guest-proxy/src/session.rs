@@ -1,24 +1,32 @@
 //! One client's conversation, and the guest fds held on its behalf.
 //!
-//! A session starts with the handshake (no request is decoded before the
-//! client proved it holds a key), sends the Welcome, then answers requests
-//! in order until the client goes away or the proxy shuts down. Whatever
-//! the reason, [`Session`]'s `Drop` closes every guest fd the client still
-//! held, which is what makes a killed client leak nothing.
+//! A session starts with the handshake, run on the async runtime with its
+//! time limit (no request is decoded before the client proved it holds a
+//! key). Then the connection leaves the runtime: a thread of its own sends
+//! the Welcome and answers requests in order with blocking I/O — no
+//! runtime hop on the request path, and a bounded spin before each blocking
+//! read (`TELEBPF_PROXY_SPIN_US`) so that a request arriving soon after the
+//! last reply is picked up without a cross-core wake-up. The session ends
+//! when the client goes away, on an error, a panic, or when the proxy shuts
+//! down; whatever the reason, [`Session`]'s `Drop` closes every guest fd the
+//! client still held, which is what makes a killed client leak nothing.
 
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use telebpf_abi::{cmd, ObjectKind, Objects};
-use telebpf_protocol::channel::AsyncChannel;
+use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
     self, ErrorReply, Facts, FileOp, NewObject, Reply, Request, FOREIGN_FD,
 };
-use telebpf_protocol::transport::ServerStream;
-use tokio::sync::watch;
+use telebpf_protocol::transport::{ServerStream, SyncServerStream};
+use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::bpf_exec::{self, SessionFds};
+use crate::registry::{Registration, Registry};
 use crate::{files, log, sys};
 
 /// Largest single `read()` of an iterator fd.
@@ -69,22 +77,6 @@ impl Session {
     /// Number of guest fds held.
     pub fn object_count(&self) -> usize {
         self.objects.len()
-    }
-
-    /// Whether a request may take long enough (verifier, big files, test
-    /// runs) that it must not occupy an async worker.
-    pub fn is_slow(req: &Request) -> bool {
-        match req {
-            Request::Bpf(call) => matches!(
-                call.cmd & !cmd::BPF_COMMON_ATTRS,
-                cmd::BPF_PROG_LOAD
-                    | cmd::BPF_BTF_LOAD
-                    | cmd::BPF_PROG_TEST_RUN
-                    | cmd::BPF_MAP_CREATE
-            ),
-            Request::Read { .. } | Request::File(FileOp::Read { .. }) => true,
-            _ => false,
-        }
     }
 
     /// Answers one request; `None` for requests that have no reply.
@@ -179,45 +171,132 @@ impl Drop for Session {
     }
 }
 
-/// Runs one connection from handshake to end.
-pub async fn serve(
-    stream: ServerStream,
-    peer: String,
-    keys: Arc<Vec<Psk>>,
-    facts: Arc<Facts>,
-    mut shutdown: watch::Receiver<bool>,
-    id: u64,
-) {
-    let (mut chan, key_index) = match AsyncChannel::server(stream, &keys).await {
+/// What every session needs from the proxy.
+#[derive(Debug)]
+pub struct Context {
+    /// Accepted keys.
+    pub keys: Vec<Psk>,
+    /// The guest kernel's facts.
+    pub facts: Facts,
+    /// The encoded Welcome (the same for every session).
+    pub welcome: Vec<u8>,
+    /// How long a session thread spins before blocking for a request.
+    pub spin: Duration,
+    /// The live sessions.
+    pub registry: Arc<Registry>,
+}
+
+impl Context {
+    /// The context for `keys` and `facts`.
+    pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration) -> Context {
+        let welcome = message::encode(&Reply::Welcome(facts.clone())).expect("facts encode");
+        Context {
+            keys,
+            facts,
+            welcome,
+            spin,
+            registry: Arc::new(Registry::new()),
+        }
+    }
+}
+
+/// Runs one connection's handshake, then hands the connection to a thread
+/// of its own ([`converse`]) and returns.
+pub async fn start(stream: ServerStream, peer: String, ctx: Arc<Context>, id: u64) {
+    let (chan, key_index) = match AsyncChannel::server(stream, &ctx.keys).await {
         Ok(ok) => ok,
         Err(e) => {
             log::info(format_args!("session {id} from {peer}: {e}"));
             return;
         }
     };
+    let handed_over = chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
+        let stream = p.stream.into_blocking().map_err(|e| e.to_string())?;
+        let handle = stream.try_clone().map_err(|e| e.to_string())?;
+        Ok((stream, handle, p.sealer, p.opener, p.buffered))
+    });
+    let (stream, handle, sealer, opener, buffered) = match handed_over {
+        Ok(ok) => ok,
+        Err(e) => {
+            log::info(format_args!("session {id} from {peer}: {e}"));
+            return;
+        }
+    };
+    let Some(registration) = ctx.registry.register(id, handle) else {
+        log::info(format_args!(
+            "session {id} from {peer}: refused, proxy shutting down"
+        ));
+        return;
+    };
     log::info(format_args!(
         "session {id} from {peer}: opened (key #{key_index})"
     ));
-    let mut session = Session::new(id, facts.possible_cpus);
-    let welcome = message::encode(&Reply::Welcome((*facts).clone())).expect("facts encode");
-    if let Err(e) = chan.send(&welcome).await {
-        log::info(format_args!("session {id}: {e}"));
-        return;
+    let chan = SyncChannel::from_parts(stream, sealer, opener, &buffered);
+    let spawned = std::thread::Builder::new()
+        .name(format!("session-{id}"))
+        .spawn(move || run(chan, ctx, id, registration));
+    if let Err(e) = spawned {
+        // The closure, and with it the connection and the registration, is
+        // dropped: the client sees the connection close.
+        log::info(format_args!("session {id}: cannot start its thread: {e}"));
     }
-    let reason = loop {
-        let frame = tokio::select! {
-            r = chan.recv() => r,
-            _ = shutdown.changed() => break "proxy shutting down".to_string(),
-        };
-        let bytes = match frame {
-            Ok(Some(b)) => b,
-            Ok(None) => break "client closed the connection".to_string(),
-            Err(e) => break e.to_string(),
+}
+
+/// The body of a session thread: converse until the end, then close the
+/// guest objects — also when the conversation panicked — and only then let
+/// the connection close (the registry's handle goes last), so a client that
+/// sees end of stream knows its objects are gone.
+fn run(
+    chan: SyncChannel<SyncServerStream>,
+    ctx: Arc<Context>,
+    id: u64,
+    registration: Registration,
+) {
+    let mut session = Session::new(id, ctx.facts.possible_cpus);
+    let reason = match panic::catch_unwind(AssertUnwindSafe(|| converse(chan, &mut session, &ctx)))
+    {
+        Ok(_) if ctx.registry.is_stopping() => "proxy shutting down".to_string(),
+        Ok(reason) => reason,
+        Err(payload) => format!("panic: {}", panic_message(&*payload)),
+    };
+    log::info(format_args!(
+        "session {id}: ended ({reason}), closing {} guest objects",
+        session.object_count()
+    ));
+    drop(session);
+    drop(registration);
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Sends the Welcome, then answers requests in order until the connection
+/// ends; returns why it ended.
+///
+/// The channel is split: requests are read through one handle, replies go
+/// out through the other (a [`telebpf_protocol::SyncSender`], which another
+/// thread could share behind a mutex to push unsolicited frames).
+fn converse(chan: SyncChannel<SyncServerStream>, session: &mut Session, ctx: &Context) -> String {
+    let (mut rx, mut tx) = match chan.split() {
+        Ok(halves) => halves,
+        Err(e) => return format!("cannot split the connection: {e}"),
+    };
+    rx.set_spin(ctx.spin);
+    if let Err(e) = tx.send(&ctx.welcome) {
+        return e.to_string();
+    }
+    loop {
+        let bytes = match rx.recv() {
+            Ok(b) => b,
+            Err(ChannelError::Closed) => return "client closed the connection".to_string(),
+            Err(e) => return e.to_string(),
         };
         let reply = match message::decode::<Request>(&bytes) {
-            Ok(req) if Session::is_slow(&req) => {
-                tokio::task::block_in_place(|| session.handle(req))
-            }
             Ok(req) => session.handle(req),
             Err(e) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
@@ -227,15 +306,11 @@ pub async fn serve(
         if let Some(reply) = reply {
             let bytes = match message::encode(&reply) {
                 Ok(b) => b,
-                Err(e) => break format!("cannot encode a reply: {e}"),
+                Err(e) => return format!("cannot encode a reply: {e}"),
             };
-            if let Err(e) = chan.send(&bytes).await {
-                break e.to_string();
+            if let Err(e) = tx.send(&bytes) {
+                return e.to_string();
             }
         }
-    };
-    log::info(format_args!(
-        "session {id}: ended ({reason}), closing {} guest objects",
-        session.object_count()
-    ));
+    }
 }
