@@ -11,7 +11,7 @@ use std::time::Duration;
 use telebpf_protocol::address::Address;
 use telebpf_protocol::channel::SyncChannel;
 use telebpf_protocol::key::Psk;
-use telebpf_protocol::message::{self, Facts, Reply, Request};
+use telebpf_protocol::message::{self, Facts, Reply, Request, SessionToken};
 use telebpf_protocol::transport::{self, ClientStream};
 
 /// Environment variable naming the proxy address.
@@ -114,6 +114,7 @@ impl Settings {
 pub struct Connection {
     chan: SyncChannel<ClientStream>,
     facts: Facts,
+    session: SessionToken,
     target: Address,
 }
 
@@ -139,10 +140,10 @@ impl Connection {
         let bytes = chan
             .recv()
             .map_err(|e| ClientError::Channel(target.clone(), e))?;
-        let facts = match message::decode::<Reply>(&bytes)
+        let welcome = match message::decode::<Reply>(&bytes)
             .map_err(|e| ClientError::Codec(target.clone(), e))?
         {
-            Reply::Welcome(facts) => facts,
+            Reply::Welcome(w) => w,
             other => {
                 return Err(ClientError::Unexpected(
                     target,
@@ -152,7 +153,8 @@ impl Connection {
         };
         Ok(Connection {
             chan,
-            facts,
+            facts: welcome.facts,
+            session: welcome.session,
             target,
         })
     }
@@ -165,6 +167,26 @@ impl Connection {
     /// The proxy's address.
     pub fn target(&self) -> &Address {
         &self.target
+    }
+
+    /// This session's token (binds stream connections to it).
+    pub fn session(&self) -> SessionToken {
+        self.session
+    }
+
+    /// The connection's socket, to wait for pushed frames with `poll`.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self.chan.stream())
+    }
+
+    /// Receives the next frame: a reply, or on a stream connection a
+    /// pushed one.
+    pub fn recv(&mut self) -> Result<Reply, ClientError> {
+        let bytes = self
+            .chan
+            .recv()
+            .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
     /// Sends a request and waits for its reply.

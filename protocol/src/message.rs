@@ -67,6 +67,101 @@ pub enum Request {
     File(FileOp),
     /// Echo the payload: measures the channel round trip.
     Ping(Vec<u8>),
+    /// `perf_event_open(attr, pid, cpu, group_fd, flags)`.
+    PerfEventOpen {
+        /// `attr.size` bytes of the attr (`config1` as the caller set it).
+        attr: Vec<u8>,
+        /// Guest pid, or -1.
+        pid: i32,
+        /// CPU, or -1.
+        cpu: i32,
+        /// Guest fd of the group leader, or -1.
+        group_fd: i32,
+        /// `PERF_FLAG_*`.
+        flags: u64,
+        /// For PMUs whose `config1` points to a string (kprobe function,
+        /// uprobe path): that string, NUL included, if the host could read it.
+        config1_string: Option<Vec<u8>>,
+    },
+    /// A perf-event ioctl on a guest perf event.
+    Ioctl {
+        /// The guest fd.
+        fd: i32,
+        /// The request number.
+        cmd: u64,
+        /// The argument, by kind.
+        arg: IoctlValue,
+    },
+    /// What `mmap(fd, len, PROT_READ, MAP_SHARED, offset)` of a guest map
+    /// shows now.
+    MapSnapshot {
+        /// The guest fd.
+        fd: i32,
+        /// Bytes.
+        len: u64,
+        /// Offset into the map.
+        offset: u64,
+    },
+    /// First and only request of a stream connection: turn it into a push
+    /// stream of the records of a ring owned by another session of this
+    /// client. Replies are [`Reply::Records`] and [`Reply::Lost`], pushed as
+    /// the guest produces them, until the ring's owner closes it.
+    Stream(StreamRequest),
+}
+
+/// Which ring a stream connection carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRequest {
+    /// The owning session's token (from its Welcome).
+    pub session: SessionToken,
+    /// The ring's guest fd in that session.
+    pub fd: i32,
+    /// What kind of ring it is.
+    pub kind: StreamKind,
+}
+
+/// The kind and size of a mirrored ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// A perf event's ring of `pages` data pages (BPF output).
+    Perf {
+        /// Data pages (a power of two).
+        pages: u32,
+    },
+    /// A `BPF_MAP_TYPE_RINGBUF` map of `max_entries` bytes.
+    Ringbuf {
+        /// The map's size.
+        max_entries: u32,
+    },
+}
+
+/// A perf-event ioctl argument, by kind (see `telebpf_abi::perf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoctlValue {
+    /// A plain integer, or the u64 an `_IOW` pointer pointed to.
+    Value(u64),
+    /// An fd, translated to the guest's numbering.
+    Fd(i32),
+    /// A pointer to a u64 the kernel writes: the value comes back.
+    Out,
+    /// A string, NUL included.
+    String(Vec<u8>),
+    /// The caller's pointer was unreadable (the kernel would fault).
+    Unreadable,
+}
+
+/// A secret naming one session, so that its stream connections can be
+/// bound to it. Only the client that completed that session's handshake
+/// learns it.
+pub type SessionToken = [u8; 16];
+
+/// The first message of every session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The guest kernel.
+    pub facts: Facts,
+    /// This session's token.
+    pub session: SessionToken,
 }
 
 /// One forwarded `bpf(cmd, attr, size[, common, common_size])`.
@@ -190,7 +285,7 @@ pub enum FileOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// First message of every session.
-    Welcome(Facts),
+    Welcome(Welcome),
     /// Answer to [`Request::Bpf`].
     Bpf(BpfResult),
     /// Answer to [`Request::Read`]: bytes or an errno.
@@ -201,6 +296,19 @@ pub enum Reply {
     Pong(Vec<u8>),
     /// The request could not be handled at all.
     Error(ErrorReply),
+    /// Answer to [`Request::PerfEventOpen`]: the guest fd and what it is.
+    Opened(Result<(i64, NewObject), i32>),
+    /// Answer to [`Request::Ioctl`]: the result and, for an `Out`
+    /// argument, the value the kernel wrote.
+    Ioctl(Result<(i64, Option<u64>), i32>),
+    /// Answer to [`Request::MapSnapshot`].
+    Snapshot(Result<Vec<u8>, i32>),
+    /// Pushed on a stream: records in the order the guest produced them
+    /// (perf: the raw payload of each `PERF_RECORD_SAMPLE`; ring buffer:
+    /// each committed record's data).
+    Records(Vec<Vec<u8>>),
+    /// Pushed on a perf stream: samples the guest ring lost.
+    Lost(u64),
 }
 
 /// A successful file operation.
