@@ -14,15 +14,19 @@
 //! blocking loop on a thread of its own); [`registry`] lets shutdown reach
 //! the live sessions; [`bpf_exec`] turns a forwarded call into a
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
-//! gathers what the Welcome message tells about the kernel; [`log`] prints.
+//! gathers what the Welcome message tells about the kernel; [`perf`] runs
+//! `perf_event_open` and its ioctls; [`streams`] pushes the records of guest
+//! rings to the host; [`log`] prints.
 
 pub mod bpf_exec;
 pub mod facts;
 pub mod files;
 pub mod log;
+pub mod perf;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod streams;
 mod sys;
 
 pub use server::{run, Config, ConfigError};

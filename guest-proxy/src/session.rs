@@ -20,13 +20,15 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, ErrorReply, Facts, FileOp, NewObject, Reply, Request, FOREIGN_FD,
+    self, ErrorReply, Facts, FileOp, NewObject, Reply, Request, SessionToken, Welcome, FOREIGN_FD,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::bpf_exec::{self, SessionFds};
+use crate::perf::{self, PerfFds};
 use crate::registry::{Registration, Registry};
+use crate::streams::{self, Owner, Streams};
 use crate::{files, log, sys};
 
 /// Largest single `read()` of an iterator fd.
@@ -38,6 +40,23 @@ pub struct Session {
     id: u64,
     possible_cpus: u32,
     objects: HashMap<i32, NewObject>,
+    /// Which of the session's fds stream connections may attach to.
+    owner: Arc<Owner>,
+}
+
+impl PerfFds for Session {
+    fn object(&self, fd: i32) -> Option<&NewObject> {
+        self.objects.get(&fd)
+    }
+}
+
+/// Whether a guest object is a ring a stream may mirror.
+fn is_streamable(obj: &NewObject) -> bool {
+    use telebpf_abi::map_type::BPF_MAP_TYPE_RINGBUF;
+    match &obj.kind {
+        ObjectKind::Map(m) => m.map_type == BPF_MAP_TYPE_RINGBUF,
+        _ => obj.link == perf::PERF_EVENT_LINK,
+    }
 }
 
 impl Objects for Session {
@@ -65,13 +84,27 @@ impl SessionFds for Session {
 }
 
 impl Session {
-    /// A session with no objects yet.
+    /// A session with no objects yet, not reachable by streams.
     pub fn new(id: u64, possible_cpus: u32) -> Session {
+        Session::with_owner(id, possible_cpus, Arc::default())
+    }
+
+    /// A session whose rings stream connections may attach to via `owner`.
+    pub fn with_owner(id: u64, possible_cpus: u32, owner: Arc<Owner>) -> Session {
         Session {
             id,
             possible_cpus,
             objects: HashMap::new(),
+            owner,
         }
+    }
+
+    /// The session now holds guest fd `fd`.
+    fn adopt(&mut self, fd: i32, obj: NewObject) {
+        if is_streamable(&obj) {
+            self.owner.add(fd);
+        }
+        self.objects.insert(fd, obj);
     }
 
     /// Number of guest fds held.
@@ -101,7 +134,7 @@ impl Session {
                         if let (Some(fd), Some(obj)) =
                             (outcome.new_fd, outcome.result.object.as_ref())
                         {
-                            self.objects.insert(fd, obj.clone());
+                            self.adopt(fd, obj.clone());
                         }
                         Reply::Bpf(outcome.result)
                     }
@@ -110,6 +143,7 @@ impl Session {
             }
             Request::Close { fd } => {
                 if self.objects.remove(&fd).is_some() {
+                    self.owner.remove(fd);
                     sys::close(fd);
                 }
                 None
@@ -149,11 +183,49 @@ impl Session {
                 Some(Reply::File(result))
             }
             Request::Ping(payload) => Some(Reply::Pong(payload)),
+            Request::PerfEventOpen {
+                attr,
+                pid,
+                cpu,
+                group_fd,
+                flags,
+                config1_string,
+            } => {
+                let opened = perf::open(
+                    &attr,
+                    pid,
+                    cpu,
+                    group_fd,
+                    flags,
+                    config1_string.as_deref(),
+                    self,
+                );
+                log::debug(format_args!(
+                    "session {}: perf_event_open -> {opened:?}",
+                    self.id
+                ));
+                Some(Reply::Opened(opened.map(|fd| {
+                    let obj = perf::describe_perf_event();
+                    self.adopt(fd as i32, obj.clone());
+                    (fd, obj)
+                })))
+            }
+            Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(fd, cmd, &arg, self))),
+            Request::MapSnapshot { fd, len, offset } => {
+                Some(Reply::Snapshot(perf::snapshot(fd, len, offset, self)))
+            }
+            // Only the first request of a fresh connection may make it a
+            // stream (see `converse`).
+            Request::Stream(_) => Some(Reply::Error(ErrorReply {
+                errno: libc::EPROTO,
+                message: "a stream request must open its own connection".into(),
+            })),
         }
     }
 
     /// Closes every guest fd still held.
     pub fn close_all(&mut self) {
+        self.owner.end();
         for (fd, _) in self.objects.drain() {
             sys::close(fd);
         }
@@ -178,8 +250,8 @@ pub struct Context {
     pub keys: Vec<Psk>,
     /// The guest kernel's facts.
     pub facts: Facts,
-    /// The encoded Welcome (the same for every session).
-    pub welcome: Vec<u8>,
+    /// Sessions by token, for stream connections to find their rings.
+    pub streams: Streams,
     /// How long a session thread spins before blocking for a request.
     pub spin: Duration,
     /// The live sessions.
@@ -189,11 +261,10 @@ pub struct Context {
 impl Context {
     /// The context for `keys` and `facts`.
     pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration) -> Context {
-        let welcome = message::encode(&Reply::Welcome(facts.clone())).expect("facts encode");
         Context {
             keys,
             facts,
-            welcome,
+            streams: Streams::default(),
             spin,
             registry: Arc::new(Registry::new()),
         }
@@ -252,9 +323,19 @@ fn run(
     id: u64,
     registration: Registration,
 ) {
-    let mut session = Session::new(id, ctx.facts.possible_cpus);
-    let reason = match panic::catch_unwind(AssertUnwindSafe(|| converse(chan, &mut session, &ctx)))
-    {
+    let (token, owner) = match ctx.streams.open() {
+        Ok(x) => x,
+        Err(e) => {
+            log::info(format_args!(
+                "session {id}: cannot make a session token: errno {e}"
+            ));
+            return;
+        }
+    };
+    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner);
+    let reason = match panic::catch_unwind(AssertUnwindSafe(|| {
+        converse(chan, &mut session, &ctx, token)
+    })) {
         Ok(_) if ctx.registry.is_stopping() => "proxy shutting down".to_string(),
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
@@ -264,6 +345,7 @@ fn run(
         session.object_count()
     ));
     drop(session);
+    ctx.streams.close(&token);
     drop(registration);
 }
 
@@ -275,21 +357,38 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+impl<W: std::io::Write + Send> streams::Push for telebpf_protocol::SyncSender<W> {
+    fn push(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.send(frame).map_err(|e| e.to_string())
+    }
+}
+
 /// Sends the Welcome, then answers requests in order until the connection
 /// ends; returns why it ended.
 ///
 /// The channel is split: requests are read through one handle, replies go
 /// out through the other (a [`telebpf_protocol::SyncSender`], which another
 /// thread could share behind a mutex to push unsolicited frames).
-fn converse(chan: SyncChannel<SyncServerStream>, session: &mut Session, ctx: &Context) -> String {
+fn converse(
+    chan: SyncChannel<SyncServerStream>,
+    session: &mut Session,
+    ctx: &Context,
+    token: SessionToken,
+) -> String {
     let (mut rx, mut tx) = match chan.split() {
         Ok(halves) => halves,
         Err(e) => return format!("cannot split the connection: {e}"),
     };
     rx.set_spin(ctx.spin);
-    if let Err(e) = tx.send(&ctx.welcome) {
+    let welcome = Welcome {
+        facts: ctx.facts.clone(),
+        session: token,
+    };
+    let welcome = message::encode(&Reply::Welcome(welcome)).expect("welcome encodes");
+    if let Err(e) = tx.send(&welcome) {
         return e.to_string();
     }
+    let mut first = true;
     loop {
         let bytes = match rx.recv() {
             Ok(b) => b,
@@ -297,7 +396,18 @@ fn converse(chan: SyncChannel<SyncServerStream>, session: &mut Session, ctx: &Co
             Err(e) => return e.to_string(),
         };
         let reply = match message::decode::<Request>(&bytes) {
-            Ok(req) => session.handle(req),
+            Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
+                // This connection now only pushes the ring's records.
+                log::debug(format_args!(
+                    "session {}: stream of fd {} ({:?})",
+                    session.id, req.fd, req.kind
+                ));
+                return streams::serve(&req, &ctx.streams, &mut tx);
+            }
+            Ok(req) => {
+                first = false;
+                session.handle(req)
+            }
             Err(e) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
                 message: e.to_string(),

@@ -115,3 +115,27 @@ pub fn raise_memlock() {
     // SAFETY: `lim` is a valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
+
+/// A copy of what `mmap(fd, len, PROT_READ, MAP_SHARED, offset)` shows now.
+pub fn read_mapping(fd: i32, len: usize, offset: i64) -> Result<Vec<u8>, i32> {
+    // SAFETY: a fresh read-only shared mapping chosen by the kernel; it is
+    // only read within its length and unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            offset,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        let copy = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
+        libc::munmap(p, len);
+        Ok(copy)
+    }
+}

@@ -1,0 +1,180 @@
+//! `perf_event_open`, the perf-event `ioctl`s and map snapshots, executed
+//! for a session.
+//!
+//! As for `bpf()`, the proxy trusts nothing the client implies: fds must be
+//! the session's own (an fd the session does not own becomes one that is
+//! no perf event, so the kernel answers as it would for a stray fd),
+//! `config1` is pointed at a proxy-side copy of the string only for the
+//! PMUs whose `config1` is a string pointer (kprobe, uprobe), and only known
+//! ioctls on the session's own perf events run.
+
+use std::sync::OnceLock;
+
+use telebpf_abi::perf::{self, IoctlArg};
+use telebpf_abi::{read_u32, write_u64, ObjectKind};
+use telebpf_protocol::message::{IoctlValue, NewObject, FOREIGN_FD};
+
+use crate::sys;
+
+/// What `readlink("/proc/self/fd/N")` says for a perf event.
+pub const PERF_EVENT_LINK: &str = "anon_inode:[perf_event]";
+
+/// The session's view needed here.
+pub trait PerfFds {
+    /// The object behind a session fd.
+    fn object(&self, fd: i32) -> Option<&NewObject>;
+}
+
+fn is_perf_event(fds: &dyn PerfFds, fd: i32) -> bool {
+    fds.object(fd).is_some_and(|o| o.link == PERF_EVENT_LINK)
+}
+
+/// PMU type numbers whose `config1` is a pointer to a string.
+fn string_config1_pmus() -> &'static [u32] {
+    static TYPES: OnceLock<Vec<u32>> = OnceLock::new();
+    TYPES.get_or_init(|| {
+        ["kprobe", "uprobe"]
+            .iter()
+            .filter_map(|pmu| {
+                std::fs::read_to_string(format!("/sys/bus/event_source/devices/{pmu}/type")).ok()
+            })
+            .filter_map(|t| t.trim().parse().ok())
+            .collect()
+    })
+}
+
+/// A fd from the client that must be a session perf event (or -1).
+fn session_fd(fds: &dyn PerfFds, fd: i32, perf_only: bool) -> i32 {
+    match fd {
+        -1 => -1,
+        FOREIGN_FD => sys::not_bpf_fd(),
+        v if fds.object(v).is_some() && (!perf_only || is_perf_event(fds, v)) => v,
+        _ => -1,
+    }
+}
+
+/// `perf_event_open(attr, pid, cpu, group_fd, flags)`.
+pub fn open(
+    attr: &[u8],
+    pid: i32,
+    cpu: i32,
+    group_fd: i32,
+    flags: u64,
+    config1_string: Option<&[u8]>,
+    fds: &dyn PerfFds,
+) -> Result<i64, i32> {
+    if attr.len() < perf::ATTR_SIZE_VER0 || attr.len() > perf::ATTR_SIZE_MAX {
+        return Err(libc::E2BIG);
+    }
+    let mut attr = attr.to_vec();
+    // The kernel reads `size` bytes; never let it read past our copy.
+    let size = read_u32(&attr, perf::ATTR_SIZE) as usize;
+    if size > attr.len() {
+        return Err(libc::E2BIG);
+    }
+    let mut string: Option<Vec<u8>> = None;
+    if string_config1_pmus().contains(&read_u32(&attr, perf::ATTR_TYPE)) {
+        match config1_string {
+            Some(s) if s.last() == Some(&0) && s.len() <= perf::CONFIG1_STRING_MAX => {
+                let s = string.insert(s.to_vec());
+                write_u64(&mut attr, perf::ATTR_CONFIG1, s.as_ptr() as u64);
+            }
+            // The host could not read the string: the kernel would fault.
+            _ => return Err(libc::EFAULT),
+        }
+    }
+    let group = session_fd(fds, group_fd, true);
+    // SAFETY: `attr` holds `size` readable bytes; the only pointer inside
+    // (config1, for string PMUs) points at `string`, alive until after the
+    // call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            pid as libc::c_long,
+            cpu as libc::c_long,
+            group as libc::c_long,
+            flags as libc::c_long,
+        )
+    };
+    drop(string);
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(ret)
+}
+
+/// The object a successful `open` created.
+pub fn describe_perf_event() -> NewObject {
+    NewObject {
+        kind: ObjectKind::Other,
+        link: PERF_EVENT_LINK.to_string(),
+        link_type: None,
+    }
+}
+
+/// A perf-event ioctl on a session perf event; returns the syscall result
+/// and, for `PERF_EVENT_IOC_ID`, the value the kernel wrote.
+pub fn ioctl(
+    fd: i32,
+    cmd: u64,
+    arg: &IoctlValue,
+    fds: &dyn PerfFds,
+) -> Result<(i64, Option<u64>), i32> {
+    if !is_perf_event(fds, fd) {
+        // The session's own non-perf objects, and anything else.
+        return Err(if fds.object(fd).is_some() {
+            libc::ENOTTY
+        } else {
+            libc::EBADF
+        });
+    }
+    let kind = perf::ioctl_arg(cmd).ok_or(libc::ENOTTY)?;
+    let mut word = 0u64;
+    let mut text: Vec<u8> = Vec::new();
+    let raw_arg: libc::c_ulong = match (kind, arg) {
+        (IoctlArg::Value, IoctlValue::Value(v)) => *v as libc::c_ulong,
+        (IoctlArg::BpfFd, IoctlValue::Fd(f)) => session_fd(fds, *f, false) as libc::c_ulong,
+        (IoctlArg::PerfFd, IoctlValue::Fd(f)) => session_fd(fds, *f, true) as libc::c_ulong,
+        (IoctlArg::InU64, IoctlValue::Value(v)) => {
+            word = *v;
+            &mut word as *mut u64 as libc::c_ulong
+        }
+        (IoctlArg::OutU64, IoctlValue::Out) => &mut word as *mut u64 as libc::c_ulong,
+        (IoctlArg::InString, IoctlValue::String(s)) if s.last() == Some(&0) => {
+            text = s.clone();
+            text.as_ptr() as libc::c_ulong
+        }
+        (_, IoctlValue::Unreadable) => return Err(libc::EFAULT),
+        _ => return Err(libc::EINVAL),
+    };
+    // SAFETY: `fd` is a perf event of this session; pointer arguments point
+    // to `word` or `text`, live locals of the sizes the command uses.
+    let ret = unsafe { libc::ioctl(fd, cmd as libc::c_ulong, raw_arg) };
+    drop(text);
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok((ret as i64, (kind == IoctlArg::OutU64).then_some(word)))
+}
+
+/// Largest map snapshot served.
+const MAX_SNAPSHOT: u64 = 256 << 20;
+
+/// The content of an mmapable map, as `mmap(fd, len, offset)` would show
+/// it now.
+pub fn snapshot(fd: i32, len: u64, offset: u64, fds: &dyn PerfFds) -> Result<Vec<u8>, i32> {
+    match fds.object(fd).map(|o| &o.kind) {
+        Some(ObjectKind::Map(_)) => {}
+        Some(_) => return Err(libc::ENODEV),
+        None => return Err(libc::EBADF),
+    }
+    if len == 0 || len > MAX_SNAPSHOT {
+        return Err(libc::EINVAL);
+    }
+    sys::read_mapping(fd, len as usize, offset as i64)
+}

@@ -1,0 +1,434 @@
+//! Push streams: the records of a guest ring, sent to the host as the guest
+//! produces them.
+//!
+//! A client mirrors a ring (a perf event's BPF-output ring, or a
+//! `BPF_MAP_TYPE_RINGBUF` map) over a connection of its own whose first
+//! request is [`Request::Stream`](telebpf_protocol::message::Request)
+//! naming the owning session by its secret token. The stream's thread maps
+//! the guest ring, sleeps in `poll` until the kernel signals new data (event
+//! notification: no polling period), consumes everything that is there —
+//! advancing the guest ring's consumer position at once, so the guest never
+//! waits for the network — and sends it as one frame. Flow control towards
+//! the host program is the host mirror's business (a full host ring counts
+//! the records as lost, as the kernel does).
+//!
+//! A stream holds a duplicate of the ring's fd, so it must never outlive its
+//! owner's interest: every stream registers a [`Stop`] with the owning
+//! session's [`Owner`], which fires when that session closes the fd or
+//! ends, and wakes the stream's `poll` at once.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use telebpf_protocol::message::{self, Reply, SessionToken, StreamKind, StreamRequest};
+
+/// Wakes and ends a stream.
+#[derive(Debug)]
+pub struct Stop {
+    event: OwnedFd,
+}
+
+impl Stop {
+    fn new() -> Result<Arc<Stop>, i32> {
+        // SAFETY: eventfd with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EMFILE));
+        }
+        // SAFETY: a new fd nobody else owns.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Stop { event }))
+    }
+
+    fn fire(&self) {
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a local to our eventfd.
+        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// One session's streamable fds and the streams attached to them.
+#[derive(Debug, Default)]
+pub struct Owner {
+    fds: Mutex<Option<HashMap<i32, Vec<Arc<Stop>>>>>,
+}
+
+impl Owner {
+    fn fds(&self) -> std::sync::MutexGuard<'_, Option<HashMap<i32, Vec<Arc<Stop>>>>> {
+        self.fds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session now owns a ring fd that may be streamed.
+    pub fn add(&self, fd: i32) {
+        if let Some(fds) = self.fds().as_mut() {
+            fds.insert(fd, Vec::new());
+        }
+    }
+
+    /// The session closed `fd`: its streams end.
+    pub fn remove(&self, fd: i32) {
+        if let Some(stops) = self.fds().as_mut().and_then(|f| f.remove(&fd)) {
+            stops.iter().for_each(|s| s.fire());
+        }
+    }
+
+    /// The session ended: every stream ends, and no new one can attach.
+    pub fn end(&self) {
+        if let Some(fds) = self.fds().take() {
+            fds.values().flatten().for_each(|s| s.fire());
+        }
+    }
+
+    /// A duplicate of `fd` for a new stream, with its stop, if the session
+    /// still owns it.
+    fn attach(&self, fd: i32) -> Result<(OwnedFd, Arc<Stop>), i32> {
+        let mut guard = self.fds();
+        let stops = guard
+            .as_mut()
+            .and_then(|f| f.get_mut(&fd))
+            .ok_or(libc::EBADF)?;
+        let stop = Stop::new()?;
+        // SAFETY: `fd` is open: the owning session holds it and cannot close
+        // it while we hold its lock (`remove` takes the same lock first).
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EMFILE));
+        }
+        stops.push(stop.clone());
+        // SAFETY: a new fd nobody else owns.
+        Ok((unsafe { OwnedFd::from_raw_fd(dup) }, stop))
+    }
+}
+
+/// All live sessions' owners, by token.
+#[derive(Debug, Default)]
+pub struct Streams {
+    owners: Mutex<HashMap<SessionToken, Arc<Owner>>>,
+}
+
+impl Streams {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<SessionToken, Arc<Owner>>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new session: its token (secret, random) and owner.
+    pub fn open(&self) -> Result<(SessionToken, Arc<Owner>), i32> {
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).map_err(|_| libc::EIO)?;
+        let owner = Arc::new(Owner {
+            fds: Mutex::new(Some(HashMap::new())),
+        });
+        self.owners().insert(token, owner.clone());
+        Ok((token, owner))
+    }
+
+    /// The session ended.
+    pub fn close(&self, token: &SessionToken) {
+        if let Some(owner) = self.owners().remove(token) {
+            owner.end();
+        }
+    }
+
+    fn find(&self, token: &SessionToken) -> Option<Arc<Owner>> {
+        self.owners().get(token).cloned()
+    }
+}
+
+/// Where pushed frames go.
+pub trait Push {
+    /// Sends one encoded frame; an error ends the stream.
+    fn push(&mut self, frame: &[u8]) -> Result<(), String>;
+}
+
+/// Serves a stream connection until the ring's owner lets go of it or the
+/// host goes away; returns why it ended.
+pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> String {
+    let Some(owner) = streams.find(&req.session) else {
+        return "stream for an unknown session refused".into();
+    };
+    let (fd, stop) = match owner.attach(req.fd) {
+        Ok(x) => x,
+        Err(e) => return format!("stream for fd {} refused: errno {e}", req.fd),
+    };
+    drop(owner);
+    let ring = match req.kind {
+        StreamKind::Perf { pages } => GuestRing::perf(&fd, pages),
+        StreamKind::Ringbuf { max_entries } => GuestRing::bpf(&fd, max_entries),
+    };
+    let mut ring = match ring {
+        Ok(r) => r,
+        Err(e) => return format!("cannot map guest ring of fd {}: errno {e}", req.fd),
+    };
+    loop {
+        let mut pfds = [
+            libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return "poll failed".into();
+        }
+        if pfds[1].revents != 0 {
+            return "ring closed by its owner".into();
+        }
+        let (records, lost) = ring.consume();
+        if !records.is_empty() {
+            let frame = message::encode(&Reply::Records(records)).expect("records encode");
+            if let Err(e) = out.push(&frame) {
+                return e;
+            }
+        }
+        if lost > 0 {
+            let frame = message::encode(&Reply::Lost(lost)).expect("lost encodes");
+            if let Err(e) = out.push(&frame) {
+                return e;
+            }
+        }
+    }
+}
+
+/// A guest ring mapped by the proxy.
+enum GuestRing {
+    Perf(PerfRing),
+    Bpf(BpfRing),
+}
+
+/// A mapping, unmapped on drop.
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; it is only
+// accessed through this value by the stream thread that owns it.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(fd: &OwnedFd, len: usize, prot: i32, offset: usize) -> Result<Mapping, i32> {
+        // SAFETY: a fresh shared mapping chosen by the kernel, of a ring fd
+        // whose size the kernel checks against `len` and `offset`.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        Ok(Mapping {
+            base: p.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Offsets in `struct perf_event_mmap_page`.
+const DATA_HEAD: usize = 1024;
+const DATA_TAIL: usize = 1032;
+const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_SAMPLE: u32 = 9;
+
+struct PerfRing {
+    map: Mapping,
+    page: usize,
+    size: usize,
+}
+
+/// `BPF_RINGBUF_BUSY_BIT`, `BPF_RINGBUF_DISCARD_BIT`, `BPF_RINGBUF_HDR_SZ`.
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const HDR: usize = 8;
+
+struct BpfRing {
+    consumer: Mapping,
+    producer: Mapping,
+    page: usize,
+    mask: usize,
+}
+
+impl GuestRing {
+    fn perf(fd: &OwnedFd, pages: u32) -> Result<GuestRing, i32> {
+        let page = page_size();
+        let pages = pages as usize;
+        if pages == 0 || !pages.is_power_of_two() {
+            return Err(libc::EINVAL);
+        }
+        let map = Mapping::new(
+            fd,
+            (1 + pages) * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            0,
+        )?;
+        Ok(GuestRing::Perf(PerfRing {
+            map,
+            page,
+            size: pages * page,
+        }))
+    }
+
+    fn bpf(fd: &OwnedFd, max_entries: u32) -> Result<GuestRing, i32> {
+        let page = page_size();
+        let max = max_entries as usize;
+        if max == 0 || !max.is_power_of_two() {
+            return Err(libc::EINVAL);
+        }
+        let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = Mapping::new(fd, page + 2 * max, libc::PROT_READ, page)?;
+        Ok(GuestRing::Bpf(BpfRing {
+            consumer,
+            producer,
+            page,
+            mask: max - 1,
+        }))
+    }
+
+    /// Takes everything the guest has committed: the records, and (perf) the
+    /// number of samples the guest lost.
+    fn consume(&mut self) -> (Vec<Vec<u8>>, u64) {
+        match self {
+            GuestRing::Perf(r) => r.consume(),
+            GuestRing::Bpf(r) => (r.consume(), 0),
+        }
+    }
+}
+
+impl PerfRing {
+    fn atomic_u64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: `off` is an 8-byte aligned field inside the mapped first
+        // page, which lives as long as `self`.
+        unsafe { &*(self.map.base.add(off) as *const AtomicU64) }
+    }
+
+    /// Copies `len` bytes of the data area starting at ring position `pos`,
+    /// wrapping at its end (perf rings are not double-mapped).
+    fn copy(&self, pos: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        let start = (pos as usize) % self.size;
+        let first = len.min(self.size - start);
+        // SAFETY: both ranges lie inside the data area (page..page+size) of
+        // the mapping; the kernel does not write them while they are between
+        // data_tail and data_head.
+        unsafe {
+            let data = self.map.base.add(self.page);
+            std::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), len - first);
+        }
+        out
+    }
+
+    fn consume(&mut self) -> (Vec<Vec<u8>>, u64) {
+        // Acquire pairs with the kernel's smp_store_release of data_head in
+        // perf_output_put_handle: the records before head are complete.
+        let head = self.atomic_u64(DATA_HEAD).load(Ordering::Acquire);
+        let mut tail = self.atomic_u64(DATA_TAIL).load(Ordering::Relaxed);
+        let mut records = Vec::new();
+        let mut lost = 0u64;
+        while tail < head {
+            let hdr = self.copy(tail, 8);
+            let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+            let size = u16::from_le_bytes([hdr[6], hdr[7]]) as usize;
+            if size < 8 || size as u64 > head - tail {
+                break; // corrupt: stop rather than run away
+            }
+            let rec = self.copy(tail, size);
+            match ty {
+                PERF_RECORD_SAMPLE if size >= 12 => {
+                    let raw = u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]) as usize;
+                    let end = (12 + raw).min(size);
+                    records.push(rec[12..end].to_vec());
+                }
+                PERF_RECORD_LOST if size >= 24 => {
+                    lost += u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
+                }
+                _ => {}
+            }
+            tail += size as u64;
+        }
+        // Release pairs with the kernel's read of data_tail in
+        // perf_output_begin (smp_mb there): our copies are done before the
+        // kernel may overwrite the space.
+        self.atomic_u64(DATA_TAIL).store(tail, Ordering::Release);
+        (records, lost)
+    }
+}
+
+impl BpfRing {
+    fn consume(&mut self) -> Vec<Vec<u8>> {
+        // SAFETY: consumer_pos is the first word of the consumer page and
+        // producer_pos the first word of the producer page, both mapped and
+        // 8-byte aligned for the life of `self`.
+        let (cons_pos, prod_pos) = unsafe {
+            (
+                &*(self.consumer.base as *const AtomicU64),
+                &*(self.producer.base as *const AtomicU64),
+            )
+        };
+        let mut cons = cons_pos.load(Ordering::Relaxed);
+        // Acquire pairs with the smp_store_release of producer_pos in
+        // __bpf_ringbuf_reserve.
+        let prod = prod_pos.load(Ordering::Acquire);
+        let mut records = Vec::new();
+        while cons < prod {
+            let off = self.page + (cons as usize & self.mask);
+            // SAFETY: the header is inside the double-mapped data area.
+            let hdr = unsafe { &*(self.producer.base.add(off) as *const AtomicU32) };
+            // Acquire pairs with the smp_store_release of the header in
+            // bpf_ringbuf_commit: a record without BUSY is fully written.
+            let len = hdr.load(Ordering::Acquire);
+            if len & BUSY != 0 {
+                break;
+            }
+            let data_len = (len & !DISCARD) as usize;
+            if len & DISCARD == 0 {
+                // SAFETY: the record's data follows its header contiguously,
+                // thanks to the double mapping; data_len <= max_entries.
+                let data = unsafe {
+                    std::slice::from_raw_parts(self.producer.base.add(off + HDR), data_len)
+                };
+                records.push(data.to_vec());
+            }
+            cons += ((data_len + HDR + 7) & !7) as u64;
+        }
+        // Release pairs with the smp_load_acquire of consumer_pos in
+        // __bpf_ringbuf_reserve: the space is free only after our copies.
+        cons_pos.store(cons, Ordering::Release);
+        records
+    }
+}
