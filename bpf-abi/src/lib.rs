@@ -100,8 +100,8 @@ pub mod cmd;
 pub mod flags;
 pub mod link_type;
 pub mod map_type;
-pub mod perf;
 pub mod off;
+pub mod perf;
 pub mod prog_type;
 
 pub use error::AbiError;

@@ -24,7 +24,7 @@ use telebpf_protocol::message::{
 };
 
 use crate::memory;
-use crate::objects::{inode_of, GuestObject, Table};
+use crate::objects::{inode_of, GuestObject, Signal, Table};
 use crate::state::{self, Failure};
 use crate::vfs;
 
@@ -250,7 +250,9 @@ pub fn fd_is_open(fd: i32) -> bool {
 fn is_pollable(obj: &NewObject) -> bool {
     use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
     match &obj.kind {
-        ObjectKind::Map(m) => m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF,
+        ObjectKind::Map(m) => {
+            m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF
+        }
         _ => obj.link == "anon_inode:[perf_event]",
     }
 }
@@ -272,9 +274,18 @@ fn signal_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
 /// own inode), or a pipe for objects a program polls.
 pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
     let st = state::get();
-    let name = obj.link.strip_prefix("anon_inode:").unwrap_or("bpf-object").to_string();
+    let name = obj
+        .link
+        .strip_prefix("anon_inode:")
+        .unwrap_or("bpf-object")
+        .to_string();
     let made = if is_pollable(&obj) {
-        signal_pipe().map(|(r, w)| (r, Some(w)))
+        signal_pipe().and_then(|(r, w)| {
+            let read = r
+                .try_clone()
+                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+            Ok((r, Some(Signal { write: w, read })))
+        })
     } else {
         vfs::memfd_with(&name, &[], false).map(|fd| (fd, None))
     };
@@ -294,6 +305,7 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
         link_type: obj.link_type,
         inode,
         signal,
+        ring: Default::default(),
     });
     st.table().insert(raw, object);
     Ok(raw)

@@ -63,3 +63,9 @@ pub fn enter<R>(pass: impl FnOnce() -> R, handle: impl FnOnce() -> Action<R>, on
 pub fn inside() -> bool {
     INSIDE.with(|f| f.get())
 }
+
+/// Marks the current thread as the library's own for the rest of its life
+/// (mirror threads): every interposed call it makes goes to libc.
+pub fn hold_for_thread() {
+    INSIDE.with(|f| f.set(true));
+}

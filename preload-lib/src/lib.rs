@@ -14,14 +14,17 @@
 //! guest objects; [`vfs`] turns guest files into real fds; [`state`] holds the
 //! connection (lazy, per process, renewed after `fork`); [`memory`] touches
 //! the program's memory without ever faulting; [`real`] finds libc's
-//! functions.
+//! functions; [`perf`] forwards `perf_event_open` and its ioctls; [`mirror`]
+//! presents guest rings and mmapable maps to `mmap`.
 
 pub mod bpf;
 pub mod errno;
 pub mod guard;
 mod hooks;
 pub mod memory;
+pub mod mirror;
 pub mod objects;
+pub mod perf;
 pub mod real;
 pub mod state;
 pub mod vfs;

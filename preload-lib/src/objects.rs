@@ -31,7 +31,33 @@ pub struct GuestObject {
     /// ring-buffer maps) the host fd is a pipe's read end and this is its
     /// write end: the mirror makes the fd readable exactly while mirrored
     /// data is unconsumed.
-    pub signal: Option<std::os::fd::OwnedFd>,
+    pub signal: Option<Signal>,
+    /// The host ring of a mirrored perf event or ring-buffer map, made on
+    /// its first `mmap`.
+    pub ring: std::sync::Mutex<Option<crate::mirror::Ring>>,
+}
+
+/// The two library-held ends of a pollable object's pipe.
+#[derive(Debug)]
+pub struct Signal {
+    /// Writing a byte makes the program's fd readable.
+    pub write: std::os::fd::OwnedFd,
+    /// A duplicate of the program's read end, to empty the pipe again.
+    pub read: std::os::fd::OwnedFd,
+}
+
+impl Signal {
+    /// Duplicates both ends (for the mirror thread).
+    pub fn try_clone(&self) -> Result<Signal, crate::state::Failure> {
+        let dup = |fd: &std::os::fd::OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| crate::state::Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))
+        };
+        Ok(Signal {
+            write: dup(&self.write)?,
+            read: dup(&self.read)?,
+        })
+    }
 }
 
 const BITMAP_FDS: usize = 1 << 16;
@@ -128,6 +154,8 @@ mod tests {
             link: String::new(),
             link_type: None,
             inode,
+            signal: None,
+            ring: Default::default(),
         })
     }
 

@@ -85,6 +85,7 @@ real! {
     fn prlimit(pid: libc::pid_t, res: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int, fail -1;
     fn prlimit64(pid: libc::pid_t, res: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int, fail -1;
     fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t, fail -1;
+    fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int, fail -1;
     fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
     fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
 }

@@ -106,6 +106,13 @@ impl State {
         Failure(e.errno())
     }
 
+    /// This process's session token (connects if needed), which binds
+    /// stream connections to the session that owns their rings.
+    pub fn session_token(&self) -> Result<telebpf_protocol::message::SessionToken, Failure> {
+        let mut guard = lock(&self.conn);
+        Ok(self.connection(&mut guard)?.session())
+    }
+
     /// The guest's facts (connects if needed).
     pub fn facts(&self) -> Result<&Facts, Failure> {
         if let Some(f) = self.facts.get() {

@@ -107,8 +107,12 @@ mod tests {
         assert!(!is_guest_file("relative/path"));
         assert!(!is_guest_file("/proc/sys/net/core/somaxconn"));
         assert!(!is_guest_file("/sys/fs/bpfX"));
-        assert!(is_guest_file("/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id"));
-        assert!(is_guest_file("/sys/kernel/tracing/events/sched/sched_switch/format"));
+        assert!(is_guest_file(
+            "/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id"
+        ));
+        assert!(is_guest_file(
+            "/sys/kernel/tracing/events/sched/sched_switch/format"
+        ));
         assert!(is_guest_file("/sys/bus/event_source/devices/kprobe/type"));
         assert!(!is_guest_file("/sys/kernel/tracing/trace_pipe"));
         assert!(!is_guest_file("/sys/kernel/debug/tracing/trace"));

@@ -1,12 +1,14 @@
-//! `syscall(SYS_bpf, …)`: how libbpf (bundled statically in bpftool and the
+//! `syscall(SYS_bpf, …)` and `syscall(SYS_perf_event_open, …)`: how libbpf
+//! (bundled statically in bpftool and the
 //! libbpf-tools) reaches the kernel, since glibc has no `bpf` wrapper.
 
 use libc::c_long;
 
 use super::action;
-use crate::{bpf, guard, real, state};
+use crate::{bpf, guard, perf, real, state};
 
-/// Interposed `syscall`. Everything but `SYS_bpf` goes straight to libc
+/// Interposed `syscall`. Everything but `SYS_bpf` and `SYS_perf_event_open`
+/// goes straight to libc
 /// without touching any state (Rust's own futex calls come through here).
 ///
 /// # Safety
@@ -24,16 +26,18 @@ pub unsafe extern "C" fn syscall(
 ) -> c_long {
     // SAFETY: forwarded unchanged under the caller's contract.
     let pass = || unsafe { real::syscall(nr, a1, a2, a3, a4, a5, a6) };
-    if nr != libc::SYS_bpf || !state::configured() {
+    if (nr != libc::SYS_bpf && nr != libc::SYS_perf_event_open) || !state::configured() {
         return pass();
     }
     guard::enter(
         pass,
         || {
-            action(
-                bpf::forward(a1 as u32, a2 as u64, a3 as u32, a4 as u64, a5 as u32),
-                -1,
-            )
+            let r = if nr == libc::SYS_bpf {
+                bpf::forward(a1 as u32, a2 as u64, a3 as u32, a4 as u64, a5 as u32)
+            } else {
+                perf::open(a1 as u64, a2 as i32, a3 as i32, a4 as i32, a5 as u64)
+            };
+            action(r, -1)
         },
         -1,
     )

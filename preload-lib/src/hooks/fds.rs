@@ -10,7 +10,8 @@ use telebpf_protocol::message::{Reply, Request};
 use super::keep_errno;
 use crate::guard::{self, Action};
 use crate::objects::{self, GuestObject};
-use crate::{memory, real, state};
+use crate::state::Failure;
+use crate::{memory, mirror, real, state};
 
 /// Records that `new` now refers to whatever `old` refers to, and drops
 /// what `new` referred to before.
@@ -236,21 +237,28 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     )
 }
 
-fn mmap_common(fd: c_int, call: impl Fn() -> *mut c_void) -> *mut c_void {
+fn mmap_common(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+    call: impl Fn() -> *mut c_void,
+) -> *mut c_void {
     if !objects::maybe_ours(fd) {
         return call();
     }
     guard::enter(
         &call,
         || {
-            let st = state::get();
-            if st.table().get(fd).is_none() {
+            let Some(obj) = state::get().table().get(fd).cloned() else {
                 return Action::Pass;
+            };
+            match mirror::mmap(&obj, addr, len, prot, flags, off) {
+                Ok(p) => Action::Done(p),
+                Err(Failure(e)) => Action::Fail(e, libc::MAP_FAILED),
             }
-            st.warn(
-                "mmap of a guest BPF map is not forwarded yet (ring buffers and mmapable maps)",
-            );
-            Action::Fail(libc::ENODEV, libc::MAP_FAILED)
         },
         libc::MAP_FAILED,
     )
@@ -271,7 +279,7 @@ pub unsafe extern "C" fn mmap(
     off: off_t,
 ) -> *mut c_void {
     // SAFETY: forwarded under the caller's contract.
-    mmap_common(fd, || unsafe {
+    mmap_common(addr, len, prot, flags, fd, off, || unsafe {
         real::mmap(addr, len, prot, flags, fd, off)
     })
 }
@@ -291,7 +299,36 @@ pub unsafe extern "C" fn mmap64(
     off: off_t,
 ) -> *mut c_void {
     // SAFETY: forwarded under the caller's contract.
-    mmap_common(fd, || unsafe {
+    mmap_common(addr, len, prot, flags, fd, off, || unsafe {
         real::mmap64(addr, len, prot, flags, fd, off)
     })
+}
+
+/// Interposed `ioctl`: perf-event ioctls on guest perf events are
+/// forwarded; anything else on a guest object fails as the kernel would
+/// for a request the object does not know.
+///
+/// # Safety
+///
+/// Same contract as libc's `ioctl`.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::ioctl(fd, request, arg) };
+    if !objects::maybe_ours(fd) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let Some(guest) = state::get().table().get(fd).map(|o| o.guest_fd) else {
+                return Action::Pass;
+            };
+            match crate::perf::ioctl(guest, request, arg) {
+                Ok(r) => Action::Done(r as c_int),
+                Err(Failure(e)) => Action::Fail(e, -1),
+            }
+        },
+        -1,
+    )
 }

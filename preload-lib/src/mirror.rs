@@ -1,0 +1,307 @@
+//! `mmap` of guest objects: mirrored rings and map snapshots.
+//!
+//! * A **perf event** (per-CPU BPF output ring) or a **ring-buffer map**:
+//!   the host program gets memory laid out exactly as the kernel's (see the
+//!   `ringbuf-mirror` crate). A stream connection of its own, bound to this
+//!   process's session, carries the records the proxy consumes from the
+//!   guest ring as they are produced (the proxy waits on the guest ring's
+//!   wake-ups: no polling period). A mirror thread writes them into the host
+//!   ring and keeps the object's fd readable exactly while records are
+//!   unconsumed, so the program's unmodified `epoll_wait` wakes for them.
+//! * An **mmapable map** (`.rodata`, `.bss`, `.data`, `BPF_F_MMAPABLE`
+//!   arrays): a snapshot of the guest map at `mmap` time. `.rodata` is frozen
+//!   before libbpf maps it, so its snapshot is exact; for writable maps,
+//!   values written before load reach the guest through libbpf's own
+//!   `BPF_MAP_UPDATE_ELEM`, but later writes on either side are not carried
+//!   over (see the README's limits).
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libc::{c_int, c_void, size_t};
+use ringbuf_mirror::{HostPerfRing, HostRingbuf, Push};
+use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
+use telebpf_abi::ObjectKind;
+use telebpf_client::{Connection, Settings};
+use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest};
+
+use crate::objects::{GuestObject, Signal};
+use crate::state::{self, Failure};
+use crate::vfs;
+
+/// `BPF_F_MMAPABLE`.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// How often an idle mirror re-checks whether the program consumed
+/// everything (to make the fd unreadable again). Only while data is pending.
+const CONSUMED_CHECK: Duration = Duration::from_millis(1);
+
+/// The host side of one mirrored ring, kept with its guest object so that
+/// later `mmap`s of the same ring (libbpf maps a ring buffer twice) share it.
+pub enum Ring {
+    /// A BPF ring buffer map.
+    Bpf(Arc<HostRingbuf>),
+    /// A perf event's ring.
+    Perf(Arc<HostPerfRing>),
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ring::Bpf(_) => "Ring::Bpf",
+            Ring::Perf(_) => "Ring::Perf",
+        })
+    }
+}
+
+impl Ring {
+    fn pending(&self) -> bool {
+        match self {
+            Ring::Bpf(r) => r.pending(),
+            Ring::Perf(r) => r.pending(),
+        }
+    }
+}
+
+/// `mmap` of a host fd standing for `obj`.
+pub fn mmap(
+    obj: &Arc<GuestObject>,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<*mut c_void, Failure> {
+    match &obj.kind {
+        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_RINGBUF => {
+            ring_mmap(obj, addr, len, prot, flags, offset)
+        }
+        // A user ring buffer is produced by the host program and consumed
+        // in the guest: not mirrored yet.
+        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => Err(Failure(libc::ENODEV)),
+        ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => {
+            snapshot_mmap(obj, addr, len, prot, flags, offset)
+        }
+        ObjectKind::Map(_) => Err(Failure(libc::ENODEV)),
+        _ if obj.link == "anon_inode:[perf_event]" => {
+            ring_mmap(obj, addr, len, prot, flags, offset)
+        }
+        _ => Err(Failure(libc::ENODEV)),
+    }
+}
+
+fn snapshot_mmap(
+    obj: &GuestObject,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<*mut c_void, Failure> {
+    let reply = state::get().call(&Request::MapSnapshot {
+        fd: obj.guest_fd,
+        len: len as u64,
+        offset: offset as u64,
+    })?;
+    let bytes = match reply {
+        Reply::Snapshot(Ok(b)) if b.len() == len => b,
+        Reply::Snapshot(Err(e)) => return Err(Failure(e)),
+        _ => return Err(Failure(libc::EPROTO)),
+    };
+    let fd = vfs::memfd_with("bpf-map-snapshot", &bytes, false)?;
+    // SAFETY: mapping our own memfd with the caller's address, length,
+    // protection and flags (MAP_FIXED included, as libbpf asks); the memfd
+    // holds exactly `len` bytes.
+    let p = unsafe { crate::real::mmap(addr, len, prot, flags, fd.as_raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        return Err(Failure(crate::errno::get()));
+    }
+    Ok(p)
+}
+
+fn ring_mmap(
+    obj: &Arc<GuestObject>,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<*mut c_void, Failure> {
+    let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        let (ring, kind) = match &obj.kind {
+            ObjectKind::Map(m) => {
+                let r = Arc::new(
+                    HostRingbuf::new(m.max_entries)
+                        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
+                );
+                (
+                    Ring::Bpf(r),
+                    StreamKind::Ringbuf {
+                        max_entries: m.max_entries,
+                    },
+                )
+            }
+            _ => {
+                let page = ringbuf_mirror::page_size();
+                if offset != 0
+                    || len < 2 * page
+                    || !len.is_multiple_of(page)
+                    || !(len / page - 1).is_power_of_two()
+                {
+                    return Err(Failure(libc::EINVAL));
+                }
+                let pages = len / page - 1;
+                let r = Arc::new(
+                    HostPerfRing::new(pages, 0)
+                        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
+                );
+                (
+                    Ring::Perf(r),
+                    StreamKind::Perf {
+                        pages: pages as u32,
+                    },
+                )
+            }
+        };
+        start_stream(obj, &ring, kind)?;
+        *slot = Some(ring);
+    }
+    match slot.as_ref().expect("just set") {
+        Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
+        Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
+    }
+}
+
+/// Opens the stream connection and starts the mirror thread.
+fn start_stream(obj: &Arc<GuestObject>, ring: &Ring, kind: StreamKind) -> Result<(), Failure> {
+    let st = state::get();
+    let session = st.session_token()?;
+    let settings = Settings::from_env().map_err(|e| Failure(e.errno()))?;
+    let mut conn = Connection::open(&settings).map_err(|e| {
+        st.warn(&e.to_string());
+        Failure(e.errno())
+    })?;
+    conn.notify(&Request::Stream(StreamRequest {
+        session,
+        fd: obj.guest_fd,
+        kind,
+    }))
+    .map_err(|e| Failure(e.errno()))?;
+    let signal = obj
+        .signal
+        .as_ref()
+        .ok_or(Failure(libc::ENODEV))?
+        .try_clone()?;
+    let mirror = match ring {
+        Ring::Bpf(r) => Writer::Bpf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
+        Ring::Perf(r) => Writer::Perf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
+    };
+    let ring = match ring {
+        Ring::Bpf(r) => Ring::Bpf(r.clone()),
+        Ring::Perf(r) => Ring::Perf(r.clone()),
+    };
+    std::thread::Builder::new()
+        .name("telebpf-mirror".into())
+        .spawn(move || {
+            // The whole thread is the library's own: everything it calls
+            // goes straight to libc.
+            crate::guard::hold_for_thread();
+            run_mirror(conn, mirror, ring, signal);
+        })
+        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+    Ok(())
+}
+
+enum Writer {
+    Bpf(ringbuf_mirror::RingWriter),
+    Perf(ringbuf_mirror::PerfWriter),
+}
+
+/// Makes the program's fd readable (one byte in its pipe) exactly while
+/// the ring holds unconsumed records.
+struct Readiness {
+    signal: Signal,
+    raised: bool,
+}
+
+impl Readiness {
+    fn follow(&mut self, ring: &Ring) {
+        let pending = ring.pending();
+        if pending == self.raised {
+            return;
+        }
+        if pending {
+            // SAFETY: writing one byte from a constant to our pipe.
+            unsafe { libc::write(self.signal.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        } else {
+            let mut buf = [0u8; 16];
+            // SAFETY: a non-blocking read into a local buffer from our dup
+            // of the pipe's read end.
+            while unsafe {
+                libc::read(
+                    self.signal.read.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            } > 0
+            {}
+        }
+        self.raised = pending;
+    }
+}
+
+fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Signal) {
+    let mut ready = Readiness {
+        signal,
+        raised: false,
+    };
+    let stream_fd = conn.raw_fd();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: stream_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // While records wait, look every millisecond whether the program
+        // consumed them (to lower readiness); otherwise sleep until the
+        // proxy pushes.
+        let timeout = if ready.raised {
+            CONSUMED_CHECK.as_millis() as c_int
+        } else {
+            -1
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, timeout) } == 0 {
+            ready.follow(&ring);
+            continue;
+        }
+        let reply = match conn.recv() {
+            Ok(r) => r,
+            // The session or the proxy is gone: nothing more will come.
+            Err(_) => return,
+        };
+        match (&mut writer, reply) {
+            (Writer::Perf(w), Reply::Records(records)) => {
+                for r in &records {
+                    // Full: counted by the writer and reported to the
+                    // program as PERF_RECORD_LOST, as the kernel does.
+                    let _: Push = w.push_sample(r);
+                }
+            }
+            (Writer::Perf(w), Reply::Lost(n)) => {
+                let _: Push = w.push_lost(n);
+            }
+            (Writer::Bpf(w), Reply::Records(records)) => {
+                for r in &records {
+                    // Full: counted as overflow (a BPF ring buffer has no
+                    // lost-record notion; the guest kernel drops the same way).
+                    let _: Push = w.push(r);
+                }
+            }
+            _ => return,
+        }
+        ready.follow(&ring);
+    }
+}

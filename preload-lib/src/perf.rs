@@ -1,0 +1,91 @@
+//! `perf_event_open` and perf-event `ioctl`s, forwarded.
+//!
+//! libbpf attaches tracepoints, kprobes and uprobes through perf events
+//! (`PERF_EVENT_IOC_SET_BPF` or a `BPF_LINK_CREATE` naming the perf fd), and
+//! streams BPF output through per-CPU `PERF_COUNT_SW_BPF_OUTPUT` events. A
+//! guest perf event is represented on the host by a pipe's read end, so it
+//! can sit in an `epoll` set and become readable when its mirrored ring has
+//! data.
+
+use telebpf_abi::perf::{self, IoctlArg};
+use telebpf_abi::{read_u32, read_u64};
+use telebpf_protocol::message::{IoctlValue, Reply, Request, FOREIGN_FD};
+
+use crate::state::{self, Failure};
+use crate::{bpf, memory};
+
+/// Translates a host fd argument into the guest's numbering.
+fn guest_fd(host_fd: i32) -> i32 {
+    if host_fd == -1 {
+        return -1;
+    }
+    match state::get().table().get(host_fd) {
+        Some(o) => o.guest_fd,
+        None if bpf::fd_is_open(host_fd) => FOREIGN_FD,
+        None => -1,
+    }
+}
+
+/// Forwards `perf_event_open(attr, pid, cpu, group_fd, flags)`.
+pub fn open(attr_addr: u64, pid: i32, cpu: i32, group_fd: i32, flags: u64) -> Result<i64, Failure> {
+    let head = memory::read(attr_addr, 8).map_err(Failure)?;
+    let len = perf::attr_len(read_u32(&head, perf::ATTR_SIZE));
+    let attr = memory::read(attr_addr, len).map_err(Failure)?;
+    // For the kprobe/uprobe PMUs config1 points to a function name or path;
+    // which PMUs those are is the guest's business, so a readable string is
+    // sent along whenever a dynamic PMU has a non-zero config1.
+    let config1 = read_u64(&attr, perf::ATTR_CONFIG1);
+    let dynamic_pmu = read_u32(&attr, perf::ATTR_TYPE) > 5;
+    let config1_string = (dynamic_pmu && config1 != 0)
+        .then(|| memory::read_cstr(config1, perf::CONFIG1_STRING_MAX).ok())
+        .flatten()
+        .filter(|s| s.last() == Some(&0));
+    let req = Request::PerfEventOpen {
+        attr,
+        pid,
+        cpu,
+        group_fd: guest_fd(group_fd),
+        flags,
+        config1_string,
+    };
+    match state::get().call(&req)? {
+        Reply::Opened(Ok((guest, obj))) => bpf::adopt(guest as i32, obj).map(i64::from),
+        Reply::Opened(Err(errno)) => Err(Failure(errno)),
+        _ => Err(Failure(libc::EPROTO)),
+    }
+}
+
+/// Forwards a perf-event ioctl on a host fd standing for a guest perf
+/// event.
+pub fn ioctl(guest: i32, cmd: u64, arg: u64) -> Result<i64, Failure> {
+    let Some(kind) = perf::ioctl_arg(cmd) else {
+        return Err(Failure(libc::ENOTTY));
+    };
+    let value = match kind {
+        IoctlArg::Value => IoctlValue::Value(arg),
+        IoctlArg::BpfFd | IoctlArg::PerfFd => IoctlValue::Fd(guest_fd(arg as i32)),
+        IoctlArg::InU64 => match memory::read(arg, 8) {
+            Ok(b) => IoctlValue::Value(read_u64(&b, 0)),
+            Err(_) => IoctlValue::Unreadable,
+        },
+        IoctlArg::OutU64 => IoctlValue::Out,
+        IoctlArg::InString => match memory::read_cstr(arg, 4096) {
+            Ok(s) if s.last() == Some(&0) => IoctlValue::String(s),
+            _ => IoctlValue::Unreadable,
+        },
+    };
+    match state::get().call(&Request::Ioctl {
+        fd: guest,
+        cmd,
+        arg: value,
+    })? {
+        Reply::Ioctl(Ok((ret, out))) => {
+            if let Some(v) = out {
+                memory::write(arg, &v.to_le_bytes()).map_err(Failure)?;
+            }
+            Ok(ret)
+        }
+        Reply::Ioctl(Err(errno)) => Err(Failure(errno)),
+        _ => Err(Failure(libc::EPROTO)),
+    }
+}
