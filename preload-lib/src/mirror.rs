@@ -16,7 +16,8 @@
 //!   over (see the README's limits).
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use libc::{c_int, c_void, size_t};
@@ -219,44 +220,93 @@ enum Writer {
     Perf(ringbuf_mirror::PerfWriter),
 }
 
-/// Makes the program's fd readable (one byte in its pipe) exactly while
-/// the ring holds unconsumed records.
+/// The readiness of one mirrored ring's fd, shared by its mirror thread
+/// (which raises it when it pushes records) and the program's own waits
+/// (which lower it once everything is consumed, see [`before_wait`]).
+///
+/// Readiness is one byte in the fd's pipe. Lowering drains the pipe, clears
+/// `raised`, then looks at the ring again and re-raises if records arrived
+/// meanwhile; raising swaps `raised` and writes only if it was clear. So a
+/// push can never be lost between the two: either the lowering side sees
+/// the new records, or the pushing side sees `raised` cleared.
 struct Readiness {
+    ring: Ring,
     signal: Signal,
-    raised: bool,
+    raised: AtomicBool,
 }
 
 impl Readiness {
-    fn follow(&mut self, ring: &Ring) {
-        let pending = ring.pending();
-        if pending == self.raised {
-            return;
-        }
-        if pending {
+    fn raise(&self) {
+        // AcqRel: pairs with the store in `lower`, so a cleared flag is
+        // never overwritten without its byte.
+        if !self.raised.swap(true, Ordering::AcqRel) {
             // SAFETY: writing one byte from a constant to our pipe.
             unsafe { libc::write(self.signal.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        } else {
-            let mut buf = [0u8; 16];
-            // SAFETY: a non-blocking read into a local buffer from our dup
-            // of the pipe's read end.
-            while unsafe {
-                libc::read(
-                    self.signal.read.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            } > 0
-            {}
         }
-        self.raised = pending;
+    }
+
+    /// Lowers readiness if the program consumed everything.
+    fn lower_if_consumed(&self) {
+        if !self.raised.load(Ordering::Acquire) || self.ring.pending() {
+            return;
+        }
+        let mut buf = [0u8; 16];
+        // SAFETY: non-blocking reads into a local buffer from our dup of the
+        // pipe's read end.
+        while unsafe {
+            libc::read(
+                self.signal.read.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        } > 0
+        {}
+        self.raised.store(false, Ordering::Release);
+        if self.ring.pending() {
+            self.raise();
+        }
     }
 }
 
+/// Live mirrors of this process, for [`before_wait`].
+static MIRRORS: Mutex<Vec<Weak<Readiness>>> = Mutex::new(Vec::new());
+/// Whether any mirror was ever started (the cheap test in the wait hooks).
+static ANY_MIRROR: AtomicBool = AtomicBool::new(false);
+
+/// Called by the interposed `epoll_wait`/`epoll_pwait`/`poll` before they
+/// block: a program waits once it has consumed what it wanted, so this is
+/// where readiness of fully consumed rings is lowered — the next wait then
+/// sleeps until the mirror pushes, instead of returning at once.
+pub fn before_wait() {
+    if !ANY_MIRROR.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut mirrors = MIRRORS.lock().unwrap_or_else(|p| p.into_inner());
+    mirrors.retain(|m| match m.upgrade() {
+        Some(r) => {
+            r.lower_if_consumed();
+            true
+        }
+        None => false,
+    });
+}
+
+/// Whether any mirror exists (hooks skip the guard entirely otherwise).
+pub fn any() -> bool {
+    ANY_MIRROR.load(Ordering::Relaxed)
+}
+
 fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Signal) {
-    let mut ready = Readiness {
+    let ready = Arc::new(Readiness {
+        ring,
         signal,
-        raised: false,
-    };
+        raised: AtomicBool::new(false),
+    });
+    MIRRORS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::downgrade(&ready));
+    ANY_MIRROR.store(true, Ordering::Relaxed);
     let stream_fd = conn.raw_fd();
     loop {
         let mut pfd = libc::pollfd {
@@ -264,17 +314,17 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
             events: libc::POLLIN,
             revents: 0,
         };
-        // While records wait, look every millisecond whether the program
-        // consumed them (to lower readiness); otherwise sleep until the
-        // proxy pushes.
-        let timeout = if ready.raised {
+        // While records wait, also look every millisecond whether they were
+        // consumed, for programs that consume without waiting in
+        // epoll/poll (busy `ring_buffer__consume` loops).
+        let timeout = if ready.raised.load(Ordering::Relaxed) {
             CONSUMED_CHECK.as_millis() as c_int
         } else {
             -1
         };
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut pfd, 1, timeout) } == 0 {
-            ready.follow(&ring);
+            ready.lower_if_consumed();
             continue;
         }
         let reply = match conn.recv() {
@@ -302,6 +352,8 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
             }
             _ => return,
         }
-        ready.follow(&ring);
+        if ready.ring.pending() {
+            ready.raise();
+        }
     }
 }
