@@ -165,6 +165,20 @@ pub fn ioctl(
 /// Largest map snapshot served.
 const MAX_SNAPSHOT: u64 = 256 << 20;
 
+/// Writes into an mmapable map's memory, as a host program's store into its
+/// `mmap` of the map would.
+pub fn write_map(fd: i32, offset: u64, data: &[u8], fds: &dyn PerfFds) -> Result<(), i32> {
+    match fds.object(fd).map(|o| &o.kind) {
+        Some(ObjectKind::Map(_)) => {}
+        Some(_) => return Err(libc::ENODEV),
+        None => return Err(libc::EBADF),
+    }
+    if data.is_empty() || data.len() as u64 > MAX_SNAPSHOT || offset > MAX_SNAPSHOT {
+        return Err(libc::EINVAL);
+    }
+    sys::write_mapping(fd, offset, data)
+}
+
 /// The content of an mmapable map, as `mmap(fd, len, offset)` would show
 /// it now.
 pub fn snapshot(fd: i32, len: u64, offset: u64, fds: &dyn PerfFds) -> Result<Vec<u8>, i32> {

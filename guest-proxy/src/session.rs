@@ -211,6 +211,9 @@ impl Session {
                 })))
             }
             Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(fd, cmd, &arg, self))),
+            Request::MapWrite { fd, offset, data } => Some(Reply::Snapshot(
+                perf::write_map(fd, offset, &data, self).map(|()| Vec::new()),
+            )),
             Request::MapSnapshot { fd, len, offset } => {
                 Some(Reply::Snapshot(perf::snapshot(fd, len, offset, self)))
             }

@@ -116,6 +116,38 @@ pub fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
+/// Writes `data` at `offset` of what `mmap(fd, …, MAP_SHARED)` shows.
+pub fn write_mapping(fd: i32, offset: u64, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let start = offset - offset % page;
+    let len = (offset - start) as usize + data.len();
+    // SAFETY: a fresh shared writable mapping chosen by the kernel, written
+    // only within its length, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            start as i64,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            p.cast::<u8>().add((offset - start) as usize),
+            data.len(),
+        );
+        libc::munmap(p, len);
+    }
+    Ok(())
+}
+
 /// A copy of what `mmap(fd, len, PROT_READ, MAP_SHARED, offset)` shows now.
 pub fn read_mapping(fd: i32, len: usize, offset: i64) -> Result<Vec<u8>, i32> {
     // SAFETY: a fresh read-only shared mapping chosen by the kernel; it is

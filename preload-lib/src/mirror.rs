@@ -9,13 +9,12 @@
 //!   ring and keeps the object's fd readable exactly while records are
 //!   unconsumed, so the program's unmodified `epoll_wait` wakes for them.
 //! * An **mmapable map** (`.rodata`, `.bss`, `.data`, `BPF_F_MMAPABLE`
-//!   arrays): a snapshot of the guest map at `mmap` time. `.rodata` is frozen
-//!   before libbpf maps it, so its snapshot is exact; for writable maps,
-//!   values written before load reach the guest through libbpf's own
-//!   `BPF_MAP_UPDATE_ELEM`, but later writes on either side are not carried
-//!   over (see the README's limits).
+//!   arrays): host memory holding the guest map's bytes at `mmap` time.
+//!   `.rodata` is frozen before libbpf maps it (read-only), so that copy is
+//!   exact. A writable mapping is kept in step both ways every
+//!   `TELEBPF_MAP_SYNC_MS` (see [`start_sync`] and the README's limits).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -93,24 +92,15 @@ pub fn mmap(
 }
 
 fn snapshot_mmap(
-    obj: &GuestObject,
+    obj: &Arc<GuestObject>,
     addr: *mut c_void,
     len: size_t,
     prot: c_int,
     flags: c_int,
     offset: i64,
 ) -> Result<*mut c_void, Failure> {
-    let reply = state::get().call(&Request::MapSnapshot {
-        fd: obj.guest_fd,
-        len: len as u64,
-        offset: offset as u64,
-    })?;
-    let bytes = match reply {
-        Reply::Snapshot(Ok(b)) if b.len() == len => b,
-        Reply::Snapshot(Err(e)) => return Err(Failure(e)),
-        _ => return Err(Failure(libc::EPROTO)),
-    };
-    let fd = vfs::memfd_with("bpf-map-snapshot", &bytes, false)?;
+    let bytes = fetch(obj.guest_fd, len, offset as u64)?;
+    let fd = vfs::memfd_with("bpf-map-mmap", &bytes, false)?;
     // SAFETY: mapping our own memfd with the caller's address, length,
     // protection and flags (MAP_FIXED included, as libbpf asks); the memfd
     // holds exactly `len` bytes.
@@ -118,7 +108,145 @@ fn snapshot_mmap(
     if p == libc::MAP_FAILED {
         return Err(Failure(crate::errno::get()));
     }
+    if prot & libc::PROT_WRITE != 0 {
+        start_sync(Arc::downgrade(obj), fd, len, offset as u64, bytes)?;
+    }
     Ok(p)
+}
+
+/// The guest map's bytes as `mmap` would show them now.
+fn fetch(guest_fd: i32, len: usize, offset: u64) -> Result<Vec<u8>, Failure> {
+    match state::get().call(&Request::MapSnapshot {
+        fd: guest_fd,
+        len: len as u64,
+        offset,
+    })? {
+        Reply::Snapshot(Ok(b)) if b.len() == len => Ok(b),
+        Reply::Snapshot(Err(e)) => Err(Failure(e)),
+        _ => Err(Failure(libc::EPROTO)),
+    }
+}
+
+/// How often a writable map mapping is synchronised both ways
+/// (`TELEBPF_MAP_SYNC_MS`, default 20).
+fn sync_period() -> Duration {
+    let ms = std::env::var("TELEBPF_MAP_SYNC_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20u64);
+    Duration::from_millis(ms.max(1))
+}
+
+/// Keeps a writable mapping of a guest map (`.bss`, `.data`, an mmapable
+/// array) and the guest map in step, every [`sync_period`]: bytes the host
+/// program changed since the last round are written to the guest; bytes
+/// the guest changed are copied into the host mapping where the host did
+/// not write. Stops when the map's last host fd is closed.
+fn start_sync(
+    obj: Weak<GuestObject>,
+    memfd: OwnedFd,
+    len: usize,
+    offset: u64,
+    initial: Vec<u8>,
+) -> Result<(), Failure> {
+    // SAFETY: the library's own shared view of the memfd the program also
+    // maps; it stays mapped for the thread's life.
+    let view = unsafe {
+        crate::real::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            memfd.as_raw_fd(),
+            0,
+        )
+    };
+    if view == libc::MAP_FAILED {
+        return Err(Failure(crate::errno::get()));
+    }
+    let view = view as usize;
+    std::thread::Builder::new()
+        .name("telebpf-mapsync".into())
+        .spawn(move || {
+            crate::guard::hold_for_thread();
+            let period = sync_period();
+            let mut last = initial;
+            loop {
+                std::thread::sleep(period);
+                let Some(obj) = obj.upgrade() else { break };
+                // SAFETY: `view` is our live mapping of `len` bytes.
+                let host = unsafe { std::slice::from_raw_parts_mut(view as *mut u8, len) };
+                let snapshot = host.to_vec();
+                if sync_round(obj.guest_fd, offset, host, &snapshot, &mut last).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: unmapping our own view.
+            unsafe { libc::munmap(view as *mut c_void, len) };
+            drop(memfd);
+        })
+        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+    Ok(())
+}
+
+/// The runs `[start, end)` where `a` and `b` differ.
+fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < a.len() && a[i] != b[i] {
+            i += 1;
+        }
+        runs.push((start, i));
+    }
+    runs
+}
+
+/// One round of the two-way sync. `host` is the live mapping, `seen` a copy
+/// of it taken at the start of the round, `last` what both sides agreed on
+/// after the previous round.
+fn sync_round(
+    guest_fd: i32,
+    offset: u64,
+    host: &mut [u8],
+    seen: &[u8],
+    last: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    for (start, end) in changed_runs(seen, last) {
+        let req = Request::MapWrite {
+            fd: guest_fd,
+            offset: offset + start as u64,
+            data: seen[start..end].to_vec(),
+        };
+        match state::get().call(&req)? {
+            Reply::Snapshot(Ok(_)) => {}
+            Reply::Snapshot(Err(e)) => return Err(Failure(e)),
+            _ => return Err(Failure(libc::EPROTO)),
+        }
+    }
+    let guest = fetch(guest_fd, host.len(), offset)?;
+    let agreed = merge(seen, last, &guest);
+    for (start, end) in changed_runs(&agreed, seen) {
+        host[start..end].copy_from_slice(&agreed[start..end]);
+    }
+    *last = agreed;
+    Ok(())
+}
+
+/// What both sides hold after a round: the host's view, with the guest's
+/// changes since `last` applied wherever the host did not itself write
+/// (the host's writes of the round win; they were just sent to the guest).
+fn merge(seen: &[u8], last: &[u8], guest: &[u8]) -> Vec<u8> {
+    seen.iter()
+        .zip(last)
+        .zip(guest)
+        .map(|((&h, &l), &g)| if h == l { g } else { h })
+        .collect()
 }
 
 fn ring_mmap(
@@ -355,5 +483,21 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
         if ready.ring.pending() {
             ready.raise();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_merge() {
+        assert_eq!(changed_runs(&[1, 2, 3, 4], &[1, 9, 9, 4]), vec![(1, 3)]);
+        assert_eq!(changed_runs(&[1, 2], &[1, 2]), vec![]);
+        // last: 0 0 0 0; host wrote byte 0; guest wrote bytes 0 and 3.
+        assert_eq!(
+            merge(&[5, 0, 0, 0], &[0, 0, 0, 0], &[7, 0, 0, 8]),
+            vec![5, 0, 0, 8]
+        );
     }
 }

@@ -102,6 +102,17 @@ pub enum Request {
         /// Offset into the map.
         offset: u64,
     },
+    /// Writes bytes into a guest map's mmapable memory (host-side writes to
+    /// a mirrored `.bss`/`.data`). Reply: [`Reply::Snapshot`] with an empty
+    /// vector, or the errno.
+    MapWrite {
+        /// The guest fd.
+        fd: i32,
+        /// Offset into the map's mapping.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
     /// First and only request of a stream connection: turn it into a push
     /// stream of the records of a ring owned by another session of this
     /// client. Replies are [`Reply::Records`] and [`Reply::Lost`], pushed as
