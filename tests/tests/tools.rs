@@ -1,0 +1,413 @@
+//! Debian's unmodified libbpf-tools, run as `nobody` through telebpf, see
+//! events provoked on the proxy's side (here: this machine, where the
+//! proxy runs as root). Each test marks its event (an exec argument, a file
+//! name, a process name, a port, a process id the tool filters on) and fails
+//! if the mark is missing from the tool's output. The tools stream through
+//! perf buffers, attach tracepoints through `perf_event_open`, and read
+//! their `.rodata` through `mmap` — all forwarded and mirrored.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use telebpf_tests::{
+    find_program, say, unique_name, wait_until, Harness, IdSnapshot, SESSION_CLOSE_TIMEOUT,
+};
+
+/// How long a tool may take to attach and print its header.
+const READY: Duration = Duration::from_secs(60);
+/// How long a streamed event may take to appear.
+const EVENT: Duration = Duration::from_secs(15);
+
+/// A tool running as nobody through `telebpf exec`, its stdout in a file.
+struct Tool {
+    child: Child,
+    out: PathBuf,
+    name: String,
+}
+
+impl Tool {
+    fn start(h: &Harness, tool: &str, args: &[&str]) -> Option<Tool> {
+        let Some(program) = find_program(tool) else {
+            say(&format!(
+                "SKIP: {tool} is not installed (apt-get install libbpf-tools)"
+            ));
+            return None;
+        };
+        let out = h.dir().join(format!("{tool}.out"));
+        let file = fs::File::create(&out).expect("output file");
+        let mut argv: Vec<String> = vec![
+            "-oL".into(),
+            h.dir().join("telebpf").display().to_string(),
+            "exec".into(),
+            "--target".into(),
+            h.target(),
+            "--key-file".into(),
+            h.key().display().to_string(),
+            "--".into(),
+            program.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
+        let child = h
+            .nobody_command(&stdbuf, &argv)
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn tool");
+        Some(Tool {
+            child,
+            out,
+            name: tool.to_string(),
+        })
+    }
+
+    fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.out) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the output contains `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not print {needle:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `sig` and waits for the exit; returns the whole output.
+    fn stop(mut self, sig: i32) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+        self.output()
+    }
+}
+
+/// Runs a command as root on the proxy's side.
+fn provoke(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().expect("provoke");
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+}
+
+/// A copy of /bin/true (or another binary) under a marked name.
+fn marked_binary(dir: &Path, name: &str, from: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::copy(from, &p).expect("copy binary");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+/// A process that keeps sleeping briefly (scheduler wake-ups, syscalls) for
+/// `secs` seconds, for the tools that filter by pid.
+fn busy_sleeper(secs: u32) -> Child {
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "i=0; while [ $i -lt {} ]; do sleep 0.01; i=$((i+1)); done",
+                secs * 100
+            ),
+        ])
+        .spawn()
+        .expect("sleeper")
+}
+
+#[test]
+fn execsnoop_sees_a_marked_exec() {
+    let Some(h) = Harness::start("execsnoop_sees_a_marked_exec") else {
+        return;
+    };
+    let Some(mut tool) = Tool::start(&h, "execsnoop", &[]) else {
+        return;
+    };
+    tool.wait_for("PCOMM", READY).unwrap();
+    let mark = unique_name("tbexec");
+    provoke("/bin/true", &[&mark]);
+    tool.wait_for(&mark, EVENT).unwrap();
+    tool.stop(libc::SIGINT);
+    h.finish();
+}
+
+#[test]
+fn opensnoop_sees_a_marked_open() {
+    let Some(h) = Harness::start("opensnoop_sees_a_marked_open") else {
+        return;
+    };
+    let Some(mut tool) = Tool::start(&h, "opensnoop", &[]) else {
+        return;
+    };
+    tool.wait_for("PATH", READY).unwrap();
+    let path = h.dir().join(unique_name("tbopen"));
+    fs::write(&path, b"x").unwrap();
+    tool.wait_for(&path.display().to_string(), EVENT).unwrap();
+    tool.stop(libc::SIGINT);
+    h.finish();
+}
+
+#[test]
+fn exitsnoop_sees_a_marked_exit_code() {
+    let Some(h) = Harness::start("exitsnoop_sees_a_marked_exit_code") else {
+        return;
+    };
+    let Some(mut tool) = Tool::start(&h, "exitsnoop", &[]) else {
+        return;
+    };
+    tool.wait_for("PCOMM", READY).unwrap();
+    let name = "tbexit77";
+    let sh = marked_binary(h.dir(), name, "/bin/sh");
+    let status = Command::new(&sh).args(["-c", "exit 77"]).status().unwrap();
+    assert_eq!(status.code(), Some(77));
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let out = tool.output();
+        if out.lines().any(|l| l.starts_with(name) && l.contains("77")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exitsnoop missed {name} exiting with 77:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tool.stop(libc::SIGINT);
+    h.finish();
+}
+
+#[test]
+fn tcplife_sees_a_marked_connection() {
+    let Some(h) = Harness::start("tcplife_sees_a_marked_connection") else {
+        return;
+    };
+    let Some(mut tool) = Tool::start(&h, "tcplife", &[]) else {
+        return;
+    };
+    tool.wait_for("PID", READY).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut a, _) = listener.accept().unwrap();
+        c.write_all(&[7u8; 3000]).unwrap();
+        let mut buf = [0u8; 3000];
+        a.read_exact(&mut buf).unwrap();
+    }
+    tool.wait_for(&format!(" {port} "), EVENT).unwrap();
+    tool.stop(libc::SIGINT);
+    h.finish();
+}
+
+/// Sums the counts of a libbpf-tools histogram (`lo -> hi : count |…|`).
+fn histogram_total(out: &str) -> u64 {
+    out.lines()
+        .filter(|l| l.contains("->") && l.contains(':'))
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn runqlat_measures_a_marked_process() {
+    let Some(h) = Harness::start("runqlat_measures_a_marked_process") else {
+        return;
+    };
+    let mut sleeper = busy_sleeper(30);
+    let pid = sleeper.id().to_string();
+    let Some(mut tool) = Tool::start(&h, "runqlat", &["-p", &pid]) else {
+        return;
+    };
+    tool.wait_for("Tracing", READY).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = tool.stop(libc::SIGINT);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(
+        histogram_total(&out) > 0,
+        "runqlat -p {pid} saw no wake-up of the marked process:\n{out}"
+    );
+    h.finish();
+}
+
+#[test]
+fn syscount_counts_a_marked_process() {
+    let Some(h) = Harness::start("syscount_counts_a_marked_process") else {
+        return;
+    };
+    let mut sleeper = busy_sleeper(30);
+    let pid = sleeper.id().to_string();
+    let Some(mut tool) = Tool::start(&h, "syscount", &["-p", &pid]) else {
+        return;
+    };
+    tool.wait_for("Tracing", READY).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = tool.stop(libc::SIGINT);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    // The sleeper forks and waits for `sleep` a hundred times a second.
+    assert!(
+        out.lines().any(|l| l.starts_with("wait4")
+            || l.starts_with("clone")
+            || l.starts_with("rt_sigaction")),
+        "syscount -p {pid} did not count the marked process's syscalls:\n{out}"
+    );
+    h.finish();
+}
+
+#[test]
+fn biolatency_measures_provoked_disk_io() {
+    let Some(h) = Harness::start("biolatency_measures_provoked_disk_io") else {
+        return;
+    };
+    let Some(mut tool) = Tool::start(&h, "biolatency", &[]) else {
+        return;
+    };
+    tool.wait_for("Tracing", READY).unwrap();
+    // Direct I/O on the disk under the temp dir reaches the block layer.
+    let file = h.dir().join("bio.dat");
+    let status = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            "count=8",
+            "oflag=direct,sync",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let direct_ok = status.success();
+    if !direct_ok {
+        // tmpfs has no O_DIRECT: write through the page cache and sync.
+        provoke(
+            "dd",
+            &[
+                "if=/dev/zero",
+                &format!("of={}", file.display()),
+                "bs=1M",
+                "count=8",
+                "conv=fsync",
+            ],
+        );
+    }
+    provoke("sync", &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = tool.stop(libc::SIGINT);
+    assert!(
+        histogram_total(&out) > 0,
+        "biolatency saw no block I/O after writing 8 MiB with sync:\n{out}"
+    );
+    h.finish();
+}
+
+/// Killing the tool with SIGKILL while events stream leaves nothing behind
+/// in the guest: no program, map, link or BTF object, and no perf event
+/// held by the proxy.
+#[test]
+fn sigkill_mid_stream_leaves_nothing_behind() {
+    let Some(h) = Harness::start("sigkill_mid_stream_leaves_nothing_behind") else {
+        return;
+    };
+    let before = h.settled_local_ids();
+    let Some(mut tool) = Tool::start(&h, "execsnoop", &[]) else {
+        return;
+    };
+    tool.wait_for("PCOMM", READY).unwrap();
+    let mark = unique_name("tbkill");
+    provoke("/bin/true", &[&mark]);
+    tool.wait_for(&mark, EVENT).unwrap();
+    // Still streaming: keep events coming while it dies.
+    let mut provoker = Command::new("sh")
+        .args(["-c", "while true; do /bin/true; done"])
+        .spawn()
+        .unwrap();
+    let during = h.local_ids().minus(&before);
+    assert!(
+        !during.set(telebpf_tests::ObjKind::Prog).is_empty(),
+        "execsnoop's programs are not loaded in the guest"
+    );
+    tool.stop(libc::SIGKILL);
+    let proxy_pid = proxy_pid(&h);
+    let result = wait_until(SESSION_CLOSE_TIMEOUT, || {
+        let left: IdSnapshot = h.local_ids().minus(&before);
+        let perf = perf_events_held(proxy_pid);
+        if left.intersects(&during) || perf > 0 {
+            Err(format!(
+                "left behind: {left:?}, {perf} perf events in the proxy"
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    let _ = provoker.kill();
+    let _ = provoker.wait();
+    result.unwrap();
+    h.finish();
+}
+
+/// The pid of this test's proxy (the one listening on its socket).
+fn proxy_pid(h: &Harness) -> u32 {
+    let target = h.target();
+    let sock = target.trim_start_matches("unix:");
+    let out = Command::new("pgrep").args(["-f", sock]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "telebpf-proxy")
+        })
+        .expect("the proxy's pid")
+}
+
+/// Perf events the proxy holds open.
+fn perf_events_held(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[perf_event]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
