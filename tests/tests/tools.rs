@@ -131,18 +131,36 @@ fn marked_binary(dir: &Path, name: &str, from: &str) -> PathBuf {
 }
 
 /// A process that keeps sleeping briefly (scheduler wake-ups, syscalls) for
-/// `secs` seconds, for the tools that filter by pid.
-fn busy_sleeper(secs: u32) -> Child {
-    Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "i=0; while [ $i -lt {} ]; do sleep 0.01; i=$((i+1)); done",
-                secs * 100
-            ),
-        ])
-        .spawn()
-        .expect("sleeper")
+/// `secs` seconds, for the tools that filter by pid; killed and reaped on
+/// drop.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn start(secs: u32) -> Sleeper {
+        Sleeper(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    &format!(
+                        "i=0; while [ $i -lt {} ]; do sleep 0.01; i=$((i+1)); done",
+                        secs * 100
+                    ),
+                ])
+                .spawn()
+                .expect("sleeper"),
+        )
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -250,16 +268,15 @@ fn runqlat_measures_a_marked_process() {
     let Some(h) = Harness::start("runqlat_measures_a_marked_process") else {
         return;
     };
-    let mut sleeper = busy_sleeper(30);
-    let pid = sleeper.id().to_string();
+    let sleeper = Sleeper::start(30);
+    let pid = sleeper.pid();
     let Some(mut tool) = Tool::start(&h, "runqlat", &["-p", &pid]) else {
         return;
     };
     tool.wait_for("Tracing", READY).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let out = tool.stop(libc::SIGINT);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     assert!(
         histogram_total(&out) > 0,
         "runqlat -p {pid} saw no wake-up of the marked process:\n{out}"
@@ -272,16 +289,15 @@ fn syscount_counts_a_marked_process() {
     let Some(h) = Harness::start("syscount_counts_a_marked_process") else {
         return;
     };
-    let mut sleeper = busy_sleeper(30);
-    let pid = sleeper.id().to_string();
+    let sleeper = Sleeper::start(30);
+    let pid = sleeper.pid();
     let Some(mut tool) = Tool::start(&h, "syscount", &["-p", &pid]) else {
         return;
     };
     tool.wait_for("Tracing", READY).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let out = tool.stop(libc::SIGINT);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     // The sleeper forks and waits for `sleep` a hundred times a second.
     assert!(
         out.lines().any(|l| l.starts_with("wait4")
