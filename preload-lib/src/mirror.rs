@@ -424,6 +424,52 @@ pub fn any() -> bool {
     ANY_MIRROR.load(Ordering::Relaxed)
 }
 
+/// How long the mirror waits for the program to make room before it
+/// counts a record as lost. The proxy already freed the guest ring, so
+/// waiting here delays only this stream, never the guest; the kernel would
+/// have woken the consumer between the records of a burst, which a batch
+/// arriving at once does not allow.
+const ROOM_WAIT: Duration = Duration::from_millis(200);
+
+/// Writes one record, waiting up to [`ROOM_WAIT`] for the consumer when the
+/// host ring is full. A record still not fitting is lost and counted
+/// (perf: reported as `PERF_RECORD_LOST`, as the kernel does).
+fn push_waiting(writer: &mut Writer, ready: &Readiness, record: &[u8]) {
+    if !fits(writer, record.len()) {
+        let deadline = std::time::Instant::now() + ROOM_WAIT;
+        ready.raise();
+        while !fits(writer, record.len()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    // Full here is a real loss, counted by the writer.
+    let _: Push = match writer {
+        Writer::Perf(w) => w.push_sample(record),
+        Writer::Bpf(w) => w.push(record),
+    };
+}
+
+/// Whether a record of `len` bytes fits now, computed as the writers do but
+/// without counting a loss (the positions are the ones libbpf advances).
+fn fits(writer: &Writer, len: usize) -> bool {
+    match writer {
+        Writer::Perf(w) => {
+            let r = w.ring();
+            let used = r.data_head().wrapping_sub(r.data_tail());
+            // A sample: header, u32 size, data, padded to 8; plus the
+            // PERF_RECORD_LOST the writer emits first when losses are pending.
+            let need = ((8 + 4 + len + 7) & !7) as u64 + if w.lost_pending() > 0 { 24 } else { 0 };
+            used + need <= r.data_size() as u64
+        }
+        Writer::Bpf(w) => {
+            let r = w.ring();
+            let need = (len + 8 + 7) & !7;
+            // As __bpf_ringbuf_reserve: full when new_prod - cons > mask.
+            r.producer_pos() + need - r.consumer_pos() <= r.layout().mask()
+        }
+    }
+}
+
 fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Signal) {
     let ready = Arc::new(Readiness {
         ring,
@@ -460,25 +506,18 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
             // The session or the proxy is gone: nothing more will come.
             Err(_) => return,
         };
-        match (&mut writer, reply) {
-            (Writer::Perf(w), Reply::Records(records)) => {
-                for r in &records {
-                    // Full: counted by the writer and reported to the
-                    // program as PERF_RECORD_LOST, as the kernel does.
-                    let _: Push = w.push_sample(r);
+        let records = match reply {
+            Reply::Records(r) => r,
+            Reply::Lost(n) => {
+                if let Writer::Perf(w) = &mut writer {
+                    let _: Push = w.push_lost(n);
                 }
-            }
-            (Writer::Perf(w), Reply::Lost(n)) => {
-                let _: Push = w.push_lost(n);
-            }
-            (Writer::Bpf(w), Reply::Records(records)) => {
-                for r in &records {
-                    // Full: counted as overflow (a BPF ring buffer has no
-                    // lost-record notion; the guest kernel drops the same way).
-                    let _: Push = w.push(r);
-                }
+                Vec::new()
             }
             _ => return,
+        };
+        for r in &records {
+            push_waiting(&mut writer, &ready, r);
         }
         if ready.ring.pending() {
             ready.raise();
