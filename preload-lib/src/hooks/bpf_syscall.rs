@@ -1,14 +1,19 @@
 //! `syscall(SYS_bpf, …)` and `syscall(SYS_perf_event_open, …)`: how libbpf
 //! (bundled statically in bpftool and the
 //! libbpf-tools) reaches the kernel, since glibc has no `bpf` wrapper.
+//!
+//! libbpf 1.4 and later also move fds with `syscall(SYS_dup3, …)` (its
+//! `reuse_fd`, which puts every map's fd onto the placeholder memfd made at
+//! open): those go to the `dup*` hooks, so the table learns the new number
+//! before libbpf closes the old one.
 
-use libc::c_long;
+use libc::{c_int, c_long};
 
 use super::action;
 use crate::{bpf, guard, perf, real, state};
 
-/// Interposed `syscall`. Everything but `SYS_bpf` and `SYS_perf_event_open`
-/// goes straight to libc
+/// Interposed `syscall`. `SYS_dup*` go to the `dup*` hooks; everything but
+/// them, `SYS_bpf` and `SYS_perf_event_open` goes straight to libc
 /// without touching any state (Rust's own futex calls come through here).
 ///
 /// # Safety
@@ -26,6 +31,24 @@ pub unsafe extern "C" fn syscall(
 ) -> c_long {
     // SAFETY: forwarded unchanged under the caller's contract.
     let pass = || unsafe { real::syscall(nr, a1, a2, a3, a4, a5, a6) };
+    // The fd-moving calls: their hooks decide cheaply whether the fds are
+    // ours and otherwise make the raw call.
+    match nr {
+        libc::SYS_dup3 => {
+            // SAFETY: the caller's contract for SYS_dup3 is dup3's.
+            return unsafe { super::fds::dup3(a1 as c_int, a2 as c_int, a3 as c_int) }.into();
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => {
+            // SAFETY: the caller's contract for SYS_dup2 is dup2's.
+            return unsafe { super::fds::dup2(a1 as c_int, a2 as c_int) }.into();
+        }
+        libc::SYS_dup => {
+            // SAFETY: the caller's contract for SYS_dup is dup's.
+            return unsafe { super::fds::dup(a1 as c_int) }.into();
+        }
+        _ => {}
+    }
     if (nr != libc::SYS_bpf && nr != libc::SYS_perf_event_open) || !state::configured() {
         return pass();
     }

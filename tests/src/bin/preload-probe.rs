@@ -205,6 +205,25 @@ fn main() {
         "close.then_lookup",
         show(lookup(placeholder, 1).map(|v| v as i64)),
     );
+    // libbpf 1.4 and later move a map's fd onto its placeholder with
+    // syscall(SYS_dup3), not dup3(), then close the original: the object
+    // must live on under the new number.
+    // SAFETY: as above.
+    let placeholder = unsafe { libc::memfd_create(c"placeholder".as_ptr(), libc::MFD_CLOEXEC) };
+    // SAFETY: as above, through libc's syscall as libbpf does.
+    let moved = unsafe { libc::syscall(libc::SYS_dup3, d, placeholder, libc::O_CLOEXEC) };
+    // SAFETY: as above.
+    unsafe { libc::close(d) };
+    out(
+        "sys_dup3.onto_placeholder",
+        format!(
+            "{} {:?}",
+            moved == i64::from(placeholder),
+            lookup(placeholder, 1)
+        ),
+    );
+    // SAFETY: as above.
+    unsafe { libc::close(placeholder) };
 
     // Threads: concurrent calls get their own answers.
     let array = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 8);
