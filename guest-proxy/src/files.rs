@@ -20,7 +20,8 @@ pub fn op_path(op: &FileOp) -> Option<&str> {
         | FileOp::Readlink { path }
         | FileOp::Mkdir { path, .. }
         | FileOp::Unlink { path }
-        | FileOp::Rmdir { path } => Some(path),
+        | FileOp::Rmdir { path }
+        | FileOp::Append { path, .. } => Some(path),
         FileOp::Fdinfo { .. } => None,
     }
 }
@@ -38,6 +39,7 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
         FileOp::Mkdir { .. } | FileOp::Unlink { .. } | FileOp::Rmdir { .. } => {
             paths::is_mutable(path)
         }
+        FileOp::Append { .. } => paths::is_appendable(path),
         _ => paths::is_guest_file(path),
     };
     if !allowed {
@@ -76,6 +78,15 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
         FileOp::Rmdir { .. } => std::fs::remove_dir(p)
             .map(|()| FileReply::Done)
             .map_err(|e| errno_of(&e)),
+        FileOp::Append { data, .. } => {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .and_then(|mut f| f.write_all(data))
+                .map(|()| FileReply::Done)
+                .map_err(|e| errno_of(&e))
+        }
         FileOp::Fdinfo { .. } => Err(libc::EINVAL),
     }
 }

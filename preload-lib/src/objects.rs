@@ -80,7 +80,8 @@ pub fn maybe_ours(fd: i32) -> bool {
     MAYBE[fd / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
 }
 
-fn mark(fd: i32) {
+/// Marks `fd` as possibly the library's (see [`maybe_ours`]).
+pub fn mark(fd: i32) {
     let fd = fd as usize;
     if fd >= BITMAP_FDS {
         HIGH.store(true, Ordering::Relaxed);

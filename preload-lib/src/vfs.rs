@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use telebpf_protocol::message::{FileOp, FileReply, Reply, Request, StatInfo, StatfsInfo};
 use telebpf_protocol::paths;
@@ -152,6 +152,9 @@ fn apply_cloexec(fd: i32, flags: i32) {
 
 /// `open` of a guest path: an fd holding the guest file's content.
 pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
+    if flags & libc::O_ACCMODE != libc::O_RDONLY && paths::is_appendable(path) {
+        return open_appendable(path, flags);
+    }
     if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
         // Guest files are served read-only: writing sysctls or creating
         // files in the guest is not something a monitoring tool may do.
@@ -185,6 +188,60 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     };
     apply_cloexec(raw, flags);
     Ok(raw)
+}
+
+/// Host fds opened for appending to a guest probe-definition file, with
+/// their path: what is written to them is appended in the guest on `close`.
+static APPENDS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+
+/// `open(kprobe_events or uprobe_events, O_WRONLY|O_APPEND)` — libbpf's
+/// legacy probe attach. Whether the file exists (and may be written) is the
+/// guest's answer, so a kernel without kprobes fails here exactly as
+/// locally. The bytes the program writes (libbpf uses `dprintf`, whose
+/// `write` happens inside libc and cannot be intercepted) go to a memfd and
+/// are appended in the guest when the fd is closed; an error the guest's
+/// write gives then is not reported to the program (libbpf finds the probe
+/// missing afterwards instead).
+fn open_appendable(path: &str, flags: i32) -> Result<i32, Failure> {
+    file_op(FileOp::Access {
+        path: path.to_string(),
+        mode: libc::W_OK,
+    })?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(memfd_with("probe-events", &[], false)?);
+    apply_cloexec(fd, flags);
+    crate::objects::mark(fd);
+    APPENDS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((fd, path.to_string()));
+    Ok(fd)
+}
+
+/// Called by `close`: appends what was written to `fd` in the guest if it
+/// is a probe-definition fd.
+pub fn flush_append(fd: i32) {
+    let path = {
+        let mut appends = APPENDS.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = appends.iter().position(|(f, _)| *f == fd) else {
+            return;
+        };
+        appends.swap_remove(i).1
+    };
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut off = 0;
+    loop {
+        // SAFETY: reading our own memfd into a local buffer.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+        if n <= 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n as usize]);
+        off += n as i64;
+    }
+    if !data.is_empty() {
+        let _ = file_op(FileOp::Append { path, data });
+    }
 }
 
 /// `open` of `/proc/self/fdinfo/N` for a host fd standing for a guest

@@ -285,6 +285,15 @@ pub enum FileOp {
         /// The path.
         path: String,
     },
+    /// Appends to a tracefs probe-definition file (`kprobe_events`,
+    /// `uprobe_events`): libbpf's legacy attach path for kernels without
+    /// the kprobe/uprobe PMU.
+    Append {
+        /// The path.
+        path: String,
+        /// The bytes to append.
+        data: Vec<u8>,
+    },
     /// `/proc/self/fdinfo/<fd>` of a guest fd of this session.
     Fdinfo {
         /// The guest fd.

@@ -85,6 +85,12 @@ pub fn is_mutable(path: &str) -> bool {
     is_bpffs(path) && path.len() > BPFFS.len() + 1
 }
 
+/// Whether a client may append to `path`: only the tracefs files that
+/// define probe events.
+pub fn is_appendable(path: &str) -> bool {
+    is_guest_file(path) && (path.ends_with("/kprobe_events") || path.ends_with("/uprobe_events"))
+}
+
 /// Whether the content of guest file `path` is fixed for the guest's
 /// lifetime.
 pub fn is_immutable(path: &str) -> bool {

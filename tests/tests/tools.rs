@@ -427,3 +427,57 @@ fn perf_events_held(pid: u32) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A tool this kernel cannot support (kprobes, which it lacks) fails
+/// through telebpf exactly as it fails locally: libbpf's legacy attach path
+/// asks the guest's tracefs and gets the guest's answer.
+#[test]
+fn kprobe_tool_fails_as_it_does_locally() {
+    let Some(h) = Harness::start("kprobe_tool_fails_as_it_does_locally") else {
+        return;
+    };
+    let Some(program) = find_program("capable") else {
+        say("SKIP: capable is not installed");
+        return;
+    };
+    let local = Command::new(&program)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let Some(tool) = Tool::start(&h, "capable", &[]) else {
+        return;
+    };
+    let deadline = Instant::now() + READY;
+    let mut tool = tool;
+    while tool.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "capable did not exit:\n{}",
+            tool.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let remote = tool.output();
+    let local_err = String::from_utf8_lossy(&local.stderr);
+    let first = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("libbpf:"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if local.status.success() {
+        say("SKIP: capable works on this kernel (it has kprobes); nothing to compare");
+        return;
+    }
+    assert!(
+        !first(&local_err).is_empty(),
+        "capable failed locally without libbpf messages:\n{local_err}"
+    );
+    assert_eq!(
+        first(&remote),
+        first(&local_err),
+        "remote failure differs from local:\n{remote}"
+    );
+    h.finish();
+}

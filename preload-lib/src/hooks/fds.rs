@@ -58,6 +58,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         pass,
         || {
             forget(fd);
+            crate::vfs::flush_append(fd);
             keep_errno(pass())
         },
         -1,
