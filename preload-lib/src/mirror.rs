@@ -150,7 +150,7 @@ fn start_sync(
     initial: Vec<u8>,
 ) -> Result<(), Failure> {
     // SAFETY: the library's own shared view of the memfd the program also
-    // maps; it stays mapped for the thread's life.
+    // maps; it stays mapped as long as the `MapSync` owning it.
     let view = unsafe {
         crate::real::mmap(
             std::ptr::null_mut(),
@@ -164,29 +164,81 @@ fn start_sync(
     if view == libc::MAP_FAILED {
         return Err(Failure(crate::errno::get()));
     }
-    let view = view as usize;
+    let sync = Arc::new(MapSync {
+        obj,
+        view: view as usize,
+        len,
+        offset,
+        last: Mutex::new(initial),
+        _memfd: memfd,
+    });
+    SYNCS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::downgrade(&sync));
     std::thread::Builder::new()
         .name("telebpf-mapsync".into())
         .spawn(move || {
             crate::guard::hold_for_thread();
             let period = sync_period();
-            let mut last = initial;
             loop {
                 std::thread::sleep(period);
-                let Some(obj) = obj.upgrade() else { break };
-                // SAFETY: `view` is our live mapping of `len` bytes.
-                let host = unsafe { std::slice::from_raw_parts_mut(view as *mut u8, len) };
-                let snapshot = host.to_vec();
-                if sync_round(obj.guest_fd, offset, host, &snapshot, &mut last).is_err() {
+                if sync.round().is_err() {
                     break;
                 }
             }
-            // SAFETY: unmapping our own view.
-            unsafe { libc::munmap(view as *mut c_void, len) };
-            drop(memfd);
         })
         .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
     Ok(())
+}
+
+/// One writable mapping of a guest map and what both sides last agreed on.
+struct MapSync {
+    obj: Weak<GuestObject>,
+    view: usize,
+    len: usize,
+    offset: u64,
+    last: Mutex<Vec<u8>>,
+    _memfd: OwnedFd,
+}
+
+impl MapSync {
+    /// One two-way round; an error (the map or the session is gone) ends
+    /// the sync.
+    fn round(&self) -> Result<(), Failure> {
+        let obj = self.obj.upgrade().ok_or(Failure(libc::EBADF))?;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: `view` is our live mapping of `len` bytes.
+        let host = unsafe { std::slice::from_raw_parts_mut(self.view as *mut u8, self.len) };
+        let seen = host.to_vec();
+        sync_round(obj.guest_fd, self.offset, host, &seen, &mut last)
+    }
+}
+
+impl Drop for MapSync {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own view, made in `start_sync`.
+        unsafe { libc::munmap(self.view as *mut c_void, self.len) };
+    }
+}
+
+/// Live writable map mappings of this process.
+static SYNCS: Mutex<Vec<Weak<MapSync>>> = Mutex::new(Vec::new());
+
+/// Brings every writable map mapping up to date now. The ring mirrors call
+/// it before they make records visible: what the guest program wrote into
+/// `.bss` before it submitted a record is then visible to the host program
+/// when it reads that record, as with a local kernel (the records were
+/// consumed in the guest before this runs, so the maps are at least as new).
+fn refresh_maps() {
+    let syncs: Vec<Arc<MapSync>> = {
+        let mut all = SYNCS.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for s in syncs {
+        let _ = s.round();
+    }
 }
 
 /// The runs `[start, end)` where `a` and `b` differ.
@@ -516,6 +568,9 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
             }
             _ => return,
         };
+        if !records.is_empty() {
+            refresh_maps();
+        }
         for r in &records {
             push_waiting(&mut writer, &ready, r);
         }
