@@ -263,20 +263,27 @@ fn histogram_total(out: &str) -> u64 {
         .sum()
 }
 
+/// Runs `tool -p PID` against a process that keeps waking up for a few
+/// seconds, and returns the tool's output after SIGINT.
+fn run_pid_filtered(h: &Harness, tool: &str) -> Option<(String, String)> {
+    let sleeper = Sleeper::start(30);
+    let pid = sleeper.pid();
+    let mut tool = Tool::start(h, tool, &["-p", &pid])?;
+    tool.wait_for("Tracing", READY).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = tool.stop(libc::SIGINT);
+    drop(sleeper);
+    Some((pid, out))
+}
+
 #[test]
 fn runqlat_measures_a_marked_process() {
     let Some(h) = Harness::start("runqlat_measures_a_marked_process") else {
         return;
     };
-    let sleeper = Sleeper::start(30);
-    let pid = sleeper.pid();
-    let Some(mut tool) = Tool::start(&h, "runqlat", &["-p", &pid]) else {
+    let Some((pid, out)) = run_pid_filtered(&h, "runqlat") else {
         return;
     };
-    tool.wait_for("Tracing", READY).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let out = tool.stop(libc::SIGINT);
-    drop(sleeper);
     assert!(
         histogram_total(&out) > 0,
         "runqlat -p {pid} saw no wake-up of the marked process:\n{out}"
@@ -289,15 +296,9 @@ fn syscount_counts_a_marked_process() {
     let Some(h) = Harness::start("syscount_counts_a_marked_process") else {
         return;
     };
-    let sleeper = Sleeper::start(30);
-    let pid = sleeper.pid();
-    let Some(mut tool) = Tool::start(&h, "syscount", &["-p", &pid]) else {
+    let Some((pid, out)) = run_pid_filtered(&h, "syscount") else {
         return;
     };
-    tool.wait_for("Tracing", READY).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let out = tool.stop(libc::SIGINT);
-    drop(sleeper);
     // The sleeper forks and waits for `sleep` a hundred times a second.
     assert!(
         out.lines().any(|l| l.starts_with("wait4")
