@@ -7,8 +7,9 @@
 //! naming the owning session by its secret token. The stream's thread maps
 //! the guest ring, sleeps in `poll` until the kernel signals new data (event
 //! notification: no polling period), consumes everything that is there —
-//! advancing the guest ring's consumer position at once, so the guest never
-//! waits for the network — and sends it as one frame. Flow control towards
+//! advancing the guest ring's consumer position as soon as a frame's worth
+//! is copied, so the guest never waits for the network — and sends it in
+//! frames of at most [`FRAME_BYTES`] of records. Flow control towards
 //! the host program is the host mirror's business (a full host ring counts
 //! the records as lost, as the kernel does).
 //!
@@ -165,6 +166,7 @@ pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> Stri
         Ok(r) => r,
         Err(e) => return format!("cannot map guest ring of fd {}: errno {e}", req.fd),
     };
+    let mut frame = RecordsFrame::new();
     loop {
         let mut pfds = [
             libc::pollfd {
@@ -189,19 +191,100 @@ pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> Stri
         if pfds[1].revents != 0 {
             return "ring closed by its owner".into();
         }
-        let (records, lost) = ring.consume();
-        if !records.is_empty() {
-            let frame = message::encode(&Reply::Records(records)).expect("records encode");
-            if let Err(e) = out.push(&frame) {
-                return e;
+        // Everything the guest has committed, in frames of at most
+        // FRAME_BYTES of records, each sent as soon as it is full so that
+        // the host works on one while we fill the next.
+        loop {
+            let (more, lost) = ring.consume(&mut frame, FRAME_BYTES);
+            if frame.count > 0 {
+                if let Err(e) = out.push(frame.finish()) {
+                    return e;
+                }
+            }
+            if lost > 0 {
+                let msg = message::encode(&Reply::Lost(lost)).expect("lost encodes");
+                if let Err(e) = out.push(&msg) {
+                    return e;
+                }
+            }
+            if !more {
+                break;
             }
         }
-        if lost > 0 {
-            let frame = message::encode(&Reply::Lost(lost)).expect("lost encodes");
-            if let Err(e) = out.push(&frame) {
-                return e;
-            }
+    }
+}
+
+/// Record bytes per pushed frame. Large enough that the per-frame costs
+/// (a sealed write, a wake-up and a read on the host) are spread over
+/// hundreds of records; small enough that the host starts mirroring the
+/// first records of a burst while the later ones are still being framed,
+/// and that a frame stays far below `MAX_PLAINTEXT`.
+pub const FRAME_BYTES: usize = 64 << 10;
+
+/// A [`Reply::Records`] frame built in place: its bytes are exactly
+/// `message::encode(&Reply::Records(records))`, without a `Vec` per record
+/// or serde's byte-at-a-time encoding of each `Vec<u8>` (which cost more
+/// than everything else the stream does per record). The buffer is reused
+/// from frame to frame.
+#[derive(Debug)]
+pub struct RecordsFrame {
+    buf: Vec<u8>,
+    /// Length of the encoding of `Reply::Records(vec![])`: the variant tag,
+    /// then the record count (u64, bincode's fixed-width little endian).
+    head: usize,
+    /// Records in the frame.
+    pub count: u64,
+}
+
+impl Default for RecordsFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordsFrame {
+    /// An empty frame.
+    pub fn new() -> RecordsFrame {
+        let buf = message::encode(&Reply::Records(Vec::new())).expect("records encode");
+        let head = buf.len();
+        assert!(
+            head >= 8 && buf[head - 8..] == [0; 8],
+            "Reply::Records must encode as a tag and a u64 count"
+        );
+        RecordsFrame {
+            buf,
+            head,
+            count: 0,
         }
+    }
+
+    /// Record bytes (with their length prefixes) in the frame.
+    pub fn payload_len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Appends one record given in two parts (a wrapped ring's tail and
+    /// head; `b` is empty otherwise).
+    pub fn push(&mut self, a: &[u8], b: &[u8]) {
+        self.buf
+            .extend_from_slice(&((a.len() + b.len()) as u64).to_le_bytes());
+        self.buf.extend_from_slice(a);
+        self.buf.extend_from_slice(b);
+        self.count += 1;
+    }
+
+    /// The encoded frame; the next `push` starts a new one.
+    pub fn finish(&mut self) -> &[u8] {
+        let head = self.head;
+        self.buf[head - 8..head].copy_from_slice(&self.count.to_le_bytes());
+        self.count = 0;
+        &self.buf
+    }
+
+    /// Empties the frame.
+    fn start(&mut self) {
+        self.buf.truncate(self.head);
+        self.count = 0;
     }
 }
 
@@ -319,12 +402,14 @@ impl GuestRing {
         }))
     }
 
-    /// Takes everything the guest has committed: the records, and (perf) the
-    /// number of samples the guest lost.
-    fn consume(&mut self) -> (Vec<Vec<u8>>, u64) {
+    /// Moves committed records into `frame` (started afresh) until it holds
+    /// `limit` bytes of them or the ring is empty; returns whether records
+    /// are left, and (perf) how many samples the guest lost.
+    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> (bool, u64) {
+        frame.start();
         match self {
-            GuestRing::Perf(r) => r.consume(),
-            GuestRing::Bpf(r) => (r.consume(), 0),
+            GuestRing::Perf(r) => r.consume(frame, limit),
+            GuestRing::Bpf(r) => (r.consume(frame, limit), 0),
         }
     }
 }
@@ -336,45 +421,59 @@ impl PerfRing {
         unsafe { &*(self.map.base.add(off) as *const AtomicU64) }
     }
 
-    /// Copies `len` bytes of the data area starting at ring position `pos`,
-    /// wrapping at its end (perf rings are not double-mapped).
-    fn copy(&self, pos: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
+    /// The `len` bytes of the data area from ring position `pos`, as one or
+    /// two slices (perf rings wrap and are not double-mapped).
+    fn slices(&self, pos: u64, len: usize) -> (&[u8], &[u8]) {
         let start = (pos as usize) % self.size;
         let first = len.min(self.size - start);
         // SAFETY: both ranges lie inside the data area (page..page+size) of
-        // the mapping; the kernel does not write them while they are between
-        // data_tail and data_head.
+        // the mapping, which lives as long as `self`; the kernel does not
+        // write them while they are between data_tail and data_head.
         unsafe {
             let data = self.map.base.add(self.page);
-            std::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), len - first);
+            (
+                std::slice::from_raw_parts(data.add(start), first),
+                std::slice::from_raw_parts(data, len - first),
+            )
         }
+    }
+
+    /// Copies `len` bytes from ring position `pos` (a record header).
+    fn copy<const N: usize>(&self, pos: u64) -> [u8; N] {
+        let (a, b) = self.slices(pos, N);
+        let mut out = [0u8; N];
+        out[..a.len()].copy_from_slice(a);
+        out[a.len()..].copy_from_slice(b);
         out
     }
 
-    fn consume(&mut self) -> (Vec<Vec<u8>>, u64) {
+    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> (bool, u64) {
         // Acquire pairs with the kernel's smp_store_release of data_head in
         // perf_output_put_handle: the records before head are complete.
         let head = self.atomic_u64(DATA_HEAD).load(Ordering::Acquire);
         let mut tail = self.atomic_u64(DATA_TAIL).load(Ordering::Relaxed);
-        let mut records = Vec::new();
         let mut lost = 0u64;
-        while tail < head {
-            let hdr = self.copy(tail, 8);
+        let mut corrupt = false;
+        while tail < head && frame.payload_len() < limit {
+            let hdr: [u8; 8] = self.copy(tail);
             let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
             let size = u16::from_le_bytes([hdr[6], hdr[7]]) as usize;
             if size < 8 || size as u64 > head - tail {
-                break; // corrupt: stop rather than run away
+                corrupt = true; // stop rather than run away
+                break;
             }
-            let rec = self.copy(tail, size);
             match ty {
                 PERF_RECORD_SAMPLE if size >= 12 => {
-                    let raw = u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]) as usize;
-                    let end = (12 + raw).min(size);
-                    records.push(rec[12..end].to_vec());
+                    let raw_size: [u8; 12] = self.copy(tail);
+                    let raw =
+                        u32::from_le_bytes([raw_size[8], raw_size[9], raw_size[10], raw_size[11]])
+                            as usize;
+                    let len = raw.min(size - 12);
+                    let (a, b) = self.slices(tail + 12, len);
+                    frame.push(a, b);
                 }
                 PERF_RECORD_LOST if size >= 24 => {
+                    let rec: [u8; 24] = self.copy(tail);
                     lost += u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
                 }
                 _ => {}
@@ -385,12 +484,12 @@ impl PerfRing {
         // perf_output_begin (smp_mb there): our copies are done before the
         // kernel may overwrite the space.
         self.atomic_u64(DATA_TAIL).store(tail, Ordering::Release);
-        (records, lost)
+        (!corrupt && tail < head, lost)
     }
 }
 
 impl BpfRing {
-    fn consume(&mut self) -> Vec<Vec<u8>> {
+    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> bool {
         // SAFETY: consumer_pos is the first word of the consumer page and
         // producer_pos the first word of the producer page, both mapped and
         // 8-byte aligned for the life of `self`.
@@ -404,8 +503,8 @@ impl BpfRing {
         // Acquire pairs with the smp_store_release of producer_pos in
         // __bpf_ringbuf_reserve.
         let prod = prod_pos.load(Ordering::Acquire);
-        let mut records = Vec::new();
-        while cons < prod {
+        let mut busy = false;
+        while cons < prod && frame.payload_len() < limit {
             let off = self.page + (cons as usize & self.mask);
             // SAFETY: the header is inside the double-mapped data area.
             let hdr = unsafe { &*(self.producer.base.add(off) as *const AtomicU32) };
@@ -413,6 +512,7 @@ impl BpfRing {
             // bpf_ringbuf_commit: a record without BUSY is fully written.
             let len = hdr.load(Ordering::Acquire);
             if len & BUSY != 0 {
+                busy = true;
                 break;
             }
             let data_len = (len & !DISCARD) as usize;
@@ -422,13 +522,56 @@ impl BpfRing {
                 let data = unsafe {
                     std::slice::from_raw_parts(self.producer.base.add(off + HDR), data_len)
                 };
-                records.push(data.to_vec());
+                frame.push(data, &[]);
             }
             cons += ((data_len + HDR + 7) & !7) as u64;
         }
         // Release pairs with the smp_load_acquire of consumer_pos in
         // __bpf_ringbuf_reserve: the space is free only after our copies.
         cons_pos.store(cons, Ordering::Release);
-        records
+        // A record still being written is the kernel's to finish: its commit
+        // wakes us again.
+        !busy && cons < prod
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_frame_is_the_encoding_of_reply_records() {
+        let mut frame = RecordsFrame::new();
+        for records in [
+            vec![],
+            vec![vec![]],
+            vec![vec![1u8; 64]],
+            (0..300u32)
+                .map(|i| (0..i % 97).map(|b| (b ^ i) as u8).collect())
+                .collect::<Vec<Vec<u8>>>(),
+        ] {
+            frame.start();
+            for r in &records {
+                let (a, b) = r.split_at(r.len() / 3);
+                frame.push(a, b);
+            }
+            let want = message::encode(&Reply::Records(records.clone())).unwrap();
+            assert_eq!(frame.finish(), &want[..]);
+            let back: Reply = message::decode(&want).unwrap();
+            assert_eq!(back, Reply::Records(records));
+        }
+    }
+
+    #[test]
+    fn finished_frames_start_afresh() {
+        let mut frame = RecordsFrame::new();
+        frame.push(b"abc", b"");
+        let _ = frame.finish();
+        frame.start();
+        frame.push(b"de", b"f");
+        assert_eq!(
+            frame.finish(),
+            &message::encode(&Reply::Records(vec![b"def".to_vec()])).unwrap()[..]
+        );
     }
 }
