@@ -4,6 +4,10 @@
 //! * `telebpf exec --target ADDR --key-file FILE -- CMD…` — run an unmodified
 //!   program against the guest.
 //! * `telebpf bench rtt --target ADDR --key-file FILE` — round-trip figures.
+//! * `telebpf bench ringbuf --target ADDR --key-file FILE` — guest ring-buffer
+//!   records on the host: events/s and latency, local vs forwarded.
+//! * `telebpf bench startup --target ADDR --key-file FILE` — execsnoop's
+//!   startup, local vs forwarded.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
