@@ -116,6 +116,16 @@ impl Tool {
     }
 }
 
+impl Drop for Tool {
+    /// A test that fails half-way must not leave its tool running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs a command as root on the proxy's side.
 fn provoke(program: &str, args: &[&str]) {
     let status = Command::new(program).args(args).status().expect("provoke");
