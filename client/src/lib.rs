@@ -189,6 +189,14 @@ impl Connection {
         message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
+    /// Receives the next frame's bytes, undecoded (a stream's records are
+    /// read in place with `message::records_in`).
+    pub fn recv_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        self.chan
+            .recv()
+            .map_err(|e| ClientError::Channel(self.target.clone(), e))
+    }
+
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
         self.notify(req)?;

@@ -553,26 +553,27 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
             ready.lower_if_consumed();
             continue;
         }
-        let reply = match conn.recv() {
-            Ok(r) => r,
+        let frame = match conn.recv_frame() {
+            Ok(b) => b,
             // The session or the proxy is gone: nothing more will come.
             Err(_) => return,
         };
-        let records = match reply {
-            Reply::Records(r) => r,
-            Reply::Lost(n) => {
-                if let Writer::Perf(w) = &mut writer {
-                    let _: Push = w.push_lost(n);
-                }
-                Vec::new()
+        if let Some(records) = telebpf_protocol::message::records_in(&frame) {
+            if !records.is_empty() {
+                refresh_maps();
             }
-            _ => return,
-        };
-        if !records.is_empty() {
-            refresh_maps();
-        }
-        for r in &records {
-            push_waiting(&mut writer, &ready, r);
+            for r in records {
+                push_waiting(&mut writer, &ready, r);
+            }
+        } else {
+            match telebpf_protocol::message::decode::<Reply>(&frame) {
+                Ok(Reply::Lost(n)) => {
+                    if let Writer::Perf(w) = &mut writer {
+                        let _: Push = w.push_lost(n);
+                    }
+                }
+                _ => return,
+            }
         }
         if ready.ring.pending() {
             ready.raise();

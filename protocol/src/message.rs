@@ -202,7 +202,7 @@ pub enum WireBuffer {
     /// Content of an `In`/`InOut` buffer (or a C string, NUL included), or
     /// the caller's current content of a small `Out` buffer (see
     /// [`PREFILL_MAX`]).
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An `Out` buffer: only its length travels.
     Out(u64),
 }
@@ -326,7 +326,7 @@ pub enum Reply {
     /// Pushed on a stream: records in the order the guest produced them
     /// (perf: the raw payload of each `PERF_RECORD_SAMPLE`; ring buffer:
     /// each committed record's data).
-    Records(Vec<Vec<u8>>),
+    Records(#[serde(with = "bytes_vec")] Vec<Vec<u8>>),
     /// Pushed on a perf stream: samples the guest ring lost.
     Lost(u64),
 }
@@ -335,7 +335,7 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileReply {
     /// File content.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `stat` result.
     Stat(StatInfo),
     /// `statfs` result.
@@ -413,6 +413,21 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// `Vec<Vec<u8>>` as a sequence of byte strings: the same bincode bytes as
+/// serde's default, but each one copied whole instead of byte by byte.
+mod bytes_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| serde_bytes::Bytes::new(b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let v: Vec<serde_bytes::ByteBuf> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+    }
+}
+
 /// Encoding failed or the bytes are not a message.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed message: {0}")]
@@ -435,9 +450,73 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecErro
         .deserialize(bytes)?)
 }
 
+/// The records of an encoded [`Reply::Records`], borrowed from the frame:
+/// the same result as [`decode`] without a `Vec` per record and without
+/// serde's byte-at-a-time decoding of each one. `None` when the bytes are
+/// another message or malformed (decode those with [`decode`]).
+pub fn records_in(bytes: &[u8]) -> Option<RecordsIn<'_>> {
+    static TAG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let empty = TAG.get_or_init(|| encode(&Reply::Records(Vec::new())).expect("encodes"));
+    // The encoding of Records(vec![]) is the variant tag and a u64 count 0.
+    let head = empty.len();
+    let tag = &empty[..head - 8];
+    if bytes.len() < head || &bytes[..head - 8] != tag {
+        return None;
+    }
+    let count = u64::from_le_bytes(bytes[head - 8..head].try_into().ok()?);
+    // Validate every length before handing out the first record.
+    let mut rest = &bytes[head..];
+    for _ in 0..count {
+        let len = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let len = usize::try_from(len).ok()?;
+        rest = rest.get(8..)?.get(len..)?;
+    }
+    rest.is_empty().then_some(RecordsIn {
+        rest: &bytes[head..],
+    })
+}
+
+/// Iterator over the records of a [`Reply::Records`] frame (see
+/// [`records_in`]).
+#[derive(Debug)]
+pub struct RecordsIn<'a> {
+    rest: &'a [u8],
+}
+
+impl RecordsIn<'_> {
+    /// Whether no records are left.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+impl<'a> Iterator for RecordsIn<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = u64::from_le_bytes(self.rest.get(..8)?.try_into().ok()?) as usize;
+        let record = &self.rest[8..8 + len];
+        self.rest = &self.rest[8 + len..];
+        Some(record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_in_matches_decode() {
+        let records: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize]).collect();
+        let bytes = encode(&Reply::Records(records.clone())).unwrap();
+        let got: Vec<Vec<u8>> = records_in(&bytes).unwrap().map(<[u8]>::to_vec).collect();
+        assert_eq!(got, records);
+        assert!(records_in(&encode(&Reply::Lost(3)).unwrap()).is_none());
+        assert!(records_in(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(records_in(&longer).is_none());
+    }
 
     #[test]
     fn round_trip() {
