@@ -21,7 +21,8 @@ pub fn op_path(op: &FileOp) -> Option<&str> {
         | FileOp::Mkdir { path, .. }
         | FileOp::Unlink { path }
         | FileOp::Rmdir { path }
-        | FileOp::Append { path, .. } => Some(path),
+        | FileOp::Append { path, .. }
+        | FileOp::Digest { path } => Some(path),
         FileOp::Fdinfo { .. } => None,
     }
 }
@@ -40,6 +41,7 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
             paths::is_mutable(path)
         }
         FileOp::Append { .. } => paths::is_appendable(path),
+        FileOp::Digest { .. } => paths::is_immutable(path),
         _ => paths::is_guest_file(path),
     };
     if !allowed {
@@ -87,8 +89,32 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
                 .map(|()| FileReply::Done)
                 .map_err(|e| errno_of(&e))
         }
+        FileOp::Digest { .. } => digest(p),
         FileOp::Fdinfo { .. } => Err(libc::EINVAL),
     }
+}
+
+/// SHA-256 and size of an immutable file, computed once per (path, size,
+/// mtime): hashing the 5 MB vmlinux BTF costs more than a round trip, and a
+/// module's BTF file changes only when the module is reloaded (new mtime).
+fn digest(p: &Path) -> Result<FileReply, i32> {
+    use sha2::Digest as _;
+    type Key = (std::path::PathBuf, u64, i64, i64);
+    static MEMO: std::sync::Mutex<Vec<(Key, [u8; 32], u64)>> = std::sync::Mutex::new(Vec::new());
+    let md = std::fs::metadata(p).map_err(|e| errno_of(&e))?;
+    let key: Key = (p.to_path_buf(), md.size(), md.mtime(), md.mtime_nsec());
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, sha256, size)) = memo.iter().find(|(k, _, _)| k == &key) {
+        return Ok(FileReply::Digest {
+            sha256: *sha256,
+            size: *size,
+        });
+    }
+    let content = std::fs::read(p).map_err(|e| errno_of(&e))?;
+    let sha256: [u8; 32] = sha2::Sha256::digest(&content).into();
+    let size = content.len() as u64;
+    memo.push((key, sha256, size));
+    Ok(FileReply::Digest { sha256, size })
 }
 
 fn stat_info(m: &std::fs::Metadata) -> StatInfo {

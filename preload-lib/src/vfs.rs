@@ -172,13 +172,18 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
             return Ok(raw);
         }
     }
-    let FileReply::Data(content) = file_op(FileOp::Read {
-        path: path.to_string(),
-    })?
-    else {
-        return Err(Failure(libc::EPROTO));
+    let fd = match immutable.then(cache_dir).flatten() {
+        Some(dir) => cached_file(&dir, path)?,
+        None => {
+            let FileReply::Data(content) = file_op(FileOp::Read {
+                path: path.to_string(),
+            })?
+            else {
+                return Err(Failure(libc::EPROTO));
+            };
+            memfd_with(path, &content, immutable)?
+        }
     };
-    let fd = memfd_with(path, &content, immutable)?;
     let raw = if immutable {
         let fd = Arc::new(fd);
         st.cache().insert(path.to_string(), fd.clone());
@@ -188,6 +193,73 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     };
     apply_cloexec(raw, flags);
     Ok(raw)
+}
+
+/// Where immutable guest files are kept across processes:
+/// `$TELEBPF_CACHE_DIR` (`off` disables it), else `$XDG_CACHE_HOME/telebpf`,
+/// else `$HOME/.cache/telebpf`. Used only if it is a directory owned by us
+/// that nobody else may write (anyone who can write it could feed the host
+/// program a forged BTF file).
+fn cache_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = match std::env::var_os("TELEBPF_CACHE_DIR") {
+        Some(d) if d == "off" => return None,
+        Some(d) => std::path::PathBuf::from(d),
+        None => match std::env::var_os("XDG_CACHE_HOME") {
+            Some(x) => std::path::PathBuf::from(x).join("telebpf"),
+            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/telebpf"),
+        },
+    };
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    let md = std::fs::symlink_metadata(&dir).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    (md.is_dir() && md.uid() == me && md.mode() & 0o022 == 0).then_some(dir)
+}
+
+/// An immutable guest file from the host cache, keyed by the guest's
+/// SHA-256 of it: one small round trip instead of megabytes when another
+/// process already fetched it. A miss fetches the file, checks it against
+/// the digest, and stores it (atomically, by rename).
+fn cached_file(dir: &std::path::Path, path: &str) -> Result<OwnedFd, Failure> {
+    use sha2::Digest as _;
+    let FileReply::Digest { sha256, size } = file_op(FileOp::Digest {
+        path: path.to_string(),
+    })?
+    else {
+        return Err(Failure(libc::EPROTO));
+    };
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let file = dir.join(&hex);
+    if let Ok(f) = std::fs::File::open(&file) {
+        if f.metadata().is_ok_and(|m| m.len() == size) {
+            return Ok(OwnedFd::from(f));
+        }
+    }
+    let FileReply::Data(content) = file_op(FileOp::Read {
+        path: path.to_string(),
+    })?
+    else {
+        return Err(Failure(libc::EPROTO));
+    };
+    let fresh: [u8; 32] = sha2::Sha256::digest(&content).into();
+    if fresh != sha256 {
+        // Changed in between (a module reloaded): use it, do not cache it.
+        return memfd_with(path, &content, true);
+    }
+    // SAFETY: getpid has no preconditions.
+    let tmp = dir.join(format!(".{hex}.{}", unsafe { libc::getpid() }));
+    let stored = std::fs::write(&tmp, &content).and_then(|()| std::fs::rename(&tmp, &file));
+    match stored.and_then(|()| std::fs::File::open(&file)) {
+        Ok(f) => Ok(OwnedFd::from(f)),
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            memfd_with(path, &content, true)
+        }
+    }
 }
 
 /// Host fds opened for appending to a guest probe-definition file, with

@@ -294,6 +294,12 @@ pub enum FileOp {
         /// The bytes to append.
         data: Vec<u8>,
     },
+    /// SHA-256 and size of an immutable guest file (BTF, kernel config), so
+    /// a client that already holds those bytes need not fetch them again.
+    Digest {
+        /// The path.
+        path: String,
+    },
     /// `/proc/self/fdinfo/<fd>` of a guest fd of this session.
     Fdinfo {
         /// The guest fd.
@@ -344,6 +350,13 @@ pub enum FileReply {
     Link(String),
     /// The operation succeeded and returns nothing.
     Done,
+    /// Answer to [`FileOp::Digest`].
+    Digest {
+        /// SHA-256 of the content.
+        sha256: [u8; 32],
+        /// Length of the content.
+        size: u64,
+    },
 }
 
 /// The parts of `struct stat` that describe a guest file.
