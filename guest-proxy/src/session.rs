@@ -52,9 +52,11 @@ impl PerfFds for Session {
 
 /// Whether a guest object is a ring a stream may mirror.
 fn is_streamable(obj: &NewObject) -> bool {
-    use telebpf_abi::map_type::BPF_MAP_TYPE_RINGBUF;
+    use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
     match &obj.kind {
-        ObjectKind::Map(m) => m.map_type == BPF_MAP_TYPE_RINGBUF,
+        ObjectKind::Map(m) => {
+            m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF
+        }
         _ => obj.link == perf::PERF_EVENT_LINK,
     }
 }
@@ -223,6 +225,11 @@ impl Session {
                 errno: libc::EPROTO,
                 message: "a stream request must open its own connection".into(),
             })),
+            // Records belong on a user ring buffer's stream connection.
+            Request::Records(_) => Some(Reply::Error(ErrorReply {
+                errno: libc::EPROTO,
+                message: "records outside a user ring buffer stream".into(),
+            })),
         }
     }
 
@@ -366,6 +373,18 @@ impl<W: std::io::Write + Send> streams::Push for telebpf_protocol::SyncSender<W>
     }
 }
 
+impl<R: std::io::Read + Send + std::os::fd::AsRawFd> streams::Pull
+    for telebpf_protocol::SyncReceiver<R>
+{
+    fn pull(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self.recv() {
+            Ok(b) => Ok(Some(b)),
+            Err(ChannelError::Closed) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// Sends the Welcome, then answers requests in order until the connection
 /// ends; returns why it ended.
 ///
@@ -405,6 +424,9 @@ fn converse(
                     "session {}: stream of fd {} ({:?})",
                     session.id, req.fd, req.kind
                 ));
+                if let message::StreamKind::UserRingbuf { .. } = req.kind {
+                    return streams::serve_user(&req, &ctx.streams, &mut rx);
+                }
                 return streams::serve(&req, &ctx.streams, &mut tx);
             }
             Ok(req) => {

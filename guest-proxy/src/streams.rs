@@ -13,6 +13,10 @@
 //! the host program is the host mirror's business (a full host ring counts
 //! the records as lost, as the kernel does).
 //!
+//! A user ring buffer's stream runs the other way ([`serve_user`]): the
+//! host sends the records its program submitted and we produce them into
+//! the guest ring as libbpf's producer does.
+//!
 //! A stream holds a duplicate of the ring's fd, so it must never outlive its
 //! owner's interest: every stream registers a [`Stop`] with the owning
 //! session's [`Owner`], which fires when that session closes the fd or
@@ -161,6 +165,9 @@ pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> Stri
     let ring = match req.kind {
         StreamKind::Perf { pages } => GuestRing::perf(&fd, pages),
         StreamKind::Ringbuf { max_entries } => GuestRing::bpf(&fd, max_entries),
+        StreamKind::UserRingbuf { .. } => {
+            return "a user ring buffer stream carries records to the guest".into()
+        }
     };
     let mut ring = match ring {
         Ok(r) => r,
@@ -211,6 +218,210 @@ pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> Stri
                 break;
             }
         }
+    }
+}
+
+/// Where a user ring buffer stream's frames come from.
+pub trait Pull {
+    /// The next frame; `None` when the host closed the connection.
+    fn pull(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// How long one record waits for the guest's consumer (a BPF program
+/// calling `bpf_user_ringbuf_drain`) to make room before it is dropped.
+pub const USER_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves a user ring buffer stream: the host sends the records its
+/// program submitted ([`message::Request::Records`]) and we produce them
+/// into the guest ring as libbpf's `user_ring_buffer__reserve` and
+/// `__submit` would, until the host closes the connection or the ring's
+/// owner lets go of it; returns why it ended.
+pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) -> String {
+    let Some(owner) = streams.find(&req.session) else {
+        return "stream for an unknown session refused".into();
+    };
+    let (fd, stop) = match owner.attach(req.fd) {
+        Ok(x) => x,
+        Err(e) => return format!("stream for fd {} refused: errno {e}", req.fd),
+    };
+    drop(owner);
+    let StreamKind::UserRingbuf { max_entries } = req.kind else {
+        return "not a user ring buffer stream".into();
+    };
+    let mut ring = match UserRing::new(&fd, max_entries) {
+        Ok(r) => r,
+        Err(e) => return format!("cannot map guest user ring of fd {}: errno {e}", req.fd),
+    };
+    loop {
+        let frame = match input.pull() {
+            Ok(Some(f)) => f,
+            Ok(None) => return "client closed the connection".into(),
+            Err(e) => return e,
+        };
+        let records = match message::decode::<message::Request>(&frame) {
+            Ok(message::Request::Records(r)) => r,
+            _ => return "unexpected frame on a user ring buffer stream".into(),
+        };
+        for r in &records {
+            match ring.produce(r, &fd, &stop) {
+                Produced::Written => {}
+                Produced::Dropped => ring.dropped += 1,
+                Produced::Stopped => return "ring closed by its owner".into(),
+            }
+        }
+        if stop_fired(&stop) {
+            return "ring closed by its owner".into();
+        }
+        if ring.dropped > 0 {
+            crate::log::debug(format_args!(
+                "user ring of fd {}: {} records dropped so far (guest ring full)",
+                req.fd, ring.dropped
+            ));
+        }
+    }
+}
+
+fn stop_fired(stop: &Stop) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: stop.event.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+enum Produced {
+    Written,
+    Dropped,
+    Stopped,
+}
+
+/// A guest user ring buffer mapped by the proxy as libbpf's
+/// `user_ring_buffer__new` maps it: the consumer page read-only, the
+/// producer page and the double-mapped data read-write.
+struct UserRing {
+    consumer: Mapping,
+    producer: Mapping,
+    page: usize,
+    mask: usize,
+    dropped: u64,
+}
+
+impl UserRing {
+    fn new(fd: &OwnedFd, max_entries: u32) -> Result<UserRing, i32> {
+        let page = page_size();
+        let max = max_entries as usize;
+        if max == 0 || !max.is_power_of_two() {
+            return Err(libc::EINVAL);
+        }
+        let consumer = Mapping::new(fd, page, libc::PROT_READ, 0)?;
+        let producer = Mapping::new(fd, page + 2 * max, libc::PROT_READ | libc::PROT_WRITE, page)?;
+        Ok(UserRing {
+            consumer,
+            producer,
+            page,
+            mask: max - 1,
+            dropped: 0,
+        })
+    }
+
+    fn positions(&self) -> (&AtomicU64, &AtomicU64) {
+        // SAFETY: consumer_pos is the first word of the consumer page and
+        // producer_pos the first word of the producer page, both mapped and
+        // 8-byte aligned for the life of `self`.
+        unsafe {
+            (
+                &*(self.consumer.base as *const AtomicU64),
+                &*(self.producer.base as *const AtomicU64),
+            )
+        }
+    }
+
+    /// Writes one record, waiting up to [`USER_ROOM_WAIT`] for room.
+    fn produce(&mut self, record: &[u8], fd: &OwnedFd, stop: &Stop) -> Produced {
+        let max = self.mask + 1;
+        let total = (record.len() + HDR + 7) & !7;
+        if total > max {
+            return Produced::Dropped;
+        }
+        let deadline = std::time::Instant::now() + USER_ROOM_WAIT;
+        loop {
+            let (cons_pos, prod_pos) = self.positions();
+            // Acquire pairs with smp_store_release(&rb->consumer_pos) in the
+            // kernel's __bpf_user_ringbuf_sample_release: the kernel has read
+            // the space before we reuse it (libbpf: smp_load_acquire in
+            // user_ring_buffer__reserve).
+            let cons = cons_pos.load(Ordering::Acquire);
+            // Relaxed: we are the ring's only producer.
+            let prod = prod_pos.load(Ordering::Relaxed);
+            if (max as u64) - prod.wrapping_sub(cons) >= total as u64 {
+                self.write(prod, record, total);
+                return Produced::Written;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Produced::Dropped;
+            }
+            // The kernel wakes the map fd (EPOLLOUT) after a drain; it also
+            // reports EPOLLOUT while any byte is free, so a record that
+            // still does not fit sleeps a little instead of spinning.
+            let mut pfds = [
+                libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: stop.event.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
+            // SAFETY: two valid pollfds.
+            unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+            if pfds[1].revents != 0 {
+                return Produced::Stopped;
+            }
+            if pfds[0].revents != 0 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// `user_ring_buffer__reserve` at `prod` (room checked) then
+    /// `user_ring_buffer__submit`.
+    fn write(&mut self, prod: u64, record: &[u8], total: usize) {
+        let (_, prod_pos) = self.positions();
+        let hdr_off = self.page + (prod as usize & self.mask);
+        // SAFETY: the header lies in the writable data area, 8-byte aligned.
+        let hdr = unsafe { &*(self.producer.base.add(hdr_off) as *const AtomicU32) };
+        // SAFETY: the pad word follows the header word.
+        let pad = unsafe { &*(self.producer.base.add(hdr_off + 4) as *const AtomicU32) };
+        // Relaxed: the kernel reads the header only after it sees the
+        // producer position stored with release below (libbpf: plain stores
+        // hdr->len, hdr->pad).
+        hdr.store(record.len() as u32 | BUSY, Ordering::Relaxed);
+        pad.store(0, Ordering::Relaxed);
+        // Release pairs with smp_load_acquire(&rb->producer_pos) in the
+        // kernel's __bpf_user_ringbuf_peek (libbpf: smp_store_release in
+        // user_ring_buffer__reserve).
+        prod_pos.store(prod + total as u64, Ordering::Release);
+        let data_off = self.page + ((prod as usize + HDR) & self.mask);
+        // SAFETY: the sample lies in the double-mapped data area (contiguous
+        // even when it wraps), reserved above for us alone.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                record.as_ptr(),
+                self.producer.base.add(data_off),
+                record.len(),
+            );
+        }
+        // Release pairs with smp_load_acquire(hdr) in the kernel's
+        // __bpf_user_ringbuf_peek: the sample bytes are visible once BUSY is
+        // clear (libbpf: smp_store_release in user_ringbuf_commit).
+        hdr.store(record.len() as u32, Ordering::Release);
     }
 }
 

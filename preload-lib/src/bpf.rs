@@ -257,6 +257,13 @@ fn is_pollable(obj: &NewObject) -> bool {
     }
 }
 
+/// Whether the object is a user ring buffer, which a program waits on for
+/// space rather than for data.
+fn is_user_ring(obj: &NewObject) -> bool {
+    matches!(&obj.kind, ObjectKind::Map(m)
+        if m.map_type == telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF)
+}
+
 /// A pipe: (read end for the program, write end for the mirror). Both
 /// close-on-exec like a kernel bpf/perf fd; the read end non-blocking so a
 /// program that reads it (none should) never hangs.
@@ -279,7 +286,16 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
         .strip_prefix("anon_inode:")
         .unwrap_or("bpf-object")
         .to_string();
-    let made = if is_pollable(&obj) {
+    let made = if is_user_ring(&obj) {
+        // The program waits for space (EPOLLOUT): it gets the write end,
+        // which the mirror fills while the host ring is full.
+        signal_pipe().and_then(|(r, w)| {
+            let write = w
+                .try_clone()
+                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+            Ok((w, Some(Signal { write, read: r })))
+        })
+    } else if is_pollable(&obj) {
         signal_pipe().and_then(|(r, w)| {
             let read = r
                 .try_clone()

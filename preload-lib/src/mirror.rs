@@ -8,6 +8,11 @@
 //!   wake-ups: no polling period). A mirror thread writes them into the host
 //!   ring and keeps the object's fd readable exactly while records are
 //!   unconsumed, so the program's unmodified `epoll_wait` wakes for them.
+//! * A **user ring buffer map**: the other way round. The host program
+//!   produces into host memory with the kernel's layout; a mirror thread
+//!   looks at it (libbpf's `submit` makes no syscall), takes committed
+//!   records and sends them on the stream connection, and the proxy
+//!   produces them into the guest ring for `bpf_user_ringbuf_drain`.
 //! * An **mmapable map** (`.rodata`, `.bss`, `.data`, `BPF_F_MMAPABLE`
 //!   arrays): host memory holding the guest map's bytes at `mmap` time.
 //!   `.rodata` is frozen before libbpf maps it (read-only), so that copy is
@@ -20,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use libc::{c_int, c_void, size_t};
-use ringbuf_mirror::{HostPerfRing, HostRingbuf, Push};
+use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
 use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
 use telebpf_abi::ObjectKind;
 use telebpf_client::{Connection, Settings};
@@ -44,6 +49,8 @@ pub enum Ring {
     Bpf(Arc<HostRingbuf>),
     /// A perf event's ring.
     Perf(Arc<HostPerfRing>),
+    /// A user ring buffer map (produced by the host program).
+    User(Arc<HostUserRing>),
 }
 
 impl std::fmt::Debug for Ring {
@@ -51,6 +58,7 @@ impl std::fmt::Debug for Ring {
         f.write_str(match self {
             Ring::Bpf(_) => "Ring::Bpf",
             Ring::Perf(_) => "Ring::Perf",
+            Ring::User(_) => "Ring::User",
         })
     }
 }
@@ -60,6 +68,8 @@ impl Ring {
         match self {
             Ring::Bpf(r) => r.pending(),
             Ring::Perf(r) => r.pending(),
+            // Its readiness is for space (see `run_user_mirror`).
+            Ring::User(_) => false,
         }
     }
 }
@@ -77,9 +87,9 @@ pub fn mmap(
         ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_RINGBUF => {
             ring_mmap(obj, addr, len, prot, flags, offset)
         }
-        // A user ring buffer is produced by the host program and consumed
-        // in the guest: not mirrored yet.
-        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => Err(Failure(libc::ENODEV)),
+        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => {
+            user_ring_mmap(obj, m.max_entries, addr, len, prot, flags, offset)
+        }
         ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => {
             snapshot_mmap(obj, addr, len, prot, flags, offset)
         }
@@ -352,6 +362,7 @@ fn ring_mmap(
     match slot.as_ref().expect("just set") {
         Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
         Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
+        Ring::User(_) => Err(Failure(libc::ENODEV)),
     }
 }
 
@@ -378,10 +389,24 @@ fn start_stream(obj: &Arc<GuestObject>, ring: &Ring, kind: StreamKind) -> Result
     let mirror = match ring {
         Ring::Bpf(r) => Writer::Bpf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
         Ring::Perf(r) => Writer::Perf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
+        Ring::User(r) => {
+            let reader = r.take_reader().ok_or(Failure(libc::EBUSY))?;
+            let obj = Arc::downgrade(obj);
+            std::thread::Builder::new()
+                .name("telebpf-usermirror".into())
+                .spawn(move || {
+                    // The whole thread is the library's own.
+                    crate::guard::hold_for_thread();
+                    run_user_mirror(conn, reader, signal, obj);
+                })
+                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+            return Ok(());
+        }
     };
     let ring = match ring {
         Ring::Bpf(r) => Ring::Bpf(r.clone()),
         Ring::Perf(r) => Ring::Perf(r.clone()),
+        Ring::User(_) => unreachable!("returned above"),
     };
     std::thread::Builder::new()
         .name("telebpf-mirror".into())
@@ -393,6 +418,117 @@ fn start_stream(obj: &Arc<GuestObject>, ring: &Ring, kind: StreamKind) -> Result
         })
         .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
     Ok(())
+}
+
+/// `mmap` of a user ring buffer map: host memory libbpf produces into, a
+/// stream to the proxy and the thread that forwards what is submitted.
+fn user_ring_mmap(
+    obj: &Arc<GuestObject>,
+    max_entries: u32,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<*mut c_void, Failure> {
+    let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        let r = Arc::new(
+            HostUserRing::new(max_entries)
+                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
+        );
+        let ring = Ring::User(r);
+        start_stream(obj, &ring, StreamKind::UserRingbuf { max_entries })?;
+        *slot = Some(ring);
+    }
+    match slot.as_ref().expect("just set") {
+        Ring::User(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
+        _ => Err(Failure(libc::ENODEV)),
+    }
+}
+
+/// After records were forwarded, the mirror keeps looking without sleeping
+/// long for this long (a producer in a burst); then it sleeps
+/// [`USER_IDLE_SLEEP`] between looks. There is no syscall in libbpf's
+/// `user_ring_buffer__submit` to wake us.
+const USER_BUSY_WINDOW: Duration = Duration::from_millis(2);
+/// Sleep between looks while the program submits nothing.
+const USER_IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// Record bytes per [`Request::Records`] frame.
+const USER_FRAME_BYTES: usize = 64 << 10;
+
+/// Forwards what the host program submits to a user ring buffer until the
+/// map's last host fd is closed or the stream ends. The program's fd (the
+/// write end of the object's pipe) reports `EPOLLOUT` exactly while the
+/// host ring has space, as `ringbuf_map_poll_user` does: the pipe is filled
+/// while the ring is full, emptied again once records were taken.
+fn run_user_mirror(
+    mut conn: Connection,
+    mut reader: UserRingReader,
+    signal: Signal,
+    obj: Weak<GuestObject>,
+) {
+    let mut full = false;
+    let mut last_activity = std::time::Instant::now();
+    loop {
+        let records = reader.take();
+        if !records.is_empty() {
+            let mut frame = Vec::new();
+            let mut bytes = 0;
+            for r in records {
+                bytes += r.len() + 8;
+                frame.push(r);
+                if bytes >= USER_FRAME_BYTES {
+                    if conn
+                        .notify(&Request::Records(std::mem::take(&mut frame)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    bytes = 0;
+                }
+            }
+            if !frame.is_empty() && conn.notify(&Request::Records(frame)).is_err() {
+                return;
+            }
+            last_activity = std::time::Instant::now();
+        }
+        let space = reader.ring().has_space();
+        if space && full {
+            drain_pipe(&signal);
+            full = false;
+        } else if !space && !full {
+            fill_pipe(&signal);
+            full = true;
+        }
+        if obj.strong_count() == 0 {
+            return;
+        }
+        // A record reserved but not yet submitted is about to come: look
+        // again soon, as after activity.
+        if reader.ring().pending() || last_activity.elapsed() < USER_BUSY_WINDOW {
+            std::thread::sleep(Duration::from_micros(50));
+        } else {
+            std::thread::sleep(USER_IDLE_SLEEP);
+        }
+    }
+}
+
+/// Fills the object's pipe so its write end (the program's fd) stops
+/// reporting `EPOLLOUT`.
+fn fill_pipe(signal: &Signal) {
+    let chunk = [0u8; 4096];
+    // SAFETY: non-blocking writes from a local buffer to our pipe end; the
+    // pipe's write end is non-blocking (see `bpf::signal_pipe`).
+    while unsafe { libc::write(signal.write.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) } > 0 {
+    }
+}
+
+/// Empties the object's pipe: its write end reports `EPOLLOUT` again.
+fn drain_pipe(signal: &Signal) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: non-blocking reads into a local buffer from our pipe end.
+    while unsafe { libc::read(signal.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
 
 enum Writer {

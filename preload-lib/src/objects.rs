@@ -30,7 +30,9 @@ pub struct GuestObject {
     /// For objects a program waits on with `epoll`/`poll` (perf events,
     /// ring-buffer maps) the host fd is a pipe's read end and this is its
     /// write end: the mirror makes the fd readable exactly while mirrored
-    /// data is unconsumed.
+    /// data is unconsumed. For a user ring buffer the host fd is the pipe's
+    /// write end instead, which the mirror keeps writable (`EPOLLOUT`)
+    /// exactly while the host ring has space.
     pub signal: Option<Signal>,
     /// The host ring of a mirrored perf event or ring-buffer map, made on
     /// its first `mmap`.

@@ -118,6 +118,11 @@ pub enum Request {
     /// client. Replies are [`Reply::Records`] and [`Reply::Lost`], pushed as
     /// the guest produces them, until the ring's owner closes it.
     Stream(StreamRequest),
+    /// On a [`StreamKind::UserRingbuf`] stream connection (after its
+    /// [`Request::Stream`]): records the host program submitted to the user
+    /// ring buffer, in order, for the proxy to produce into the guest ring.
+    /// No reply.
+    Records(#[serde(with = "bytes_vec")] Vec<Vec<u8>>),
 }
 
 /// Which ring a stream connection carries.
@@ -141,6 +146,12 @@ pub enum StreamKind {
     },
     /// A `BPF_MAP_TYPE_RINGBUF` map of `max_entries` bytes.
     Ringbuf {
+        /// The map's size.
+        max_entries: u32,
+    },
+    /// A `BPF_MAP_TYPE_USER_RINGBUF` map of `max_entries` bytes: records
+    /// flow from the host ([`Request::Records`]) into the guest ring.
+    UserRingbuf {
         /// The map's size.
         max_entries: u32,
     },
@@ -543,6 +554,17 @@ mod tests {
         });
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        for req in [
+            Request::Records(vec![vec![], vec![7; 300], b"abc".to_vec()]),
+            Request::Stream(StreamRequest {
+                session: [3; 16],
+                fd: 5,
+                kind: StreamKind::UserRingbuf { max_entries: 4096 },
+            }),
+        ] {
+            let bytes = encode(&req).unwrap();
+            assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ const BPF_PROG_LOAD: i64 = 5;
 const BPF_PROG_TEST_RUN: i64 = 10;
 const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_FUNC_PERF_EVENT_OUTPUT: i32 = 25;
@@ -53,6 +54,11 @@ fn map_create(map_type: u32, key: u32, value: u32, max: u32) -> Option<Fd> {
 /// A real `BPF_MAP_TYPE_RINGBUF` of `max_entries` bytes.
 pub(crate) fn ringbuf_map(max_entries: u32) -> Option<Fd> {
     map_create(BPF_MAP_TYPE_RINGBUF, 0, 0, max_entries)
+}
+
+/// A real `BPF_MAP_TYPE_USER_RINGBUF` of `max_entries` bytes.
+pub(crate) fn user_ringbuf_map(max_entries: u32) -> Option<Fd> {
+    map_create(BPF_MAP_TYPE_USER_RINGBUF, 0, 0, max_entries)
 }
 
 /// `mmap` on a real fd; unmaps on success.

@@ -19,6 +19,11 @@
 //!   libbpf's one mmap as `perf_mmap` does. [`PerfWriter`] is
 //!   `perf_output_begin`/`perf_output_sample`/`perf_output_put_handle` for
 //!   `PERF_SAMPLE_RAW`; its consumer is libbpf's `perf_event_read_simple`.
+//! * [`HostUserRing`] stands for a `BPF_MAP_TYPE_USER_RINGBUF`, the other
+//!   way round: libbpf's `user_ring_buffer__reserve`/`__submit` produce into
+//!   it (same layout, producer page and data mapped writable as
+//!   `ringbuf_map_mmap_user` allows) and [`UserRingReader`] consumes as the
+//!   kernel's `bpf_user_ringbuf_drain` does.
 //!
 //! Each ring has one writer (the mirror thread) and is read concurrently by
 //! libbpf in another thread of the same process; the two sides synchronise
@@ -31,6 +36,7 @@ mod mmap;
 mod perf;
 mod ringbuf;
 mod shm;
+mod userring;
 
 #[cfg(test)]
 mod kernel;
@@ -44,6 +50,7 @@ pub use ringbuf::{
     BpfRingLayout, HostRingbuf, RingWriter, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT,
     BPF_RINGBUF_HDR_SZ, KERNEL_RINGBUF_PGOFF,
 };
+pub use userring::{HostUserRing, UserRingReader};
 
 /// Outcome of writing one record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,7 +24,7 @@ pub const BPF_RINGBUF_HDR_SZ: usize = 8;
 pub const KERNEL_RINGBUF_PGOFF: u32 = 1;
 
 /// Consumer and producer position pages (`RINGBUF_POS_PAGES`).
-const RINGBUF_POS_PAGES: usize = 2;
+pub(crate) const RINGBUF_POS_PAGES: usize = 2;
 /// `RINGBUF_MAX_RECORD_SZ`.
 const RINGBUF_MAX_RECORD_SZ: usize = u32::MAX as usize / 4;
 
@@ -133,7 +133,7 @@ impl BpfRingLayout {
         self.check(&req).map(|_| ())
     }
 
-    fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
+    pub(crate) fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
         let c = generic_checks(req, self.page_size)?;
         if !c.shared {
             return Err(libc::EINVAL);
@@ -152,7 +152,7 @@ impl BpfRingLayout {
     }
 
     /// The file ranges behind user-visible bytes `[start, start + len)`.
-    fn runs(&self, start: usize, len: usize) -> Vec<Run> {
+    pub(crate) fn runs(&self, start: usize, len: usize) -> Vec<Run> {
         let end = start + len;
         // End of the first copy of the data area; beyond it the same file
         // pages appear again.

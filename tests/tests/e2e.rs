@@ -936,3 +936,35 @@ fn libbpf_rs_ringwatch_sees_marked_execs_through_ringbuf_perfbuf_and_bss() {
     );
     h.finish();
 }
+
+/// The libbpf-rs example `userring` (`examples/ringwatch/src/bin`): the
+/// program produces 10000 u64 records into a `BPF_MAP_TYPE_USER_RINGBUF`
+/// with libbpf's `user_ring_buffer__reserve`/`__submit` (no syscall), in
+/// batches, and after each batch runs a `SEC("syscall")` program with
+/// `BPF_PROG_TEST_RUN` that drains the ring with `bpf_user_ringbuf_drain`
+/// and sums the records into an array map. As root on this kernel and as
+/// nobody through the proxy (the preload mirrors the host ring into the
+/// guest one) it counts every record, with the same sum; the 16 KiB ring
+/// wraps many times on both sides. Then it fills the drained ring and
+/// reserves one more record with `user_ring_buffer__reserve_blocking`
+/// (`EPOLLOUT` on the map fd) while another thread drains: 11025 records.
+#[test]
+fn libbpf_rs_user_ringbuf_records_reach_the_guest_kernel() {
+    let Some(h) = Harness::start("libbpf_rs_user_ringbuf_records_reach_the_guest_kernel") else {
+        return;
+    };
+    let userring = telebpf_tests::product_file("userring");
+    let want = "count=11025 sum=60780825 bad=0";
+    let local = run_with_timeout(Command::new(&userring), "[root] userring", COMMAND_TIMEOUT);
+    local.expect_success();
+    assert_eq!(local.stdout_text().trim(), want, "{}", local.describe());
+    let remote = h.remote_program(&userring, &[]);
+    remote.expect_success();
+    assert_eq!(remote.stdout_text().trim(), want, "{}", remote.describe());
+    let log = h.proxy_log();
+    assert!(
+        log.contains("UserRingbuf { max_entries: 16384 }"),
+        "the records did not travel through a user ring buffer stream:\n{log}"
+    );
+    h.finish();
+}

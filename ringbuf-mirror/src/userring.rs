@@ -1,0 +1,516 @@
+//! `BPF_MAP_TYPE_USER_RINGBUF` mirror: the host program is the producer
+//! (libbpf's `user_ring_buffer__reserve`/`__submit`), the mirror reads the
+//! committed records as the kernel's `__bpf_user_ringbuf_peek` does.
+
+use std::ffi::c_void;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::mmap::{generic_checks, map_runs, MmapRequest};
+use crate::ringbuf::{BpfRingLayout, RINGBUF_POS_PAGES};
+use crate::shm::SharedMem;
+use crate::{BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ};
+
+impl BpfRingLayout {
+    /// The kernel's verdict on `mmap(addr, len, prot, flags, map_fd, offset)`
+    /// for a user ring buffer map: the generic `do_mmap` checks, then
+    /// `bpf_map_mmap` (not shared → EINVAL), `ringbuf_map_mmap_user`
+    /// (writable at page offset 0, the consumer page → EPERM; the producer
+    /// page and data may be writable) and `remap_vmalloc_range` (beyond
+    /// [`BpfRingLayout::mappable_len`] → EINVAL).
+    pub fn check_user_mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<(), i32> {
+        let req = MmapRequest {
+            addr,
+            len,
+            prot,
+            flags,
+            offset,
+        };
+        self.check_user(&req).map(|_| ())
+    }
+
+    fn check_user(&self, req: &MmapRequest) -> Result<crate::mmap::Checked, i32> {
+        let c = generic_checks(req, self.page_size())?;
+        if !c.shared {
+            return Err(libc::EINVAL);
+        }
+        if c.write && c.pgoff == 0 {
+            return Err(libc::EPERM);
+        }
+        let start = c
+            .pgoff
+            .checked_mul(self.page_size() as u64)
+            .ok_or(libc::EINVAL)?;
+        match start.checked_add(c.len as u64) {
+            Some(end) if end <= self.mappable_len() as u64 => Ok(c),
+            _ => Err(libc::EINVAL),
+        }
+    }
+}
+
+/// Host memory standing in for one user ring buffer map. libbpf's
+/// `user_ring_buffer__new` maps the consumer page read-only and the producer
+/// page with the double-mapped data read-write; the single
+/// [`UserRingReader`] consumes what the program submits.
+#[derive(Debug)]
+pub struct HostUserRing {
+    layout: BpfRingLayout,
+    mem: SharedMem,
+    reader_taken: AtomicBool,
+}
+
+impl HostUserRing {
+    /// Zero-filled memory for a ring of `max_entries` data bytes. Fails with
+    /// EINVAL/E2BIG for sizes the kernel refuses.
+    pub fn new(max_entries: u32) -> io::Result<Self> {
+        let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
+        let mem = SharedMem::new("telebpf-user-ringbuf", layout.file_len())?;
+        Ok(HostUserRing {
+            layout,
+            mem,
+            reader_taken: AtomicBool::new(false),
+        })
+    }
+
+    /// The ring's geometry.
+    pub fn layout(&self) -> BpfRingLayout {
+        self.layout
+    }
+
+    /// Performs `mmap` as the kernel would for the user ring buffer map (see
+    /// [`BpfRingLayout::check_user_mmap`]); otherwise as
+    /// [`crate::HostRingbuf::map_for`]: `[consumer][producer][data][data]`,
+    /// the mapping owned by the caller.
+    pub fn map_for(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<*mut c_void, i32> {
+        let req = MmapRequest {
+            addr,
+            len,
+            prot,
+            flags,
+            offset,
+        };
+        let checked = self.layout.check_user(&req)?;
+        let start = checked.pgoff as usize * self.layout.page_size();
+        let runs = self.layout.runs(start, checked.len);
+        map_runs(&req, &checked, self.mem.fd_for(prot), &runs)
+    }
+
+    /// Whether the producer has free space: the condition of the kernel's
+    /// `ringbuf_map_poll_user` for `EPOLLOUT` (data size below the ring size).
+    pub fn has_space(&self) -> bool {
+        self.producer_pos().wrapping_sub(self.consumer_pos()) < self.layout.max_entries()
+    }
+
+    /// Whether submitted or reserved records are waiting to be read.
+    pub fn pending(&self) -> bool {
+        self.producer_pos() != self.consumer_pos()
+    }
+
+    /// The consumer position.
+    pub fn consumer_pos(&self) -> usize {
+        // Pairs with our own store-release in UserRingReader::take (the
+        // kernel's __bpf_user_ringbuf_sample_release); only the value is used.
+        self.consumer_pos_atomic().load(Ordering::Acquire)
+    }
+
+    /// The producer position.
+    pub fn producer_pos(&self) -> usize {
+        // Pairs with smp_store_release(rb->producer_pos) in libbpf's
+        // user_ring_buffer__reserve; only the value is used.
+        self.producer_pos_atomic().load(Ordering::Acquire)
+    }
+
+    /// The ring's only consumer; `None` once it has been taken.
+    pub fn take_reader(self: &Arc<Self>) -> Option<UserRingReader> {
+        if self.reader_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(UserRingReader {
+            ring: Arc::clone(self),
+        })
+    }
+
+    fn consumer_pos_atomic(&self) -> &AtomicUsize {
+        // SAFETY: the mapping is page-aligned, at least `file_len` bytes long
+        // and lives as long as `self`; `consumer_pos` sits at offset 0 and
+        // every access to it is atomic.
+        unsafe { &*self.mem.base().cast::<AtomicUsize>() }
+    }
+
+    fn producer_pos_atomic(&self) -> &AtomicUsize {
+        // SAFETY: as for consumer_pos_atomic; `producer_pos` sits at the start
+        // of the second page, inside the mapping.
+        unsafe {
+            &*self
+                .mem
+                .base()
+                .add(self.layout.page_size())
+                .cast::<AtomicUsize>()
+        }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the data area starts after the two position pages, inside
+        // the mapping.
+        unsafe {
+            self.mem
+                .base()
+                .add(RINGBUF_POS_PAGES * self.layout.page_size())
+        }
+    }
+
+    fn hdr_len(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off & 7 == 0 && off < self.layout.max_entries());
+        // SAFETY: `off` is inside the data area and 8-byte aligned; the
+        // producer stores this word with smp_store_release, we only access
+        // it atomically.
+        unsafe { &*self.data().add(off).cast::<AtomicU32>() }
+    }
+}
+
+/// The consumer of one [`HostUserRing`]: `__bpf_user_ringbuf_peek` and
+/// `__bpf_user_ringbuf_sample_release`, record after record.
+#[derive(Debug)]
+pub struct UserRingReader {
+    ring: Arc<HostUserRing>,
+}
+
+impl UserRingReader {
+    /// The ring this reader consumes.
+    pub fn ring(&self) -> &Arc<HostUserRing> {
+        &self.ring
+    }
+
+    /// Takes every committed record in order: skips discarded ones, stops
+    /// at a record still BUSY (or a header the kernel would refuse), and
+    /// publishes the new consumer position so the producer sees the space.
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        let r = &*self.ring;
+        let mask = r.layout.mask();
+        let max = r.layout.max_entries();
+        let mut out = Vec::new();
+        // Relaxed: we are the only writer of consumer_pos.
+        let mut cons = r.consumer_pos_atomic().load(Ordering::Relaxed);
+        // Acquire pairs with smp_store_release(rb->producer_pos) in libbpf's
+        // user_ring_buffer__reserve: the BUSY headers below it are visible
+        // (kernel: smp_load_acquire in __bpf_user_ringbuf_peek).
+        let prod = r.producer_pos_atomic().load(Ordering::Acquire);
+        while cons != prod {
+            if prod.wrapping_sub(cons) > max || !prod.is_multiple_of(8) {
+                break; // corrupt positions: the kernel answers EINVAL
+            }
+            let off = cons & mask;
+            // Acquire pairs with smp_store_release(&hdr->len) in libbpf's
+            // user_ring_buffer__submit/__discard: a header without BUSY
+            // comes with the sample bytes written before it (kernel:
+            // smp_load_acquire(hdr) in __bpf_user_ringbuf_peek).
+            let len = r.hdr_len(off).load(Ordering::Acquire);
+            if len & BPF_RINGBUF_BUSY_BIT != 0 {
+                break;
+            }
+            let sample = (len & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)) as usize;
+            let total = (sample + BPF_RINGBUF_HDR_SZ + 7) & !7;
+            if total > prod.wrapping_sub(cons) {
+                break; // the kernel answers EINVAL and consumes nothing
+            }
+            if len & BPF_RINGBUF_DISCARD_BIT == 0 {
+                let start = (off + BPF_RINGBUF_HDR_SZ) & mask;
+                let first = sample.min(max - start);
+                let mut rec = Vec::with_capacity(sample);
+                // SAFETY: `[start, start + first)` and `[0, sample - first)`
+                // lie in the data area; the producer does not touch a
+                // committed record before we release it below.
+                unsafe {
+                    rec.extend_from_slice(std::slice::from_raw_parts(r.data().add(start), first));
+                    rec.extend_from_slice(std::slice::from_raw_parts(r.data(), sample - first));
+                }
+                out.push(rec);
+            }
+            cons = cons.wrapping_add(total);
+        }
+        // Release pairs with smp_load_acquire(rb->consumer_pos) in libbpf's
+        // user_ring_buffer__reserve: the space is reused only after our
+        // copies (kernel: smp_store_release in
+        // __bpf_user_ringbuf_sample_release).
+        r.consumer_pos_atomic().store(cons, Ordering::Release);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libbpf's `user_ring_buffer__reserve` + `__submit`/`__discard` on a
+    /// mapping made by `map_for` exactly as `user_ring_buffer__new` makes it.
+    struct LibbpfProducer {
+        consumer: *mut u8,
+        producer: *mut u8,
+        page: usize,
+        mask: usize,
+    }
+
+    // SAFETY: plain shared memory used by one thread at a time.
+    unsafe impl Send for LibbpfProducer {}
+
+    impl LibbpfProducer {
+        fn new(r: &HostUserRing) -> LibbpfProducer {
+            let l = r.layout();
+            let page = l.page_size();
+            let consumer = r
+                .map_for(
+                    std::ptr::null_mut(),
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    0,
+                )
+                .unwrap();
+            let producer = r
+                .map_for(
+                    std::ptr::null_mut(),
+                    page + 2 * l.max_entries(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    page as i64,
+                )
+                .unwrap();
+            LibbpfProducer {
+                consumer: consumer.cast(),
+                producer: producer.cast(),
+                page,
+                mask: l.mask(),
+            }
+        }
+
+        /// `(header offset in the producer mapping, sample pointer)`.
+        fn reserve(&self, size: usize) -> Option<(usize, *mut u8)> {
+            // SAFETY: both position words are mapped and aligned.
+            let (cons_pos, prod_pos) = unsafe {
+                (
+                    &*self.consumer.cast::<AtomicUsize>(),
+                    &*self.producer.cast::<AtomicUsize>(),
+                )
+            };
+            // Acquire pairs with the reader's store-release of consumer_pos
+            // (libbpf: smp_load_acquire in user_ring_buffer__reserve).
+            let cons = cons_pos.load(Ordering::Acquire);
+            // Acquire: libbpf's smp_load_acquire(rb->producer_pos).
+            let prod = prod_pos.load(Ordering::Acquire);
+            let max = self.mask + 1;
+            let avail = max - (prod - cons);
+            let total = (size + BPF_RINGBUF_HDR_SZ + 7) & !7;
+            if total > max || avail < total {
+                return None;
+            }
+            let hdr = self.page + (prod & self.mask);
+            // SAFETY: the header lies inside the writable data area.
+            unsafe {
+                self.producer
+                    .add(hdr)
+                    .cast::<u32>()
+                    .write(size as u32 | BPF_RINGBUF_BUSY_BIT);
+                self.producer.add(hdr + 4).cast::<u32>().write(0);
+            }
+            // Release pairs with the reader's acquire of producer_pos
+            // (libbpf: smp_store_release in user_ring_buffer__reserve).
+            prod_pos.store(prod + total, Ordering::Release);
+            let sample = self.page + ((prod + BPF_RINGBUF_HDR_SZ) & self.mask);
+            // SAFETY: inside the double-mapped data area.
+            Some((hdr, unsafe { self.producer.add(sample) }))
+        }
+
+        fn commit(&self, hdr: usize, discard: bool) {
+            // SAFETY: the header reserved above, aligned.
+            let len = unsafe { &*self.producer.add(hdr).cast::<AtomicU32>() };
+            // Relaxed: we wrote it ourselves.
+            let mut v = len.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
+            if discard {
+                v |= BPF_RINGBUF_DISCARD_BIT;
+            }
+            // Release pairs with the reader's acquire of the header (libbpf:
+            // smp_store_release in user_ringbuf_commit).
+            len.store(v, Ordering::Release);
+        }
+    }
+
+    fn record(i: u32) -> Vec<u8> {
+        (0..(i % 61)).map(|b| (b ^ i) as u8).collect()
+    }
+
+    #[test]
+    fn kernel_mmap_rules() {
+        let r = HostUserRing::new(4 * crate::page_size() as u32).unwrap();
+        let l = r.layout();
+        let p = l.page_size();
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let null = std::ptr::null_mut();
+        assert_eq!(
+            l.check_user_mmap(null, p, rw, libc::MAP_SHARED, 0),
+            Err(libc::EPERM)
+        );
+        assert_eq!(
+            l.check_user_mmap(null, p, libc::PROT_READ, libc::MAP_SHARED, 0),
+            Ok(())
+        );
+        let prod_len = p + 2 * l.max_entries();
+        assert_eq!(
+            l.check_user_mmap(null, prod_len, rw, libc::MAP_SHARED, p as i64),
+            Ok(())
+        );
+        assert_eq!(
+            l.check_user_mmap(null, prod_len + p, rw, libc::MAP_SHARED, p as i64),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            l.check_user_mmap(null, p, rw, libc::MAP_PRIVATE, p as i64),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            r.map_for(null, p, rw, libc::MAP_SHARED, 0),
+            Err(libc::EPERM)
+        );
+    }
+
+    /// The real kernel, where this process may create BPF maps: `map_for`
+    /// must agree with `mmap` on a real user ring buffer map fd.
+    #[test]
+    fn map_for_agrees_with_the_kernel_when_bpf_is_available() {
+        let p = crate::page_size() as i64;
+        let m = 4 * p;
+        let Some(kfd) = crate::kernel::user_ringbuf_map(m as u32) else {
+            eprintln!("skipped: cannot create a BPF user ring buffer map here");
+            return;
+        };
+        let r = HostUserRing::new(m as u32).unwrap();
+        let offs = [
+            0,
+            p,
+            2 * p,
+            3 * p,
+            2 * p + m,
+            2 * p + 2 * m - p,
+            2 * p + 2 * m,
+            8,
+        ];
+        let lens = [
+            1,
+            p as usize,
+            2 * p as usize,
+            (p + 2 * m) as usize,
+            (2 * p + 2 * m) as usize,
+            (2 * p + 2 * m) as usize + 1,
+            0,
+        ];
+        let prots = [
+            libc::PROT_READ,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_WRITE,
+            libc::PROT_NONE,
+        ];
+        let flagss = [
+            libc::MAP_SHARED,
+            libc::MAP_PRIVATE,
+            libc::MAP_SHARED_VALIDATE,
+            0,
+        ];
+        for &off in &offs {
+            for &len in &lens {
+                for &prot in &prots {
+                    for &flags in &flagss {
+                        let k = crate::kernel::try_mmap(kfd.0, len, prot, flags, off);
+                        let ours = match r.map_for(std::ptr::null_mut(), len, prot, flags, off) {
+                            Ok(q) => {
+                                // SAFETY: unmapping what map_for just mapped.
+                                unsafe { libc::munmap(q, len) };
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        assert_eq!(
+                            ours, k,
+                            "len {len:#x} prot {prot} flags {flags:#x} off {off:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reader_takes_committed_skips_discarded_stops_at_busy() {
+        let r = Arc::new(HostUserRing::new(crate::page_size() as u32).unwrap());
+        let mut reader = r.take_reader().unwrap();
+        assert!(r.take_reader().is_none());
+        let p = LibbpfProducer::new(&r);
+        let (h1, s1) = p.reserve(3).unwrap();
+        // SAFETY: 3 reserved bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b"abc".as_ptr(), s1, 3) };
+        p.commit(h1, false);
+        let (h2, _) = p.reserve(5).unwrap();
+        p.commit(h2, true);
+        let (h3, s3) = p.reserve(2).unwrap();
+        let (h4, s4) = p.reserve(1).unwrap();
+        // SAFETY: reserved bytes.
+        unsafe {
+            s4.write(9);
+            s3.write(1);
+            s3.add(1).write(2);
+        }
+        p.commit(h4, false);
+        assert_eq!(reader.take(), vec![b"abc".to_vec()]);
+        assert!(r.pending());
+        p.commit(h3, false);
+        assert_eq!(reader.take(), vec![vec![1, 2], vec![9]]);
+        assert!(!r.pending());
+        assert!(r.has_space());
+    }
+
+    #[test]
+    fn concurrent_libbpf_producer() {
+        const N: u32 = 200_000;
+        let r = Arc::new(HostUserRing::new(crate::page_size() as u32).unwrap());
+        let mut reader = r.take_reader().unwrap();
+        let p = LibbpfProducer::new(&r);
+        let producer = std::thread::spawn(move || {
+            let mut i = 0;
+            while i < N {
+                let rec = record(i);
+                let Some((h, s)) = p.reserve(rec.len()) else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                // SAFETY: `rec.len()` reserved bytes.
+                unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s, rec.len()) };
+                p.commit(h, i % 7 == 3);
+                i += 1;
+            }
+        });
+        let mut want = (0..N).filter(|i| i % 7 != 3).map(record);
+        let mut got = 0usize;
+        while !producer.is_finished() || r.pending() {
+            for rec in reader.take() {
+                assert_eq!(Some(rec), want.next(), "record {got}");
+                got += 1;
+            }
+        }
+        producer.join().unwrap();
+        assert!(reader.take().is_empty());
+        assert_eq!(want.next(), None, "after {got} records");
+    }
+}
