@@ -637,24 +637,12 @@ fn push_waiting(writer: &mut Writer, ready: &Readiness, record: &[u8]) {
     };
 }
 
-/// Whether a record of `len` bytes fits now, computed as the writers do but
-/// without counting a loss (the positions are the ones libbpf advances).
+/// Whether a record of `len` bytes fits now, by the writer's own rule,
+/// without counting a loss.
 fn fits(writer: &Writer, len: usize) -> bool {
     match writer {
-        Writer::Perf(w) => {
-            let r = w.ring();
-            let used = r.data_head().wrapping_sub(r.data_tail());
-            // A sample: header, u32 size, data, padded to 8; plus the
-            // PERF_RECORD_LOST the writer emits first when losses are pending.
-            let need = ((8 + 4 + len + 7) & !7) as u64 + if w.lost_pending() > 0 { 24 } else { 0 };
-            used + need <= r.data_size() as u64
-        }
-        Writer::Bpf(w) => {
-            let r = w.ring();
-            let need = (len + 8 + 7) & !7;
-            // As __bpf_ringbuf_reserve: full when new_prod - cons > mask.
-            r.producer_pos() + need - r.consumer_pos() <= r.layout().mask()
-        }
+        Writer::Perf(w) => w.fits(len),
+        Writer::Bpf(w) => w.fits(len),
     }
 }
 

@@ -233,6 +233,16 @@ impl HostPerfRing {
     }
 }
 
+/// `(u32 size field, whole record size)` of a sample of `raw_len` bytes as
+/// the kernel lays it out (the size field includes the padding to 8), or
+/// `None` when it does not fit the 16-bit header size.
+fn sample_sizes(raw_len: usize) -> Option<(usize, usize)> {
+    let raw_size = (raw_len.checked_add(4 + 7)? & !7) - 4;
+    let size = HEADER_SIZE + 4 + raw_size;
+    u16::try_from(size).ok()?;
+    Some((raw_size, size))
+}
+
 /// The producer of one [`HostPerfRing`]: what the kernel's
 /// `bpf_perf_event_output` → `perf_event_output` does for a
 /// `PERF_SAMPLE_RAW` event, in non-overwrite mode.
@@ -265,16 +275,11 @@ impl PerfWriter {
     /// is counted lost and [`Push::Full`] returned. A record too large for
     /// the 16-bit header size gives [`Push::TooLarge`], uncounted.
     pub fn push_sample_misc(&mut self, misc: u16, raw: &[u8]) -> Push {
-        let raw_size = match raw.len().checked_add(4 + 7) {
-            Some(n) => (n & !7) - 4,
-            None => return Push::TooLarge,
-        };
-        let size = HEADER_SIZE + 4 + raw_size;
-        let Ok(size16) = u16::try_from(size) else {
+        let Some((raw_size, size)) = sample_sizes(raw.len()) else {
             return Push::TooLarge;
         };
-        let total = size + if self.lost > 0 { LOST_SIZE } else { 0 };
-        if !self.has_space(total) {
+        let size16 = size as u16;
+        if !self.has_space(self.reservation(size)) {
             self.lose();
             return Push::Full;
         }
@@ -317,6 +322,19 @@ impl PerfWriter {
         self.lost = 0;
         self.publish(pos);
         Push::Written
+    }
+
+    /// Whether a sample of `raw_len` bytes would be written now, by the same
+    /// rule as [`PerfWriter::push_sample`], without counting a loss when it
+    /// would not (for a caller that prefers to wait for the consumer).
+    pub fn fits(&self, raw_len: usize) -> bool {
+        sample_sizes(raw_len).is_some_and(|(_, size)| self.has_space(self.reservation(size)))
+    }
+
+    /// Bytes a sample of `size` takes now: with the `PERF_RECORD_LOST` that
+    /// goes first in the same reservation when losses are pending.
+    fn reservation(&self, size: usize) -> usize {
+        size + if self.lost > 0 { LOST_SIZE } else { 0 }
     }
 
     /// Lost samples not yet reported in a `PERF_RECORD_LOST`.

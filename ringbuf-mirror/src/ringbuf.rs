@@ -342,6 +342,19 @@ pub struct RingWriter {
     prod: usize,
 }
 
+/// Bytes a record of `size` takes (header, padded to 8), or
+/// [`Push::TooLarge`] above `RINGBUF_MAX_RECORD_SZ` or the ring's size.
+fn record_len(size: usize, layout: &BpfRingLayout) -> Result<usize, Push> {
+    if size > RINGBUF_MAX_RECORD_SZ {
+        return Err(Push::TooLarge);
+    }
+    let len = (size + BPF_RINGBUF_HDR_SZ + 7) & !7;
+    if len > layout.max_entries {
+        return Err(Push::TooLarge);
+    }
+    Ok(len)
+}
+
 impl RingWriter {
     /// Appends `record` as one committed sample, like `bpf_ringbuf_output`
     /// that succeeds; [`Push::Full`] (counted in the overflow counter) when
@@ -364,6 +377,24 @@ impl RingWriter {
         self.rb.overflow()
     }
 
+    /// Whether a record of `size` bytes would be written now, by the same
+    /// rule as [`RingWriter::push`], without counting an overflow when it
+    /// would not (for a caller that prefers to wait for the consumer).
+    pub fn fits(&self, size: usize) -> bool {
+        record_len(size, &self.rb.layout).is_ok_and(|len| self.has_room(len))
+    }
+
+    /// `__bpf_ringbuf_reserve`'s test: full when `new_prod - cons > mask`.
+    fn has_room(&self, len: usize) -> bool {
+        // Acquire pairs with smp_store_release(r->consumer_pos, ..) in
+        // libbpf's ringbuf_process_ring, which comes after the sample callback
+        // has read the record: every byte below this position has been read
+        // before we overwrite it. (Kernel: smp_load_acquire in
+        // __bpf_ringbuf_reserve.)
+        let cons = self.rb.consumer_pos_atomic().load(Ordering::Acquire);
+        self.prod.wrapping_add(len).wrapping_sub(cons) <= self.rb.layout.mask()
+    }
+
     /// The ring this writer produces into.
     pub fn ring(&self) -> &Arc<HostRingbuf> {
         &self.rb
@@ -384,25 +415,13 @@ impl RingWriter {
     /// producer position.
     pub(crate) fn reserve(&mut self, size: usize) -> Result<Reservation, Push> {
         let layout = self.rb.layout;
-        if size > RINGBUF_MAX_RECORD_SZ {
-            return Err(Push::TooLarge);
-        }
-        let len = (size + BPF_RINGBUF_HDR_SZ + 7) & !7;
-        if len > layout.max_entries {
-            return Err(Push::TooLarge);
-        }
-        // Acquire pairs with smp_store_release(r->consumer_pos, ..) in
-        // libbpf's ringbuf_process_ring, which comes after the sample callback
-        // has read the record: every byte below this position has been read
-        // before we overwrite it. (Kernel: smp_load_acquire in
-        // __bpf_ringbuf_reserve.)
-        let cons = self.rb.consumer_pos_atomic().load(Ordering::Acquire);
-        let prod = self.prod;
-        let new_prod = prod.wrapping_add(len);
-        if new_prod.wrapping_sub(cons) > layout.mask() {
+        let len = record_len(size, &layout)?;
+        if !self.has_room(len) {
             self.rb.overflow.fetch_add(1, Ordering::Relaxed);
             return Err(Push::Full);
         }
+        let prod = self.prod;
+        let new_prod = prod.wrapping_add(len);
         let off = prod & layout.mask();
         // Relaxed: no consumer reads this header before it observes the
         // producer position stored below, whose release orders these stores

@@ -528,3 +528,23 @@ fn records_are_byte_identical_to_the_kernels_when_perf_is_available() {
     assert!(lost_seen > 0, "the sequence never overflowed");
     assert!(r.lost_total() > 0);
 }
+
+#[test]
+fn fits_agrees_with_push_and_counts_nothing() {
+    let ring = Arc::new(HostPerfRing::new(1, 0).unwrap());
+    let mut w = ring.take_writer().unwrap();
+    let raw = [7u8; 100];
+    loop {
+        let fits = w.fits(raw.len());
+        let before = w.lost_total();
+        let pushed = w.push_sample(&raw);
+        assert_eq!(fits, matches!(pushed, Push::Written));
+        if !fits {
+            assert_eq!(w.lost_total(), before + 1, "push counts the loss");
+            break;
+        }
+    }
+    let counted = w.lost_total();
+    assert!(!w.fits(raw.len()));
+    assert_eq!(w.lost_total(), counted, "fits never counts");
+}

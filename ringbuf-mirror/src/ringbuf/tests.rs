@@ -606,3 +606,23 @@ fn r_data(r: &LibbpfRing, max: usize) -> Vec<u8> {
     // SAFETY: the first copy of the live data mapping.
     unsafe { std::slice::from_raw_parts(r.data_ptr(), max) }.to_vec()
 }
+
+#[test]
+fn fits_agrees_with_push_and_counts_nothing() {
+    let rb = Arc::new(HostRingbuf::new(crate::page_size() as u32).unwrap());
+    let mut w = rb.take_writer().unwrap();
+    let rec = [7u8; 100];
+    loop {
+        let fits = w.fits(rec.len());
+        let before = w.overflow();
+        let pushed = w.push(&rec);
+        assert_eq!(fits, matches!(pushed, Push::Written));
+        if !fits {
+            assert_eq!(w.overflow(), before + 1, "push counts the overflow");
+            break;
+        }
+    }
+    let counted = w.overflow();
+    assert!(!w.fits(rec.len()));
+    assert_eq!(w.overflow(), counted, "fits never counts");
+}
