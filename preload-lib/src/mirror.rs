@@ -44,6 +44,7 @@ const CONSUMED_CHECK: Duration = Duration::from_millis(1);
 
 /// The host side of one mirrored ring, kept with its guest object so that
 /// later `mmap`s of the same ring (libbpf maps a ring buffer twice) share it.
+#[derive(Clone)]
 pub enum Ring {
     /// A BPF ring buffer map.
     Bpf(Arc<HostRingbuf>),
@@ -84,11 +85,10 @@ pub fn mmap(
     offset: i64,
 ) -> Result<*mut c_void, Failure> {
     match &obj.kind {
-        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_RINGBUF => {
+        ObjectKind::Map(m)
+            if m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF =>
+        {
             ring_mmap(obj, addr, len, prot, flags, offset)
-        }
-        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => {
-            user_ring_mmap(obj, m.max_entries, addr, len, prot, flags, offset)
         }
         ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => {
             snapshot_mmap(obj, addr, len, prot, flags, offset)
@@ -186,20 +186,28 @@ fn start_sync(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(Arc::downgrade(&sync));
+    spawn_library_thread("telebpf-mapsync", move || {
+        let period = sync_period();
+        loop {
+            std::thread::sleep(period);
+            if sync.round().is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Starts a thread of the library's own: everything it calls goes straight
+/// to libc (see [`crate::guard::hold_for_thread`]).
+fn spawn_library_thread(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
     std::thread::Builder::new()
-        .name("telebpf-mapsync".into())
+        .name(name.into())
         .spawn(move || {
             crate::guard::hold_for_thread();
-            let period = sync_period();
-            loop {
-                std::thread::sleep(period);
-                if sync.round().is_err() {
-                    break;
-                }
-            }
+            body();
         })
-        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-    Ok(())
+        .map(drop)
+        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))
 }
 
 /// One writable mapping of a guest map and what both sides last agreed on.
@@ -321,53 +329,83 @@ fn ring_mmap(
 ) -> Result<*mut c_void, Failure> {
     let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
-        let (ring, kind) = match &obj.kind {
-            ObjectKind::Map(m) => {
-                let r = Arc::new(
-                    HostRingbuf::new(m.max_entries)
-                        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
-                );
-                (
-                    Ring::Bpf(r),
-                    StreamKind::Ringbuf {
-                        max_entries: m.max_entries,
-                    },
-                )
-            }
-            _ => {
-                let page = ringbuf_mirror::page_size();
-                if offset != 0
-                    || len < 2 * page
-                    || !len.is_multiple_of(page)
-                    || !(len / page - 1).is_power_of_two()
-                {
-                    return Err(Failure(libc::EINVAL));
-                }
-                let pages = len / page - 1;
-                let r = Arc::new(
-                    HostPerfRing::new(pages, 0)
-                        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
-                );
-                (
-                    Ring::Perf(r),
-                    StreamKind::Perf {
-                        pages: pages as u32,
-                    },
-                )
-            }
-        };
-        start_stream(obj, &ring, kind)?;
-        *slot = Some(ring);
+        *slot = Some(start_ring(obj, len, offset)?);
     }
     match slot.as_ref().expect("just set") {
-        Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
-        Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
-        Ring::User(_) => Err(Failure(libc::ENODEV)),
+        Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset),
+        Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset),
+        Ring::User(r) => r.map_for(addr, len, prot, flags, offset),
     }
+    .map_err(Failure)
 }
 
-/// Opens the stream connection and starts the mirror thread.
-fn start_stream(obj: &Arc<GuestObject>, ring: &Ring, kind: StreamKind) -> Result<(), Failure> {
+/// The host ring for `obj` (sized from the map, or for a perf event from the
+/// first `mmap`'s length), with its stream connection to the proxy open and
+/// its mirror thread running.
+fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, Failure> {
+    let no_mem = |e: std::io::Error| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM));
+    let (ring, kind) = match &obj.kind {
+        ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => (
+            Ring::User(Arc::new(HostUserRing::new(m.max_entries).map_err(no_mem)?)),
+            StreamKind::UserRingbuf {
+                max_entries: m.max_entries,
+            },
+        ),
+        ObjectKind::Map(m) => (
+            Ring::Bpf(Arc::new(HostRingbuf::new(m.max_entries).map_err(no_mem)?)),
+            StreamKind::Ringbuf {
+                max_entries: m.max_entries,
+            },
+        ),
+        _ => {
+            let page = ringbuf_mirror::page_size();
+            if offset != 0
+                || len < 2 * page
+                || !len.is_multiple_of(page)
+                || !(len / page - 1).is_power_of_two()
+            {
+                return Err(Failure(libc::EINVAL));
+            }
+            let pages = len / page - 1;
+            (
+                Ring::Perf(Arc::new(HostPerfRing::new(pages, 0).map_err(no_mem)?)),
+                StreamKind::Perf {
+                    pages: pages as u32,
+                },
+            )
+        }
+    };
+    let (conn, signal) = open_stream(obj, kind)?;
+    let busy = || Failure(libc::EBUSY);
+    match &ring {
+        Ring::User(r) => {
+            let reader = r.take_reader().ok_or_else(busy)?;
+            let obj = Arc::downgrade(obj);
+            spawn_library_thread("telebpf-usermirror", move || {
+                run_user_mirror(conn, reader, signal, obj)
+            })?;
+        }
+        Ring::Bpf(r) => {
+            let writer = Writer::Bpf(r.take_writer().ok_or_else(busy)?);
+            let ring = ring.clone();
+            spawn_library_thread("telebpf-mirror", move || {
+                run_mirror(conn, writer, ring, signal)
+            })?;
+        }
+        Ring::Perf(r) => {
+            let writer = Writer::Perf(r.take_writer().ok_or_else(busy)?);
+            let ring = ring.clone();
+            spawn_library_thread("telebpf-mirror", move || {
+                run_mirror(conn, writer, ring, signal)
+            })?;
+        }
+    }
+    Ok(ring)
+}
+
+/// Opens `obj`'s stream connection to the proxy (bound to this process's
+/// session) and duplicates the ends of its readiness pipe for the mirror.
+fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signal), Failure> {
     let st = state::get();
     let session = st.session_token()?;
     let settings = Settings::from_env().map_err(|e| Failure(e.errno()))?;
@@ -386,65 +424,7 @@ fn start_stream(obj: &Arc<GuestObject>, ring: &Ring, kind: StreamKind) -> Result
         .as_ref()
         .ok_or(Failure(libc::ENODEV))?
         .try_clone()?;
-    let mirror = match ring {
-        Ring::Bpf(r) => Writer::Bpf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
-        Ring::Perf(r) => Writer::Perf(r.take_writer().ok_or(Failure(libc::EBUSY))?),
-        Ring::User(r) => {
-            let reader = r.take_reader().ok_or(Failure(libc::EBUSY))?;
-            let obj = Arc::downgrade(obj);
-            std::thread::Builder::new()
-                .name("telebpf-usermirror".into())
-                .spawn(move || {
-                    // The whole thread is the library's own.
-                    crate::guard::hold_for_thread();
-                    run_user_mirror(conn, reader, signal, obj);
-                })
-                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-            return Ok(());
-        }
-    };
-    let ring = match ring {
-        Ring::Bpf(r) => Ring::Bpf(r.clone()),
-        Ring::Perf(r) => Ring::Perf(r.clone()),
-        Ring::User(_) => unreachable!("returned above"),
-    };
-    std::thread::Builder::new()
-        .name("telebpf-mirror".into())
-        .spawn(move || {
-            // The whole thread is the library's own: everything it calls
-            // goes straight to libc.
-            crate::guard::hold_for_thread();
-            run_mirror(conn, mirror, ring, signal);
-        })
-        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-    Ok(())
-}
-
-/// `mmap` of a user ring buffer map: host memory libbpf produces into, a
-/// stream to the proxy and the thread that forwards what is submitted.
-fn user_ring_mmap(
-    obj: &Arc<GuestObject>,
-    max_entries: u32,
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    offset: i64,
-) -> Result<*mut c_void, Failure> {
-    let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        let r = Arc::new(
-            HostUserRing::new(max_entries)
-                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM)))?,
-        );
-        let ring = Ring::User(r);
-        start_stream(obj, &ring, StreamKind::UserRingbuf { max_entries })?;
-        *slot = Some(ring);
-    }
-    match slot.as_ref().expect("just set") {
-        Ring::User(r) => r.map_for(addr, len, prot, flags, offset).map_err(Failure),
-        _ => Err(Failure(libc::ENODEV)),
-    }
+    Ok((conn, signal))
 }
 
 /// After records were forwarded, the mirror keeps looking without sleeping
@@ -524,7 +504,9 @@ fn fill_pipe(signal: &Signal) {
     }
 }
 
-/// Empties the object's pipe: its write end reports `EPOLLOUT` again.
+/// Empties the object's pipe: its read end (the program's fd for a ring it
+/// consumes) stops being readable, its write end (the program's fd for a
+/// user ring) reports `EPOLLOUT` again.
 fn drain_pipe(signal: &Signal) {
     let mut buf = [0u8; 4096];
     // SAFETY: non-blocking reads into a local buffer from our pipe end.
@@ -566,17 +548,7 @@ impl Readiness {
         if !self.raised.load(Ordering::Acquire) || self.ring.pending() {
             return;
         }
-        let mut buf = [0u8; 16];
-        // SAFETY: non-blocking reads into a local buffer from our dup of the
-        // pipe's read end.
-        while unsafe {
-            libc::read(
-                self.signal.read.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        } > 0
-        {}
+        drain_pipe(&self.signal);
         self.raised.store(false, Ordering::Release);
         if self.ring.pending() {
             self.raise();
