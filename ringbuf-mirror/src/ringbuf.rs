@@ -152,6 +152,20 @@ impl BpfRingLayout {
     }
 
     /// The file ranges behind user-visible bytes `[start, start + len)`.
+    /// Maps the part of `[consumer][producer][data][data]` that a request
+    /// the kernel's rules accepted names (the data pages twice, back to
+    /// back), from `mem`, shared by both kinds of BPF ring.
+    pub(crate) fn map_checked(
+        &self,
+        mem: &SharedMem,
+        req: &MmapRequest,
+        checked: &Checked,
+    ) -> Result<*mut c_void, i32> {
+        let start = checked.pgoff as usize * self.page_size;
+        let runs = self.runs(start, checked.len);
+        map_runs(req, checked, mem.fd_for(req.prot), &runs)
+    }
+
     pub(crate) fn runs(&self, start: usize, len: usize) -> Vec<Run> {
         let end = start + len;
         // End of the first copy of the data area; beyond it the same file
@@ -232,9 +246,7 @@ impl HostRingbuf {
             offset,
         };
         let checked = self.layout.check(&req)?;
-        let start = checked.pgoff as usize * self.layout.page_size;
-        let runs = self.layout.runs(start, checked.len);
-        map_runs(&req, &checked, self.mem.fd_for(prot), &runs)
+        self.layout.map_checked(&self.mem, &req, &checked)
     }
 
     /// Whether the consumer has not consumed everything yet: producer and

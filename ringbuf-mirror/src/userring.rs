@@ -7,7 +7,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::mmap::{generic_checks, map_runs, MmapRequest};
+use crate::mmap::{generic_checks, MmapRequest};
 use crate::ringbuf::{BpfRingLayout, RINGBUF_POS_PAGES};
 use crate::shm::SharedMem;
 use crate::{BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ};
@@ -105,9 +105,7 @@ impl HostUserRing {
             offset,
         };
         let checked = self.layout.check_user(&req)?;
-        let start = checked.pgoff as usize * self.layout.page_size();
-        let runs = self.layout.runs(start, checked.len);
-        map_runs(&req, &checked, self.mem.fd_for(prot), &runs)
+        self.layout.map_checked(&self.mem, &req, &checked)
     }
 
     /// Whether the producer has free space: the condition of the kernel's
