@@ -16,8 +16,7 @@ use telebpf_protocol::message::{IoctlValue, NewObject, FOREIGN_FD};
 
 use crate::sys;
 
-/// What `readlink("/proc/self/fd/N")` says for a perf event.
-pub const PERF_EVENT_LINK: &str = "anon_inode:[perf_event]";
+pub use telebpf_protocol::message::PERF_EVENT_LINK;
 
 /// The session's view needed here.
 pub trait PerfFds {

@@ -50,17 +50,6 @@ impl PerfFds for Session {
     }
 }
 
-/// Whether a guest object is a ring a stream may mirror.
-fn is_streamable(obj: &NewObject) -> bool {
-    use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
-    match &obj.kind {
-        ObjectKind::Map(m) => {
-            m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF
-        }
-        _ => obj.link == perf::PERF_EVENT_LINK,
-    }
-}
-
 impl Objects for Session {
     fn kind(&self, fd: i32) -> Option<ObjectKind> {
         if fd == FOREIGN_FD {
@@ -103,7 +92,7 @@ impl Session {
 
     /// The session now holds guest fd `fd`.
     fn adopt(&mut self, fd: i32, obj: NewObject) {
-        if is_streamable(&obj) {
+        if obj.is_ring() {
             self.owner.add(fd);
         }
         self.objects.insert(fd, obj);

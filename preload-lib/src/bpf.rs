@@ -121,11 +121,7 @@ pub fn forward(
         for slot in &plan.fds {
             let guest = match slot.value {
                 0 => 0,
-                v => match view.table.get(v) {
-                    Some(o) => o.guest_fd,
-                    None if fd_is_open(v) => FOREIGN_FD,
-                    None => -1,
-                },
+                v => to_guest_fd(view.table, v),
             };
             let bytes: Option<&mut [u8]> = match slot.parent {
                 Parent::Attr => Some(&mut attr),
@@ -240,21 +236,20 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A host fd in the guest's numbering: the guest fd of our object, else
+/// [`FOREIGN_FD`] for an fd that is open but no guest object, else `-1`.
+pub fn to_guest_fd(table: &Table, host_fd: i32) -> i32 {
+    match table.get(host_fd) {
+        Some(o) => o.guest_fd,
+        None if fd_is_open(host_fd) => FOREIGN_FD,
+        None => -1,
+    }
+}
+
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: i32) -> bool {
     // SAFETY: F_GETFD on any integer only reads the fd table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-}
-
-/// Whether a program may wait for this object to become readable.
-fn is_pollable(obj: &NewObject) -> bool {
-    use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
-    match &obj.kind {
-        ObjectKind::Map(m) => {
-            m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF
-        }
-        _ => obj.link == "anon_inode:[perf_event]",
-    }
 }
 
 /// Whether the object is a user ring buffer, which a program waits on for
@@ -295,7 +290,7 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
                 .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
             Ok((w, Some(Signal { write, read: r })))
         })
-    } else if is_pollable(&obj) {
+    } else if obj.is_ring() {
         signal_pipe().and_then(|(r, w)| {
             let read = r
                 .try_clone()

@@ -29,7 +29,7 @@ use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingRead
 use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
 use telebpf_abi::ObjectKind;
 use telebpf_client::{Connection, Settings};
-use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest};
+use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest, PERF_EVENT_LINK};
 
 use crate::objects::{GuestObject, Signal};
 use crate::state::{self, Failure};
@@ -94,9 +94,7 @@ pub fn mmap(
             snapshot_mmap(obj, addr, len, prot, flags, offset)
         }
         ObjectKind::Map(_) => Err(Failure(libc::ENODEV)),
-        _ if obj.link == "anon_inode:[perf_event]" => {
-            ring_mmap(obj, addr, len, prot, flags, offset)
-        }
+        _ if obj.link == PERF_EVENT_LINK => ring_mmap(obj, addr, len, prot, flags, offset),
         _ => Err(Failure(libc::ENODEV)),
     }
 }

@@ -9,21 +9,15 @@
 
 use telebpf_abi::perf::{self, IoctlArg};
 use telebpf_abi::{read_u32, read_u64};
-use telebpf_protocol::message::{IoctlValue, Reply, Request, FOREIGN_FD};
+use telebpf_protocol::message::{IoctlValue, Reply, Request};
 
 use crate::state::{self, Failure};
 use crate::{bpf, memory};
 
-/// Translates a host fd argument into the guest's numbering.
+/// Translates a host fd argument into the guest's numbering (`-1`, "no
+/// fd", is not open and stays `-1`).
 fn guest_fd(host_fd: i32) -> i32 {
-    if host_fd == -1 {
-        return -1;
-    }
-    match state::get().table().get(host_fd) {
-        Some(o) => o.guest_fd,
-        None if bpf::fd_is_open(host_fd) => FOREIGN_FD,
-        None => -1,
-    }
+    bpf::to_guest_fd(&state::get().table(), host_fd)
 }
 
 /// Forwards `perf_event_open(attr, pid, cpu, group_fd, flags)`.

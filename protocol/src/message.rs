@@ -247,6 +247,24 @@ pub struct NewObject {
     pub link_type: Option<u32>,
 }
 
+/// What `readlink("/proc/self/fd/N")` says for a perf event.
+pub const PERF_EVENT_LINK: &str = "anon_inode:[perf_event]";
+
+impl NewObject {
+    /// Whether this is a ring the host mirrors (a ring-buffer or user
+    /// ring-buffer map, or a perf event's ring): a program polls it, and a
+    /// stream connection may attach to it.
+    pub fn is_ring(&self) -> bool {
+        use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
+        match &self.kind {
+            ObjectKind::Map(m) => {
+                m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF
+            }
+            _ => self.link == PERF_EVENT_LINK,
+        }
+    }
+}
+
 /// File operations answered from the guest's side. Paths are absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileOp {
