@@ -164,14 +164,20 @@ pub fn ioctl(
 /// Largest map snapshot served.
 const MAX_SNAPSHOT: u64 = 256 << 20;
 
+/// Checks that `fd` is a map of the session: other objects cannot be
+/// mapped (`ENODEV`, as `mmap` of them answers), unknown fds are `EBADF`.
+fn session_map(fd: i32, fds: &dyn PerfFds) -> Result<(), i32> {
+    match fds.object(fd).map(|o| &o.kind) {
+        Some(ObjectKind::Map(_)) => Ok(()),
+        Some(_) => Err(libc::ENODEV),
+        None => Err(libc::EBADF),
+    }
+}
+
 /// Writes into an mmapable map's memory, as a host program's store into its
 /// `mmap` of the map would.
 pub fn write_map(fd: i32, offset: u64, data: &[u8], fds: &dyn PerfFds) -> Result<(), i32> {
-    match fds.object(fd).map(|o| &o.kind) {
-        Some(ObjectKind::Map(_)) => {}
-        Some(_) => return Err(libc::ENODEV),
-        None => return Err(libc::EBADF),
-    }
+    session_map(fd, fds)?;
     if data.is_empty() || data.len() as u64 > MAX_SNAPSHOT || offset > MAX_SNAPSHOT {
         return Err(libc::EINVAL);
     }
@@ -181,11 +187,7 @@ pub fn write_map(fd: i32, offset: u64, data: &[u8], fds: &dyn PerfFds) -> Result
 /// The content of an mmapable map, as `mmap(fd, len, offset)` would show
 /// it now.
 pub fn snapshot(fd: i32, len: u64, offset: u64, fds: &dyn PerfFds) -> Result<Vec<u8>, i32> {
-    match fds.object(fd).map(|o| &o.kind) {
-        Some(ObjectKind::Map(_)) => {}
-        Some(_) => return Err(libc::ENODEV),
-        None => return Err(libc::EBADF),
-    }
+    session_map(fd, fds)?;
     if len == 0 || len > MAX_SNAPSHOT {
         return Err(libc::EINVAL);
     }
