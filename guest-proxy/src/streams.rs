@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex};
 
 use telebpf_protocol::message::{self, Reply, SessionToken, StreamKind, StreamRequest};
 
+use crate::sys::{page_size, Mapping};
+
 /// Wakes and ends a stream.
 #[derive(Debug)]
 pub struct Stop {
@@ -315,8 +317,13 @@ impl UserRing {
         if max == 0 || !max.is_power_of_two() {
             return Err(libc::EINVAL);
         }
-        let consumer = Mapping::new(fd, page, libc::PROT_READ, 0)?;
-        let producer = Mapping::new(fd, page + 2 * max, libc::PROT_READ | libc::PROT_WRITE, page)?;
+        let consumer = Mapping::new(fd.as_raw_fd(), page, libc::PROT_READ, 0)?;
+        let producer = Mapping::new(
+            fd.as_raw_fd(),
+            page + 2 * max,
+            libc::PROT_READ | libc::PROT_WRITE,
+            page,
+        )?;
         Ok(UserRing {
             consumer,
             producer,
@@ -505,54 +512,6 @@ enum GuestRing {
     Bpf(BpfRing),
 }
 
-/// A mapping, unmapped on drop.
-struct Mapping {
-    base: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value; it is only
-// accessed through this value by the stream thread that owns it.
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    fn new(fd: &OwnedFd, len: usize, prot: i32, offset: usize) -> Result<Mapping, i32> {
-        // SAFETY: a fresh shared mapping chosen by the kernel, of a ring fd
-        // whose size the kernel checks against `len` and `offset`.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO));
-        }
-        Ok(Mapping {
-            base: p.cast(),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
 /// Offsets in `struct perf_event_mmap_page`.
 const DATA_HEAD: usize = 1024;
 const DATA_TAIL: usize = 1032;
@@ -585,7 +544,7 @@ impl GuestRing {
             return Err(libc::EINVAL);
         }
         let map = Mapping::new(
-            fd,
+            fd.as_raw_fd(),
             (1 + pages) * page,
             libc::PROT_READ | libc::PROT_WRITE,
             0,
@@ -603,8 +562,8 @@ impl GuestRing {
         if max == 0 || !max.is_power_of_two() {
             return Err(libc::EINVAL);
         }
-        let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(fd, page + 2 * max, libc::PROT_READ, page)?;
+        let consumer = Mapping::new(fd.as_raw_fd(), page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = Mapping::new(fd.as_raw_fd(), page + 2 * max, libc::PROT_READ, page)?;
         Ok(GuestRing::Bpf(BpfRing {
             consumer,
             producer,

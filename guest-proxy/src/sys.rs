@@ -116,58 +116,90 @@ pub fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
-/// Writes `data` at `offset` of what `mmap(fd, …, MAP_SHARED)` shows.
-pub fn write_mapping(fd: i32, offset: u64, data: &[u8]) -> Result<(), i32> {
+/// The page size.
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    let start = offset - offset % page;
-    let len = (offset - start) as usize + data.len();
-    // SAFETY: a fresh shared writable mapping chosen by the kernel, written
-    // only within its length, then unmapped.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            start as i64,
-        );
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A shared mapping of an fd the proxy holds, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    /// Start of the mapping.
+    pub base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; it is only
+// accessed through this value by the thread that owns it.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`; the kernel checks
+    /// `len` and `offset` against the object behind `fd`.
+    pub fn new(fd: i32, len: usize, prot: i32, offset: usize) -> Result<Mapping, i32> {
+        // SAFETY: a fresh shared mapping at an address the kernel chooses,
+        // owned by the returned value.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                offset as libc::off_t,
+            )
+        };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO));
         }
-        std::ptr::copy_nonoverlapping(
-            data.as_ptr(),
-            p.cast::<u8>().add((offset - start) as usize),
-            data.len(),
-        );
-        libc::munmap(p, len);
+        Ok(Mapping {
+            base: p.cast(),
+            len,
+        })
     }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `base` is valid for reads of `len` bytes while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+
+    /// The mapped bytes, for writing (the mapping must be writable).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `base` is valid for `len` bytes while `self` lives, and
+        // the exclusive borrow of `self` is the only access from here.
+        unsafe { std::slice::from_raw_parts_mut(self.base, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// Writes `data` at `offset` of what `mmap(fd, …, MAP_SHARED)` shows.
+pub fn write_mapping(fd: i32, offset: u64, data: &[u8]) -> Result<(), i32> {
+    let page = page_size() as u64;
+    let start = offset - offset % page;
+    let skip = (offset - start) as usize;
+    let mut m = Mapping::new(
+        fd,
+        skip + data.len(),
+        libc::PROT_READ | libc::PROT_WRITE,
+        start as usize,
+    )?;
+    m.bytes_mut()[skip..].copy_from_slice(data);
     Ok(())
 }
 
 /// A copy of what `mmap(fd, len, PROT_READ, MAP_SHARED, offset)` shows now.
 pub fn read_mapping(fd: i32, len: usize, offset: i64) -> Result<Vec<u8>, i32> {
-    // SAFETY: a fresh read-only shared mapping chosen by the kernel; it is
-    // only read within its length and unmapped before returning.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            fd,
-            offset,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO));
-        }
-        let copy = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
-        libc::munmap(p, len);
-        Ok(copy)
-    }
+    // Read-only: a snapshot of the map, never a way to write it.
+    let m = Mapping::new(fd, len, libc::PROT_READ, offset as usize)?;
+    Ok(m.bytes().to_vec())
 }
