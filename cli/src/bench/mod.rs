@@ -84,3 +84,50 @@ pub fn worker(what: &str, runs: usize) -> Result<(), String> {
         other => Err(format!("unknown bench worker {other:?}")),
     }
 }
+
+/// What a `telebpf bench-worker` child printed: `key=value` words.
+pub(crate) struct Figures {
+    /// The child's standard output.
+    pub(crate) text: String,
+}
+
+impl Figures {
+    /// The value of `name=…`.
+    pub(crate) fn word(&self, name: &str) -> Option<&str> {
+        self.text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    }
+
+    /// The number `name=…`, NaN when missing.
+    pub(crate) fn get(&self, name: &str) -> f64 {
+        self.word(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Runs `telebpf bench-worker WHAT ARG` as a child — with the preload
+/// pointed at `forwarded` (target, key file), else plainly on this kernel —
+/// and returns what it printed; on failure, its last line of stderr (tool
+/// libraries print their own lines before the worker's verdict).
+pub(crate) fn run_worker(
+    what: &str,
+    arg: usize,
+    forwarded: Option<(&str, &std::path::Path)>,
+) -> Result<Figures, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench-worker", what, &arg.to_string()]);
+    if let Some((target, key_file)) = forwarded {
+        cmd.envs(crate::exec::preload_env(target, key_file)?);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().last().unwrap_or("failed").trim().to_string());
+    }
+    Ok(Figures {
+        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}

@@ -39,14 +39,13 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{libbpf_sys, MapCore, ObjectBuilder, RingBufferBuilder};
 
-use crate::exec::preload_env;
+use super::{run_worker, Figures};
 use crate::stats::{summarize, Summary};
 
 /// The producer object, built by `build.rs` (empty if clang failed).
@@ -446,42 +445,9 @@ pub fn worker(events: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// One worker's figures, parsed from its output.
-struct Figures {
-    text: String,
-}
-
-impl Figures {
-    fn word(&self, name: &str) -> Option<&str> {
-        self.text
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-    }
-
-    fn get(&self, name: &str) -> f64 {
-        self.word(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    }
-}
-
 /// Runs the worker as a child, with or without the preload.
 fn child(events: usize, forwarded: Option<(&str, &Path)>) -> Result<Figures, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["bench-worker", "ringbuf", &events.to_string()]);
-    if let Some((target, key_file)) = forwarded {
-        cmd.envs(preload_env(target, key_file)?);
-    }
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        // libbpf's own lines come first; the worker's verdict is the last.
-        return Err(err.lines().last().unwrap_or("failed").trim().to_string());
-    }
-    Ok(Figures {
-        text: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    run_worker("ringbuf", events, forwarded)
 }
 
 /// The run with the median rate.

@@ -17,13 +17,12 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use telebpf_client::{Connection, Settings};
 use telebpf_protocol::message::{Reply, Request};
 
-use crate::exec::preload_env;
+use super::run_worker;
 use crate::stats::{summarize, Summary};
 
 const PAYLOAD: usize = 64;
@@ -69,22 +68,11 @@ fn channel_ping(target: &str, key_file: &Path, runs: usize) -> Result<Summary, S
 
 /// Runs the lookup worker as a child, with or without the preload.
 fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["bench-worker", "lookup", &runs.to_string()]);
-    if let Some((target, key_file)) = forwarded {
-        cmd.envs(preload_env(target, key_file)?);
-    }
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = run_worker("lookup", runs, forwarded)?;
     let field = |name: &str| -> Result<f64, String> {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        out.word(name)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("worker output lacks {name}: {text}"))
+            .ok_or_else(|| format!("worker output lacks {name}: {}", out.text))
     };
     Ok(Summary {
         p50_us: field("p50_us")?,
