@@ -29,14 +29,36 @@ use crate::state::{self, Failure};
 use crate::vfs;
 
 /// What the plan needs to know about host fds.
+///
+/// One call names the same fd several times (planning, the link type,
+/// translation); each table look-up checks the fd with an `fstat`, so the
+/// answers are kept for the call.
 struct HostView<'a> {
     table: &'a Table,
     possible_cpus: u32,
+    seen: std::cell::RefCell<Vec<(i32, Option<Arc<GuestObject>>)>>,
+}
+
+impl HostView<'_> {
+    /// The guest object behind host fd `fd`, looked up once per call.
+    fn object(&self, fd: i32) -> Option<Arc<GuestObject>> {
+        if let Some((_, o)) = self.seen.borrow().iter().find(|(f, _)| *f == fd) {
+            return o.clone();
+        }
+        let o = self.table.get(fd).cloned();
+        self.seen.borrow_mut().push((fd, o.clone()));
+        o
+    }
+
+    /// `fd` in the guest's numbering (see [`to_guest_fd`]).
+    fn to_guest(&self, fd: i32) -> i32 {
+        guest_number(self.object(fd).map(|o| o.guest_fd), fd)
+    }
 }
 
 impl Objects for HostView<'_> {
     fn kind(&self, fd: i32) -> Option<ObjectKind> {
-        match self.table.get(fd) {
+        match self.object(fd) {
             Some(o) => Some(o.kind.clone()),
             // Open, but not a guest object: the kernel would say "wrong
             // kind of fd" (EINVAL), not "no such fd" (EBADF).
@@ -50,7 +72,7 @@ impl Objects for HostView<'_> {
     }
 
     fn link_type(&self, fd: i32) -> Option<u32> {
-        self.table.get(fd).and_then(|o| o.link_type)
+        self.object(fd).and_then(|o| o.link_type)
     }
 }
 
@@ -82,6 +104,7 @@ pub fn forward(
         let view = HostView {
             table: &table,
             possible_cpus,
+            seen: Default::default(),
         };
         let mut plan =
             Plan::new(raw_cmd, &attr, common.as_deref(), &view).map_err(|e| Failure(e.errno()))?;
@@ -121,7 +144,7 @@ pub fn forward(
         for slot in &plan.fds {
             let guest = match slot.value {
                 0 => 0,
-                v => to_guest_fd(view.table, v),
+                v => view.to_guest(v),
             };
             let bytes: Option<&mut [u8]> = match slot.parent {
                 Parent::Attr => Some(&mut attr),
@@ -239,8 +262,14 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
 /// A host fd in the guest's numbering: the guest fd of our object, else
 /// [`FOREIGN_FD`] for an fd that is open but no guest object, else `-1`.
 pub fn to_guest_fd(table: &Table, host_fd: i32) -> i32 {
-    match table.get(host_fd) {
-        Some(o) => o.guest_fd,
+    guest_number(table.get(host_fd).map(|o| o.guest_fd), host_fd)
+}
+
+/// The translation rule: `guest` when `host_fd` is ours, else
+/// [`FOREIGN_FD`] when it is open, else `-1`.
+fn guest_number(guest: Option<i32>, host_fd: i32) -> i32 {
+    match guest {
+        Some(g) => g,
         None if fd_is_open(host_fd) => FOREIGN_FD,
         None => -1,
     }
