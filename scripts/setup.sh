@@ -22,7 +22,7 @@ packages=(
     bpftool libbpf-tools
     clang llvm libbpf-dev
     libelf-dev zlib1g-dev pkg-config build-essential
-    util-linux ca-certificates
+    util-linux procps ca-certificates
 )
 
 apt_retry() {
