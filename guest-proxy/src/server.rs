@@ -136,7 +136,11 @@ async fn serve(config: Config) -> Result<(), ServerError> {
         })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    log::info(format_args!("listening on {}", config.listen));
+    log::info(format_args!(
+        "listening on {} (collectors: libbpf {})",
+        config.listen,
+        telebpf_collectors::libbpf_version()
+    ));
 
     // Handshakes in progress; a task ends once its session thread runs.
     let mut handshakes = JoinSet::new();
