@@ -1,6 +1,74 @@
-//! The bulk-read collectors: CO-RE eBPF programs that walk a kernel's
-//! structures (processes, modules, TCP sockets) and record what they touched,
-//! plus the loader that runs them and reads kernel memory on the proxy's side.
+//! The bulk-read collectors: CO-RE eBPF programs (`bpf/*.bpf.c`) that walk a
+//! kernel's structures — the task list, the module list, the TCP hash tables
+//! — and record what they touched, either the pages or the fields; plus the
+//! kernel-memory reader the proxy uses to return pages and per-pointer reads.
+//!
+//! The host only needs [`Collector`] (which object, its id) and [`record`]
+//! (the record format); [`loader`] runs the objects and is used where the
+//! kernel is: in the proxy, and by the benchmark's direct baseline.
+
+pub mod loader;
+pub mod record;
+mod ring;
+
+use sha2::{Digest, Sha256};
+
+/// A collector, by what it walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collector {
+    /// The task list: pid, tgid, comm, parent, uid.
+    Processes,
+    /// The module list: name, state, size.
+    Modules,
+    /// The TCP listening and established hash tables.
+    Tcp,
+}
+
+impl Collector {
+    /// Every collector.
+    pub const ALL: [Collector; 3] = [Collector::Processes, Collector::Modules, Collector::Tcp];
+
+    /// The collector's name on the command line (`ps`, `modules`, `tcp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Collector::Processes => "ps",
+            Collector::Modules => "modules",
+            Collector::Tcp => "tcp",
+        }
+    }
+
+    /// The compiled eBPF object (CO-RE, relocated when loaded).
+    pub fn object(self) -> &'static [u8] {
+        match self {
+            Collector::Processes => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/processes.bpf.o"))
+            }
+            Collector::Modules => include_bytes!(concat!(env!("OUT_DIR"), "/modules.bpf.o")),
+            Collector::Tcp => include_bytes!(concat!(env!("OUT_DIR"), "/tcp.bpf.o")),
+        }
+    }
+
+    /// The id the proxy knows the object by: the SHA-256 of its bytes.
+    pub fn id(self) -> [u8; 32] {
+        object_id(self.object())
+    }
+
+    /// Whether the walk starts at the kernel's module list rather than at
+    /// the current task.
+    pub fn starts_at_module_list(self) -> bool {
+        self == Collector::Modules
+    }
+}
+
+/// The SHA-256 of an object's bytes.
+pub fn object_id(object: &[u8]) -> [u8; 32] {
+    Sha256::digest(object).into()
+}
+
+/// The proxy's kernel-memory reader object (`bpf/reader.bpf.c`).
+pub fn reader_object() -> &'static [u8] {
+    include_bytes!(concat!(env!("OUT_DIR"), "/reader.bpf.o"))
+}
 
 /// The version of the libbpf the collectors are loaded with, e.g. `v1.7`.
 pub fn libbpf_version() -> String {

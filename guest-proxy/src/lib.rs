@@ -16,9 +16,10 @@
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`streams`] pushes the records of guest
-//! rings to the host; [`log`] prints.
+//! rings to the host; [`bulk`] runs collectors and reads kernel memory; [`log`] prints.
 
 pub mod bpf_exec;
+pub mod bulk;
 pub mod facts;
 pub mod files;
 pub mod log;

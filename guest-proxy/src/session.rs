@@ -29,7 +29,7 @@ use crate::bpf_exec::{self, SessionFds};
 use crate::perf::{self, PerfFds};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
-use crate::{files, log, sys};
+use crate::{bulk, files, log, sys};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -214,6 +214,20 @@ impl Session {
                 errno: libc::EPROTO,
                 message: "a stream request must open its own connection".into(),
             })),
+            Request::Collect(req) => {
+                let result = bulk::collect(req);
+                log::debug(format_args!(
+                    "session {}: collect -> {}",
+                    self.id,
+                    match &result {
+                        Ok(b) =>
+                            format!("{} pages, {} record bytes", b.pages.len(), b.records.len()),
+                        Err(e) => format!("{e:?}"),
+                    }
+                ));
+                Some(Reply::Collected(result))
+            }
+            Request::Peek(ranges) => Some(Reply::Memory(bulk::peek(ranges))),
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,

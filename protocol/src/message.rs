@@ -123,6 +123,102 @@ pub enum Request {
     /// ring buffer, in order, for the proxy to produce into the guest ring.
     /// No reply.
     Records(#[serde(with = "bytes_vec")] Vec<Vec<u8>>),
+    /// Run a bulk-read collector in the guest and answer with everything it
+    /// touched, in one [`Reply::Collected`].
+    Collect(CollectRequest),
+    /// Read guest kernel memory: one forwarded read per range, as a
+    /// per-pointer walk does. Reply: [`Reply::Memory`].
+    Peek(Vec<MemoryRange>),
+}
+
+/// Which collector to run, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectRequest {
+    /// SHA-256 of the collector's eBPF object: the proxy loads each object
+    /// once and knows it by this.
+    pub collector: [u8; 32],
+    /// The object itself, sent when the proxy answered
+    /// [`CollectError::UnknownCollector`]; `None` otherwise.
+    pub object: Option<serde_bytes::ByteBuf>,
+    /// What the collector records.
+    pub mode: CollectMode,
+    /// Where the walk starts.
+    pub start: Start,
+}
+
+/// What a collector run records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CollectMode {
+    /// Nothing: only find the start of the walk (the per-pointer mode's
+    /// anchor).
+    Roots,
+    /// The guest pages that hold what was read; the proxy returns the pages.
+    Page,
+    /// Address, size and bytes of each field read.
+    Data,
+}
+
+/// Where a collector's walk starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Start {
+    /// The collector finds its own start (from the current task).
+    Current,
+    /// The kernel's module list (`modules` in kallsyms), resolved by the proxy.
+    ModuleList,
+}
+
+/// A range of guest kernel memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryRange {
+    /// Kernel virtual address.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u32,
+}
+
+/// The answer to a [`Request::Collect`]: one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Batch {
+    /// Where the walk starts (a kernel address).
+    pub root: u64,
+    /// The collector's status (0: complete).
+    pub status: u64,
+    /// Objects the collector visited.
+    pub visited: u64,
+    /// Records lost to a full ring buffer.
+    pub dropped: u64,
+    /// Data mode: the collector's records, each a 16-byte header (address,
+    /// length) followed by that many bytes.
+    #[serde(with = "serde_bytes")]
+    pub records: Vec<u8>,
+    /// Page mode: the addresses of the pages in `page_data`, in order.
+    pub pages: Vec<u64>,
+    /// Page mode: the pages' bytes, one guest page each.
+    #[serde(with = "serde_bytes")]
+    pub page_data: Vec<u8>,
+}
+
+/// Why a [`Request::Collect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CollectError {
+    /// The proxy has not loaded this collector: send the object.
+    UnknownCollector,
+    /// The object did not load (the loader's message).
+    Load(String),
+    /// Running it failed with this errno.
+    Run(i32),
+    /// The guest kernel cannot do this (e.g. it has no module support).
+    Unsupported(String),
+}
+
+/// The answer to a [`Request::Peek`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Whether each range could be read (unreadable ranges read as zeros).
+    pub readable: Vec<bool>,
+    /// The ranges' bytes, concatenated.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// Which ring a stream connection carries.
@@ -364,6 +460,10 @@ pub enum Reply {
     Records(#[serde(with = "bytes_vec")] Vec<Vec<u8>>),
     /// Pushed on a perf stream: samples the guest ring lost.
     Lost(u64),
+    /// The batch of a [`Request::Collect`].
+    Collected(Result<Batch, CollectError>),
+    /// The bytes of a [`Request::Peek`], or the errno.
+    Memory(Result<Memory, i32>),
 }
 
 /// A successful file operation.

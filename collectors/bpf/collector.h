@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What every collector shares: the run context passed by BPF_PROG_TEST_RUN,
+ * the record format of the `events` ring buffer, and the reads that record
+ * what they touched. collectors/src/record.rs mirrors these layouts.
+ *
+ * A collector runs in one of three modes:
+ *   MODE_ROOTS  only find where the walk starts (ctx->root), record nothing;
+ *   MODE_PAGE   record the address of every guest page a read touched;
+ *   MODE_DATA   record address, size and bytes of every read.
+ * Each page (page mode) or each (address, size) (data mode) is recorded once
+ * per run: `seen` remembers it with the run's generation number, so the map
+ * never needs clearing between runs.
+ */
+#pragma once
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#define MODE_ROOTS 0
+#define MODE_PAGE 1
+#define MODE_DATA 2
+
+#define STATUS_OK 0
+#define STATUS_RING_FULL 1
+#define STATUS_TOO_MANY 2
+#define STATUS_NO_ROOT 3
+#define STATUS_UNSUPPORTED 4
+
+#define GUEST_PAGE 4096ULL
+#define CHUNK 4096
+#define QUEUE_LEN 65536
+
+/* The BPF_PROG_TEST_RUN context, in and out. */
+struct collect_ctx {
+	__u64 mode;	/* in */
+	__u64 gen;	/* in: non-zero, different for every run */
+	__u64 root_in;	/* in: a start address the proxy knows (modules) */
+	__u64 root;	/* out: where the walk starts */
+	__u64 records;	/* out: records written */
+	__u64 dropped;	/* out: records lost to a full ring */
+	__u64 visited;	/* out: objects visited */
+	__u64 status;	/* out: STATUS_* */
+};
+
+/* Every ring record starts with this; data mode appends `len` bytes. */
+struct record_hdr {
+	__u64 addr;
+	__u32 len;
+	__u32 pad;
+};
+
+struct chunk {
+	struct record_hdr hdr;
+	__u8 data[CHUNK];
+};
+
+struct seen_key {
+	__u64 addr;
+	__u64 len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct seen_key);
+	__type(value, __u64);
+} seen SEC(".maps");
+
+/* Staging for a data record, and a second buffer for array chunks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct chunk);
+} scratch SEC(".maps");
+
+/* Per-run state, in .bss so that bpf_loop callbacks reach it. */
+struct run_state {
+	__u64 mode;
+	__u64 gen;
+	__u64 records;
+	__u64 dropped;
+	__u64 visited;
+	__u64 status;
+	__u64 qlen;
+};
+struct run_state run;
+
+static __always_inline int first_time(__u64 addr, __u64 len)
+{
+	struct seen_key key = { .addr = addr, .len = len };
+	__u64 *g = bpf_map_lookup_elem(&seen, &key);
+
+	if (g && *g == run.gen)
+		return 0;
+	bpf_map_update_elem(&seen, &key, &run.gen, BPF_ANY);
+	return 1;
+}
+
+static __always_inline void emit(const void *rec, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, (void *)rec, size, 0)) {
+		run.dropped++;
+		run.status = STATUS_RING_FULL;
+	} else {
+		run.records++;
+	}
+}
+
+static __always_inline void note_page(__u64 page)
+{
+	struct record_hdr h = { .addr = page, .len = 0 };
+
+	if (first_time(page, 0))
+		emit(&h, sizeof(h));
+}
+
+/* Records a read of [addr, addr + len) whose bytes now sit at `copy`. */
+static __always_inline void note(__u64 addr, __u32 len, const void *copy)
+{
+	if (run.mode == MODE_PAGE) {
+		__u64 first = addr & ~(GUEST_PAGE - 1);
+		__u64 last = (addr + len - 1) & ~(GUEST_PAGE - 1);
+
+		note_page(first);
+		if (last != first)
+			note_page(last);
+		return;
+	}
+	if (run.mode != MODE_DATA || len > CHUNK || !first_time(addr, len))
+		return;
+
+	__u32 zero = 0;
+	struct chunk *c = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!c)
+		return;
+	c->hdr.addr = addr;
+	c->hdr.len = len;
+	c->hdr.pad = 0;
+	bpf_probe_read_kernel(c->data, len, copy);
+	emit(c, sizeof(c->hdr) + len);
+}
+
+/* Reads a value of the destination's own type and records the read. */
+#define READ(dst, src_addr)                                                    \
+	({                                                                     \
+		__u64 __a = (__u64)(src_addr);                                 \
+		long __r = bpf_probe_read_kernel(&(dst), sizeof(dst),          \
+						 (const void *)__a);           \
+		if (!__r)                                                      \
+			note(__a, sizeof(dst), &(dst));                        \
+		__r;                                                           \
+	})
+
+/* The address of a field of the object at `base`, offset relocated by CO-RE. */
+#define FIELD(base, type, field) ((__u64)(base) + bpf_core_field_offset(type, field))
+
+/* Reads a chunk of an array (up to CHUNK bytes) into scratch slot 1 and records it. */
+static __always_inline struct chunk *read_chunk(__u64 addr, __u64 len)
+{
+	__u32 one = 1;
+	struct chunk *c = bpf_map_lookup_elem(&scratch, &one);
+
+	if (!c)
+		return 0;
+	if (len > CHUNK)
+		len = CHUNK;
+	if (len == 0)
+		return 0;
+	if (bpf_probe_read_kernel(c->data, len, (const void *)addr))
+		return 0;
+	if (run.mode == MODE_PAGE) {
+		__u64 first = addr & ~(GUEST_PAGE - 1);
+		__u64 last = (addr + len - 1) & ~(GUEST_PAGE - 1);
+
+		note_page(first);
+		if (last != first)
+			note_page(last);
+	} else if (run.mode == MODE_DATA && first_time(addr, len)) {
+		c->hdr.addr = addr;
+		c->hdr.len = len;
+		c->hdr.pad = 0;
+		emit(c, sizeof(c->hdr) + len);
+	}
+	return c;
+}
+
+static __always_inline void begin(struct collect_ctx *ctx)
+{
+	run.mode = ctx->mode;
+	run.gen = ctx->gen;
+	run.records = 0;
+	run.dropped = 0;
+	run.visited = 0;
+	run.status = STATUS_OK;
+	run.qlen = 0;
+}
+
+static __always_inline void end(struct collect_ctx *ctx)
+{
+	ctx->records = run.records;
+	ctx->dropped = run.dropped;
+	ctx->visited = run.visited;
+	ctx->status = run.status;
+}
+
+/* The group leader of the task running the collector: a live member of the task list. */
+static __always_inline __u64 current_leader(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 leader = 0;
+
+	bpf_probe_read_kernel(&leader, sizeof(leader),
+			      (const void *)FIELD(task, struct task_struct, group_leader));
+	return leader;
+}

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The TCP socket collector: the listening (lhash2) and established (ehash)
+ * hash tables of the current network namespace's inet_hashinfo, reached
+ * without kallsyms through current->nsproxy->net_ns->ipv4.tcp_death_row
+ * .hashinfo. /proc/net/tcp{,6} walk the same two tables.
+ *
+ * Phase 1 scans a table's buckets a chunk at a time (one 4 KiB read covers
+ * 512 established buckets) and queues the first socket of every non-empty
+ * chain; phase 2 visits the queued sockets and queues each one's successor.
+ * The host-side walker (ids/src/walk/tcp.rs) makes the same reads.
+ */
+#include "collector.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_TIME_WAIT 6
+#define TCP_NEW_SYN_RECV 12
+
+struct table {
+	__u64 base;	/* address of bucket 0 */
+	__u64 bytes;	/* size of the table */
+	__u64 stride;	/* size of a bucket */
+	__u64 head_off; /* offset of the chain's first pointer in a bucket */
+	__u64 loaded;	/* offset of the chunk in scratch slot 1, or -1 */
+};
+
+struct table tbl;
+__u64 netns;
+__u64 queue[QUEUE_LEN];
+
+static __always_inline void enqueue(__u64 node)
+{
+	if (node & 1) /* a nulls marker ends the chain */
+		return;
+	if (run.qlen >= QUEUE_LEN) {
+		run.status = STATUS_TOO_MANY;
+		return;
+	}
+	queue[run.qlen & (QUEUE_LEN - 1)] = node;
+	run.qlen++;
+}
+
+static long scan_bucket(__u64 i, void *unused)
+{
+	__u64 byte = i * tbl.stride;
+	__u64 start = byte & ~((__u64)CHUNK - 1);
+	__u32 one = 1;
+	struct chunk *c;
+	__u64 at, head;
+
+	if (start != tbl.loaded) {
+		if (!read_chunk(tbl.base + start, tbl.bytes - start))
+			return 1;
+		tbl.loaded = start;
+	}
+	c = bpf_map_lookup_elem(&scratch, &one);
+	if (!c)
+		return 1;
+	at = (byte & (CHUNK - 1)) + tbl.head_off;
+	if (at > CHUNK - 8)
+		return 0;
+	head = *(__u64 *)(c->data + at);
+	enqueue(head);
+	return 0;
+}
+
+static __always_inline void scan(__u64 base, __u64 buckets, __u64 stride, __u64 head_off)
+{
+	tbl.base = base;
+	tbl.bytes = buckets * stride;
+	tbl.stride = stride;
+	tbl.head_off = head_off;
+	tbl.loaded = -1;
+	if (!base || !stride || CHUNK % stride)
+		run.status = STATUS_UNSUPPORTED;
+	else
+		bpf_loop(buckets, scan_bucket, 0, 0);
+}
+
+static long visit(__u64 i, void *unused)
+{
+	__u64 node, sk, net, next;
+	unsigned short family, num;
+	__be16 dport;
+	unsigned char state;
+	__be32 saddr, daddr;
+	struct in6_addr saddr6, daddr6;
+	unsigned int uid;
+
+	if (i >= run.qlen)
+		return 1;
+	node = queue[i & (QUEUE_LEN - 1)];
+	sk = node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
+	run.visited++;
+	READ(net, FIELD(sk, struct sock_common, skc_net));
+	READ(family, FIELD(sk, struct sock_common, skc_family));
+	READ(state, FIELD(sk, struct sock_common, skc_state));
+	READ(num, FIELD(sk, struct sock_common, skc_num));
+	READ(dport, FIELD(sk, struct sock_common, skc_dport));
+	if (family == AF_INET6) {
+		READ(saddr6, FIELD(sk, struct sock_common, skc_v6_rcv_saddr));
+		READ(daddr6, FIELD(sk, struct sock_common, skc_v6_daddr));
+	} else {
+		READ(saddr, FIELD(sk, struct sock_common, skc_rcv_saddr));
+		READ(daddr, FIELD(sk, struct sock_common, skc_daddr));
+	}
+	if (state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV)
+		READ(uid, FIELD(sk, struct sock, sk_uid));
+	if (!READ(next, FIELD(node, struct hlist_nulls_node, next)))
+		enqueue(next);
+	return 0;
+}
+
+SEC("syscall")
+int collect_tcp(struct collect_ctx *ctx)
+{
+	__u64 task, nsproxy = 0, hashinfo = 0, ehash = 0, lhash2 = 0;
+	unsigned int ehash_mask = 0, lhash2_mask = 0;
+
+	begin(ctx);
+	task = current_leader();
+	ctx->root = task;
+	if (!task) {
+		run.status = STATUS_NO_ROOT;
+		goto out;
+	}
+	if (run.mode == MODE_ROOTS)
+		goto out;
+	READ(nsproxy, FIELD(task, struct task_struct, nsproxy));
+	READ(netns, FIELD(nsproxy, struct nsproxy, net_ns));
+	READ(hashinfo, FIELD(netns, struct net, ipv4.tcp_death_row.hashinfo));
+	READ(lhash2, FIELD(hashinfo, struct inet_hashinfo, lhash2));
+	READ(lhash2_mask, FIELD(hashinfo, struct inet_hashinfo, lhash2_mask));
+	READ(ehash, FIELD(hashinfo, struct inet_hashinfo, ehash));
+	READ(ehash_mask, FIELD(hashinfo, struct inet_hashinfo, ehash_mask));
+	if (!hashinfo) {
+		run.status = STATUS_NO_ROOT;
+		goto out;
+	}
+	scan(lhash2, (__u64)lhash2_mask + 1, bpf_core_type_size(struct inet_listen_hashbucket),
+	     bpf_core_field_offset(struct inet_listen_hashbucket, nulls_head));
+	scan(ehash, (__u64)ehash_mask + 1, bpf_core_type_size(struct inet_ehash_bucket),
+	     bpf_core_field_offset(struct inet_ehash_bucket, chain));
+	bpf_loop(1 << 23, visit, 0, 0);
+out:
+	end(ctx);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

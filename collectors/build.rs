@@ -1,0 +1,84 @@
+//! Builds the collectors (`bpf/*.bpf.c`) into `OUT_DIR` with clang, against a
+//! `vmlinux.h` that bpftool dumps from this machine's BTF. The objects are
+//! CO-RE: libbpf relocates every field access against the BTF of the kernel
+//! they are loaded into, so the guest's kernel need not be this one.
+//!
+//! A missing clang or bpftool fails the build with the reason: without the
+//! collectors there is nothing to run (scripts/setup.sh installs both).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OBJECTS: [&str; 4] = ["processes", "modules", "tcp", "reader"];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let bpf_dir = manifest_dir.join("bpf");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={}", bpf_dir.display());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=TELEBPF_VMLINUX_BTF");
+
+    let vmlinux_h = out_dir.join("vmlinux.h");
+    if let Err(e) = dump_vmlinux_h(&vmlinux_h) {
+        panic!("telebpf-collectors: cannot write vmlinux.h: {e}");
+    }
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    for name in OBJECTS {
+        let src = bpf_dir.join(format!("{name}.bpf.c"));
+        let obj = out_dir.join(format!("{name}.bpf.o"));
+        if let Err(e) = compile(&clang, &src, &out_dir, &obj) {
+            panic!("telebpf-collectors: cannot build {}: {e}", src.display());
+        }
+    }
+}
+
+/// `bpftool btf dump file <BTF> format c`: the kernel types the collectors
+/// name. Any kernel's BTF will do; field offsets are relocated at load time.
+fn dump_vmlinux_h(out: &Path) -> Result<(), String> {
+    let btf = env::var("TELEBPF_VMLINUX_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
+    let output = Command::new("bpftool")
+        .args(["btf", "dump", "file", &btf, "format", "c"])
+        .output()
+        .map_err(|e| format!("cannot run bpftool (see scripts/setup.sh): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "bpftool failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    std::fs::write(out, output.stdout).map_err(|e| e.to_string())
+}
+
+/// `clang -O2 -g -target bpf -I<OUT_DIR> -c SRC -o OBJ`.
+fn compile(clang: &str, src: &Path, include: &Path, obj: &Path) -> Result<(), String> {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_string());
+    let bpf_arch = match arch.as_str() {
+        "x86_64" => "x86",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let output = Command::new(clang)
+        .args(["-O2", "-g", "-Wall", "-target", "bpf"])
+        .arg(format!("-D__TARGET_ARCH_{bpf_arch}"))
+        .arg(format!("-I{}", include.display()))
+        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(obj)
+        .output()
+        .map_err(|e| format!("cannot run `{clang}` (see scripts/setup.sh): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{clang}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Bulk reads of guest kernel memory: runs the host's collectors and reads
+//! kernel memory for per-pointer walks.
+//!
+//! One thread owns every loaded collector and the kernel-memory reader:
+//! libbpf objects stay on the thread that loaded them, each collector is
+//! loaded once per proxy (known by the SHA-256 of its object), and runs are
+//! serialised, which the collectors need (their ring and `seen` map are
+//! shared by all runs).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::OnceLock;
+
+use telebpf_collectors::loader::{KernelReader, LoadedCollector};
+use telebpf_collectors::object_id;
+use telebpf_collectors::record::{self, Mode};
+use telebpf_protocol::message::{
+    Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Start,
+};
+
+use crate::log;
+
+/// Collector objects larger than this are refused (ours are ~30 KiB).
+pub const MAX_OBJECT: usize = 4 << 20;
+/// Distinct collectors held at once; a client cannot make the proxy hold more.
+pub const MAX_COLLECTORS: usize = 16;
+/// Bytes one peek may ask for.
+pub const MAX_PEEK: u64 = 16 << 20;
+
+enum Job {
+    Collect(CollectRequest, SyncSender<Result<Batch, CollectError>>),
+    Peek(Vec<MemoryRange>, SyncSender<Result<Memory, i32>>),
+}
+
+static WORKER: OnceLock<Sender<Job>> = OnceLock::new();
+
+fn worker() -> &'static Sender<Job> {
+    WORKER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("telebpf-bulk".into())
+            .spawn(move || {
+                let mut state = Worker::default();
+                for job in rx {
+                    match job {
+                        Job::Collect(req, reply) => {
+                            let _ = reply.send(state.collect(req));
+                        }
+                        Job::Peek(ranges, reply) => {
+                            let _ = reply.send(state.peek(&ranges));
+                        }
+                    }
+                }
+            })
+            .expect("spawn the bulk-read thread");
+        tx
+    })
+}
+
+/// Runs a collector and returns its batch.
+pub fn collect(req: CollectRequest) -> Result<Batch, CollectError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    worker()
+        .send(Job::Collect(req, tx))
+        .map_err(|_| CollectError::Run(libc::EIO))?;
+    rx.recv().unwrap_or(Err(CollectError::Run(libc::EIO)))
+}
+
+/// Reads kernel memory, one range after another.
+pub fn peek(ranges: Vec<MemoryRange>) -> Result<Memory, i32> {
+    let total: u64 = ranges.iter().map(|r| r.len as u64).sum();
+    if total > MAX_PEEK {
+        return Err(libc::E2BIG);
+    }
+    let (tx, rx) = mpsc::sync_channel(1);
+    worker()
+        .send(Job::Peek(ranges, tx))
+        .map_err(|_| libc::EIO)?;
+    rx.recv().unwrap_or(Err(libc::EIO))
+}
+
+#[derive(Default)]
+struct Worker {
+    collectors: HashMap<[u8; 32], LoadedCollector>,
+    reader: Option<KernelReader>,
+    module_list: Option<Result<u64, String>>,
+}
+
+impl Worker {
+    fn reader(&mut self) -> Result<&mut KernelReader, i32> {
+        if self.reader.is_none() {
+            match KernelReader::load() {
+                Ok(r) => self.reader = Some(r),
+                Err(e) => {
+                    log::info(format_args!("cannot load the kernel-memory reader: {e}"));
+                    return Err(libc::EPERM);
+                }
+            }
+        }
+        Ok(self.reader.as_mut().expect("just set"))
+    }
+
+    fn peek(&mut self, ranges: &[MemoryRange]) -> Result<Memory, i32> {
+        let list: Vec<(u64, u32)> = ranges.iter().map(|r| (r.addr, r.len)).collect();
+        let mut memory = Memory::default();
+        self.reader()?
+            .read(&list, &mut memory.bytes, &mut memory.readable)
+            .map_err(|e| e.errno())?;
+        Ok(memory)
+    }
+
+    fn collect(&mut self, req: CollectRequest) -> Result<Batch, CollectError> {
+        let root_in = match req.start {
+            Start::Current => 0,
+            Start::ModuleList => self.module_list()?,
+        };
+        if !self.collectors.contains_key(&req.collector) {
+            let Some(object) = req.object.as_ref() else {
+                return Err(CollectError::UnknownCollector);
+            };
+            if object.len() > MAX_OBJECT {
+                return Err(CollectError::Load(format!(
+                    "object of {} bytes exceeds {MAX_OBJECT}",
+                    object.len()
+                )));
+            }
+            if object_id(object) != req.collector {
+                return Err(CollectError::Load(
+                    "the object does not match its id".into(),
+                ));
+            }
+            let loaded =
+                LoadedCollector::load(object).map_err(|e| CollectError::Load(e.to_string()))?;
+            if self.collectors.len() >= MAX_COLLECTORS {
+                self.collectors.clear();
+            }
+            log::info(format_args!(
+                "loaded collector {}",
+                hex(&req.collector[..6])
+            ));
+            self.collectors.insert(req.collector, loaded);
+        }
+        let mode = match req.mode {
+            CollectMode::Roots => Mode::Roots,
+            CollectMode::Page => Mode::Page,
+            CollectMode::Data => Mode::Data,
+        };
+        let collector = self
+            .collectors
+            .get_mut(&req.collector)
+            .expect("loaded above");
+        let run = collector
+            .run(mode, root_in)
+            .map_err(|e| CollectError::Run(e.errno()))?;
+        let mut batch = Batch {
+            root: run.ctx.root,
+            status: run.ctx.status,
+            visited: run.ctx.visited,
+            dropped: run.ctx.dropped,
+            ..Batch::default()
+        };
+        match mode {
+            Mode::Roots => {}
+            Mode::Data => batch.records = run.records,
+            Mode::Page => {
+                let pages: Vec<(u64, u32)> = record::records(&run.records, false)
+                    .filter_map(Result::ok)
+                    .map(|r| (r.addr, record::GUEST_PAGE as u32))
+                    .collect();
+                let mut readable = Vec::with_capacity(pages.len());
+                let mut bytes = Vec::with_capacity(pages.len() * record::GUEST_PAGE as usize);
+                self.reader()
+                    .map_err(CollectError::Run)?
+                    .read(&pages, &mut bytes, &mut readable)
+                    .map_err(|e| CollectError::Run(e.errno()))?;
+                // Keep the readable pages only, in order.
+                let page = record::GUEST_PAGE as usize;
+                let mut kept = 0;
+                for (i, &(addr, _)) in pages.iter().enumerate() {
+                    if readable[i] {
+                        if kept != i {
+                            bytes.copy_within(i * page..(i + 1) * page, kept * page);
+                        }
+                        batch.pages.push(addr);
+                        kept += 1;
+                    }
+                }
+                bytes.truncate(kept * page);
+                batch.page_data = bytes;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The address of the kernel's `modules` list, from /proc/kallsyms.
+    fn module_list(&mut self) -> Result<u64, CollectError> {
+        let found = self
+            .module_list
+            .get_or_insert_with(find_module_list)
+            .clone();
+        found.map_err(CollectError::Unsupported)
+    }
+}
+
+fn find_module_list() -> Result<u64, String> {
+    if !std::path::Path::new("/proc/modules").exists() {
+        return Err(
+            "this kernel has no module support (CONFIG_MODULES is off: no /proc/modules)".into(),
+        );
+    }
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    for line in kallsyms.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(addr), Some(_kind), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if name == "modules" {
+            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            if addr == 0 {
+                return Err("/proc/kallsyms hides addresses (kptr_restrict)".into());
+            }
+            return Ok(addr);
+        }
+    }
+    Err("the `modules` list is not in /proc/kallsyms (the kernel lacks CONFIG_KALLSYMS_ALL)".into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
