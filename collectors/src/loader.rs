@@ -123,10 +123,12 @@ impl LoadedCollector {
         }
         .to_bytes();
         let prog = self.object.progs_mut().next().expect("checked at load");
-        let mut input = ProgramInput::default();
         // Syscall programs take no ctx_out: the kernel copies the context
         // back over ctx_in.
-        input.context_in = Some(&mut ctx_in);
+        let input = ProgramInput {
+            context_in: Some(&mut ctx_in),
+            ..ProgramInput::default()
+        };
         let output = prog.test_run(input)?;
         if output.return_value != 0 {
             return Err(RunError::Program(output.return_value));
@@ -204,8 +206,10 @@ impl KernelReader {
             let mut ctx = [0u8; 8];
             ctx[..4].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
             let prog = self.object.progs_mut().next().expect("checked at load");
-            let mut input = ProgramInput::default();
-            input.context_in = Some(&mut ctx);
+            let input = ProgramInput {
+                context_in: Some(&mut ctx),
+                ..ProgramInput::default()
+            };
             let output = prog.test_run(input)?;
             if output.return_value != 0 {
                 return Err(RunError::Program(output.return_value));
@@ -296,7 +300,7 @@ mod tests {
         reader
             .read(&[(8, 16), (ranges[0].0, 9000)], &mut out, &mut ok)
             .expect("read");
-        assert_eq!(ok[0], false);
+        assert!(!ok[0]);
         assert_eq!(out.len(), 16 + 9000);
         assert!(out[..16].iter().all(|&b| b == 0));
     }
