@@ -8,6 +8,10 @@
 //!   records on the host: events/s and latency, local vs forwarded.
 //! * `telebpf bench startup --target ADDR --key-file FILE` — execsnoop's
 //!   startup, local vs forwarded.
+//! * `telebpf ids ps|modules|tcp --target ADDR --key-file FILE --mode M` —
+//!   the guest kernel's processes, modules or TCP sockets.
+//! * `telebpf bench ids --target ADDR --key-file FILE` — those walks in
+//!   every mode, against the same collectors run directly.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod exec;
+mod ids;
 mod stats;
 
 #[derive(Parser, Debug)]
@@ -49,6 +54,24 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// List the guest kernel's processes, modules or TCP sockets.
+    Ids {
+        /// What to list.
+        #[arg(value_enum)]
+        what: ids::What,
+        /// Proxy address.
+        #[arg(long)]
+        target: String,
+        /// Pre-shared key file.
+        #[arg(long = "key-file")]
+        key_file: PathBuf,
+        /// How to read guest memory: per-pointer, bulk-page or bulk-data.
+        #[arg(long, default_value = "bulk-data")]
+        mode: telebpf_ids::Mode,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure.
     Bench {
         #[command(subcommand)]
@@ -75,6 +98,13 @@ fn main() -> ExitCode {
             key_file,
             command,
         } => exec::exec(&target, &key_file, &command),
+        Command::Ids {
+            what,
+            target,
+            key_file,
+            mode,
+            json,
+        } => ids::run(what, &target, &key_file, mode, json),
         Command::Bench { which } => bench::run(which),
         Command::BenchWorker { what, runs } => bench::worker(&what, runs),
     };

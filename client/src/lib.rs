@@ -5,6 +5,8 @@
 //! it connects, authenticates, reads the Welcome with the guest's [`Facts`],
 //! then exchanges one [`Reply`] per [`Request`] in order.
 
+pub mod cache;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +65,9 @@ pub enum ClientError {
     /// The proxy answered something that does not fit the request.
     #[error("proxy at {0} answered out of turn: {1}")]
     Unexpected(Address, String),
+    /// The proxy carried out the request and it failed with this errno.
+    #[error("the proxy answered: {}", std::io::Error::from_raw_os_error(*.0))]
+    Remote(i32),
 }
 
 impl ClientError {
@@ -76,6 +81,7 @@ impl ClientError {
             ClientError::Connect(_, e) => e.errno(),
             ClientError::Channel(_, e) => e.errno(),
             ClientError::Codec(..) | ClientError::Unexpected(..) => libc::EPROTO,
+            ClientError::Remote(errno) => *errno,
         }
     }
 }
@@ -116,6 +122,24 @@ pub struct Connection {
     facts: Facts,
     session: SessionToken,
     target: Address,
+    traffic: Traffic,
+}
+
+/// Frames and bytes a connection has moved, counted as they travel on the
+/// wire (length prefix, ciphertext and tag), Welcome excluded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames sent.
+    pub sent: u64,
+    /// Frames received.
+    pub received: u64,
+    /// Bytes sent and received.
+    pub bytes: u64,
+}
+
+/// Bytes a message of `len` bytes takes on the wire.
+fn wire_len(len: usize) -> u64 {
+    (len + telebpf_protocol::seal::LEN_PREFIX + telebpf_protocol::seal::TAG_LEN) as u64
 }
 
 impl std::fmt::Debug for Connection {
@@ -156,7 +180,18 @@ impl Connection {
             facts: welcome.facts,
             session: welcome.session,
             target,
+            traffic: Traffic::default(),
         })
+    }
+
+    /// What this connection has moved so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    fn count_received(&mut self, len: usize) {
+        self.traffic.received += 1;
+        self.traffic.bytes += wire_len(len);
     }
 
     /// The guest kernel's facts from the Welcome.
@@ -186,15 +221,19 @@ impl Connection {
             .chan
             .recv()
             .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        self.count_received(bytes.len());
         message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
     /// Receives the next frame's bytes, undecoded (a stream's records are
     /// read in place with `message::records_in`).
     pub fn recv_frame(&mut self) -> Result<Vec<u8>, ClientError> {
-        self.chan
+        let bytes = self
+            .chan
             .recv()
-            .map_err(|e| ClientError::Channel(self.target.clone(), e))
+            .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        self.count_received(bytes.len());
+        Ok(bytes)
     }
 
     /// Sends a request and waits for its reply.
@@ -204,12 +243,15 @@ impl Connection {
             .chan
             .recv()
             .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
+        self.count_received(bytes.len());
         message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
     /// Sends a request that has no reply ([`Request::Close`]).
     pub fn notify(&mut self, req: &Request) -> Result<(), ClientError> {
         let bytes = message::encode(req).map_err(|e| ClientError::Codec(self.target.clone(), e))?;
+        self.traffic.sent += 1;
+        self.traffic.bytes += wire_len(bytes.len());
         self.chan
             .send(&bytes)
             .map_err(|e| ClientError::Channel(self.target.clone(), e))

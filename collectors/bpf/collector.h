@@ -68,6 +68,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1 << 18);
 	__type(key, struct seen_key);
 	__type(value, __u64);
@@ -90,6 +91,7 @@ struct run_state {
 	__u64 visited;
 	__u64 status;
 	__u64 qlen;
+	__u64 last_page; /* the page recorded last: most reads share it */
 };
 struct run_state run;
 
@@ -118,12 +120,19 @@ static __always_inline void note_page(__u64 page)
 {
 	struct record_hdr h = { .addr = page, .len = 0 };
 
+	if (page == run.last_page)
+		return;
+	run.last_page = page;
 	if (first_time(page, 0))
 		emit(&h, sizeof(h));
 }
 
-/* Records a read of [addr, addr + len) whose bytes now sit at `copy`. */
-static __always_inline void note(__u64 addr, __u32 len, const void *copy)
+/*
+ * Records a read of [addr, addr + len) whose bytes now sit at `copy`.
+ * `unique` says the walk reads this field once by construction (a field of
+ * the object being visited), so data mode skips the `seen` check.
+ */
+static __always_inline void note(__u64 addr, __u32 len, const void *copy, int unique)
 {
 	if (run.mode == MODE_PAGE) {
 		__u64 first = addr & ~(GUEST_PAGE - 1);
@@ -134,7 +143,7 @@ static __always_inline void note(__u64 addr, __u32 len, const void *copy)
 			note_page(last);
 		return;
 	}
-	if (run.mode != MODE_DATA || len > CHUNK || !first_time(addr, len))
+	if (run.mode != MODE_DATA || len > CHUNK || (!unique && !first_time(addr, len)))
 		return;
 
 	__u32 zero = 0;
@@ -150,15 +159,19 @@ static __always_inline void note(__u64 addr, __u32 len, const void *copy)
 }
 
 /* Reads a value of the destination's own type and records the read. */
-#define READ(dst, src_addr)                                                    \
+#define READ_AS(dst, src_addr, unique)                                         \
 	({                                                                     \
 		__u64 __a = (__u64)(src_addr);                                 \
 		long __r = bpf_probe_read_kernel(&(dst), sizeof(dst),          \
 						 (const void *)__a);           \
 		if (!__r)                                                      \
-			note(__a, sizeof(dst), &(dst));                        \
+			note(__a, sizeof(dst), &(dst), unique);                \
 		__r;                                                           \
 	})
+/* A read another step of the walk may repeat (a shared object). */
+#define READ(dst, src_addr) READ_AS(dst, src_addr, 0)
+/* A field of the object being visited: each object is visited once. */
+#define READ_OWN(dst, src_addr) READ_AS(dst, src_addr, 1)
 
 /* The address of a field of the object at `base`, offset relocated by CO-RE. */
 #define FIELD(base, type, field) ((__u64)(base) + bpf_core_field_offset(type, field))
@@ -202,6 +215,7 @@ static __always_inline void begin(struct collect_ctx *ctx)
 	run.visited = 0;
 	run.status = STATUS_OK;
 	run.qlen = 0;
+	run.last_page = -1;
 }
 
 static __always_inline void end(struct collect_ctx *ctx)

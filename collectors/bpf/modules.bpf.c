@@ -38,17 +38,17 @@ static long visit(__u64 i, struct walk *w)
 		return 1;
 	if (i) {
 		run.visited++;
-		READ(state, FIELD(mod, struct module, state));
-		READ(name, FIELD(mod, struct module, name));
+		READ_OWN(state, FIELD(mod, struct module, state));
+		READ_OWN(name, FIELD(mod, struct module, name));
 		if (bpf_core_field_exists(struct module___old, core_layout)) {
-			READ(size, FIELD(mod, struct module___old, core_layout.size));
-			READ(size, FIELD(mod, struct module___old, init_layout.size));
+			READ_OWN(size, FIELD(mod, struct module___old, core_layout.size));
+			READ_OWN(size, FIELD(mod, struct module___old, init_layout.size));
 		} else {
 			for (int t = 0; t < MOD_MEM_TYPES; t++)
-				READ(size, FIELD(mod, struct module, mem[t].size));
+				READ_OWN(size, FIELD(mod, struct module, mem[t].size));
 		}
 	}
-	if (READ(next, w->cur))
+	if (READ_OWN(next, w->cur))
 		return 1;
 	w->cur = next;
 	return 0;

@@ -25,14 +25,15 @@ static long visit(__u64 i, struct walk *w)
 	unsigned int uid;
 
 	run.visited++;
-	READ(pid, FIELD(task, struct task_struct, pid));
+	READ_OWN(pid, FIELD(task, struct task_struct, pid));
+	/* Not unique: a parent's tgid is read again for each of its children. */
 	READ(tgid, FIELD(task, struct task_struct, tgid));
-	READ(comm, FIELD(task, struct task_struct, comm));
-	if (!READ(parent, FIELD(task, struct task_struct, real_parent)) && parent)
+	READ_OWN(comm, FIELD(task, struct task_struct, comm));
+	if (!READ_OWN(parent, FIELD(task, struct task_struct, real_parent)) && parent)
 		READ(ppid, FIELD(parent, struct task_struct, tgid));
-	if (!READ(cred, FIELD(task, struct task_struct, cred)) && cred)
+	if (!READ_OWN(cred, FIELD(task, struct task_struct, cred)) && cred)
 		READ(uid, FIELD(cred, struct cred, uid));
-	if (READ(next, FIELD(task, struct task_struct, tasks.next)))
+	if (READ_OWN(next, FIELD(task, struct task_struct, tasks.next)))
 		return 1;
 	next -= bpf_core_field_offset(struct task_struct, tasks);
 	if (next == w->head || !next)

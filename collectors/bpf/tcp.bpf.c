@@ -7,7 +7,7 @@
  *
  * Phase 1 scans a table's buckets a chunk at a time (one 4 KiB read covers
  * 512 established buckets) and queues the first socket of every non-empty
- * chain; phase 2 visits the queued sockets and queues each one's successor.
+ * chain (a head with bit 0 set is a nulls marker: an empty chain); phase 2 visits the queued sockets and queues each one's successor.
  * The host-side walker (ids/src/walk/tcp.rs) makes the same reads.
  */
 #include "collector.h"
@@ -22,7 +22,6 @@ struct table {
 	__u64 bytes;	/* size of the table */
 	__u64 stride;	/* size of a bucket */
 	__u64 head_off; /* offset of the chain's first pointer in a bucket */
-	__u64 loaded;	/* offset of the chunk in scratch slot 1, or -1 */
 };
 
 struct table tbl;
@@ -41,27 +40,29 @@ static __always_inline void enqueue(__u64 node)
 	run.qlen++;
 }
 
-static long scan_bucket(__u64 i, void *unused)
+/* One bucket of the chunk in scratch slot 1. */
+static long scan_bucket(__u64 j, __u64 *start)
 {
-	__u64 byte = i * tbl.stride;
-	__u64 start = byte & ~((__u64)CHUNK - 1);
 	__u32 one = 1;
-	struct chunk *c;
-	__u64 at, head;
+	struct chunk *c = bpf_map_lookup_elem(&scratch, &one);
+	__u64 at = j * tbl.stride + tbl.head_off;
 
-	if (start != tbl.loaded) {
-		if (!read_chunk(tbl.base + start, tbl.bytes - start))
-			return 1;
-		tbl.loaded = start;
-	}
-	c = bpf_map_lookup_elem(&scratch, &one);
-	if (!c)
+	if (!c || *start + at + 8 > tbl.bytes)
 		return 1;
-	at = (byte & (CHUNK - 1)) + tbl.head_off;
 	if (at > CHUNK - 8)
-		return 0;
-	head = *(__u64 *)(c->data + at);
-	enqueue(head);
+		return 1;
+	enqueue(*(__u64 *)(c->data + at));
+	return 0;
+}
+
+/* One chunk of a table: read it (recorded), then queue its non-empty chains. */
+static long scan_chunk(__u64 k, void *unused)
+{
+	__u64 start = k * CHUNK;
+
+	if (start >= tbl.bytes || !read_chunk(tbl.base + start, tbl.bytes - start))
+		return 1;
+	bpf_loop(CHUNK / tbl.stride, scan_bucket, &start, 0);
 	return 0;
 }
 
@@ -71,11 +72,10 @@ static __always_inline void scan(__u64 base, __u64 buckets, __u64 stride, __u64 
 	tbl.bytes = buckets * stride;
 	tbl.stride = stride;
 	tbl.head_off = head_off;
-	tbl.loaded = -1;
-	if (!base || !stride || CHUNK % stride)
+	if (!base || stride < 8 || CHUNK % stride || head_off + 8 > stride)
 		run.status = STATUS_UNSUPPORTED;
 	else
-		bpf_loop(buckets, scan_bucket, 0, 0);
+		bpf_loop((tbl.bytes + CHUNK - 1) / CHUNK, scan_chunk, 0, 0);
 }
 
 static long visit(__u64 i, void *unused)
@@ -93,21 +93,21 @@ static long visit(__u64 i, void *unused)
 	node = queue[i & (QUEUE_LEN - 1)];
 	sk = node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
 	run.visited++;
-	READ(net, FIELD(sk, struct sock_common, skc_net));
-	READ(family, FIELD(sk, struct sock_common, skc_family));
-	READ(state, FIELD(sk, struct sock_common, skc_state));
-	READ(num, FIELD(sk, struct sock_common, skc_num));
-	READ(dport, FIELD(sk, struct sock_common, skc_dport));
+	READ_OWN(net, FIELD(sk, struct sock_common, skc_net));
+	READ_OWN(family, FIELD(sk, struct sock_common, skc_family));
+	READ_OWN(state, FIELD(sk, struct sock_common, skc_state));
+	READ_OWN(num, FIELD(sk, struct sock_common, skc_num));
+	READ_OWN(dport, FIELD(sk, struct sock_common, skc_dport));
 	if (family == AF_INET6) {
-		READ(saddr6, FIELD(sk, struct sock_common, skc_v6_rcv_saddr));
-		READ(daddr6, FIELD(sk, struct sock_common, skc_v6_daddr));
+		READ_OWN(saddr6, FIELD(sk, struct sock_common, skc_v6_rcv_saddr));
+		READ_OWN(daddr6, FIELD(sk, struct sock_common, skc_v6_daddr));
 	} else {
-		READ(saddr, FIELD(sk, struct sock_common, skc_rcv_saddr));
-		READ(daddr, FIELD(sk, struct sock_common, skc_daddr));
+		READ_OWN(saddr, FIELD(sk, struct sock_common, skc_rcv_saddr));
+		READ_OWN(daddr, FIELD(sk, struct sock_common, skc_daddr));
 	}
 	if (state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV)
-		READ(uid, FIELD(sk, struct sock, sk_uid));
-	if (!READ(next, FIELD(node, struct hlist_nulls_node, next)))
+		READ_OWN(uid, FIELD(sk, struct sock, sk_uid));
+	if (!READ_OWN(next, FIELD(node, struct hlist_nulls_node, next)))
 		enqueue(next);
 	return 0;
 }

@@ -229,6 +229,34 @@ impl KernelReader {
     }
 }
 
+/// The address of this kernel's module list (`modules`), from
+/// /proc/kallsyms; or why there is none.
+pub fn module_list() -> Result<u64, String> {
+    if !std::path::Path::new("/proc/modules").exists() {
+        return Err(
+            "this kernel has no module support (CONFIG_MODULES is off: no /proc/modules)".into(),
+        );
+    }
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    for line in kallsyms.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(addr), Some(_kind), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if name == "modules" {
+            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            if addr == 0 {
+                return Err("/proc/kallsyms hides addresses (kptr_restrict)".into());
+            }
+            return Ok(addr);
+        }
+    }
+    Err("the `modules` list is not in /proc/kallsyms (the kernel lacks CONFIG_KALLSYMS_ALL)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,15 @@
 //! Bulk reads of guest kernel memory: runs the host's collectors and reads
 //! kernel memory for per-pointer walks.
 //!
-//! One thread owns every loaded collector and the kernel-memory reader:
-//! libbpf objects stay on the thread that loaded them, each collector is
-//! loaded once per proxy (known by the SHA-256 of its object), and runs are
-//! serialised, which the collectors need (their ring and `seen` map are
-//! shared by all runs).
+//! One lock guards every loaded collector and the kernel-memory reader:
+//! each collector is loaded once per proxy (known by the SHA-256 of its
+//! object), and runs are serialised, which the collectors need (their ring
+//! and `seen` map are shared by all runs). Session threads call in
+//! directly: a hand-off to another thread would cost a cross-core wake-up
+//! per per-pointer read.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use telebpf_collectors::loader::{KernelReader, LoadedCollector};
 use telebpf_collectors::object_id;
@@ -27,43 +27,18 @@ pub const MAX_COLLECTORS: usize = 16;
 /// Bytes one peek may ask for.
 pub const MAX_PEEK: u64 = 16 << 20;
 
-enum Job {
-    Collect(CollectRequest, SyncSender<Result<Batch, CollectError>>),
-    Peek(Vec<MemoryRange>, SyncSender<Result<Memory, i32>>),
-}
+static WORKER: OnceLock<Mutex<Worker>> = OnceLock::new();
 
-static WORKER: OnceLock<Sender<Job>> = OnceLock::new();
-
-fn worker() -> &'static Sender<Job> {
-    WORKER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("telebpf-bulk".into())
-            .spawn(move || {
-                let mut state = Worker::default();
-                for job in rx {
-                    match job {
-                        Job::Collect(req, reply) => {
-                            let _ = reply.send(state.collect(req));
-                        }
-                        Job::Peek(ranges, reply) => {
-                            let _ = reply.send(state.peek(&ranges));
-                        }
-                    }
-                }
-            })
-            .expect("spawn the bulk-read thread");
-        tx
-    })
+fn worker() -> std::sync::MutexGuard<'static, Worker> {
+    let lock = WORKER.get_or_init(|| Mutex::new(Worker::default()));
+    // A panic while holding the lock leaves nothing half-done that matters
+    // here (a collector run is retried by the next request).
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a collector and returns its batch.
 pub fn collect(req: CollectRequest) -> Result<Batch, CollectError> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    worker()
-        .send(Job::Collect(req, tx))
-        .map_err(|_| CollectError::Run(libc::EIO))?;
-    rx.recv().unwrap_or(Err(CollectError::Run(libc::EIO)))
+    worker().collect(req)
 }
 
 /// Reads kernel memory, one range after another.
@@ -72,11 +47,7 @@ pub fn peek(ranges: Vec<MemoryRange>) -> Result<Memory, i32> {
     if total > MAX_PEEK {
         return Err(libc::E2BIG);
     }
-    let (tx, rx) = mpsc::sync_channel(1);
-    worker()
-        .send(Job::Peek(ranges, tx))
-        .map_err(|_| libc::EIO)?;
-    rx.recv().unwrap_or(Err(libc::EIO))
+    worker().peek(&ranges)
 }
 
 #[derive(Default)]
@@ -196,36 +167,10 @@ impl Worker {
     fn module_list(&mut self) -> Result<u64, CollectError> {
         let found = self
             .module_list
-            .get_or_insert_with(find_module_list)
+            .get_or_insert_with(telebpf_collectors::loader::module_list)
             .clone();
         found.map_err(CollectError::Unsupported)
     }
-}
-
-fn find_module_list() -> Result<u64, String> {
-    if !std::path::Path::new("/proc/modules").exists() {
-        return Err(
-            "this kernel has no module support (CONFIG_MODULES is off: no /proc/modules)".into(),
-        );
-    }
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    for line in kallsyms.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(addr), Some(_kind), Some(name), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if name == "modules" {
-            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-            if addr == 0 {
-                return Err("/proc/kallsyms hides addresses (kptr_restrict)".into());
-            }
-            return Ok(addr);
-        }
-    }
-    Err("the `modules` list is not in /proc/kallsyms (the kernel lacks CONFIG_KALLSYMS_ALL)".into())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -195,29 +195,10 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     Ok(raw)
 }
 
-/// Where immutable guest files are kept across processes:
-/// `$TELEBPF_CACHE_DIR` (`off` disables it), else `$XDG_CACHE_HOME/telebpf`,
-/// else `$HOME/.cache/telebpf`. Used only if it is a directory owned by us
-/// that nobody else may write (anyone who can write it could feed the host
-/// program a forged BTF file).
+/// Where immutable guest files are kept across processes (see
+/// [`telebpf_client::cache::dir`]).
 fn cache_dir() -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let dir = match std::env::var_os("TELEBPF_CACHE_DIR") {
-        Some(d) if d == "off" => return None,
-        Some(d) => std::path::PathBuf::from(d),
-        None => match std::env::var_os("XDG_CACHE_HOME") {
-            Some(x) => std::path::PathBuf::from(x).join("telebpf"),
-            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/telebpf"),
-        },
-    };
-    let _ = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir);
-    let md = std::fs::symlink_metadata(&dir).ok()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    (md.is_dir() && md.uid() == me && md.mode() & 0o022 == 0).then_some(dir)
+    telebpf_client::cache::dir()
 }
 
 /// An immutable guest file from the host cache, keyed by the guest's

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+mod ids;
 mod ringbuf;
 mod rtt;
 mod startup;
@@ -52,6 +53,22 @@ pub enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Every bulk-read collector in every mode (per-pointer, bulk-page,
+    /// bulk-data) against the proxy, and directly in this kernel.
+    Ids {
+        /// Proxy address.
+        #[arg(long)]
+        target: String,
+        /// Pre-shared key file.
+        #[arg(long = "key-file")]
+        key_file: PathBuf,
+        /// Timed walks of each collector and mode (per-pointer: at most 3).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Also write the table as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
 }
 
 /// Runs a benchmark.
@@ -73,6 +90,12 @@ pub fn run(which: Bench) -> Result<(), String> {
             key_file,
             runs,
         } => startup::run(&target, &key_file, runs),
+        Bench::Ids {
+            target,
+            key_file,
+            runs,
+            csv,
+        } => ids::run(&target, &key_file, runs, csv.as_deref()),
     }
 }
 

@@ -1,0 +1,348 @@
+//! The host side of telebpf's intrusion-detection extension: inspect a guest
+//! kernel's processes, modules and TCP sockets from outside the guest.
+//!
+//! Three ways to get the memory a walk needs ([`Mode`]):
+//! * **per-pointer** — the host walks the structures itself, one forwarded
+//!   memory read per pointer it follows (the baseline of the research);
+//! * **bulk-page** — one request runs a collector in the guest; the proxy
+//!   returns every guest page the collector touched;
+//! * **bulk-data** — the same, returning address, size and bytes of each
+//!   field read.
+//!
+//! In every mode the same walker reads typed structures through a
+//! [`view::View`] over a [`memory::GuestMemory`] cache, with field offsets
+//! from the **guest's** BTF ([`layout::Types`]): a bulk batch simply
+//! pre-fills the cache. [`Inspector`] is the client API; [`direct`] runs the
+//! same collectors in the local kernel (the benchmark's baseline).
+
+pub mod direct;
+pub mod layout;
+pub mod memory;
+pub mod render;
+pub mod view;
+pub mod walk;
+
+use std::time::{Duration, Instant};
+
+use telebpf_client::{ClientError, Connection, Settings};
+use telebpf_collectors::record::{self, Status};
+use telebpf_collectors::Collector;
+use telebpf_protocol::message::{
+    Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Reply, Request, Start,
+};
+
+use layout::Types;
+use memory::GuestMemory;
+use view::{Source, View};
+
+pub use walk::modules::Module;
+pub use walk::processes::Process;
+pub use walk::tcp::TcpSocket;
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The channel to the proxy failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The proxy answered something unexpected.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    /// Guest memory the walk needed could not be read.
+    #[error("guest memory at {0:#x} is unreadable")]
+    Unreadable(u64),
+    /// A list or chain did not end.
+    #[error("the {0} does not end")]
+    TooLong(&'static str),
+    /// The guest's BTF lacks something the walk needs.
+    #[error(transparent)]
+    Missing(#[from] layout::Missing),
+    /// The guest's layout is not one the walker knows.
+    #[error("unsupported layout: {0}")]
+    Layout(String),
+    /// The guest kernel cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The collector could not be loaded or run.
+    #[error("collector: {0}")]
+    Collector(String),
+    /// The guest's BTF could not be fetched or parsed.
+    #[error("guest BTF: {0}")]
+    Btf(String),
+}
+
+/// How the memory of a walk is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One forwarded read per pointer followed.
+    PerPointer,
+    /// One request; the pages the collector touched.
+    BulkPage,
+    /// One request; the fields the collector read.
+    BulkData,
+}
+
+impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 3] = [Mode::PerPointer, Mode::BulkPage, Mode::BulkData];
+
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::PerPointer => "per-pointer",
+            Mode::BulkPage => "bulk-page",
+            Mode::BulkData => "bulk-data",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} (per-pointer, bulk-page, bulk-data)"))
+    }
+}
+
+/// The cost of one walk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Requests sent.
+    pub requests: u64,
+    /// Responses received.
+    pub responses: u64,
+    /// Bytes on the wire, both ways.
+    pub bytes: u64,
+    /// Reads a batch did not hold (fetched one by one).
+    pub misses: u64,
+    /// Wall-clock time.
+    pub time: Duration,
+}
+
+/// The result of one walk.
+#[derive(Debug, Clone)]
+pub struct Walk<T> {
+    /// The rows found.
+    pub rows: T,
+    /// What it cost.
+    pub cost: Cost,
+}
+
+/// Typed offsets for every walker, from one kernel's BTF.
+#[derive(Debug)]
+pub struct Layouts {
+    types: Types,
+    processes: Option<walk::processes::Layout>,
+    tcp: Option<walk::tcp::Layout>,
+    modules: Option<walk::modules::Layout>,
+}
+
+impl Layouts {
+    /// Offsets from a BTF file.
+    pub fn from_btf(path: &std::path::Path) -> Result<Layouts, Error> {
+        let types = Types::from_path(path).map_err(Error::Btf)?;
+        Ok(Layouts {
+            processes: walk::processes::Layout::new(&types).ok(),
+            tcp: walk::tcp::Layout::new(&types).ok(),
+            modules: walk::modules::Layout::new(&types).ok(),
+            types,
+        })
+    }
+
+    /// Runs the walker of `collector` over `view` from `root`.
+    pub fn walk(&self, collector: Collector, view: &mut View<'_>, root: u64) -> Result<Rows, Error> {
+        Ok(match collector {
+            Collector::Processes => {
+                let l = self.processes.as_ref().ok_or_else(|| self.missing("task_struct"))?;
+                Rows::Processes(walk::processes::walk(view, l, root)?)
+            }
+            Collector::Tcp => {
+                let l = self.tcp.as_ref().ok_or_else(|| self.missing("inet_hashinfo"))?;
+                Rows::Tcp(walk::tcp::walk(view, l, root)?)
+            }
+            Collector::Modules => {
+                let l = self.modules.as_ref().ok_or_else(|| self.missing("module"))?;
+                Rows::Modules(walk::modules::walk(view, l, root)?)
+            }
+        })
+    }
+
+    fn missing(&self, what: &str) -> Error {
+        let _ = &self.types;
+        Error::Layout(format!("the kernel's BTF lacks a field of struct {what} the walker needs"))
+    }
+}
+
+/// Rows of any collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rows {
+    /// `ps`.
+    Processes(Vec<Process>),
+    /// `lsmod`.
+    Modules(Vec<Module>),
+    /// `/proc/net/tcp{,6}`.
+    Tcp(Vec<TcpSocket>),
+}
+
+impl Rows {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Processes(r) => r.len(),
+            Rows::Modules(r) => r.len(),
+            Rows::Tcp(r) => r.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Fills a cache from a batch.
+pub fn memory_from_batch(batch: &Batch) -> Result<GuestMemory, Error> {
+    let mut memory = GuestMemory::new();
+    let page = record::GUEST_PAGE as usize;
+    if batch.page_data.len() != batch.pages.len() * page {
+        return Err(Error::Protocol("page batch of the wrong size".into()));
+    }
+    for (i, &addr) in batch.pages.iter().enumerate() {
+        memory.insert_page(addr, &batch.page_data[i * page..(i + 1) * page]);
+    }
+    for rec in record::records(&batch.records, true) {
+        let rec = rec.map_err(|e| Error::Protocol(e.to_string()))?;
+        memory.insert(rec.addr, rec.bytes);
+    }
+    Ok(memory)
+}
+
+/// Checks a collector's status: an incomplete walk is an error, not rows.
+pub fn check_status(status: u64) -> Result<(), Error> {
+    match Status::from_raw(status) {
+        Status::Complete => Ok(()),
+        Status::Unsupported => Err(Error::Unsupported(
+            "the guest kernel's layout is not one the collector knows".into(),
+        )),
+        other => Err(Error::Collector(format!("the walk did not complete: {other:?}"))),
+    }
+}
+
+/// A connection to a proxy, for inspecting its kernel.
+pub struct Inspector {
+    conn: Connection,
+    layouts: Layouts,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspector").finish_non_exhaustive()
+    }
+}
+
+struct Remote<'c> {
+    conn: &'c mut Connection,
+}
+
+impl Source for Remote<'_> {
+    fn peek(&mut self, ranges: &[MemoryRange]) -> Result<Memory, Error> {
+        match self.conn.call(&Request::Peek(ranges.to_vec()))? {
+            Reply::Memory(Ok(m)) => Ok(m),
+            Reply::Memory(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+}
+
+impl Inspector {
+    /// Connects and fetches the guest's BTF (from the host cache when the
+    /// guest's digest matches one already fetched).
+    pub fn connect(settings: &Settings) -> Result<Inspector, Error> {
+        let mut conn = Connection::open(settings)?;
+        let (content, cached) =
+            telebpf_client::cache::guest_file(&mut conn, "/sys/kernel/btf/vmlinux")?;
+        let layouts = match cached {
+            Some(path) => Layouts::from_btf(&path)?,
+            None => {
+                let tmp = std::env::temp_dir().join(format!("telebpf-btf-{}", std::process::id()));
+                std::fs::write(&tmp, &content).map_err(|e| Error::Btf(e.to_string()))?;
+                let layouts = Layouts::from_btf(&tmp);
+                let _ = std::fs::remove_file(&tmp);
+                layouts?
+            }
+        };
+        Ok(Inspector { conn, layouts })
+    }
+
+    /// Runs `collector` in the guest: one request (two the first time a
+    /// proxy meets the collector, which then needs the object).
+    fn batch(&mut self, collector: Collector, mode: CollectMode) -> Result<Batch, Error> {
+        let mut req = CollectRequest {
+            collector: collector.id(),
+            object: None,
+            mode,
+            start: if collector.starts_at_module_list() {
+                Start::ModuleList
+            } else {
+                Start::Current
+            },
+        };
+        loop {
+            match self.conn.call(&Request::Collect(req.clone()))? {
+                Reply::Collected(Ok(batch)) => {
+                    check_status(batch.status)?;
+                    return Ok(batch);
+                }
+                Reply::Collected(Err(CollectError::UnknownCollector)) if req.object.is_none() => {
+                    req.object = Some(serde_bytes::ByteBuf::from(collector.object()));
+                }
+                Reply::Collected(Err(CollectError::Unsupported(why))) => {
+                    return Err(Error::Unsupported(why))
+                }
+                Reply::Collected(Err(e)) => return Err(Error::Collector(format!("{e:?}"))),
+                other => return Err(Error::Protocol(format!("{other:?}"))),
+            }
+        }
+    }
+
+    /// Walks `collector`'s structures in `mode`.
+    pub fn walk(&mut self, collector: Collector, mode: Mode) -> Result<Walk<Rows>, Error> {
+        let before = self.conn.traffic();
+        let start = Instant::now();
+        let (memory, root) = match mode {
+            Mode::PerPointer => {
+                let batch = self.batch(collector, CollectMode::Roots)?;
+                (GuestMemory::new(), batch.root)
+            }
+            Mode::BulkPage | Mode::BulkData => {
+                let batch = self.batch(
+                    collector,
+                    if mode == Mode::BulkPage { CollectMode::Page } else { CollectMode::Data },
+                )?;
+                (memory_from_batch(&batch)?, batch.root)
+            }
+        };
+        let mut remote = Remote { conn: &mut self.conn };
+        let mut view = View::new(memory, &mut remote, mode == Mode::PerPointer);
+        let rows = self.layouts.walk(collector, &mut view, root)?;
+        let misses = view.misses();
+        let after = self.conn.traffic();
+        Ok(Walk {
+            rows,
+            cost: Cost {
+                requests: after.sent - before.sent,
+                responses: after.received - before.received,
+                bytes: after.bytes - before.bytes,
+                misses,
+                time: start.elapsed(),
+            },
+        })
+    }
+
+    /// The guest's processes.
+    pub fn processes(&mut self, mode: Mode) -> Result<Walk<Rows>, Error> {
+        self.walk(Collector::Processes, mode)
+    }
+}

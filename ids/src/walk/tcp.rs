@@ -1,0 +1,222 @@
+//! TCP sockets, as /proc/net/tcp and /proc/net/tcp6 show them: the
+//! listening (lhash2) and established (ehash) hash tables of the network
+//! namespace of the task the collector started at.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::layout::{Missing, Types};
+use crate::view::{span, View};
+use crate::Error;
+
+const AF_INET6: u16 = 10;
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
+const QUEUE_LEN: usize = 65536;
+const CHUNK: u64 = 4096;
+
+/// One TCP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpSocket {
+    /// 4 or 6.
+    pub family: u8,
+    /// Local address (IPv4-mapped for IPv4).
+    pub local: Ipv6Addr,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote address (IPv4-mapped for IPv4).
+    pub remote: Ipv6Addr,
+    /// Remote port.
+    pub remote_port: u16,
+    /// TCP state as /proc/net/tcp numbers it (`0A` listen, `01` established…).
+    pub state: u8,
+    /// Owner's uid (0 for time-wait and request sockets, as /proc shows).
+    pub uid: u32,
+    /// Kernel address of the socket.
+    pub sock: u64,
+}
+
+impl TcpSocket {
+    /// The local IPv4 address, for an IPv4 socket.
+    pub fn local_v4(&self) -> Option<Ipv4Addr> {
+        self.local.to_ipv4_mapped()
+    }
+}
+
+/// Offsets the walk needs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    task_nsproxy: u64,
+    nsproxy_net: u64,
+    net_hashinfo: u64,
+    lhash2: u64,
+    lhash2_mask: u64,
+    ehash: u64,
+    ehash_mask: u64,
+    listen_bucket: u64,
+    listen_head: u64,
+    established_bucket: u64,
+    established_head: u64,
+    nulls_node: u64,
+    net: u64,
+    family: u64,
+    state: u64,
+    num: u64,
+    dport: u64,
+    saddr: u64,
+    daddr: u64,
+    saddr6: u64,
+    daddr6: u64,
+    uid: u64,
+}
+
+impl Layout {
+    /// Reads the offsets from the guest's BTF.
+    pub fn new(t: &Types) -> Result<Layout, Missing> {
+        let sc = |f: &str| t.offset("sock_common", f);
+        Ok(Layout {
+            task_nsproxy: t.offset("task_struct", "nsproxy")?,
+            nsproxy_net: t.offset("nsproxy", "net_ns")?,
+            net_hashinfo: t.offset("net", "ipv4.tcp_death_row.hashinfo")?,
+            lhash2: t.offset("inet_hashinfo", "lhash2")?,
+            lhash2_mask: t.offset("inet_hashinfo", "lhash2_mask")?,
+            ehash: t.offset("inet_hashinfo", "ehash")?,
+            ehash_mask: t.offset("inet_hashinfo", "ehash_mask")?,
+            listen_bucket: t.size_of("inet_listen_hashbucket")?,
+            listen_head: t.offset("inet_listen_hashbucket", "nulls_head")?,
+            established_bucket: t.size_of("inet_ehash_bucket")?,
+            established_head: t.offset("inet_ehash_bucket", "chain")?,
+            nulls_node: sc("skc_nulls_node")?,
+            net: sc("skc_net")?,
+            family: sc("skc_family")?,
+            state: sc("skc_state")?,
+            num: sc("skc_num")?,
+            dport: sc("skc_dport")?,
+            saddr: sc("skc_rcv_saddr")?,
+            daddr: sc("skc_daddr")?,
+            saddr6: sc("skc_v6_rcv_saddr")?,
+            daddr6: sc("skc_v6_daddr")?,
+            uid: t.offset("sock", "sk_uid")?,
+        })
+    }
+}
+
+/// Queues the first socket of every non-empty chain of a table. The bucket
+/// array is one object behind one pointer: a per-pointer walk reads it in
+/// one request.
+fn scan(
+    view: &mut View<'_>,
+    base: u64,
+    buckets: u64,
+    stride: u64,
+    head_off: u64,
+    queue: &mut VecDeque<u64>,
+) -> Result<(), Error> {
+    if base == 0 || stride < 8 || CHUNK % stride != 0 || head_off + 8 > stride {
+        return Err(Error::Layout("a hash bucket size that does not divide 4096".into()));
+    }
+    let bytes = buckets * stride;
+    view.load(base, bytes)?;
+    // A chunk at a time, as the collector reads (and records) the table.
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut start = 0u64;
+    while start < bytes {
+        let n = (bytes - start).min(CHUNK) as usize;
+        view.read_into(base + start, &mut buf[..n])?;
+        let mut at = head_off as usize;
+        while at + 8 <= n {
+            enqueue(queue, u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes")))?;
+            at += stride as usize;
+        }
+        start += CHUNK;
+    }
+    Ok(())
+}
+
+fn enqueue(queue: &mut VecDeque<u64>, node: u64) -> Result<(), Error> {
+    if node & 1 == 0 {
+        if queue.len() >= QUEUE_LEN {
+            return Err(Error::TooLong("TCP hash chains"));
+        }
+        queue.push_back(node);
+    }
+    Ok(())
+}
+
+/// Walks both tables of the namespace of the task at `root`; returns the
+/// namespace's sockets (other namespaces' are skipped, as /proc does).
+pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>, Error> {
+    view.load(root + l.task_nsproxy, 8)?;
+    let nsproxy = view.u64(root + l.task_nsproxy)?;
+    view.load(nsproxy + l.nsproxy_net, 8)?;
+    let netns = view.u64(nsproxy + l.nsproxy_net)?;
+    view.load(netns + l.net_hashinfo, 8)?;
+    let hashinfo = view.u64(netns + l.net_hashinfo)?;
+    let (lo, len) = span(&[(l.lhash2, 8), (l.lhash2_mask, 4), (l.ehash, 8), (l.ehash_mask, 4)]);
+    view.load(hashinfo + lo, len)?;
+    let lhash2 = view.u64(hashinfo + l.lhash2)?;
+    let lhash2_mask = view.u32(hashinfo + l.lhash2_mask)? as u64;
+    let ehash = view.u64(hashinfo + l.ehash)?;
+    let ehash_mask = view.u32(hashinfo + l.ehash_mask)? as u64;
+
+    let mut queue = VecDeque::new();
+    scan(view, lhash2, lhash2_mask + 1, l.listen_bucket, l.listen_head, &mut queue)?;
+    scan(view, ehash, ehash_mask + 1, l.established_bucket, l.established_head, &mut queue)?;
+
+    let (lo, len) = span(&[
+        (l.nulls_node, 8),
+        (l.net, 8),
+        (l.family, 2),
+        (l.state, 1),
+        (l.num, 2),
+        (l.dport, 2),
+        (l.saddr, 4),
+        (l.daddr, 4),
+        (l.saddr6, 16),
+        (l.daddr6, 16),
+    ]);
+    let mut out = Vec::new();
+    while let Some(node) = queue.pop_front() {
+        let sk = node.wrapping_sub(l.nulls_node);
+        view.load(sk + lo, len)?;
+        let net = view.u64(sk + l.net)?;
+        let family = view.u16(sk + l.family)?;
+        let state = view.u8(sk + l.state)?;
+        let num = view.u16(sk + l.num)?;
+        let dport = u16::from_be(view.u16(sk + l.dport)?);
+        let (local, remote) = if family == AF_INET6 {
+            (
+                Ipv6Addr::from(view.bytes::<16>(sk + l.saddr6)?),
+                Ipv6Addr::from(view.bytes::<16>(sk + l.daddr6)?),
+            )
+        } else {
+            (
+                Ipv4Addr::from(view.bytes::<4>(sk + l.saddr)?).to_ipv6_mapped(),
+                Ipv4Addr::from(view.bytes::<4>(sk + l.daddr)?).to_ipv6_mapped(),
+            )
+        };
+        let uid = if state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV {
+            view.load(sk + l.uid, 4)?;
+            view.u32(sk + l.uid)?
+        } else {
+            0
+        };
+        enqueue(&mut queue, view.u64(node)?)?;
+        if net == netns {
+            out.push(TcpSocket {
+                family: if family == AF_INET6 { 6 } else { 4 },
+                local,
+                local_port: num,
+                remote,
+                remote_port: dport,
+                // /proc shows request sockets as SYN_RECV.
+                state: if state == TCP_NEW_SYN_RECV { 3 } else { state },
+                uid,
+                sock: sk,
+            });
+        }
+    }
+    Ok(out)
+}
