@@ -30,7 +30,13 @@ impl What {
 }
 
 /// Prints the list.
-pub fn run(what: What, target: &str, key_file: &Path, mode: Mode, json: bool) -> Result<(), String> {
+pub fn run(
+    what: What,
+    target: &str,
+    key_file: &Path,
+    mode: Mode,
+    json: bool,
+) -> Result<(), String> {
     let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
     let mut inspector = Inspector::connect(&settings).map_err(|e| e.to_string())?;
     let walk = inspector

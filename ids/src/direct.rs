@@ -58,13 +58,18 @@ impl Direct {
         } else {
             0
         };
-        if !self.collectors.contains_key(&collector) {
-            let c = LoadedCollector::load(collector.object())
-                .map_err(|e| Error::Collector(e.to_string()))?;
-            self.collectors.insert(collector, c);
-        }
-        let c = self.collectors.get_mut(&collector).expect("loaded");
-        let run_mode = if mode == Mode::BulkPage { RunMode::Page } else { RunMode::Data };
+        let c = match self.collectors.entry(collector) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                LoadedCollector::load(collector.object())
+                    .map_err(|e| Error::Collector(e.to_string()))?,
+            ),
+        };
+        let run_mode = if mode == Mode::BulkPage {
+            RunMode::Page
+        } else {
+            RunMode::Data
+        };
         let run = c
             .run(run_mode, root_in)
             .map_err(|e| Error::Collector(e.to_string()))?;

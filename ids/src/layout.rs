@@ -79,7 +79,8 @@ impl Types {
                 ),
                 None => (segment, None),
             };
-            let composite = Composite::try_from(ty.skip_mods_and_typedefs()).map_err(|_| missing())?;
+            let composite =
+                Composite::try_from(ty.skip_mods_and_typedefs()).map_err(|_| missing())?;
             let (at, member_ty) = find_member(&self.btf, &composite, field).ok_or_else(missing)?;
             offset += at;
             ty = self.btf.type_by_id(member_ty).ok_or_else(missing)?;
@@ -96,7 +97,11 @@ impl Types {
 
 /// Finds `field` in a struct or union, descending into anonymous members;
 /// returns its byte offset and type.
-fn find_member(btf: &Btf<'_>, c: &Composite<'_>, field: &str) -> Option<(u64, libbpf_rs::btf::TypeId)> {
+fn find_member(
+    btf: &Btf<'_>,
+    c: &Composite<'_>,
+    field: &str,
+) -> Option<(u64, libbpf_rs::btf::TypeId)> {
     for i in 0..c.len() {
         let m = c.get(i)?;
         let bits = match m.attr {
@@ -124,10 +129,18 @@ fn type_size(ty: BtfType<'_>) -> Option<u64> {
     let ty = ty.skip_mods_and_typedefs();
     match ty.kind() {
         BtfKind::Ptr => Some(8),
-        BtfKind::Int => libbpf_rs::btf::types::Int::try_from(ty).ok().map(|t| t.size() as u64),
-        BtfKind::Struct => libbpf_rs::btf::types::Struct::try_from(ty).ok().map(|t| t.size() as u64),
-        BtfKind::Union => libbpf_rs::btf::types::Union::try_from(ty).ok().map(|t| t.size() as u64),
-        BtfKind::Enum => libbpf_rs::btf::types::Enum::try_from(ty).ok().map(|t| t.size() as u64),
+        BtfKind::Int => libbpf_rs::btf::types::Int::try_from(ty)
+            .ok()
+            .map(|t| t.size() as u64),
+        BtfKind::Struct => libbpf_rs::btf::types::Struct::try_from(ty)
+            .ok()
+            .map(|t| t.size() as u64),
+        BtfKind::Union => libbpf_rs::btf::types::Union::try_from(ty)
+            .ok()
+            .map(|t| t.size() as u64),
+        BtfKind::Enum => libbpf_rs::btf::types::Enum::try_from(ty)
+            .ok()
+            .map(|t| t.size() as u64),
         BtfKind::Array => {
             let a = Array::try_from(ty).ok()?;
             Some(a.capacity() as u64 * type_size(a.contained_type())?)

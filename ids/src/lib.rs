@@ -152,18 +152,32 @@ impl Layouts {
     }
 
     /// Runs the walker of `collector` over `view` from `root`.
-    pub fn walk(&self, collector: Collector, view: &mut View<'_>, root: u64) -> Result<Rows, Error> {
+    pub fn walk(
+        &self,
+        collector: Collector,
+        view: &mut View<'_>,
+        root: u64,
+    ) -> Result<Rows, Error> {
         Ok(match collector {
             Collector::Processes => {
-                let l = self.processes.as_ref().ok_or_else(|| self.missing("task_struct"))?;
+                let l = self
+                    .processes
+                    .as_ref()
+                    .ok_or_else(|| self.missing("task_struct"))?;
                 Rows::Processes(walk::processes::walk(view, l, root)?)
             }
             Collector::Tcp => {
-                let l = self.tcp.as_ref().ok_or_else(|| self.missing("inet_hashinfo"))?;
+                let l = self
+                    .tcp
+                    .as_ref()
+                    .ok_or_else(|| self.missing("inet_hashinfo"))?;
                 Rows::Tcp(walk::tcp::walk(view, l, root)?)
             }
             Collector::Modules => {
-                let l = self.modules.as_ref().ok_or_else(|| self.missing("module"))?;
+                let l = self
+                    .modules
+                    .as_ref()
+                    .ok_or_else(|| self.missing("module"))?;
                 Rows::Modules(walk::modules::walk(view, l, root)?)
             }
         })
@@ -171,7 +185,9 @@ impl Layouts {
 
     fn missing(&self, what: &str) -> Error {
         let _ = &self.types;
-        Error::Layout(format!("the kernel's BTF lacks a field of struct {what} the walker needs"))
+        Error::Layout(format!(
+            "the kernel's BTF lacks a field of struct {what} the walker needs"
+        ))
     }
 }
 
@@ -226,7 +242,9 @@ pub fn check_status(status: u64) -> Result<(), Error> {
         Status::Unsupported => Err(Error::Unsupported(
             "the guest kernel's layout is not one the collector knows".into(),
         )),
-        other => Err(Error::Collector(format!("the walk did not complete: {other:?}"))),
+        other => Err(Error::Collector(format!(
+            "the walk did not complete: {other:?}"
+        ))),
     }
 }
 
@@ -319,12 +337,18 @@ impl Inspector {
             Mode::BulkPage | Mode::BulkData => {
                 let batch = self.batch(
                     collector,
-                    if mode == Mode::BulkPage { CollectMode::Page } else { CollectMode::Data },
+                    if mode == Mode::BulkPage {
+                        CollectMode::Page
+                    } else {
+                        CollectMode::Data
+                    },
                 )?;
                 (memory_from_batch(&batch)?, batch.root)
             }
         };
-        let mut remote = Remote { conn: &mut self.conn };
+        let mut remote = Remote {
+            conn: &mut self.conn,
+        };
         let mut view = View::new(memory, &mut remote, mode == Mode::PerPointer);
         let rows = self.layouts.walk(collector, &mut view, root)?;
         let misses = view.misses();

@@ -26,7 +26,9 @@ pub fn modules(rows: &[Module]) -> String {
 
 fn addr_v4(a: &std::net::Ipv6Addr) -> String {
     // /proc prints the __be32 as the u32 it reads: byte order of memory.
-    let v4 = a.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let v4 = a
+        .to_ipv4_mapped()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
     format!("{:08X}", u32::from_ne_bytes(v4.octets()))
 }
 

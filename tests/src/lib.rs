@@ -834,6 +834,30 @@ impl Harness {
             .expect("this harness was started without the product files")
     }
 
+    /// This test's copy of the `telebpf` command line.
+    pub fn telebpf(&self) -> &Path {
+        &self.product().telebpf
+    }
+
+    /// `telebpf ARGS` as nobody (no preload: the CLI talks to the proxy
+    /// itself), with `--target` and `--key-file` of this test's proxy
+    /// appended.
+    pub fn telebpf_nobody(&self, args: &[&str]) -> CmdOutput {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--target".to_string(),
+            self.target(),
+            "--key-file".to_string(),
+            self.key().display().to_string(),
+        ]);
+        let what = format!("[nobody] {}", shell_words(self.telebpf(), &all));
+        run_with_timeout(
+            self.nobody_command(self.telebpf(), &all),
+            &what,
+            COMMAND_TIMEOUT,
+        )
+    }
+
     /// The test's temp dir (root-owned, 0755).
     pub fn dir(&self) -> &Path {
         &self.dir

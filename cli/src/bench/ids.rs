@@ -75,7 +75,11 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
             }
         }
         for mode in Mode::ALL {
-            let n_runs = if mode == Mode::PerPointer { runs.min(PER_POINTER_RUNS) } else { runs };
+            let n_runs = if mode == Mode::PerPointer {
+                runs.min(PER_POINTER_RUNS)
+            } else {
+                runs
+            };
             match measure(n_runs, || inspector.walk(collector, mode)) {
                 Ok((cost, median_us, p95_us, n)) => rows.push(Row {
                     collector: collector.name(),
@@ -95,8 +99,16 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
 
     println!(
         "{:<8} {:<12} {:>6} {:>9} {:>9} {:>12} {:>12} {:>12} {:>9} {:>8}",
-        "walk", "mode", "rows", "requests", "responses", "bytes", "median_us", "p95_us",
-        "÷per-ptr", "×direct"
+        "walk",
+        "mode",
+        "rows",
+        "requests",
+        "responses",
+        "bytes",
+        "median_us",
+        "p95_us",
+        "÷per-ptr",
+        "×direct"
     );
     let mut out = String::from("collector,mode,requests,responses,bytes,median_us,p95_us\n");
     for r in &rows {
@@ -129,7 +141,13 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
         let _ = writeln!(
             out,
             "{},{},{},{},{},{:.1},{:.1}",
-            r.collector, r.mode, r.cost.requests, r.cost.responses, r.cost.bytes, r.median_us, r.p95_us
+            r.collector,
+            r.mode,
+            r.cost.requests,
+            r.cost.responses,
+            r.cost.bytes,
+            r.median_us,
+            r.p95_us
         );
     }
     println!(

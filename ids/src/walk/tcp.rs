@@ -114,8 +114,10 @@ fn scan(
     head_off: u64,
     queue: &mut VecDeque<u64>,
 ) -> Result<(), Error> {
-    if base == 0 || stride < 8 || CHUNK % stride != 0 || head_off + 8 > stride {
-        return Err(Error::Layout("a hash bucket size that does not divide 4096".into()));
+    if base == 0 || stride < 8 || !CHUNK.is_multiple_of(stride) || head_off + 8 > stride {
+        return Err(Error::Layout(
+            "a hash bucket size that does not divide 4096".into(),
+        ));
     }
     let bytes = buckets * stride;
     view.load(base, bytes)?;
@@ -127,7 +129,10 @@ fn scan(
         view.read_into(base + start, &mut buf[..n])?;
         let mut at = head_off as usize;
         while at + 8 <= n {
-            enqueue(queue, u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes")))?;
+            enqueue(
+                queue,
+                u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes")),
+            )?;
             at += stride as usize;
         }
         start += CHUNK;
@@ -154,7 +159,12 @@ pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>
     let netns = view.u64(nsproxy + l.nsproxy_net)?;
     view.load(netns + l.net_hashinfo, 8)?;
     let hashinfo = view.u64(netns + l.net_hashinfo)?;
-    let (lo, len) = span(&[(l.lhash2, 8), (l.lhash2_mask, 4), (l.ehash, 8), (l.ehash_mask, 4)]);
+    let (lo, len) = span(&[
+        (l.lhash2, 8),
+        (l.lhash2_mask, 4),
+        (l.ehash, 8),
+        (l.ehash_mask, 4),
+    ]);
     view.load(hashinfo + lo, len)?;
     let lhash2 = view.u64(hashinfo + l.lhash2)?;
     let lhash2_mask = view.u32(hashinfo + l.lhash2_mask)? as u64;
@@ -162,8 +172,22 @@ pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>
     let ehash_mask = view.u32(hashinfo + l.ehash_mask)? as u64;
 
     let mut queue = VecDeque::new();
-    scan(view, lhash2, lhash2_mask + 1, l.listen_bucket, l.listen_head, &mut queue)?;
-    scan(view, ehash, ehash_mask + 1, l.established_bucket, l.established_head, &mut queue)?;
+    scan(
+        view,
+        lhash2,
+        lhash2_mask + 1,
+        l.listen_bucket,
+        l.listen_head,
+        &mut queue,
+    )?;
+    scan(
+        view,
+        ehash,
+        ehash_mask + 1,
+        l.established_bucket,
+        l.established_head,
+        &mut queue,
+    )?;
 
     let (lo, len) = span(&[
         (l.nulls_node, 8),

@@ -1,0 +1,392 @@
+//! `telebpf ids` (the bulk-read collectors) run as nobody against the
+//! proxy, checked against the proxy machine's own view: /proc/*/stat,
+//! /proc/net/tcp{,6}, /proc/modules. Every mode must agree: per-pointer
+//! (one forwarded read per pointer), bulk-page and bulk-data (one request).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command};
+
+use serde_json::Value;
+use telebpf_tests::{say, unique_name, Harness};
+
+const MODES: [&str; 3] = ["per-pointer", "bulk-page", "bulk-data"];
+
+/// pid → (comm, ppid, uid) of every process in /proc now.
+fn proc_snapshot() -> BTreeMap<u32, (String, u32, u32)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        // comm sits between the first '(' and the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // Kernel threads show their full name in /proc; task_struct.comm
+        // (what ps prints) holds the first 15 bytes.
+        let comm: String = stat[open + 1..close]
+            .bytes()
+            .take(15)
+            .map(char::from)
+            .collect();
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ppid = rest.get(1).and_then(|p| p.parse().ok()).unwrap_or(u32::MAX);
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(u32::MAX);
+        out.insert(pid, (comm, ppid, uid));
+    }
+    out
+}
+
+fn ids_json(h: &Harness, what: &str, mode: &str) -> Value {
+    let out = h.telebpf_nobody(&["ids", what, "--mode", mode, "--json"]);
+    out.expect_success();
+    serde_json::from_str(&out.stdout_text()).unwrap_or_else(|e| {
+        panic!(
+            "ids {what} --mode {mode}: not JSON ({e}): {}",
+            out.describe()
+        )
+    })
+}
+
+/// pid → (comm, ppid, uid) from `telebpf ids ps --json`.
+fn ids_processes(h: &Harness, mode: &str) -> BTreeMap<u32, (String, u32, u32)> {
+    let v = ids_json(h, "ps", mode);
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().expect("pid") as u32,
+                (
+                    p["comm"].as_str().expect("comm").to_string(),
+                    p["ppid"].as_u64().expect("ppid") as u32,
+                    p["uid"].as_u64().expect("uid") as u32,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ids_ps_agrees_with_proc_in_every_mode() {
+    let Some(h) = Harness::start("ids_ps_agrees_with_proc_in_every_mode") else {
+        return;
+    };
+    for mode in MODES {
+        let before = proc_snapshot();
+        let seen = ids_processes(&h, mode);
+        let after = proc_snapshot();
+        // Processes alive before and after (and the same process: same
+        // comm and parent) must be listed exactly as /proc shows them.
+        let mut checked = 0;
+        for (pid, row) in &before {
+            if after.get(pid) != Some(row) {
+                continue;
+            }
+            let got = seen.get(pid).unwrap_or_else(|| {
+                panic!("{mode}: pid {pid} {row:?} is in /proc but not in ids ps")
+            });
+            // Kernel threads (children of kthreadd) get a longer name in
+            // /proc (e.g. a workqueue worker's current queue): comm is its start.
+            let kthread = row.1 == 2 || *pid == 2;
+            let same_comm =
+                got.0 == row.0 || (kthread && !got.0.is_empty() && row.0.starts_with(&got.0));
+            assert!(
+                same_comm && got.1 == row.1 && got.2 == row.2,
+                "{mode}: pid {pid}: ids ps {got:?}, /proc {row:?}"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 20,
+            "{mode}: only {checked} stable processes compared"
+        );
+        // Anything listed that /proc never showed must have lived only
+        // during the walk (the ids command itself, setpriv…): a handful.
+        let phantoms: Vec<_> = seen
+            .iter()
+            .filter(|(pid, _)| !before.contains_key(pid) && !after.contains_key(pid))
+            .collect();
+        assert!(
+            phantoms.len() <= 5,
+            "{mode}: listed but never in /proc: {phantoms:?}"
+        );
+        say(&format!(
+            "{mode}: {} processes listed, {checked} compared with /proc",
+            seen.len()
+        ));
+    }
+    h.finish();
+}
+
+/// A process whose comm is unique: a copy of sleep under a marked name.
+fn marked_sleeper(h: &Harness) -> (Child, String) {
+    let name: String = unique_name("tbm")
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(15)
+        .collect();
+    let path = h.dir().join(&name);
+    std::fs::copy("/bin/sleep", &path).expect("copy sleep");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = Command::new(&path)
+        .arg("600")
+        .spawn()
+        .expect("start the marked process");
+    (child, name)
+}
+
+#[test]
+fn ids_ps_finds_a_marked_process_and_no_longer_after_it_ends() {
+    let Some(h) = Harness::start("ids_ps_finds_a_marked_process_and_no_longer_after_it_ends")
+    else {
+        return;
+    };
+    let (mut child, name) = marked_sleeper(&h);
+    let pid = child.id();
+    for mode in MODES {
+        let seen = ids_processes(&h, mode);
+        let row = seen
+            .get(&pid)
+            .unwrap_or_else(|| panic!("{mode}: marked process {pid} ({name}) not found"));
+        assert_eq!(row.0, name, "{mode}: comm of the marked process");
+        assert_eq!(row.1, std::process::id(), "{mode}: its parent is this test");
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    // Same proxy, collectors already loaded: a new walk must not serve
+    // anything cached from the previous one.
+    for mode in MODES {
+        let seen = ids_processes(&h, mode);
+        assert!(
+            !seen.contains_key(&pid) && !seen.values().any(|r| r.0 == name),
+            "{mode}: the ended process {pid} ({name}) is still listed"
+        );
+    }
+    h.finish();
+}
+
+/// (family, local, remote, state) rows of /proc/net/tcp and tcp6, as the
+/// hex text /proc prints.
+fn proc_tcp() -> BTreeSet<(u8, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for (family, file) in [(4u8, "/proc/net/tcp"), (6u8, "/proc/net/tcp6")] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 3 {
+                out.insert((family, f[1].to_string(), f[2].to_string(), f[3].to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn hex_v4(addr: &str) -> String {
+    let ip: std::net::Ipv6Addr = addr.parse().expect("an address");
+    let v4 = ip.to_ipv4_mapped().expect("IPv4-mapped");
+    format!("{:08X}", u32::from_ne_bytes(v4.octets()))
+}
+
+fn hex_v6(addr: &str) -> String {
+    let ip: std::net::Ipv6Addr = addr.parse().expect("an address");
+    ip.octets()
+        .chunks_exact(4)
+        .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+        .collect()
+}
+
+fn ids_tcp(h: &Harness, mode: &str) -> BTreeSet<(u8, String, String, String)> {
+    let v = ids_json(h, "tcp", mode);
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| {
+            let family = s["family"].as_u64().expect("family") as u8;
+            let hex = if family == 4 { hex_v4 } else { hex_v6 };
+            (
+                family,
+                format!(
+                    "{}:{:04X}",
+                    hex(s["local"].as_str().expect("local")),
+                    s["local_port"].as_u64().expect("port")
+                ),
+                format!(
+                    "{}:{:04X}",
+                    hex(s["remote"].as_str().expect("remote")),
+                    s["remote_port"].as_u64().expect("port")
+                ),
+                format!("{:02X}", s["state"].as_u64().expect("state")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ids_tcp_agrees_with_proc_net_tcp_in_every_mode() {
+    let Some(h) = Harness::start("ids_tcp_agrees_with_proc_net_tcp_in_every_mode") else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen v4");
+    let port = listener.local_addr().unwrap().port();
+    let listener6 = TcpListener::bind("[::1]:0").expect("listen v6");
+    let port6 = listener6.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    let cport = client.local_addr().unwrap().port();
+    let ours = [
+        (
+            4u8,
+            format!("0100007F:{port:04X}"),
+            "00000000:0000".to_string(),
+            "0A".to_string(),
+        ),
+        (
+            4,
+            format!("0100007F:{port:04X}"),
+            format!("0100007F:{cport:04X}"),
+            "01".into(),
+        ),
+        (
+            4,
+            format!("0100007F:{cport:04X}"),
+            format!("0100007F:{port:04X}"),
+            "01".into(),
+        ),
+        (
+            6,
+            format!("00000000000000000000000001000000:{port6:04X}"),
+            "00000000000000000000000000000000:0000".into(),
+            "0A".into(),
+        ),
+    ];
+    for mode in MODES {
+        let before = proc_tcp();
+        let seen = ids_tcp(&h, mode);
+        let after = proc_tcp();
+        for row in &ours {
+            assert!(
+                seen.contains(row),
+                "{mode}: our socket {row:?} is missing: {seen:?}"
+            );
+        }
+        for row in before.intersection(&after) {
+            assert!(
+                seen.contains(row),
+                "{mode}: /proc has {row:?} throughout, ids tcp does not"
+            );
+        }
+        let union: BTreeSet<_> = before.union(&after).cloned().collect();
+        let extra: Vec<_> = seen.difference(&union).collect();
+        // The ids command's own connection to the proxy is a Unix socket;
+        // only sockets opening or closing during the walk may differ.
+        assert!(
+            extra.len() <= 4,
+            "{mode}: ids tcp lists sockets /proc never showed: {extra:?}"
+        );
+        say(&format!(
+            "{mode}: {} TCP sockets, ours all found",
+            seen.len()
+        ));
+    }
+    drop((client, server, listener, listener6));
+    h.finish();
+}
+
+#[test]
+fn ids_modules_matches_proc_modules_or_says_the_kernel_has_none() {
+    let Some(h) = Harness::start("ids_modules_matches_proc_modules_or_says_the_kernel_has_none")
+    else {
+        return;
+    };
+    for mode in MODES {
+        let out = h.telebpf_nobody(&["ids", "modules", "--mode", mode, "--json"]);
+        match std::fs::read_to_string("/proc/modules") {
+            Err(_) => {
+                assert!(
+                    !out.success(),
+                    "{mode}: no module support, yet: {}",
+                    out.describe()
+                );
+                assert!(
+                    out.stderr_text().contains("no module support"),
+                    "{mode}: the error must say why: {}",
+                    out.describe()
+                );
+            }
+            Ok(text) => {
+                out.expect_success();
+                let v: Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+                let seen: BTreeMap<String, u64> = v
+                    .as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["name"].as_str().unwrap().to_string(),
+                            m["size"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                for line in text.lines() {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let size: u64 = f[1].parse().expect("size");
+                    assert_eq!(seen.get(f[0]), Some(&size), "{mode}: module {}", f[0]);
+                }
+                assert_eq!(seen.len(), text.lines().count(), "{mode}: module count");
+            }
+        }
+    }
+    h.finish();
+}
+
+#[test]
+fn bench_ids_uses_one_request_per_bulk_walk() {
+    let Some(h) = Harness::start("bench_ids_uses_one_request_per_bulk_walk") else {
+        return;
+    };
+    let csv = h.nobody_dir().join("ids.csv");
+    let csv_arg = csv.display().to_string();
+    let out = h.telebpf_nobody(&["bench", "ids", "--runs", "2", "--csv", &csv_arg]);
+    out.expect_success();
+    assert!(csv.exists(), "no CSV: {}", out.describe());
+    let text = std::fs::read_to_string(&csv).expect("read CSV");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("collector,mode,requests,responses,bytes,median_us,p95_us")
+    );
+    let mut bulk = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 7, "{line}");
+        let requests: u64 = f[2].parse().expect("requests");
+        let responses: u64 = f[3].parse().expect("responses");
+        assert_eq!(requests, responses, "{line}");
+        match f[1] {
+            "bulk-page" | "bulk-data" => {
+                assert_eq!(requests, 1, "a bulk walk is one request: {line}");
+                bulk += 1;
+            }
+            "per-pointer" => assert!(requests > 1, "{line}"),
+            other => panic!("unexpected mode {other} (nobody has no direct baseline): {line}"),
+        }
+    }
+    assert!(bulk >= 4, "ps and tcp in both bulk modes: {text}");
+    h.finish();
+}
