@@ -22,7 +22,8 @@ pub fn op_path(op: &FileOp) -> Option<&str> {
         | FileOp::Unlink { path }
         | FileOp::Rmdir { path }
         | FileOp::Append { path, .. }
-        | FileOp::Digest { path } => Some(path),
+        | FileOp::Digest { path }
+        | FileOp::ReadDir { path } => Some(path),
         FileOp::Fdinfo { .. } => None,
     }
 }
@@ -42,6 +43,7 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
         }
         FileOp::Append { .. } => paths::is_appendable(path),
         FileOp::Digest { .. } => paths::is_immutable(path),
+        FileOp::ReadDir { .. } => paths::is_listable(path),
         _ => paths::is_guest_file(path),
     };
     if !allowed {
@@ -51,6 +53,15 @@ pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
     match op {
         FileOp::Read { .. } => std::fs::read(p)
             .map(FileReply::Data)
+            .map_err(|e| errno_of(&e)),
+        FileOp::ReadDir { .. } => std::fs::read_dir(p)
+            .and_then(|dir| {
+                let mut names = dir
+                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                names.sort();
+                Ok(FileReply::Entries(names))
+            })
             .map_err(|e| errno_of(&e)),
         FileOp::Stat { follow, .. } => {
             let md = if *follow {

@@ -15,6 +15,7 @@
 //! pre-fills the cache. [`Inspector`] is the client API; [`direct`] runs the
 //! same collectors in the local kernel (the benchmark's baseline).
 
+pub mod detect;
 pub mod direct;
 pub mod layout;
 pub mod memory;
@@ -28,7 +29,8 @@ use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_collectors::record::{self, Status};
 use telebpf_collectors::Collector;
 use telebpf_protocol::message::{
-    Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Reply, Request, Start,
+    Batch, CollectError, CollectMode, CollectRequest, FileOp, FileReply, Memory, MemoryRange,
+    Reply, Request, Start,
 };
 
 use layout::Types;
@@ -368,5 +370,19 @@ impl Inspector {
     /// The guest's processes.
     pub fn processes(&mut self, mode: Mode) -> Result<Walk<Rows>, Error> {
         self.walk(Collector::Processes, mode)
+    }
+
+    /// The process ids the guest's /proc lists (one request).
+    pub fn proc_pids(&mut self) -> Result<std::collections::BTreeSet<u32>, Error> {
+        let op = FileOp::ReadDir {
+            path: "/proc".into(),
+        };
+        match self.conn.call(&Request::File(op))? {
+            Reply::File(Ok(FileReply::Entries(names))) => {
+                Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+            }
+            Reply::File(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
     }
 }

@@ -425,6 +425,12 @@ pub enum FileOp {
         /// The path.
         path: String,
     },
+    /// The names in a directory whose listing describes the guest (only
+    /// `/proc`: the process ids its procfs shows). Reply: `Entries`.
+    ReadDir {
+        /// The path.
+        path: String,
+    },
     /// `/proc/self/fdinfo/<fd>` of a guest fd of this session.
     Fdinfo {
         /// The guest fd.
@@ -486,6 +492,8 @@ pub enum FileReply {
         /// Length of the content.
         size: u64,
     },
+    /// Names in a directory, sorted.
+    Entries(Vec<String>),
 }
 
 /// The parts of `struct stat` that describe a guest file.

@@ -91,6 +91,13 @@ pub fn is_appendable(path: &str) -> bool {
     is_guest_file(path) && (path.ends_with("/kprobe_events") || path.ends_with("/uprobe_events"))
 }
 
+/// Whether a client may list directory `path`: only `/proc`, whose entries
+/// are the guest's process ids as its procfs shows them (the view an
+/// intrusion detector compares with the kernel's task list).
+pub fn is_listable(path: &str) -> bool {
+    path == "/proc"
+}
+
 /// Whether the content of guest file `path` is fixed for the guest's
 /// lifetime.
 pub fn is_immutable(path: &str) -> bool {

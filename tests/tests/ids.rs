@@ -390,3 +390,84 @@ fn bench_ids_uses_one_request_per_bulk_walk() {
     assert!(bulk >= 4, "ps and tcp in both bulk modes: {text}");
     h.finish();
 }
+
+/// `examples/hiddenproc` as nobody against `target`; its exit code and stdout.
+fn hiddenproc(h: &Harness, target: &str) -> (Option<i32>, String) {
+    let program = telebpf_tests::product_file("hiddenproc");
+    let copy = h.dir().join("hiddenproc");
+    std::fs::copy(&program, &copy).expect("copy hiddenproc");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = h.nobody_command(&copy, &["bulk-data"]);
+    cmd.env("TELEBPF_TARGET", target)
+        .env("TELEBPF_KEY_FILE", h.key());
+    let out =
+        telebpf_tests::run_with_timeout(cmd, "[nobody] hiddenproc", telebpf_tests::COMMAND_TIMEOUT);
+    (out.status.code(), out.stdout_text())
+}
+
+#[test]
+fn hiddenproc_finds_nothing_hidden_on_an_untouched_guest() {
+    let Some(h) = Harness::start("hiddenproc_finds_nothing_hidden_on_an_untouched_guest") else {
+        return;
+    };
+    // A kernel worker may start and end between the two /proc readings and
+    // the walk: allow a retry, not a standing disagreement.
+    let mut last = String::new();
+    let clean = (0..3).any(|_| {
+        let (code, out) = hiddenproc(&h, &h.target());
+        last = out;
+        code == Some(0)
+    });
+    assert!(
+        clean,
+        "hiddenproc flagged processes on a clean guest:\n{last}"
+    );
+    assert!(last.contains(" 0 hidden, 0 unlisted"), "{last}");
+    h.finish();
+}
+
+#[test]
+fn hiddenproc_flags_a_process_the_guests_proc_does_not_show() {
+    let Some(h) =
+        Harness::start_without_proxy("hiddenproc_flags_a_process_the_guests_proc_does_not_show")
+    else {
+        return;
+    };
+    // The proxy's /proc belongs to a pid namespace of its own, so the
+    // processes outside it (our marked one among them) are in the kernel's
+    // task list but not in the /proc the guest side reads: hidden, as a
+    // rootkit filtering /proc would make them.
+    let sock = h.dir().join("pidns.sock");
+    let target = format!("unix:{}", sock.display());
+    let mut proxy = Command::new("unshare")
+        // unshare's parent ignores SIGTERM while it waits: --kill-child
+        // ends the proxy when we SIGKILL unshare.
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"])
+        .arg(telebpf_tests::product_file("telebpf-proxy"))
+        .args(["--listen", &target, "--key-file"])
+        .arg(h.key())
+        .stderr(std::fs::File::create(h.dir().join("pidns-proxy.log")).expect("log"))
+        .spawn()
+        .expect("start the proxy in a pid namespace");
+    let ready = telebpf_tests::wait_until(std::time::Duration::from_secs(10), || {
+        if sock.exists() {
+            Ok(())
+        } else {
+            Err("no socket yet".to_string())
+        }
+    });
+    let (mut marked, name) = marked_sleeper(&h);
+    let result = ready.map(|()| hiddenproc(&h, &target));
+    marked.kill().ok();
+    marked.wait().ok();
+    proxy.kill().ok();
+    proxy.wait().ok();
+    let (code, out) = result.expect("the pid-namespace proxy did not start");
+    assert_eq!(code, Some(1), "hiddenproc must report a finding:\n{out}");
+    let line = format!("HIDDEN pid={} ", marked.id());
+    assert!(
+        out.contains(&line) && out.contains(&name),
+        "{name} not flagged:\n{out}"
+    );
+    h.finish();
+}
