@@ -9,8 +9,10 @@
  *   MODE_PAGE   record the address of every guest page a read touched;
  *   MODE_DATA   record address, size and bytes of every read.
  * Each page (page mode) or each (address, size) (data mode) is recorded once
- * per run: `seen` remembers it with the run's generation number, so the map
- * never needs clearing between runs.
+ * per run: a direct-mapped table in .bss remembers it with the run's
+ * generation number, so it never needs clearing between runs. A collision
+ * only costs a duplicate record (harmless: the host keeps one); a hash map
+ * would cost a lookup and an update (~0.5 µs) on every read.
  */
 #pragma once
 
@@ -56,25 +58,30 @@ struct chunk {
 	__u8 data[CHUNK];
 };
 
-struct seen_key {
-	__u64 addr;
-	__u64 len;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, 1 << 18);
-	__type(key, struct seen_key);
-	__type(value, __u64);
-} seen SEC(".maps");
+/*
+ * Small data records are staged here and written to the ring in batches
+ * of up to STAGE bytes: one ring write per ~200 fields instead of one each.
+ */
+#define STAGE 8192
+#define STAGE_MAX_FIELD 64
 
-/* Staging for a data record, and a second buffer for array chunks. */
+struct stage {
+	__u8 buf[STAGE + sizeof(struct record_hdr) + STAGE_MAX_FIELD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stage);
+} staging SEC(".maps");
+
+/* A buffer for array chunks (and their records). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -92,17 +99,23 @@ struct run_state {
 	__u64 status;
 	__u64 qlen;
 	__u64 last_page; /* the page recorded last: most reads share it */
+	__u64 staged;	 /* bytes in `staging` */
 };
 struct run_state run;
 
+#define SEEN_SLOTS 16384
+__u64 seen_key[SEEN_SLOTS];
+__u64 seen_gen[SEEN_SLOTS];
+
 static __always_inline int first_time(__u64 addr, __u64 len)
 {
-	struct seen_key key = { .addr = addr, .len = len };
-	__u64 *g = bpf_map_lookup_elem(&seen, &key);
+	__u64 key = addr ^ (len << 52);
+	__u32 slot = ((key * 0x9E3779B97F4A7C15ULL) >> 50) & (SEEN_SLOTS - 1);
 
-	if (g && *g == run.gen)
+	if (seen_key[slot] == key && seen_gen[slot] == run.gen)
 		return 0;
-	bpf_map_update_elem(&seen, &key, &run.gen, BPF_ANY);
+	seen_key[slot] = key;
+	seen_gen[slot] = run.gen;
 	return 1;
 }
 
@@ -114,6 +127,45 @@ static __always_inline void emit(const void *rec, __u64 size)
 	} else {
 		run.records++;
 	}
+}
+
+/* Writes the staged records to the ring. */
+static __always_inline void flush(void)
+{
+	__u32 zero = 0;
+	struct stage *s = bpf_map_lookup_elem(&staging, &zero);
+	__u64 n = run.staged;
+
+	run.staged = 0;
+	if (!s || n == 0)
+		return;
+	if (n > STAGE)
+		n = STAGE;
+	if (bpf_ringbuf_output(&events, s->buf, n, 0)) {
+		run.dropped++;
+		run.status = STATUS_RING_FULL;
+	}
+}
+
+/* Appends one data record (header, then `len` bytes from `copy`). */
+static __always_inline void stage(__u64 addr, __u32 len, const void *copy)
+{
+	__u32 zero = 0;
+	struct stage *s;
+	__u64 at, wide = len; /* length and zero padding */
+
+	if (run.staged + sizeof(struct record_hdr) + len > STAGE)
+		flush();
+	s = bpf_map_lookup_elem(&staging, &zero);
+	if (!s)
+		return;
+	at = run.staged & (STAGE - 1);
+	/* Plain stores, not helper calls: this runs for every field read. */
+	*(__u64 *)(s->buf + at) = addr;
+	*(__u64 *)(s->buf + at + 8) = wide;
+	__builtin_memcpy(s->buf + at + 16, copy, len);
+	run.staged += sizeof(struct record_hdr) + len;
+	run.records++;
 }
 
 static __always_inline void note_page(__u64 page)
@@ -143,19 +195,9 @@ static __always_inline void note(__u64 addr, __u32 len, const void *copy, int un
 			note_page(last);
 		return;
 	}
-	if (run.mode != MODE_DATA || len > CHUNK || (!unique && !first_time(addr, len)))
+	if (run.mode != MODE_DATA || len > STAGE_MAX_FIELD || (!unique && !first_time(addr, len)))
 		return;
-
-	__u32 zero = 0;
-	struct chunk *c = bpf_map_lookup_elem(&scratch, &zero);
-
-	if (!c)
-		return;
-	c->hdr.addr = addr;
-	c->hdr.len = len;
-	c->hdr.pad = 0;
-	bpf_probe_read_kernel(c->data, len, copy);
-	emit(c, sizeof(c->hdr) + len);
+	stage(addr, len, copy);
 }
 
 /* Reads a value of the destination's own type and records the read. */
@@ -216,10 +258,12 @@ static __always_inline void begin(struct collect_ctx *ctx)
 	run.status = STATUS_OK;
 	run.qlen = 0;
 	run.last_page = -1;
+	run.staged = 0;
 }
 
 static __always_inline void end(struct collect_ctx *ctx)
 {
+	flush();
 	ctx->records = run.records;
 	ctx->dropped = run.dropped;
 	ctx->visited = run.visited;

@@ -48,9 +48,12 @@ impl Collector {
         }
     }
 
-    /// The id the proxy knows the object by: the SHA-256 of its bytes.
+    /// The id the proxy knows the object by: the SHA-256 of its bytes
+    /// (computed once: every request names its collector by it).
     pub fn id(self) -> [u8; 32] {
-        object_id(self.object())
+        static IDS: std::sync::OnceLock<[[u8; 32]; 3]> = std::sync::OnceLock::new();
+        let ids = IDS.get_or_init(|| Collector::ALL.map(|c| object_id(c.object())));
+        ids[self as usize]
     }
 
     /// Whether the walk starts at the kernel's module list rather than at

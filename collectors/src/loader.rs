@@ -376,3 +376,26 @@ mod more_tests {
         eprintln!("modules: {:?}", run.ctx);
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::Collector;
+
+    #[test]
+    #[ignore = "prints timings; run by hand"]
+    fn time_runs() {
+        let mut c = LoadedCollector::load(Collector::Processes.object()).expect("load");
+        for mode in [Mode::Roots, Mode::Data, Mode::Page, Mode::Data] {
+            let mut best = std::time::Duration::MAX;
+            let mut n = 0;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                let r = c.run(mode, 0).expect("run");
+                best = best.min(t.elapsed());
+                n = r.records.len();
+            }
+            eprintln!("{mode:?}: best {best:?}, {n} bytes");
+        }
+    }
+}

@@ -91,10 +91,11 @@ impl Direct {
         } else {
             batch.records = run.records;
         }
-        let memory = memory_from_batch(&batch)?;
+        let root = batch.root;
+        let memory = memory_from_batch(batch)?;
         let mut local = Local(&mut self.reader);
         let mut view = View::new(memory, &mut local, false);
-        let rows = self.layouts.walk(collector, &mut view, batch.root)?;
+        let rows = self.layouts.walk(collector, &mut view, root)?;
         Ok(Walk {
             rows,
             cost: Cost {
@@ -103,5 +104,41 @@ impl Direct {
                 ..Cost::default()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "prints timings; run by hand as root"]
+    fn time_phases() {
+        let mut d = Direct::new().expect("direct");
+        let c = Collector::Processes;
+        d.walk(c, Mode::BulkData).expect("warm");
+        let lc = d.collectors.get_mut(&c).unwrap();
+        let t = Instant::now();
+        let run = lc.run(RunMode::Data, 0).unwrap();
+        let t_run = t.elapsed();
+        let batch = Batch {
+            root: run.ctx.root,
+            records: run.records,
+            ..Batch::default()
+        };
+        let root = batch.root;
+        let t = Instant::now();
+        let memory = memory_from_batch(batch).unwrap();
+        let t_fill = t.elapsed();
+        let mut local = Local(&mut d.reader);
+        let mut view = View::new(memory, &mut local, false);
+        let t = Instant::now();
+        let rows = d.layouts.walk(c, &mut view, root).unwrap();
+        let t_walk = t.elapsed();
+        eprintln!(
+            "run {t_run:?} fill {t_fill:?} walk {t_walk:?} rows {} misses {}",
+            rows.len(),
+            view.misses()
+        );
     }
 }

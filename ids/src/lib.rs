@@ -220,20 +220,15 @@ impl Rows {
     }
 }
 
-/// Fills a cache from a batch.
-pub fn memory_from_batch(batch: &Batch) -> Result<GuestMemory, Error> {
-    let mut memory = GuestMemory::new();
+/// Fills a cache from a batch (its records are kept, not copied).
+pub fn memory_from_batch(batch: Batch) -> Result<GuestMemory, Error> {
     let page = record::GUEST_PAGE as usize;
     if batch.page_data.len() != batch.pages.len() * page {
         return Err(Error::Protocol("page batch of the wrong size".into()));
     }
-    for (i, &addr) in batch.pages.iter().enumerate() {
-        memory.insert_page(addr, &batch.page_data[i * page..(i + 1) * page]);
-    }
-    for rec in record::records(&batch.records, true) {
-        let rec = rec.map_err(|e| Error::Protocol(e.to_string()))?;
-        memory.insert(rec.addr, rec.bytes);
-    }
+    let mut memory =
+        GuestMemory::from_records(batch.records).map_err(|e| Error::Protocol(e.to_string()))?;
+    memory.add_pages(&batch.pages, batch.page_data);
     Ok(memory)
 }
 
@@ -345,7 +340,8 @@ impl Inspector {
                         CollectMode::Data
                     },
                 )?;
-                (memory_from_batch(&batch)?, batch.root)
+                let root = batch.root;
+                (memory_from_batch(batch)?, root)
             }
         };
         let mut remote = Remote {

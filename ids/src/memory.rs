@@ -3,16 +3,23 @@
 //! records and per-pointer reads). A walk starts with an empty one, so
 //! nothing read in an earlier walk is ever served again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
 use telebpf_collectors::record::GUEST_PAGE;
 
 /// Cached guest memory.
 #[derive(Debug, Default)]
 pub struct GuestMemory {
-    pages: HashMap<u64, Box<[u8]>>,
-    /// Start address → (offset in `arena`, length).
-    spans: BTreeMap<u64, (usize, usize)>,
+    /// Page address → offset of the page in `page_arena`.
+    pages: FxHashMap<u64, usize>,
+    page_arena: Vec<u8>,
+    /// Start address → (offset in `arena`, length): most reads are of
+    /// exactly a recorded field.
+    exact: FxHashMap<u64, (usize, usize)>,
+    /// The same spans by address, built on the first read that is not of
+    /// a recorded start (a bucket inside a recorded table chunk).
+    spans: Option<BTreeMap<u64, (usize, usize)>>,
     arena: Vec<u8>,
     /// The span that served the last read: walks read neighbouring fields.
     last: Option<(u64, usize, usize)>,
@@ -26,20 +33,65 @@ impl GuestMemory {
 
     /// Adds one guest page (`bytes` is a whole page).
     pub fn insert_page(&mut self, page: u64, bytes: &[u8]) {
-        self.pages.insert(page, bytes.into());
+        let at = self.page_arena.len();
+        self.page_arena
+            .extend_from_slice(&bytes[..GUEST_PAGE as usize]);
+        self.pages.insert(page, at);
+    }
+
+    /// Adds the pages at `addrs`, whose bytes are `data` in the same order
+    /// (kept as it is: nothing is copied).
+    pub fn add_pages(&mut self, addrs: &[u64], data: Vec<u8>) {
+        let base = self.page_arena.len();
+        if base == 0 {
+            self.page_arena = data;
+        } else {
+            self.page_arena.extend_from_slice(&data);
+        }
+        self.pages.reserve(addrs.len());
+        for (i, &page) in addrs.iter().enumerate() {
+            self.pages.insert(page, base + i * GUEST_PAGE as usize);
+        }
+    }
+
+    /// A cache over `records` (data-mode records: header, then bytes),
+    /// kept as they are: nothing is copied.
+    pub fn from_records(
+        records: Vec<u8>,
+    ) -> Result<GuestMemory, telebpf_collectors::record::Malformed> {
+        let mut memory = GuestMemory::default();
+        let mut index = Vec::new();
+        for rec in telebpf_collectors::record::records(&records, true) {
+            let rec = rec?;
+            let at = rec.bytes.as_ptr() as usize - records.as_ptr() as usize;
+            index.push((rec.addr, at, rec.bytes.len()));
+        }
+        memory.exact.reserve(index.len());
+        for (addr, at, len) in index {
+            memory.index(addr, at, len);
+        }
+        memory.arena = records;
+        Ok(memory)
+    }
+
+    fn index(&mut self, addr: u64, at: usize, len: usize) {
+        // A longer read of the same address wins.
+        match self.exact.get(&addr) {
+            Some(&(_, n)) if n >= len => {}
+            _ => {
+                self.exact.insert(addr, (at, len));
+                if let Some(spans) = self.spans.as_mut() {
+                    spans.insert(addr, (at, len));
+                }
+            }
+        }
     }
 
     /// Adds the bytes read at `addr`.
     pub fn insert(&mut self, addr: u64, bytes: &[u8]) {
         let at = self.arena.len();
         self.arena.extend_from_slice(bytes);
-        // A longer read of the same address wins.
-        match self.spans.get(&addr) {
-            Some(&(_, len)) if len >= bytes.len() => {}
-            _ => {
-                self.spans.insert(addr, (at, bytes.len()));
-            }
-        }
+        self.index(addr, at, bytes.len());
     }
 
     /// Bytes held (pages and spans).
@@ -49,12 +101,18 @@ impl GuestMemory {
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.pages.is_empty() && self.spans.is_empty()
+        self.pages.is_empty() && self.exact.is_empty()
     }
 
     /// Copies `buf.len()` bytes at `addr` into `buf` if they are all held.
     pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
         let len = buf.len();
+        if let Some(&(at, n)) = self.exact.get(&addr) {
+            if len <= n {
+                buf.copy_from_slice(&self.arena[at..at + len]);
+                return true;
+            }
+        }
         if let Some((start, at, n)) = self.last {
             if addr >= start && addr - start + len as u64 <= n as u64 {
                 let off = at + (addr - start) as usize;
@@ -62,7 +120,14 @@ impl GuestMemory {
                 return true;
             }
         }
-        if let Some((&start, &(at, n))) = self.spans.range(..=addr).next_back() {
+        if self.exact.is_empty() {
+            return self.read_pages(addr, buf);
+        }
+        let exact = &self.exact;
+        let spans = self
+            .spans
+            .get_or_insert_with(|| exact.iter().map(|(&a, &v)| (a, v)).collect());
+        if let Some((&start, &(at, n))) = spans.range(..=addr).next_back() {
             if addr - start + len as u64 <= n as u64 {
                 let off = at + (addr - start) as usize;
                 buf.copy_from_slice(&self.arena[off..off + len]);
@@ -78,12 +143,12 @@ impl GuestMemory {
         while done < buf.len() {
             let a = addr + done as u64;
             let page = a & !(GUEST_PAGE - 1);
-            let Some(bytes) = self.pages.get(&page) else {
+            let Some(&at) = self.pages.get(&page) else {
                 return false;
             };
             let off = (a - page) as usize;
             let n = (buf.len() - done).min(GUEST_PAGE as usize - off);
-            buf[done..done + n].copy_from_slice(&bytes[off..off + n]);
+            buf[done..done + n].copy_from_slice(&self.page_arena[at + off..at + off + n]);
             done += n;
         }
         true

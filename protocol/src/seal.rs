@@ -5,8 +5,7 @@
 //! `[0, 0, 0, 0] || counter as u64 LE` (counter = number of earlier frames in
 //! this direction, from 0) and the 4 length bytes as associated data.
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 use crate::error::ChannelError;
 
@@ -20,9 +19,16 @@ pub const MAX_PLAINTEXT: usize = MAX_FRAME - TAG_LEN;
 pub const LEN_PREFIX: usize = 4;
 
 fn nonce(counter: u64) -> Nonce {
-    let mut n = Nonce::default();
+    let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_le_bytes());
-    n
+    // Unique: each direction has its own key and counts its frames.
+    Nonce::assume_unique_for_key(n)
+}
+
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte ChaCha20-Poly1305 key"),
+    )
 }
 
 /// Checks a sealed frame's length prefix and returns the body length that
@@ -40,13 +46,13 @@ pub fn frame_body_len(len_prefix: [u8; 4]) -> Result<usize, ChannelError> {
 
 /// Seals the frames of one direction.
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
 }
 
 /// Opens the frames of one direction, in order; fails for good after one bad frame.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
     broken: bool,
 }
@@ -72,7 +78,7 @@ impl Sealer {
     /// A sealer with `key`, counter 0.
     pub fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
-            cipher: ChaCha20Poly1305::new(key.into()),
+            cipher: cipher(key),
             counter: 0,
         }
     }
@@ -103,13 +109,13 @@ impl Sealer {
         frame.extend_from_slice(plaintext);
         let tag = self
             .cipher
-            .encrypt_inout_detached(
-                &nonce(self.counter),
-                &prefix,
-                (&mut frame[LEN_PREFIX..]).into(),
+            .seal_in_place_separate_tag(
+                nonce(self.counter),
+                Aad::from(prefix),
+                &mut frame[LEN_PREFIX..],
             )
             .expect("ChaCha20-Poly1305 accepts any frame up to MAX_FRAME");
-        frame.extend_from_slice(&tag);
+        frame.extend_from_slice(tag.as_ref());
         self.counter = self
             .counter
             .checked_add(1)
@@ -127,7 +133,7 @@ impl Opener {
     /// An opener with `key`, counter 0.
     pub fn new(key: &[u8; 32]) -> Opener {
         Opener {
-            cipher: ChaCha20Poly1305::new(key.into()),
+            cipher: cipher(key),
             counter: 0,
             broken: false,
         }
@@ -163,10 +169,8 @@ impl Opener {
                 got: buf.len(),
             });
         }
-        let (ct, tag) = buf.split_at_mut(expected - TAG_LEN);
-        let tag = Tag::try_from(&*tag).expect("TAG_LEN bytes");
         self.cipher
-            .decrypt_inout_detached(&nonce(self.counter), &len_prefix, ct.into(), &tag)
+            .open_in_place(nonce(self.counter), Aad::from(len_prefix), buf)
             .map_err(|_| ChannelError::Open(self.counter))?;
         buf.truncate(expected - TAG_LEN);
         self.counter += 1;
@@ -217,7 +221,10 @@ mod tests {
         let b = s.seal(b"x");
         assert_ne!(a, b);
         // Decrypt frame #1 by hand with nonce 0000 || 1u64 LE.
-        use chacha20poly1305::aead::Aead;
+        // With RustCrypto's independent implementation: the wire format is
+        // plain ChaCha20-Poly1305 (RFC 8439), whichever library seals it.
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        use chacha20poly1305::{ChaCha20Poly1305, Nonce};
         let c = ChaCha20Poly1305::new(&chacha20poly1305::Key::from([0; 32]));
         let mut n = [0u8; 12];
         n[4] = 1;
@@ -318,5 +325,28 @@ mod tests {
             Err(ChannelError::MessageTooLarge(_))
         ));
         assert_eq!(s.counter(), 0);
+    }
+}
+
+#[cfg(test)]
+mod throughput {
+    use super::*;
+
+    #[test]
+    #[ignore = "prints a figure; run by hand"]
+    fn seal_one_megabyte() {
+        let mut s = Sealer::new(&[7u8; 32]);
+        let data = vec![0x5au8; 1 << 20];
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let f = s.seal(&data);
+            best = best.min(t.elapsed());
+            assert_eq!(f.len(), data.len() + 20);
+        }
+        eprintln!(
+            "seal 1 MiB: {best:?} ({:.0} MB/s)",
+            1.048576 / best.as_secs_f64()
+        );
     }
 }
