@@ -16,14 +16,16 @@
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`limits`] bounds what clients can make
-//! the proxy hold and ends sessions nobody drives; [`streams`] pushes the
-//! records of guest rings to the host; [`bulk`] runs collectors and reads
-//! kernel memory; [`log`] prints.
+//! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
+//! long call of a client that went away; [`streams`] pushes the records of
+//! guest rings to the host; [`bulk`] runs collectors and reads kernel
+//! memory; [`log`] prints.
 
 pub mod bpf_exec;
 pub mod bulk;
 pub mod facts;
 pub mod files;
+pub mod hangup;
 pub mod limits;
 pub mod log;
 pub mod perf;

@@ -30,7 +30,7 @@ use crate::limits::{self, ConnectionSlot, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
-use crate::{bulk, files, log, sys};
+use crate::{bulk, files, hangup, log, sys};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -45,6 +45,8 @@ pub struct Session {
     owner: Arc<Owner>,
     /// Its share of the proxy's limits.
     budget: SessionBudget,
+    /// Interrupts a call when the client hangs up during it.
+    watch: Option<hangup::Watch>,
 }
 
 impl PerfFds for Session {
@@ -99,6 +101,7 @@ impl Session {
             objects: HashMap::new(),
             owner,
             budget: SessionBudget::default(),
+            watch: None,
         }
     }
 
@@ -134,7 +137,10 @@ impl Session {
         }
         match req {
             Request::Bpf(call) => {
-                let outcome = bpf_exec::execute(&call, self);
+                let outcome = {
+                    let _busy = self.watch.as_ref().map(|w| w.busy());
+                    bpf_exec::execute(&call, self)
+                };
                 if log::is_debug() {
                     let result = match &outcome {
                         Ok(o) if o.result.ret < 0 => format!("errno {}", o.result.errno),
@@ -415,6 +421,12 @@ fn run(
     };
     let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner);
     session.set_budget(ctx.governor.session());
+    if let Some(watcher) = hangup::Watcher::get() {
+        match watcher.watch(id, std::os::fd::AsRawFd::as_raw_fd(chan.stream())) {
+            Ok(w) => session.watch = Some(w),
+            Err(e) => log::info(format_args!("session {id}: cannot watch for hang-up: {e}")),
+        }
+    }
     let reason = match panic::catch_unwind(AssertUnwindSafe(|| {
         converse(chan, &mut session, &ctx, token)
     })) {
@@ -439,9 +451,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Why a send failed, naming a peer that stopped reading (the socket's
+/// send timeout, [`limits::set_socket_timeouts`], passed) as such.
+fn send_failure(e: &ChannelError) -> String {
+    match e {
+        ChannelError::Write(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            "peer stalled: it stopped reading and a send made no progress within the stall timeout"
+                .to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
 impl<W: std::io::Write + Send> streams::Push for telebpf_protocol::SyncSender<W> {
     fn push(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.send(frame).map_err(|e| e.to_string())
+        self.send(frame).map_err(|e| send_failure(&e))
     }
 }
 
@@ -491,7 +515,7 @@ fn converse(
     };
     let welcome = message::encode(&Reply::Welcome(welcome)).expect("welcome encodes");
     if let Err(e) = tx.send(&welcome) {
-        return e.to_string();
+        return send_failure(&e);
     }
     let mut first = true;
     loop {
@@ -536,7 +560,7 @@ fn converse(
                 Err(e) => return format!("cannot encode a reply: {e}"),
             };
             if let Err(e) = tx.send(&bytes) {
-                return e.to_string();
+                return send_failure(&e);
             }
         }
         session.budget.release();
