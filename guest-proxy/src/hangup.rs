@@ -144,7 +144,8 @@ impl Watcher {
             u64: id,
         };
         // SAFETY: both fds are open; `ev` is valid for the call.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, dup, &mut ev) } != 0
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, dup, &mut ev) }
+            != 0
         {
             return Err(std::io::Error::last_os_error());
         }

@@ -246,7 +246,10 @@ impl Session {
                 perf::write_map(fd, offset, &data, self).map(|()| Vec::new()),
             )),
             Request::MapSnapshot { fd, len, offset } => {
-                if let Err(e) = self.budget.reserve(usize::try_from(len).unwrap_or(usize::MAX)) {
+                if let Err(e) = self
+                    .budget
+                    .reserve(usize::try_from(len).unwrap_or(usize::MAX))
+                {
                     return Some(Reply::Snapshot(Err(e)));
                 }
                 Some(Reply::Snapshot(perf::snapshot(fd, len, offset, self)))
@@ -349,15 +352,14 @@ pub async fn start(
     slot: ConnectionSlot,
 ) {
     let timeout = ctx.governor.args.handshake_timeout();
-    let (chan, key_index) = match AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout)
-        .await
-    {
-        Ok(ok) => ok,
-        Err(e) => {
-            log::info(format_args!("session {id} from {peer}: {e}"));
-            return;
-        }
-    };
+    let (chan, key_index) =
+        match AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                log::info(format_args!("session {id} from {peer}: {e}"));
+                return;
+            }
+        };
     let handed_over = chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
         let stream = p.stream.into_blocking().map_err(|e| e.to_string())?;
         let handle = stream.try_clone().map_err(|e| e.to_string())?;
@@ -441,6 +443,7 @@ fn run(
     drop(session);
     ctx.streams.close(&token);
     drop(registration);
+    limits::return_freed_memory();
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {

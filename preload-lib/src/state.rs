@@ -145,7 +145,8 @@ impl State {
         let mut guard = lock(&self.conn);
         let now_ms = self.born.elapsed().as_millis() as u64;
         let last = self.last_call_ms.swap(now_ms, Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= QUIET_MS && guard.as_ref().is_some_and(|c| c.peer_closed())
+        if now_ms.saturating_sub(last) >= QUIET_MS
+            && guard.as_ref().is_some_and(|c| c.peer_closed())
         {
             *guard = None;
             lock(&self.table).clear();

@@ -148,6 +148,17 @@ impl ChannelError {
             Random(_) => libc::EIO,
             HandshakeTimeout(_) => libc::ETIMEDOUT,
             HandshakeEof => libc::ECONNREFUSED,
+            // A proxy that closes the connection before the handshake is
+            // done (e.g. at its --max-sessions) refused it, whichever of
+            // our writes or reads noticed first.
+            HandshakeWrite(e) | HandshakeRead(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                libc::ECONNREFUSED
+            }
             HandshakeWrite(e) | HandshakeRead(e) | Write(e) | Read(e) => match e.kind() {
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => libc::ETIMEDOUT,
                 io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,

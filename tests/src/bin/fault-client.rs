@@ -197,10 +197,7 @@ fn slow_load(n: i32) {
         println!("loading t={:.1}", now_ms());
         let t0 = Instant::now();
         let r = slow_prog(n);
-        println!(
-            "loaded ms={} result={r:?}",
-            t0.elapsed().as_millis(),
-        );
+        println!("loaded ms={} result={r:?}", t0.elapsed().as_millis(),);
         if let Ok(fd) = r {
             // SAFETY: closing our own fd.
             unsafe { libc::close(fd) };
@@ -336,19 +333,30 @@ fn ringbuf() {
     let prod_pos = prod.cast::<std::sync::atomic::AtomicU64>();
     // SAFETY: the data area starts one page after the producer page.
     let data = unsafe { prod.cast::<u8>().add(page) };
-    println!("ready prog_id={} t={:.1}", prog_id(prog).expect("prog id"), now_ms());
+    println!(
+        "ready prog_id={} t={:.1}",
+        prog_id(prog).expect("prog id"),
+        now_ms()
+    );
     let mut count = 0u64;
     let mut reported = 0u64;
     loop {
         use std::sync::atomic::Ordering;
         // SAFETY: both pointers point into live mappings of the ring; the
         // positions are 8-byte aligned at the start of their pages.
-        let (mut c, p) = unsafe { ((*cons_pos).load(Ordering::Acquire), (*prod_pos).load(Ordering::Acquire)) };
+        let (mut c, p) = unsafe {
+            (
+                (*cons_pos).load(Ordering::Acquire),
+                (*prod_pos).load(Ordering::Acquire),
+            )
+        };
         while c < p {
             // SAFETY: the header lies in the (double-mapped) data area.
             let hdr = unsafe {
-                (*data.add(c as usize & (SIZE - 1)).cast::<std::sync::atomic::AtomicU32>())
-                    .load(Ordering::Acquire)
+                (*data
+                    .add(c as usize & (SIZE - 1))
+                    .cast::<std::sync::atomic::AtomicU32>())
+                .load(Ordering::Acquire)
             };
             if hdr & (1 << 31) != 0 {
                 break;
@@ -421,8 +429,14 @@ fn counter(pin: &str, key: u32, seconds: u64) {
     }
     println!(
         "updates={updates} errors={errors} first_error={} final={}",
-        if first_error.is_empty() { "none" } else { &first_error },
-        lookup(fd, key).map(|v| v.to_string()).unwrap_or_else(|e| format!("errno{e}"))
+        if first_error.is_empty() {
+            "none"
+        } else {
+            &first_error
+        },
+        lookup(fd, key)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| format!("errno{e}"))
     );
 }
 
@@ -448,7 +462,10 @@ fn rate(n: u32) {
         let e = lookup(fd, 0).err().unwrap_or(0);
         *counts.entry(e).or_default() += 1;
     }
-    let line: Vec<String> = counts.iter().map(|(e, c)| format!("errno{e}={c}")).collect();
+    let line: Vec<String> = counts
+        .iter()
+        .map(|(e, c)| format!("errno{e}={c}"))
+        .collect();
     println!("{}", line.join(" "));
 }
 
@@ -468,7 +485,9 @@ fn main() {
         Some("maps") => maps(arg(&args, 2, "count")),
         Some("rate") => rate(arg(&args, 2, "count")),
         _ => {
-            eprintln!("usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|rate …");
+            eprintln!(
+                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|rate …"
+            );
             std::process::exit(2);
         }
     }
