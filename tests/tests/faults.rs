@@ -196,13 +196,16 @@ fn proxy_alive(h: &Harness) -> bool {
     unsafe { libc::kill(h.proxy_pid() as i32, 0) == 0 }
 }
 
-/// Waits until the kernel's objects are exactly `before` again; returns how
-/// long that took from `since`, or panics after 5 s with what is left.
+/// Waits until no prog, map, link or BTF object exists that did not exist
+/// in `before` (ids are never reused soon, so these are the client's);
+/// returns how long that took from `since`, or panics after 5 s with what
+/// is left. Objects of `before` that went meanwhile (a previous test's,
+/// freed late by the kernel) do not matter.
 fn wait_objects_gone(h: &Harness, before: &IdSnapshot, since: Instant) -> Duration {
     let deadline = since + Duration::from_secs(5);
     loop {
         let now = h.local_ids();
-        if &now == before {
+        if !nonempty(&now.minus(before)) {
             return since.elapsed();
         }
         if Instant::now() >= deadline {
@@ -451,11 +454,11 @@ fn stalled_ring_reader_bounded_memory_and_times_out() {
     assert!(p.wait_exit(Duration::from_secs(60)).success());
     let grew = peak.saturating_sub(base);
     say(&format!(
-        "stalled reader: proxy RSS {base} KiB before, peak {peak} KiB (+{grew} KiB, bound 16384); stream ended {stalled_after:?} after the stall began (bound 3 s)"
+        "stalled reader: proxy RSS {base} KiB before, peak {peak} KiB (+{grew} KiB, bound 16384); stream ended {stalled_after:?} after the stall began (bound 5 s)"
     ));
     assert!(grew <= 16 << 10, "proxy RSS grew by {grew} KiB");
     let stalled_after = stalled_after.expect("the stalled stream must time out");
-    assert!(stalled_after <= Duration::from_secs(3));
+    assert!(stalled_after <= Duration::from_secs(5));
     c.signal(libc::SIGCONT);
     let t1 = Instant::now();
     c.kill();
