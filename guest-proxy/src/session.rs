@@ -273,7 +273,14 @@ impl Session {
                 ));
                 Some(Reply::Collected(result))
             }
-            Request::Peek(ranges) => Some(Reply::Memory(bulk::peek(ranges))),
+            Request::Peek(ranges) => {
+                // The client chose the lengths: charge them before reading.
+                let total = ranges.iter().map(|r| r.len as usize).sum::<usize>();
+                if let Err(e) = self.budget.reserve(total) {
+                    return Some(Reply::Memory(Err(e)));
+                }
+                Some(Reply::Memory(bulk::peek(ranges)))
+            }
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
