@@ -236,6 +236,22 @@ impl Connection {
         Ok(bytes)
     }
 
+    /// Whether the proxy closed this connection (or sent something no
+    /// request asked for, which on a request connection is as fatal): the
+    /// socket is readable or hung up while no reply is due. A session the
+    /// proxy ended (idle timeout, restart) is found before a request is
+    /// sent into it, so the caller can reconnect instead of failing.
+    pub fn peer_closed(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0
+    }
+
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
         self.notify(req)?;

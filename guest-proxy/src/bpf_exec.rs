@@ -31,6 +31,20 @@ pub struct Outcome {
 pub trait SessionFds: Objects {
     /// Whether the session owns guest fd `fd`.
     fn owns(&self, fd: i32) -> bool;
+
+    /// Whether the call may create one more guest object (an errno, e.g.
+    /// `EMFILE`, if not); asked before a call that returns an fd runs.
+    fn may_create(&self) -> Result<(), i32> {
+        Ok(())
+    }
+
+    /// Charges `bytes` of buffers the reply needs (sizes the client chose:
+    /// log sizes, batch counts, info lengths) before they are allocated;
+    /// an errno refuses the call.
+    fn reserve(&self, bytes: usize) -> Result<(), i32> {
+        let _ = bytes;
+        Ok(())
+    }
 }
 
 fn protocol_error(message: String) -> ErrorReply {
@@ -134,6 +148,11 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
             .buffers
             .get(i)
             .ok_or_else(|| protocol_error(format!("buffer {i} of the plan is missing")))?;
+        if matches!(spec.dir, Direction::Out | Direction::InOut) {
+            if let Err(errno) = fds.reserve(spec.alloc_len()) {
+                return Ok(failed(call, errno));
+            }
+        }
         let buf = accept_buffer(i, spec, wire)?;
         let known = !matches!(spec.dir, Direction::Out);
         if known {
@@ -150,6 +169,12 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
             call.buffers.len(),
             plan.buffers.len()
         )));
+    }
+
+    if plan.returns_fd {
+        if let Err(errno) = fds.may_create() {
+            return Ok(failed(call, errno));
+        }
     }
 
     // Only the session's own objects may be named. A host fd that is not a

@@ -15,13 +15,18 @@
 //! the live sessions; [`bpf_exec`] turns a forwarded call into a
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
-//! `perf_event_open` and its ioctls; [`streams`] pushes the records of guest
-//! rings to the host; [`bulk`] runs collectors and reads kernel memory; [`log`] prints.
+//! `perf_event_open` and its ioctls; [`limits`] bounds what clients can make
+//! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
+//! long call of a client that went away; [`streams`] pushes the records of
+//! guest rings to the host; [`bulk`] runs collectors and reads kernel
+//! memory; [`log`] prints.
 
 pub mod bpf_exec;
 pub mod bulk;
 pub mod facts;
 pub mod files;
+pub mod hangup;
+pub mod limits;
 pub mod log;
 pub mod perf;
 pub mod registry;

@@ -14,12 +14,17 @@ struct Args {
     /// Pre-shared key file (see `telebpf keygen`).
     #[arg(long = "key-file", required = true)]
     key_file: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    limits: telebpf_proxy::limits::LimitArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match telebpf_proxy::Config::new(&args.listen, &args.key_file) {
-        Ok(c) => c,
+        Ok(c) => telebpf_proxy::Config {
+            limits: args.limits,
+            ..c
+        },
         Err(e) => {
             eprintln!("telebpf-proxy: {e}");
             return ExitCode::from(2);

@@ -17,6 +17,7 @@ use telebpf_protocol::transport::Listener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
+use crate::limits::LimitArgs;
 use crate::session::Context;
 use crate::{facts, log, session, sys};
 
@@ -40,6 +41,8 @@ pub struct Config {
     /// How long a session busy-waits for the next request before blocking
     /// ([`ENV_SPIN_US`]).
     pub spin: Duration,
+    /// Limits and timeouts (defaults unless the command line sets them).
+    pub limits: LimitArgs,
 }
 
 /// The command line does not describe a runnable proxy.
@@ -111,6 +114,7 @@ impl Config {
             listen,
             keys,
             spin: Duration::from_micros(spin_us),
+            limits: LimitArgs::default(),
         })
     }
 }
@@ -127,7 +131,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 async fn serve(config: Config) -> Result<(), ServerError> {
-    let ctx = Arc::new(Context::new(config.keys, facts::gather(), config.spin));
+    let ctx = Arc::new(
+        Context::new(config.keys, facts::gather(), config.spin).with_limits(config.limits.clone()),
+    );
     let listener = Listener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -150,7 +156,17 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_id += 1;
-                    handshakes.spawn(session::start(stream, peer, ctx.clone(), next_id));
+                    // Past --max-sessions the connection is closed before a
+                    // byte is read: the client sees ECONNREFUSED.
+                    match ctx.governor.admit_connection() {
+                        Some(slot) => {
+                            handshakes.spawn(session::start(stream, peer, ctx.clone(), next_id, slot));
+                        }
+                        None => log::info(format_args!(
+                            "session {next_id} from {peer}: refused, {} connections (--max-sessions)",
+                            ctx.governor.connections()
+                        )),
+                    }
                 }
                 Err(e) => log::info(format_args!("accept failed: {e}")),
             },

@@ -26,10 +26,11 @@ use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::bpf_exec::{self, SessionFds};
+use crate::limits::{self, ConnectionSlot, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
-use crate::{bulk, files, log, sys};
+use crate::{bulk, files, hangup, log, sys};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -42,6 +43,10 @@ pub struct Session {
     objects: HashMap<i32, NewObject>,
     /// Which of the session's fds stream connections may attach to.
     owner: Arc<Owner>,
+    /// Its share of the proxy's limits.
+    budget: SessionBudget,
+    /// Interrupts a call when the client hangs up during it.
+    watch: Option<hangup::Watch>,
 }
 
 impl PerfFds for Session {
@@ -72,6 +77,14 @@ impl SessionFds for Session {
     fn owns(&self, fd: i32) -> bool {
         self.objects.contains_key(&fd)
     }
+
+    fn may_create(&self) -> Result<(), i32> {
+        self.budget.may_create()
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), i32> {
+        self.budget.reserve(bytes)
+    }
 }
 
 impl Session {
@@ -87,7 +100,14 @@ impl Session {
             possible_cpus,
             objects: HashMap::new(),
             owner,
+            budget: SessionBudget::default(),
+            watch: None,
         }
+    }
+
+    /// Puts the session under the proxy's limits.
+    pub fn set_budget(&mut self, budget: SessionBudget) {
+        self.budget = budget;
     }
 
     /// The session now holds guest fd `fd`.
@@ -95,7 +115,9 @@ impl Session {
         if obj.is_ring() {
             self.owner.add(fd);
         }
-        self.objects.insert(fd, obj);
+        if self.objects.insert(fd, obj).is_none() {
+            self.budget.object_added();
+        }
     }
 
     /// Number of guest fds held.
@@ -105,9 +127,20 @@ impl Session {
 
     /// Answers one request; `None` for requests that have no reply.
     pub fn handle(&mut self, req: Request) -> Option<Reply> {
+        if !matches!(req, Request::Close { .. }) {
+            if let Err(errno) = self.budget.admit_request() {
+                return Some(Reply::Error(ErrorReply {
+                    errno,
+                    message: "request rate limit of the proxy reached".into(),
+                }));
+            }
+        }
         match req {
             Request::Bpf(call) => {
-                let outcome = bpf_exec::execute(&call, self);
+                let outcome = {
+                    let _busy = self.watch.as_ref().map(|w| w.busy());
+                    bpf_exec::execute(&call, self)
+                };
                 if log::is_debug() {
                     let result = match &outcome {
                         Ok(o) if o.result.ret < 0 => format!("errno {}", o.result.errno),
@@ -134,12 +167,16 @@ impl Session {
             }
             Request::Close { fd } => {
                 if self.objects.remove(&fd).is_some() {
+                    self.budget.objects_removed(1);
                     self.owner.remove(fd);
                     sys::close(fd);
                 }
                 None
             }
             Request::Read { fd, len } => {
+                if let Err(e) = self.budget.reserve(len.min(MAX_READ) as usize) {
+                    return Some(Reply::Read(Err(e)));
+                }
                 Some(Reply::Read(match self.objects.get(&fd).map(|o| &o.kind) {
                     Some(ObjectKind::Iter) => sys::read(fd, len.min(MAX_READ) as usize),
                     Some(_) => Err(libc::EINVAL),
@@ -182,6 +219,9 @@ impl Session {
                 flags,
                 config1_string,
             } => {
+                if let Err(e) = self.budget.may_create() {
+                    return Some(Reply::Opened(Err(e)));
+                }
                 let opened = perf::open(
                     &attr,
                     pid,
@@ -206,6 +246,12 @@ impl Session {
                 perf::write_map(fd, offset, &data, self).map(|()| Vec::new()),
             )),
             Request::MapSnapshot { fd, len, offset } => {
+                if let Err(e) = self
+                    .budget
+                    .reserve(usize::try_from(len).unwrap_or(usize::MAX))
+                {
+                    return Some(Reply::Snapshot(Err(e)));
+                }
                 Some(Reply::Snapshot(perf::snapshot(fd, len, offset, self)))
             }
             // Only the first request of a fresh connection may make it a
@@ -227,7 +273,14 @@ impl Session {
                 ));
                 Some(Reply::Collected(result))
             }
-            Request::Peek(ranges) => Some(Reply::Memory(bulk::peek(ranges))),
+            Request::Peek(ranges) => {
+                // The client chose the lengths: charge them before reading.
+                let total = ranges.iter().map(|r| r.len as usize).sum::<usize>();
+                if let Err(e) = self.budget.reserve(total) {
+                    return Some(Reply::Memory(Err(e)));
+                }
+                Some(Reply::Memory(bulk::peek(ranges)))
+            }
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
@@ -239,6 +292,7 @@ impl Session {
     /// Closes every guest fd still held.
     pub fn close_all(&mut self) {
         self.owner.end();
+        self.budget.objects_removed(self.objects.len());
         for (fd, _) in self.objects.drain() {
             sys::close(fd);
         }
@@ -269,6 +323,8 @@ pub struct Context {
     pub spin: Duration,
     /// The live sessions.
     pub registry: Arc<Registry>,
+    /// The limits and what is used of them.
+    pub governor: Arc<Governor>,
 }
 
 impl Context {
@@ -280,23 +336,47 @@ impl Context {
             streams: Streams::default(),
             spin,
             registry: Arc::new(Registry::new()),
+            governor: Governor::new(LimitArgs::default()),
         }
+    }
+
+    /// The same context under `limits`.
+    pub fn with_limits(mut self, limits: LimitArgs) -> Context {
+        self.governor = Governor::new(limits);
+        self
     }
 }
 
 /// Runs one connection's handshake, then hands the connection to a thread
 /// of its own ([`converse`]) and returns.
-pub async fn start(stream: ServerStream, peer: String, ctx: Arc<Context>, id: u64) {
-    let (chan, key_index) = match AsyncChannel::server(stream, &ctx.keys).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            log::info(format_args!("session {id} from {peer}: {e}"));
-            return;
-        }
-    };
+/// `slot` is the connection's place under `--max-sessions`, held until the
+/// session ends.
+pub async fn start(
+    stream: ServerStream,
+    peer: String,
+    ctx: Arc<Context>,
+    id: u64,
+    slot: ConnectionSlot,
+) {
+    let timeout = ctx.governor.args.handshake_timeout();
+    let (chan, key_index) =
+        match AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                log::info(format_args!("session {id} from {peer}: {e}"));
+                return;
+            }
+        };
     let handed_over = chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
         let stream = p.stream.into_blocking().map_err(|e| e.to_string())?;
         let handle = stream.try_clone().map_err(|e| e.to_string())?;
+        let args = &ctx.governor.args;
+        limits::set_socket_timeouts(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            args.tick(),
+            args.stall_timeout(),
+        )
+        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
         Ok((stream, handle, p.sealer, p.opener, p.buffered))
     });
     let (stream, handle, sealer, opener, buffered) = match handed_over {
@@ -318,7 +398,10 @@ pub async fn start(stream: ServerStream, peer: String, ctx: Arc<Context>, id: u6
     let chan = SyncChannel::from_parts(stream, sealer, opener, &buffered);
     let spawned = std::thread::Builder::new()
         .name(format!("session-{id}"))
-        .spawn(move || run(chan, ctx, id, registration));
+        .spawn(move || {
+            run(chan, ctx, id, registration);
+            drop(slot);
+        });
     if let Err(e) = spawned {
         // The closure, and with it the connection and the registration, is
         // dropped: the client sees the connection close.
@@ -346,6 +429,13 @@ fn run(
         }
     };
     let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner);
+    session.set_budget(ctx.governor.session());
+    if let Some(watcher) = hangup::Watcher::get() {
+        match watcher.watch(id, std::os::fd::AsRawFd::as_raw_fd(chan.stream())) {
+            Ok(w) => session.watch = Some(w),
+            Err(e) => log::info(format_args!("session {id}: cannot watch for hang-up: {e}")),
+        }
+    }
     let reason = match panic::catch_unwind(AssertUnwindSafe(|| {
         converse(chan, &mut session, &ctx, token)
     })) {
@@ -360,6 +450,7 @@ fn run(
     drop(session);
     ctx.streams.close(&token);
     drop(registration);
+    limits::return_freed_memory();
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -370,9 +461,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Why a send failed, naming a peer that stopped reading (the socket's
+/// send timeout, [`limits::set_socket_timeouts`], passed) as such.
+fn send_failure(e: &ChannelError) -> String {
+    match e {
+        ChannelError::Write(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            "peer stalled: it stopped reading and a send made no progress within the stall timeout"
+                .to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
 impl<W: std::io::Write + Send> streams::Push for telebpf_protocol::SyncSender<W> {
     fn push(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.send(frame).map_err(|e| e.to_string())
+        self.send(frame).map_err(|e| send_failure(&e))
     }
 }
 
@@ -380,10 +483,15 @@ impl<R: std::io::Read + Send + std::os::fd::AsRawFd> streams::Pull
     for telebpf_protocol::SyncReceiver<R>
 {
     fn pull(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match self.recv() {
-            Ok(b) => Ok(Some(b)),
-            Err(ChannelError::Closed) => Ok(None),
-            Err(e) => Err(e.to_string()),
+        loop {
+            return match self.recv() {
+                Ok(b) => Ok(Some(b)),
+                Err(ChannelError::Closed) => Ok(None),
+                // A user ring buffer the host program does not write to is
+                // not idle in any sense that should end it.
+                Err(ChannelError::Idle) => continue,
+                Err(e) => Err(e.to_string()),
+            };
         }
     }
 }
@@ -405,21 +513,36 @@ fn converse(
         Err(e) => return format!("cannot split the connection: {e}"),
     };
     rx.set_spin(ctx.spin);
+    rx.set_limits(ctx.governor.receive_limits());
+    if let Some(gate) = session.budget.frame_gate() {
+        rx.set_gate(gate);
+    }
+    let idle_limit = ctx.governor.args.idle_timeout();
+    let mut last_request = std::time::Instant::now();
     let welcome = Welcome {
         facts: ctx.facts.clone(),
         session: token,
     };
     let welcome = message::encode(&Reply::Welcome(welcome)).expect("welcome encodes");
     if let Err(e) = tx.send(&welcome) {
-        return e.to_string();
+        return send_failure(&e);
     }
     let mut first = true;
     loop {
         let bytes = match rx.recv() {
             Ok(b) => b,
             Err(ChannelError::Closed) => return "client closed the connection".to_string(),
+            // Quiet: only a session that holds nothing may time out (see
+            // `limits`).
+            Err(ChannelError::Idle) => {
+                if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
+                    return format!("idle for {idle_limit:?} holding no guest object");
+                }
+                continue;
+            }
             Err(e) => return e.to_string(),
         };
+        last_request = std::time::Instant::now();
         let reply = match message::decode::<Request>(&bytes) {
             Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
                 // This connection now only pushes the ring's records.
@@ -447,8 +570,9 @@ fn converse(
                 Err(e) => return format!("cannot encode a reply: {e}"),
             };
             if let Err(e) = tx.send(&bytes) {
-                return e.to_string();
+                return send_failure(&e);
             }
         }
+        session.budget.release();
     }
 }

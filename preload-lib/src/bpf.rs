@@ -52,7 +52,7 @@ impl HostView<'_> {
 
     /// `fd` in the guest's numbering (see [`to_guest_fd`]).
     fn to_guest(&self, fd: i32) -> i32 {
-        guest_number(self.object(fd).map(|o| o.guest_fd), fd)
+        guest_number(self.table, self.object(fd).map(|o| o.guest_fd), fd)
     }
 }
 
@@ -61,8 +61,9 @@ impl Objects for HostView<'_> {
         match self.object(fd) {
             Some(o) => Some(o.kind.clone()),
             // Open, but not a guest object: the kernel would say "wrong
-            // kind of fd" (EINVAL), not "no such fd" (EBADF).
-            None if fd_is_open(fd) => Some(ObjectKind::Other),
+            // kind of fd" (EINVAL), not "no such fd" (EBADF) — unless it
+            // stood for an object of a lost session, which is closed.
+            None if fd_is_open(fd) && !self.table.is_stale(fd) => Some(ObjectKind::Other),
             None => None,
         }
     }
@@ -260,17 +261,18 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
 }
 
 /// A host fd in the guest's numbering: the guest fd of our object, else
-/// [`FOREIGN_FD`] for an fd that is open but no guest object, else `-1`.
+/// [`FOREIGN_FD`] for an fd that is open but no guest object, else `-1`
+/// (also for the fd of an object of a lost session: `EBADF`, as closed).
 pub fn to_guest_fd(table: &Table, host_fd: i32) -> i32 {
-    guest_number(table.get(host_fd).map(|o| o.guest_fd), host_fd)
+    guest_number(table, table.get(host_fd).map(|o| o.guest_fd), host_fd)
 }
 
 /// The translation rule: `guest` when `host_fd` is ours, else
-/// [`FOREIGN_FD`] when it is open, else `-1`.
-fn guest_number(guest: Option<i32>, host_fd: i32) -> i32 {
+/// [`FOREIGN_FD`] when it is open (and no object of a lost session), else `-1`.
+fn guest_number(table: &Table, guest: Option<i32>, host_fd: i32) -> i32 {
     match guest {
         Some(g) => g,
-        None if fd_is_open(host_fd) => FOREIGN_FD,
+        None if fd_is_open(host_fd) && !table.is_stale(host_fd) => FOREIGN_FD,
         None => -1,
     }
 }

@@ -107,12 +107,17 @@ pub fn inode_of(fd: i32) -> Option<(u64, u64)> {
 #[derive(Debug, Default)]
 pub struct Table {
     by_host: HashMap<i32, Arc<GuestObject>>,
+    /// Host fds whose objects went with a lost session (the proxy closed
+    /// them), by the memfd's `(st_dev, st_ino)`: naming one gives `EBADF`,
+    /// as a closed fd would, never another object of a later session.
+    stale: HashMap<i32, (u64, u64)>,
 }
 
 impl Table {
     /// Registers `host_fd` as standing for `obj`.
     pub fn insert(&mut self, host_fd: i32, obj: Arc<GuestObject>) {
         mark(host_fd);
+        self.stale.remove(&host_fd);
         self.by_host.insert(host_fd, obj);
     }
 
@@ -127,6 +132,7 @@ impl Table {
     /// Forgets `host_fd`; returns the guest fd to close when it was the
     /// last host reference to its object.
     pub fn remove(&mut self, host_fd: i32) -> Option<i32> {
+        self.stale.remove(&host_fd);
         let obj = self.by_host.remove(&host_fd)?;
         (Arc::strong_count(&obj) == 1).then_some(obj.guest_fd)
     }
@@ -140,9 +146,19 @@ impl Table {
             .collect()
     }
 
-    /// Forgets everything (the session that owned the objects is gone).
+    /// Forgets everything (the session that owned the objects is gone);
+    /// the host fds are remembered as stale ([`is_stale`](Self::is_stale)).
     pub fn clear(&mut self) {
-        self.by_host.clear();
+        for (fd, obj) in self.by_host.drain() {
+            self.stale.insert(fd, obj.inode);
+        }
+    }
+
+    /// Whether `host_fd` still is a memfd of an object of a lost session.
+    pub fn is_stale(&self, host_fd: i32) -> bool {
+        self.stale
+            .get(&host_fd)
+            .is_some_and(|inode| inode_of(host_fd) == Some(*inode))
     }
 }
 

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_protocol::message::{ErrorReply, Facts, Reply, Request};
@@ -31,7 +32,15 @@ pub struct State {
     pub cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
     facts: OnceLock<Facts>,
     warned: AtomicBool,
+    /// When the connection last carried a call (ms since the state was
+    /// made), to look for a proxy-side close only after a quiet spell.
+    last_call_ms: AtomicU64,
+    born: Instant,
 }
+
+/// After this long without a call, [`State::call`] checks (one `poll`)
+/// whether the proxy closed the session before sending into it.
+const QUIET_MS: u64 = 20;
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -60,6 +69,8 @@ pub fn get() -> &'static State {
         cache: Mutex::new(HashMap::new()),
         facts: OnceLock::new(),
         warned: AtomicBool::new(false),
+        last_call_ms: AtomicU64::new(0),
+        born: Instant::now(),
     }));
     match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: we just leaked `fresh`; it lives for the rest of the process.
@@ -126,8 +137,20 @@ impl State {
     /// Sends a request and returns its reply. A broken connection is
     /// dropped (the next call reconnects) and, since the proxy closed that
     /// session's objects, the fd table is cleared.
+    ///
+    /// After a quiet spell it first checks whether the proxy ended the
+    /// session meanwhile (idle timeout, proxy restart): then the request
+    /// goes to a new session at once instead of failing.
     pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
         let mut guard = lock(&self.conn);
+        let now_ms = self.born.elapsed().as_millis() as u64;
+        let last = self.last_call_ms.swap(now_ms, Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= QUIET_MS
+            && guard.as_ref().is_some_and(|c| c.peer_closed())
+        {
+            *guard = None;
+            lock(&self.table).clear();
+        }
         let conn = self.connection(&mut guard)?;
         match conn.call(req) {
             Ok(Reply::Error(ErrorReply { errno, message })) => {

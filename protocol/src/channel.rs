@@ -137,11 +137,51 @@ enum Mode {
 /// Start size of the blocking reader's buffer; it grows for larger frames.
 const READ_BUF: usize = 64 << 10;
 
+/// Decides whether a sealed frame of a given body length may be read
+/// (e.g. against a budget of bytes in flight); called once per frame larger
+/// than the reader's start buffer, after its length prefix and before its
+/// body is buffered. `false` refuses the frame ([`ChannelError::FrameRefused`]).
+pub type FrameGate = Box<dyn FnMut(usize) -> bool + Send>;
+
+/// Limits a receiver applies to the frames it reads (the proxy's session
+/// limits; the client keeps the defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveLimits {
+    /// Largest accepted frame body; a larger length prefix fails with
+    /// [`ChannelError::FrameOverLimit`] before anything is allocated.
+    pub max_frame: usize,
+    /// Once a frame's first byte arrived, the whole frame must within this
+    /// time, else [`ChannelError::Stalled`]. Checked after every read, so
+    /// the stream needs a receive timeout (`SO_RCVTIMEO`) for a peer that
+    /// sends nothing more.
+    pub stall: Option<Duration>,
+}
+
+impl Default for ReceiveLimits {
+    fn default() -> Self {
+        ReceiveLimits {
+            max_frame: crate::MAX_FRAME,
+            stall: None,
+        }
+    }
+}
+
 /// Buffered frame reader for the blocking side: usually one `read(2)` per frame.
 struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    limits: ReceiveLimits,
+    gate: Option<FrameGate>,
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("buffered", &(self.end - self.start))
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FrameReader {
@@ -158,6 +198,8 @@ impl FrameReader {
             buf,
             start: 0,
             end: buffered.len(),
+            limits: ReceiveLimits::default(),
+            gate: None,
         }
     }
 
@@ -168,9 +210,21 @@ impl FrameReader {
         mode: Mode,
     ) -> Result<([u8; 4], Vec<u8>), ChannelError> {
         let handshake = matches!(mode, Mode::Handshake(..));
+        // When the frame's first byte was seen (for the stall limit).
+        let mut started = (self.end > self.start).then(Instant::now);
+        // Whether the gate already admitted this frame.
+        let mut admitted = false;
         loop {
             let avail = self.end - self.start;
             let mut need = LEN_PREFIX;
+            if let (Some(t0), Some(stall), false) = (started, self.limits.stall, handshake) {
+                if t0.elapsed() > stall {
+                    return Err(ChannelError::Stalled {
+                        got: avail,
+                        after: stall,
+                    });
+                }
+            }
             if avail >= LEN_PREFIX {
                 let prefix: [u8; 4] = self.buf[self.start..self.start + LEN_PREFIX]
                     .try_into()
@@ -180,6 +234,20 @@ impl FrameReader {
                 } else {
                     frame_body_len(prefix)?
                 };
+                if !handshake && body_len > self.limits.max_frame {
+                    return Err(ChannelError::FrameOverLimit {
+                        len: body_len,
+                        max: self.limits.max_frame,
+                    });
+                }
+                if !handshake && !admitted && body_len > READ_BUF {
+                    if let Some(gate) = self.gate.as_mut() {
+                        if !gate(body_len) {
+                            return Err(ChannelError::FrameRefused(body_len));
+                        }
+                    }
+                    admitted = true;
+                }
                 need = LEN_PREFIX + body_len;
                 if avail >= need {
                     let body = self.buf[self.start + LEN_PREFIX..self.start + need].to_vec();
@@ -194,13 +262,16 @@ impl FrameReader {
                     return Ok((prefix, body));
                 }
             }
-            // Make room for `need` bytes from `start`.
+            // Make room for `need` bytes from `start`. The buffer grows only
+            // as bytes arrive (at most doubling), so a length prefix alone
+            // never makes us allocate what it announces.
             if self.buf.len() - self.start < need {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-                if self.buf.len() < need {
-                    self.buf.resize(need, 0);
+                if self.end == self.buf.len() {
+                    let grown = need.min(self.buf.len().saturating_mul(2).max(READ_BUF));
+                    self.buf.resize(grown, 0);
                 }
             }
             match mode {
@@ -229,9 +300,19 @@ impl FrameReader {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if handshake => return Err(ChannelError::HandshakeRead(e)),
+                    // The stream's receive timeout (`SO_RCVTIMEO`) passed.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if started.is_none() {
+                            return Err(ChannelError::Idle);
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(ChannelError::Read(e)),
                 },
             };
+            if n > 0 && started.is_none() {
+                started = Some(Instant::now());
+            }
             if n == 0 {
                 return Err(if handshake {
                     ChannelError::HandshakeEof
@@ -410,7 +491,15 @@ fn recv_sealed<R: Read + AsRawFd>(
         return Err(ChannelError::Broken);
     }
     *broken = true;
-    let (prefix, mut body) = reader.read_frame(stream, Mode::Sealed(spin))?;
+    let (prefix, mut body) = match reader.read_frame(stream, Mode::Sealed(spin)) {
+        Ok(frame) => frame,
+        // Nothing of a next frame arrived: the channel is intact.
+        Err(ChannelError::Idle) => {
+            *broken = false;
+            return Err(ChannelError::Idle);
+        }
+        Err(e) => return Err(e),
+    };
     opener.open_in_place(&mut body, prefix)?;
     *broken = false;
     Ok(body)
@@ -453,6 +542,20 @@ impl<R: Read + Send + AsRawFd> SyncReceiver<R> {
     /// to `d` (see [`SyncChannel::set_spin`]).
     pub fn set_spin(&mut self, d: Duration) {
         self.spin = d;
+    }
+
+    /// Applies `limits` to the frames read from now on. With
+    /// [`ReceiveLimits::stall`] set and a receive timeout on the stream,
+    /// [`recv`](Self::recv) returns [`ChannelError::Idle`] (channel intact)
+    /// each time the timeout passes before a next frame starts.
+    pub fn set_limits(&mut self, limits: ReceiveLimits) {
+        self.reader.limits = limits;
+    }
+
+    /// Asks `gate` before buffering each frame larger than the start buffer
+    /// (64 KiB).
+    pub fn set_gate(&mut self, gate: FrameGate) {
+        self.reader.gate = Some(gate);
     }
 
     /// The underlying stream.

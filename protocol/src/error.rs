@@ -88,6 +88,30 @@ pub enum ChannelError {
     /// A frame's length prefix exceeds [`crate::MAX_FRAME`]; nothing was allocated.
     #[error("frame of {0} bytes exceeds the limit of {max} bytes", max = crate::MAX_FRAME)]
     FrameTooLarge(usize),
+    /// A frame's length prefix exceeds the receiver's configured limit
+    /// ([`crate::channel::ReceiveLimits`]); nothing was allocated.
+    #[error("frame of {len} bytes exceeds this receiver's limit of {max} bytes")]
+    FrameOverLimit {
+        /// Length from the prefix.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The receiver's gate refused a frame (e.g. no budget of bytes in flight).
+    #[error("frame of {0} bytes refused: too many bytes in flight")]
+    FrameRefused(usize),
+    /// The stream's receive timeout passed with no byte of a next frame;
+    /// the channel stays usable.
+    #[error("no frame within the receive timeout")]
+    Idle,
+    /// A frame started but did not complete within the stall limit.
+    #[error("frame incomplete after {after:?} ({got} bytes arrived): peer stalled")]
+    Stalled {
+        /// Bytes of the frame that arrived.
+        got: usize,
+        /// The limit.
+        after: std::time::Duration,
+    },
     /// A frame's length prefix is smaller than an authentication tag.
     #[error("frame of {0} bytes is shorter than its authentication tag")]
     FrameTooShort(usize),
@@ -124,6 +148,17 @@ impl ChannelError {
             Random(_) => libc::EIO,
             HandshakeTimeout(_) => libc::ETIMEDOUT,
             HandshakeEof => libc::ECONNREFUSED,
+            // A proxy that closes the connection before the handshake is
+            // done (e.g. at its --max-sessions) refused it, whichever of
+            // our writes or reads noticed first.
+            HandshakeWrite(e) | HandshakeRead(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                libc::ECONNREFUSED
+            }
             HandshakeWrite(e) | HandshakeRead(e) | Write(e) | Read(e) => match e.kind() {
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => libc::ETIMEDOUT,
                 io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
@@ -136,11 +171,14 @@ impl ChannelError {
             | ProxyVersion { .. }
             | ClientVersion { .. }
             | FrameTooLarge(_)
+            | FrameOverLimit { .. }
             | FrameTooShort(_)
             | LengthMismatch { .. }
             | Open(_) => libc::EPROTO,
             Closed | Truncated { .. } | Broken => libc::EPIPE,
             MessageTooLarge(_) => libc::EMSGSIZE,
+            FrameRefused(_) => libc::EAGAIN,
+            Idle | Stalled { .. } => libc::ETIMEDOUT,
         }
     }
 

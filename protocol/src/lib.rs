@@ -59,7 +59,11 @@
 //! nonce `00 00 00 00 || counter: u64` and the 4 bytes of `len` as associated
 //! data. Each direction's `counter` is the number of frames sent before in
 //! that direction, starting at 0. A receiver rejects `len > 64 MiB`
-//! ([`MAX_FRAME`]) or `len < 16` before allocating. A frame that fails to
+//! ([`MAX_FRAME`]) or `len < 16` before allocating; a receiver may set a
+//! lower limit, a stall limit for a frame that started, and a gate for
+//! large frames ([`channel::ReceiveLimits`], [`channel::FrameGate`]: the
+//! proxy's session limits), and buffers only the bytes that arrived, never
+//! what a prefix announces. A frame that fails to
 //! open — altered, replayed, reordered, dropped, or cut short by end of
 //! stream — is an error that ends the session; there is no recovery or
 //! resynchronisation. End of stream exactly between frames is a clean close.
@@ -76,7 +80,8 @@
 //! [`ChannelError`] has one variant per failure and maps to an errno
 //! ([`ChannelError::errno`]): authentication → `EACCES`, protocol violations
 //! and version mismatch → `EPROTO`, a closed or broken connection → `EPIPE`,
-//! timeouts → `ETIMEDOUT`. [`TransportError`] and [`KeyError`] cover
+//! timeouts → `ETIMEDOUT`; a peer that closes the connection during the
+//! handshake refused it → `ECONNREFUSED`. [`TransportError`] and [`KeyError`] cover
 //! connecting/listening and key files.
 
 pub mod address;

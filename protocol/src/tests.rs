@@ -752,3 +752,105 @@ async fn blocking_server_stream_over_unix_listener() {
     let client_err = client.join().unwrap();
     assert!(matches!(client_err, ChannelError::Closed), "{client_err}");
 }
+
+/// A split receiver over `a` (the proxy's side) with `limits` and a
+/// receive timeout of 50 ms, and the hand-driven peer's stream and keys.
+fn limited_receiver(
+    limits: channel::ReceiveLimits,
+) -> (channel::SyncReceiver<UnixStream>, UnixStream, SessionKeys) {
+    let (ch, b, keys) = sync_client_raw_server();
+    ch.stream()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (mut rx, _tx) = ch.split().unwrap();
+    rx.set_limits(limits);
+    (rx, b, keys)
+}
+
+#[test]
+fn receive_timeout_with_no_frame_is_idle_and_the_channel_stays_usable() {
+    let limits = channel::ReceiveLimits {
+        stall: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let (mut rx, mut b, mut keys) = limited_receiver(limits);
+    assert!(matches!(rx.recv(), Err(ChannelError::Idle)));
+    assert!(matches!(rx.recv(), Err(ChannelError::Idle)));
+    b.write_all(&keys.sealer.seal(b"after idle")).unwrap();
+    assert_eq!(rx.recv().unwrap(), b"after idle");
+}
+
+#[test]
+fn half_a_frame_stalls_after_the_limit() {
+    let limits = channel::ReceiveLimits {
+        stall: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let (mut rx, mut b, mut keys) = limited_receiver(limits);
+    let f = keys.sealer.seal(&[7u8; 1000]);
+    b.write_all(&f[..500]).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = rx.recv().unwrap_err();
+    assert!(matches!(e, ChannelError::Stalled { got: 500, .. }), "{e}");
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(e.errno(), libc::ETIMEDOUT);
+    assert!(matches!(rx.recv(), Err(ChannelError::Broken)));
+}
+
+#[test]
+fn frame_over_the_receivers_limit_is_refused_at_its_prefix() {
+    let limits = channel::ReceiveLimits {
+        max_frame: 1000,
+        stall: None,
+    };
+    let (mut rx, mut b, mut keys) = limited_receiver(limits);
+    b.write_all(&keys.sealer.seal(&[1u8; 500])).unwrap();
+    assert_eq!(rx.recv().unwrap(), vec![1u8; 500]);
+    // Only the prefix is sent: the refusal needs nothing else.
+    b.write_all(&2000u32.to_le_bytes()).unwrap();
+    let e = rx.recv().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ChannelError::FrameOverLimit {
+                len: 2000,
+                max: 1000
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn gate_is_asked_once_per_large_frame_and_can_refuse() {
+    let (mut rx, mut b, mut keys) = limited_receiver(Default::default());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    rx.set_gate(Box::new(move |len| {
+        seen.lock().unwrap().push(len);
+        len < 200_000
+    }));
+    b.write_all(&keys.sealer.seal(&[3u8; 100])).unwrap();
+    assert_eq!(rx.recv().unwrap().len(), 100);
+    let big = keys.sealer.seal(&[4u8; 100_000]);
+    let writer = thread::spawn(move || {
+        // In pieces, so the reader loops over the same frame.
+        for piece in big.chunks(7000) {
+            b.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Refused after its prefix: the rest fails once the reader is gone.
+        let _ = b.write_all(&keys.sealer.seal(&[5u8; 300_000]));
+    });
+    assert_eq!(rx.recv().unwrap(), vec![4u8; 100_000]);
+    let e = rx.recv().unwrap_err();
+    assert!(matches!(e, ChannelError::FrameRefused(_)), "{e}");
+    drop(rx);
+    writer.join().unwrap();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![100_000 + TAG_LEN, 300_000 + TAG_LEN],
+        "small frames pass ungated; each large one is asked about once"
+    );
+}

@@ -755,6 +755,8 @@ pub struct Harness {
     product: Option<Product>,
     proxy: Option<Proxy>,
     proxy_checked: bool,
+    /// Extra command-line arguments of the proxy ([`Harness::set_proxy_args`]).
+    proxy_args: Vec<String>,
     _lock: TestLock,
 }
 
@@ -800,6 +802,7 @@ impl Harness {
             product: None,
             proxy: None,
             proxy_checked: false,
+            proxy_args: Vec::new(),
             _lock: lock,
         };
         for stem in ["forward_test", "iter_test"] {
@@ -941,7 +944,8 @@ impl Harness {
         cmd.arg("--listen")
             .arg(self.target())
             .arg("--key-file")
-            .arg(self.key());
+            .arg(self.key())
+            .args(&self.proxy_args);
         self.base_env(&mut cmd);
         cmd.env("TELEBPF_LOG", "debug")
             .env("RUST_BACKTRACE", "1")
@@ -993,6 +997,26 @@ impl Harness {
             "proxy socket has mode {:o}, want 0666",
             mode & 0o777
         );
+    }
+
+    /// Extra arguments for every later [`Harness::start_proxy`] (limits,
+    /// timeouts).
+    pub fn set_proxy_args(&mut self, args: &[&str]) {
+        self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// The running proxy's pid.
+    pub fn proxy_pid(&self) -> u32 {
+        self.proxy.as_ref().expect("no proxy running").child.id()
+    }
+
+    /// SIGKILLs the proxy and reaps it (no exit check: it was killed). The
+    /// log stays; a later [`Harness::start_proxy`] appends to a fresh one.
+    pub fn kill_proxy(&mut self) {
+        let mut proxy = self.proxy.take().expect("no proxy running");
+        kill_pid(proxy.child.id() as i32, libc::SIGKILL);
+        let _ = proxy.child.wait();
+        self.proxy_checked = true;
     }
 
     /// The proxy's stderr so far.

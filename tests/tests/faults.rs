@@ -1,0 +1,954 @@
+//! Fault tests: clients killed mid-call, a proxy killed mid-call, stalled
+//! peers, many concurrent clients, attacks on the channel, and the proxy's
+//! limits. Each asserts a number (a time bound, a memory bound, a count)
+//! and prints what it measured (`--nocapture` shows the lines).
+//!
+//! The host programs run as nobody under the preload (`fault-client`, raw
+//! `bpf()` calls as libbpf makes them), or are raw protocol clients built
+//! here from telebpf-protocol's handshake and sealing pieces, so that
+//! frames can be altered, replayed, reordered or cut.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use telebpf_protocol::handshake::ClientHandshake;
+use telebpf_protocol::key::Psk;
+use telebpf_protocol::message::{self, Reply, Request};
+use telebpf_protocol::seal::{Opener, Sealer};
+use telebpf_tests::{product_file, say, Harness, IdSnapshot, PinDir};
+
+/// The bound of every "objects gone / call returned" assertion.
+const BOUND: Duration = Duration::from_secs(1);
+
+/// `CLOCK_MONOTONIC` in ms, as `fault-client` prints it.
+fn now_ms() -> f64 {
+    // SAFETY: plain data.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// A field `key=value` of a `fault-client` line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn num(line: &str, key: &str) -> f64 {
+    field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {key}= in {line:?}"))
+}
+
+/// A `fault-client` run as nobody through `telebpf exec`, its stdout read
+/// line by line as it comes.
+struct Client {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: String,
+}
+
+impl Client {
+    fn spawn(h: &Harness, args: &[&str]) -> Client {
+        let program = h.dir().join("fault-client");
+        if !program.exists() {
+            std::fs::copy(product_file("fault-client"), &program).expect("copy fault-client");
+        }
+        let mut exec_args: Vec<String> = vec![
+            "exec".into(),
+            "--target".into(),
+            h.target(),
+            "--key-file".into(),
+            h.key().display().to_string(),
+            "--".into(),
+            program.display().to_string(),
+        ];
+        exec_args.extend(args.iter().map(|a| a.to_string()));
+        let telebpf = h.dir().join("telebpf");
+        let mut cmd = h.nobody_command(&telebpf, &exec_args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Client::start(cmd, format!("[nobody] fault-client {}", args.join(" ")))
+    }
+
+    /// `fault-client ARGS` as root on this kernel (the producer).
+    fn local(h: &Harness, args: &[&str]) -> Client {
+        let mut cmd = std::process::Command::new(product_file("fault-client"));
+        cmd.args(args)
+            .current_dir(h.dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Client::start(cmd, format!("[root] fault-client {}", args.join(" ")))
+    }
+
+    fn start(mut cmd: std::process::Command, what: String) -> Client {
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let tag = what.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                say(&format!("{tag} stderr: {line}"));
+            }
+        });
+        Client {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            what,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line starting with `prefix` (others are kept in `seen`).
+    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no line {prefix:?} within {timeout:?}; saw (last 20): {:?}",
+                    self.what,
+                    self.seen.iter().rev().take(20).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Lines that arrived so far without waiting.
+    fn drain(&mut self) -> Vec<String> {
+        let new: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(new.iter().cloned());
+        new
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!("{} did not exit within {timeout:?}", self.what);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`) or as a count (`Threads`).
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proxy status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+}
+
+fn proxy_alive(h: &Harness) -> bool {
+    // SAFETY: signal 0 only checks the pid.
+    unsafe { libc::kill(h.proxy_pid() as i32, 0) == 0 }
+}
+
+/// Waits until no prog, map, link or BTF object exists that did not exist
+/// in `before` (ids are never reused soon, so these are the client's);
+/// returns how long that took from `since`, or panics after 5 s with what
+/// is left. Objects of `before` that went meanwhile (a previous test's,
+/// freed late by the kernel) do not matter.
+fn wait_objects_gone(h: &Harness, before: &IdSnapshot, since: Instant) -> Duration {
+    let deadline = since + Duration::from_secs(5);
+    loop {
+        let now = h.local_ids();
+        if !nonempty(&now.minus(before)) {
+            return since.elapsed();
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "objects left 5 s after the client died: {:?}",
+                now.minus(before)
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The proxy serves a new client: `fault-client maps 2` creates two maps.
+fn next_client_served(h: &Harness) {
+    let mut c = Client::spawn(h, &["maps", "2"]);
+    let line = c.wait_line("created=", Duration::from_secs(30));
+    assert_eq!(
+        line, "created=2 errno=0",
+        "the next client was not served normally"
+    );
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+}
+
+fn nonempty(s: &IdSnapshot) -> bool {
+    !(s.progs.is_empty() && s.maps.is_empty() && s.links.is_empty() && s.btfs.is_empty())
+}
+
+/// SIGKILL of a client whose program takes seconds to verify: the proxy
+/// interrupts the verifier, so every object of the session is gone within
+/// 1 s although the load alone would take longer.
+#[test]
+fn sigkill_during_program_load_frees_session_objects_within_1s() {
+    let Some(h) = Harness::start("sigkill_during_program_load") else {
+        return;
+    };
+    let before = h.settled_local_ids();
+    let mut c = Client::spawn(&h, &["slow-load", "490000"]);
+    let first = c.wait_line("loaded", Duration::from_secs(60));
+    let load_ms = num(&first, "ms");
+    assert!(first.contains("Ok("), "the slow program must load: {first}");
+    assert!(
+        load_ms > 400.0,
+        "the load must take long enough for the kill to land in it: {load_ms} ms"
+    );
+    c.wait_line("loading", Duration::from_secs(5));
+    let during = h.local_ids().minus(&before);
+    assert!(nonempty(&during), "the client's maps exist during the load");
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        c.drain().iter().all(|l| !l.starts_with("loaded")),
+        "the kill must land during a load"
+    );
+    let t0 = Instant::now();
+    c.kill();
+    let gone = wait_objects_gone(&h, &before, t0);
+    say(&format!(
+        "program load: one load {load_ms} ms; after SIGKILL mid-load all {} objects gone in {:?} (bound {BOUND:?})",
+        during.progs.len() + during.maps.len() + during.btfs.len(),
+        gone
+    ));
+    assert!(
+        gone <= BOUND,
+        "objects gone after {gone:?}, bound {BOUND:?}"
+    );
+    // The load did not run to its end: the verifier gave up with EAGAIN.
+    assert!(
+        h.wait_proxy_log(
+            "hung up during a call; interrupting",
+            Duration::from_secs(1)
+        ),
+        "the proxy interrupted the load"
+    );
+    assert!(
+        h.wait_proxy_log("bpf BPF_PROG_LOAD -> errno 11", Duration::from_secs(1)),
+        "the interrupted load ended with EAGAIN"
+    );
+    next_client_served(&h);
+    h.finish();
+}
+
+/// SIGKILL of a client while its ring buffer streams records (and after it
+/// held the idle ring for longer than the idle timeout: a session holding
+/// objects is never idle-closed).
+#[test]
+fn sigkill_during_ringbuf_stream_frees_session_objects_within_1s() {
+    let Some(mut h) = Harness::start_without_proxy("sigkill_during_ringbuf_stream") else {
+        return;
+    };
+    h.set_proxy_args(&["--idle-timeout-ms", "1000"]);
+    h.start_proxy();
+    let before = h.settled_local_ids();
+    let mut c = Client::spawn(&h, &["ringbuf"]);
+    let ready = c.wait_line("ready", Duration::from_secs(30));
+    let prog_id = field(&ready, "prog_id").expect("prog id").to_string();
+    // Quiet for 2.5 idle timeouts: only the stream connection could carry
+    // anything, and nothing is produced.
+    thread::sleep(Duration::from_millis(2500));
+    let mut p = Client::local(&h, &["produce", &prog_id, "2"]);
+    p.wait_line("produced=2000", Duration::from_secs(30));
+    assert!(p.wait_exit(Duration::from_secs(10)).success());
+    let line = c.wait_line("consumed=", Duration::from_secs(10));
+    say(&format!(
+        "ringbuf: after 2.5 s idle, records still arrive: {line}"
+    ));
+    assert!(
+        !h.proxy_log().contains("holding no guest object"),
+        "no session holding objects may be idle-closed"
+    );
+    let during = h.local_ids().minus(&before);
+    // Produce again and kill while the records stream.
+    let mut p = Client::local(&h, &["produce", &prog_id, "20"]);
+    p.wait_line("produced=", Duration::from_secs(30));
+    assert!(p.wait_exit(Duration::from_secs(10)).success());
+    c.wait_line("consumed=", Duration::from_secs(10));
+    let t0 = Instant::now();
+    c.kill();
+    let gone = wait_objects_gone(&h, &before, t0);
+    say(&format!(
+        "ringbuf stream: after SIGKILL mid-stream {} progs and {} maps gone in {gone:?} (bound {BOUND:?})",
+        during.progs.len(),
+        during.maps.len()
+    ));
+    assert!(
+        gone <= BOUND,
+        "objects gone after {gone:?}, bound {BOUND:?}"
+    );
+    assert!(
+        h.wait_proxy_log("ring closed by its owner", Duration::from_secs(1)),
+        "the stream ended with its owner"
+    );
+    next_client_served(&h);
+    h.finish();
+}
+
+/// SIGKILL during `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_LOOKUP_BATCH` of a
+/// 200,000-entry hash map.
+#[test]
+fn sigkill_during_batch_map_operation_frees_session_objects_within_1s() {
+    let Some(h) = Harness::start("sigkill_during_batch_map_operation") else {
+        return;
+    };
+    let before = h.settled_local_ids();
+    let mut c = Client::spawn(&h, &["batch", "200000"]);
+    let round = c.wait_line("round=2", Duration::from_secs(60));
+    assert_eq!(field(&round, "bad"), Some("0"), "batch values round-trip");
+    let during = h.local_ids().minus(&before);
+    assert_eq!(during.maps.len(), 1, "the client's map exists");
+    c.wait_line("update_batch", Duration::from_secs(10));
+    let t0 = Instant::now();
+    c.kill();
+    let gone = wait_objects_gone(&h, &before, t0);
+    say(&format!(
+        "batch: after SIGKILL during UPDATE_BATCH of 200000 entries the map is gone in {gone:?} (bound {BOUND:?})"
+    ));
+    assert!(
+        gone <= BOUND,
+        "objects gone after {gone:?}, bound {BOUND:?}"
+    );
+    next_client_served(&h);
+    h.finish();
+}
+
+/// The proxy is SIGKILLed while a client waits for a program load: the
+/// call fails with an errno within 1 s, the tool's next call (a retry)
+/// reconnects once the proxy is back, and the fd of the lost session fails
+/// with EBADF instead of reaching another object.
+#[test]
+fn proxy_killed_mid_call_errno_within_1s_then_reconnect() {
+    let Some(mut h) = Harness::start("proxy_killed_mid_call") else {
+        return;
+    };
+    let before = h.settled_local_ids();
+    let mut c = Client::spawn(&h, &["mid-call", "490000"]);
+    c.wait_line("loaded", Duration::from_secs(60));
+    c.wait_line("loading", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(300));
+    let killed_at = now_ms();
+    h.kill_proxy();
+    let failed = c.wait_line("failed", Duration::from_secs(5));
+    let after_ms = num(&failed, "t") - killed_at;
+    let errno = num(&failed, "errno") as i32;
+    say(&format!(
+        "proxy killed mid-call: the call returned errno {errno} {after_ms:.1} ms after the kill (bound {BOUND:?})"
+    ));
+    assert!(errno > 0);
+    assert!(
+        after_ms <= BOUND.as_millis() as f64,
+        "the call returned {after_ms} ms after the kill"
+    );
+    // Down for a while: the client's retries fail, then succeed.
+    thread::sleep(Duration::from_millis(500));
+    h.start_proxy();
+    let reconnected = c.wait_line("reconnected", Duration::from_secs(30));
+    assert_eq!(field(&reconnected, "fresh_value"), Some("9"));
+    let old = c.wait_line("old_fd", Duration::from_secs(10));
+    say(&format!("after restart: {reconnected}; {old}"));
+    assert_eq!(
+        old,
+        format!("old_fd lookup=errno {}", libc::EBADF),
+        "an fd of the lost session must be EBADF"
+    );
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+    let gone = wait_objects_gone(&h, &before, Instant::now());
+    say(&format!(
+        "after the client exited its objects were gone in {gone:?}"
+    ));
+    h.finish();
+}
+
+/// A client that stops reading (SIGSTOP) while the proxy pushes ring
+/// records: the proxy's memory stays bounded and the stream times out
+/// after the stall timeout.
+#[test]
+fn stalled_ring_reader_bounded_memory_and_times_out() {
+    let Some(mut h) = Harness::start_without_proxy("stalled_ring_reader") else {
+        return;
+    };
+    h.set_proxy_args(&["--stall-timeout-ms", "1000"]);
+    h.start_proxy();
+    let before = h.settled_local_ids();
+    let pid = h.proxy_pid();
+    let mut c = Client::spawn(&h, &["ringbuf"]);
+    let ready = c.wait_line("ready", Duration::from_secs(30));
+    let prog_id = field(&ready, "prog_id").expect("prog id").to_string();
+    let mut p = Client::local(&h, &["produce", &prog_id, "1"]);
+    assert!(p.wait_exit(Duration::from_secs(10)).success());
+    c.wait_line("consumed=", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(200));
+    let base = rss_kib(pid);
+    c.signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    // 300,000 records of 72 bytes: far more than the sockets can buffer.
+    let mut p = Client::local(&h, &["produce", &prog_id, "300"]);
+    let mut peak = base;
+    let mut stalled_after = None;
+    while t0.elapsed() < Duration::from_secs(6) {
+        peak = peak.max(rss_kib(pid));
+        if stalled_after.is_none() && h.proxy_log().contains("peer stalled") {
+            stalled_after = Some(t0.elapsed());
+        }
+        if stalled_after.is_some() && matches!(p.child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.wait_exit(Duration::from_secs(60)).success());
+    let grew = peak.saturating_sub(base);
+    say(&format!(
+        "stalled reader: proxy RSS {base} KiB before, peak {peak} KiB (+{grew} KiB, bound 16384); stream ended {stalled_after:?} after the stall began (bound 5 s)"
+    ));
+    assert!(grew <= 16 << 10, "proxy RSS grew by {grew} KiB");
+    let stalled_after = stalled_after.expect("the stalled stream must time out");
+    assert!(stalled_after <= Duration::from_secs(5));
+    c.signal(libc::SIGCONT);
+    let t1 = Instant::now();
+    c.kill();
+    let gone = wait_objects_gone(&h, &before, t1);
+    assert!(gone <= BOUND, "objects gone after {gone:?}");
+    assert!(proxy_alive(&h));
+    next_client_served(&h);
+    h.finish();
+}
+
+/// A raw protocol client: the handshake and sealing pieces, no channel.
+struct Raw {
+    s: UnixStream,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+fn connect(h: &Harness) -> UnixStream {
+    let path = h.target();
+    let s = UnixStream::connect(path.strip_prefix("unix:").expect("unix target")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn read_frame(s: &mut UnixStream) -> std::io::Result<([u8; 4], Vec<u8>)> {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix)?;
+    let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    s.read_exact(&mut body)?;
+    Ok((prefix, body))
+}
+
+impl Raw {
+    /// Connects and authenticates with `psk`, and opens the Welcome.
+    fn open(h: &Harness, psk: &Psk) -> Raw {
+        let mut s = connect(h);
+        let (hs, hello) = ClientHandshake::start(psk).unwrap();
+        s.write_all(&hello).unwrap();
+        let (_, server_hello) = read_frame(&mut s).expect("server hello");
+        let (proof, keys) = hs.finish(&server_hello).expect("handshake");
+        s.write_all(&proof).unwrap();
+        let mut raw = Raw {
+            s,
+            sealer: keys.sealer,
+            opener: keys.opener,
+        };
+        match raw.recv() {
+            Some(Reply::Welcome(_)) => raw,
+            other => panic!("no Welcome: {other:?}"),
+        }
+    }
+
+    fn frame(&mut self, req: &Request) -> Vec<u8> {
+        self.sealer.seal(&message::encode(req).unwrap())
+    }
+
+    fn recv(&mut self) -> Option<Reply> {
+        let (prefix, mut body) = read_frame(&mut self.s).ok()?;
+        self.opener.open_in_place(&mut body, prefix).ok()?;
+        message::decode(&body).ok()
+    }
+
+    fn ping(&mut self, payload: &[u8]) -> bool {
+        let f = self.frame(&Request::Ping(payload.to_vec()));
+        self.s.write_all(&f).is_ok() && matches!(self.recv(), Some(Reply::Pong(p)) if p == payload)
+    }
+
+    /// Whether the proxy closed the connection (within 5 s).
+    fn closed_by_proxy(&mut self) -> bool {
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match self.s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn psk(h: &Harness) -> Psk {
+    Psk::from_file(h.key()).expect("key")
+}
+
+/// A client that sends half of a large frame and then nothing: memory
+/// stays bounded (the proxy buffers what arrived, not what the prefix
+/// announced) and the session ends after the stall timeout.
+#[test]
+fn half_frame_senders_bounded_memory_and_time_out() {
+    let Some(mut h) = Harness::start_without_proxy("half_frame_senders") else {
+        return;
+    };
+    h.set_proxy_args(&["--stall-timeout-ms", "1000"]);
+    h.start_proxy();
+    let pid = h.proxy_pid();
+    let key = psk(&h);
+    // Warm up (first session allocations), then the baseline.
+    assert!(Raw::open(&h, &key).ping(b"warm"));
+    thread::sleep(Duration::from_millis(300));
+    let base = rss_kib(pid);
+    const CLIENTS: usize = 20;
+    const ANNOUNCED: u32 = 8 << 20;
+    let mut raws: Vec<Raw> = (0..CLIENTS).map(|_| Raw::open(&h, &key)).collect();
+    let t0 = Instant::now();
+    for r in &mut raws {
+        r.s.write_all(&ANNOUNCED.to_le_bytes()).unwrap();
+        r.s.write_all(&[0x5a; 4096]).unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    let during = rss_kib(pid);
+    let mut ended = 0;
+    for r in &mut raws {
+        if r.closed_by_proxy() {
+            ended += 1;
+        }
+    }
+    let took = t0.elapsed();
+    let stalled = h
+        .proxy_log()
+        .lines()
+        .filter(|l| l.contains("peer stalled") || l.contains("frame incomplete"))
+        .count();
+    let grew = during.saturating_sub(base);
+    say(&format!(
+        "half frames: {CLIENTS} clients each announced {ANNOUNCED} bytes and sent 4 KiB: proxy RSS +{grew} KiB (bound 16384; {} KiB if it believed the prefixes); {ended} sessions ended, {stalled} logged as stalled, all within {took:?} (bound 4 s)",
+        CLIENTS as u64 * ANNOUNCED as u64 / 1024
+    ));
+    assert!(grew <= 16 << 10, "proxy RSS grew by {grew} KiB");
+    assert_eq!(ended, CLIENTS);
+    assert_eq!(stalled, CLIENTS);
+    assert!(took <= Duration::from_secs(4));
+    assert!(
+        Raw::open(&h, &key).ping(b"next"),
+        "the next client is served"
+    );
+    h.finish();
+}
+
+/// A session that authenticates and then sends nothing, holding no
+/// object, ends after the idle timeout.
+#[test]
+fn idle_session_without_objects_times_out() {
+    let Some(mut h) = Harness::start_without_proxy("idle_session_times_out") else {
+        return;
+    };
+    h.set_proxy_args(&["--idle-timeout-ms", "1000"]);
+    h.start_proxy();
+    let key = psk(&h);
+    let mut r = Raw::open(&h, &key);
+    assert!(r.ping(b"x"));
+    let t0 = Instant::now();
+    assert!(r.closed_by_proxy(), "the idle session must be closed");
+    let took = t0.elapsed();
+    say(&format!(
+        "idle session closed {took:?} after its last request (timeout 1 s, bound 2 s)"
+    ));
+    assert!(took >= Duration::from_millis(1000) && took <= Duration::from_secs(2));
+    assert!(h.proxy_log().contains("holding no guest object"));
+    // A half-open connection (no handshake at all) ends at the handshake
+    // timeout.
+    h.stop_proxy_checked();
+    h.set_proxy_args(&["--handshake-timeout-ms", "500"]);
+    h.start_proxy();
+    let mut s = connect(&h);
+    let t0 = Instant::now();
+    let mut b = [0u8; 16];
+    let n = s.read(&mut b).unwrap_or(0);
+    let took = t0.elapsed();
+    say(&format!(
+        "half-open connection closed after {took:?} (handshake timeout 500 ms, bound 1.5 s)"
+    ));
+    assert_eq!(n, 0);
+    assert!(took >= Duration::from_millis(500) && took <= Duration::from_millis(1500));
+    next_client_served(&h);
+    h.finish();
+}
+
+/// 200 clients (processes under the preload, as nobody) increment their
+/// own element of a pinned array map for 10 s each through the proxy: no
+/// error, every update counted in the map, and the proxy's memory returns
+/// near its idle size.
+#[test]
+fn two_hundred_concurrent_clients_lose_no_update() {
+    let Some(h) = Harness::start("two_hundred_concurrent_clients") else {
+        return;
+    };
+    const CLIENTS: usize = 200;
+    let pins = PinDir::new("faults-counter");
+    let pin = pins.join("counts");
+    h.local(&[
+        "map", "create", &pin, "type", "array", "key", "4", "value", "8", "entries", "256", "name",
+        "tbcounts",
+    ])
+    .expect_success();
+    let pid = h.proxy_pid();
+    // Warm-up client, then the idle size.
+    let mut w = Client::spawn(&h, &["counter", &pin, "255", "1"]);
+    w.wait_line("updates=", Duration::from_secs(30));
+    w.wait_exit(Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_kib(pid);
+    let idle_threads = proc_status(pid, "Threads");
+    let t0 = Instant::now();
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| Client::spawn(&h, &["counter", &pin, &i.to_string(), "10"]))
+        .collect();
+    let mut peak_threads = 0;
+    let mut peak_rss = 0;
+    let mut results = Vec::new();
+    for c in clients.iter_mut() {
+        peak_threads = peak_threads.max(proc_status(pid, "Threads"));
+        peak_rss = peak_rss.max(rss_kib(pid));
+        results.push(c.wait_line("updates=", Duration::from_secs(120)));
+    }
+    for c in clients.iter_mut() {
+        assert!(c.wait_exit(Duration::from_secs(30)).success());
+    }
+    let wall = t0.elapsed();
+    let dump = h.local(&["map", "dump", "pinned", &pin, "--json"]);
+    dump.expect_success();
+    let entries = dump.json();
+    let value_of = |key: usize| -> u64 {
+        let e = &entries.as_array().expect("dump is an array")[key];
+        let bytes: Vec<u8> = e["value"]
+            .as_array()
+            .expect("value bytes")
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        u64::from_le_bytes(bytes[..8].try_into().unwrap())
+    };
+    let mut total = 0;
+    for (i, line) in results.iter().enumerate() {
+        assert_eq!(field(line, "errors"), Some("0"), "client {i}: {line}");
+        let updates = num(line, "updates") as u64;
+        assert!(updates > 0, "client {i} made no update: {line}");
+        assert_eq!(
+            value_of(i),
+            updates,
+            "client {i}: map value vs its count: {line}"
+        );
+        assert_eq!(num(line, "final") as u64, updates, "client {i}: {line}");
+        total += updates;
+    }
+    // The sessions end as the clients exit; then the memory.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_status(pid, "Threads") > idle_threads && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after_rss = rss_kib(pid);
+    let after_threads = proc_status(pid, "Threads");
+    say(&format!(
+        "200 clients: {total} updates in {wall:?}, 0 errors, 200/200 map values equal the clients' counts; proxy threads {idle_threads} idle, {peak_threads} peak, {after_threads} after; RSS {idle_rss} KiB idle, {peak_rss} KiB peak, {after_rss} KiB after (bound idle + 4096)"
+    ));
+    assert_eq!(after_threads, idle_threads, "every session thread ended");
+    assert!(
+        after_rss <= idle_rss + (4 << 10),
+        "proxy RSS {after_rss} KiB after, idle {idle_rss} KiB"
+    );
+    drop(pins);
+    h.finish();
+}
+
+/// What the proxy logged since `from` (a byte offset of its log).
+fn log_since(h: &Harness, from: usize) -> String {
+    h.proxy_log().get(from..).unwrap_or_default().to_string()
+}
+
+/// Waits for the proxy's log after `from` to contain `needle`.
+fn wait_log_since(h: &Harness, from: usize, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let new = log_since(h, from);
+        if new.contains(needle) {
+            return new;
+        }
+        if Instant::now() >= deadline {
+            panic!("the proxy did not log {needle:?}; it logged:\n{new}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Each attack on the channel is refused before any request of it is
+/// decoded, is logged, and the proxy serves the next client.
+#[test]
+fn channel_attacks_refused_logged_and_proxy_lives() {
+    let Some(h) = Harness::start("channel_attacks") else {
+        return;
+    };
+    let key = psk(&h);
+    let wrong = Psk::from_file(&h.new_key("wrong.key")).expect("wrong key");
+    // (name, what the proxy logs) — each closure mounts one attack.
+    type Attack = Box<dyn Fn(&Harness, &Psk, &Psk)>;
+    let attacks: Vec<(&str, &str, Attack)> = vec![
+        (
+            "wrong key",
+            "authentication failed",
+            Box::new(|h, _, wrong| {
+                let mut s = connect(h);
+                let (_, hello) = ClientHandshake::start(wrong).unwrap();
+                s.write_all(&hello).unwrap();
+                let _ = read_frame(&mut s);
+            }),
+        ),
+        (
+            "truncated handshake",
+            "handshake",
+            Box::new(|h, key, _| {
+                let mut s = connect(h);
+                let (_, hello) = ClientHandshake::start(key).unwrap();
+                s.write_all(&hello[..hello.len() / 2]).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let _ = s.read(&mut [0u8; 64]);
+            }),
+        ),
+        (
+            "altered ciphertext",
+            "failed authentication",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                let mut f = r.frame(&Request::Ping(vec![1; 32]));
+                f[10] ^= 0x01;
+                r.s.write_all(&f).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+        (
+            "replayed frame",
+            "frame #1 failed authentication",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                let f = r.frame(&Request::Ping(vec![2; 8]));
+                r.s.write_all(&f).unwrap();
+                assert!(matches!(r.recv(), Some(Reply::Pong(_))));
+                r.s.write_all(&f).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+        (
+            "reordered frames",
+            "frame #0 failed authentication",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                let f0 = r.frame(&Request::Ping(vec![0; 8]));
+                let f1 = r.frame(&Request::Ping(vec![1; 8]));
+                r.s.write_all(&f1).unwrap();
+                r.s.write_all(&f0).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+        (
+            "oversized length prefix (over the protocol's 64 MiB)",
+            "exceeds the limit",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                r.s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+        (
+            "oversized length prefix (over --max-frame)",
+            "exceeds this receiver's limit",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                r.s.write_all(&(32u32 << 20).to_le_bytes()).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+        (
+            "garbage after the handshake",
+            "failed authentication",
+            Box::new(|h, key, _| {
+                let mut r = Raw::open(h, key);
+                let mut g = vec![0u8; 4096];
+                for (i, b) in g.iter_mut().enumerate() {
+                    *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[3];
+                }
+                // A plausible length (1000) followed by noise.
+                g[..4].copy_from_slice(&1000u32.to_le_bytes());
+                r.s.write_all(&g).unwrap();
+                assert!(r.closed_by_proxy());
+            }),
+        ),
+    ];
+    for (name, logged, attack) in &attacks {
+        let from = h.proxy_log().len();
+        attack(&h, &key, &wrong);
+        let new = wait_log_since(&h, from, logged);
+        let line = new
+            .lines()
+            .find(|l| l.contains(logged))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !new.contains(": bpf ") && !new.contains(": file "),
+            "{name}: a request was decoded:\n{new}"
+        );
+        assert!(proxy_alive(&h), "{name}: the proxy died");
+        assert!(
+            Raw::open(&h, &key).ping(b"ok"),
+            "{name}: next client not served"
+        );
+        say(&format!(
+            "attack {name}: refused, logged {line:?}; next client served"
+        ));
+    }
+    next_client_served(&h);
+    h.finish();
+}
+
+/// `--max-objects-per-session`: the creating call fails with EMFILE at
+/// exactly the limit, and nothing more is created.
+#[test]
+fn object_limit_gives_emfile() {
+    let Some(mut h) = Harness::start_without_proxy("object_limit") else {
+        return;
+    };
+    h.set_proxy_args(&["--max-objects-per-session", "8"]);
+    h.start_proxy();
+    let mut c = Client::spawn(&h, &["maps", "20"]);
+    let line = c.wait_line("created=", Duration::from_secs(30));
+    say(&format!("object limit 8: {line}"));
+    assert_eq!(line, format!("created=8 errno={}", libc::EMFILE));
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+    h.finish();
+}
+
+/// `--max-rate-per-session`: past the rate, requests fail with EAGAIN.
+#[test]
+fn request_rate_limit_gives_eagain() {
+    let Some(mut h) = Harness::start_without_proxy("request_rate_limit") else {
+        return;
+    };
+    h.set_proxy_args(&["--max-rate-per-session", "1000"]);
+    h.start_proxy();
+    let t0 = Instant::now();
+    let mut c = Client::spawn(&h, &["rate", "5000"]);
+    let line = c.wait_line("errno", Duration::from_secs(60));
+    let took = t0.elapsed();
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+    let ok = field(&line, "errno0").map_or(0, |v| v.parse::<u64>().unwrap());
+    let eagain = field(&line, &format!("errno{}", libc::EAGAIN)).map_or(0, |v| v.parse().unwrap());
+    say(&format!(
+        "rate limit 1000/s: 5000 lookups in {took:?}: {line} (bound: at most 1000 + 1000/s of run time succeed)"
+    ));
+    assert_eq!(ok + eagain, 5000, "only success or EAGAIN: {line}");
+    assert!(eagain > 0);
+    assert!(ok as f64 <= 1000.0 + 1000.0 * took.as_secs_f64() + 10.0);
+    h.finish();
+}
+
+/// `--max-sessions`: a connection past the limit is closed before the
+/// handshake (the client sees ECONNREFUSED); once a place is free, the next
+/// client is served.
+#[test]
+fn session_limit_refuses_connections() {
+    let Some(mut h) = Harness::start_without_proxy("session_limit") else {
+        return;
+    };
+    h.set_proxy_args(&["--max-sessions", "2"]);
+    h.start_proxy();
+    let key = psk(&h);
+    let a = Raw::open(&h, &key);
+    let mut b = Raw::open(&h, &key);
+    let mut c = Client::spawn(&h, &["maps", "1"]);
+    let status = c.wait_exit(Duration::from_secs(30));
+    let lines = c.drain();
+    say(&format!(
+        "session limit 2: a third client exits {status} ({lines:?}); proxy: {}",
+        h.proxy_log()
+            .lines()
+            .find(|l| l.contains("--max-sessions"))
+            .unwrap_or("")
+    ));
+    assert!(h.proxy_log().contains("(--max-sessions)"));
+    assert!(status.success());
+    assert_eq!(
+        lines,
+        vec![format!("created=0 errno={}", libc::ECONNREFUSED)],
+        "the third client is refused"
+    );
+    assert!(b.ping(b"still"));
+    drop(a);
+    thread::sleep(Duration::from_millis(200));
+    next_client_served(&h);
+    h.finish();
+}
