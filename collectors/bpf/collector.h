@@ -274,9 +274,6 @@ static __always_inline void end(struct collect_ctx *ctx)
 static __always_inline __u64 current_leader(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 leader = 0;
 
-	bpf_probe_read_kernel(&leader, sizeof(leader),
-			      (const void *)FIELD(task, struct task_struct, group_leader));
-	return leader;
+	return (__u64)BPF_CORE_READ(task, group_leader);
 }
