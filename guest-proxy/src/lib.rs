@@ -16,14 +16,18 @@
 //! checked syscall; [`files`] decides which files a client may see; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`streams`] pushes the records of guest
-//! rings to the host; [`bulk`] runs collectors and reads kernel memory; [`log`] prints.
+//! rings to the host; [`bulk`] runs collectors and reads kernel memory;
+//! [`policy`] decides what each key may ask; [`audit`] writes the audit
+//! log; [`log`] prints.
 
+pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
 pub mod facts;
 pub mod files;
 pub mod log;
 pub mod perf;
+pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod session;

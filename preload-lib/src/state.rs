@@ -7,13 +7,13 @@
 //! locks may be held by threads that do not exist there), so nothing it
 //! holds is touched, and its socket is never written to by the child.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use telebpf_client::{ClientError, Connection, Settings};
-use telebpf_protocol::message::{ErrorReply, Facts, Reply, Request};
+use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
 use crate::objects::Table;
 
@@ -31,6 +31,8 @@ pub struct State {
     pub cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
     facts: OnceLock<Facts>,
     warned: AtomicBool,
+    /// The kinds of request the proxy's policy refused, each reported once.
+    refused: Mutex<HashSet<String>>,
 }
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
@@ -60,6 +62,7 @@ pub fn get() -> &'static State {
         cache: Mutex::new(HashMap::new()),
         facts: OnceLock::new(),
         warned: AtomicBool::new(false),
+        refused: Mutex::new(HashSet::new()),
     }));
     match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: we just leaked `fresh`; it lives for the rest of the process.
@@ -101,6 +104,16 @@ impl State {
         Ok(guard.as_mut().expect("just connected"))
     }
 
+    /// A request the proxy's policy refused: `EPERM`, and one line on
+    /// stderr per kind of request, so the user learns why a tool fails
+    /// without a line per retried call.
+    pub fn refused(&self, refusal: &Refusal) -> Failure {
+        if lock(&self.refused).insert(refusal.what.clone()) {
+            eprintln!("telebpf: {refusal}");
+        }
+        Failure(libc::EPERM)
+    }
+
     fn fail(&self, e: &ClientError) -> Failure {
         self.warn(&e.to_string());
         Failure(e.errno())
@@ -134,6 +147,7 @@ impl State {
                 self.warn(&format!("proxy refused the request: {message}"));
                 Err(Failure(errno))
             }
+            Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
             Err(e) => {
                 *guard = None;
