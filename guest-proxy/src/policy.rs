@@ -548,8 +548,14 @@ impl Policy {
     fn check_file(&self, op: &FileOp) -> Result<(), Denied> {
         match op {
             FileOp::Mkdir { path, .. } => {
+                // libbpf makes the parent directory of every pin and
+                // ignores EEXIST: a directory that already exists is
+                // created by nobody, so the guest may answer EEXIST as it
+                // would (the race with a concurrent rmdir can only recreate
+                // an empty directory under an allowed path).
+                let exists = || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
                 allow(
-                    self.bpffs.mkdir,
+                    self.bpffs.mkdir || exists(),
                     "mkdir in bpffs",
                     "bpffs.mkdir is false".into(),
                 )?;
