@@ -117,12 +117,10 @@ impl Session {
         self
     }
 
-    /// Checks `req` against the key's policy; a refusal is logged, audited
-    /// and becomes the reply.
-    fn admit(&self, req: &Request) -> Result<(), Reply> {
-        let Err(denied) = self.grant.policy.check(req) else {
-            return Ok(());
-        };
+    /// Checks `req` against the key's policy: `None` if it may run, else
+    /// the refusal to answer (logged and audited here).
+    fn refusal(&self, req: &Request) -> Option<Reply> {
+        let denied = self.grant.policy.check(req).err()?;
         let policy = self.grant.policy.name();
         log::info(format_args!(
             "session {}: policy '{policy}' of key '{}' refuses {} ({})",
@@ -137,7 +135,7 @@ impl Session {
                 rule: &denied.rule,
             });
         }
-        Err(Reply::Refused(Refusal {
+        Some(Reply::Refused(Refusal {
             what: denied.what,
             rule: denied.rule,
             key: self.grant.name.clone(),
@@ -188,7 +186,7 @@ impl Session {
 
     /// Answers one request; `None` for requests that have no reply.
     pub fn handle(&mut self, req: Request) -> Option<Reply> {
-        if let Err(refused) = self.admit(&req) {
+        if let Some(refused) = self.refusal(&req) {
             return Some(refused);
         }
         let audited = self.audit.as_ref().and(policy::audited(&req));
@@ -571,7 +569,7 @@ fn converse(
                 // The policy and the audit log see the request whole (a
                 // small copy: token, fd, kind).
                 let whole = Request::Stream(req.clone());
-                if let Err(refused) = session.admit(&whole) {
+                if let Some(refused) = session.refusal(&whole) {
                     let bytes = message::encode(&refused).expect("a refusal encodes");
                     let _ = tx.send(&bytes);
                     return "policy refuses ring streams".to_string();
