@@ -610,11 +610,13 @@ impl Policy {
     /// it names.
     pub fn check_bpf(&self, call: &BpfCall) -> Result<(), Denied> {
         let command = call.cmd & !cmd::BPF_COMMON_ATTRS;
-        let name = command_name(call.cmd);
+        // Every forwarded call passes here: names are only made for a
+        // refusal.
+        let name = || command_name(call.cmd);
         if !self.commands.contains(command) {
             let key = cmd::short_name(command).map_or_else(|| command.to_string(), str::to_string);
             return Err(Denied {
-                what: name,
+                what: name(),
                 rule: format!("'{key}' is not in commands"),
             });
         }
@@ -625,7 +627,7 @@ impl Policy {
             }
             let t = type_name(names, v);
             Err(Denied {
-                what: format!("{name} of {kind} {t}"),
+                what: format!("{} of {kind} {t}", name()),
                 rule: format!("'{t}' is not in {list}"),
             })
         };
@@ -667,9 +669,9 @@ impl Policy {
                 let relative =
                     read_u32(a, off::obj::FILE_FLAGS) & telebpf_abi::flags::BPF_F_PATH_FD != 0;
                 match obj_path(call) {
-                    Some(Some(path)) if !relative => self.check_bpffs_path(&name, path),
+                    Some(Some(path)) if !relative => self.check_bpffs_path(&name(), path),
                     _ => Err(Denied {
-                        what: format!("{name} outside the allowed paths"),
+                        what: format!("{} outside the allowed paths", name()),
                         rule: "the path cannot be checked against bpffs.paths".into(),
                     }),
                 }

@@ -189,7 +189,7 @@ impl Session {
         if let Some(refused) = self.refusal(&req) {
             return Some(refused);
         }
-        let audited = self.audit.as_ref().and(policy::audited(&req));
+        let audited = self.audit.as_ref().and_then(|_| policy::audited(&req));
         let reply = self.execute(req);
         if let Some((op, detail)) = audited {
             self.audit_outcome(&op, detail.as_deref(), reply.as_ref());
