@@ -538,6 +538,25 @@ impl Policy {
                 "ring_streams is false".into(),
             ),
             Request::Records(_) => Ok(()),
+            Request::Peek(_) => self.check_kernel_memory_read("reading kernel memory"),
+            Request::Collect(c) => {
+                self.check_kernel_memory_read("running a collector")?;
+                if shipped_collector(&c.collector) {
+                    return Ok(());
+                }
+                // Any other object is the client's own program, run by the
+                // proxy with BPF_PROG_TEST_RUN: as a `syscall` program it
+                // could even call bpf() from the kernel. Allowed only to
+                // keys that may load and run exactly that.
+                let loads = self.commands.contains(cmd::BPF_PROG_LOAD)
+                    && self.commands.contains(cmd::BPF_PROG_TEST_RUN)
+                    && self.prog_types.contains(prog_type::BPF_PROG_TYPE_SYSCALL);
+                allow(
+                    loads,
+                    "running a collector the proxy does not ship",
+                    "it needs prog_load, prog_test_run and prog type 'syscall'".into(),
+                )
+            }
             Request::File(op) => self.check_file(op),
             // Closing, iterator reads (the iterator was created under the
             // policy), and pings change nothing.
@@ -768,6 +787,18 @@ pub fn resolve(spec: &str, base: &Path) -> Result<PolicyFile, PolicyError> {
         source,
     })?;
     Policy::parse_file(&text, &path)
+}
+
+/// Whether `id` names one of the collectors this proxy was built with.
+fn shipped_collector(id: &[u8; 32]) -> bool {
+    static IDS: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    IDS.get_or_init(|| {
+        telebpf_collectors::Collector::ALL
+            .iter()
+            .map(|c| c.id())
+            .collect()
+    })
+    .contains(id)
 }
 
 fn allow(allowed: bool, what: &str, rule: String) -> Result<(), Denied> {
@@ -1093,6 +1124,38 @@ mod tests {
             parse("perf_events = \"yes\"").unwrap_err(),
             PolicyError::Parse { .. }
         ));
+    }
+
+    #[test]
+    fn kernel_memory_reads_and_collectors() {
+        use telebpf_collectors::Collector;
+        use telebpf_protocol::message::{CollectMode, CollectRequest, Start};
+
+        let collect = |id| {
+            Request::Collect(CollectRequest {
+                collector: id,
+                object: None,
+                mode: CollectMode::Data,
+                start: Start::Current,
+            })
+        };
+        let shipped = collect(Collector::Processes.id());
+        let foreign = collect([7; 32]);
+        let peek = Request::Peek(Vec::new());
+        let ro = read_only();
+        for r in [&shipped, &foreign, &peek] {
+            let d = ro.check(r).unwrap_err();
+            assert_eq!(d.rule, "kernel_memory_read is false");
+        }
+        let tr = tracing();
+        assert!(tr.check(&shipped).is_ok());
+        assert!(tr.check(&peek).is_ok());
+        let d = tr.check(&foreign).unwrap_err();
+        assert_eq!(d.what, "running a collector the proxy does not ship");
+        let full = Policy::full();
+        for r in [&shipped, &foreign, &peek] {
+            assert!(full.check(r).is_ok());
+        }
     }
 
     #[test]
