@@ -131,6 +131,7 @@ fn one_proxy_serves_a_read_only_monitor_and_a_full_tool() {
     // The monitor lists programs (the tool's among them) and shows the pin.
     let listed = h.remote_with(&target, &monitor, &["prog", "list", "--json"], limit);
     listed.expect_success();
+    assert_eq!(count(&listed, REFUSAL), 0, "{}", listed.describe());
     let ids: BTreeSet<u64> = listed
         .json()
         .as_array()
