@@ -603,6 +603,7 @@ impl Policy {
             | FileOp::Access { .. }
             | FileOp::Readlink { .. }
             | FileOp::Digest { .. }
+            | FileOp::ReadDir { .. }
             | FileOp::Fdinfo { .. } => Ok(()),
         }
     }

@@ -467,3 +467,32 @@ fn pins_stay_under_the_policy_paths() {
     drop(pins);
     h.finish();
 }
+
+#[test]
+fn kernel_memory_reads_follow_the_policy() {
+    let Some(mut h) = Harness::start_without_proxy("policy_kernel_memory") else {
+        return;
+    };
+    // The built-in name works as well as the shipped file.
+    h.start_proxy_with(&["--policy".into(), "read-only".into()]);
+    for mode in ["per-pointer", "bulk-page", "bulk-data"] {
+        let out = h.telebpf_nobody(&["ids", "ps", "--mode", mode, "--json"]);
+        assert!(!out.success(), "{mode}: {}", out.describe());
+        assert!(
+            out.stderr_text()
+                .contains("policy 'read-only': kernel_memory_read is false)"),
+            "{mode}: {}",
+            out.describe()
+        );
+    }
+    assert!(h.proxy_log().contains("kernel_memory_read is false"));
+    h.stop_proxy_checked();
+    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-data", "--json"]);
+    out.expect_success();
+    let v: Value = serde_json::from_str(&out.stdout_text())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.describe()));
+    assert!(v.to_string().contains("telebpf-proxy"), "{v}");
+    assert!(!h.proxy_log().contains("refuses"), "{}", h.proxy_log());
+    h.finish();
+}
