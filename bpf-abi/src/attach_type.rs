@@ -126,3 +126,84 @@ pub const BPF_TRACE_FENTRY_MULTI: u32 = 59;
 pub const BPF_TRACE_FEXIT_MULTI: u32 = 60;
 /// `BPF_TRACE_FSESSION_MULTI` (`enum bpf_attach_type`).
 pub const BPF_TRACE_FSESSION_MULTI: u32 = 61;
+
+/// The attach types (`enum bpf_attach_type`) by name: the constant's name without `BPF_`, in lower
+/// case, as bpftool and libbpf spell them (`cgroup_inet_egress`). Aliases share a
+/// number; the first entry of a number is its canonical name.
+pub const NAMES: &[(&str, u32)] = &[
+    ("cgroup_inet_ingress", BPF_CGROUP_INET_INGRESS),
+    ("cgroup_inet_egress", BPF_CGROUP_INET_EGRESS),
+    ("cgroup_inet_sock_create", BPF_CGROUP_INET_SOCK_CREATE),
+    ("cgroup_sock_ops", BPF_CGROUP_SOCK_OPS),
+    ("sk_skb_stream_parser", BPF_SK_SKB_STREAM_PARSER),
+    ("sk_skb_stream_verdict", BPF_SK_SKB_STREAM_VERDICT),
+    ("cgroup_device", BPF_CGROUP_DEVICE),
+    ("sk_msg_verdict", BPF_SK_MSG_VERDICT),
+    ("cgroup_inet4_bind", BPF_CGROUP_INET4_BIND),
+    ("cgroup_inet6_bind", BPF_CGROUP_INET6_BIND),
+    ("cgroup_inet4_connect", BPF_CGROUP_INET4_CONNECT),
+    ("cgroup_inet6_connect", BPF_CGROUP_INET6_CONNECT),
+    ("cgroup_inet4_post_bind", BPF_CGROUP_INET4_POST_BIND),
+    ("cgroup_inet6_post_bind", BPF_CGROUP_INET6_POST_BIND),
+    ("cgroup_udp4_sendmsg", BPF_CGROUP_UDP4_SENDMSG),
+    ("cgroup_udp6_sendmsg", BPF_CGROUP_UDP6_SENDMSG),
+    ("lirc_mode2", BPF_LIRC_MODE2),
+    ("flow_dissector", BPF_FLOW_DISSECTOR),
+    ("cgroup_sysctl", BPF_CGROUP_SYSCTL),
+    ("cgroup_udp4_recvmsg", BPF_CGROUP_UDP4_RECVMSG),
+    ("cgroup_udp6_recvmsg", BPF_CGROUP_UDP6_RECVMSG),
+    ("cgroup_getsockopt", BPF_CGROUP_GETSOCKOPT),
+    ("cgroup_setsockopt", BPF_CGROUP_SETSOCKOPT),
+    ("trace_raw_tp", BPF_TRACE_RAW_TP),
+    ("trace_fentry", BPF_TRACE_FENTRY),
+    ("trace_fexit", BPF_TRACE_FEXIT),
+    ("modify_return", BPF_MODIFY_RETURN),
+    ("lsm_mac", BPF_LSM_MAC),
+    ("trace_iter", BPF_TRACE_ITER),
+    ("cgroup_inet4_getpeername", BPF_CGROUP_INET4_GETPEERNAME),
+    ("cgroup_inet6_getpeername", BPF_CGROUP_INET6_GETPEERNAME),
+    ("cgroup_inet4_getsockname", BPF_CGROUP_INET4_GETSOCKNAME),
+    ("cgroup_inet6_getsockname", BPF_CGROUP_INET6_GETSOCKNAME),
+    ("xdp_devmap", BPF_XDP_DEVMAP),
+    ("cgroup_inet_sock_release", BPF_CGROUP_INET_SOCK_RELEASE),
+    ("xdp_cpumap", BPF_XDP_CPUMAP),
+    ("sk_lookup", BPF_SK_LOOKUP),
+    ("xdp", BPF_XDP),
+    ("sk_skb_verdict", BPF_SK_SKB_VERDICT),
+    ("sk_reuseport_select", BPF_SK_REUSEPORT_SELECT),
+    (
+        "sk_reuseport_select_or_migrate",
+        BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+    ),
+    ("perf_event", BPF_PERF_EVENT),
+    ("trace_kprobe_multi", BPF_TRACE_KPROBE_MULTI),
+    ("lsm_cgroup", BPF_LSM_CGROUP),
+    ("struct_ops", BPF_STRUCT_OPS),
+    ("netfilter", BPF_NETFILTER),
+    ("tcx_ingress", BPF_TCX_INGRESS),
+    ("tcx_egress", BPF_TCX_EGRESS),
+    ("trace_uprobe_multi", BPF_TRACE_UPROBE_MULTI),
+    ("cgroup_unix_connect", BPF_CGROUP_UNIX_CONNECT),
+    ("cgroup_unix_sendmsg", BPF_CGROUP_UNIX_SENDMSG),
+    ("cgroup_unix_recvmsg", BPF_CGROUP_UNIX_RECVMSG),
+    ("cgroup_unix_getpeername", BPF_CGROUP_UNIX_GETPEERNAME),
+    ("cgroup_unix_getsockname", BPF_CGROUP_UNIX_GETSOCKNAME),
+    ("netkit_primary", BPF_NETKIT_PRIMARY),
+    ("netkit_peer", BPF_NETKIT_PEER),
+    ("trace_kprobe_session", BPF_TRACE_KPROBE_SESSION),
+    ("trace_uprobe_session", BPF_TRACE_UPROBE_SESSION),
+    ("trace_fsession", BPF_TRACE_FSESSION),
+    ("trace_fentry_multi", BPF_TRACE_FENTRY_MULTI),
+    ("trace_fexit_multi", BPF_TRACE_FEXIT_MULTI),
+    ("trace_fsession_multi", BPF_TRACE_FSESSION_MULTI),
+];
+
+/// The number of a lower-case name from [`NAMES`].
+pub fn by_name(name: &str) -> Option<u32> {
+    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+}
+
+/// The canonical lower-case name of a number, if this build knows it.
+pub fn short_name(value: u32) -> Option<&'static str> {
+    NAMES.iter().find(|&&(_, v)| v == value).map(|&(n, _)| n)
+}

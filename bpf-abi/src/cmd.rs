@@ -85,6 +85,65 @@ pub const BPF_PROG_ASSOC_STRUCT_OPS: u32 = 38;
 /// `BPF_COMMON_ATTRS` (`enum bpf_cmd`).
 pub const BPF_COMMON_ATTRS: u32 = 65536;
 
+/// The commands (`enum bpf_cmd`) by name: the constant's name without `BPF_`, in lower
+/// case, as bpftool and libbpf spell them (`map_lookup_elem`). Aliases share a
+/// number; the first entry of a number is its canonical name.
+pub const NAMES: &[(&str, u32)] = &[
+    ("map_create", BPF_MAP_CREATE),
+    ("map_lookup_elem", BPF_MAP_LOOKUP_ELEM),
+    ("map_update_elem", BPF_MAP_UPDATE_ELEM),
+    ("map_delete_elem", BPF_MAP_DELETE_ELEM),
+    ("map_get_next_key", BPF_MAP_GET_NEXT_KEY),
+    ("prog_load", BPF_PROG_LOAD),
+    ("obj_pin", BPF_OBJ_PIN),
+    ("obj_get", BPF_OBJ_GET),
+    ("prog_attach", BPF_PROG_ATTACH),
+    ("prog_detach", BPF_PROG_DETACH),
+    ("prog_test_run", BPF_PROG_TEST_RUN),
+    ("prog_run", BPF_PROG_RUN),
+    ("prog_get_next_id", BPF_PROG_GET_NEXT_ID),
+    ("map_get_next_id", BPF_MAP_GET_NEXT_ID),
+    ("prog_get_fd_by_id", BPF_PROG_GET_FD_BY_ID),
+    ("map_get_fd_by_id", BPF_MAP_GET_FD_BY_ID),
+    ("obj_get_info_by_fd", BPF_OBJ_GET_INFO_BY_FD),
+    ("prog_query", BPF_PROG_QUERY),
+    ("raw_tracepoint_open", BPF_RAW_TRACEPOINT_OPEN),
+    ("btf_load", BPF_BTF_LOAD),
+    ("btf_get_fd_by_id", BPF_BTF_GET_FD_BY_ID),
+    ("task_fd_query", BPF_TASK_FD_QUERY),
+    ("map_lookup_and_delete_elem", BPF_MAP_LOOKUP_AND_DELETE_ELEM),
+    ("map_freeze", BPF_MAP_FREEZE),
+    ("btf_get_next_id", BPF_BTF_GET_NEXT_ID),
+    ("map_lookup_batch", BPF_MAP_LOOKUP_BATCH),
+    (
+        "map_lookup_and_delete_batch",
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+    ),
+    ("map_update_batch", BPF_MAP_UPDATE_BATCH),
+    ("map_delete_batch", BPF_MAP_DELETE_BATCH),
+    ("link_create", BPF_LINK_CREATE),
+    ("link_update", BPF_LINK_UPDATE),
+    ("link_get_fd_by_id", BPF_LINK_GET_FD_BY_ID),
+    ("link_get_next_id", BPF_LINK_GET_NEXT_ID),
+    ("enable_stats", BPF_ENABLE_STATS),
+    ("iter_create", BPF_ITER_CREATE),
+    ("link_detach", BPF_LINK_DETACH),
+    ("prog_bind_map", BPF_PROG_BIND_MAP),
+    ("token_create", BPF_TOKEN_CREATE),
+    ("prog_stream_read_by_fd", BPF_PROG_STREAM_READ_BY_FD),
+    ("prog_assoc_struct_ops", BPF_PROG_ASSOC_STRUCT_OPS),
+];
+
+/// The number of a lower-case name from [`NAMES`].
+pub fn by_name(name: &str) -> Option<u32> {
+    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+}
+
+/// The canonical lower-case name of a number, if this build knows it.
+pub fn short_name(value: u32) -> Option<&'static str> {
+    NAMES.iter().find(|&&(_, v)| v == value).map(|&(n, _)| n)
+}
+
 /// Symbolic name of a command number (without [`BPF_COMMON_ATTRS`]); `"BPF_UNKNOWN"` for unknown numbers.
 pub fn name(cmd: u32) -> &'static str {
     match cmd & !BPF_COMMON_ATTRS {

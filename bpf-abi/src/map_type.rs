@@ -79,6 +79,66 @@ pub const BPF_MAP_TYPE_INSN_ARRAY: u32 = 34;
 /// `BPF_MAP_TYPE_RHASH` (`enum bpf_map_type`).
 pub const BPF_MAP_TYPE_RHASH: u32 = 35;
 
+/// The map types (`enum bpf_map_type`) by name: the constant's name without `BPF_MAP_TYPE_`, in lower
+/// case, as bpftool and libbpf spell them (`hash`). Aliases share a
+/// number; the first entry of a number is its canonical name.
+pub const NAMES: &[(&str, u32)] = &[
+    ("unspec", BPF_MAP_TYPE_UNSPEC),
+    ("hash", BPF_MAP_TYPE_HASH),
+    ("array", BPF_MAP_TYPE_ARRAY),
+    ("prog_array", BPF_MAP_TYPE_PROG_ARRAY),
+    ("perf_event_array", BPF_MAP_TYPE_PERF_EVENT_ARRAY),
+    ("percpu_hash", BPF_MAP_TYPE_PERCPU_HASH),
+    ("percpu_array", BPF_MAP_TYPE_PERCPU_ARRAY),
+    ("stack_trace", BPF_MAP_TYPE_STACK_TRACE),
+    ("cgroup_array", BPF_MAP_TYPE_CGROUP_ARRAY),
+    ("lru_hash", BPF_MAP_TYPE_LRU_HASH),
+    ("lru_percpu_hash", BPF_MAP_TYPE_LRU_PERCPU_HASH),
+    ("lpm_trie", BPF_MAP_TYPE_LPM_TRIE),
+    ("array_of_maps", BPF_MAP_TYPE_ARRAY_OF_MAPS),
+    ("hash_of_maps", BPF_MAP_TYPE_HASH_OF_MAPS),
+    ("devmap", BPF_MAP_TYPE_DEVMAP),
+    ("sockmap", BPF_MAP_TYPE_SOCKMAP),
+    ("cpumap", BPF_MAP_TYPE_CPUMAP),
+    ("xskmap", BPF_MAP_TYPE_XSKMAP),
+    ("sockhash", BPF_MAP_TYPE_SOCKHASH),
+    ("cgroup_storage", BPF_MAP_TYPE_CGROUP_STORAGE),
+    (
+        "cgroup_storage_deprecated",
+        BPF_MAP_TYPE_CGROUP_STORAGE_DEPRECATED,
+    ),
+    ("reuseport_sockarray", BPF_MAP_TYPE_REUSEPORT_SOCKARRAY),
+    ("percpu_cgroup_storage", BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE),
+    (
+        "percpu_cgroup_storage_deprecated",
+        BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE_DEPRECATED,
+    ),
+    ("queue", BPF_MAP_TYPE_QUEUE),
+    ("stack", BPF_MAP_TYPE_STACK),
+    ("sk_storage", BPF_MAP_TYPE_SK_STORAGE),
+    ("devmap_hash", BPF_MAP_TYPE_DEVMAP_HASH),
+    ("struct_ops", BPF_MAP_TYPE_STRUCT_OPS),
+    ("ringbuf", BPF_MAP_TYPE_RINGBUF),
+    ("inode_storage", BPF_MAP_TYPE_INODE_STORAGE),
+    ("task_storage", BPF_MAP_TYPE_TASK_STORAGE),
+    ("bloom_filter", BPF_MAP_TYPE_BLOOM_FILTER),
+    ("user_ringbuf", BPF_MAP_TYPE_USER_RINGBUF),
+    ("cgrp_storage", BPF_MAP_TYPE_CGRP_STORAGE),
+    ("arena", BPF_MAP_TYPE_ARENA),
+    ("insn_array", BPF_MAP_TYPE_INSN_ARRAY),
+    ("rhash", BPF_MAP_TYPE_RHASH),
+];
+
+/// The number of a lower-case name from [`NAMES`].
+pub fn by_name(name: &str) -> Option<u32> {
+    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+}
+
+/// The canonical lower-case name of a number, if this build knows it.
+pub fn short_name(value: u32) -> Option<&'static str> {
+    NAMES.iter().find(|&&(_, v)| v == value).map(|&(n, _)| n)
+}
+
 /// Per-CPU map types: lookup/update values carry one `round_up(value_size, 8)` slot per possible
 /// CPU of the executing kernel (unless `BPF_F_CPU`/`BPF_F_ALL_CPUS` is given).
 pub fn is_percpu(t: u32) -> bool {

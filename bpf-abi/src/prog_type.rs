@@ -68,3 +68,55 @@ pub const BPF_PROG_TYPE_SK_LOOKUP: u32 = 30;
 pub const BPF_PROG_TYPE_SYSCALL: u32 = 31;
 /// `BPF_PROG_TYPE_NETFILTER` (`enum bpf_prog_type`).
 pub const BPF_PROG_TYPE_NETFILTER: u32 = 32;
+
+/// The program types (`enum bpf_prog_type`) by name: the constant's name without `BPF_PROG_TYPE_`, in lower
+/// case, as bpftool and libbpf spell them (`socket_filter`). Aliases share a
+/// number; the first entry of a number is its canonical name.
+pub const NAMES: &[(&str, u32)] = &[
+    ("unspec", BPF_PROG_TYPE_UNSPEC),
+    ("socket_filter", BPF_PROG_TYPE_SOCKET_FILTER),
+    ("kprobe", BPF_PROG_TYPE_KPROBE),
+    ("sched_cls", BPF_PROG_TYPE_SCHED_CLS),
+    ("sched_act", BPF_PROG_TYPE_SCHED_ACT),
+    ("tracepoint", BPF_PROG_TYPE_TRACEPOINT),
+    ("xdp", BPF_PROG_TYPE_XDP),
+    ("perf_event", BPF_PROG_TYPE_PERF_EVENT),
+    ("cgroup_skb", BPF_PROG_TYPE_CGROUP_SKB),
+    ("cgroup_sock", BPF_PROG_TYPE_CGROUP_SOCK),
+    ("lwt_in", BPF_PROG_TYPE_LWT_IN),
+    ("lwt_out", BPF_PROG_TYPE_LWT_OUT),
+    ("lwt_xmit", BPF_PROG_TYPE_LWT_XMIT),
+    ("sock_ops", BPF_PROG_TYPE_SOCK_OPS),
+    ("sk_skb", BPF_PROG_TYPE_SK_SKB),
+    ("cgroup_device", BPF_PROG_TYPE_CGROUP_DEVICE),
+    ("sk_msg", BPF_PROG_TYPE_SK_MSG),
+    ("raw_tracepoint", BPF_PROG_TYPE_RAW_TRACEPOINT),
+    ("cgroup_sock_addr", BPF_PROG_TYPE_CGROUP_SOCK_ADDR),
+    ("lwt_seg6local", BPF_PROG_TYPE_LWT_SEG6LOCAL),
+    ("lirc_mode2", BPF_PROG_TYPE_LIRC_MODE2),
+    ("sk_reuseport", BPF_PROG_TYPE_SK_REUSEPORT),
+    ("flow_dissector", BPF_PROG_TYPE_FLOW_DISSECTOR),
+    ("cgroup_sysctl", BPF_PROG_TYPE_CGROUP_SYSCTL),
+    (
+        "raw_tracepoint_writable",
+        BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE,
+    ),
+    ("cgroup_sockopt", BPF_PROG_TYPE_CGROUP_SOCKOPT),
+    ("tracing", BPF_PROG_TYPE_TRACING),
+    ("struct_ops", BPF_PROG_TYPE_STRUCT_OPS),
+    ("ext", BPF_PROG_TYPE_EXT),
+    ("lsm", BPF_PROG_TYPE_LSM),
+    ("sk_lookup", BPF_PROG_TYPE_SK_LOOKUP),
+    ("syscall", BPF_PROG_TYPE_SYSCALL),
+    ("netfilter", BPF_PROG_TYPE_NETFILTER),
+];
+
+/// The number of a lower-case name from [`NAMES`].
+pub fn by_name(name: &str) -> Option<u32> {
+    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+}
+
+/// The canonical lower-case name of a number, if this build knows it.
+pub fn short_name(value: u32) -> Option<&'static str> {
+    NAMES.iter().find(|&&(_, v)| v == value).map(|&(n, _)| n)
+}

@@ -1717,3 +1717,53 @@ fn expand_all_helper_roundtrip() {
     assert_eq!(p.fds.last(), Some(&slot(Parent::Buffer(0), 4, 4)));
     assert!(p.buffers[1].len.accepts(b"GPL\0"));
 }
+
+#[test]
+fn name_tables_are_unique_and_round_trip() {
+    for (table, lookup, canonical) in [
+        (
+            cmd::NAMES,
+            cmd::by_name as fn(&str) -> Option<u32>,
+            cmd::short_name as fn(u32) -> Option<&'static str>,
+        ),
+        (
+            crate::prog_type::NAMES,
+            crate::prog_type::by_name,
+            crate::prog_type::short_name,
+        ),
+        (
+            crate::map_type::NAMES,
+            crate::map_type::by_name,
+            crate::map_type::short_name,
+        ),
+        (
+            crate::attach_type::NAMES,
+            crate::attach_type::by_name,
+            crate::attach_type::short_name,
+        ),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        for &(name, value) in table {
+            assert!(seen.insert(name), "{name} twice");
+            assert_eq!(name, name.to_lowercase());
+            assert_eq!(lookup(name), Some(value));
+            // The canonical name of the number names the same number.
+            assert_eq!(lookup(canonical(value).unwrap()), Some(value));
+        }
+    }
+    assert_eq!(cmd::by_name("prog_load"), Some(cmd::BPF_PROG_LOAD));
+    assert_eq!(cmd::short_name(cmd::BPF_PROG_RUN), Some("prog_test_run"));
+    assert_eq!(cmd::by_name("common_attrs"), None);
+    assert_eq!(
+        crate::map_type::short_name(crate::map_type::BPF_MAP_TYPE_CGROUP_STORAGE),
+        Some("cgroup_storage")
+    );
+    assert_eq!(
+        crate::attach_type::by_name("perf_event"),
+        Some(crate::attach_type::BPF_PERF_EVENT)
+    );
+    assert_eq!(
+        crate::prog_type::by_name("tracepoint"),
+        Some(crate::prog_type::BPF_PROG_TYPE_TRACEPOINT)
+    );
+}

@@ -19,8 +19,10 @@
 //! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
 //! long call of a client that went away; [`streams`] pushes the records of
 //! guest rings to the host; [`bulk`] runs collectors and reads kernel
-//! memory; [`log`] prints.
+//! memory; [`policy`] decides what each key may ask; [`audit`] writes the
+//! audit log; [`log`] prints.
 
+pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
 pub mod facts;
@@ -29,6 +31,7 @@ pub mod hangup;
 pub mod limits;
 pub mod log;
 pub mod perf;
+pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -7,7 +7,7 @@
 //! down (waking threads blocked reading it), and wait a few seconds for the
 //! sessions to close their guest objects.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use telebpf_protocol::transport::Listener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
+use crate::audit::Audit;
 use crate::limits::LimitArgs;
+use crate::policy::{self, KeyGrant, PolicyError};
 use crate::session::Context;
 use crate::{facts, log, session, sys};
 
@@ -36,8 +38,13 @@ pub const DEFAULT_SPIN_US: u64 = 50;
 pub struct Config {
     /// Where to listen.
     pub listen: Address,
-    /// Accepted keys, in command-line order.
+    /// Accepted keys: the `--key-file` ones in command-line order, then
+    /// those the policy file names.
     pub keys: Vec<Psk>,
+    /// Name and policy of each key, in the order of `keys`.
+    pub grants: Vec<Arc<KeyGrant>>,
+    /// Where the audit log goes (`-`: stderr), if anywhere.
+    pub audit: Option<PathBuf>,
     /// How long a session busy-waits for the next request before blocking
     /// ([`ENV_SPIN_US`]).
     pub spin: Duration,
@@ -67,6 +74,21 @@ pub enum ConfigError {
     /// The spin setting is not a number of microseconds.
     #[error("bad {ENV_SPIN_US} {0:?}: not a number of microseconds")]
     Spin(String),
+    /// The policy file cannot be used.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    /// The same key is given twice (its sessions could not tell which
+    /// policy applies).
+    #[error("key file {second} holds the same key as {first}")]
+    DuplicateKey {
+        /// Where it was first given.
+        first: PathBuf,
+        /// Where again.
+        second: PathBuf,
+    },
+    /// Neither `--key-file` nor the policy file names a key.
+    #[error("no key: give --key-file, or [[key]] entries in the --policy file")]
+    NoKey,
 }
 
 /// The proxy could not run.
@@ -86,10 +108,19 @@ pub enum ServerError {
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Config {
-    /// Parses the listen address, loads the keys and reads [`ENV_SPIN_US`].
+    /// Parses the listen address, loads the keys (each may do everything
+    /// until [`Config::set_policy`]) and reads [`ENV_SPIN_US`].
     pub fn new(listen: &str, key_files: &[PathBuf]) -> Result<Config, ConfigError> {
         let listen = listen
             .parse::<Address>()
@@ -97,25 +128,77 @@ impl Config {
                 addr: listen.to_string(),
                 reason: e.to_string(),
             })?;
-        let keys = key_files
-            .iter()
-            .map(|p| {
-                Psk::from_file(p).map_err(|source| ConfigError::Key {
-                    path: p.clone(),
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let spin_us = match std::env::var(ENV_SPIN_US) {
             Ok(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::Spin(v))?,
             Err(_) => DEFAULT_SPIN_US,
         };
-        Ok(Config {
+        let mut config = Config {
             listen,
-            keys,
+            keys: Vec::new(),
+            grants: Vec::new(),
+            audit: None,
             spin: Duration::from_micros(spin_us),
             limits: LimitArgs::default(),
-        })
+        };
+        let full = Arc::new(policy::Policy::full());
+        for p in key_files {
+            config.add_key(p, p.display().to_string(), full.clone())?;
+        }
+        Ok(config)
+    }
+
+    /// Applies `--policy SPEC` (a file, or `full`, `read-only`,
+    /// `tracing`): the `--key-file` keys get its rules, and the keys it
+    /// names are added with theirs.
+    pub fn set_policy(&mut self, spec: &str) -> Result<(), ConfigError> {
+        let file = policy::resolve(spec, Path::new("."))?;
+        for grant in &mut self.grants {
+            *grant = Arc::new(KeyGrant {
+                name: grant.name.clone(),
+                file: grant.file.clone(),
+                policy: file.rules.clone(),
+            });
+        }
+        for entry in file.keys {
+            let name = entry
+                .name
+                .unwrap_or_else(|| entry.file.display().to_string());
+            self.add_key(&entry.file, name, entry.policy)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a proxy nobody can connect to.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::NoKey);
+        }
+        Ok(())
+    }
+
+    fn add_key(
+        &mut self,
+        path: &Path,
+        name: String,
+        policy: Arc<policy::Policy>,
+    ) -> Result<(), ConfigError> {
+        let psk = Psk::from_file(path).map_err(|source| ConfigError::Key {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some(i) = self.keys.iter().position(|k| k.key_id() == psk.key_id()) {
+            return Err(ConfigError::DuplicateKey {
+                first: self.grants[i].file.clone(),
+                second: path.to_path_buf(),
+            });
+        }
+        self.keys.push(psk);
+        self.grants.push(Arc::new(KeyGrant {
+            name,
+            file: path.to_path_buf(),
+            policy,
+        }));
+        Ok(())
     }
 }
 
@@ -131,9 +214,27 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 async fn serve(config: Config) -> Result<(), ServerError> {
-    let ctx = Arc::new(
-        Context::new(config.keys, facts::gather(), config.spin).with_limits(config.limits.clone()),
-    );
+    let audit = match &config.audit {
+        Some(path) => Some(Arc::new(Audit::open(path).map_err(|source| {
+            ServerError::Audit {
+                path: path.clone(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
+    for g in &config.grants {
+        log::info(format_args!(
+            "key '{}': policy '{}'",
+            g.name,
+            g.policy.name()
+        ));
+    }
+    let mut ctx =
+        Context::new(config.keys, facts::gather(), config.spin).with_limits(config.limits.clone());
+    ctx.grants = config.grants;
+    ctx.audit = audit;
+    let ctx = Arc::new(ctx);
     let listener = Listener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {

@@ -10,6 +10,12 @@
 //! when the client goes away, on an error, a panic, or when the proxy shuts
 //! down; whatever the reason, [`Session`]'s `Drop` closes every guest fd the
 //! client still held, which is what makes a killed client leak nothing.
+//!
+//! Every request passes the policy of the session's key first
+//! ([`crate::policy`]); a refused one is answered [`Reply::Refused`] without
+//! being executed. Refusals, requests that create or change something, and
+//! the session's start and end go to the audit log ([`crate::audit`]) when
+//! one is configured.
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -20,14 +26,17 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, ErrorReply, Facts, FileOp, NewObject, Reply, Request, SessionToken, Welcome, FOREIGN_FD,
+    self, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request, SessionToken, Welcome,
+    FOREIGN_FD,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
 
+use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
 use crate::limits::{self, ConnectionSlot, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
+use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::{bulk, files, hangup, log, sys};
@@ -47,6 +56,10 @@ pub struct Session {
     budget: SessionBudget,
     /// Interrupts a call when the client hangs up during it.
     watch: Option<hangup::Watch>,
+    /// The key the client authenticated with, and its policy.
+    grant: Arc<KeyGrant>,
+    /// Where audit records go, if anywhere.
+    audit: Option<Arc<Audit>>,
 }
 
 impl PerfFds for Session {
@@ -94,6 +107,7 @@ impl Session {
     }
 
     /// A session whose rings stream connections may attach to via `owner`.
+    /// It may do everything (the full policy) until [`Session::governed`].
     pub fn with_owner(id: u64, possible_cpus: u32, owner: Arc<Owner>) -> Session {
         Session {
             id,
@@ -102,12 +116,79 @@ impl Session {
             owner,
             budget: SessionBudget::default(),
             watch: None,
+            grant: Arc::new(KeyGrant {
+                name: "(unnamed)".into(),
+                file: Default::default(),
+                policy: Arc::new(Policy::full()),
+            }),
+            audit: None,
         }
     }
 
     /// Puts the session under the proxy's limits.
     pub fn set_budget(&mut self, budget: SessionBudget) {
         self.budget = budget;
+    }
+
+    /// The session under `grant`'s policy, auditing to `audit`.
+    pub fn governed(mut self, grant: Arc<KeyGrant>, audit: Option<Arc<Audit>>) -> Session {
+        self.grant = grant;
+        self.audit = audit;
+        self
+    }
+
+    /// Checks `req` against the key's policy: `None` if it may run, else
+    /// the refusal to answer (logged and audited here).
+    fn refusal(&self, req: &Request) -> Option<Reply> {
+        let denied = self.grant.policy.check(req).err()?;
+        let policy = self.grant.policy.name();
+        log::info(format_args!(
+            "session {}: policy '{policy}' of key '{}' refuses {} ({})",
+            self.id, self.grant.name, denied.what, denied.rule
+        ));
+        if let Some(audit) = &self.audit {
+            audit.record(&Event::Refused {
+                session: self.id,
+                key: &self.grant.name,
+                policy,
+                op: &denied.what,
+                rule: &denied.rule,
+            });
+        }
+        Some(Reply::Refused(Refusal {
+            what: denied.what,
+            rule: denied.rule,
+            key: self.grant.name.clone(),
+            policy: policy.to_string(),
+        }))
+    }
+
+    /// Writes the audit record of a request that created or changed
+    /// something, with its outcome.
+    fn audit_outcome(&self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
+        let Some(audit) = &self.audit else { return };
+        let (ret, errno) = match reply {
+            Some(Reply::Bpf(r)) => ((r.ret >= 0).then_some(r.ret), r.errno),
+            Some(Reply::Error(e)) => (None, e.errno),
+            Some(Reply::Opened(Ok((fd, _)))) => (Some(*fd), 0),
+            Some(Reply::Ioctl(Ok((ret, _)))) => (Some(*ret), 0),
+            Some(
+                Reply::Opened(Err(e))
+                | Reply::Ioctl(Err(e))
+                | Reply::Snapshot(Err(e))
+                | Reply::File(Err(e))
+                | Reply::Read(Err(e)),
+            ) => (None, *e),
+            _ => (None, 0),
+        };
+        audit.record(&Event::Request {
+            session: self.id,
+            key: &self.grant.name,
+            op,
+            detail,
+            ret,
+            errno,
+        });
     }
 
     /// The session now holds guest fd `fd`.
@@ -135,6 +216,19 @@ impl Session {
                 }));
             }
         }
+        if let Some(refused) = self.refusal(&req) {
+            return Some(refused);
+        }
+        let audited = self.audit.as_ref().and_then(|_| policy::audited(&req));
+        let reply = self.execute(req);
+        if let Some((op, detail)) = audited {
+            self.audit_outcome(&op, detail.as_deref(), reply.as_ref());
+        }
+        reply
+    }
+
+    /// Executes one request the policy allowed.
+    fn execute(&mut self, req: Request) -> Option<Reply> {
         match req {
             Request::Bpf(call) => {
                 let outcome = {
@@ -315,6 +409,10 @@ impl Drop for Session {
 pub struct Context {
     /// Accepted keys.
     pub keys: Vec<Psk>,
+    /// Name and policy of each key, in the order of `keys`.
+    pub grants: Vec<Arc<KeyGrant>>,
+    /// Where audit records go, if anywhere.
+    pub audit: Option<Arc<Audit>>,
     /// The guest kernel's facts.
     pub facts: Facts,
     /// Sessions by token, for stream connections to find their rings.
@@ -328,10 +426,22 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context for `keys` and `facts`.
+    /// The context for `keys` and `facts`; every key may do everything
+    /// until `grants` says otherwise.
     pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration) -> Context {
+        let grants = (0..keys.len())
+            .map(|i| {
+                Arc::new(KeyGrant {
+                    name: format!("#{i}"),
+                    file: Default::default(),
+                    policy: Arc::new(Policy::full()),
+                })
+            })
+            .collect();
         Context {
             keys,
+            grants,
+            audit: None,
             facts,
             streams: Streams::default(),
             spin,
@@ -364,6 +474,13 @@ pub async fn start(
             Ok(ok) => ok,
             Err(e) => {
                 log::info(format_args!("session {id} from {peer}: {e}"));
+                if let Some(audit) = &ctx.audit {
+                    audit.record(&Event::HandshakeFailed {
+                        session: id,
+                        peer: &peer,
+                        error: &e.to_string(),
+                    });
+                }
                 return;
             }
         };
@@ -392,14 +509,31 @@ pub async fn start(
         ));
         return;
     };
+    let grant = ctx.grants[key_index].clone();
     log::info(format_args!(
-        "session {id} from {peer}: opened (key #{key_index})"
+        "session {id} from {peer}: opened (key #{key_index} '{}', policy '{}')",
+        grant.name,
+        grant.policy.name()
     ));
+    if let Some(audit) = &ctx.audit {
+        let key_id: String = ctx.keys[key_index]
+            .key_id()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        audit.record(&Event::SessionOpened {
+            session: id,
+            key: &grant.name,
+            key_id: &key_id,
+            policy: grant.policy.name(),
+            peer: &peer,
+        });
+    }
     let chan = SyncChannel::from_parts(stream, sealer, opener, &buffered);
     let spawned = std::thread::Builder::new()
         .name(format!("session-{id}"))
         .spawn(move || {
-            run(chan, ctx, id, registration);
+            run(chan, ctx, id, grant, registration);
             drop(slot);
         });
     if let Err(e) = spawned {
@@ -417,6 +551,7 @@ fn run(
     chan: SyncChannel<SyncServerStream>,
     ctx: Arc<Context>,
     id: u64,
+    grant: Arc<KeyGrant>,
     registration: Registration,
 ) {
     let (token, owner) = match ctx.streams.open() {
@@ -428,7 +563,8 @@ fn run(
             return;
         }
     };
-    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner);
+    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner)
+        .governed(grant.clone(), ctx.audit.clone());
     session.set_budget(ctx.governor.session());
     if let Some(watcher) = hangup::Watcher::get() {
         match watcher.watch(id, std::os::fd::AsRawFd::as_raw_fd(chan.stream())) {
@@ -447,6 +583,14 @@ fn run(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
     ));
+    if let Some(audit) = &ctx.audit {
+        audit.record(&Event::SessionClosed {
+            session: id,
+            key: &grant.name,
+            reason: &reason,
+            objects: session.object_count(),
+        });
+    }
     drop(session);
     ctx.streams.close(&token);
     drop(registration);
@@ -545,6 +689,17 @@ fn converse(
         last_request = std::time::Instant::now();
         let reply = match message::decode::<Request>(&bytes) {
             Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
+                // The policy and the audit log see the request whole (a
+                // small copy: token, fd, kind).
+                let whole = Request::Stream(req.clone());
+                if let Some(refused) = session.refusal(&whole) {
+                    let bytes = message::encode(&refused).expect("a refusal encodes");
+                    let _ = tx.send(&bytes);
+                    return "policy refuses ring streams".to_string();
+                }
+                if let Some((op, detail)) = policy::audited(&whole) {
+                    session.audit_outcome(&op, detail.as_deref(), None);
+                }
                 // This connection now only pushes the ring's records.
                 log::debug(format_args!(
                     "session {}: stream of fd {} ({:?})",

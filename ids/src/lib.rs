@@ -50,6 +50,9 @@ pub enum Error {
     /// The proxy answered something unexpected.
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// The proxy's policy does not let this key read kernel memory.
+    #[error("{0}")]
+    Refused(telebpf_protocol::message::Refusal),
     /// Guest memory the walk needed could not be read.
     #[error("guest memory at {0:#x} is unreadable")]
     Unreadable(u64),
@@ -266,6 +269,7 @@ impl Source for Remote<'_> {
         match self.conn.call(&Request::Peek(ranges.to_vec()))? {
             Reply::Memory(Ok(m)) => Ok(m),
             Reply::Memory(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
+            Reply::Refused(r) => Err(Error::Refused(r)),
             other => Err(Error::Protocol(format!("{other:?}"))),
         }
     }
@@ -317,6 +321,7 @@ impl Inspector {
                     return Err(Error::Unsupported(why))
                 }
                 Reply::Collected(Err(e)) => return Err(Error::Collector(format!("{e:?}"))),
+                Reply::Refused(r) => return Err(Error::Refused(r)),
                 other => return Err(Error::Protocol(format!("{other:?}"))),
             }
         }

@@ -666,6 +666,12 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
                         let _: Push = w.push_lost(n);
                     }
                 }
+                // The proxy's policy does not let this key consume rings:
+                // say so once; no record will come.
+                Ok(Reply::Refused(refusal)) => {
+                    let _ = state::get().refused(&refusal);
+                    return;
+                }
                 _ => return,
             }
         }

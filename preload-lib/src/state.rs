@@ -7,14 +7,14 @@
 //! locks may be held by threads that do not exist there), so nothing it
 //! holds is touched, and its socket is never written to by the child.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use telebpf_client::{ClientError, Connection, Settings};
-use telebpf_protocol::message::{ErrorReply, Facts, Reply, Request};
+use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
 use crate::objects::Table;
 
@@ -36,6 +36,8 @@ pub struct State {
     /// made), to look for a proxy-side close only after a quiet spell.
     last_call_ms: AtomicU64,
     born: Instant,
+    /// The kinds of request the proxy's policy refused, each reported once.
+    refused: Mutex<HashSet<String>>,
 }
 
 /// After this long without a call, [`State::call`] checks (one `poll`)
@@ -71,6 +73,7 @@ pub fn get() -> &'static State {
         warned: AtomicBool::new(false),
         last_call_ms: AtomicU64::new(0),
         born: Instant::now(),
+        refused: Mutex::new(HashSet::new()),
     }));
     match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: we just leaked `fresh`; it lives for the rest of the process.
@@ -110,6 +113,16 @@ impl State {
             *guard = Some(conn);
         }
         Ok(guard.as_mut().expect("just connected"))
+    }
+
+    /// A request the proxy's policy refused: `EPERM`, and one line on
+    /// stderr per kind of request, so the user learns why a tool fails
+    /// without a line per retried call.
+    pub fn refused(&self, refusal: &Refusal) -> Failure {
+        if lock(&self.refused).insert(refusal.what.clone()) {
+            eprintln!("telebpf: {refusal}");
+        }
+        Failure(libc::EPERM)
     }
 
     fn fail(&self, e: &ClientError) -> Failure {
@@ -157,6 +170,7 @@ impl State {
                 self.warn(&format!("proxy refused the request: {message}"));
                 Err(Failure(errno))
             }
+            Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
             Err(e) => {
                 *guard = None;

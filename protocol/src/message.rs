@@ -470,6 +470,40 @@ pub enum Reply {
     Collected(Result<Batch, CollectError>),
     /// The bytes of a [`Request::Peek`], or the errno.
     Memory(Result<Memory, i32>),
+    /// The proxy's policy for this session's key does not allow the
+    /// request; nothing was executed. Distinct from a kernel `EPERM`
+    /// (which arrives inside the request's own reply): the host program
+    /// gets `EPERM`, and the preload prints the refusal once per
+    /// [`Refusal::what`].
+    Refused(Refusal),
+}
+
+/// Why the proxy's policy refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// What was refused, in the kernel's words: `BPF_PROG_LOAD`,
+    /// `BPF_MAP_CREATE`, `perf_event_open`, `write to kprobe_events`, …
+    /// One kind of refusal is printed once per process.
+    pub what: String,
+    /// The policy rule that refused it, e.g. `'prog_load' is not in
+    /// commands` or `prog type xdp is not in prog_types`.
+    pub rule: String,
+    /// The name of the key the session authenticated with.
+    pub key: String,
+    /// The name of the key's policy.
+    pub policy: String,
+}
+
+impl std::fmt::Display for Refusal {
+    /// The line the preload prints on the host program's stderr (after
+    /// `telebpf: `).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the proxy's policy refuses {} (key '{}', policy '{}': {})",
+            self.what, self.key, self.policy, self.rule
+        )
+    }
 }
 
 /// A successful file operation.
@@ -701,6 +735,23 @@ mod tests {
         let n = bytes.len();
         bytes[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn refusal_round_trips_and_reads_well() {
+        let r = Refusal {
+            what: "BPF_PROG_LOAD".into(),
+            rule: "'prog_load' is not in commands".into(),
+            key: "monitor".into(),
+            policy: "read-only".into(),
+        };
+        let bytes = encode(&Reply::Refused(r.clone())).unwrap();
+        assert_eq!(decode::<Reply>(&bytes).unwrap(), Reply::Refused(r.clone()));
+        assert_eq!(
+            r.to_string(),
+            "the proxy's policy refuses BPF_PROG_LOAD (key 'monitor', policy 'read-only': \
+             'prog_load' is not in commands)"
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// whose kernel freeing is deferred by RCU, e.g. maps of a freed program).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Environment variable of `cargo test`: a `--policy` for every proxy the
+/// harness starts with [`Harness::start_proxy`].
+pub const ENV_E2E_POLICY: &str = "TELEBPF_E2E_POLICY";
+
 /// `PATH` given to every command the tests run.
 pub const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -933,8 +937,20 @@ impl Harness {
 
     /// Starts `telebpf-proxy --listen unix:<sock> --key-file <key>` with
     /// `TELEBPF_LOG=debug`, stderr to `<dir>/proxy.stderr`, and waits for
-    /// its `listening on` line.
+    /// its `listening on` line. With `TELEBPF_E2E_POLICY=SPEC` in the
+    /// environment of `cargo test`, `--policy SPEC` is added (run any test
+    /// under a policy profile).
     pub fn start_proxy(&mut self) {
+        let extra = match std::env::var(ENV_E2E_POLICY) {
+            Ok(spec) => vec!["--policy".to_string(), spec],
+            Err(_) => Vec::new(),
+        };
+        self.start_proxy_with(&extra);
+    }
+
+    /// [`Harness::start_proxy`] with more proxy arguments (`--policy`,
+    /// `--audit`, more `--key-file`s).
+    pub fn start_proxy_with(&mut self, extra: &[String]) {
         assert!(self.proxy.is_none(), "proxy already running");
         let proxy_bin = product_file("telebpf-proxy");
         let log = self.proxy_log_path();
@@ -945,7 +961,8 @@ impl Harness {
             .arg(self.target())
             .arg("--key-file")
             .arg(self.key())
-            .args(&self.proxy_args);
+            .args(&self.proxy_args)
+            .args(extra);
         self.base_env(&mut cmd);
         cmd.env("TELEBPF_LOG", "debug")
             .env("RUST_BACKTRACE", "1")

@@ -1,0 +1,261 @@
+//! The audit log (`telebpf-proxy --audit FILE|-`): one JSON object per line.
+//!
+//! Every record has `time` (UTC, RFC 3339 with milliseconds) and `event`:
+//!
+//! * `session_opened`: `session`, `key`, `key_id`, `policy`, `peer`;
+//! * `session_closed`: `session`, `key`, `reason`, `objects` (guest fds the
+//!   session still held, now closed);
+//! * `handshake_failed`: `session`, `peer`, `error` (a wrong key, garbage);
+//! * `request`: a request that creates or changes something (see
+//!   [`crate::policy::audited`]) and its outcome: `session`, `key`, `op`
+//!   (`BPF_PROG_LOAD`, `perf_event_open`, `unlink`, …), `detail` (a type, a
+//!   path, or null), `ret` (the return value, or null) and `errno` (0 on
+//!   success);
+//! * `refused`: a request the key's policy does not allow: `session`, `key`,
+//!   `policy`, `op`, `rule`.
+//!
+//! A line is written whole with one `write` (under a lock), so concurrent
+//! sessions never interleave inside a record, and a reader of the file sees
+//! complete lines. A failing write is reported once on the proxy's stderr
+//! and does not stop the proxy: the log is evidence, not a gate.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::log;
+
+/// One audit record's content (the `time` is added when it is written).
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// A client authenticated.
+    SessionOpened {
+        /// The proxy's number for the session.
+        session: u64,
+        /// The key's name.
+        key: &'a str,
+        /// The key's public id (hex), as the client announced it.
+        key_id: &'a str,
+        /// The key's policy.
+        policy: &'a str,
+        /// The client's address.
+        peer: &'a str,
+    },
+    /// A session ended; its guest fds are closed.
+    SessionClosed {
+        /// The session.
+        session: u64,
+        /// The key's name.
+        key: &'a str,
+        /// Why it ended.
+        reason: &'a str,
+        /// How many guest fds it still held.
+        objects: usize,
+    },
+    /// A connection did not authenticate.
+    HandshakeFailed {
+        /// The number the connection would have had.
+        session: u64,
+        /// The client's address.
+        peer: &'a str,
+        /// Why.
+        error: &'a str,
+    },
+    /// A request that creates or changes something, and its outcome.
+    Request {
+        /// The session.
+        session: u64,
+        /// The key's name.
+        key: &'a str,
+        /// What was asked.
+        op: &'a str,
+        /// A type, a path, or nothing.
+        detail: Option<&'a str>,
+        /// The return value (a new guest fd, …), if the request has one.
+        ret: Option<i64>,
+        /// 0 on success, else the errno the client got.
+        errno: i32,
+    },
+    /// A request the key's policy refused.
+    Refused {
+        /// The session.
+        session: u64,
+        /// The key's name.
+        key: &'a str,
+        /// The policy's name.
+        policy: &'a str,
+        /// What was refused.
+        op: &'a str,
+        /// The rule that refused it.
+        rule: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event<'a>,
+}
+
+/// Where audit records go.
+pub struct Audit {
+    out: Mutex<Box<dyn Write + Send>>,
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    /// The log `target` names: `-` for stderr, else a file, appended to
+    /// and created with mode 0600 (records name keys and peers).
+    pub fn open(target: &Path) -> std::io::Result<Audit> {
+        if target == Path::new("-") {
+            return Ok(Audit::to_writer(Box::new(std::io::stderr())));
+        }
+        let file: File = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(target)?;
+        Ok(Audit::to_writer(Box::new(file)))
+    }
+
+    /// A log written to `out`.
+    pub fn to_writer(out: Box<dyn Write + Send>) -> Audit {
+        Audit {
+            out: Mutex::new(out),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes one record.
+    pub fn record(&self, event: &Event<'_>) {
+        let line = Line {
+            time: rfc3339(SystemTime::now()),
+            event,
+        };
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(b) => b,
+            Err(e) => return self.trouble(&e.to_string()),
+        };
+        bytes.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+            drop(out);
+            self.trouble(&e.to_string());
+        }
+    }
+
+    fn trouble(&self, e: &str) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            log::info(format_args!("cannot write the audit log: {e}"));
+        }
+    }
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn rfc3339(time: SystemTime) -> String {
+    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn records_are_json_lines() {
+        let buf = Shared::default();
+        let audit = Audit::to_writer(Box::new(buf.clone()));
+        audit.record(&Event::SessionOpened {
+            session: 1,
+            key: "monitor",
+            key_id: "00112233",
+            policy: "read-only",
+            peer: "unix:\"x\"",
+        });
+        audit.record(&Event::Request {
+            session: 1,
+            key: "monitor",
+            op: "BPF_PROG_LOAD",
+            detail: Some("prog type xdp"),
+            ret: None,
+            errno: 1,
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event"], "session_opened");
+        assert_eq!(lines[0]["peer"], "unix:\"x\"");
+        assert_eq!(lines[1]["event"], "request");
+        assert_eq!(lines[1]["op"], "BPF_PROG_LOAD");
+        assert_eq!(lines[1]["ret"], serde_json::Value::Null);
+        assert_eq!(lines[1]["errno"], 1);
+        assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
+    }
+}
