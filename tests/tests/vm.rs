@@ -10,7 +10,8 @@
 //! the guest itself reported at boot (`guest-facts`, written by its init
 //! before the proxy starts) and checks that the host's own answer differs.
 //!
-//! One guest serves the whole test binary: the first test that needs it
+//! The guest runs Debian's 6.1 cloud kernel, or 6.12 from bookworm-backports
+//! with `TELEBPF_VM_KERNEL=6.12`. One guest serves the whole test binary: the first test that needs it
 //! boots it with `tests/vm/guest.sh up` (about 20-40 s under emulation),
 //! and a watcher process stops it with `guest.sh down` when this process
 //! ends, however it ends (libtest has no hook after the last test, and a
@@ -110,6 +111,9 @@ fn boot_guest() -> Result<Guest, String> {
         .arg("up")
         .arg(&dir)
         .env("TELEBPF_BIN_DIR", bin_dir());
+    if let Some(series) = std::env::var_os("TELEBPF_VM_KERNEL") {
+        cmd.arg("--kernel").arg(series);
+    }
     let out = run_with_timeout(cmd, "tests/vm/guest.sh up", GUEST_UP_TIMEOUT);
     if !out.success() {
         return Err(out.describe());

@@ -34,6 +34,7 @@
 #   TELEBPF_BIN_DIR       where `telebpf` is (default <checkout>/target/release)
 #   TELEBPF_GUEST_PROXY   a static telebpf-proxy to use instead of building one
 #   TELEBPF_VM_PROXY_LOG  TELEBPF_LOG of the guest's proxy (e.g. debug)
+#   TELEBPF_VM_PROXY_SPIN_US  TELEBPF_PROXY_SPIN_US of the guest's proxy
 #   TELEBPF_VM_BOOT_TIMEOUT  seconds `up` waits for the proxy (default 300)
 #   TELEBPF_VM_MEM_MB     guest memory (default 1024)
 set -euo pipefail
@@ -338,8 +339,12 @@ cmd_up() {
     boot=$(mktemp -d "$dir/boot.XXXXXX")
     mkdir -p "$boot/etc/telebpf-vm"
     install -m 0600 "$dir/key" "$boot/key"
+    : >"$boot/etc/telebpf-vm/env"
     if [ -n "${TELEBPF_VM_PROXY_LOG:-}" ]; then
-        printf 'TELEBPF_LOG=%q\n' "$TELEBPF_VM_PROXY_LOG" >"$boot/etc/telebpf-vm/env"
+        printf 'export TELEBPF_LOG=%q\n' "$TELEBPF_VM_PROXY_LOG" >>"$boot/etc/telebpf-vm/env"
+    fi
+    if [ -n "${TELEBPF_VM_PROXY_SPIN_US:-}" ]; then
+        printf 'export TELEBPF_PROXY_SPIN_US=%q\n' "$TELEBPF_VM_PROXY_SPIN_US" >>"$boot/etc/telebpf-vm/env"
     fi
     (
         umask 077
@@ -364,11 +369,18 @@ cmd_up() {
     local host_cpus maxcpus
     host_cpus=$(tr ',-' '\n\n' </sys/devices/system/cpu/possible | sort -n | tail -n 1)
     maxcpus=$((host_cpus + 1 + 2))
+    # The 6.12 kernel crashes early under this QEMU's (7.2) emulation when
+    # the CPU has CMPXCHG16B (oopses and double faults at random places,
+    # one right after `cmpxchg16b %gs:(%rsi)` in kmem_cache_alloc_noprof,
+    # with every CPU model tried); without it the kernel uses its own
+    # fallback and runs. 6.1 runs with it.
+    local cpu=max
+    [ "$series" = 6.12 ] && cpu=max,-cx16
     # A guest kernel oops panics, and the panic ends QEMU (-no-reboot), so
     # that a broken guest fails `up` at once instead of at the timeout.
     setsid qemu-system-x86_64 \
         -name telebpf-guest -nodefaults -display none -no-reboot \
-        -accel tcg -cpu max -smp "1,maxcpus=$maxcpus" -m "$mem_mb" \
+        -accel tcg -cpu "$cpu" -smp "1,maxcpus=$maxcpus" -m "$mem_mb" \
         -object "memory-backend-memfd,id=mem,size=${mem_mb}M,share=on" \
         -machine q35,memory-backend=mem \
         -kernel "$kdir/vmlinuz" -initrd "$dir/initrd" \

@@ -32,7 +32,8 @@ mount -t debugfs debugfs /sys/kernel/debug
 
 say() { echo "telebpf-init: $*"; }
 
-# Set by guest.sh in the per-boot cpio: TELEBPF_LOG for the proxy.
+# Set by guest.sh in the per-boot cpio: the proxy's TELEBPF_LOG and
+# TELEBPF_PROXY_SPIN_US, if given.
 if [ -f /etc/telebpf-vm/env ]; then
     . /etc/telebpf-vm/env
 fi
@@ -68,7 +69,6 @@ mkdir -p /srv/www
 echo telebpf-guest >/srv/www/index.html
 httpd -f -p 7777 -h /srv/www &
 
-export TELEBPF_LOG
 /bin/telebpf-proxy --listen vsock:5000 --key-file /key 2>/run/proxy.log &
 proxy=$!
 tail -f /run/proxy.log &
