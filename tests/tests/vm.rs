@@ -228,12 +228,7 @@ impl<'a> Client<'a> {
     }
 
     /// `telebpf SUBCOMMAND… --target … --key-file …` as nobody: the form of
-    /// the bulk-read commands (`telebpf ids …`), whose tests go in the
-    /// marked section at the end of this file.
-    #[expect(
-        dead_code,
-        reason = "used by the `telebpf ids` tests once that command exists"
-    )]
+    /// the bulk-read commands (`telebpf ids …`).
     fn telebpf(&self, subcommand: &[&str]) -> CmdOutput {
         let mut argv: Vec<String> = subcommand.iter().map(|a| a.to_string()).collect();
         argv.extend([
@@ -710,10 +705,146 @@ fn kprobe_tool_works_against_the_guest() {
     h.finish();
 }
 
-// ---------------------------------------------------- bulk reads (to come)
-//
-// Tests of `telebpf ids ps`, `ids tcp` and `ids modules` against the guest
-// go here: they run `Client::telebpf(&["ids", "ps", …])` and check the
-// output lists the guest's processes (`telebpf-guest-m`, `telebpf-proxy`,
-// `httpd`), its TCP listener on port 7777 (`httpd`, tests/vm/init.sh) and
-// the vsock modules of `guest.fact("modules")`, in every mode.
+// ------------------------------------------------------------ bulk reads
+
+/// The modes of `telebpf ids`.
+const IDS_MODES: [&str; 3] = ["per-pointer", "bulk-page", "bulk-data"];
+
+/// `telebpf ids WHAT --mode MODE --json` through the guest's proxy, parsed.
+fn ids_json(c: &Client, what: &str, mode: &str) -> Vec<Value> {
+    let out = c.telebpf(&["ids", what, "--mode", mode, "--json"]);
+    out.expect_success();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ids {what} --mode {mode}: not JSON ({e}): {}",
+            out.describe()
+        )
+    });
+    v.as_array()
+        .unwrap_or_else(|| panic!("ids {what} --mode {mode}: not an array: {v}"))
+        .clone()
+}
+
+/// A host process with a marked name (a copy of `sleep`), killed on drop.
+struct HostMark {
+    child: Child,
+    name: String,
+}
+
+impl HostMark {
+    fn start(h: &Harness) -> HostMark {
+        // comm holds 15 bytes: keep the name short and unique.
+        let name = format!("tbvmh{}", std::process::id() % 1_000_000);
+        let copy = h.dir().join(&name);
+        fs::copy(find_program("sleep").expect("sleep"), &copy).expect("copy sleep");
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let child = Command::new(&copy)
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the host's marked process");
+        HostMark { child, name }
+    }
+}
+
+impl Drop for HostMark {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `telebpf ids ps` lists the guest's processes, in every mode: its init,
+/// the marker, the proxy and the TCP listener, and not a marked process
+/// running on the host.
+#[test]
+fn ids_ps_lists_the_guest_processes() {
+    let Some(h) = Harness::start_without_proxy("vm_ids_ps_lists_the_guest_processes") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let host = HostMark::start(&h);
+    for mode in IDS_MODES {
+        let rows = ids_json(&c, "ps", mode);
+        let comms: Vec<&str> = rows.iter().filter_map(|p| p["comm"].as_str()).collect();
+        for want in ["init", "telebpf-guest-m", "telebpf-proxy", "httpd"] {
+            assert!(
+                comms.contains(&want),
+                "ids ps --mode {mode}: no {want} among the guest's processes: {comms:?}"
+            );
+        }
+        assert!(
+            rows.iter().any(|p| p["pid"] == 1 && p["comm"] == "init"),
+            "ids ps --mode {mode}: pid 1 is not the guest's init: {comms:?}"
+        );
+        assert!(
+            !comms.contains(&host.name.as_str()),
+            "ids ps --mode {mode}: lists the host's {}: {comms:?}",
+            host.name
+        );
+    }
+    drop(host);
+    h.finish();
+}
+
+/// `telebpf ids tcp` shows the guest's listener on port 7777, in every
+/// mode, and not a listener of the host's.
+#[test]
+fn ids_tcp_shows_the_guest_listener() {
+    let Some(h) = Harness::start_without_proxy("vm_ids_tcp_shows_the_guest_listener") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
+    let host_port = u64::from(host.local_addr().expect("port").port());
+    const TCP_LISTEN: u64 = 10;
+    for mode in IDS_MODES {
+        let rows = ids_json(&c, "tcp", mode);
+        assert!(
+            rows.iter()
+                .any(|s| s["local_port"] == 7777 && s["state"] == TCP_LISTEN),
+            "ids tcp --mode {mode}: no listener on the guest's port 7777: {rows:?}"
+        );
+        assert!(
+            !rows.iter().any(|s| s["local_port"] == host_port),
+            "ids tcp --mode {mode}: shows the host's listener on {host_port}: {rows:?}"
+        );
+    }
+    drop(host);
+    h.finish();
+}
+
+/// `telebpf ids modules` lists the vsock and virtio modules the guest
+/// loaded at boot (`modules=` of guest-facts), in every mode, with their
+/// sizes; this host's kernel has no loadable modules at all.
+#[test]
+fn ids_modules_lists_the_guest_modules() {
+    let Some(h) = Harness::start_without_proxy("vm_ids_modules_lists_the_guest_modules") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let booted: Vec<&str> = g.fact("modules").split_whitespace().collect();
+    assert!(
+        booted.contains(&"vmw_vsock_virtio_transport"),
+        "the guest booted without its vsock transport module: {booted:?}"
+    );
+    for mode in IDS_MODES {
+        let rows = ids_json(&c, "modules", mode);
+        let names: Vec<&str> = rows.iter().filter_map(|m| m["name"].as_str()).collect();
+        for want in &booted {
+            assert!(
+                names.contains(want),
+                "ids modules --mode {mode}: no {want}: {names:?}"
+            );
+        }
+        assert!(
+            rows.iter()
+                .all(|m| m["size"].as_u64().is_some_and(|n| n > 0)),
+            "ids modules --mode {mode}: a module without a size: {rows:?}"
+        );
+    }
+    h.finish();
+}
