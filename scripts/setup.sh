@@ -18,12 +18,17 @@ export DEBIAN_FRONTEND=noninteractive
 # libelf-dev, zlib1g-dev, pkg-config, build-essential: C toolchain and
 # libraries for the build. util-linux: setpriv (tests drop to nobody),
 # mountpoint. ca-certificates: cargo's HTTPS to crates.io.
+# The test guest (tests/vm/guest.sh): qemu-system-x86 (the VM),
+# busybox-static and cpio (its initramfs), kmod (depmod for the guest
+# kernel's modules), xz-utils and zstd (compressed modules), binutils
+# (strip, readelf) comes with build-essential.
 packages=(
     bpftool libbpf-tools
     clang llvm libbpf-dev
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates
 )
+vm_packages=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 
 apt_retry() {
     local n
@@ -39,6 +44,8 @@ apt_retry() {
 
 apt_retry apt-get update
 apt_retry apt-get install -y "${packages[@]}"
+# No recommends: qemu-system-x86 would pull in a GUI.
+apt_retry apt-get install -y --no-install-recommends "${vm_packages[@]}"
 
 mount_if_needed() {
     local fstype=$1 dir=$2
@@ -66,3 +73,17 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cargo build --release --workspace
+
+# The test guest's virtio-vsock device, in user space (this machine's
+# kernel has no vhost-vsock): the version whose hybrid-vsock socket the
+# tests use.
+vhost_version=0.3.0
+if vhost-device-vsock --version 2>/dev/null | grep -qF " $vhost_version"; then
+    echo "setup.sh: vhost-device-vsock $vhost_version already installed"
+else
+    cargo install --locked vhost-device-vsock --version "$vhost_version"
+fi
+
+# The guest's kernel (Debian 12's cloud kernel, downloaded once), the static
+# proxy and the initramfs, cached so that the tests do not download.
+bash tests/vm/guest.sh prepare
