@@ -8,8 +8,7 @@
 //! (scripts/setup.sh installs clang and libbpf-dev).
 
 use std::env;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 fn main() {
     let manifest_dir =
@@ -21,13 +20,13 @@ fn main() {
         .join("bench")
         .join("ringbuf_bench.bpf.c");
     let obj = out_dir.join("ringbuf_bench.bpf.o");
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    let clang = telebpf_bpf_build::clang();
 
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-env-changed=CLANG");
 
-    let error = match compile(&clang, &src, &obj) {
+    let error = match telebpf_bpf_build::compile(&clang, &src, &[], &obj) {
         Ok(()) => String::new(),
         Err(e) => {
             println!(
@@ -40,27 +39,4 @@ fn main() {
         }
     };
     println!("cargo:rustc-env=TELEBPF_BENCH_BPF_ERROR={error}");
-}
-
-/// `clang -O2 -g -target bpf -I/usr/include/<arch>-linux-gnu -c SRC -o OBJ`.
-fn compile(clang: &str, src: &Path, obj: &Path) -> Result<(), String> {
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_string());
-    let multiarch_include = format!("/usr/include/{arch}-linux-gnu");
-    let output = Command::new(clang)
-        .args(["-O2", "-g", "-Wall", "-target", "bpf"])
-        .arg(format!("-I{multiarch_include}"))
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(obj)
-        .output()
-        .map_err(|e| format!("cannot run `{clang}` (install clang, see scripts/setup.sh): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{clang}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(())
 }

@@ -26,11 +26,11 @@ fn main() {
     if let Err(e) = dump_vmlinux_h(&vmlinux_h) {
         panic!("telebpf-collectors: cannot write vmlinux.h: {e}");
     }
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    let clang = telebpf_bpf_build::clang();
     for name in OBJECTS {
         let src = bpf_dir.join(format!("{name}.bpf.c"));
         let obj = out_dir.join(format!("{name}.bpf.o"));
-        if let Err(e) = compile(&clang, &src, &out_dir, &obj) {
+        if let Err(e) = telebpf_bpf_build::compile(&clang, &src, &[&out_dir], &obj) {
             panic!("telebpf-collectors: cannot build {}: {e}", src.display());
         }
     }
@@ -52,33 +52,4 @@ fn dump_vmlinux_h(out: &Path) -> Result<(), String> {
         ));
     }
     std::fs::write(out, output.stdout).map_err(|e| e.to_string())
-}
-
-/// `clang -O2 -g -target bpf -I<OUT_DIR> -c SRC -o OBJ`.
-fn compile(clang: &str, src: &Path, include: &Path, obj: &Path) -> Result<(), String> {
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_string());
-    let bpf_arch = match arch.as_str() {
-        "x86_64" => "x86",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let output = Command::new(clang)
-        .args(["-O2", "-g", "-Wall", "-target", "bpf"])
-        .arg(format!("-D__TARGET_ARCH_{bpf_arch}"))
-        .arg(format!("-I{}", include.display()))
-        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(obj)
-        .output()
-        .map_err(|e| format!("cannot run `{clang}` (see scripts/setup.sh): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{clang}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(())
 }

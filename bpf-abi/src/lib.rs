@@ -91,6 +91,7 @@
 
 mod error;
 mod expand;
+mod names;
 mod plan;
 #[cfg(test)]
 mod tests;

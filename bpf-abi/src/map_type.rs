@@ -131,12 +131,12 @@ pub const NAMES: &[(&str, u32)] = &[
 
 /// The number of a lower-case name from [`NAMES`].
 pub fn by_name(name: &str) -> Option<u32> {
-    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    crate::names::by_name(NAMES, name)
 }
 
 /// The canonical lower-case name of a number, if this build knows it.
 pub fn short_name(value: u32) -> Option<&'static str> {
-    NAMES.iter().find(|&&(_, v)| v == value).map(|&(n, _)| n)
+    crate::names::short_name(NAMES, value)
 }
 
 /// Per-CPU map types: lookup/update values carry one `round_up(value_size, 8)` slot per possible

@@ -179,6 +179,17 @@ static __always_inline void note_page(__u64 page)
 		emit(&h, sizeof(h));
 }
 
+/* Records the pages of [addr, addr + len) (at most two: len <= CHUNK). */
+static __always_inline void note_pages(__u64 addr, __u64 len)
+{
+	__u64 first = addr & ~(GUEST_PAGE - 1);
+	__u64 last = (addr + len - 1) & ~(GUEST_PAGE - 1);
+
+	note_page(first);
+	if (last != first)
+		note_page(last);
+}
+
 /*
  * Records a read of [addr, addr + len) whose bytes now sit at `copy`.
  * `unique` says the walk reads this field once by construction (a field of
@@ -187,12 +198,7 @@ static __always_inline void note_page(__u64 page)
 static __always_inline void note(__u64 addr, __u32 len, const void *copy, int unique)
 {
 	if (run.mode == MODE_PAGE) {
-		__u64 first = addr & ~(GUEST_PAGE - 1);
-		__u64 last = (addr + len - 1) & ~(GUEST_PAGE - 1);
-
-		note_page(first);
-		if (last != first)
-			note_page(last);
+		note_pages(addr, len);
 		return;
 	}
 	if (run.mode != MODE_DATA || len > STAGE_MAX_FIELD || (!unique && !first_time(addr, len)))
@@ -233,12 +239,7 @@ static __always_inline struct chunk *read_chunk(__u64 addr, __u64 len)
 	if (bpf_probe_read_kernel(c->data, len, (const void *)addr))
 		return 0;
 	if (run.mode == MODE_PAGE) {
-		__u64 first = addr & ~(GUEST_PAGE - 1);
-		__u64 last = (addr + len - 1) & ~(GUEST_PAGE - 1);
-
-		note_page(first);
-		if (last != first)
-			note_page(last);
+		note_pages(addr, len);
 	} else if (run.mode == MODE_DATA && first_time(addr, len)) {
 		c->hdr.addr = addr;
 		c->hdr.len = len;

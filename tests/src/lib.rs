@@ -1794,3 +1794,28 @@ mod tests {
         assert!(!a.intersects(&new));
     }
 }
+
+/// Sends `sig` to `child` and waits for it to exit, SIGKILLing it after
+/// `timeout` (a tool that ignores the signal must not hang the test).
+pub fn stop_child(child: &mut Child, sig: i32, timeout: Duration) {
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
+
+/// Kills and reaps `child` if it still runs: for `Drop` of a test's tool,
+/// so a test that fails half-way leaves nothing running.
+pub fn reap_child(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

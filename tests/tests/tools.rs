@@ -101,17 +101,7 @@ impl Tool {
 
     /// Sends `sig` and waits for the exit; returns the whole output.
     fn stop(mut self, sig: i32) -> String {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
+        telebpf_tests::stop_child(&mut self.child, sig, Duration::from_secs(20));
         self.output()
     }
 }
@@ -119,10 +109,7 @@ impl Tool {
 impl Drop for Tool {
     /// A test that fails half-way must not leave its tool running.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        telebpf_tests::reap_child(&mut self.child);
     }
 }
 

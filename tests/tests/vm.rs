@@ -316,27 +316,14 @@ impl Tool {
 
     /// SIGINT, wait for the exit (SIGKILL after 30 s); the whole output.
     fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
+        telebpf_tests::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30));
         self.output()
     }
 }
 
 impl Drop for Tool {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        telebpf_tests::reap_child(&mut self.child);
     }
 }
 
