@@ -1711,6 +1711,31 @@ pub fn wait_until<T>(
     }
 }
 
+/// Sends `sig` to `child` and waits for it to exit, SIGKILLing it after
+/// `timeout` (a tool that ignores the signal must not hang the test).
+pub fn stop_child(child: &mut Child, sig: i32, timeout: Duration) {
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
+
+/// Kills and reaps `child` if it still runs: for `Drop` of a test's tool,
+/// so a test that fails half-way leaves nothing running.
+pub fn reap_child(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1792,30 +1817,5 @@ mod tests {
         assert!(new.progs.is_empty());
         assert!(b.intersects(&new));
         assert!(!a.intersects(&new));
-    }
-}
-
-/// Sends `sig` to `child` and waits for it to exit, SIGKILLing it after
-/// `timeout` (a tool that ignores the signal must not hang the test).
-pub fn stop_child(child: &mut Child, sig: i32, timeout: Duration) {
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, sig) };
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().ok().flatten().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.wait();
-}
-
-/// Kills and reaps `child` if it still runs: for `Drop` of a test's tool,
-/// so a test that fails half-way leaves nothing running.
-pub fn reap_child(child: &mut Child) {
-    if child.try_wait().ok().flatten().is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
