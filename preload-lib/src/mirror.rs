@@ -556,6 +556,11 @@ impl Readiness {
 
 /// Live mirrors of this process, for [`before_wait`].
 static MIRRORS: Mutex<Vec<Weak<Readiness>>> = Mutex::new(Vec::new());
+/// Readiness of rings whose stream ended (the proxy or the session went
+/// away). Nothing will arrive any more, but the program may still consume
+/// what did and then wait: the wait hooks must still lower readiness, or
+/// the program's `epoll_wait` would return at once forever and spin.
+static ENDED: Mutex<Vec<Arc<Readiness>>> = Mutex::new(Vec::new());
 /// Whether any mirror was ever started (the cheap test in the wait hooks).
 static ANY_MIRROR: AtomicBool = AtomicBool::new(false);
 
@@ -628,6 +633,13 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
         .push(Arc::downgrade(&ready));
     ANY_MIRROR.store(true, Ordering::Relaxed);
     let stream_fd = conn.raw_fd();
+    forward(&mut conn, &mut writer, &ready, stream_fd);
+    ready.lower_if_consumed();
+    ENDED.lock().unwrap_or_else(|p| p.into_inner()).push(ready);
+}
+
+/// Pushes the stream's records into the host ring until the stream ends.
+fn forward(conn: &mut Connection, writer: &mut Writer, ready: &Readiness, stream_fd: c_int) {
     loop {
         let mut pfd = libc::pollfd {
             fd: stream_fd,
@@ -657,12 +669,12 @@ fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Sign
                 refresh_maps();
             }
             for r in records {
-                push_waiting(&mut writer, &ready, r);
+                push_waiting(writer, ready, r);
             }
         } else {
             match telebpf_protocol::message::decode::<Reply>(&frame) {
                 Ok(Reply::Lost(n)) => {
-                    if let Writer::Perf(w) = &mut writer {
+                    if let Writer::Perf(w) = writer {
                         let _: Push = w.push_lost(n);
                     }
                 }
