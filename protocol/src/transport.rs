@@ -478,20 +478,28 @@ impl ServerStream {
     /// makes it blocking, for a session served on its own thread after the
     /// async handshake. Must be called within the runtime that accepted it.
     pub fn into_blocking(self) -> io::Result<SyncServerStream> {
-        let fd: OwnedFd = match self {
-            ServerStream::Unix(s) => s.into_std()?.into(),
-            ServerStream::Vsock(s) => s.into(),
+        let (fd, max_write): (OwnedFd, usize) = match self {
+            ServerStream::Unix(s) => (s.into_std()?.into(), usize::MAX),
+            ServerStream::Vsock(s) => (s.into(), VSOCK_MAX_WRITE),
         };
         let sock = Socket::from(fd);
         sock.set_nonblocking(false)?;
-        Ok(SyncServerStream(sock))
+        Ok(SyncServerStream(sock, max_write))
     }
 }
 
 /// An accepted server-side stream in blocking mode (a [`crate::SyncStream`]
 /// and [`crate::TryCloneStream`]), made by [`ServerStream::into_blocking`].
 #[derive(Debug)]
-pub struct SyncServerStream(Socket);
+pub struct SyncServerStream(Socket, usize);
+
+/// The most a server writes to a vsock stream in one `send`. Linux 6.12's
+/// virtio-vsock driver puts a larger write into one packet spread over
+/// several descriptors, which vhost-device-vsock 0.3.0 (the user-space
+/// vsock device of hosts without vhost-vsock) rejects and drops
+/// (`DescriptorLengthTooSmall`), stalling the stream. Smaller writes cost
+/// a few more syscalls on large replies only.
+pub const VSOCK_MAX_WRITE: usize = 16 << 10;
 
 impl SyncServerStream {
     /// Shuts the connection down in both directions: a thread blocked
@@ -511,7 +519,7 @@ impl Read for SyncServerStream {
 /// Writes use `send(2)` with `MSG_NOSIGNAL` (no SIGPIPE).
 impl Write for SyncServerStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        send_nosignal(self.0.as_fd(), buf)
+        send_nosignal(self.0.as_fd(), &buf[..buf.len().min(self.1)])
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -538,7 +546,7 @@ impl From<SyncServerStream> for OwnedFd {
 
 impl TryCloneStream for SyncServerStream {
     fn try_clone(&self) -> io::Result<Self> {
-        self.0.try_clone().map(SyncServerStream)
+        Ok(SyncServerStream(self.0.try_clone()?, self.1))
     }
 }
 
