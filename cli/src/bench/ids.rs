@@ -52,11 +52,20 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
     let runs = runs.max(1);
     let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
     let mut inspector = Inspector::connect(&settings).map_err(|e| e.to_string())?;
-    let mut direct = match Direct::new() {
-        Ok(d) => Some(d),
-        Err(e) => {
-            println!("direct baseline unavailable here ({e}); run as root on the proxy's machine");
-            None
+    // The baseline runs the collectors in this machine's kernel: it means
+    // something only when that is the proxy's kernel (a unix: target).
+    let mut direct = if !target.starts_with("unix:") {
+        println!("no direct baseline: {target} is not a proxy on this machine (run the benchmark there for it)");
+        None
+    } else {
+        match Direct::new() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                println!(
+                    "direct baseline unavailable here ({e}); run as root on the proxy's machine"
+                );
+                None
+            }
         }
     };
     let mut rows: Vec<Row> = Vec::new();
