@@ -150,19 +150,24 @@ pub enum Verdict {
     HostRefused(i32),
     /// Both sides agreed; the proxy's plan.
     Agreed(Plan),
+    /// `content` declined to give a buffer (too large to copy cheaply): the
+    /// plan was checked up to there.
+    NotCopied,
 }
 
 /// Runs one call through both sides. `content` gives the caller's bytes of
-/// each `In`/`InOut` buffer (it may give fewer or more than the plan says:
+/// each `In`/`InOut` buffer, or `None` to stop (it may give fewer or more
+/// than the plan says:
 /// the host copies exactly the planned length, padding a short answer with
-/// zeros, and cuts a CString after its NUL or at `max`). `Err` describes a
+/// zeros, and cuts a CString after its NUL or at `max`; bytes past the
+/// answer read as zeros). `Err` describes a
 /// violated property.
 pub fn check(
     table: &Table,
     raw_cmd: u32,
     attr: &[u8],
     common: Option<&[u8]>,
-    content: &mut dyn FnMut(usize, &BufferSpec) -> Vec<u8>,
+    content: &mut dyn FnMut(usize, &BufferSpec) -> Option<Vec<u8>>,
 ) -> Result<Verdict, String> {
     // ---- host (preload) ----
     let host = table.host();
@@ -176,7 +181,9 @@ pub fn check(
     while i < plan.buffers.len() {
         let spec = plan.buffers[i].clone();
         let bytes = if spec.dir.copies_in() {
-            let mut got = content(i, &spec);
+            let Some(mut got) = content(i, &spec) else {
+                return Ok(Verdict::NotCopied);
+            };
             match spec.len {
                 Length::Bytes(n) => got.resize(n, 0),
                 Length::CString { max } => {
@@ -185,7 +192,9 @@ pub fn check(
                         .position(|&b| b == 0)
                         .map_or(got.len(), |p| p + 1);
                     got.truncate(end.min(max));
-                    if got.is_empty() {
+                    // Past what `content` gave, the caller's memory reads
+                    // as zeros: the string ends there.
+                    if got.len() < max && got.last() != Some(&0) {
                         got.push(0);
                     }
                 }
