@@ -33,8 +33,9 @@ pub struct State {
     conn_ino: AtomicU64,
     /// Host fds standing for guest objects.
     pub table: Mutex<Table>,
-    /// Immutable guest files already fetched, as sealed memfds.
-    pub cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Immutable guest files already fetched, as sealed memfds, with the
+    /// memfd's `(dev, ino)` to tell whether the program closed it.
+    pub cache: Mutex<HashMap<String, CachedFile>>,
     facts: OnceLock<Facts>,
     warned: AtomicBool,
     /// When the connection last carried a call (ms since the state was
@@ -48,6 +49,9 @@ pub struct State {
 /// After this long without a call, [`State::call`] checks (one `poll`)
 /// whether the proxy closed the session before sending into it.
 const QUIET_MS: u64 = 20;
+
+/// A guest file kept by the library: the memfd and its `(dev, ino)`.
+pub type CachedFile = (Arc<OwnedFd>, (u64, u64));
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -196,8 +200,8 @@ impl State {
         if now_ms.saturating_sub(last) >= QUIET_MS
             && guard.as_ref().is_some_and(|c| c.peer_closed())
         {
-            *guard = None;
-            lock(&self.table).clear();
+            // Not a plain drop: the number may no longer be our socket.
+            self.discard(&mut guard);
         }
         let conn = self.connection(&mut guard)?;
         match conn.call(req) {
@@ -235,7 +239,7 @@ impl State {
     }
 
     /// The file cache, locked.
-    pub fn cache(&self) -> MutexGuard<'_, HashMap<String, Arc<OwnedFd>>> {
+    pub fn cache(&self) -> MutexGuard<'_, HashMap<String, CachedFile>> {
         lock(&self.cache)
     }
 }

@@ -119,7 +119,9 @@ fn exec_children_get_sessions_of_their_own() {
 /// `syscall(SYS_close_range)`, glibc's `closefrom()` (which the library
 /// cannot intercept) or a loop of `close()` — closes the library's
 /// connection to the proxy too, then opens 16 files that take the freed
-/// numbers. The old map fd's number now names one of those files, so it is
+/// numbers. `/sys/kernel/btf/vmlinux` still opens as the kernel's BTF (the
+/// library keeps it in a memfd of its own, which was closed too). The old
+/// map fd's number now names one of those files, so it is
 /// `EINVAL` ("not a map") as locally; the next calls work (a new session)
 /// twice over; not one byte lands in the program's files and none of them
 /// gets closed (the library never uses an fd number it no longer owns).
@@ -143,6 +145,12 @@ fn closing_all_fds_never_makes_the_preload_write_to_program_files() {
         );
         assert_eq!(get(&r, &format!("{how}.new_map")), "true", "{how}: {r:?}");
         assert_eq!(get(&r, &format!("{how}.new_map_again")), "true", "{how}");
+        assert_eq!(get(&r, &format!("{how}.btf_before")), "true", "{how}");
+        assert_eq!(
+            get(&r, &format!("{how}.btf_after")),
+            "true",
+            "{how}: the kernel's BTF is no longer what /sys/kernel/btf/vmlinux gives"
+        );
         assert_eq!(
             get(&r, &format!("{how}.bytes_in_program_files")),
             "0",

@@ -260,6 +260,17 @@ fn spawn(how: &str) {
 fn close_all(how: &str, dir: &str) {
     let fd = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 4).expect("map before");
     update(fd, 1, 42).expect("update before");
+    // The kernel's BTF, as libbpf reads it (through the preload: from the
+    // guest, kept in a memfd of the library's for the next open).
+    let btf_magic = || {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        std::fs::File::open("/sys/kernel/btf/vmlinux")
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map(|_| head == [0x9f, 0xeb])
+            .unwrap_or(false)
+    };
+    println!("{how}.btf_before: {}", btf_magic());
     match how {
         "close_range" => {
             // SAFETY: closing fds; the program owns all of them.
@@ -299,6 +310,7 @@ fn close_all(how: &str, dir: &str) {
             (f, path)
         })
         .collect();
+    println!("{how}.btf_after: {}", btf_magic());
     let old = lookup(fd, 1);
     println!("{how}.old_fd: {}", show(&old));
     let new_map = own_map_works();
