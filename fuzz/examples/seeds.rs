@@ -497,6 +497,28 @@ fn other_requests() -> Vec<(&'static str, Request)> {
             "records",
             Request::Records(vec![vec![1; 8], vec![2; 24], Vec::new()]),
         ),
+        (
+            "read_dir_proc",
+            Request::File(FileOp::ReadDir {
+                path: "/proc".into(),
+            }),
+        ),
+        (
+            "collect",
+            Request::Collect(CollectRequest {
+                collector: [0x11; 32],
+                object: None,
+                mode: CollectMode::Roots,
+                start: Start::Current,
+            }),
+        ),
+        (
+            "peek",
+            Request::Peek(vec![MemoryRange {
+                addr: 0xffff_ffff_8100_0000,
+                len: 64,
+            }]),
+        ),
     ]
 }
 
@@ -556,6 +578,26 @@ fn replies() -> Vec<(&'static str, Reply)> {
         ("snapshot", Reply::Snapshot(Ok(vec![0; 64]))),
         ("records", Reply::Records(vec![vec![3; 64], vec![4; 16]])),
         ("lost", Reply::Lost(12)),
+        (
+            "collected",
+            Reply::Collected(Ok(Batch {
+                root: 1,
+                visited: 2,
+                records: vec![7; 32],
+                ..Batch::default()
+            })),
+        ),
+        (
+            "memory",
+            Reply::Memory(Ok(Memory {
+                readable: vec![true],
+                bytes: vec![0x90; 64],
+            })),
+        ),
+        (
+            "entries",
+            Reply::File(Ok(FileReply::Entries(vec!["1".into(), "self".into()]))),
+        ),
     ]
 }
 

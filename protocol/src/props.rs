@@ -59,6 +59,7 @@ fn file_op() -> impl Strategy<Value = FileOp> {
         (path(), bytes(100)).prop_map(|(path, data)| FileOp::Append { path, data }),
         path().prop_map(|path| FileOp::Digest { path }),
         any::<i32>().prop_map(|fd| FileOp::Fdinfo { fd }),
+        path().prop_map(|path| FileOp::ReadDir { path }),
     ]
 }
 
@@ -125,6 +126,29 @@ fn request() -> impl Strategy<Value = Request> {
             Request::Stream(StreamRequest { session, fd, kind })
         }),
         records().prop_map(Request::Records),
+        (
+            any::<[u8; 32]>(),
+            prop::option::of(bytes(64)),
+            prop::sample::select(vec![
+                CollectMode::Roots,
+                CollectMode::Page,
+                CollectMode::Data
+            ]),
+            prop::sample::select(vec![Start::Current, Start::ModuleList]),
+        )
+            .prop_map(|(collector, object, mode, start)| {
+                Request::Collect(CollectRequest {
+                    collector,
+                    object: object.map(serde_bytes::ByteBuf::from),
+                    mode,
+                    start,
+                })
+            }),
+        prop::collection::vec(
+            (any::<u64>(), any::<u32>()).prop_map(|(addr, len)| MemoryRange { addr, len }),
+            0..6
+        )
+        .prop_map(Request::Peek),
     ]
 }
 
@@ -203,6 +227,24 @@ fn file_reply() -> impl Strategy<Value = FileReply> {
     ]
 }
 
+fn batch() -> impl Strategy<Value = Batch> {
+    (
+        any::<[u64; 4]>(),
+        bytes(100),
+        prop::collection::vec(any::<u64>(), 0..4),
+        bytes(100),
+    )
+        .prop_map(|(n, records, pages, page_data)| Batch {
+            root: n[0],
+            status: n[1],
+            visited: n[2],
+            dropped: n[3],
+            records,
+            pages,
+            page_data,
+        })
+}
+
 fn reply() -> impl Strategy<Value = Reply> {
     let welcome = (
         any::<[String; 6]>(),
@@ -253,6 +295,18 @@ fn reply() -> impl Strategy<Value = Reply> {
         errno_or(bytes(100)).prop_map(Reply::Snapshot),
         records().prop_map(Reply::Records),
         any::<u64>().prop_map(Reply::Lost),
+        errno_or(batch()).prop_map(|r| Reply::Collected(r.map_err(CollectError::Run))),
+        prop_oneof![
+            Just(CollectError::UnknownCollector),
+            any::<String>().prop_map(CollectError::Load),
+            any::<String>().prop_map(CollectError::Unsupported),
+        ]
+        .prop_map(|e| Reply::Collected(Err(e))),
+        errno_or(
+            (prop::collection::vec(any::<bool>(), 0..6), bytes(64))
+                .prop_map(|(readable, bytes)| Memory { readable, bytes })
+        )
+        .prop_map(Reply::Memory),
     ]
 }
 
