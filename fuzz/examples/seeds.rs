@@ -595,6 +595,15 @@ fn replies() -> Vec<(&'static str, Reply)> {
             })),
         ),
         (
+            "refused",
+            Reply::Refused(Refusal {
+                what: "BPF_PROG_LOAD".into(),
+                rule: "'prog_load' is not in commands".into(),
+                key: "monitor".into(),
+                policy: "read-only".into(),
+            }),
+        ),
+        (
             "entries",
             Reply::File(Ok(FileReply::Entries(vec!["1".into(), "self".into()]))),
         ),

@@ -307,6 +307,12 @@ fn reply() -> impl Strategy<Value = Reply> {
                 .prop_map(|(readable, bytes)| Memory { readable, bytes })
         )
         .prop_map(Reply::Memory),
+        any::<[String; 4]>().prop_map(|[what, rule, key, policy]| Reply::Refused(Refusal {
+            what,
+            rule,
+            key,
+            policy,
+        })),
     ]
 }
 
