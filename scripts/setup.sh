@@ -87,3 +87,10 @@ fi
 # The guest's kernel (Debian 12's cloud kernel, downloaded once), the static
 # proxy and the initramfs, cached so that the tests do not download.
 bash tests/vm/guest.sh prepare
+
+# cargo-fuzz (from crates.io) for the fuzz targets of fuzz/, which
+# scripts/fuzz.sh builds with the stable toolchain; build them now too.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+RUSTC_BOOTSTRAP=1 cargo fuzz build --release --debug-assertions --sanitizer none

@@ -94,6 +94,10 @@ mod expand;
 mod names;
 mod plan;
 #[cfg(test)]
+mod props;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod roundtrip;
+#[cfg(test)]
 mod tests;
 
 pub mod attach_type;

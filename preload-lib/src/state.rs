@@ -16,7 +16,7 @@ use std::time::Instant;
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
-use crate::objects::Table;
+use crate::objects::{inode_of, Table};
 
 /// A failure the host program sees as an errno, with a line on stderr.
 #[derive(Debug)]
@@ -26,10 +26,16 @@ pub struct Failure(pub i32);
 pub struct State {
     pid: i32,
     conn: Mutex<Option<Connection>>,
+    /// Inode of `conn`'s socket, recorded when it connected: the program
+    /// may close every fd it did not open itself (`closefrom`,
+    /// `close_range`, a loop of `close`, or `dup2` over it) without the
+    /// library seeing it, and the number may then name a file of its own.
+    conn_ino: AtomicU64,
     /// Host fds standing for guest objects.
     pub table: Mutex<Table>,
-    /// Immutable guest files already fetched, as sealed memfds.
-    pub cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Immutable guest files already fetched, as sealed memfds, with the
+    /// memfd's `(dev, ino)` to tell whether the program closed it.
+    pub cache: Mutex<HashMap<String, CachedFile>>,
     facts: OnceLock<Facts>,
     warned: AtomicBool,
     /// When the connection last carried a call (ms since the state was
@@ -43,6 +49,9 @@ pub struct State {
 /// After this long without a call, [`State::call`] checks (one `poll`)
 /// whether the proxy closed the session before sending into it.
 const QUIET_MS: u64 = 20;
+
+/// A guest file kept by the library: the memfd and its `(dev, ino)`.
+pub type CachedFile = (Arc<OwnedFd>, (u64, u64));
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -67,6 +76,7 @@ pub fn get() -> &'static State {
     let fresh = Box::into_raw(Box::new(State {
         pid,
         conn: Mutex::new(None),
+        conn_ino: AtomicU64::new(0),
         table: Mutex::new(Table::default()),
         cache: Mutex::new(HashMap::new()),
         facts: OnceLock::new(),
@@ -104,12 +114,22 @@ impl State {
         &self,
         guard: &'a mut Option<Connection>,
     ) -> Result<&'a mut Connection, Failure> {
+        if guard.as_ref().is_some_and(|c| !self.still_ours(c)) {
+            // The program closed our socket: the proxy ended that session
+            // and closed its objects. Start a new one.
+            self.discard(guard);
+            self.warn("the program closed the connection to the proxy; its guest objects are gone");
+        }
         if guard.is_none() {
             let conn = Settings::from_env()
                 .and_then(|s| Connection::open(&s))
                 .map_err(|e| self.fail(&e))?;
             let _ = self.facts.set(conn.facts().clone());
             self.warned.store(false, Ordering::Relaxed);
+            self.conn_ino.store(
+                inode_of(conn.raw_fd()).map_or(0, |i| i.1),
+                Ordering::Relaxed,
+            );
             *guard = Some(conn);
         }
         Ok(guard.as_mut().expect("just connected"))
@@ -123,6 +143,25 @@ impl State {
             eprintln!("telebpf: {refusal}");
         }
         Failure(libc::EPERM)
+    }
+
+    /// Whether `conn`'s fd number still names the socket it connected
+    /// (one `fstat`, as the fd table's own check).
+    fn still_ours(&self, conn: &Connection) -> bool {
+        inode_of(conn.raw_fd()).map(|i| i.1) == Some(self.conn_ino.load(Ordering::Relaxed))
+    }
+
+    /// Drops the connection and the fd table of its session. If the fd
+    /// number no longer names our socket, the connection is leaked instead
+    /// of dropped: dropping it would close that number, which may now be
+    /// one of the program's own fds.
+    fn discard(&self, guard: &mut Option<Connection>) {
+        if let Some(conn) = guard.take() {
+            if !self.still_ours(&conn) {
+                std::mem::forget(conn);
+            }
+        }
+        lock(&self.table).clear();
     }
 
     fn fail(&self, e: &ClientError) -> Failure {
@@ -161,8 +200,8 @@ impl State {
         if now_ms.saturating_sub(last) >= QUIET_MS
             && guard.as_ref().is_some_and(|c| c.peer_closed())
         {
-            *guard = None;
-            lock(&self.table).clear();
+            // Not a plain drop: the number may no longer be our socket.
+            self.discard(&mut guard);
         }
         let conn = self.connection(&mut guard)?;
         match conn.call(req) {
@@ -173,8 +212,7 @@ impl State {
             Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
             Err(e) => {
-                *guard = None;
-                lock(&self.table).clear();
+                self.discard(&mut guard);
                 Err(self.fail(&e))
             }
         }
@@ -183,10 +221,14 @@ impl State {
     /// Sends a request that has no reply; failures only drop the connection.
     pub fn notify(&self, req: &Request) {
         let mut guard = lock(&self.conn);
+        if guard.as_ref().is_some_and(|c| !self.still_ours(c)) {
+            // Nothing to tell a session that is gone (see `connection`).
+            self.discard(&mut guard);
+            return;
+        }
         if let Some(conn) = guard.as_mut() {
             if conn.notify(req).is_err() {
-                *guard = None;
-                lock(&self.table).clear();
+                self.discard(&mut guard);
             }
         }
     }
@@ -197,7 +239,7 @@ impl State {
     }
 
     /// The file cache, locked.
-    pub fn cache(&self) -> MutexGuard<'_, HashMap<String, Arc<OwnedFd>>> {
+    pub fn cache(&self) -> MutexGuard<'_, HashMap<String, CachedFile>> {
         lock(&self.cache)
     }
 }

@@ -166,10 +166,20 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     let st = state::get();
     let immutable = paths::is_immutable(path);
     if immutable {
-        if let Some(fd) = st.cache().get(path).cloned() {
-            let raw = reopen(&fd)?;
-            apply_cloexec(raw, flags);
-            return Ok(raw);
+        let cached = st.cache().get(path).cloned();
+        if let Some((fd, inode)) = cached {
+            if crate::objects::inode_of(fd.as_raw_fd()) == Some(inode) {
+                let raw = reopen(&fd)?;
+                apply_cloexec(raw, flags);
+                return Ok(raw);
+            }
+            // The program closed our memfd (closefrom, close_range): its
+            // number may name a file of the program's now. Forget it
+            // without closing that number, and fetch the file again.
+            if let Some((other, _)) = st.cache().remove(path) {
+                std::mem::forget(other);
+            }
+            std::mem::forget(fd);
         }
     }
     let fd = match immutable.then(cache_dir).flatten() {
@@ -185,8 +195,9 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
         }
     };
     let raw = if immutable {
+        let inode = crate::objects::inode_of(fd.as_raw_fd()).unwrap_or_default();
         let fd = Arc::new(fd);
-        st.cache().insert(path.to_string(), fd.clone());
+        st.cache().insert(path.to_string(), (fd.clone(), inode));
         reopen(&fd)?
     } else {
         std::os::fd::IntoRawFd::into_raw_fd(fd)

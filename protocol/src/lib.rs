@@ -111,4 +111,6 @@ pub use transport::{
 };
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

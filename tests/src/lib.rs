@@ -1216,6 +1216,26 @@ impl Harness {
         )
     }
 
+    /// The command [`Harness::remote_program`] runs (`program` copied into
+    /// the temp dir, as nobody through `telebpf exec`), for a test that
+    /// needs to start it and watch it while it runs.
+    pub fn remote_program_command(&self, program: &Path, args: &[&str]) -> Command {
+        let local_copy = self.dir.join(program.file_name().expect("a file name"));
+        fs::copy(program, &local_copy).expect("copy program");
+        fs::set_permissions(&local_copy, fs::Permissions::from_mode(0o755)).expect("chmod program");
+        let mut exec_args = vec![
+            "exec".to_string(),
+            "--target".to_string(),
+            self.target(),
+            "--key-file".to_string(),
+            self.key().display().to_string(),
+            "--".to_string(),
+            local_copy.display().to_string(),
+        ];
+        exec_args.extend(args.iter().map(|a| a.to_string()));
+        self.nobody_command(&self.product().telebpf, &exec_args)
+    }
+
     /// `bpftool ARGS` as nobody with no preload at all (the baseline a
     /// non-working preload would give).
     pub fn nobody_plain(&self, args: &[&str]) -> CmdOutput {
