@@ -248,6 +248,9 @@ pub fn check_status(status: u64) -> Result<(), Error> {
     }
 }
 
+/// How long an [`Inspector`] busy-waits for a reply before blocking.
+pub const INSPECTOR_SPIN: Duration = Duration::from_millis(1);
+
 /// A connection to a proxy, for inspecting its kernel.
 pub struct Inspector {
     conn: Connection,
@@ -279,7 +282,12 @@ impl Inspector {
     /// Connects and fetches the guest's BTF (from the host cache when the
     /// guest's digest matches one already fetched).
     pub fn connect(settings: &Settings) -> Result<Inspector, Error> {
-        let mut conn = Connection::open(settings)?;
+        // A collector run takes a hundred µs or more on the proxy's side:
+        // wait for its batch busily that long rather than pay a cross-core
+        // wake-up (the default spin suits the forwarding of single calls).
+        let mut settings = settings.clone();
+        settings.spin = settings.spin.max(INSPECTOR_SPIN);
+        let mut conn = Connection::open(&settings)?;
         let (content, cached) =
             telebpf_client::cache::guest_file(&mut conn, "/sys/kernel/btf/vmlinux")?;
         let layouts = match cached {
