@@ -33,41 +33,63 @@ pub fn dir() -> Option<PathBuf> {
     (md.is_dir() && md.uid() == me && md.mode() & 0o022 == 0).then_some(dir)
 }
 
-/// The content of an immutable guest file, from the cache when it holds
-/// the guest's current version, else fetched (and stored when a cache
-/// directory is usable). Returns the content and, when cached, its path.
-pub fn guest_file(
-    conn: &mut Connection,
+/// Where an immutable guest file's bytes are.
+#[derive(Debug)]
+pub enum Cached {
+    /// In the cache, at this path (the guest's current version).
+    File(PathBuf),
+    /// Fetched, but not stored: the file changed while it was fetched (a
+    /// module reloaded), or the cache could not be written.
+    Fresh(Vec<u8>),
+}
+
+/// An immutable guest file through the cache in `dir`: the guest's digest
+/// first (one small request), the cached copy if it has that version, else
+/// the file itself, checked against the digest and stored atomically.
+/// `op` carries a file request to the proxy (each caller has its own way
+/// to reach it); `malformed` is the error for a reply of the wrong kind.
+pub fn fetch<E>(
+    dir: &std::path::Path,
     path: &str,
-) -> Result<(Vec<u8>, Option<PathBuf>), ClientError> {
+    mut op: impl FnMut(FileOp) -> Result<FileReply, E>,
+    malformed: impl Fn() -> E,
+) -> Result<Cached, E> {
     use sha2::Digest as _;
-    let FileReply::Digest { sha256, size } = file_op(conn, FileOp::Digest { path: path.into() })?
-    else {
-        return Err(ClientError::Remote(libc::EPROTO));
+    let FileReply::Digest { sha256, size } = op(FileOp::Digest { path: path.into() })? else {
+        return Err(malformed());
     };
     let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let cached = dir().map(|d| d.join(&hex));
-    if let Some(file) = &cached {
-        if let Ok(content) = std::fs::read(file) {
-            if content.len() as u64 == size {
-                return Ok((content, Some(file.clone())));
-            }
-        }
+    let file = dir.join(&hex);
+    if std::fs::metadata(&file).is_ok_and(|m| m.len() == size) {
+        return Ok(Cached::File(file));
     }
-    let FileReply::Data(content) = file_op(conn, FileOp::Read { path: path.into() })? else {
-        return Err(ClientError::Remote(libc::EPROTO));
+    let FileReply::Data(content) = op(FileOp::Read { path: path.into() })? else {
+        return Err(malformed());
     };
     let fresh: [u8; 32] = sha2::Sha256::digest(&content).into();
-    let Some(file) = cached.filter(|_| fresh == sha256) else {
-        return Ok((content, None));
-    };
-    let tmp = file.with_extension(format!("{}.tmp", std::process::id()));
+    if fresh != sha256 {
+        return Ok(Cached::Fresh(content));
+    }
+    let tmp = dir.join(format!(".{hex}.{}", std::process::id()));
     match std::fs::write(&tmp, &content).and_then(|()| std::fs::rename(&tmp, &file)) {
-        Ok(()) => Ok((content, Some(file))),
+        Ok(()) => Ok(Cached::File(file)),
         Err(_) => {
             let _ = std::fs::remove_file(&tmp);
-            Ok((content, None))
+            Ok(Cached::Fresh(content))
         }
+    }
+}
+
+/// An immutable guest file over `conn`, through the cache when [`dir`]
+/// gives one.
+pub fn guest_file(conn: &mut Connection, path: &str) -> Result<Cached, ClientError> {
+    let malformed = || ClientError::Remote(libc::EPROTO);
+    match dir() {
+        Some(d) => fetch(&d, path, |op| file_op(conn, op), malformed),
+        None => match file_op(conn, FileOp::Read { path: path.into() })? {
+            FileReply::Data(content) => Ok(Cached::Fresh(content)),
+            _ => Err(malformed()),
+        },
     }
 }
 

@@ -217,11 +217,7 @@ impl Connection {
     /// Receives the next frame: a reply, or on a stream connection a
     /// pushed one.
     pub fn recv(&mut self) -> Result<Reply, ClientError> {
-        let bytes = self
-            .chan
-            .recv()
-            .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
-        self.count_received(bytes.len());
+        let bytes = self.recv_frame()?;
         message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
     }
 
@@ -255,12 +251,7 @@ impl Connection {
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, req: &Request) -> Result<Reply, ClientError> {
         self.notify(req)?;
-        let bytes = self
-            .chan
-            .recv()
-            .map_err(|e| ClientError::Channel(self.target.clone(), e))?;
-        self.count_received(bytes.len());
-        message::decode::<Reply>(&bytes).map_err(|e| ClientError::Codec(self.target.clone(), e))
+        self.recv()
     }
 
     /// Sends a request that has no reply ([`Request::Close`]).

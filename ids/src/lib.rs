@@ -25,6 +25,7 @@ pub mod walk;
 
 use std::time::{Duration, Instant};
 
+use telebpf_client::cache::Cached;
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_collectors::record::{self, Status};
 use telebpf_collectors::Collector;
@@ -135,13 +136,13 @@ pub struct Walk<T> {
     pub cost: Cost,
 }
 
-/// Typed offsets for every walker, from one kernel's BTF.
+/// Typed offsets for every walker, from one kernel's BTF. A walker whose
+/// fields the BTF lacks keeps the reason, given when that walk is asked for.
 #[derive(Debug)]
 pub struct Layouts {
-    types: Types,
-    processes: Option<walk::processes::Layout>,
-    tcp: Option<walk::tcp::Layout>,
-    modules: Option<walk::modules::Layout>,
+    processes: Result<walk::processes::Layout, layout::Missing>,
+    tcp: Result<walk::tcp::Layout, layout::Missing>,
+    modules: Result<walk::modules::Layout, layout::Missing>,
 }
 
 impl Layouts {
@@ -149,10 +150,9 @@ impl Layouts {
     pub fn from_btf(path: &std::path::Path) -> Result<Layouts, Error> {
         let types = Types::from_path(path).map_err(Error::Btf)?;
         Ok(Layouts {
-            processes: walk::processes::Layout::new(&types).ok(),
-            tcp: walk::tcp::Layout::new(&types).ok(),
-            modules: walk::modules::Layout::new(&types).ok(),
-            types,
+            processes: walk::processes::Layout::new(&types),
+            tcp: walk::tcp::Layout::new(&types),
+            modules: walk::modules::Layout::new(&types),
         })
     }
 
@@ -165,34 +165,18 @@ impl Layouts {
     ) -> Result<Rows, Error> {
         Ok(match collector {
             Collector::Processes => {
-                let l = self
-                    .processes
-                    .as_ref()
-                    .ok_or_else(|| self.missing("task_struct"))?;
+                let l = self.processes.as_ref().map_err(Clone::clone)?;
                 Rows::Processes(walk::processes::walk(view, l, root)?)
             }
             Collector::Tcp => {
-                let l = self
-                    .tcp
-                    .as_ref()
-                    .ok_or_else(|| self.missing("inet_hashinfo"))?;
+                let l = self.tcp.as_ref().map_err(Clone::clone)?;
                 Rows::Tcp(walk::tcp::walk(view, l, root)?)
             }
             Collector::Modules => {
-                let l = self
-                    .modules
-                    .as_ref()
-                    .ok_or_else(|| self.missing("module"))?;
+                let l = self.modules.as_ref().map_err(Clone::clone)?;
                 Rows::Modules(walk::modules::walk(view, l, root)?)
             }
         })
-    }
-
-    fn missing(&self, what: &str) -> Error {
-        let _ = &self.types;
-        Error::Layout(format!(
-            "the kernel's BTF lacks a field of struct {what} the walker needs"
-        ))
     }
 }
 
@@ -288,11 +272,10 @@ impl Inspector {
         let mut settings = settings.clone();
         settings.spin = settings.spin.max(INSPECTOR_SPIN);
         let mut conn = Connection::open(&settings)?;
-        let (content, cached) =
-            telebpf_client::cache::guest_file(&mut conn, "/sys/kernel/btf/vmlinux")?;
-        let layouts = match cached {
-            Some(path) => Layouts::from_btf(&path)?,
-            None => {
+        let layouts = match telebpf_client::cache::guest_file(&mut conn, "/sys/kernel/btf/vmlinux")?
+        {
+            Cached::File(path) => Layouts::from_btf(&path)?,
+            Cached::Fresh(content) => {
                 let tmp = std::env::temp_dir().join(format!("telebpf-btf-{}", std::process::id()));
                 std::fs::write(&tmp, &content).map_err(|e| Error::Btf(e.to_string()))?;
                 let layouts = Layouts::from_btf(&tmp);

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use telebpf_client::cache::Cached;
 use telebpf_protocol::message::{FileOp, FileReply, Reply, Request, StatInfo, StatfsInfo};
 use telebpf_protocol::paths;
 
@@ -214,43 +215,13 @@ fn cache_dir() -> Option<std::path::PathBuf> {
 
 /// An immutable guest file from the host cache, keyed by the guest's
 /// SHA-256 of it: one small round trip instead of megabytes when another
-/// process already fetched it. A miss fetches the file, checks it against
-/// the digest, and stores it (atomically, by rename).
+/// process already fetched it (see [`telebpf_client::cache::fetch`]).
 fn cached_file(dir: &std::path::Path, path: &str) -> Result<OwnedFd, Failure> {
-    use sha2::Digest as _;
-    let FileReply::Digest { sha256, size } = file_op(FileOp::Digest {
-        path: path.to_string(),
-    })?
-    else {
-        return Err(Failure(libc::EPROTO));
-    };
-    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let file = dir.join(&hex);
-    if let Ok(f) = std::fs::File::open(&file) {
-        if f.metadata().is_ok_and(|m| m.len() == size) {
-            return Ok(OwnedFd::from(f));
-        }
-    }
-    let FileReply::Data(content) = file_op(FileOp::Read {
-        path: path.to_string(),
-    })?
-    else {
-        return Err(Failure(libc::EPROTO));
-    };
-    let fresh: [u8; 32] = sha2::Sha256::digest(&content).into();
-    if fresh != sha256 {
-        // Changed in between (a module reloaded): use it, do not cache it.
-        return memfd_with(path, &content, true);
-    }
-    // SAFETY: getpid has no preconditions.
-    let tmp = dir.join(format!(".{hex}.{}", unsafe { libc::getpid() }));
-    let stored = std::fs::write(&tmp, &content).and_then(|()| std::fs::rename(&tmp, &file));
-    match stored.and_then(|()| std::fs::File::open(&file)) {
-        Ok(f) => Ok(OwnedFd::from(f)),
-        Err(_) => {
-            let _ = std::fs::remove_file(&tmp);
-            memfd_with(path, &content, true)
-        }
+    match telebpf_client::cache::fetch(dir, path, file_op, || Failure(libc::EPROTO))? {
+        Cached::File(file) => std::fs::File::open(&file)
+            .map(OwnedFd::from)
+            .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EIO))),
+        Cached::Fresh(content) => memfd_with(path, &content, true),
     }
 }
 
