@@ -16,18 +16,21 @@ pub struct Summary {
 /// Summarises samples (nearest-rank percentiles).
 pub fn summarize(samples: &mut [Duration]) -> Summary {
     samples.sort_unstable();
-    let pick = |q: f64| {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-        samples[rank - 1].as_secs_f64() * 1e6
-    };
     Summary {
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
+        p50_us: percentile_us(samples, 0.50),
+        p99_us: percentile_us(samples, 0.99),
         n: samples.len(),
     }
+}
+
+/// The nearest-rank `q` quantile of sorted samples, in microseconds (0 for
+/// none).
+pub fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1e6
 }
 
 #[cfg(test)]

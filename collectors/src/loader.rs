@@ -227,6 +227,33 @@ impl KernelReader {
         }
         Ok(())
     }
+
+    /// Reads the pages a page-mode run recorded (`records`: page-mode
+    /// records) and returns the readable ones: their addresses, and their
+    /// bytes one page after another in the same order.
+    pub fn read_pages(&mut self, records: &[u8]) -> Result<(Vec<u64>, Vec<u8>), RunError> {
+        let page = crate::record::GUEST_PAGE;
+        let ranges: Vec<(u64, u32)> = crate::record::records(records, false)
+            .filter_map(Result::ok)
+            .map(|r| (r.addr, page as u32))
+            .collect();
+        let mut readable = Vec::with_capacity(ranges.len());
+        let mut bytes = Vec::with_capacity(ranges.len() * page as usize);
+        self.read(&ranges, &mut bytes, &mut readable)?;
+        let page = page as usize;
+        let mut addrs = Vec::with_capacity(ranges.len());
+        for (i, &(addr, _)) in ranges.iter().enumerate() {
+            if readable[i] {
+                let kept = addrs.len();
+                if kept != i {
+                    bytes.copy_within(i * page..(i + 1) * page, kept * page);
+                }
+                addrs.push(addr);
+            }
+        }
+        bytes.truncate(addrs.len() * page);
+        Ok((addrs, bytes))
+    }
 }
 
 /// The address of this kernel's module list (`modules`), from

@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use telebpf_collectors::loader::{KernelReader, LoadedCollector};
 use telebpf_collectors::object_id;
-use telebpf_collectors::record::{self, Mode};
+use telebpf_collectors::record::Mode;
 use telebpf_protocol::message::{
     Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Start,
 };
@@ -134,30 +134,11 @@ impl Worker {
             Mode::Roots => {}
             Mode::Data => batch.records = run.records,
             Mode::Page => {
-                let pages: Vec<(u64, u32)> = record::records(&run.records, false)
-                    .filter_map(Result::ok)
-                    .map(|r| (r.addr, record::GUEST_PAGE as u32))
-                    .collect();
-                let mut readable = Vec::with_capacity(pages.len());
-                let mut bytes = Vec::with_capacity(pages.len() * record::GUEST_PAGE as usize);
-                self.reader()
+                (batch.pages, batch.page_data) = self
+                    .reader()
                     .map_err(CollectError::Run)?
-                    .read(&pages, &mut bytes, &mut readable)
+                    .read_pages(&run.records)
                     .map_err(|e| CollectError::Run(e.errno()))?;
-                // Keep the readable pages only, in order.
-                let page = record::GUEST_PAGE as usize;
-                let mut kept = 0;
-                for (i, &(addr, _)) in pages.iter().enumerate() {
-                    if readable[i] {
-                        if kept != i {
-                            bytes.copy_within(i * page..(i + 1) * page, kept * page);
-                        }
-                        batch.pages.push(addr);
-                        kept += 1;
-                    }
-                }
-                bytes.truncate(kept * page);
-                batch.page_data = bytes;
             }
         }
         Ok(batch)

@@ -79,15 +79,10 @@ impl Direct {
             ..Batch::default()
         };
         if run_mode == RunMode::Page {
-            let pages: Vec<(u64, u32)> = telebpf_collectors::record::records(&run.records, false)
-                .filter_map(Result::ok)
-                .map(|r| (r.addr, telebpf_collectors::record::GUEST_PAGE as u32))
-                .collect();
-            let mut readable = Vec::new();
-            self.reader
-                .read(&pages, &mut batch.page_data, &mut readable)
+            (batch.pages, batch.page_data) = self
+                .reader
+                .read_pages(&run.records)
                 .map_err(|e| Error::Collector(e.to_string()))?;
-            batch.pages = pages.iter().map(|p| p.0).collect();
         } else {
             batch.records = run.records;
         }

@@ -104,38 +104,55 @@ impl GuestMemory {
         self.pages.is_empty() && self.exact.is_empty()
     }
 
+    /// Whether all `len` bytes at `addr` are held.
+    pub fn holds(&mut self, addr: u64, len: usize) -> bool {
+        self.locate(addr, len).is_some() || self.pages_hold(addr, len)
+    }
+
     /// Copies `buf.len()` bytes at `addr` into `buf` if they are all held.
     pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
-        let len = buf.len();
+        if let Some(off) = self.locate(addr, buf.len()) {
+            buf.copy_from_slice(&self.arena[off..off + buf.len()]);
+            return true;
+        }
+        self.read_pages(addr, buf)
+    }
+
+    /// Where in the arena the `len` bytes at `addr` are, if one span holds
+    /// them all.
+    fn locate(&mut self, addr: u64, len: usize) -> Option<usize> {
         if let Some(&(at, n)) = self.exact.get(&addr) {
             if len <= n {
-                buf.copy_from_slice(&self.arena[at..at + len]);
-                return true;
+                return Some(at);
             }
         }
         if let Some((start, at, n)) = self.last {
             if addr >= start && addr - start + len as u64 <= n as u64 {
-                let off = at + (addr - start) as usize;
-                buf.copy_from_slice(&self.arena[off..off + len]);
-                return true;
+                return Some(at + (addr - start) as usize);
             }
         }
         if self.exact.is_empty() {
-            return self.read_pages(addr, buf);
+            return None;
         }
         let exact = &self.exact;
         let spans = self
             .spans
             .get_or_insert_with(|| exact.iter().map(|(&a, &v)| (a, v)).collect());
-        if let Some((&start, &(at, n))) = spans.range(..=addr).next_back() {
-            if addr - start + len as u64 <= n as u64 {
-                let off = at + (addr - start) as usize;
-                buf.copy_from_slice(&self.arena[off..off + len]);
-                self.last = Some((start, at, n));
-                return true;
-            }
+        let (&start, &(at, n)) = spans.range(..=addr).next_back()?;
+        if addr - start + len as u64 > n as u64 {
+            return None;
         }
-        self.read_pages(addr, buf)
+        self.last = Some((start, at, n));
+        Some(at + (addr - start) as usize)
+    }
+
+    /// Whether held pages cover all `len` bytes at `addr`.
+    fn pages_hold(&self, addr: u64, len: usize) -> bool {
+        let first = addr & !(GUEST_PAGE - 1);
+        let end = addr + len as u64;
+        (first..end)
+            .step_by(GUEST_PAGE as usize)
+            .all(|page| self.pages.contains_key(&page))
     }
 
     fn read_pages(&self, addr: u64, buf: &mut [u8]) -> bool {
@@ -168,6 +185,7 @@ mod tests {
         assert_eq!(b, [3, 4, 5, 6]);
         assert!(!m.read(0x1006, &mut b), "runs past the span");
         assert!(!m.read(0xffc, &mut b), "starts before it");
+        assert!(m.holds(0x1000, 8) && !m.holds(0x1000, 9));
     }
 
     #[test]
@@ -179,6 +197,7 @@ mod tests {
         assert!(m.read(0x1ffe, &mut b));
         assert_eq!(b, [0xaa, 0xaa, 0xbb, 0xbb]);
         assert!(!m.read(0x2ffe, &mut b), "the next page is not held");
+        assert!(m.holds(0x1ffe, 4) && !m.holds(0x2ffe, 4));
         assert_eq!(m.len(), 8192);
     }
 }

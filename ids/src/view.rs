@@ -54,8 +54,7 @@ impl<'a> View<'a> {
         if !self.per_pointer || len == 0 {
             return Ok(());
         }
-        let mut probe = vec![0u8; len as usize];
-        if self.memory.read(addr, &mut probe) {
+        if self.memory.holds(addr, len as usize) {
             return Ok(());
         }
         self.fetch(addr, len as u32)

@@ -11,7 +11,7 @@ use telebpf_collectors::Collector;
 use telebpf_ids::direct::Direct;
 use telebpf_ids::{Cost, Inspector, Mode, Rows, Walk};
 
-use crate::stats::summarize;
+use crate::stats::{percentile_us, summarize};
 
 /// A TCP walk in per-pointer mode reads every hash bucket: seconds per run,
 /// so that mode runs at most this often.
@@ -41,9 +41,7 @@ fn measure(
     }
     let w = last.expect("runs >= 1");
     let p50 = summarize(&mut times).p50_us;
-    times.sort_unstable();
-    let rank = ((0.95 * times.len() as f64).ceil() as usize).clamp(1, times.len());
-    let p95 = times[rank - 1].as_secs_f64() * 1e6;
+    let p95 = percentile_us(&times, 0.95);
     Ok((w.cost, p50, p95, w.rows.len()))
 }
 
