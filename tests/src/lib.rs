@@ -1191,26 +1191,21 @@ impl Harness {
         run_with_timeout(cmd, &what, timeout)
     }
 
-    /// Any program (copied into the temp dir) as nobody through
-    /// `telebpf exec`.
-    pub fn remote_program(&self, program: &Path, args: &[&str]) -> CmdOutput {
+    /// Copies `program` into the temp dir (mode 0755), where nobody can run
+    /// it; returns the copy's path.
+    pub fn copy_in(&self, program: &Path) -> PathBuf {
         let local_copy = self.dir.join(program.file_name().expect("a file name"));
         fs::copy(program, &local_copy).expect("copy program");
         fs::set_permissions(&local_copy, fs::Permissions::from_mode(0o755)).expect("chmod program");
-        let mut exec_args = vec![
-            "exec".to_string(),
-            "--target".to_string(),
-            self.target(),
-            "--key-file".to_string(),
-            self.key().display().to_string(),
-            "--".to_string(),
-            local_copy.display().to_string(),
-        ];
-        exec_args.extend(args.iter().map(|a| a.to_string()));
-        let telebpf = &self.product().telebpf;
-        let what = format!("[nobody] {}", shell_words(telebpf, &exec_args));
+        local_copy
+    }
+
+    /// Any program (copied into the temp dir) as nobody through
+    /// `telebpf exec`.
+    pub fn remote_program(&self, program: &Path, args: &[&str]) -> CmdOutput {
+        let what = format!("[nobody] telebpf exec … -- {}", shell_words(program, args));
         run_with_timeout(
-            self.nobody_command(telebpf, &exec_args),
+            self.remote_program_command(program, args),
             &what,
             COMMAND_TIMEOUT,
         )
@@ -1220,9 +1215,7 @@ impl Harness {
     /// the temp dir, as nobody through `telebpf exec`), for a test that
     /// needs to start it and watch it while it runs.
     pub fn remote_program_command(&self, program: &Path, args: &[&str]) -> Command {
-        let local_copy = self.dir.join(program.file_name().expect("a file name"));
-        fs::copy(program, &local_copy).expect("copy program");
-        fs::set_permissions(&local_copy, fs::Permissions::from_mode(0o755)).expect("chmod program");
+        let local_copy = self.copy_in(program);
         let mut exec_args = vec![
             "exec".to_string(),
             "--target".to_string(),

@@ -393,10 +393,7 @@ fn bench_ids_uses_one_request_per_bulk_walk() {
 
 /// `examples/hiddenproc` as nobody against `target`; its exit code and stdout.
 fn hiddenproc(h: &Harness, target: &str) -> (Option<i32>, String) {
-    let program = telebpf_tests::product_file("hiddenproc");
-    let copy = h.dir().join("hiddenproc");
-    std::fs::copy(&program, &copy).expect("copy hiddenproc");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = h.copy_in(&telebpf_tests::product_file("hiddenproc"));
     let mut cmd = h.nobody_command(&copy, &["bulk-data"]);
     cmd.env("TELEBPF_TARGET", target)
         .env("TELEBPF_KEY_FILE", h.key());
