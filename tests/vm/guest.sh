@@ -389,14 +389,17 @@ cmd_up() {
         -chardev "socket,id=vsock0,path=$dir/vhost.sock" \
         -device vhost-user-vsock-pci,chardev=vsock0 \
         </dev/null >"$dir/qemu.log" 2>&1 &
-    echo $! >"$dir/qemu.pid"
+    local qemu_pid=$!
+    echo "$qemu_pid" >"$dir/qemu.pid"
 
     local deadline=$((SECONDS + boot_timeout))
     while ! grep -qs '^telebpf-guest-ready' "$dir/facts.serial"; do
         local failed=""
         if grep -qs '^telebpf-guest-failed' "$dir/facts.serial"; then
             failed="the guest's proxy did not start"
-        elif ! our_pid "$dir" qemu >/dev/null; then
+        elif ! kill -0 "$qemu_pid" 2>/dev/null; then
+            # Not our_pid: until setsid has exec'd QEMU, the child's
+            # command line is still this script's, which that check rejects.
             failed="qemu exited: $(tail -n 5 "$dir/qemu.log")"
         elif ! our_pid "$dir" vsockd >/dev/null; then
             failed="vhost-device-vsock exited: $(tail -n 5 "$dir/vsockd.log")"
