@@ -8,6 +8,7 @@
 //! kernel is: in the proxy, and by the benchmark's direct baseline.
 
 pub mod loader;
+pub mod pages;
 pub mod record;
 mod ring;
 

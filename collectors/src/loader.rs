@@ -197,23 +197,8 @@ impl KernelReader {
         let first = readable.len();
         readable.extend(ranges.iter().map(|_| true));
         for batch in pieces.chunks(READER_RANGES) {
-            for (slot, &(addr, len, _)) in batch.iter().enumerate() {
-                let at = slot * 16;
-                self.ranges[at..at + 8].copy_from_slice(&addr.to_ne_bytes());
-                self.ranges[at + 8..at + 12].copy_from_slice(&len.to_ne_bytes());
-                self.ranges[at + 12..at + 16].copy_from_slice(&0u32.to_ne_bytes());
-            }
-            let mut ctx = [0u8; 8];
-            ctx[..4].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
-            let prog = self.object.progs_mut().next().expect("checked at load");
-            let input = ProgramInput {
-                context_in: Some(&mut ctx),
-                ..ProgramInput::default()
-            };
-            let output = prog.test_run(input)?;
-            if output.return_value != 0 {
-                return Err(RunError::Program(output.return_value));
-            }
+            let ranges: Vec<(u64, u32)> = batch.iter().map(|&(a, n, _)| (a, n)).collect();
+            self.run_batch(&ranges)?;
             for (slot, &(_, len, range)) in batch.iter().enumerate() {
                 let ok = self.ranges[slot * 16 + 12] != 0;
                 let bytes = &self.slots[slot * READER_SLOT..slot * READER_SLOT + len as usize];
@@ -232,27 +217,66 @@ impl KernelReader {
     /// records) and returns the readable ones: their addresses, and their
     /// bytes one page after another in the same order.
     pub fn read_pages(&mut self, records: &[u8]) -> Result<(Vec<u64>, Vec<u8>), RunError> {
-        let page = crate::record::GUEST_PAGE;
-        let ranges: Vec<(u64, u32)> = crate::record::records(records, false)
+        let mut addrs = Vec::new();
+        let mut bytes = Vec::new();
+        self.read_pages_with(records, |addr, page| {
+            addrs.push(addr);
+            bytes.extend_from_slice(page);
+        })?;
+        Ok((addrs, bytes))
+    }
+
+    /// Reads each page a page-mode run recorded, once (a collision in the
+    /// collector's table may record a page twice), and hands every readable
+    /// one to `each` straight from the reader's memory: nothing is copied
+    /// that `each` does not copy.
+    pub fn read_pages_with(
+        &mut self,
+        records: &[u8],
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<(), RunError> {
+        let mut seen = rustc_hash::FxHashSet::default();
+        let pages: Vec<u64> = crate::record::records(records, false)
             .filter_map(Result::ok)
-            .map(|r| (r.addr, page as u32))
+            .map(|r| r.addr)
+            .filter(|&a| seen.insert(a))
             .collect();
-        let mut readable = Vec::with_capacity(ranges.len());
-        let mut bytes = Vec::with_capacity(ranges.len() * page as usize);
-        self.read(&ranges, &mut bytes, &mut readable)?;
-        let page = page as usize;
-        let mut addrs = Vec::with_capacity(ranges.len());
-        for (i, &(addr, _)) in ranges.iter().enumerate() {
-            if readable[i] {
-                let kept = addrs.len();
-                if kept != i {
-                    bytes.copy_within(i * page..(i + 1) * page, kept * page);
+        for batch in pages.chunks(READER_RANGES) {
+            let ranges: Vec<(u64, u32)> = batch.iter().map(|&a| (a, READER_SLOT as u32)).collect();
+            self.run_batch(&ranges)?;
+            for (slot, &addr) in batch.iter().enumerate() {
+                if self.ranges[slot * 16 + 12] != 0 {
+                    each(
+                        addr,
+                        &self.slots[slot * READER_SLOT..(slot + 1) * READER_SLOT],
+                    );
                 }
-                addrs.push(addr);
             }
         }
-        bytes.truncate(addrs.len() * page);
-        Ok((addrs, bytes))
+        Ok(())
+    }
+
+    /// One run of the reader over at most [`READER_RANGES`] ranges of at
+    /// most [`READER_SLOT`] bytes: fills `slots` and marks `ranges`.
+    fn run_batch(&mut self, batch: &[(u64, u32)]) -> Result<(), RunError> {
+        for (slot, &(addr, len)) in batch.iter().enumerate() {
+            let at = slot * 16;
+            self.ranges[at..at + 8].copy_from_slice(&addr.to_ne_bytes());
+            self.ranges[at + 8..at + 12].copy_from_slice(&len.to_ne_bytes());
+            self.ranges[at + 12..at + 16].copy_from_slice(&0u32.to_ne_bytes());
+        }
+        let mut ctx = [0u8; 8];
+        ctx[..4].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
+        let prog = self.object.progs_mut().next().expect("checked at load");
+        let input = ProgramInput {
+            context_in: Some(&mut ctx),
+            ..ProgramInput::default()
+        };
+        let output = prog.test_run(input)?;
+        if output.return_value != 0 {
+            return Err(RunError::Program(output.return_value));
+        }
+        Ok(())
     }
 }
 

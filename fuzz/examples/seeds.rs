@@ -510,6 +510,7 @@ fn other_requests() -> Vec<(&'static str, Request)> {
                 object: None,
                 mode: CollectMode::Roots,
                 start: Start::Current,
+                base: None,
             }),
         ),
         (

@@ -1,6 +1,12 @@
 //! Bulk reads of guest kernel memory: runs the host's collectors and reads
 //! kernel memory for per-pointer walks.
 //!
+//! A page batch is kept per session and collector ([`PageBases`]) as the
+//! base of the next one: a client that still holds it gets again only the
+//! pages whose bytes changed (a monitor walking every few seconds re-reads
+//! mostly idle tasks), and the addresses of the rest. Every page is read
+//! afresh and compared on every run, so nothing stale is ever vouched for.
+//!
 //! One lock guards every loaded collector and the kernel-memory reader:
 //! each collector is loaded once per proxy (known by the SHA-256 of its
 //! object), and runs are serialised, which the collectors need (their ring
@@ -9,10 +15,12 @@
 //! per per-pointer read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use telebpf_collectors::loader::{KernelReader, LoadedCollector};
 use telebpf_collectors::object_id;
+use telebpf_collectors::pages::PageSet;
 use telebpf_collectors::record::Mode;
 use telebpf_protocol::message::{
     Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Start,
@@ -36,9 +44,66 @@ fn worker() -> std::sync::MutexGuard<'static, Worker> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs a collector and returns its batch.
-pub fn collect(req: CollectRequest) -> Result<Batch, CollectError> {
-    worker().collect(req)
+/// Page bytes one session keeps as bases (the process walk of a few
+/// hundred tasks keeps ~1 MiB, the TCP walk of an empty 256k-bucket table
+/// ~2.3 MiB).
+pub const MAX_BASE_BYTES: usize = 32 << 20;
+/// Page bytes all sessions together keep as bases.
+pub const MAX_BASE_BYTES_TOTAL: usize = 512 << 20;
+
+/// Bytes kept by every session's bases.
+static BASE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// One session's page bases: per collector, the pages of its last page
+/// batch as the guest held them then, and the id the client knows them by.
+#[derive(Debug, Default)]
+pub struct PageBases {
+    by_collector: HashMap<[u8; 32], (u64, PageSet)>,
+    last_id: u64,
+}
+
+impl PageBases {
+    fn held_bytes(&self) -> usize {
+        self.by_collector
+            .values()
+            .map(|(_, s)| s.held_bytes())
+            .sum()
+    }
+
+    /// Takes out the base of `collector`: the client's `held` one, or none.
+    fn take(&mut self, collector: &[u8; 32], held: Option<u64>) -> Option<PageSet> {
+        let (id, set) = self.by_collector.remove(collector)?;
+        BASE_BYTES.fetch_sub(set.held_bytes(), Ordering::Relaxed);
+        (Some(id) == held).then_some(set)
+    }
+
+    /// Keeps `set` as the base of `collector` if the limits allow; its id,
+    /// or 0.
+    fn keep(&mut self, collector: [u8; 32], set: PageSet) -> u64 {
+        let n = set.held_bytes();
+        if self.held_bytes() + n > MAX_BASE_BYTES {
+            return 0;
+        }
+        if BASE_BYTES.fetch_add(n, Ordering::Relaxed) + n > MAX_BASE_BYTES_TOTAL {
+            BASE_BYTES.fetch_sub(n, Ordering::Relaxed);
+            return 0;
+        }
+        self.last_id += 1;
+        self.by_collector.insert(collector, (self.last_id, set));
+        self.last_id
+    }
+}
+
+impl Drop for PageBases {
+    fn drop(&mut self) {
+        BASE_BYTES.fetch_sub(self.held_bytes(), Ordering::Relaxed);
+    }
+}
+
+/// Runs a collector and returns its batch; a page batch is answered
+/// against the session's `bases`.
+pub fn collect(req: CollectRequest, bases: &mut PageBases) -> Result<Batch, CollectError> {
+    worker().collect(req, bases)
 }
 
 /// Reads kernel memory, one range after another.
@@ -80,7 +145,11 @@ impl Worker {
         Ok(memory)
     }
 
-    fn collect(&mut self, req: CollectRequest) -> Result<Batch, CollectError> {
+    fn collect(
+        &mut self,
+        req: CollectRequest,
+        bases: &mut PageBases,
+    ) -> Result<Batch, CollectError> {
         let root_in = match req.start {
             Start::Current => 0,
             Start::ModuleList => self.module_list()?,
@@ -134,11 +203,27 @@ impl Worker {
             Mode::Roots => {}
             Mode::Data => batch.records = run.records,
             Mode::Page => {
-                (batch.pages, batch.page_data) = self
-                    .reader()
-                    .map_err(CollectError::Run)?
-                    .read_pages(&run.records)
+                let reader = self.reader().map_err(CollectError::Run)?;
+                // Every page is read afresh and compared with the base's
+                // copy: a page is only ever "kept" if its bytes are the
+                // guest's now.
+                let mut next = bases
+                    .take(&req.collector, req.base)
+                    .unwrap_or_default()
+                    .next();
+                reader
+                    .read_pages_with(&run.records, |addr, bytes| {
+                        if next.unchanged(addr, bytes) {
+                            batch.kept.push(addr);
+                            next.keep(addr).expect("unchanged implies held");
+                        } else {
+                            batch.pages.push(addr);
+                            batch.page_data.extend_from_slice(bytes);
+                            next.put(addr, bytes);
+                        }
+                    })
                     .map_err(|e| CollectError::Run(e.errno()))?;
+                batch.page_base = bases.keep(req.collector, next.finish());
             }
         }
         Ok(batch)

@@ -1138,6 +1138,7 @@ mod tests {
                 object: None,
                 mode: CollectMode::Data,
                 start: Start::Current,
+                base: None,
             })
         };
         let shipped = collect(Collector::Processes.id());

@@ -60,6 +60,8 @@ pub struct Session {
     grant: Arc<KeyGrant>,
     /// Where audit records go, if anywhere.
     audit: Option<Arc<Audit>>,
+    /// The page batches its client holds, per collector.
+    page_bases: bulk::PageBases,
 }
 
 impl PerfFds for Session {
@@ -122,6 +124,7 @@ impl Session {
                 policy: Arc::new(Policy::full()),
             }),
             audit: None,
+            page_bases: bulk::PageBases::default(),
         }
     }
 
@@ -355,7 +358,7 @@ impl Session {
                 message: "a stream request must open its own connection".into(),
             })),
             Request::Collect(req) => {
-                let result = bulk::collect(req);
+                let result = bulk::collect(req, &mut self.page_bases);
                 log::debug(format_args!(
                     "session {}: collect -> {}",
                     self.id,

@@ -36,6 +36,7 @@ use telebpf_protocol::message::{
 
 use layout::Types;
 use memory::GuestMemory;
+use telebpf_collectors::pages::PageSet;
 use view::{Source, View};
 
 pub use walk::modules::Module;
@@ -209,13 +210,31 @@ impl Rows {
 
 /// Fills a cache from a batch (its records are kept, not copied).
 pub fn memory_from_batch(batch: Batch) -> Result<GuestMemory, Error> {
+    memory_from_delta(batch, None)
+}
+
+/// Fills a cache from a batch whose kept pages come from `base`, the pages
+/// of the batch the request named (changed pages overwrite their old
+/// copies there: nothing unchanged is copied).
+fn memory_from_delta(batch: Batch, base: Option<PageSet>) -> Result<GuestMemory, Error> {
     let page = record::GUEST_PAGE as usize;
     if batch.page_data.len() != batch.pages.len() * page {
         return Err(Error::Protocol("page batch of the wrong size".into()));
     }
     let mut memory =
         GuestMemory::from_records(batch.records).map_err(|e| Error::Protocol(e.to_string()))?;
-    memory.add_pages(&batch.pages, batch.page_data);
+    let pages = match base {
+        Some(base) if !batch.kept.is_empty() => base
+            .update(&batch.kept, &batch.pages, &batch.page_data)
+            .map_err(|e| Error::Protocol(e.to_string()))?,
+        _ if !batch.kept.is_empty() => {
+            return Err(Error::Protocol(
+                "the proxy kept pages of a batch this client does not hold".into(),
+            ))
+        }
+        _ => PageSet::new(&batch.pages, batch.page_data),
+    };
+    memory.set_pages(pages);
     Ok(memory)
 }
 
@@ -239,6 +258,10 @@ pub const INSPECTOR_SPIN: Duration = Duration::from_millis(1);
 pub struct Inspector {
     conn: Connection,
     layouts: Layouts,
+    /// Per collector, the pages of its last page batch and the id the
+    /// proxy keeps them under: the next page batch sends only the pages
+    /// that changed since.
+    page_bases: std::collections::HashMap<Collector, (u64, PageSet)>,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -283,13 +306,23 @@ impl Inspector {
                 layouts?
             }
         };
-        Ok(Inspector { conn, layouts })
+        Ok(Inspector {
+            conn,
+            layouts,
+            page_bases: std::collections::HashMap::new(),
+        })
     }
 
     /// Runs `collector` in the guest: one request (two the first time a
     /// proxy meets the collector, which then needs the object).
-    fn batch(&mut self, collector: Collector, mode: CollectMode) -> Result<Batch, Error> {
+    fn batch(
+        &mut self,
+        collector: Collector,
+        mode: CollectMode,
+        base: Option<u64>,
+    ) -> Result<Batch, Error> {
         let mut req = CollectRequest {
+            base,
             collector: collector.id(),
             object: None,
             mode,
@@ -322,20 +355,21 @@ impl Inspector {
     pub fn walk(&mut self, collector: Collector, mode: Mode) -> Result<Walk<Rows>, Error> {
         let before = self.conn.traffic();
         let start = Instant::now();
+        let mut page_base = 0;
         let (memory, root) = match mode {
             Mode::PerPointer => {
-                let batch = self.batch(collector, CollectMode::Roots)?;
+                let batch = self.batch(collector, CollectMode::Roots, None)?;
                 (GuestMemory::new(), batch.root)
             }
-            Mode::BulkPage | Mode::BulkData => {
-                let batch = self.batch(
-                    collector,
-                    if mode == Mode::BulkPage {
-                        CollectMode::Page
-                    } else {
-                        CollectMode::Data
-                    },
-                )?;
+            Mode::BulkPage => {
+                let held = self.page_bases.remove(&collector);
+                let batch = self.batch(collector, CollectMode::Page, held.as_ref().map(|h| h.0))?;
+                let root = batch.root;
+                page_base = batch.page_base;
+                (memory_from_delta(batch, held.map(|h| h.1))?, root)
+            }
+            Mode::BulkData => {
+                let batch = self.batch(collector, CollectMode::Data, None)?;
                 let root = batch.root;
                 (memory_from_batch(batch)?, root)
             }
@@ -346,6 +380,10 @@ impl Inspector {
         let mut view = View::new(memory, &mut remote, mode == Mode::PerPointer);
         let rows = self.layouts.walk(collector, &mut view, root)?;
         let misses = view.misses();
+        if page_base != 0 {
+            self.page_bases
+                .insert(collector, (page_base, view.into_memory().into_pages()));
+        }
         let after = self.conn.traffic();
         Ok(Walk {
             rows,

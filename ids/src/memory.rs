@@ -1,19 +1,23 @@
 //! The host's copy of guest kernel memory: an address-keyed cache at page
 //! granularity (bulk-page batches) and at data granularity (bulk-data
 //! records and per-pointer reads). A walk starts with an empty one, so
-//! nothing read in an earlier walk is ever served again.
+//! nothing read in an earlier walk is ever served again — except pages the
+//! proxy has just compared with the guest's and found unchanged (a page
+//! batch's `kept`): those are served from the [`PageSet`] of the previous
+//! batch, which is what the guest holds now.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use telebpf_collectors::pages::PageSet;
 use telebpf_collectors::record::GUEST_PAGE;
+
+const PAGE: usize = GUEST_PAGE as usize;
 
 /// Cached guest memory.
 #[derive(Debug, Default)]
 pub struct GuestMemory {
-    /// Page address → offset of the page in `page_arena`.
-    pages: FxHashMap<u64, usize>,
-    page_arena: Vec<u8>,
+    pages: PageSet,
     /// Start address → (offset in `arena`, length): most reads are of
     /// exactly a recorded field.
     exact: FxHashMap<u64, (usize, usize)>,
@@ -31,27 +35,14 @@ impl GuestMemory {
         GuestMemory::default()
     }
 
-    /// Adds one guest page (`bytes` is a whole page).
-    pub fn insert_page(&mut self, page: u64, bytes: &[u8]) {
-        let at = self.page_arena.len();
-        self.page_arena
-            .extend_from_slice(&bytes[..GUEST_PAGE as usize]);
-        self.pages.insert(page, at);
+    /// Serves `pages` (taken, not copied), in place of any held.
+    pub fn set_pages(&mut self, pages: PageSet) {
+        self.pages = pages;
     }
 
-    /// Adds the pages at `addrs`, whose bytes are `data` in the same order
-    /// (kept as it is: nothing is copied).
-    pub fn add_pages(&mut self, addrs: &[u64], data: Vec<u8>) {
-        let base = self.page_arena.len();
-        if base == 0 {
-            self.page_arena = data;
-        } else {
-            self.page_arena.extend_from_slice(&data);
-        }
-        self.pages.reserve(addrs.len());
-        for (i, &page) in addrs.iter().enumerate() {
-            self.pages.insert(page, base + i * GUEST_PAGE as usize);
-        }
+    /// Gives back the pages, for the next batch's base.
+    pub fn into_pages(self) -> PageSet {
+        self.pages
     }
 
     /// A cache over `records` (data-mode records: header, then bytes),
@@ -96,7 +87,7 @@ impl GuestMemory {
 
     /// Bytes held (pages and spans).
     pub fn len(&self) -> usize {
-        self.pages.len() * GUEST_PAGE as usize + self.arena.len()
+        self.pages.len() * PAGE + self.arena.len()
     }
 
     /// Whether nothing is held.
@@ -152,7 +143,7 @@ impl GuestMemory {
         let end = addr + len as u64;
         (first..end)
             .step_by(GUEST_PAGE as usize)
-            .all(|page| self.pages.contains_key(&page))
+            .all(|page| self.pages.contains(page))
     }
 
     fn read_pages(&self, addr: u64, buf: &mut [u8]) -> bool {
@@ -160,12 +151,12 @@ impl GuestMemory {
         while done < buf.len() {
             let a = addr + done as u64;
             let page = a & !(GUEST_PAGE - 1);
-            let Some(&at) = self.pages.get(&page) else {
+            let Some(bytes) = self.pages.page(page) else {
                 return false;
             };
             let off = (a - page) as usize;
-            let n = (buf.len() - done).min(GUEST_PAGE as usize - off);
-            buf[done..done + n].copy_from_slice(&self.page_arena[at + off..at + off + n]);
+            let n = (buf.len() - done).min(PAGE - off);
+            buf[done..done + n].copy_from_slice(&bytes[off..off + n]);
             done += n;
         }
         true
@@ -191,8 +182,9 @@ mod tests {
     #[test]
     fn pages_serve_reads_across_a_page_boundary() {
         let mut m = GuestMemory::new();
-        m.insert_page(0x1000, &[0xaa; 4096]);
-        m.insert_page(0x2000, &[0xbb; 4096]);
+        let mut data = vec![0xaa; 4096];
+        data.extend([0xbb; 4096]);
+        m.set_pages(PageSet::new(&[0x1000, 0x2000], data));
         let mut b = [0u8; 4];
         assert!(m.read(0x1ffe, &mut b));
         assert_eq!(b, [0xaa, 0xaa, 0xbb, 0xbb]);

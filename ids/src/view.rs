@@ -34,6 +34,11 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The memory, once the walk is done.
+    pub fn into_memory(self) -> GuestMemory {
+        self.memory
+    }
+
     /// Reads the batch did not hold and that had to be fetched.
     pub fn misses(&self) -> u64 {
         self.misses

@@ -144,6 +144,11 @@ pub struct CollectRequest {
     pub mode: CollectMode,
     /// Where the walk starts.
     pub start: Start,
+    /// Page mode: the [`Batch::page_base`] of this collector's last page
+    /// batch, when the client still holds those pages. The proxy then
+    /// sends again only the pages whose bytes changed since and lists the
+    /// others in [`Batch::kept`].
+    pub base: Option<u64>,
 }
 
 /// What a collector run records.
@@ -196,6 +201,14 @@ pub struct Batch {
     /// Page mode: the pages' bytes, one guest page each.
     #[serde(with = "serde_bytes")]
     pub page_data: Vec<u8>,
+    /// Page mode: pages the walk touched whose bytes, read by this run,
+    /// equal those sent in the batch the request named as its base: the
+    /// client takes them from its copy. Empty without a base.
+    pub kept: Vec<u64>,
+    /// Page mode: the id under which the proxy keeps this batch's pages
+    /// (`pages` and `kept`) as the next request's base; 0 when it keeps
+    /// none.
+    pub page_base: u64,
 }
 
 /// Why a [`Request::Collect`] failed.

@@ -135,13 +135,15 @@ fn request() -> impl Strategy<Value = Request> {
                 CollectMode::Data
             ]),
             prop::sample::select(vec![Start::Current, Start::ModuleList]),
+            prop::option::of(any::<u64>()),
         )
-            .prop_map(|(collector, object, mode, start)| {
+            .prop_map(|(collector, object, mode, start, base)| {
                 Request::Collect(CollectRequest {
                     collector,
                     object: object.map(serde_bytes::ByteBuf::from),
                     mode,
                     start,
+                    base,
                 })
             }),
         prop::collection::vec(
@@ -233,8 +235,10 @@ fn batch() -> impl Strategy<Value = Batch> {
         bytes(100),
         prop::collection::vec(any::<u64>(), 0..4),
         bytes(100),
+        prop::collection::vec(any::<u64>(), 0..4),
+        any::<u64>(),
     )
-        .prop_map(|(n, records, pages, page_data)| Batch {
+        .prop_map(|(n, records, pages, page_data, kept, page_base)| Batch {
             root: n[0],
             status: n[1],
             visited: n[2],
@@ -242,6 +246,8 @@ fn batch() -> impl Strategy<Value = Batch> {
             records,
             pages,
             page_data,
+            kept,
+            page_base,
         })
 }
 
