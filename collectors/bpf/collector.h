@@ -99,23 +99,28 @@ struct run_state {
 	__u64 status;
 	__u64 qlen;
 	__u64 last_page; /* the page recorded last: most reads share it */
+	__u64 prev_page; /* the one before: a task's reads alternate between two */
 	__u64 staged;	 /* bytes in `staging` */
 };
 struct run_state run;
 
 #define SEEN_SLOTS 16384
-__u64 seen_key[SEEN_SLOTS];
-__u64 seen_gen[SEEN_SLOTS];
+/* Key and generation side by side: one cache line per lookup. */
+struct seen_slot {
+	__u64 key;
+	__u64 gen;
+};
+struct seen_slot seen[SEEN_SLOTS];
 
 static __always_inline int first_time(__u64 addr, __u64 len)
 {
 	__u64 key = addr ^ (len << 52);
 	__u32 slot = ((key * 0x9E3779B97F4A7C15ULL) >> 50) & (SEEN_SLOTS - 1);
 
-	if (seen_key[slot] == key && seen_gen[slot] == run.gen)
+	if (seen[slot].key == key && seen[slot].gen == run.gen)
 		return 0;
-	seen_key[slot] = key;
-	seen_gen[slot] = run.gen;
+	seen[slot].key = key;
+	seen[slot].gen = run.gen;
 	return 1;
 }
 
@@ -172,8 +177,9 @@ static __always_inline void note_page(__u64 page)
 {
 	struct record_hdr h = { .addr = page, .len = 0 };
 
-	if (page == run.last_page)
+	if (page == run.last_page || page == run.prev_page)
 		return;
+	run.prev_page = run.last_page;
 	run.last_page = page;
 	if (first_time(page, 0))
 		emit(&h, sizeof(h));
@@ -259,6 +265,7 @@ static __always_inline void begin(struct collect_ctx *ctx)
 	run.status = STATUS_OK;
 	run.qlen = 0;
 	run.last_page = -1;
+	run.prev_page = -1;
 	run.staged = 0;
 }
 
