@@ -13,9 +13,10 @@ use telebpf_ids::{Cost, Inspector, Mode, Rows, Walk};
 
 use crate::stats::{percentile_us, summarize};
 
-/// A TCP walk in per-pointer mode reads every hash bucket: seconds per run,
-/// so that mode runs at most this often.
-const PER_POINTER_RUNS: usize = 3;
+/// A per-pointer walk makes hundreds of requests (a TCP walk one per 4 KiB
+/// of an often mostly empty bucket table: ~10 ms here), so that mode runs
+/// at most this often.
+const PER_POINTER_RUNS: usize = 10;
 
 struct Row {
     collector: &'static str,

@@ -103,9 +103,11 @@ impl Layout {
     }
 }
 
-/// Queues the first socket of every non-empty chain of a table. The bucket
-/// array is one object behind one pointer: a per-pointer walk reads it in
-/// one request.
+/// Queues the first socket of every non-empty chain of a table, reading the
+/// bucket array a 4 KiB chunk at a time as the collector does: a per-pointer
+/// walk makes one request per chunk (the research's per-pointer reader
+/// fetched a page per request; one request for the whole array would be a
+/// batch).
 fn scan(
     view: &mut View<'_>,
     base: u64,
@@ -120,12 +122,11 @@ fn scan(
         ));
     }
     let bytes = buckets * stride;
-    view.load(base, bytes)?;
-    // A chunk at a time, as the collector reads (and records) the table.
     let mut buf = vec![0u8; CHUNK as usize];
     let mut start = 0u64;
     while start < bytes {
         let n = (bytes - start).min(CHUNK) as usize;
+        view.load(base + start, n as u64)?;
         view.read_into(base + start, &mut buf[..n])?;
         let mut at = head_off as usize;
         while at + 8 <= n {
