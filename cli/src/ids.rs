@@ -1,7 +1,9 @@
 //! `telebpf ids ps|modules|tcp`: the guest kernel's processes, modules or
 //! TCP sockets, read from outside the guest.
 
+use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use telebpf_client::Settings;
 use telebpf_collectors::Collector;
@@ -29,23 +31,60 @@ impl What {
     }
 }
 
-/// Prints the list.
+/// Prints the list; with `watch` (interval, number of walks), again and
+/// again over the same connection.
 pub fn run(
     what: What,
     target: &str,
     key_file: &Path,
     mode: Mode,
     json: bool,
+    watch: Option<(Duration, Option<u64>)>,
 ) -> Result<(), String> {
     let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
     let mut inspector = Inspector::connect(&settings).map_err(|e| e.to_string())?;
-    let walk = inspector
-        .walk(what.collector(), mode)
-        .map_err(|e| e.to_string())?;
-    if json {
-        println!("{}", render::json(&walk.rows));
-    } else {
-        print!("{}", render::text(&walk.rows));
+    let Some((interval, count)) = watch else {
+        let walk = inspector
+            .walk(what.collector(), mode)
+            .map_err(|e| e.to_string())?;
+        if json {
+            println!("{}", render::json(&walk.rows));
+        } else {
+            print!("{}", render::text(&walk.rows));
+        }
+        return Ok(());
+    };
+    let mut stdout = std::io::stdout().lock();
+    for n in 1..=count.unwrap_or(u64::MAX) {
+        let walk = inspector
+            .walk(what.collector(), mode)
+            .map_err(|e| e.to_string())?;
+        let c = walk.cost;
+        let written = if json {
+            writeln!(
+                stdout,
+                "{{\"walk\":{n},\"requests\":{},\"bytes\":{},\"micros\":{},\"rows\":{}}}",
+                c.requests,
+                c.bytes,
+                c.time.as_micros(),
+                render::json_line(&walk.rows)
+            )
+        } else {
+            write!(stdout, "{}", render::text(&walk.rows)).and_then(|()| {
+                writeln!(
+                    stdout,
+                    "# walk {n}: {} requests, {} bytes, {} µs",
+                    c.requests,
+                    c.bytes,
+                    c.time.as_micros()
+                )
+            })
+        };
+        // A reader that went away ends the watch.
+        if written.and_then(|()| stdout.flush()).is_err() {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
     }
     Ok(())
 }

@@ -71,6 +71,15 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Walk again every MS milliseconds over the same connection, as a
+        /// monitor does (a bulk-page walk then gets only the pages that
+        /// changed); each walk is followed by a `#` line with its cost, or
+        /// with --json is one line `{"walk","requests","bytes","micros","rows"}`.
+        #[arg(long, value_name = "MS")]
+        watch: Option<u64>,
+        /// With --watch: stop after this many walks.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
     },
     /// Measure.
     Bench {
@@ -104,7 +113,16 @@ fn main() -> ExitCode {
             key_file,
             mode,
             json,
-        } => ids::run(what, &target, &key_file, mode, json),
+            watch,
+            count,
+        } => ids::run(
+            what,
+            &target,
+            &key_file,
+            mode,
+            json,
+            watch.map(|ms| (std::time::Duration::from_millis(ms), count)),
+        ),
         Command::Bench { which } => bench::run(which),
         Command::BenchWorker { what, runs } => bench::worker(&what, runs),
     };

@@ -78,10 +78,26 @@ pub fn text(rows: &Rows) -> String {
 
 /// JSON for any rows (an array of objects).
 pub fn json(rows: &Rows) -> String {
-    let value = match rows {
-        Rows::Processes(r) => serde_json::to_string_pretty(r),
-        Rows::Modules(r) => serde_json::to_string_pretty(r),
-        Rows::Tcp(r) => serde_json::to_string_pretty(r),
-    };
-    value.unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    encode(rows, true)
+}
+
+/// The rows as JSON on one line.
+pub fn json_line(rows: &Rows) -> String {
+    encode(rows, false)
+}
+
+fn encode(rows: &Rows, pretty: bool) -> String {
+    fn enc<T: serde::Serialize>(v: &T, pretty: bool) -> serde_json::Result<String> {
+        if pretty {
+            serde_json::to_string_pretty(v)
+        } else {
+            serde_json::to_string(v)
+        }
+    }
+    match rows {
+        Rows::Processes(r) => enc(r, pretty),
+        Rows::Modules(r) => enc(r, pretty),
+        Rows::Tcp(r) => enc(r, pretty),
+    }
+    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

@@ -4,9 +4,10 @@
 //! (one forwarded read per pointer), bulk-page and bulk-data (one request).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use telebpf_tests::{say, unique_name, Harness};
@@ -176,6 +177,131 @@ fn ids_ps_finds_a_marked_process_and_no_longer_after_it_ends() {
             "{mode}: the ended process {pid} ({name}) is still listed"
         );
     }
+    h.finish();
+}
+
+/// pid → comm of one `--watch --json` line's rows.
+fn watched_pids(line: &Value) -> BTreeMap<u32, String> {
+    line["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().expect("pid") as u32,
+                p["comm"].as_str().expect("comm").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale() {
+    let Some(h) =
+        Harness::start("ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale")
+    else {
+        return;
+    };
+    let (mut marked, name) = marked_sleeper(&h);
+    let pid = marked.id();
+    let (target, key) = (h.target(), h.key().display().to_string());
+    let args = [
+        "ids",
+        "ps",
+        "--mode",
+        "bulk-page",
+        "--json",
+        "--watch",
+        "50",
+        "--count",
+        "400",
+        "--target",
+        &target,
+        "--key-file",
+        &key,
+    ];
+    let mut watcher = h
+        .nobody_command(h.telebpf(), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start telebpf ids --watch");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let mut next = move || -> Value {
+        let line = lines
+            .next()
+            .expect("the watch ended early")
+            .expect("read a walk");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    // The first walk has no base: every page. The next ones send only the
+    // pages whose bytes changed (one request each).
+    let first = next();
+    let second = next();
+    for w in [&first, &second] {
+        assert_eq!(
+            watched_pids(w).get(&pid),
+            Some(&name),
+            "walk {}: the marked process",
+            w["walk"]
+        );
+    }
+    let (b1, b2) = (
+        first["bytes"].as_u64().unwrap(),
+        second["bytes"].as_u64().unwrap(),
+    );
+    say(&format!(
+        "bulk-page watch: first walk {b1} bytes, second {b2} bytes"
+    ));
+    assert_eq!(second["requests"].as_u64(), Some(1), "{second}");
+    assert!(
+        b2 * 4 < b1,
+        "the second walk resent most pages: {b2} vs {b1} bytes"
+    );
+
+    // Ended: a walk under way at the kill may still list it, none after.
+    marked.kill().expect("kill");
+    marked.wait().expect("reap");
+    let mut gone_at = None;
+    for _ in 0..5 {
+        let w = next();
+        if !watched_pids(&w).contains_key(&pid) {
+            gone_at = Some(w["walk"].clone());
+            break;
+        }
+    }
+    assert!(
+        gone_at.is_some(),
+        "the ended process {pid} is still listed 5 walks later"
+    );
+    for _ in 0..3 {
+        let w = next();
+        assert!(
+            !watched_pids(&w).contains_key(&pid),
+            "walk {}: the ended process {pid} is listed again (a stale page)",
+            w["walk"]
+        );
+    }
+
+    // A process started now must show up as soon as its pages change.
+    let (mut fresh, fresh_name) = marked_sleeper(&h);
+    let fresh_pid = fresh.id();
+    let mut found = false;
+    for _ in 0..5 {
+        if watched_pids(&next()).get(&fresh_pid) == Some(&fresh_name) {
+            found = true;
+            break;
+        }
+    }
+    fresh.kill().expect("kill");
+    fresh.wait().expect("reap");
+    watcher.kill().expect("stop the watch");
+    watcher.wait().expect("reap the watch");
+    assert!(
+        found,
+        "a process started during the watch ({fresh_pid}) never showed up"
+    );
     h.finish();
 }
 
