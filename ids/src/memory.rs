@@ -67,14 +67,17 @@ impl GuestMemory {
 
     fn index(&mut self, addr: u64, at: usize, len: usize) {
         // A longer read of the same address wins.
-        match self.exact.get(&addr) {
-            Some(&(_, n)) if n >= len => {}
-            _ => {
-                self.exact.insert(addr, (at, len));
-                if let Some(spans) = self.spans.as_mut() {
-                    spans.insert(addr, (at, len));
-                }
+        match self.exact.entry(addr) {
+            std::collections::hash_map::Entry::Occupied(e) if e.get().1 >= len => return,
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.insert((at, len));
             }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((at, len));
+            }
+        }
+        if let Some(spans) = self.spans.as_mut() {
+            spans.insert(addr, (at, len));
         }
     }
 
