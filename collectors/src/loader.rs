@@ -70,7 +70,12 @@ impl IntoErrno for libbpf_rs::ErrorKind {
 fn open(bytes: &[u8], name: &str) -> Result<Object, LoadError> {
     let mut builder = ObjectBuilder::default();
     builder.name(name)?;
-    Ok(builder.open_memory(bytes)?.load()?)
+    let object = builder.open_memory(bytes)?.load()?;
+    // Runs take its one program without looking again.
+    if object.progs().next().is_none() {
+        return Err(LoadError::Missing("program"));
+    }
+    Ok(object)
 }
 
 /// A collector loaded into this kernel, with its ring buffer mapped.
@@ -94,9 +99,6 @@ impl LoadedCollector {
     /// collector object.
     pub fn load(bytes: &[u8]) -> Result<LoadedCollector, LoadError> {
         let object = open(bytes, "telebpf_collector")?;
-        if object.progs().next().is_none() {
-            return Err(LoadError::Missing("program"));
-        }
         let ring = {
             let map = object
                 .maps()
@@ -122,17 +124,7 @@ impl LoadedCollector {
             ..CollectCtx::default()
         }
         .to_bytes();
-        let prog = self.object.progs_mut().next().expect("checked at load");
-        // Syscall programs take no ctx_out: the kernel copies the context
-        // back over ctx_in.
-        let input = ProgramInput {
-            context_in: Some(&mut ctx_in),
-            ..ProgramInput::default()
-        };
-        let output = prog.test_run(input)?;
-        if output.return_value != 0 {
-            return Err(RunError::Program(output.return_value));
-        }
+        run_syscall_program(&mut self.object, &mut ctx_in)?;
         let mut records = Vec::new();
         self.ring.drain_into(&mut records);
         Ok(Run {
@@ -140,6 +132,23 @@ impl LoadedCollector {
             records,
         })
     }
+}
+
+/// Runs the object's one `SEC("syscall")` program once with `ctx` as its
+/// context; a non-zero return is an error.
+fn run_syscall_program(object: &mut Object, ctx: &mut [u8]) -> Result<(), RunError> {
+    let prog = object.progs_mut().next().expect("checked at load");
+    // Syscall programs take no ctx_out: the kernel copies the context back
+    // over ctx_in.
+    let input = ProgramInput {
+        context_in: Some(ctx),
+        ..ProgramInput::default()
+    };
+    let output = prog.test_run(input)?;
+    if output.return_value != 0 {
+        return Err(RunError::Program(output.return_value));
+    }
+    Ok(())
 }
 
 /// The kernel-memory reader (`bpf/reader.bpf.c`): reads lists of kernel
@@ -267,16 +276,7 @@ impl KernelReader {
         }
         let mut ctx = [0u8; 8];
         ctx[..4].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
-        let prog = self.object.progs_mut().next().expect("checked at load");
-        let input = ProgramInput {
-            context_in: Some(&mut ctx),
-            ..ProgramInput::default()
-        };
-        let output = prog.test_run(input)?;
-        if output.return_value != 0 {
-            return Err(RunError::Program(output.return_value));
-        }
-        Ok(())
+        run_syscall_program(&mut self.object, &mut ctx)
     }
 }
 
