@@ -26,8 +26,8 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request, SessionToken, Welcome,
-    FOREIGN_FD,
+    self, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
+    SessionToken, Welcome, FOREIGN_FD,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
@@ -358,7 +358,14 @@ impl Session {
                 message: "a stream request must open its own connection".into(),
             })),
             Request::Collect(req) => {
-                let result = bulk::collect(req, &mut self.page_bases);
+                // The batch's size is the collector's, known only once it
+                // ran: charge it before it is sent like any other reply.
+                let result = bulk::collect(req, &mut self.page_bases).and_then(|b| {
+                    let size =
+                        b.records.len() + b.page_data.len() + 8 * (b.pages.len() + b.kept.len());
+                    self.budget.reserve(size).map_err(CollectError::Run)?;
+                    Ok(b)
+                });
                 log::debug(format_args!(
                     "session {}: collect -> {}",
                     self.id,

@@ -344,6 +344,9 @@ impl Inspector {
                 Reply::Collected(Err(CollectError::Unsupported(why))) => {
                     return Err(Error::Unsupported(why))
                 }
+                Reply::Collected(Err(CollectError::Run(errno))) => {
+                    return Err(Error::Client(ClientError::Remote(errno)))
+                }
                 Reply::Collected(Err(e)) => return Err(Error::Collector(format!("{e:?}"))),
                 Reply::Refused(r) => return Err(Error::Refused(r)),
                 other => return Err(Error::Protocol(format!("{other:?}"))),

@@ -305,6 +305,32 @@ fn ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale() {
     h.finish();
 }
 
+#[test]
+fn ids_batch_over_inflight_refused() {
+    let Some(mut h) = Harness::start_without_proxy("ids_batch_over_inflight_refused") else {
+        return;
+    };
+    // A data batch of ~190 processes is ~32 kB, a first page batch ~1 MB
+    // (at least ~60 processes' pages: more than this test's share).
+    // (The collector's object, sent on the first walk, is ~0.7 MB.)
+    h.set_proxy_args(&["--max-inflight-per-session", "800000"]);
+    h.start_proxy();
+    let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-page"]);
+    assert!(
+        !out.success(),
+        "a page batch over the limit was sent: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text().contains("Cannot allocate memory"),
+        "not refused with ENOMEM: {}",
+        out.describe()
+    );
+    let data = ids_processes(&h, "bulk-data");
+    assert!(data.len() > 10, "the proxy no longer serves: {data:?}");
+    h.finish();
+}
+
 /// (family, local, remote, state) rows of /proc/net/tcp and tcp6, as the
 /// hex text /proc prints.
 fn proc_tcp() -> BTreeSet<(u8, String, String, String)> {
