@@ -3,7 +3,10 @@
 //! CO-RE: libbpf relocates every field access against the BTF of the kernel
 //! they are loaded into, so the guest's kernel need not be this one.
 //!
-//! A missing clang or bpftool fails the build with the reason: without the
+//! The objects are stripped of DWARF (BTF stays): each travels to the proxy
+//! on its first run.
+//!
+//! A missing clang, llvm-strip or bpftool fails the build with the reason: without the
 //! collectors there is nothing to run (scripts/setup.sh installs both).
 
 use std::env;
@@ -20,6 +23,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=LLVM_STRIP");
     println!("cargo:rerun-if-env-changed=TELEBPF_VMLINUX_BTF");
 
     let vmlinux_h = out_dir.join("vmlinux.h");
@@ -30,7 +34,9 @@ fn main() {
     for name in OBJECTS {
         let src = bpf_dir.join(format!("{name}.bpf.c"));
         let obj = out_dir.join(format!("{name}.bpf.o"));
-        if let Err(e) = telebpf_bpf_build::compile(&clang, &src, &[&out_dir], &obj) {
+        if let Err(e) = telebpf_bpf_build::compile(&clang, &src, &[&out_dir], &obj)
+            .and_then(|()| telebpf_bpf_build::strip_debug(&obj))
+        {
             panic!("telebpf-collectors: cannot build {}: {e}", src.display());
         }
     }

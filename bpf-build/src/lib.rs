@@ -45,3 +45,25 @@ pub fn compile(clang: &str, src: &Path, includes: &[&Path], obj: &Path) -> Resul
     }
     Ok(())
 }
+
+/// `llvm-strip -g OBJ` (`$LLVM_STRIP`, else `llvm-strip`): drops the DWARF
+/// sections clang's `-g` also emits, keeping `.BTF` and `.BTF.ext`, which
+/// are all libbpf needs (CO-RE relocations, line info). A collector object
+/// travels to the proxy on its first run: stripped, ~75 KiB instead of
+/// ~700 KiB. Build scripts should print `cargo:rerun-if-env-changed=LLVM_STRIP`.
+pub fn strip_debug(obj: &Path) -> Result<(), String> {
+    let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".to_string());
+    let output = Command::new(&strip)
+        .arg("-g")
+        .arg(obj)
+        .output()
+        .map_err(|e| format!("cannot run `{strip}` (install llvm, see scripts/setup.sh): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{strip}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}

@@ -312,7 +312,7 @@ fn ids_batch_over_inflight_refused() {
     };
     // A data batch of ~190 processes is ~32 kB, a first page batch ~1 MB
     // (at least ~60 processes' pages: more than this test's share).
-    // (The collector's object, sent on the first walk, is ~0.7 MB.)
+    // (The collector's object, sent on the first walk, is ~80 kB.)
     h.set_proxy_args(&["--max-inflight-per-session", "800000"]);
     h.start_proxy();
     let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-page"]);
