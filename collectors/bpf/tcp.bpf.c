@@ -55,19 +55,20 @@ static long scan_bucket(__u64 j, __u64 *start)
 	return 0;
 }
 
-/* A group of eight 8-byte buckets of the chunk in scratch slot 1. */
+/* The group of eight 8-byte buckets being looked at, of scratch slot 1. */
 struct group {
 	__u64 start; /* the chunk's offset in the table */
 	__u64 first; /* the group's first bucket in the chunk */
 };
+struct group grp;
 
-static long scan_in_group(__u64 j, struct group *g)
+static long scan_in_group(__u64 j, void *unused)
 {
 	__u32 one = 1;
 	struct chunk *c = bpf_map_lookup_elem(&scratch, &one);
-	__u64 at = (g->first + j) * 8;
+	__u64 at = (grp.first + j) * 8;
 
-	if (!c || g->start + at + 8 > tbl.bytes || at > CHUNK - 8)
+	if (!c || grp.start + at + 8 > tbl.bytes || at > CHUNK - 8)
 		return 1;
 	enqueue(*(__u64 *)(c->data + at));
 	return 0;
@@ -89,25 +90,25 @@ static long scan_chunk(__u64 k, void *unused)
 	c = read_chunk(tbl.base + start, tbl.bytes - start);
 	if (!c)
 		return 1;
-	if (tbl.stride == 8 && tbl.head_off == 0) {
-		__u64 n = (tbl.bytes - start) / 8;
+	if (tbl.stride == 8 && tbl.head_off == 0 && tbl.bytes - start >= CHUNK) {
 		__u64 i;
 
 		/*
-		 * Eight heads per step: an empty chain's head has bit 0 set,
-		 * so one AND of eight tells that all eight are empty (the
-		 * common case); only other groups are looked at head by head.
+		 * A whole chunk, eight heads per step: an empty chain's head
+		 * has bit 0 set, so one AND of eight tells that all eight are
+		 * empty (the common case); only other groups are looked at
+		 * head by head. Nothing in the loop depends on the table's
+		 * size, which keeps older verifiers (6.1) from exploring a
+		 * state per iteration and bound.
 		 */
 		for (i = 0; i < CHUNK / 64; i++) {
 			__u64 *h = (__u64 *)(c->data + i * 64);
-			struct group g = { .start = start, .first = i * 8 };
 
-			if (i * 8 >= n)
-				break;
-			if (i * 8 + 8 <= n &&
-			    (h[0] & h[1] & h[2] & h[3] & h[4] & h[5] & h[6] & h[7] & 1))
+			if (h[0] & h[1] & h[2] & h[3] & h[4] & h[5] & h[6] & h[7] & 1)
 				continue;
-			bpf_loop(8, scan_in_group, &g, 0);
+			grp.start = start;
+			grp.first = i * 8;
+			bpf_loop(8, scan_in_group, 0, 0);
 		}
 	} else {
 		bpf_loop(CHUNK / tbl.stride, scan_bucket, &start, 0);
