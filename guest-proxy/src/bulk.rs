@@ -28,7 +28,7 @@ use telebpf_protocol::message::{
 
 use crate::log;
 
-/// Collector objects larger than this are refused (ours are ~30 KiB).
+/// Collector objects larger than this are refused (ours are 5–190 KiB).
 pub const MAX_OBJECT: usize = 4 << 20;
 /// Distinct collectors held at once; a client cannot make the proxy hold more.
 pub const MAX_COLLECTORS: usize = 16;
