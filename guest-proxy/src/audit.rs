@@ -4,11 +4,12 @@
 //!
 //! * `session_opened`: `session`, `key`, `key_id`, `policy`, `peer`;
 //! * `session_closed`: `session`, `key`, `reason`, `objects` (guest fds the
-//!   session still held, now closed);
+//!   session still held, now closed), `kernel_reads` and `kernel_read_bytes`
+//!   (per-pointer reads of guest kernel memory it was served);
 //! * `handshake_failed`: `session`, `peer`, `error` (a wrong key, garbage);
 //! * `request`: a request that creates or changes something (see
 //!   [`crate::policy::audited`]) and its outcome: `session`, `key`, `op`
-//!   (`BPF_PROG_LOAD`, `perf_event_open`, `unlink`, …), `detail` (a type, a
+//!   (`BPF_PROG_LOAD`, `perf_event_open`, `unlink`, `collect`, …), `detail` (a type, a
 //!   path, or null), `ret` (the return value, or null) and `errno` (0 on
 //!   success);
 //! * `refused`: a request the key's policy does not allow: `session`, `key`,
@@ -58,6 +59,11 @@ pub enum Event<'a> {
         reason: &'a str,
         /// How many guest fds it still held.
         objects: usize,
+        /// Per-pointer kernel-memory reads it was served (each collector
+        /// run is a `request` record of its own).
+        kernel_reads: u64,
+        /// Their bytes.
+        kernel_read_bytes: u64,
     },
     /// A connection did not authenticate.
     HandshakeFailed {
@@ -78,7 +84,8 @@ pub enum Event<'a> {
         op: &'a str,
         /// A type, a path, or nothing.
         detail: Option<&'a str>,
-        /// The return value (a new guest fd, …), if the request has one.
+        /// The return value (a new guest fd, the objects a collector
+        /// visited, …), if the request has one.
         ret: Option<i64>,
         /// 0 on success, else the errno the client got.
         errno: i32,

@@ -393,6 +393,19 @@ pub fn audited(req: &Request) -> Option<(String, Option<String>)> {
             Some(format!("{path}: {}", text_line(data))),
         )),
         Request::Stream(s) => Some(("ring_stream".into(), Some(format!("fd {}", s.fd)))),
+        // Reads, but of the guest kernel's memory: worth a line each.
+        Request::Collect(c) => Some((
+            "collect".into(),
+            Some(format!(
+                "{} {}",
+                collector_name(&c.collector),
+                match c.mode {
+                    telebpf_protocol::message::CollectMode::Roots => "roots",
+                    telebpf_protocol::message::CollectMode::Page => "page",
+                    telebpf_protocol::message::CollectMode::Data => "data",
+                }
+            )),
+        )),
         _ => None,
     }
 }
@@ -788,6 +801,16 @@ pub fn resolve(spec: &str, base: &Path) -> Result<PolicyFile, PolicyError> {
         source,
     })?;
     Policy::parse_file(&text, &path)
+}
+
+/// A collector's name if this proxy was built with it, else the start of
+/// its id (hex).
+fn collector_name(id: &[u8; 32]) -> String {
+    telebpf_collectors::Collector::ALL
+        .into_iter()
+        .find(|c| c.id() == *id)
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| id[..6].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whether `id` names one of the collectors this proxy was built with.

@@ -62,6 +62,9 @@ pub struct Session {
     audit: Option<Arc<Audit>>,
     /// The page batches its client holds, per collector.
     page_bases: bulk::PageBases,
+    /// Per-pointer kernel-memory reads served, and their bytes: too many
+    /// to audit one by one, so the session's end tells the totals.
+    kernel_reads: (u64, u64),
 }
 
 impl PerfFds for Session {
@@ -125,6 +128,7 @@ impl Session {
             }),
             audit: None,
             page_bases: bulk::PageBases::default(),
+            kernel_reads: (0, 0),
         }
     }
 
@@ -175,6 +179,11 @@ impl Session {
             Some(Reply::Error(e)) => (None, e.errno),
             Some(Reply::Opened(Ok((fd, _)))) => (Some(*fd), 0),
             Some(Reply::Ioctl(Ok((ret, _)))) => (Some(*ret), 0),
+            Some(Reply::Collected(Ok(batch))) => (Some(batch.visited as i64), 0),
+            Some(Reply::Collected(Err(CollectError::Run(e)))) => (None, *e),
+            // The client has to send the object: no such collector yet.
+            Some(Reply::Collected(Err(CollectError::UnknownCollector))) => (None, libc::ENOENT),
+            Some(Reply::Collected(Err(_))) => (None, libc::EINVAL),
             Some(
                 Reply::Opened(Err(e))
                 | Reply::Ioctl(Err(e))
@@ -207,6 +216,11 @@ impl Session {
     /// Number of guest fds held.
     pub fn object_count(&self) -> usize {
         self.objects.len()
+    }
+
+    /// Per-pointer kernel-memory reads served so far, and their bytes.
+    pub fn kernel_reads(&self) -> (u64, u64) {
+        self.kernel_reads
     }
 
     /// Answers one request; `None` for requests that have no reply.
@@ -383,7 +397,12 @@ impl Session {
                 if let Err(e) = self.budget.reserve(total) {
                     return Some(Reply::Memory(Err(e)));
                 }
-                Some(Reply::Memory(bulk::peek(ranges)))
+                let read = bulk::peek(ranges);
+                if let Ok(m) = &read {
+                    self.kernel_reads.0 += 1;
+                    self.kernel_reads.1 += m.bytes.len() as u64;
+                }
+                Some(Reply::Memory(read))
             }
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
@@ -599,6 +618,8 @@ fn run(
             key: &grant.name,
             reason: &reason,
             objects: session.object_count(),
+            kernel_reads: session.kernel_reads().0,
+            kernel_read_bytes: session.kernel_reads().1,
         });
     }
     drop(session);

@@ -487,12 +487,47 @@ fn kernel_memory_reads_follow_the_policy() {
     }
     assert!(h.proxy_log().contains("kernel_memory_read is false"));
     h.stop_proxy_checked();
-    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        profile("tracing"),
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
     let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-data", "--json"]);
     out.expect_success();
     let v: Value = serde_json::from_str(&out.stdout_text())
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.describe()));
     assert!(v.to_string().contains("telebpf-proxy"), "{v}");
+    h.telebpf_nobody(&["ids", "ps", "--mode", "per-pointer"])
+        .expect_success();
     assert!(!h.proxy_log().contains("refuses"), "{}", h.proxy_log());
+
+    // Reading the guest kernel's memory leaves a trace: a record per
+    // collector run, and the per-pointer reads' totals at the session's end.
+    let records = settled_audit(&audit);
+    let runs = find(
+        &records,
+        "request",
+        &[
+            ("op", "collect".into()),
+            ("detail", "ps data".into()),
+            ("errno", 0.into()),
+        ],
+    );
+    assert_eq!(runs.len(), 1, "{records:#?}");
+    assert!(
+        runs[0]["ret"].as_u64().unwrap_or(0) > 10,
+        "objects visited: {}",
+        runs[0]
+    );
+    let reads: Vec<u64> = find(&records, "session_closed", &[])
+        .iter()
+        .map(|r| r["kernel_reads"].as_u64().expect("kernel_reads"))
+        .collect();
+    assert!(
+        reads.iter().any(|&n| n > 100) && reads.contains(&0),
+        "the per-pointer walk's reads: {reads:?}"
+    );
     h.finish();
 }
