@@ -310,12 +310,26 @@ fn ids_batch_over_inflight_refused() {
     let Some(mut h) = Harness::start_without_proxy("ids_batch_over_inflight_refused") else {
         return;
     };
-    // A data batch of ~190 processes is ~32 kB, a first page batch ~1 MB
-    // (at least ~60 processes' pages: more than this test's share).
-    // (The collector's object, sent on the first walk, is ~80 kB.)
-    h.set_proxy_args(&["--max-inflight-per-session", "800000"]);
+    // A task costs its page batch at least one 4 KiB page and its data
+    // batch ~170 bytes: with 64 more tasks than the machine had, the first
+    // page batch is over 256 kB and the data batch far under 200 kB (as is
+    // the collector's object, ~80 kB, sent on the first walk).
+    let mut sleepers: Vec<Child> = (0..64)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("start a sleeper")
+        })
+        .collect();
+    h.set_proxy_args(&["--max-inflight-per-session", "200000"]);
     h.start_proxy();
     let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-page"]);
+    let data = ids_processes(&h, "bulk-data");
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     assert!(
         !out.success(),
         "a page batch over the limit was sent: {}",
@@ -326,8 +340,7 @@ fn ids_batch_over_inflight_refused() {
         "not refused with ENOMEM: {}",
         out.describe()
     );
-    let data = ids_processes(&h, "bulk-data");
-    assert!(data.len() > 10, "the proxy no longer serves: {data:?}");
+    assert!(data.len() > 64, "the proxy no longer serves: {data:?}");
     h.finish();
 }
 
