@@ -46,16 +46,10 @@ fn main() {
 /// name. Any kernel's BTF will do; field offsets are relocated at load time.
 fn dump_vmlinux_h(out: &Path) -> Result<(), String> {
     let btf = env::var("TELEBPF_VMLINUX_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
-    let output = Command::new("bpftool")
-        .args(["btf", "dump", "file", &btf, "format", "c"])
-        .output()
-        .map_err(|e| format!("cannot run bpftool (see scripts/setup.sh): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "bpftool failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    std::fs::write(out, output.stdout).map_err(|e| e.to_string())
+    let header = telebpf_bpf_build::run_tool(
+        Command::new("bpftool").args(["btf", "dump", "file", &btf, "format", "c"]),
+        "bpftool",
+        "bpftool",
+    )?;
+    std::fs::write(out, header).map_err(|e| e.to_string())
 }

@@ -29,21 +29,23 @@ pub fn compile(clang: &str, src: &Path, includes: &[&Path], obj: &Path) -> Resul
     for include in includes {
         cmd.arg(format!("-I{}", include.display()));
     }
-    let output = cmd
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(obj)
-        .output()
-        .map_err(|e| format!("cannot run `{clang}` (install clang, see scripts/setup.sh): {e}"))?;
+    run_tool(cmd.arg("-c").arg(src).arg("-o").arg(obj), clang, "clang").map(drop)
+}
+
+/// Runs `cmd` (the tool `name`, from the apt package `package`) and returns
+/// its stdout; the error carries its stderr.
+pub fn run_tool(cmd: &mut Command, name: &str, package: &str) -> Result<Vec<u8>, String> {
+    let output = cmd.output().map_err(|e| {
+        format!("cannot run `{name}` (install {package}, see scripts/setup.sh): {e}")
+    })?;
     if !output.status.success() {
         return Err(format!(
-            "`{clang}` failed ({}): {}",
+            "`{name}` failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    Ok(())
+    Ok(output.stdout)
 }
 
 /// `llvm-strip -g OBJ` (`$LLVM_STRIP`, else `llvm-strip`): drops the DWARF
@@ -53,17 +55,5 @@ pub fn compile(clang: &str, src: &Path, includes: &[&Path], obj: &Path) -> Resul
 /// ~700 KiB. Build scripts should print `cargo:rerun-if-env-changed=LLVM_STRIP`.
 pub fn strip_debug(obj: &Path) -> Result<(), String> {
     let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".to_string());
-    let output = Command::new(&strip)
-        .arg("-g")
-        .arg(obj)
-        .output()
-        .map_err(|e| format!("cannot run `{strip}` (install llvm, see scripts/setup.sh): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{strip}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(())
+    run_tool(Command::new(&strip).arg("-g").arg(obj), &strip, "llvm").map(drop)
 }

@@ -29,6 +29,19 @@ use telebpf_tests::{
 const REFUSAL: &str = "telebpf: the proxy's policy refuses";
 
 /// A shipped policy profile.
+/// Starts the proxy under `policy` (a file) with an audit log in the test's
+/// directory; returns the log's path.
+fn start_audited(h: &mut Harness, policy: String) -> PathBuf {
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        policy,
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
+    audit
+}
+
 fn profile(name: &str) -> String {
     let p = workspace_root()
         .join("policies")
@@ -102,13 +115,7 @@ fn one_proxy_serves_a_read_only_monitor_and_a_full_tool() {
             profile("read-only")
         ),
     );
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        policy.display().to_string(),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_audited(&mut h, policy.display().to_string());
     let target = h.target();
     let limit = telebpf_tests::COMMAND_TIMEOUT;
     let pins = PinDir::new("policy");
@@ -308,13 +315,7 @@ fn tracing_profile_is_enough_for_execsnoop() {
         say("SKIP: execsnoop is not installed (apt-get install libbpf-tools)");
         return;
     };
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        profile("tracing"),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_audited(&mut h, profile("tracing"));
     let out_path = h.dir().join("execsnoop.out");
     let out = fs::File::create(&out_path).expect("output file");
     let args: Vec<String> = vec![
@@ -487,13 +488,7 @@ fn kernel_memory_reads_follow_the_policy() {
     }
     assert!(h.proxy_log().contains("kernel_memory_read is false"));
     h.stop_proxy_checked();
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        profile("tracing"),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_audited(&mut h, profile("tracing"));
     let out = h.telebpf_nobody(&["ids", "ps", "--mode", "bulk-data", "--json"]);
     out.expect_success();
     let v: Value = serde_json::from_str(&out.stdout_text())
