@@ -1724,6 +1724,111 @@ pub fn wait_until<T>(
     }
 }
 
+/// A program running as nobody through `telebpf exec`, line buffered
+/// (`stdbuf -oL`), its stdout and stderr in a file; killed on drop if still
+/// running (a test that fails half-way must not leave it behind).
+pub struct ExecTool {
+    child: Child,
+    out: PathBuf,
+    name: String,
+}
+
+impl Harness {
+    /// Starts `program args…` as nobody through this test's copy of
+    /// `telebpf exec --target TARGET --key-file KEY`, writing to
+    /// `<temp dir>/<name>.out`.
+    pub fn start_exec_tool(
+        &self,
+        target: &str,
+        key: &Path,
+        program: &Path,
+        args: &[&str],
+    ) -> ExecTool {
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.display().to_string());
+        let out = self.dir().join(format!("{name}.out"));
+        let file = File::create(&out).expect("tool output file");
+        let mut argv: Vec<String> = vec![
+            "-oL".into(),
+            self.telebpf().display().to_string(),
+            "exec".into(),
+            "--target".into(),
+            target.to_string(),
+            "--key-file".into(),
+            key.display().to_string(),
+            "--".into(),
+            program.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
+        let child = self
+            .nobody_command(&stdbuf, &argv)
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ExecTool { child, out, name }
+    }
+}
+
+impl ExecTool {
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.out) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the output contains `needle`; the error tells why not,
+    /// with the output.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not print {needle:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait tool")
+    }
+
+    /// Sends `sig`, waits up to `timeout` for the exit (then SIGKILL);
+    /// returns the whole output.
+    pub fn stop(mut self, sig: i32, timeout: Duration) -> String {
+        stop_child(&mut self.child, sig, timeout);
+        self.output()
+    }
+}
+
+impl Drop for ExecTool {
+    fn drop(&mut self) {
+        reap_child(&mut self.child);
+    }
+}
+
 /// Sends `sig` to `child` and waits for it to exit, SIGKILLing it after
 /// `timeout` (a tool that ignores the signal must not hang the test).
 pub fn stop_child(child: &mut Child, sig: i32, timeout: Duration) {

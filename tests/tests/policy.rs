@@ -14,9 +14,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -316,61 +315,13 @@ fn tracing_profile_is_enough_for_execsnoop() {
         return;
     };
     let audit = start_audited(&mut h, profile("tracing"));
-    let out_path = h.dir().join("execsnoop.out");
-    let out = fs::File::create(&out_path).expect("output file");
-    let args: Vec<String> = vec![
-        "-oL".into(),
-        h.dir().join("telebpf").display().to_string(),
-        "exec".into(),
-        "--target".into(),
-        h.target(),
-        "--key-file".into(),
-        h.key().display().to_string(),
-        "--".into(),
-        execsnoop.display().to_string(),
-    ];
-    let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
-    let mut child = h
-        .nobody_command(&stdbuf, &args)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn execsnoop");
-    let output = || {
-        let mut s = String::new();
-        if let Ok(mut f) = fs::File::open(&out_path) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    };
-    let mut wait_for = |needle: &str, limit: Duration| {
-        let deadline = Instant::now() + limit;
-        while !output().contains(needle) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "execsnoop exited ({status}) before {needle:?}:\n{}",
-                    output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "execsnoop did not print {needle:?} within {limit:?}:\n{}",
-                output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait_for("PCOMM", Duration::from_secs(60));
+    let mut tool = h.start_exec_tool(&h.target(), h.key(), &execsnoop, &[]);
+    tool.wait_for("PCOMM", Duration::from_secs(60)).unwrap();
     let mark = unique_name("tbpolicy");
     let status = Command::new("/bin/true").arg(&mark).status().expect("exec");
     assert!(status.success());
-    wait_for(&mark, Duration::from_secs(15));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
-
-    let text = output();
+    tool.wait_for(&mark, Duration::from_secs(15)).unwrap();
+    let text = tool.stop(libc::SIGINT, Duration::from_secs(20));
     assert!(!text.contains(REFUSAL), "{text}");
     assert!(
         !h.proxy_log().contains("refuses"),

@@ -14,103 +14,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use telebpf_tests::{
-    find_program, say, unique_name, wait_until, Harness, IdSnapshot, SESSION_CLOSE_TIMEOUT,
+    find_program, say, unique_name, wait_until, ExecTool, Harness, IdSnapshot,
+    SESSION_CLOSE_TIMEOUT,
 };
 
 /// How long a tool may take to attach and print its header.
 const READY: Duration = Duration::from_secs(60);
 /// How long a streamed event may take to appear.
 const EVENT: Duration = Duration::from_secs(15);
+/// How long a stopped tool may take to exit before it is killed.
+const STOP: Duration = Duration::from_secs(20);
 
-/// A tool running as nobody through `telebpf exec`, its stdout in a file.
-struct Tool {
-    child: Child,
-    out: PathBuf,
-    name: String,
-}
-
-impl Tool {
-    fn start(h: &Harness, tool: &str, args: &[&str]) -> Option<Tool> {
-        let Some(program) = find_program(tool) else {
-            say(&format!(
-                "SKIP: {tool} is not installed (apt-get install libbpf-tools)"
-            ));
-            return None;
-        };
-        let out = h.dir().join(format!("{tool}.out"));
-        let file = fs::File::create(&out).expect("output file");
-        let mut argv: Vec<String> = vec![
-            "-oL".into(),
-            h.dir().join("telebpf").display().to_string(),
-            "exec".into(),
-            "--target".into(),
-            h.target(),
-            "--key-file".into(),
-            h.key().display().to_string(),
-            "--".into(),
-            program.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
-        let child = h
-            .nobody_command(&stdbuf, &argv)
-            .stdout(file.try_clone().expect("dup"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn tool");
-        Some(Tool {
-            child,
-            out,
-            name: tool.to_string(),
-        })
-    }
-
-    fn output(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = fs::File::open(&self.out) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    /// Waits until the output contains `needle`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.output().contains(needle) {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.output()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} did not print {needle:?} within {timeout:?}:\n{}",
-                    self.name,
-                    self.output()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends `sig` and waits for the exit; returns the whole output.
-    fn stop(mut self, sig: i32) -> String {
-        telebpf_tests::stop_child(&mut self.child, sig, Duration::from_secs(20));
-        self.output()
-    }
-}
-
-impl Drop for Tool {
-    /// A test that fails half-way must not leave its tool running.
-    fn drop(&mut self) {
-        telebpf_tests::reap_child(&mut self.child);
-    }
+/// Starts a libbpf-tool as nobody through `telebpf exec`; `None` (with a
+/// SKIP line) when it is not installed.
+fn start_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<ExecTool> {
+    let Some(program) = find_program(tool) else {
+        say(&format!(
+            "SKIP: {tool} is not installed (apt-get install libbpf-tools)"
+        ));
+        return None;
+    };
+    Some(h.start_exec_tool(&h.target(), h.key(), &program, args))
 }
 
 /// Runs a command as root on the proxy's side.
@@ -165,14 +89,14 @@ fn execsnoop_sees_a_marked_exec() {
     let Some(h) = Harness::start("execsnoop_sees_a_marked_exec") else {
         return;
     };
-    let Some(mut tool) = Tool::start(&h, "execsnoop", &[]) else {
+    let Some(mut tool) = start_tool(&h, "execsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
     let mark = unique_name("tbexec");
     provoke("/bin/true", &[&mark]);
     tool.wait_for(&mark, EVENT).unwrap();
-    tool.stop(libc::SIGINT);
+    tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
 
@@ -181,14 +105,14 @@ fn opensnoop_sees_a_marked_open() {
     let Some(h) = Harness::start("opensnoop_sees_a_marked_open") else {
         return;
     };
-    let Some(mut tool) = Tool::start(&h, "opensnoop", &[]) else {
+    let Some(mut tool) = start_tool(&h, "opensnoop", &[]) else {
         return;
     };
     tool.wait_for("PATH", READY).unwrap();
     let path = h.dir().join(unique_name("tbopen"));
     fs::write(&path, b"x").unwrap();
     tool.wait_for(&path.display().to_string(), EVENT).unwrap();
-    tool.stop(libc::SIGINT);
+    tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
 
@@ -197,7 +121,7 @@ fn exitsnoop_sees_a_marked_exit_code() {
     let Some(h) = Harness::start("exitsnoop_sees_a_marked_exit_code") else {
         return;
     };
-    let Some(mut tool) = Tool::start(&h, "exitsnoop", &[]) else {
+    let Some(mut tool) = start_tool(&h, "exitsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
@@ -217,7 +141,7 @@ fn exitsnoop_sees_a_marked_exit_code() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    tool.stop(libc::SIGINT);
+    tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
 
@@ -226,7 +150,7 @@ fn tcplife_sees_a_marked_connection() {
     let Some(h) = Harness::start("tcplife_sees_a_marked_connection") else {
         return;
     };
-    let Some(mut tool) = Tool::start(&h, "tcplife", &[]) else {
+    let Some(mut tool) = start_tool(&h, "tcplife", &[]) else {
         return;
     };
     tool.wait_for("PID", READY).unwrap();
@@ -241,7 +165,7 @@ fn tcplife_sees_a_marked_connection() {
         a.read_exact(&mut buf).unwrap();
     }
     tool.wait_for(&format!(" {port} "), EVENT).unwrap();
-    tool.stop(libc::SIGINT);
+    tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
 
@@ -265,10 +189,10 @@ fn histogram_total(out: &str) -> u64 {
 fn run_pid_filtered(h: &Harness, tool: &str) -> Option<(String, String)> {
     let sleeper = Sleeper::start(30);
     let pid = sleeper.pid();
-    let mut tool = Tool::start(h, tool, &["-p", &pid])?;
+    let mut tool = start_tool(h, tool, &["-p", &pid])?;
     tool.wait_for("Tracing", READY).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let out = tool.stop(libc::SIGINT);
+    let out = tool.stop(libc::SIGINT, STOP);
     drop(sleeper);
     Some((pid, out))
 }
@@ -311,7 +235,7 @@ fn biolatency_measures_provoked_disk_io() {
     let Some(h) = Harness::start("biolatency_measures_provoked_disk_io") else {
         return;
     };
-    let Some(mut tool) = Tool::start(&h, "biolatency", &[]) else {
+    let Some(mut tool) = start_tool(&h, "biolatency", &[]) else {
         return;
     };
     tool.wait_for("Tracing", READY).unwrap();
@@ -344,7 +268,7 @@ fn biolatency_measures_provoked_disk_io() {
     }
     provoke("sync", &[]);
     std::thread::sleep(Duration::from_secs(1));
-    let out = tool.stop(libc::SIGINT);
+    let out = tool.stop(libc::SIGINT, STOP);
     assert!(
         histogram_total(&out) > 0,
         "biolatency saw no block I/O after writing 8 MiB with sync:\n{out}"
@@ -361,7 +285,7 @@ fn sigkill_mid_stream_leaves_nothing_behind() {
         return;
     };
     let before = h.settled_local_ids();
-    let Some(mut tool) = Tool::start(&h, "execsnoop", &[]) else {
+    let Some(mut tool) = start_tool(&h, "execsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
@@ -378,7 +302,7 @@ fn sigkill_mid_stream_leaves_nothing_behind() {
         !during.set(telebpf_tests::ObjKind::Prog).is_empty(),
         "execsnoop's programs are not loaded in the guest"
     );
-    tool.stop(libc::SIGKILL);
+    tool.stop(libc::SIGKILL, STOP);
     let proxy_pid = proxy_pid(&h);
     let result = wait_until(SESSION_CLOSE_TIMEOUT, || {
         let left: IdSnapshot = h.local_ids().minus(&before);
@@ -442,12 +366,12 @@ fn kprobe_tool_fails_as_it_does_locally() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let Some(tool) = Tool::start(&h, "capable", &[]) else {
+    let Some(tool) = start_tool(&h, "capable", &[]) else {
         return;
     };
     let deadline = Instant::now() + READY;
     let mut tool = tool;
-    while tool.child.try_wait().unwrap().is_none() {
+    while tool.exited().is_none() {
         assert!(
             Instant::now() < deadline,
             "capable did not exit:\n{}",

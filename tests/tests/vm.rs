@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use telebpf_tests::{
     bin_dir, compare_text, find_program, fingerprint, run_with_timeout, say, unique_name,
-    workspace_root, CmdOutput, Harness, COMMAND_TIMEOUT, NOBODY,
+    workspace_root, CmdOutput, ExecTool, Harness, COMMAND_TIMEOUT, NOBODY,
 };
 
 /// How long `guest.sh up` may take: a cold cache builds the static proxy
@@ -247,84 +246,25 @@ impl<'a> Client<'a> {
 
     /// Starts a libbpf-tool as nobody through the guest's proxy, line
     /// buffered (`stdbuf -oL`), stdout and stderr into a file.
-    fn start_tool(&self, tool: &str, args: &[&str]) -> Tool {
+    fn start_tool(&self, tool: &str, args: &[&str]) -> ExecTool {
         let program = find_program(tool)
             .unwrap_or_else(|| panic!("{tool} is not installed (scripts/setup.sh: libbpf-tools)"));
-        let out = self.h.dir().join(format!("{tool}.out"));
-        let file = fs::File::create(&out).expect("tool output file");
-        let mut argv = vec!["-oL".to_string(), self.telebpf.display().to_string()];
-        argv.extend(self.exec_argv(&program.display().to_string(), args));
-        let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
-        let child = self
-            .h
-            .nobody_command(&stdbuf, &argv)
-            .stdout(file.try_clone().expect("dup"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {tool}: {e}"));
-        Tool {
-            child,
-            out,
-            name: tool.to_string(),
-        }
+        self.h
+            .start_exec_tool(&self.target, &self.key, &program, args)
     }
 }
 
-/// A tool running through telebpf; killed on drop if still running.
-struct Tool {
-    child: Child,
-    out: PathBuf,
-    name: String,
-}
-
-impl Tool {
-    fn output(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = fs::File::open(&self.out) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    /// Waits until the output contains `needle`; a failure message
-    /// includes the output and the guest's console.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.output().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not print {needle:?} within {timeout:?}:\n{}\n--- guest console ---\n{}",
-                    self.name,
-                    self.output(),
-                    guest().console_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGINT, wait for the exit (SIGKILL after 30 s); the whole output.
-    fn stop(mut self) -> String {
-        telebpf_tests::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30));
-        self.output()
+/// Waits until `tool` prints `needle`; a failure message includes the
+/// output and the guest's console.
+fn wait_for(tool: &mut ExecTool, needle: &str, timeout: Duration) {
+    if let Err(e) = tool.wait_for(needle, timeout) {
+        panic!("{e}\n--- guest console ---\n{}", guest().console_tail());
     }
 }
 
-impl Drop for Tool {
-    fn drop(&mut self) {
-        telebpf_tests::reap_child(&mut self.child);
-    }
+/// SIGINT, wait for the exit (SIGKILL after 30 s); the whole output.
+fn stop(tool: ExecTool) -> String {
+    tool.stop(libc::SIGINT, Duration::from_secs(30))
 }
 
 // ---------------------------------------------------------------- helpers
@@ -563,7 +503,7 @@ fn snoop(
     let g = guest();
     let c = Client::new(h, g);
     let mut t = c.start_tool(tool, &[]);
-    t.wait_for(header, READY);
+    wait_for(&mut t, header, READY);
     let attached = Instant::now();
     let deadline = attached + EVENT;
     loop {
@@ -582,7 +522,7 @@ fn snoop(
     }
     // Events the host's activity would have caused are delivered by now
     // too: later guest events arrived after them.
-    t.stop()
+    stop(t)
 }
 
 /// execsnoop through telebpf sees the guest's marker exec, and none of the
@@ -671,7 +611,7 @@ fn kprobe_tool_works_against_the_guest() {
     let g = guest();
     let c = Client::new(&h, g);
     let mut t = c.start_tool("capable", &[]);
-    t.wait_for("VERDICT", READY);
+    wait_for(&mut t, "VERDICT", READY);
     let deadline = Instant::now() + EVENT;
     loop {
         c.bpftool(&["prog", "list"]).expect_success();
@@ -688,7 +628,7 @@ fn kprobe_tool_works_against_the_guest() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    t.stop();
+    stop(t);
     h.finish();
 }
 
