@@ -234,6 +234,8 @@ pub fn built_object(stem: &str) -> PathBuf {
     path
 }
 
+pub mod raw_bpf;
+
 /// Names in `bpf/tests/forward_test.bpf.c`.
 pub mod forward_test {
     /// The tracepoint program.

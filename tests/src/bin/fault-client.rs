@@ -30,27 +30,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_MAP_LOOKUP_ELEM: i64 = 1;
-const BPF_MAP_UPDATE_ELEM: i64 = 2;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_OBJ_GET: i64 = 7;
-const BPF_PROG_TEST_RUN: i64 = 10;
-const BPF_PROG_GET_FD_BY_ID: i64 = 13;
-const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
-const BPF_MAP_LOOKUP_BATCH: i64 = 24;
-const BPF_MAP_UPDATE_BATCH: i64 = 26;
+use telebpf_abi::cmd::*;
+use telebpf_abi::map_type::*;
+use telebpf_abi::prog_type::BPF_PROG_TYPE_SOCKET_FILTER;
+use telebpf_tests::raw_bpf::{bpf, errno, lookup, map_create, update};
 
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_FUNC_RINGBUF_OUTPUT: i32 = 130;
-
-fn errno() -> i32 {
-    // SAFETY: errno of this thread.
-    unsafe { *libc::__errno_location() }
-}
 
 /// `CLOCK_MONOTONIC` in ms, comparable with the test's own reading.
 fn now_ms() -> f64 {
@@ -61,53 +46,12 @@ fn now_ms() -> f64 {
     ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
-/// `bpf(cmd, attr, size)` through libc's `syscall`, as libbpf makes it.
-fn bpf(cmd: i64, attr: &mut [u8]) -> Result<i64, i32> {
-    // SAFETY: `attr` is valid for its length; the pointers inside it point
-    // at live buffers of the caller.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as i64) };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(r)
-    }
-}
-
 fn put32(a: &mut [u8], off: usize, v: u32) {
     a[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 fn put64(a: &mut [u8], off: usize, v: u64) {
     a[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn map_create(map_type: u32, key: u32, value: u32, entries: u32) -> Result<i32, i32> {
-    let mut a = [0u8; 72];
-    put32(&mut a, 0, map_type);
-    put32(&mut a, 4, key);
-    put32(&mut a, 8, value);
-    put32(&mut a, 12, entries);
-    bpf(BPF_MAP_CREATE, &mut a).map(|fd| fd as i32)
-}
-
-fn lookup(fd: i32, key: u32) -> Result<u64, i32> {
-    let k = key;
-    let mut v = 0u64;
-    let mut a = [0u8; 32];
-    put32(&mut a, 0, fd as u32);
-    put64(&mut a, 8, &k as *const u32 as u64);
-    put64(&mut a, 16, &mut v as *mut u64 as u64);
-    bpf(BPF_MAP_LOOKUP_ELEM, &mut a).map(|_| v)
-}
-
-fn update(fd: i32, key: u32, value: u64) -> Result<(), i32> {
-    let k = key;
-    let v = value;
-    let mut a = [0u8; 32];
-    put32(&mut a, 0, fd as u32);
-    put64(&mut a, 8, &k as *const u32 as u64);
-    put64(&mut a, 16, &v as *const u64 as u64);
-    bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
 }
 
 /// One eBPF instruction.

@@ -11,69 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_MAP_LOOKUP_ELEM: i64 = 1;
-const BPF_MAP_UPDATE_ELEM: i64 = 2;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_PROG_TEST_RUN: i64 = 10;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-
-fn errno() -> i32 {
-    // SAFETY: errno of this thread.
-    unsafe { *libc::__errno_location() }
-}
-
-fn bpf(cmd: i64, attr: &mut [u8]) -> Result<i64, i32> {
-    // SAFETY: `attr` is valid for its length; the pointers inside it point
-    // to live locals of the callers.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(r)
-    }
-}
+use telebpf_abi::cmd::*;
+use telebpf_abi::map_type::*;
+use telebpf_abi::prog_type::BPF_PROG_TYPE_XDP;
+use telebpf_tests::raw_bpf::{bpf, lookup, map_create, update};
 
 fn show<T>(r: &Result<T, i32>) -> String {
     match r {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("errno {e}"),
     }
-}
-
-fn map_create(map_type: u32, key: u32, value: u32, entries: u32) -> Result<i32, i32> {
-    let mut a = [0u8; 72];
-    a[0..4].copy_from_slice(&map_type.to_le_bytes());
-    a[4..8].copy_from_slice(&key.to_le_bytes());
-    a[8..12].copy_from_slice(&value.to_le_bytes());
-    a[12..16].copy_from_slice(&entries.to_le_bytes());
-    bpf(BPF_MAP_CREATE, &mut a).map(|fd| fd as i32)
-}
-
-fn elem(fd: i32, key: u64, value: u64) -> [u8; 32] {
-    let mut a = [0u8; 32];
-    a[0..4].copy_from_slice(&(fd as u32).to_le_bytes());
-    a[8..16].copy_from_slice(&key.to_le_bytes());
-    a[16..24].copy_from_slice(&value.to_le_bytes());
-    a
-}
-
-fn update(fd: i32, k: u32, v: u64) -> Result<i64, i32> {
-    bpf(
-        BPF_MAP_UPDATE_ELEM,
-        &mut elem(fd, &k as *const u32 as u64, &v as *const u64 as u64),
-    )
-}
-
-fn lookup(fd: i32, k: u32) -> Result<u64, i32> {
-    let mut value = 0u64;
-    bpf(
-        BPF_MAP_LOOKUP_ELEM,
-        &mut elem(fd, &k as *const u32 as u64, &mut value as *mut u64 as u64),
-    )?;
-    Ok(value)
 }
 
 /// A map of our own works: create, update, look up.

@@ -10,80 +10,15 @@
 use std::ffi::CStr;
 use std::thread;
 
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_MAP_LOOKUP_ELEM: i64 = 1;
-const BPF_MAP_UPDATE_ELEM: i64 = 2;
-const BPF_MAP_GET_NEXT_KEY: i64 = 4;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-
-fn errno() -> i32 {
-    // SAFETY: errno of this thread.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: errno of this thread.
-    unsafe { *libc::__errno_location() = v };
-}
-
-/// `bpf(cmd, attr, size)` as libbpf makes it: through libc's `syscall`.
-fn bpf_raw(cmd: i64, attr: *mut u8, size: i64) -> Result<i64, i32> {
-    // SAFETY: deliberately passes arbitrary pointers: the kernel (or the
-    // preload, which must behave like it) validates them.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(r)
-    }
-}
-
-fn bpf(cmd: i64, attr: &mut [u8]) -> Result<i64, i32> {
-    bpf_raw(cmd, attr.as_mut_ptr(), attr.len() as i64)
-}
+use telebpf_abi::cmd::*;
+use telebpf_abi::map_type::*;
+use telebpf_tests::raw_bpf::{bpf, bpf_raw, elem, errno, lookup, map_create, set_errno, update};
 
 fn show(r: Result<i64, i32>) -> String {
     match r {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("errno {}", std::io::Error::from_raw_os_error(e)),
     }
-}
-
-fn map_create(map_type: u32, key: u32, value: u32, entries: u32) -> i32 {
-    let mut a = [0u8; 72];
-    a[0..4].copy_from_slice(&map_type.to_le_bytes());
-    a[4..8].copy_from_slice(&key.to_le_bytes());
-    a[8..12].copy_from_slice(&value.to_le_bytes());
-    a[12..16].copy_from_slice(&entries.to_le_bytes());
-    bpf(BPF_MAP_CREATE, &mut a).expect("map create") as i32
-}
-
-fn elem(fd: i32, key: u64, value: u64) -> [u8; 32] {
-    let mut a = [0u8; 32];
-    a[0..4].copy_from_slice(&(fd as u32).to_le_bytes());
-    a[8..16].copy_from_slice(&key.to_le_bytes());
-    a[16..24].copy_from_slice(&value.to_le_bytes());
-    a
-}
-
-fn update(fd: i32, k: u32, v: u64) -> Result<i64, i32> {
-    let key = k;
-    let value = v;
-    bpf(
-        BPF_MAP_UPDATE_ELEM,
-        &mut elem(fd, &key as *const u32 as u64, &value as *const u64 as u64),
-    )
-}
-
-fn lookup(fd: i32, k: u32) -> Result<u64, i32> {
-    let key = k;
-    let mut value = 0u64;
-    bpf(
-        BPF_MAP_LOOKUP_ELEM,
-        &mut elem(fd, &key as *const u32 as u64, &mut value as *mut u64 as u64),
-    )?;
-    Ok(value)
 }
 
 fn readlink_fd(fd: i32) -> String {
@@ -96,14 +31,8 @@ fn main() {
     let out = |name: &str, v: String| println!("{name}: {v}");
 
     // Malformed calls: the errno the kernel gives, never a crash.
-    out(
-        "attr.null",
-        show(bpf_raw(BPF_MAP_CREATE, std::ptr::null_mut(), 72)),
-    );
-    out(
-        "attr.bad_pointer",
-        show(bpf_raw(BPF_MAP_CREATE, 16 as *mut u8, 72)),
-    );
+    out("attr.null", show(bpf_raw(BPF_MAP_CREATE, 0, 72)));
+    out("attr.bad_pointer", show(bpf_raw(BPF_MAP_CREATE, 16, 72)));
     let mut big = vec![0u8; 8192];
     out("attr.size_over_page", show(bpf(BPF_MAP_CREATE, &mut big)));
     let mut tail = vec![0u8; 4096];
@@ -116,7 +45,7 @@ fn main() {
         show(bpf((1 << 16) | 999, &mut [0u8; 64])),
     );
 
-    let hash = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16);
+    let hash = map_create(BPF_MAP_TYPE_HASH, 4, 8, 16).expect("map create");
     out("map.readlink", readlink_fd(hash));
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{hash}")).unwrap_or_default();
     out(
@@ -226,7 +155,7 @@ fn main() {
     unsafe { libc::close(placeholder) };
 
     // Threads: concurrent calls get their own answers.
-    let array = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 8);
+    let array = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 8).expect("map create");
     let workers: Vec<_> = (0..8u32)
         .map(|t| {
             thread::spawn(move || {
@@ -265,7 +194,7 @@ fn main() {
     // child only makes syscalls and exits with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let own = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1);
+        let own = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1).expect("map create");
         let ok = update(own, 0, 42).is_ok() && lookup(own, 0) == Ok(42);
         let inherited = lookup(array, 0);
         println!("fork.child_own_map: {ok}");
