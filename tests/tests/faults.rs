@@ -999,20 +999,25 @@ impl Drop for Frozen {
     }
 }
 
+/// What a tool did after its proxy was cut off, measured from the cut.
+struct AfterCut {
+    /// When the lost line appeared.
+    line_at: Option<Duration>,
+    /// When the tool exited, and how.
+    exit: Option<(Duration, std::process::ExitStatus)>,
+    /// All it printed.
+    output: String,
+}
+
 /// opensnoop (a libbpf-tool streaming through perf buffers, as `tools.rs`
 /// runs it: nobody, `telebpf exec`) sees a marked open; then the proxy is
-/// cut off by `cut`. Returns (when the lost line appeared, when the tool
-/// exited and how), both measured from the cut, waiting at most
-/// `bound` + 10 s.
+/// cut off by `cut`. Waits at most `bound` + 10 s for the lost line and
+/// the tool's exit.
 fn opensnoop_then_cut(
     h: &mut Harness,
     bound: Duration,
     cut: impl FnOnce(&mut Harness),
-) -> Option<(
-    Option<Duration>,
-    Option<(Duration, std::process::ExitStatus)>,
-    String,
-)> {
+) -> Option<AfterCut> {
     let Some(program) = telebpf_tests::find_program("opensnoop") else {
         say("SKIP: opensnoop is not installed (apt-get install libbpf-tools)");
         return None;
@@ -1049,21 +1054,21 @@ fn opensnoop_then_cut(
     }
     let output = tool.output();
     drop(tool);
-    Some((line_at, exit, output))
+    Some(AfterCut {
+        line_at,
+        exit,
+        output,
+    })
 }
 
 /// Checks the outcome of [`opensnoop_then_cut`]: one lost line naming the
 /// proxy, and a non-zero exit of the tool's own, both within `bound`.
-fn assert_blind_known(
-    what: &str,
-    bound: Duration,
-    target: &str,
-    (line_at, exit, output): (
-        Option<Duration>,
-        Option<(Duration, std::process::ExitStatus)>,
-        String,
-    ),
-) {
+fn assert_blind_known(what: &str, bound: Duration, target: &str, after: AfterCut) {
+    let AfterCut {
+        line_at,
+        exit,
+        output,
+    } = after;
     let lost: Vec<&str> = output
         .lines()
         .filter(|l| l.starts_with(LOST_LINE))
