@@ -1143,6 +1143,58 @@ fn proxy_frozen_running_tool_knows_and_exits_within_10s() {
     h.finish();
 }
 
+/// The proxy is SIGSTOPped while a client waits for a call's reply (a
+/// program load): a reply that never comes cannot be told from a long
+/// verifier run on the call's own connection, so the keep-alive asks the
+/// proxy on a new one, gets no answer, and the call fails with EIO within
+/// 10 s, with the lost line. Resumed, the proxy is not used behind the
+/// client's back: its retries fail the same way until it closed the lost
+/// session's fd, and then it reconnects.
+#[test]
+fn proxy_frozen_mid_call_the_call_fails_within_10s() {
+    let Some(h) = Harness::start("proxy_frozen_mid_call") else {
+        return;
+    };
+    let mut c = Client::spawn(&h, &["mid-call", "490000"]);
+    c.wait_line("loaded", Duration::from_secs(60));
+    c.wait_line("loading", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(100));
+    let pid = h.proxy_pid() as i32;
+    let stopped_at = now_ms();
+    // SAFETY: kill(2) on the proxy's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Frozen(pid);
+    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(10));
+    let after_ms = num(&failed, "t") - stopped_at;
+    let errno = num(&failed, "errno") as i32;
+    say(&format!(
+        "proxy frozen mid-call: the call returned errno {errno} {after_ms:.0} ms after the SIGSTOP (bound {BLIND_AFTER_FREEZE:?})"
+    ));
+    drop(frozen);
+    assert_eq!(errno, libc::EIO);
+    assert!(
+        after_ms <= BLIND_AFTER_FREEZE.as_millis() as f64,
+        "the call returned {after_ms} ms after the freeze"
+    );
+    let retries = c.wait_line("retries", Duration::from_secs(10));
+    assert!(
+        retries
+            .split_whitespace()
+            .skip(1)
+            .all(|w| w.starts_with("errno5=")),
+        "{retries}"
+    );
+    assert_eq!(
+        c.wait_line("old_fd", Duration::from_secs(10)),
+        "old_fd lookup=errno 5"
+    );
+    let reconnected = c.wait_line("reconnected", Duration::from_secs(30));
+    say(&format!("after the resume: {retries}; {reconnected}"));
+    assert_eq!(field(&reconnected, "fresh_value"), Some("9"));
+    assert!(c.wait_exit(Duration::from_secs(10)).success());
+    h.finish();
+}
+
 /// Frames and bytes one direction of a relayed connection carried.
 #[derive(Default)]
 struct Flow {
