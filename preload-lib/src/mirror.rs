@@ -21,8 +21,8 @@
 //!
 //! When the proxy is lost ([`crate::lost`]) every mirrored ring's fd is
 //! made ready and stays so, and its stream is shut down: a program asleep
-//! on a ring wakes, finds nothing, and its next wait fails (the wait hooks
-//! ask [`is_ring`] which fds are rings). A stream that ends while the
+//! on a ring wakes, finds nothing, and its next wait fails (see the wait
+//! hooks). A stream that ends while the
 //! program still holds its ring makes the program blind to that ring: the
 //! mirror reports it ([`state::State::stream_ended`]).
 
@@ -381,10 +381,6 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, 
         }
     };
     let (conn, signal) = open_stream(obj, kind)?;
-    RING_INODES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(obj.inode);
     ANY_MIRROR.store(true, Ordering::Relaxed);
     lost::on_declare(wake_all);
     let busy = || Failure(libc::EBUSY);
@@ -412,21 +408,6 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, 
         }
     }
     Ok(ring)
-}
-
-/// `(st_dev, st_ino)` of every host fd a ring was mirrored for (a pipe
-/// end; both ends share the inode). Never pruned: a process mirrors a few
-/// rings (one per CPU for a perf buffer), and pipe inode numbers are not
-/// reused soon.
-static RING_INODES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
-
-/// Whether the file with `(st_dev, st_ino)` `inode` is a mirrored ring's
-/// host fd (for the wait hooks, once the proxy is lost).
-pub fn is_ring(inode: (u64, u64)) -> bool {
-    RING_INODES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(&inode)
 }
 
 /// Whether this process lost its proxy (the cheap test first).

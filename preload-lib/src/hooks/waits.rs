@@ -10,8 +10,10 @@
 //! * **A lost proxy** ([`crate::lost`]). A wait that involves a mirrored
 //!   ring's fd fails with the lost errno instead of sleeping on a ring that
 //!   will never fill: libbpf's `ring_buffer__poll`/`perf_buffer__poll`
-//!   return it and the tool ends with its own error. `poll` and `select`
-//!   name their fds; an epoll set is read from `/proc/self/fdinfo/EPFD`,
+//!   return it and the tool ends with its own error. The ring fds are the
+//!   fd table's pollable objects (the table keeps the lost session's
+//!   objects until the program closes them). `poll` and `select` name
+//!   their fds; an epoll set is read from `/proc/self/fdinfo/EPFD`,
 //!   whose `tfd:` lines carry each watched file's inode (and a nested epoll
 //!   set is followed) — on this path only, never on the hot one. A program
 //!   asleep in the real wait when the loss is declared is woken by the
@@ -26,13 +28,26 @@
 use libc::{c_int, size_t};
 
 use crate::guard::{self, Action};
-use crate::{lost, memory, mirror, objects, real};
+use crate::{lost, memory, mirror, objects, real, state};
 
 /// What every wait does first; `Some(errno)` fails the wait with it
 /// (`involves_ring` says whether the wait involves a ring's fd, asked only
-/// once the proxy is lost).
+/// once the proxy is lost). Inline: without a mirrored ring this is the
+/// whole cost of the hook, one relaxed load.
+#[inline(always)]
 fn before(involves_ring: impl FnOnce() -> bool) -> Option<c_int> {
-    if !mirror::any() || guard::inside() {
+    if !mirror::any() {
+        return None;
+    }
+    let mut involves_ring = Some(involves_ring);
+    before_mirrored(&mut || involves_ring.take().is_some_and(|f| f()))
+}
+
+/// [`before`] once a ring is mirrored.
+#[cold]
+#[inline(never)]
+fn before_mirrored(involves_ring: &mut dyn FnMut() -> bool) -> Option<c_int> {
+    if guard::inside() {
         return None;
     }
     let mut fail = None;
@@ -60,9 +75,26 @@ fn failed(errno: c_int) -> c_int {
     -1
 }
 
-/// Whether the open fd `fd` is a mirrored ring's host fd.
-fn fd_is_ring(fd: c_int) -> bool {
-    fd >= 0 && objects::inode_of(fd).is_some_and(mirror::is_ring)
+/// `(st_dev, st_ino)` of the program's fds that stand for rings (ring
+/// buffers, user ring buffers, perf events: the objects a program waits
+/// on), from the fd table, which keeps the lost session's objects.
+fn ring_inodes() -> Vec<(u64, u64)> {
+    let table = state::get().table();
+    table
+        .in_range(0, u32::MAX)
+        .into_iter()
+        .filter_map(|fd| {
+            table
+                .get(fd)
+                .filter(|o| o.signal.is_some())
+                .map(|o| o.inode)
+        })
+        .collect()
+}
+
+/// Whether the open fd `fd` is one of `rings`.
+fn fd_is_ring(fd: c_int, rings: &[(u64, u64)]) -> bool {
+    fd >= 0 && objects::inode_of(fd).is_some_and(|i| rings.contains(&i))
 }
 
 /// Whether any of the `n` pollfds at `fds` is a ring's fd (an unreadable
@@ -72,9 +104,13 @@ fn pollfds_have_ring(fds: *const libc::pollfd, n: libc::nfds_t) -> bool {
     let Ok(bytes) = memory::read(fds as u64, (n as usize).saturating_mul(size)) else {
         return false;
     };
+    let rings = ring_inodes();
     bytes.chunks_exact(size).any(|p| {
         // `fd` is the pollfd's first field.
-        fd_is_ring(c_int::from_ne_bytes(p[..4].try_into().expect("4 bytes")))
+        fd_is_ring(
+            c_int::from_ne_bytes(p[..4].try_into().expect("4 bytes")),
+            &rings,
+        )
     })
 }
 
@@ -82,11 +118,12 @@ fn pollfds_have_ring(fds: *const libc::pollfd, n: libc::nfds_t) -> bool {
 fn fd_sets_have_ring(n: c_int, sets: [*const libc::fd_set; 3]) -> bool {
     let n = n.clamp(0, libc::FD_SETSIZE as c_int) as usize;
     let len = n.div_ceil(8);
+    let rings = ring_inodes();
     sets.iter().filter(|s| !s.is_null()).any(|&set| {
         let Ok(bits) = memory::read(set as u64, len) else {
             return false;
         };
-        (0..n).any(|fd| bits[fd / 8] & (1 << (fd % 8)) != 0 && fd_is_ring(fd as c_int))
+        (0..n).any(|fd| bits[fd / 8] & (1 << (fd % 8)) != 0 && fd_is_ring(fd as c_int, &rings))
     })
 }
 
@@ -95,16 +132,20 @@ const EPOLL_MAX_NESTS: u32 = 4;
 
 /// Whether the epoll set `epfd` watches a ring's fd, directly or through
 /// a nested epoll set, read from `/proc/self/fdinfo/EPFD`.
-fn epoll_has_ring(epfd: c_int, depth: u32) -> bool {
+fn epoll_has_ring(epfd: c_int) -> bool {
+    epoll_watches(epfd, &ring_inodes(), 0)
+}
+
+fn epoll_watches(epfd: c_int, rings: &[(u64, u64)], depth: u32) -> bool {
     let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
         return false;
     };
     epoll_targets(&info).into_iter().any(|t| {
-        mirror::is_ring(t.inode)
+        rings.contains(&t.inode)
             || (depth < EPOLL_MAX_NESTS
                 && objects::inode_of(t.fd) == Some(t.inode)
                 && is_epoll(t.fd)
-                && epoll_has_ring(t.fd, depth + 1))
+                && epoll_watches(t.fd, rings, depth + 1))
     })
 }
 
@@ -164,7 +205,7 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    if let Some(e) = before(|| epoll_has_ring(epfd, 0)) {
+    if let Some(e) = before(|| epoll_has_ring(epfd)) {
         return failed(e);
     }
     // SAFETY: forwarded under the caller's contract.
@@ -184,7 +225,7 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    if let Some(e) = before(|| epoll_has_ring(epfd, 0)) {
+    if let Some(e) = before(|| epoll_has_ring(epfd)) {
         return failed(e);
     }
     // SAFETY: forwarded under the caller's contract.
@@ -204,7 +245,7 @@ pub unsafe extern "C" fn epoll_pwait2(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    if let Some(e) = before(|| epoll_has_ring(epfd, 0)) {
+    if let Some(e) = before(|| epoll_has_ring(epfd)) {
         return failed(e);
     }
     // SAFETY: forwarded under the caller's contract.
