@@ -81,7 +81,7 @@ pub fn declare(target: &str, cause: &str) -> bool {
 /// The line a program gets on its stderr.
 fn line(target: &str, cause: &str) -> String {
     format!(
-        "telebpf: lost the proxy at {target}: {cause}; the guest objects of this program are gone, \
+        "telebpf: lost the proxy at {target}: {cause}; this program is blind: \
          its waits on rings and its calls now fail with EIO"
     )
 }

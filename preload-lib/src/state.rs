@@ -84,6 +84,10 @@ const STREAM_END_GRACE: Duration = Duration::from_millis(500);
 const CLOSED_BY_PROXY: &str =
     "the proxy closed the connection (it exited or was killed, or its guest went away)";
 
+/// The cause named when the proxy answered a keep-alive with something
+/// else than its `Pong`.
+const OUT_OF_TURN: &str = "the proxy answered a keep-alive out of turn";
+
 /// The proxy address for the lost line when no connection names it.
 fn target_from_env() -> String {
     std::env::var(telebpf_client::ENV_TARGET).unwrap_or_else(|_| "?".into())
@@ -330,7 +334,7 @@ impl State {
             Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
             // The keep-alive found the proxy frozen and shut the socket
-            // down under this call (see `abandon`).
+            // down under this call (see `probe_beside_call`).
             Err(_) if lost::errno().is_some() => {
                 let _ = self.broken(&mut guard, "");
                 Err(Failure(lost::ERRNO))
@@ -427,9 +431,8 @@ impl State {
         };
         match conn.call_within(&Request::Ping(Vec::new()), limit) {
             Ok(Reply::Pong(_)) => self.answered_ms.store(self.now_ms(), Ordering::Relaxed),
-            Ok(other) => {
-                let cause = format!("the proxy answered a keep-alive with {other:?}");
-                let _ = self.broken(&mut guard, &cause);
+            Ok(_) => {
+                let _ = self.broken(&mut guard, OUT_OF_TURN);
             }
             Err(e) if e.is_no_answer() => {
                 let cause = format!(
@@ -523,14 +526,13 @@ impl State {
                     .map_or_else(target_from_env, |c| c.target().to_string());
                 lost::declare(
                     &target,
-                    &format!("the proxy ended the stream of a ring while the session lives ({why}; its log says why): no event of that ring will arrive"),
+                    &format!("the stream of a ring ended while the session lives ({why}; the proxy's log says why): no event of that ring will arrive"),
                 );
                 // The session and its objects live on in the guest until
                 // the program exits or closes them.
             }
-            Ok(other) => {
-                let cause = format!("the proxy answered a keep-alive with {other:?}");
-                let _ = self.broken(&mut guard, &cause);
+            Ok(_) => {
+                let _ = self.broken(&mut guard, OUT_OF_TURN);
             }
             Err(e) => {
                 let _ = self.broken(&mut guard, &cause_of(&e));

@@ -52,6 +52,8 @@ struct Client {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     what: String,
+    /// Its stderr lines so far.
+    errs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Client {
@@ -99,9 +101,12 @@ impl Client {
         });
         let err = child.stderr.take().expect("stderr");
         let tag = what.clone();
+        let errs: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let kept = errs.clone();
         thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 say(&format!("{tag} stderr: {line}"));
+                kept.lock().unwrap().push(line);
             }
         });
         Client {
@@ -109,6 +114,7 @@ impl Client {
             lines: rx,
             seen: Vec::new(),
             what,
+            errs,
         }
     }
 
@@ -482,6 +488,16 @@ fn stalled_ring_reader_bounded_memory_and_times_out() {
     let stalled_after = stalled_after.expect("the stalled stream must time out");
     assert!(stalled_after <= Duration::from_secs(5));
     c.signal(libc::SIGCONT);
+    // Resumed, the client holds a ring whose stream is gone: it is told it
+    // is blind to it (one line naming the cause).
+    let told = wait_until(Duration::from_secs(5), || {
+        let errs = c.errs.lock().unwrap();
+        match errs.iter().find(|l| l.starts_with(LOST_LINE)) {
+            Some(l) if l.contains("the stream of a ring ended") => Ok(()),
+            _ => Err(format!("no lost line naming the ring's stream: {errs:?}")),
+        }
+    });
+    assert!(told.is_ok(), "{told:?}");
     let t1 = Instant::now();
     c.kill();
     let gone = wait_objects_gone(&h, &before, t1);
