@@ -8,10 +8,10 @@
 pub mod cache;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use telebpf_protocol::address::Address;
-use telebpf_protocol::channel::SyncChannel;
+use telebpf_protocol::channel::{SyncChannel, HANDSHAKE_TIMEOUT};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{self, Facts, Reply, Request, SessionToken};
 use telebpf_protocol::transport::{self, ClientStream};
@@ -68,9 +68,22 @@ pub enum ClientError {
     /// The proxy carried out the request and it failed with this errno.
     #[error("the proxy answered: {}", std::io::Error::from_raw_os_error(*.0))]
     Remote(i32),
+    /// No answer came within a time limit the caller set
+    /// ([`Connection::call_within`], [`Connection::open_within`]).
+    #[error("proxy at {0}: no answer within {1:?}")]
+    Timeout(Address, Duration),
+    /// Waiting for the answer failed (`poll`).
+    #[error("proxy at {0}: cannot wait for an answer: {1}")]
+    Wait(Address, #[source] std::io::Error),
 }
 
 impl ClientError {
+    /// Whether the proxy gave no answer in time (as opposed to answering
+    /// with a refusal or an error): what a frozen proxy looks like.
+    pub fn is_no_answer(&self) -> bool {
+        self.errno() == libc::ETIMEDOUT
+    }
+
     /// The errno a host program sees for this failure.
     pub fn errno(&self) -> i32 {
         match self {
@@ -82,6 +95,37 @@ impl ClientError {
             ClientError::Channel(_, e) => e.errno(),
             ClientError::Codec(..) | ClientError::Unexpected(..) => libc::EPROTO,
             ClientError::Remote(errno) => *errno,
+            ClientError::Timeout(..) => libc::ETIMEDOUT,
+            ClientError::Wait(_, e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or hung up) or `deadline` passed;
+/// `Ok(false)` for the latter. Signals do not cut the wait short.
+fn wait_readable(fd: std::os::fd::RawFd, deadline: Instant) -> std::io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid, exclusively borrowed pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -153,14 +197,48 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects, authenticates and reads the Welcome.
     pub fn open(settings: &Settings) -> Result<Connection, ClientError> {
+        Self::open_inner(settings, settings.connect_timeout, HANDSHAKE_TIMEOUT, None)
+    }
+
+    /// Like [`open`](Self::open), but the whole of it — connect, handshake
+    /// and Welcome — must be done within `limit`, else
+    /// [`ClientError::Timeout`]: a liveness probe of a proxy that may be
+    /// frozen (the kernel completes a Unix `connect` to a stopped process,
+    /// which then never answers).
+    pub fn open_within(settings: &Settings, limit: Duration) -> Result<Connection, ClientError> {
+        Self::open_inner(
+            settings,
+            settings.connect_timeout.min(limit),
+            limit,
+            Some((Instant::now() + limit, limit)),
+        )
+    }
+
+    fn open_inner(
+        settings: &Settings,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+        limit: Option<(Instant, Duration)>,
+    ) -> Result<Connection, ClientError> {
         let psk = Psk::from_file(&settings.key_file)
             .map_err(|e| ClientError::Key(settings.key_file.clone(), e))?;
         let target = settings.target.clone();
-        let stream = transport::connect(&target, settings.connect_timeout)
+        let stream = transport::connect(&target, connect_timeout)
             .map_err(|e| ClientError::Connect(target.clone(), e))?;
-        let mut chan = SyncChannel::client(stream, &psk)
+        let handshake_timeout = limit.map_or(handshake_timeout, |(deadline, _)| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(handshake_timeout)
+        });
+        let mut chan = SyncChannel::client_with_timeout(stream, &psk, handshake_timeout)
             .map_err(|e| ClientError::Channel(target.clone(), e))?;
         chan.set_spin(settings.spin);
+        if let Some((deadline, limit)) = limit {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(chan.stream());
+            if !wait_readable(fd, deadline).map_err(|e| ClientError::Wait(target.clone(), e))? {
+                return Err(ClientError::Timeout(target, limit));
+            }
+        }
         let bytes = chan
             .recv()
             .map_err(|e| ClientError::Channel(target.clone(), e))?;
@@ -254,6 +332,21 @@ impl Connection {
         self.recv()
     }
 
+    /// Sends a request and waits at most `limit` for its reply
+    /// ([`ClientError::Timeout`] after that; the connection is then out of
+    /// step and must be dropped). For a keep-alive: a live proxy answers a
+    /// [`Request::Ping`] at once, a frozen one never.
+    pub fn call_within(&mut self, req: &Request, limit: Duration) -> Result<Reply, ClientError> {
+        let deadline = Instant::now() + limit;
+        self.notify(req)?;
+        if !wait_readable(self.raw_fd(), deadline)
+            .map_err(|e| ClientError::Wait(self.target.clone(), e))?
+        {
+            return Err(ClientError::Timeout(self.target.clone(), limit));
+        }
+        self.recv()
+    }
+
     /// Sends a request that has no reply ([`Request::Close`]).
     pub fn notify(&mut self, req: &Request) -> Result<(), ClientError> {
         let bytes = message::encode(req).map_err(|e| ClientError::Codec(self.target.clone(), e))?;
@@ -262,5 +355,131 @@ impl Connection {
         self.chan
             .send(&bytes)
             .map_err(|e| ClientError::Channel(self.target.clone(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::Path;
+
+    use telebpf_protocol::handshake::ServerHelloStep;
+    use telebpf_protocol::message::Welcome;
+    use telebpf_protocol::ServerHandshake;
+
+    use super::*;
+
+    /// What the fake proxy does after its Welcome.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Answers every Ping with a Pong.
+        Pong,
+        /// Reads requests and never answers (a frozen proxy).
+        Silence,
+    }
+
+    fn read_frame(s: &mut UnixStream) -> std::io::Result<([u8; 4], Vec<u8>)> {
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix)?;
+        let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+        s.read_exact(&mut body)?;
+        Ok((prefix, body))
+    }
+
+    /// One session of a fake proxy on `stream`: handshake, Welcome, then `then`.
+    fn serve(mut s: UnixStream, psk: Psk, then: Then) -> std::io::Result<()> {
+        let (_, hello) = read_frame(&mut s)?;
+        let ServerHelloStep::Continue { reply, handshake } =
+            ServerHandshake::respond(&[psk], &hello).expect("hello")
+        else {
+            panic!("refused");
+        };
+        s.write_all(&reply)?;
+        let (_, proof) = read_frame(&mut s)?;
+        let (keys, _) = handshake.finish(&proof).expect("proof");
+        let mut chan = SyncChannel::from_parts(s, keys.sealer, keys.opener, &[]);
+        let welcome = Reply::Welcome(Welcome {
+            facts: Facts {
+                uname: Default::default(),
+                possible_cpus: 1,
+                caps: [[0; 2]; 3],
+                proxy_version: "fake".into(),
+            },
+            session: [7; 16],
+        });
+        chan.send(&message::encode(&welcome).unwrap()).unwrap();
+        while let Ok(bytes) = chan.recv() {
+            if let (Then::Pong, Ok(Request::Ping(p))) = (then, message::decode::<Request>(&bytes)) {
+                chan.send(&message::encode(&Reply::Pong(p)).unwrap())
+                    .unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    /// A fake proxy listening in `dir`, serving every connection with
+    /// `then`; `None` accepts connections and never answers them.
+    fn fake_proxy(dir: &Path, then: Option<Then>) -> Settings {
+        let _ = std::fs::create_dir_all(dir);
+        let key = dir.join("key");
+        let _ = std::fs::remove_file(&key);
+        let psk = Psk::write_new(&key).unwrap();
+        let sock = dir.join("proxy.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().map_while(Result::ok) {
+                match then {
+                    Some(then) => {
+                        let psk = psk.clone();
+                        std::thread::spawn(move || serve(s, psk, then));
+                    }
+                    None => held.push(s),
+                }
+            }
+        });
+        Settings::new(&format!("unix:{}", sock.display()), key).unwrap()
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("telebpf-client-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn call_within_answers_from_a_live_proxy_and_times_out_on_a_frozen_one() {
+        let live = fake_proxy(&dir("live"), Some(Then::Pong));
+        let mut c = Connection::open_within(&live, Duration::from_secs(5)).unwrap();
+        let r = c.call_within(&Request::Ping(vec![1]), Duration::from_secs(5));
+        assert!(matches!(r, Ok(Reply::Pong(p)) if p == [1]));
+
+        let frozen = fake_proxy(&dir("frozen"), Some(Then::Silence));
+        let mut c = Connection::open(&frozen).unwrap();
+        let t0 = Instant::now();
+        let e = c
+            .call_within(&Request::Ping(vec![]), Duration::from_millis(200))
+            .unwrap_err();
+        let took = t0.elapsed();
+        assert!(e.is_no_answer(), "{e}");
+        assert_eq!(e.errno(), libc::ETIMEDOUT);
+        assert!(e.to_string().contains("no answer within 200ms"), "{e}");
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn open_within_times_out_on_a_proxy_that_never_answers() {
+        let mute = fake_proxy(&dir("mute"), None);
+        let t0 = Instant::now();
+        let e = Connection::open_within(&mute, Duration::from_millis(300)).unwrap_err();
+        let took = t0.elapsed();
+        assert!(e.is_no_answer(), "{e}");
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3));
+        // A refusal is an answer, not silence.
+        assert!(!ClientError::Channel(
+            mute.target.clone(),
+            telebpf_protocol::ChannelError::HandshakeEof
+        )
+        .is_no_answer());
     }
 }

@@ -350,6 +350,8 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
         ring: Default::default(),
     });
     st.table().insert(raw, object);
+    // The process holds a guest object now: watch its proxy.
+    crate::watchdog::start();
     Ok(raw)
 }
 

@@ -15,12 +15,15 @@
 //! connection (lazy, per process, renewed after `fork`); [`memory`] touches
 //! the program's memory without ever faulting; [`real`] finds libc's
 //! functions; [`perf`] forwards `perf_event_open` and its ioctls; [`mirror`]
-//! presents guest rings and mmapable maps to `mmap`.
+//! presents guest rings and mmapable maps to `mmap`; [`lost`] is what a
+//! program sees once its proxy is gone, and [`watchdog`] the keep-alive
+//! thread that finds that out for a quiet program.
 
 pub mod bpf;
 pub mod errno;
 pub mod guard;
 mod hooks;
+pub mod lost;
 pub mod memory;
 pub mod mirror;
 pub mod objects;
@@ -28,3 +31,4 @@ pub mod perf;
 pub mod real;
 pub mod state;
 pub mod vfs;
+pub mod watchdog;

@@ -18,6 +18,13 @@
 //!   `.rodata` is frozen before libbpf maps it (read-only), so that copy is
 //!   exact. A writable mapping is kept in step both ways every
 //!   `TELEBPF_MAP_SYNC_MS` (see [`start_sync`] and the README's limits).
+//!
+//! When the proxy is lost ([`crate::lost`]) every mirrored ring's fd is
+//! made ready and stays so, and its stream is shut down: a program asleep
+//! on a ring wakes, finds nothing, and its next wait fails (see the wait
+//! hooks). A stream that ends while the
+//! program still holds its ring makes the program blind to that ring: the
+//! mirror reports it ([`state::State::stream_ended`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +40,7 @@ use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest, PERF_
 
 use crate::objects::{GuestObject, Signal};
 use crate::state::{self, Failure};
-use crate::vfs;
+use crate::{lost, vfs};
 
 /// `BPF_F_MMAPABLE`.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -374,31 +381,68 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, 
         }
     };
     let (conn, signal) = open_stream(obj, kind)?;
+    ANY_MIRROR.store(true, Ordering::Relaxed);
+    lost::on_declare(wake_all);
     let busy = || Failure(libc::EBUSY);
+    let owner = Arc::downgrade(obj);
     match &ring {
         Ring::User(r) => {
             let reader = r.take_reader().ok_or_else(busy)?;
-            let obj = Arc::downgrade(obj);
             spawn_library_thread("telebpf-usermirror", move || {
-                run_user_mirror(conn, reader, signal, obj)
+                run_user_mirror(conn, reader, signal, owner)
             })?;
         }
         Ring::Bpf(r) => {
             let writer = Writer::Bpf(r.take_writer().ok_or_else(busy)?);
             let ring = ring.clone();
             spawn_library_thread("telebpf-mirror", move || {
-                run_mirror(conn, writer, ring, signal)
+                run_mirror(conn, writer, ring, signal, owner)
             })?;
         }
         Ring::Perf(r) => {
             let writer = Writer::Perf(r.take_writer().ok_or_else(busy)?);
             let ring = ring.clone();
             spawn_library_thread("telebpf-mirror", move || {
-                run_mirror(conn, writer, ring, signal)
+                run_mirror(conn, writer, ring, signal, owner)
             })?;
         }
     }
     Ok(ring)
+}
+
+/// Whether this process lost its proxy (the cheap test first).
+fn is_lost() -> bool {
+    lost::suspected() && lost::errno().is_some()
+}
+
+/// Run when the proxy is declared lost: makes every mirrored ring's fd
+/// ready, so that a program asleep on it wakes (and fails its next wait),
+/// and shuts its stream down, so its mirror thread ends. Readiness is not
+/// lowered again from then on (see [`Readiness::lower_if_consumed`]).
+fn wake_all() {
+    let live: Vec<Arc<Readiness>> = MIRRORS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .chain(
+            ENDED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        )
+        .collect();
+    for r in live {
+        r.raised.store(true, Ordering::Release);
+        // SAFETY: writing one byte from a constant to our pipe.
+        unsafe { libc::write(r.signal.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        if let Some(stream) = &r.stream {
+            // SAFETY: shutdown(2) of our own duplicate of the stream
+            // socket; its mirror thread's read then ends.
+            unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
 }
 
 /// Opens `obj`'s stream connection to the proxy (bound to this process's
@@ -482,6 +526,12 @@ fn run_user_mirror(
         if obj.strong_count() == 0 {
             return;
         }
+        if is_lost() {
+            // Nothing will reach the guest any more: let a program waiting
+            // for space wake (its next wait fails).
+            drain_pipe(&signal);
+            return;
+        }
         // A record reserved but not yet submitted is about to come: look
         // again soon, as after activity.
         if reader.ring().pending() || last_activity.elapsed() < USER_BUSY_WINDOW {
@@ -529,6 +579,9 @@ struct Readiness {
     ring: Ring,
     signal: Signal,
     raised: AtomicBool,
+    /// A duplicate of the stream socket, to shut it down when the proxy is
+    /// lost (see [`wake_all`]).
+    stream: Option<OwnedFd>,
 }
 
 impl Readiness {
@@ -541,9 +594,10 @@ impl Readiness {
         }
     }
 
-    /// Lowers readiness if the program consumed everything.
+    /// Lowers readiness if the program consumed everything — never once
+    /// the proxy is lost: the fd stays ready so that no wait sleeps on it.
     fn lower_if_consumed(&self) {
-        if !self.raised.load(Ordering::Acquire) || self.ring.pending() {
+        if !self.raised.load(Ordering::Acquire) || self.ring.pending() || is_lost() {
             return;
         }
         drain_pipe(&self.signal);
@@ -621,25 +675,50 @@ fn fits(writer: &Writer, len: usize) -> bool {
     }
 }
 
-fn run_mirror(mut conn: Connection, mut writer: Writer, ring: Ring, signal: Signal) {
+fn run_mirror(
+    mut conn: Connection,
+    mut writer: Writer,
+    ring: Ring,
+    signal: Signal,
+    owner: Weak<GuestObject>,
+) {
+    let stream_fd = conn.raw_fd();
+    // SAFETY: duplicating our own stream socket, close-on-exec.
+    let dup = unsafe { libc::fcntl(stream_fd, libc::F_DUPFD_CLOEXEC, 0) };
     let ready = Arc::new(Readiness {
         ring,
         signal,
         raised: AtomicBool::new(false),
+        // SAFETY: a new fd that nothing else owns.
+        stream: (dup >= 0)
+            .then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) }),
     });
     MIRRORS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(Arc::downgrade(&ready));
-    ANY_MIRROR.store(true, Ordering::Relaxed);
-    let stream_fd = conn.raw_fd();
-    forward(&mut conn, &mut writer, &ready, stream_fd);
+    if is_lost() {
+        // Lost between the stream's start and here: `wake_all` did not
+        // see this ring.
+        wake_all();
+    }
+    let why = forward(&mut conn, &mut writer, &ready, stream_fd);
+    if owner.strong_count() > 0 && !is_lost() {
+        // The program still holds the ring, and nothing more will come.
+        state::get().stream_ended(why, &|| owner.strong_count() > 0);
+    }
     ready.lower_if_consumed();
     ENDED.lock().unwrap_or_else(|p| p.into_inner()).push(ready);
 }
 
-/// Pushes the stream's records into the host ring until the stream ends.
-fn forward(conn: &mut Connection, writer: &mut Writer, ready: &Readiness, stream_fd: c_int) {
+/// Pushes the stream's records into the host ring until the stream ends;
+/// returns why it ended.
+fn forward(
+    conn: &mut Connection,
+    writer: &mut Writer,
+    ready: &Readiness,
+    stream_fd: c_int,
+) -> &'static str {
     loop {
         let mut pfd = libc::pollfd {
             fd: stream_fd,
@@ -662,7 +741,7 @@ fn forward(conn: &mut Connection, writer: &mut Writer, ready: &Readiness, stream
         let frame = match conn.recv_frame() {
             Ok(b) => b,
             // The session or the proxy is gone: nothing more will come.
-            Err(_) => return,
+            Err(_) => return "its connection closed",
         };
         if let Some(records) = telebpf_protocol::message::records_in(&frame) {
             if !records.is_empty() {
@@ -682,9 +761,9 @@ fn forward(conn: &mut Connection, writer: &mut Writer, ready: &Readiness, stream
                 // say so once; no record will come.
                 Ok(Reply::Refused(refusal)) => {
                     let _ = state::get().refused(&refusal);
-                    return;
+                    return "the proxy's policy refuses ring streams";
                 }
-                _ => return,
+                _ => return "it sent a frame that is no ring data",
             }
         }
         if ready.ring.pending() {

@@ -6,16 +6,24 @@
 //! the parent's session. The parent's state is left alone in the child (its
 //! locks may be held by threads that do not exist there), so nothing it
 //! holds is touched, and its socket is never written to by the child.
+//!
+//! When the connection breaks while the session holds guest objects, the
+//! process has lost its proxy ([`crate::lost`]): the table is kept, so that
+//! the program's fds still name their (now gone) objects and every call on
+//! them, and every new call, fails with the lost errno instead of reaching
+//! a new session behind the program's back — until the program has closed
+//! them all. A session that held nothing is simply replaced, as before.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
+use crate::lost;
 use crate::objects::{inode_of, Table};
 
 /// A failure the host program sees as an errno, with a line on stderr.
@@ -31,6 +39,17 @@ pub struct State {
     /// `close_range`, a loop of `close`, or `dup2` over it) without the
     /// library seeing it, and the number may then name a file of its own.
     conn_ino: AtomicU64,
+    /// `conn`'s fd number (-1 without one), for the keep-alive thread,
+    /// which must not wait for `conn`'s lock while a call holds it.
+    conn_fd: AtomicI32,
+    /// When the call in flight began (ms since `born`, plus one; 0 while
+    /// no call is in flight).
+    call_since_ms: AtomicU64,
+    /// When the proxy last answered (ms since `born`): it was alive then.
+    answered_ms: AtomicU64,
+    /// When the keep-alive last asked the proxy on a connection of its own
+    /// (ms since `born`, plus one; 0 never).
+    probed_ms: AtomicU64,
     /// Host fds standing for guest objects.
     pub table: Mutex<Table>,
     /// Immutable guest files already fetched, as sealed memfds, with the
@@ -49,6 +68,42 @@ pub struct State {
 /// After this long without a call, [`State::call`] checks (one `poll`)
 /// whether the proxy closed the session before sending into it.
 const QUIET_MS: u64 = 20;
+
+/// How long a quiet session goes without a sign of life from the proxy
+/// before the keep-alive asks for one: one small frame each way per this
+/// period, and only while the process holds guest objects.
+pub const KEEPALIVE: Duration = Duration::from_secs(3);
+/// How long the keep-alive waits for the proxy's answer. A live proxy
+/// answers a `Ping` in well under a millisecond; with [`KEEPALIVE`], a
+/// frozen one is found within 7 s.
+pub const KEEPALIVE_ANSWER: Duration = Duration::from_secs(4);
+/// After a ring's stream ended, how long to wait for the session's own
+/// hang-up before asking the proxy whether it still lives.
+const STREAM_END_GRACE: Duration = Duration::from_millis(500);
+/// The cause named when the proxy closed the session.
+const CLOSED_BY_PROXY: &str =
+    "the proxy closed the connection (it exited or was killed, or its guest went away)";
+
+/// The cause named when the proxy answered a keep-alive with something
+/// else than its `Pong`.
+const OUT_OF_TURN: &str = "the proxy answered a keep-alive out of turn";
+
+/// The proxy address for the lost line when no connection names it.
+fn target_from_env() -> String {
+    std::env::var(telebpf_client::ENV_TARGET).unwrap_or_else(|_| "?".into())
+}
+
+/// A broken connection's cause, without the proxy's address (the lost
+/// line names it once).
+fn cause_of(e: &ClientError) -> String {
+    match e {
+        ClientError::Channel(_, c) => format!("the connection failed: {c}"),
+        ClientError::Codec(_, c) => format!("an answer did not decode: {c}"),
+        ClientError::Timeout(_, d) => format!("no answer within {d:?}"),
+        ClientError::Unexpected(_, what) => format!("the proxy answered out of turn: {what}"),
+        e => e.to_string(),
+    }
+}
 
 /// A guest file kept by the library: the memfd and its `(dev, ino)`.
 pub type CachedFile = (Arc<OwnedFd>, (u64, u64));
@@ -77,6 +132,10 @@ pub fn get() -> &'static State {
         pid,
         conn: Mutex::new(None),
         conn_ino: AtomicU64::new(0),
+        conn_fd: AtomicI32::new(-1),
+        call_since_ms: AtomicU64::new(0),
+        answered_ms: AtomicU64::new(0),
+        probed_ms: AtomicU64::new(0),
         table: Mutex::new(Table::default()),
         cache: Mutex::new(HashMap::new()),
         facts: OnceLock::new(),
@@ -114,6 +173,9 @@ impl State {
         &self,
         guard: &'a mut Option<Connection>,
     ) -> Result<&'a mut Connection, Failure> {
+        if let Some(e) = self.lost_errno() {
+            return Err(Failure(e));
+        }
         if guard.as_ref().is_some_and(|c| !self.still_ours(c)) {
             // The program closed our socket: the proxy ended that session
             // and closed its objects. Start a new one.
@@ -130,9 +192,57 @@ impl State {
                 inode_of(conn.raw_fd()).map_or(0, |i| i.1),
                 Ordering::Relaxed,
             );
+            self.conn_fd.store(conn.raw_fd(), Ordering::Relaxed);
+            self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
             *guard = Some(conn);
         }
         Ok(guard.as_mut().expect("just connected"))
+    }
+
+    /// The lost errno while this process has lost its proxy and still
+    /// holds fds of the lost session; once it holds none, the lost state
+    /// ends (the next call opens a new session).
+    fn lost_errno(&self) -> Option<i32> {
+        let e = lost::errno()?;
+        if self.holds_objects() {
+            return Some(e);
+        }
+        lost::clear();
+        None
+    }
+
+    /// Whether any host fd still stands for a guest object (its number
+    /// still names the memfd or pipe made for it).
+    pub fn holds_objects(&self) -> bool {
+        let table = self.table();
+        table
+            .in_range(0, u32::MAX)
+            .into_iter()
+            .any(|fd| table.get(fd).is_some())
+    }
+
+    /// The connection to the proxy broke (`cause`): with guest objects
+    /// held, the proxy is lost (one line on stderr, the lost errno from now
+    /// on) and that failure is returned; otherwise the connection is
+    /// dropped and the next call opens a new session, as before (`None`).
+    fn broken(&self, guard: &mut Option<Connection>, cause: &str) -> Option<Failure> {
+        if !self.holds_objects() {
+            self.discard(guard);
+            return None;
+        }
+        let target = guard
+            .as_ref()
+            .map_or_else(target_from_env, |c| c.target().to_string());
+        lost::declare(&target, cause);
+        // The table stays: the program's fds name the lost objects until it
+        // closes them (see `lost_errno`).
+        self.conn_fd.store(-1, Ordering::Relaxed);
+        if let Some(conn) = guard.take() {
+            if !self.still_ours(&conn) {
+                std::mem::forget(conn);
+            }
+        }
+        Some(Failure(lost::ERRNO))
     }
 
     /// A request the proxy's policy refused: `EPERM`, and one line on
@@ -156,6 +266,7 @@ impl State {
     /// of dropped: dropping it would close that number, which may now be
     /// one of the program's own fds.
     fn discard(&self, guard: &mut Option<Connection>) {
+        self.conn_fd.store(-1, Ordering::Relaxed);
         if let Some(conn) = guard.take() {
             if !self.still_ours(&conn) {
                 std::mem::forget(conn);
@@ -187,34 +298,50 @@ impl State {
     }
 
     /// Sends a request and returns its reply. A broken connection is
-    /// dropped (the next call reconnects) and, since the proxy closed that
-    /// session's objects, the fd table is cleared.
+    /// dropped and, since the proxy closed that session's objects, the
+    /// proxy is lost if the session held any ([`broken`](Self::broken));
+    /// otherwise the next call reconnects.
     ///
     /// After a quiet spell it first checks whether the proxy ended the
     /// session meanwhile (idle timeout, proxy restart): then the request
-    /// goes to a new session at once instead of failing.
+    /// goes to a new session at once instead of failing — if the session
+    /// held nothing.
     pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
         let mut guard = lock(&self.conn);
-        let now_ms = self.born.elapsed().as_millis() as u64;
+        let now_ms = self.now_ms();
         let last = self.last_call_ms.swap(now_ms, Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= QUIET_MS
+            && lost::errno().is_none()
             && guard.as_ref().is_some_and(|c| c.peer_closed())
         {
             // Not a plain drop: the number may no longer be our socket.
-            self.discard(&mut guard);
+            if let Some(f) = self.broken(&mut guard, CLOSED_BY_PROXY) {
+                return Err(f);
+            }
         }
         let conn = self.connection(&mut guard)?;
-        match conn.call(req) {
+        self.call_since_ms.store(now_ms + 1, Ordering::Relaxed);
+        let result = conn.call(req);
+        self.call_since_ms.store(0, Ordering::Relaxed);
+        if result.is_ok() {
+            self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+        match result {
             Ok(Reply::Error(ErrorReply { errno, message })) => {
                 self.warn(&format!("proxy refused the request: {message}"));
                 Err(Failure(errno))
             }
             Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
-            Err(e) => {
-                self.discard(&mut guard);
-                Err(self.fail(&e))
+            // The keep-alive found the proxy frozen and shut the socket
+            // down under this call (see `probe_beside_call`).
+            Err(_) if lost::errno().is_some() => {
+                let _ = self.broken(&mut guard, "");
+                Err(Failure(lost::ERRNO))
             }
+            Err(e) => Err(self
+                .broken(&mut guard, &cause_of(&e))
+                .unwrap_or_else(|| self.fail(&e))),
         }
     }
 
@@ -227,8 +354,188 @@ impl State {
             return;
         }
         if let Some(conn) = guard.as_mut() {
-            if conn.notify(req).is_err() {
-                self.discard(&mut guard);
+            if let Err(e) = conn.notify(req) {
+                let _ = self.broken(&mut guard, &cause_of(&e));
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// The session socket as the keep-alive watches it: its fd number, if
+    /// connected and the number still names our socket.
+    pub fn session_socket(&self) -> Option<i32> {
+        let fd = self.conn_fd.load(Ordering::Relaxed);
+        let ino = self.conn_ino.load(Ordering::Relaxed);
+        (fd >= 0 && inode_of(fd).map(|i| i.1) == Some(ino)).then_some(fd)
+    }
+
+    /// How long until the keep-alive has something to do: [`KEEPALIVE`]
+    /// after the proxy's last answer, or after the call in flight began
+    /// (or was last vouched for by a probe). Zero when due.
+    pub fn keepalive_due_in(&self) -> Duration {
+        let now = self.now_ms();
+        let since = match self.call_since_ms.load(Ordering::Relaxed) {
+            0 => self.answered_ms.load(Ordering::Relaxed),
+            began => (began - 1).max(self.probed_ms.load(Ordering::Relaxed).saturating_sub(1)),
+        };
+        let due = since + KEEPALIVE.as_millis() as u64;
+        Duration::from_millis(due.saturating_sub(now))
+    }
+
+    /// The session socket hung up: the proxy closed the session (or the
+    /// program closed our socket, which [`connection`](Self::connection)
+    /// notices). Waits for a call in flight, which sees the end itself.
+    pub fn hung_up(&self) {
+        let mut guard = lock(&self.conn);
+        if lost::errno().is_some() || guard.is_none() {
+            return;
+        }
+        if guard
+            .as_ref()
+            .is_some_and(|c| self.still_ours(c) && c.peer_closed())
+        {
+            let _ = self.broken(&mut guard, CLOSED_BY_PROXY);
+        }
+    }
+
+    /// One keep-alive round, when [`keepalive_due_in`](Self::keepalive_due_in)
+    /// is zero and the process holds guest objects. Without a call in
+    /// flight: one `Ping` on the session, its `Pong` due within `limit`.
+    /// With a call in flight for that long (its reply cannot be told from
+    /// a long verifier run on the same connection, which the proxy answers
+    /// in order): a new connection whose handshake and Welcome are due
+    /// within `limit`. No answer: the proxy is lost.
+    pub fn keep_alive(&self, limit: Duration) {
+        match self.call_since_ms.load(Ordering::Relaxed) {
+            0 => {}
+            began if self.now_ms() + 1 >= began + KEEPALIVE.as_millis() as u64 => {
+                self.probe_beside_call(limit);
+                return;
+            }
+            // A call began just now: its reply is the sign of life.
+            _ => return,
+        }
+        // A call that starts now goes first: the keep-alive never delays
+        // a program's call by more than one round trip.
+        let Ok(mut guard) = self.conn.try_lock() else {
+            return;
+        };
+        if lost::errno().is_some() {
+            return;
+        }
+        let Some(conn) = guard.as_mut().filter(|c| self.still_ours(c)) else {
+            return;
+        };
+        match conn.call_within(&Request::Ping(Vec::new()), limit) {
+            Ok(Reply::Pong(_)) => self.answered_ms.store(self.now_ms(), Ordering::Relaxed),
+            Ok(_) => {
+                let _ = self.broken(&mut guard, OUT_OF_TURN);
+            }
+            Err(e) if e.is_no_answer() => {
+                let cause = format!(
+                    "no answer to a keep-alive within {limit:?} (the proxy or its guest is frozen, or the link is down)"
+                );
+                let _ = self.broken(&mut guard, &cause);
+            }
+            Err(e) => {
+                let _ = self.broken(&mut guard, &cause_of(&e));
+            }
+        }
+    }
+
+    /// Asks the proxy on a connection of its own whether it still runs,
+    /// while a call waits for its reply; if not, declares it lost and shuts
+    /// the session socket down so the call returns.
+    fn probe_beside_call(&self, limit: Duration) {
+        self.probed_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+        let Ok(settings) = Settings::from_env() else {
+            return;
+        };
+        match Connection::open_within(&settings, limit) {
+            Err(e) if e.is_no_answer() => {}
+            // Served or refused: either way it answered.
+            _ => return,
+        }
+        if self.call_since_ms.load(Ordering::Relaxed) == 0 || !self.holds_objects() {
+            // The call ended meanwhile, or nothing is at stake; the next
+            // keep-alive round looks again.
+            return;
+        }
+        let waited = KEEPALIVE;
+        lost::declare(
+            &settings.target.to_string(),
+            &format!(
+                "a call has waited {waited:?} for its reply and a new connection got no answer within {limit:?} (the proxy or its guest is frozen)"
+            ),
+        );
+        if let Some(fd) = self.session_socket() {
+            // SAFETY: shutdown(2) on our own socket (checked just above):
+            // the blocked call's read returns end of stream; the fd stays
+            // open until the call's own error path drops the connection.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    /// A ring's stream connection ended while the program still holds the
+    /// ring (`why`). If the session ended too (the proxy died: its sockets
+    /// close together), the proxy is lost; if the session still answers,
+    /// the proxy ended only that stream (its log says why) — the program is
+    /// blind to that ring all the same, and is told so the same way.
+    /// `held` tells whether the program still holds the ring, asked again
+    /// after a grace period: a program that closes a ring ends its stream
+    /// too, and a call of another thread may have held the object a moment
+    /// longer.
+    pub fn stream_ended(&self, why: &str, held: &dyn Fn() -> bool) {
+        if lost::errno().is_some() {
+            return;
+        }
+        if let Some(fd) = self.session_socket() {
+            // The session's hang-up follows the stream's within the time
+            // the dying proxy's kernel takes to close its files.
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on our own socket.
+            unsafe { libc::poll(&mut pfd, 1, STREAM_END_GRACE.as_millis() as i32) };
+        } else {
+            std::thread::sleep(STREAM_END_GRACE);
+        }
+        let mut guard = lock(&self.conn);
+        if lost::errno().is_some() || !held() {
+            return;
+        }
+        let alive = match guard.as_mut().filter(|c| self.still_ours(c)) {
+            Some(conn) if !conn.peer_closed() => {
+                conn.call_within(&Request::Ping(Vec::new()), KEEPALIVE_ANSWER)
+            }
+            _ => {
+                let _ = self.broken(&mut guard, CLOSED_BY_PROXY);
+                return;
+            }
+        };
+        match alive {
+            Ok(Reply::Pong(_)) => {
+                self.answered_ms.store(self.now_ms(), Ordering::Relaxed);
+                let target = guard
+                    .as_ref()
+                    .map_or_else(target_from_env, |c| c.target().to_string());
+                lost::declare(
+                    &target,
+                    &format!("the stream of a ring ended while the session lives ({why}; the proxy's log says why): no event of that ring will arrive"),
+                );
+                // The session and its objects live on in the guest until
+                // the program exits or closes them.
+            }
+            Ok(_) => {
+                let _ = self.broken(&mut guard, OUT_OF_TURN);
+            }
+            Err(e) => {
+                let _ = self.broken(&mut guard, &cause_of(&e));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Keeping the fd table in step with the program's fd operations, and the
 //! operations on guest-object fds themselves (`read` of iterators, `mmap`).
+//! The waits (`epoll_wait`, `poll`, `select`) are in `waits`.
 
 use std::sync::Arc;
 
@@ -332,66 +333,4 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_u
         },
         -1,
     )
-}
-
-/// Lowers the readiness of consumed mirrored rings before a wait (see
-/// `mirror::before_wait`); free when no ring is mirrored.
-fn before_wait() {
-    if mirror::any() && !guard::inside() {
-        guard::enter(
-            || (),
-            || {
-                mirror::before_wait();
-                Action::Done(())
-            },
-            (),
-        );
-    }
-}
-
-/// Interposed `epoll_wait`.
-///
-/// # Safety
-///
-/// Same contract as libc's `epoll_wait`.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> c_int {
-    before_wait();
-    // SAFETY: forwarded under the caller's contract.
-    unsafe { real::epoll_wait(epfd, events, max, timeout) }
-}
-
-/// Interposed `epoll_pwait`.
-///
-/// # Safety
-///
-/// Same contract as libc's `epoll_pwait`.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-    sigmask: *const libc::sigset_t,
-) -> c_int {
-    before_wait();
-    // SAFETY: forwarded under the caller's contract.
-    unsafe { real::epoll_pwait(epfd, events, max, timeout, sigmask) }
-}
-
-/// Interposed `poll`.
-///
-/// # Safety
-///
-/// Same contract as libc's `poll`.
-#[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
-    before_wait();
-    // SAFETY: forwarded under the caller's contract.
-    unsafe { real::poll(fds, n, timeout) }
 }

@@ -12,6 +12,7 @@ mod bpf_syscall;
 mod fds;
 mod files;
 mod kernel;
+mod waits;
 
 use crate::guard::Action;
 use crate::state::Failure;

@@ -11,9 +11,16 @@
 //!   bounded loop of N iterations, loaded again and again; prints
 //!   `loaded ms=…` after each, `loading t=…` before each.
 //! * `mid-call N` — like `slow-load`, until a call fails (the proxy went
-//!   away); then creates a map every 50 ms until one succeeds (the preload
-//!   reconnects), and uses the fd of the first map, which belonged to the
-//!   lost session.
+//!   away); then, for 3 s, tries to create a map every 50 ms (each must
+//!   fail with the errno of the first failure: the lost session held a
+//!   map, so the preload does not reconnect behind the program's back) and
+//!   prints the errnos it got; uses the fd of the first map, which belonged
+//!   to the lost session; closes it, and then creates a map every 50 ms
+//!   until one succeeds (with no fd of the lost session left, the preload
+//!   reconnects).
+//! * `no-objects ROUNDS MS` — ROUNDS rounds, MS apart, each creating a map,
+//!   writing and reading it and closing it, so that between rounds the
+//!   program holds no guest object; prints `round=… result=…` per round.
 //! * `batch ENTRIES` — a hash map of ENTRIES, then `BPF_MAP_UPDATE_BATCH`
 //!   and `BPF_MAP_LOOKUP_BATCH` of all of it, round after round.
 //! * `ringbuf` — a ring buffer map and a socket filter that writes a 64-byte
@@ -168,6 +175,35 @@ fn mid_call(n: i32) {
             }
         }
     }
+    // The lost session held `first`: no silent new session while its fd is
+    // held, whatever the proxy does meanwhile.
+    let t0 = Instant::now();
+    let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    while t0.elapsed() < Duration::from_secs(3) {
+        match map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 16) {
+            Ok(fd) => {
+                println!("reconnected while the lost session's fd is held: fd {fd}");
+                std::process::exit(1);
+            }
+            Err(e) => *errnos.entry(e).or_default() += 1,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counts: Vec<String> = errnos
+        .iter()
+        .map(|(e, c)| format!("errno{e}={c}"))
+        .collect();
+    println!("retries {}", counts.join(" "));
+    let old = lookup(first, 1);
+    println!(
+        "old_fd lookup={}",
+        match old {
+            Ok(v) => format!("value {v}"),
+            Err(e) => format!("errno {e}"),
+        }
+    );
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(first) };
     let t0 = Instant::now();
     let mut attempts = 0;
     let fresh = loop {
@@ -189,14 +225,27 @@ fn mid_call(n: i32) {
         "reconnected attempts={attempts} fresh_value={}",
         lookup(fresh, 1).expect("lookup on the new session")
     );
-    let old = lookup(first, 1);
-    println!(
-        "old_fd lookup={}",
-        match old {
-            Ok(v) => format!("value {v}"),
-            Err(e) => format!("errno {e}"),
-        }
-    );
+}
+
+/// Rounds that each hold a map only during the round.
+fn no_objects(rounds: u32, ms: u64) {
+    for round in 1..=rounds {
+        let result = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 4).and_then(|fd| {
+            let r = update(fd, 1, u64::from(round)).and_then(|_| lookup(fd, 1));
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(fd) };
+            r
+        });
+        println!(
+            "round={round} result={} t={:.1}",
+            match result {
+                Ok(v) => format!("value{v}"),
+                Err(e) => format!("errno{e}"),
+            },
+            now_ms()
+        );
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 fn batch(entries: u32) {
@@ -427,10 +476,11 @@ fn main() {
             arg(&args, 4, "seconds"),
         ),
         Some("maps") => maps(arg(&args, 2, "count")),
+        Some("no-objects") => no_objects(arg(&args, 2, "rounds"), arg(&args, 3, "ms")),
         Some("rate") => rate(arg(&args, 2, "count")),
         _ => {
             eprintln!(
-                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|rate …"
+                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|no-objects|rate …"
             );
             std::process::exit(2);
         }

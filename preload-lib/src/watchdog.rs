@@ -1,0 +1,119 @@
+//! The keep-alive: how a quiet program learns that its proxy is gone.
+//!
+//! A tool such as execsnoop makes no call for hours while it waits for
+//! events; its records come on stream connections. If the proxy dies or
+//! freezes meanwhile, no call of the program fails, and without this thread
+//! nothing would ever tell it (see [`crate::lost`]). One library thread per
+//! process, started when the process first holds a guest object, does:
+//!
+//! * **Hang-up**: it sleeps in `poll` on the session socket for `POLLRDHUP`
+//!   only (replies to the program's calls do not wake it). A proxy that
+//!   exits or is killed, or a guest that goes away, closes the connection:
+//!   the loss is declared at once.
+//! * **Keep-alive**: after [`KEEPALIVE`] (3 s) without an answer from the
+//!   proxy, and with no call in flight, one `Ping` on the session, whose
+//!   `Pong` is due within [`KEEPALIVE_ANSWER`] (4 s): a frozen proxy (a
+//!   stopped process, a paused guest) keeps the connection open and never
+//!   answers. An idle tool costs one 32-byte frame each way per 3 s; a busy
+//!   one none (its calls' replies are the sign of life). A `Ping` never
+//!   waits behind a program's call: it is sent only if the session's lock is
+//!   free, and a call that comes meanwhile waits one round trip.
+//! * **A call in flight** for [`KEEPALIVE`] cannot be told from a long
+//!   verifier run by its own connection, which the proxy answers in order.
+//!   The thread then asks the proxy on a connection of its own (connect,
+//!   handshake and Welcome within [`KEEPALIVE_ANSWER`], once per
+//!   [`KEEPALIVE`]): a proxy that answers, even with a refusal, runs; one
+//!   that does not is frozen — the loss is declared and the session socket
+//!   shut down, so the stuck call returns with the lost errno.
+//!
+//! A frozen proxy is so found within `KEEPALIVE + KEEPALIVE_ANSWER` (7 s),
+//! whether the program was idle or waiting for a reply; a dead one at once.
+//! A process that holds no guest object is not watched (its session may end
+//! at the proxy's idle timeout, and the next call reconnects).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use crate::lost;
+use crate::state::{self, KEEPALIVE, KEEPALIVE_ANSWER};
+
+/// The pid whose watchdog runs (a child after `fork` has none yet).
+static RUNNING_FOR: AtomicI32 = AtomicI32::new(0);
+
+/// Starts this process's watchdog thread unless it runs; called when the
+/// process comes to hold a guest object. Without a thread (none can be
+/// started) a loss is still found by the program's own calls and rings.
+pub fn start() {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let was = RUNNING_FOR.load(Ordering::Relaxed);
+    if was == pid
+        || RUNNING_FOR
+            .compare_exchange(was, pid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("telebpf-keepalive".into())
+        .spawn(|| {
+            crate::guard::hold_for_thread();
+            run();
+        });
+    if spawned.is_err() {
+        RUNNING_FOR.store(0, Ordering::Relaxed);
+    }
+}
+
+fn run() {
+    loop {
+        let st = state::get();
+        if lost::errno().is_some() || !st.holds_objects() {
+            // Nothing to guard now; look again later (the program may
+            // create objects, or close the lost session's last fd).
+            std::thread::sleep(KEEPALIVE);
+            continue;
+        }
+        let wait = st.keepalive_due_in();
+        match st.session_socket() {
+            Some(fd) => {
+                if hung_up_within(fd, wait) {
+                    st.hung_up();
+                    // Not ours any more, or handled: the next round
+                    // re-reads the state either way.
+                    if st.session_socket() == Some(fd) && lost::errno().is_none() {
+                        // Still ours and not lost (a call took the end
+                        // first): do not spin on a hung-up socket.
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    continue;
+                }
+            }
+            // Not connected (the next call connects), or the program
+            // closed our socket (the next call notices).
+            None => {
+                std::thread::sleep(KEEPALIVE);
+                continue;
+            }
+        }
+        if st.keepalive_due_in().is_zero() {
+            st.keep_alive(KEEPALIVE_ANSWER);
+        }
+    }
+}
+
+/// Whether `fd` hangs up (or fails) within `wait`; signals and spurious
+/// wake-ups end the wait early (`false`), which only makes the caller look
+/// again.
+fn hung_up_within(fd: i32, wait: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd; `fd` was checked to be our socket, and at
+    // worst names another file by now, which `hung_up` checks again.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    r > 0 && pfd.revents != 0
+}
