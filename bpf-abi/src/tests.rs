@@ -279,7 +279,10 @@ fn expected_attach_types_that_bind_a_program() {
         bound_at_load(BPF_PROG_TYPE_TRACING, BPF_MODIFY_RETURN),
         Some(BPF_MODIFY_RETURN)
     );
-    assert_eq!(bound_at_load(BPF_PROG_TYPE_LSM, BPF_LSM_MAC), Some(BPF_LSM_MAC));
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_LSM, BPF_LSM_MAC),
+        Some(BPF_LSM_MAC)
+    );
     assert_eq!(
         bound_at_load(BPF_PROG_TYPE_CGROUP_SKB, 0),
         Some(BPF_CGROUP_INET_INGRESS)
@@ -294,7 +297,10 @@ fn expected_attach_types_that_bind_a_program() {
     );
     // Ignored, or required to be 0, or no attach type at all.
     assert_eq!(bound_at_load(BPF_PROG_TYPE_KPROBE, 0), None);
-    assert_eq!(bound_at_load(BPF_PROG_TYPE_TRACEPOINT, BPF_MODIFY_RETURN), None);
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_TRACEPOINT, BPF_MODIFY_RETURN),
+        None
+    );
     assert_eq!(bound_at_load(BPF_PROG_TYPE_SOCKET_FILTER, 0), None);
     assert_eq!(bound_at_load(BPF_PROG_TYPE_EXT, 0), None);
     assert_eq!(bound_at_load(BPF_PROG_TYPE_STRUCT_OPS, 3), None);
