@@ -377,6 +377,7 @@ fn pins_stay_under_the_policy_paths() {
             "name = \"pinner\"\n\
              commands = [\"*\"]\nprog_types = [\"*\"]\nmap_types = [\"*\"]\n\
              attach_types = [\"*\"]\nmap_mmap_read = true\n\n\
+             [helpers]\nallow = [\"*\"]\n\n\
              [bpffs]\npaths = [\"{allowed}\"]\n"
         ),
     );
@@ -997,5 +998,195 @@ fn a_key_changes_only_its_own_objects() {
         !find(&records, "refused", &[("key", "b".into())]).is_empty(),
         "{records:#?}"
     );
+    h.finish();
+}
+
+/// Sums a libbpf-tools histogram's counts (`lo -> hi : count |…|`).
+fn histogram_total(out: &str) -> u64 {
+    out.lines()
+        .filter(|l| l.contains("->") && l.contains(':'))
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Starts a libbpf-tool as nobody under the harness's key (`None`, with a
+/// SKIP line, when it is not installed).
+fn observe_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<telebpf_tests::ExecTool> {
+    let Some(program) = find_program(tool) else {
+        say(&format!(
+            "SKIP {tool}: not installed (apt-get install libbpf-tools)"
+        ));
+        return None;
+    };
+    Some(h.start_exec_tool(&h.target(), h.key(), &program, args))
+}
+
+#[test]
+fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
+    let Some(mut h) = Harness::start_without_proxy("policy_observe_tools") else {
+        return;
+    };
+    let audit = start_audited(&mut h, profile("observe"));
+    let ready = Duration::from_secs(60);
+    let event = Duration::from_secs(15);
+    let stop = Duration::from_secs(20);
+
+    if let Some(mut tool) = observe_tool(&h, "execsnoop", &[]) {
+        tool.wait_for("PCOMM", ready).unwrap();
+        let mark = unique_name("tbobserve");
+        assert!(Command::new("/bin/true")
+            .arg(&mark)
+            .status()
+            .unwrap()
+            .success());
+        tool.wait_for(&mark, event).unwrap();
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+    if let Some(mut tool) = observe_tool(&h, "opensnoop", &[]) {
+        tool.wait_for("PATH", ready).unwrap();
+        let path = h.dir().join(unique_name("tbobserve"));
+        fs::write(&path, b"x").unwrap();
+        tool.wait_for(&path.display().to_string(), event).unwrap();
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+    {
+        let mut sleeper = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id().to_string();
+        if let Some(mut tool) = observe_tool(&h, "runqlat", &["-p", &pid]) {
+            tool.wait_for("Tracing", ready).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let out = tool.stop(libc::SIGINT, stop);
+            assert!(histogram_total(&out) > 0, "runqlat saw nothing:\n{out}");
+            assert!(!out.contains(REFUSAL), "{out}");
+        }
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+    if let Some(mut tool) = observe_tool(&h, "biolatency", &[]) {
+        tool.wait_for("Tracing", ready).unwrap();
+        let file = h.dir().join("bio.dat");
+        let of = format!("of={}", file.display());
+        let direct = Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=8", "oflag=direct,sync"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if !direct.success() {
+            Command::new("dd")
+                .args(["if=/dev/zero", &of, "bs=1M", "count=8", "conv=fsync"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+        }
+        Command::new("sync").status().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(histogram_total(&out) > 0, "biolatency saw no I/O:\n{out}");
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+
+    // bpftrace refuses to run unless its euid is 0: run it as root with
+    // every capability dropped, so that bpf() is impossible locally (the
+    // self-check below) and any success comes through the proxy. Root
+    // without CAP_DAC_OVERRIDE reads only its own files: a key copy of its
+    // own.
+    if let Some(bpftrace) = find_program("bpftrace") {
+        let key = h.dir().join("root.key");
+        fs::copy(h.key(), &key).unwrap();
+        std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+        let setpriv = find_program("setpriv").expect("setpriv");
+        let script = "tracepoint:sched:sched_process_exec { printf(\"EXEC %s\\n\", \
+                      str(args->filename)); } tracepoint:raw_syscalls:sys_enter \
+                      { @calls[comm] = count(); }";
+        let no_caps = ["--inh-caps=-all", "--bounding-set=-all", "--"];
+        let local = telebpf_tests::run_with_timeout(
+            {
+                let mut c = Command::new(&setpriv);
+                c.args(no_caps)
+                    .arg(&bpftrace)
+                    .args(["-e", "BEGIN { exit(); }"]);
+                c
+            },
+            "[root, no capabilities] bpftrace locally",
+            Duration::from_secs(60),
+        );
+        assert!(
+            !local.success(),
+            "bpftrace without capabilities worked locally: the check proves nothing\n{}",
+            local.describe()
+        );
+        let out_path = h.dir().join("bpftrace.out");
+        let out_file = fs::File::create(&out_path).unwrap();
+        let mut child = Command::new(find_program("stdbuf").expect("stdbuf"))
+            .arg("-oL")
+            .arg(&setpriv)
+            .args(no_caps)
+            .arg(h.telebpf())
+            .args(["exec", "--target", &h.target(), "--key-file"])
+            .arg(&key)
+            .arg("--")
+            .arg(&bpftrace)
+            .args(["-e", script])
+            .env_clear()
+            .env("PATH", telebpf_tests::PATH_ENV)
+            .env("HOME", "/tmp")
+            .current_dir(h.dir())
+            .stdout(out_file.try_clone().unwrap())
+            .stderr(out_file)
+            .spawn()
+            .expect("bpftrace");
+        let read = || fs::read_to_string(&out_path).unwrap_or_default();
+        let deadline = Instant::now() + ready;
+        while !read().contains("Attaching") {
+            assert!(
+                Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "bpftrace did not attach:\n{}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mark = h.dir().join(unique_name("tbbpftrace"));
+        fs::copy("/bin/true", &mark).unwrap();
+        let deadline = Instant::now() + event;
+        while !read().contains(&mark.display().to_string()) {
+            Command::new(&mark).status().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "bpftrace missed {}:\n{}",
+                mark.display(),
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        telebpf_tests::stop_child(&mut child, libc::SIGINT, stop);
+        let out = read();
+        assert!(out.contains("@calls["), "no map printed at exit:\n{out}");
+        assert!(!out.contains(REFUSAL), "{out}");
+    } else {
+        say("SKIP bpftrace: not installed (apt-get install bpftrace)");
+    }
+
+    assert!(
+        !h.proxy_log().contains("refuses"),
+        "the observe profile refused something a tool asked:\n{}",
+        h.proxy_log()
+    );
+    let records = settled_audit(&audit);
+    assert!(find(&records, "refused", &[]).is_empty(), "{records:#?}");
     h.finish();
 }
