@@ -330,6 +330,39 @@ mod tests {
         assert_eq!(far.func_name(1, None), None);
     }
 
+    proptest::proptest! {
+        /// Any bytes behind a valid header (and any header fields): an
+        /// error or a parse whose every lookup stays in bounds.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            fields in proptest::collection::vec(proptest::prelude::any::<u32>(), 5),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            small in proptest::prelude::any::<bool>(),
+            ids in proptest::collection::vec(proptest::prelude::any::<u32>(), 8),
+        ) {
+            let mut d = vec![0x9f, 0xeb, 1, 0];
+            for (i, f) in fields.iter().enumerate() {
+                // Mostly plausible offsets and lengths, sometimes wild ones.
+                let v = if small { f % 600 } else { *f };
+                let v = if i == 0 && small { 24 } else { v };
+                d.extend_from_slice(&v.to_le_bytes());
+            }
+            d.extend_from_slice(&body);
+            if let Ok(b) = Btf::parse(d) {
+                for id in ids.iter().copied().chain(0..b.type_count() as u32 + 2) {
+                    let _ = b.kind_and_name(id, None);
+                    let _ = b.func_name(id, None);
+                }
+                let split = blob(&[(12, 1, 0, vec![])], b"\0f\0");
+                if let Ok(m) = Btf::parse_split(split, &b) {
+                    for id in ids {
+                        let _ = m.func_name(id, Some(&b));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn this_kernels_btf_parses() {
         // Where the machine has BTF, every type is walked and at least one
