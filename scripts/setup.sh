@@ -13,7 +13,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 
-# bpftool, libbpf-tools: the unmodified tools the tests drive.
+# bpftool, libbpf-tools, bpftrace: the unmodified tools the tests drive.
 # clang, llvm, libbpf-dev: build the eBPF test objects (bpf/tests/*.bpf.c).
 # libelf-dev, zlib1g-dev, pkg-config, build-essential: C toolchain and
 # libraries for the build. util-linux: setpriv (tests drop to nobody),
@@ -23,7 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 # kernel's modules), xz-utils and zstd (compressed modules), binutils
 # (strip, readelf) comes with build-essential.
 packages=(
-    bpftool libbpf-tools
+    bpftool libbpf-tools bpftrace
     clang llvm libbpf-dev
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates

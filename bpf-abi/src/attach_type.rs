@@ -198,6 +198,40 @@ pub const NAMES: &[(&str, u32)] = &[
     ("trace_fsession_multi", BPF_TRACE_FSESSION_MULTI),
 ];
 
+/// The attach type a program of `prog_type` loaded with
+/// `expected_attach_type` is bound to, for the program types whose
+/// `expected_attach_type` the kernel uses; `None` where it ignores the
+/// field (tracepoint, perf_event, raw tracepoint, socket filter, tc, …),
+/// requires it to be 0 (ext, syscall) or gives it another meaning
+/// (struct_ops: the index of the member the program implements).
+///
+/// From the kernel's `bpf_prog_load_fixup_attach_type()` (cgroup sock and
+/// sk_reuseport programs loaded with 0 get a default),
+/// `bpf_prog_load_check_attach()` (cgroup, sk_lookup, sk_reuseport,
+/// netfilter), the verifier (tracing and LSM programs must name their
+/// attach type; XDP programs for devmap/cpumap entries) and link creation
+/// (a kprobe program's multi/session/uprobe-multi type; 0 means a plain
+/// kprobe through a perf event).
+pub fn bound_at_load(prog_type: u32, expected_attach_type: u32) -> Option<u32> {
+    use crate::prog_type::*;
+    let eat = expected_attach_type;
+    match prog_type {
+        BPF_PROG_TYPE_TRACING
+        | BPF_PROG_TYPE_LSM
+        | BPF_PROG_TYPE_CGROUP_SOCK_ADDR
+        | BPF_PROG_TYPE_CGROUP_SKB
+        | BPF_PROG_TYPE_CGROUP_SOCKOPT
+        | BPF_PROG_TYPE_SK_LOOKUP
+        | BPF_PROG_TYPE_NETFILTER => Some(eat),
+        BPF_PROG_TYPE_CGROUP_SOCK if eat == 0 => Some(BPF_CGROUP_INET_SOCK_CREATE),
+        BPF_PROG_TYPE_CGROUP_SOCK => Some(eat),
+        BPF_PROG_TYPE_SK_REUSEPORT if eat == 0 => Some(BPF_SK_REUSEPORT_SELECT),
+        BPF_PROG_TYPE_SK_REUSEPORT => Some(eat),
+        BPF_PROG_TYPE_KPROBE | BPF_PROG_TYPE_XDP if eat != 0 => Some(eat),
+        _ => None,
+    }
+}
+
 /// The number of a lower-case name from [`NAMES`].
 pub fn by_name(name: &str) -> Option<u32> {
     crate::names::by_name(NAMES, name)

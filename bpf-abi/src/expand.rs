@@ -47,6 +47,7 @@ impl Plan {
         let parent = Parent::Buffer(index);
         match kind {
             Content::Plain | Content::Log => Ok(()),
+            Content::KeyFd => self.fd(parent, c, 0),
             Content::Insns => self.expand_insns(index, c),
             Content::FdArray => {
                 let n = c.len() / 4;

@@ -101,8 +101,11 @@ pub mod roundtrip;
 mod tests;
 
 pub mod attach_type;
+pub mod btf;
 pub mod cmd;
 pub mod flags;
+pub mod helper;
+pub mod insn;
 pub mod link_type;
 pub mod map_type;
 pub mod off;
@@ -218,6 +221,10 @@ pub enum Content {
     LinkInfo,
     /// `union bpf_iter_link_info` of BPF_LINK_CREATE (map/cgroup/pid fds).
     IterLinkInfo,
+    /// The key of an element command on a local storage map (task, socket,
+    /// inode, cgroup storage): an `int` fd naming the object the storage
+    /// belongs to ([`map_type::key_is_fd`]).
+    KeyFd,
     /// Verifier/BTF log: the reply may be trimmed after the first NUL.
     Log,
 }

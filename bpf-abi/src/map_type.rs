@@ -163,6 +163,19 @@ pub fn is_fd_map(t: u32) -> bool {
     )
 }
 
+/// Local storage maps: the key of an element command is an fd naming the
+/// object the storage belongs to (a socket, an inode's file, a pidfd, a
+/// cgroup directory), so the key buffer is an fd slot (`int` key).
+pub fn key_is_fd(t: u32) -> bool {
+    matches!(
+        t,
+        BPF_MAP_TYPE_SK_STORAGE
+            | BPF_MAP_TYPE_INODE_STORAGE
+            | BPF_MAP_TYPE_TASK_STORAGE
+            | BPF_MAP_TYPE_CGRP_STORAGE
+    )
+}
+
 /// Map-in-map types: `BPF_MAP_CREATE` reads `inner_map_fd`.
 pub fn is_map_in_map(t: u32) -> bool {
     matches!(t, BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS)

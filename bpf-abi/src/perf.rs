@@ -48,6 +48,10 @@ pub const IOC_SET_BPF: u64 = 0x4004_2408;
 /// `PERF_EVENT_IOC_PAUSE_OUTPUT` (int argument).
 pub const IOC_PAUSE_OUTPUT: u64 = 0x4004_2409;
 
+/// `PERF_FLAG_PID_CGROUP` (`perf_event_open` flags): `pid` is the fd of a
+/// cgroup directory, not a process id.
+pub const FLAG_PID_CGROUP: u64 = 1 << 2;
+
 /// How an ioctl's argument travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoctlArg {

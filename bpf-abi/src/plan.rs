@@ -470,6 +470,31 @@ impl Plan {
         let elem_flags = read_u64(a, o::FLAGS);
         let key_len = Some(u64::from(meta.key_size));
         let val_len = value_size(&meta, elem_flags, objects.possible_cpus());
+        if map_type::key_is_fd(meta.map_type) && self.cmd != BPF_MAP_FREEZE {
+            // The key is an fd (kernel: `int *fd = key`), translated like
+            // every other fd; next-key is not supported on these maps.
+            self.sized(
+                Parent::Attr,
+                a,
+                o::KEY,
+                key_len,
+                "key",
+                Direction::In,
+                Content::KeyFd,
+                Aux::None,
+            )?;
+            match self.cmd {
+                BPF_MAP_LOOKUP_ELEM | BPF_MAP_LOOKUP_AND_DELETE_ELEM => {
+                    self.out(a, o::VALUE, val_len, "value", Content::Plain)?
+                }
+                BPF_MAP_UPDATE_ELEM => self.input(a, o::VALUE, val_len, "value")?,
+                BPF_MAP_GET_NEXT_KEY => {
+                    self.out(a, o::VALUE, key_len, "next_key", Content::Plain)?
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         match self.cmd {
             BPF_MAP_LOOKUP_ELEM => {
                 self.input(a, o::KEY, key_len, "key")?;

@@ -231,6 +231,82 @@ fn update_prog_array_fd_in_value() {
 }
 
 #[test]
+fn storage_map_keys_are_fd_slots() {
+    for t in [
+        BPF_MAP_TYPE_TASK_STORAGE,
+        BPF_MAP_TYPE_SK_STORAGE,
+        BPF_MAP_TYPE_INODE_STORAGE,
+        BPF_MAP_TYPE_CGRP_STORAGE,
+    ] {
+        let objs = Fake::new().map(5, t, 4, 16);
+        let mut a = attr();
+        w32(&mut a, off::map_elem::MAP_FD, 5);
+        w64(&mut a, off::map_elem::KEY, 0x1000);
+        w64(&mut a, off::map_elem::VALUE, 0x2000);
+        for (cmd, value_dir) in [
+            (BPF_MAP_UPDATE_ELEM, Some(Direction::In)),
+            (BPF_MAP_LOOKUP_ELEM, Some(Direction::Out)),
+            (BPF_MAP_DELETE_ELEM, None),
+        ] {
+            let mut p = Plan::new(cmd, &a, None, &objs).unwrap();
+            assert_eq!(p.buffers[0].content, Content::KeyFd, "type {t} cmd {cmd}");
+            assert_eq!(p.buffers[0].len, Length::Bytes(4));
+            assert_eq!(p.buffers.get(1).map(|b| b.dir), value_dir);
+            p.expand(0, &[9, 0, 0, 0], &objs).unwrap();
+            // The key holds fd 9: a slot the host translates and the proxy
+            // checks like the map fd.
+            assert_eq!(
+                p.fds,
+                vec![slot(Parent::Attr, 0, 5), slot(Parent::Buffer(0), 0, 9)]
+            );
+        }
+        // Freezing reads no key.
+        let p = Plan::new(BPF_MAP_FREEZE, &a, None, &objs).unwrap();
+        assert!(p.buffers.is_empty());
+    }
+    // Other maps' keys are plain bytes.
+    let objs = Fake::new().map(5, BPF_MAP_TYPE_HASH, 4, 16);
+    let mut a = attr();
+    w32(&mut a, off::map_elem::MAP_FD, 5);
+    w64(&mut a, off::map_elem::KEY, 0x1000);
+    let p = Plan::new(BPF_MAP_UPDATE_ELEM, &a, None, &objs).unwrap();
+    assert_eq!(p.buffers[0].content, Content::Plain);
+}
+
+#[test]
+fn expected_attach_types_that_bind_a_program() {
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_TRACING, BPF_MODIFY_RETURN),
+        Some(BPF_MODIFY_RETURN)
+    );
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_LSM, BPF_LSM_MAC),
+        Some(BPF_LSM_MAC)
+    );
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_CGROUP_SKB, 0),
+        Some(BPF_CGROUP_INET_INGRESS)
+    );
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_CGROUP_SOCK, 0),
+        Some(BPF_CGROUP_INET_SOCK_CREATE)
+    );
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI),
+        Some(BPF_TRACE_KPROBE_MULTI)
+    );
+    // Ignored, or required to be 0, or no attach type at all.
+    assert_eq!(bound_at_load(BPF_PROG_TYPE_KPROBE, 0), None);
+    assert_eq!(
+        bound_at_load(BPF_PROG_TYPE_TRACEPOINT, BPF_MODIFY_RETURN),
+        None
+    );
+    assert_eq!(bound_at_load(BPF_PROG_TYPE_SOCKET_FILTER, 0), None);
+    assert_eq!(bound_at_load(BPF_PROG_TYPE_EXT, 0), None);
+    assert_eq!(bound_at_load(BPF_PROG_TYPE_STRUCT_OPS, 3), None);
+}
+
+#[test]
 fn update_devmap_and_sockmap_values() {
     let objs = Fake::new()
         .map(5, BPF_MAP_TYPE_DEVMAP, 4, 8)

@@ -19,19 +19,24 @@
 //! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
 //! long call of a client that went away; [`streams`] pushes the records of
 //! guest rings to the host; [`bulk`] runs collectors and reads kernel
-//! memory; [`policy`] decides what each key may ask; [`audit`] writes the
-//! audit log; [`log`] prints.
+//! memory; [`policy`] decides what each key may ask, [`guard`] checks what
+//! a request names against the guest's objects (real program and attach
+//! types, [`progcheck`]: a program's calls, [`ownership`]: which objects a
+//! key created); [`audit`] writes the audit log; [`log`] prints.
 
 pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
 pub mod facts;
 pub mod files;
+pub mod guard;
 pub mod hangup;
 pub mod limits;
 pub mod log;
+pub mod ownership;
 pub mod perf;
 pub mod policy;
+pub mod progcheck;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -83,6 +83,14 @@ pub fn open(
         }
     }
     let group = session_fd(fds, group_fd, true);
+    // With PERF_FLAG_PID_CGROUP, `pid` is a cgroup fd: like every fd, only
+    // the session's own may reach the kernel (none is a cgroup, so the
+    // kernel answers EBADF), never one of the proxy's own fds.
+    let pid = if flags & perf::FLAG_PID_CGROUP != 0 {
+        session_fd(fds, pid, false)
+    } else {
+        pid
+    };
     // SAFETY: `attr` holds `size` readable bytes; the only pointer inside
     // (config1, for string PMUs) points at `string`, alive until after the
     // call.

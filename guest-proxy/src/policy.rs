@@ -20,6 +20,13 @@
 //!   `kprobe_events`/`uprobe_events`), `map_mmap_read` and `map_mmap_write`
 //!   (a mapped map's memory), `ring_streams` (consuming a ring's records on
 //!   the host), `kernel_memory_read` (bulk reads of kernel memory);
+//! * `[helpers]` and `[kfuncs]` (`allow`, `deny`; deny wins): the
+//!   functions outside a program its instructions may call, checked in
+//!   every program a key loads ([`crate::progcheck`]);
+//! * `change_foreign_objects`: whether a key may change, detach or consume
+//!   objects it did not create itself (the guest's, other keys'); without
+//!   it, map writes, link detach/update, program attach/detach and ring
+//!   streams act only on the key's own objects ([`crate::ownership`]);
 //! * `[[key]]` entries: further keys, each with its own policy.
 //!
 //! Everything a policy file does not grant is refused: a missing list is
@@ -37,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use telebpf_abi::{attach_type, cmd, map_type, off, prog_type, read_u32};
+use telebpf_abi::{attach_type, cmd, helper, map_type, off, prog_type, read_u32};
 use telebpf_protocol::message::{BpfCall, FileOp, Request, WireBuffer};
 use telebpf_protocol::paths;
 
@@ -49,6 +56,7 @@ pub const FULL: &str = "full";
 const BUILT_IN: &[(&str, &str)] = &[
     ("read-only", include_str!("../../policies/read-only.toml")),
     ("tracing", include_str!("../../policies/tracing.toml")),
+    ("observe", include_str!("../../policies/observe.toml")),
 ];
 
 /// A policy file cannot be used.
@@ -93,6 +101,17 @@ pub enum PolicyError {
         /// The path given.
         given: String,
     },
+    /// A `[kfuncs]` list holds a number or an empty name (kfuncs are named
+    /// by their functions' names; BTF ids differ from kernel to kernel).
+    #[error("policy {path}: kfuncs.{list} holds {given}, which is no function name")]
+    BadKfunc {
+        /// The file.
+        path: PathBuf,
+        /// `allow` or `deny`.
+        list: &'static str,
+        /// What was given.
+        given: String,
+    },
     /// A profile named by a `[[key]]` entry has `[[key]]` entries itself.
     #[error("policy {path}: names keys, but is used as the policy of a key in {parent}")]
     NestedKeys {
@@ -123,6 +142,61 @@ impl NumberSet {
     fn contains(&self, v: u32) -> bool {
         self.all || self.values.binary_search(&v).is_ok()
     }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.values.is_empty()
+    }
+}
+
+/// What calls to helpers (by number) a program may make: `allow` minus
+/// `deny`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct HelperRule {
+    allow: NumberSet,
+    deny: NumberSet,
+}
+
+/// A list of kfunc names: exact names, `prefix*` patterns, or `"*"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NameSet {
+    all: bool,
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl NameSet {
+    fn everything() -> NameSet {
+        NameSet {
+            all: true,
+            ..NameSet::default()
+        }
+    }
+
+    /// The entry that matches `name`, if any (for the refusal's rule).
+    fn matching(&self, name: &str) -> Option<String> {
+        if self.all {
+            return Some("*".into());
+        }
+        if let Some(e) = self.exact.iter().find(|e| *e == name) {
+            return Some(e.clone());
+        }
+        self.prefixes
+            .iter()
+            .find(|p| name.starts_with(p.as_str()))
+            .map(|p| format!("{p}*"))
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.exact.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// What calls to kfuncs (by function name) a program may make: `allow`
+/// minus `deny`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KfuncRule {
+    allow: NameSet,
+    deny: NameSet,
 }
 
 /// One entry of a list: a name, `"*"`, or a bare number.
@@ -160,6 +234,9 @@ pub struct Policy {
     map_mmap_write: bool,
     ring_streams: bool,
     kernel_memory_read: bool,
+    helpers: HelperRule,
+    kfuncs: KfuncRule,
+    change_foreign_objects: bool,
 }
 
 /// A request the policy does not allow: what it was and which rule says no.
@@ -231,8 +308,24 @@ struct RawFile {
     ring_streams: bool,
     #[serde(default)]
     kernel_memory_read: bool,
+    #[serde(default)]
+    helpers: RawCalls,
+    #[serde(default)]
+    kfuncs: RawCalls,
+    #[serde(default)]
+    change_foreign_objects: bool,
     #[serde(default, rename = "key")]
     keys: Vec<RawKey>,
+}
+
+/// `[helpers]` / `[kfuncs]`: missing lists are empty (nothing allowed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalls {
+    #[serde(default)]
+    allow: Vec<Item>,
+    #[serde(default)]
+    deny: Vec<Item>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +420,66 @@ const ATTACH_TYPES: Enum = Enum {
     what: "attach type",
     names: attach_type::NAMES,
 };
+
+/// A `[helpers]` list: helper names (with or without `bpf_`), `"*"`, or
+/// numbers.
+fn helper_set(items: &[Item], list: &'static str, path: &Path) -> Result<NumberSet, PolicyError> {
+    let mut set = NumberSet::default();
+    for item in items {
+        match item {
+            Item::Name(n) if n == "*" => set.all = true,
+            Item::Name(n) => match helper::by_name(n) {
+                Some(v) => set.values.push(v),
+                None => {
+                    return Err(PolicyError::UnknownName {
+                        path: path.to_path_buf(),
+                        list,
+                        name: n.clone(),
+                        what: "helper",
+                        known: helper::NAMES[1..].join(", "),
+                    })
+                }
+            },
+            Item::Number(v) => set.values.push(*v),
+        }
+    }
+    set.values.sort_unstable();
+    set.values.dedup();
+    Ok(set)
+}
+
+/// A `[kfuncs]` list: function names, `prefix*` patterns, or `"*"`. Names
+/// cannot be checked against the guest's kernel here (they are in its BTF,
+/// and differ between kernels); a name no kernel has matches nothing.
+fn kfunc_set(items: &[Item], list: &'static str, path: &Path) -> Result<NameSet, PolicyError> {
+    let mut set = NameSet::default();
+    let bad = |given: String| PolicyError::BadKfunc {
+        path: path.to_path_buf(),
+        list,
+        given,
+    };
+    for item in items {
+        match item {
+            Item::Name(n) if n == "*" => set.all = true,
+            Item::Name(n) => {
+                let (stem, prefix) = match n.strip_suffix('*') {
+                    Some(stem) => (stem, true),
+                    None => (n.as_str(), false),
+                };
+                if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(bad(format!("{n:?}")));
+                }
+                if prefix {
+                    set.prefixes.push(stem.to_string());
+                } else {
+                    set.exact.push(stem.to_string());
+                }
+            }
+            Item::Number(v) => return Err(bad(v.to_string())),
+        }
+    }
+    Ok(set)
+}
 
 /// Whether a `bpf()` command creates an object or changes the kernel's
 /// state (what the audit log records besides refusals and sessions).
@@ -493,7 +646,112 @@ impl Policy {
             map_mmap_write: true,
             ring_streams: true,
             kernel_memory_read: true,
+            helpers: HelperRule {
+                allow: NumberSet::everything(),
+                deny: NumberSet::default(),
+            },
+            kfuncs: KfuncRule {
+                allow: NameSet::everything(),
+                deny: NameSet::default(),
+            },
+            change_foreign_objects: true,
         }
+    }
+
+    /// Whether a key may change, detach or consume objects it did not
+    /// create (`change_foreign_objects`).
+    pub fn changes_foreign_objects(&self) -> bool {
+        self.change_foreign_objects
+    }
+
+    /// Whether the helper and kfunc rules allow every call, so a program's
+    /// instructions need not be read for them.
+    pub fn allows_every_call(&self) -> bool {
+        self.helpers.allow.all
+            && self.helpers.deny.is_empty()
+            && self.kfuncs.allow.all
+            && self.kfuncs.deny.is_empty()
+    }
+
+    /// Whether every attach type is allowed (`attach_types = ["*"]`).
+    pub fn allows_every_attach_type(&self) -> bool {
+        self.attach_types.all
+    }
+
+    /// Whether every program type is allowed (`prog_types = ["*"]`).
+    pub fn allows_every_prog_type(&self) -> bool {
+        self.prog_types.all
+    }
+
+    /// `what` (a request naming a program of type `t`, e.g. one opened by
+    /// id being attached) is allowed only for program types in
+    /// `prog_types`.
+    pub fn check_prog_type(&self, what: &str, t: u32) -> Result<(), Denied> {
+        let name = type_name(prog_type::NAMES, t);
+        allow(
+            self.prog_types.contains(t),
+            &format!("{what} of prog type {name}"),
+            format!("'{name}' is not in prog_types"),
+        )
+    }
+
+    /// `what` binding a program to attach type `t` is allowed only for
+    /// attach types in `attach_types`.
+    pub fn check_attach_type(&self, what: &str, t: u32) -> Result<(), Denied> {
+        let name = type_name(attach_type::NAMES, t);
+        allow(
+            self.attach_types.contains(t),
+            &format!("{what} with attach type {name}"),
+            format!("'{name}' is not in attach_types"),
+        )
+    }
+
+    /// Whether a program may call helper `id` (`[helpers]`, deny wins).
+    pub fn check_helper(&self, id: u32) -> Result<(), Denied> {
+        let what = format!(
+            "BPF_PROG_LOAD of a program calling {}",
+            helper::display_name(id)
+        );
+        let key = helper::short_name(id)
+            .filter(|_| id != 0)
+            .map_or_else(|| id.to_string(), str::to_string);
+        if self.helpers.deny.contains(id) {
+            return Err(Denied {
+                what,
+                rule: format!("'{key}' is in helpers.deny"),
+            });
+        }
+        allow(
+            self.helpers.allow.contains(id),
+            &what,
+            format!("'{key}' is not in helpers.allow"),
+        )
+    }
+
+    /// Whether a program may call the kfunc named `name` (`[kfuncs]`, deny
+    /// wins). `None`: its BTF id could not be resolved to a name (`id`
+    /// describes it), which only a policy allowing every kfunc accepts.
+    pub fn check_kfunc(&self, name: Option<&str>, id: &str) -> Result<(), Denied> {
+        let Some(name) = name else {
+            return allow(
+                self.kfuncs.allow.all && self.kfuncs.deny.is_empty(),
+                &format!("BPF_PROG_LOAD of a program calling a kfunc ({id})"),
+                "its name cannot be found in the kernel's BTF, and not every kfunc is allowed"
+                    .into(),
+            );
+        };
+        let what = format!("BPF_PROG_LOAD of a program calling kfunc {name}");
+        if let Some(entry) = self.kfuncs.deny.matching(name) {
+            return Err(Denied {
+                what,
+                rule: format!("'{entry}' is in kfuncs.deny"),
+            });
+        }
+        allow(
+            self.kfuncs.allow.matching(name).is_some(),
+            &what,
+            format!("'{name}' is not in kfuncs.allow"),
+        )
     }
 
     /// The policy's name: its `name` key, else its file's stem.
@@ -672,13 +930,32 @@ impl Policy {
                 map_type::NAMES,
                 read_u32(a, off::map_create::MAP_TYPE),
             ),
-            cmd::BPF_PROG_LOAD => typed(
-                &self.prog_types,
-                "prog_types",
-                "prog type",
-                prog_type::NAMES,
-                read_u32(a, off::prog_load::PROG_TYPE),
-            ),
+            cmd::BPF_PROG_LOAD => {
+                let t = read_u32(a, off::prog_load::PROG_TYPE);
+                typed(
+                    &self.prog_types,
+                    "prog_types",
+                    "prog type",
+                    prog_type::NAMES,
+                    t,
+                )?;
+                // The attach type the program is bound to from its load on
+                // (fmod_ret, LSM, cgroup hooks, ...): what raw tracepoint
+                // open and link creation later attach it as.
+                let eat = read_u32(a, off::prog_load::EXPECTED_ATTACH_TYPE);
+                match attach_type::bound_at_load(t, eat) {
+                    Some(at) => self.check_attach_type(&name(), at).map_err(|mut d| {
+                        d.what = format!(
+                            "{} of prog type {} with expected attach type {}",
+                            name(),
+                            type_name(prog_type::NAMES, t),
+                            type_name(attach_type::NAMES, at)
+                        );
+                        d
+                    }),
+                    None => Ok(()),
+                }
+            }
             cmd::BPF_PROG_ATTACH | cmd::BPF_PROG_DETACH => typed(
                 &self.attach_types,
                 "attach_types",
@@ -753,6 +1030,15 @@ impl Policy {
             map_mmap_write: raw.map_mmap_write,
             ring_streams: raw.ring_streams,
             kernel_memory_read: raw.kernel_memory_read,
+            helpers: HelperRule {
+                allow: helper_set(&raw.helpers.allow, "helpers.allow", path)?,
+                deny: helper_set(&raw.helpers.deny, "helpers.deny", path)?,
+            },
+            kfuncs: KfuncRule {
+                allow: kfunc_set(&raw.kfuncs.allow, "allow", path)?,
+                deny: kfunc_set(&raw.kfuncs.deny, "deny", path)?,
+            },
+            change_foreign_objects: raw.change_foreign_objects,
         });
         let base = path.parent().unwrap_or(Path::new("."));
         let mut keys = Vec::new();
@@ -781,7 +1067,7 @@ impl Policy {
 }
 
 /// Loads the policy `spec` names: `full`, a built-in profile name
-/// (`read-only`, `tracing`), or — anything with a `/` or ending in
+/// (`read-only`, `tracing`, `observe`), or — anything with a `/` or ending in
 /// `.toml` — a file, relative to `base`.
 pub fn resolve(spec: &str, base: &Path) -> Result<PolicyFile, PolicyError> {
     if spec == FULL {
@@ -1026,12 +1312,50 @@ mod tests {
         for t in [
             prog_type::BPF_PROG_TYPE_TRACEPOINT,
             prog_type::BPF_PROG_TYPE_KPROBE,
-            prog_type::BPF_PROG_TYPE_TRACING,
             prog_type::BPF_PROG_TYPE_RAW_TRACEPOINT,
             prog_type::BPF_PROG_TYPE_PERF_EVENT,
         ] {
             assert!(p.check(&load(t)).is_ok(), "{t}");
         }
+        // Tracing programs are bound to their expected attach type at load.
+        let tracing = |eat| {
+            bpf(
+                cmd::BPF_PROG_LOAD,
+                &[
+                    (off::prog_load::PROG_TYPE, prog_type::BPF_PROG_TYPE_TRACING),
+                    (off::prog_load::EXPECTED_ATTACH_TYPE, eat),
+                ],
+                vec![],
+            )
+        };
+        assert!(p.check(&tracing(attach_type::BPF_TRACE_FENTRY)).is_ok());
+        assert!(p.check(&tracing(attach_type::BPF_TRACE_ITER)).is_ok());
+        let d = p
+            .check(&tracing(attach_type::BPF_MODIFY_RETURN))
+            .unwrap_err();
+        assert_eq!(
+            d.what,
+            "BPF_PROG_LOAD of prog type tracing with expected attach type modify_return"
+        );
+        assert_eq!(d.rule, "'modify_return' is not in attach_types");
+        // A tracepoint program's expected attach type means nothing.
+        assert!(p
+            .check(&bpf(
+                cmd::BPF_PROG_LOAD,
+                &[
+                    (
+                        off::prog_load::PROG_TYPE,
+                        prog_type::BPF_PROG_TYPE_TRACEPOINT
+                    ),
+                    (
+                        off::prog_load::EXPECTED_ATTACH_TYPE,
+                        attach_type::BPF_MODIFY_RETURN
+                    ),
+                ],
+                vec![],
+            ))
+            .is_ok());
+        assert!(!p.changes_foreign_objects());
         let d = p.check(&load(prog_type::BPF_PROG_TYPE_XDP)).unwrap_err();
         assert_eq!(d.what, "BPF_PROG_LOAD of prog type xdp");
         assert_eq!(d.rule, "'xdp' is not in prog_types");
@@ -1061,6 +1385,88 @@ mod tests {
             .is_err());
         // Its programs read kernel memory anyway (see the profile).
         assert!(p.allows_kernel_memory_read());
+    }
+
+    #[test]
+    fn helper_and_kfunc_rules() {
+        let p = tracing();
+        assert!(!p.allows_every_call());
+        assert!(p.check_helper(1).is_ok(), "map_lookup_elem");
+        let d = p.check_helper(36).unwrap_err();
+        assert_eq!(
+            d.what,
+            "BPF_PROG_LOAD of a program calling bpf_probe_write_user"
+        );
+        assert_eq!(d.rule, "'probe_write_user' is in helpers.deny");
+        for denied in [
+            "send_signal",
+            "send_signal_thread",
+            "override_return",
+            "sys_bpf",
+        ] {
+            let id = helper::by_name(denied).unwrap();
+            assert!(p.check_helper(id).is_err(), "{denied}");
+        }
+        // Helpers newer than this build: allowed by "*" unless denied.
+        assert!(p.check_helper(500).is_ok());
+        assert!(p.check_kfunc(Some("bpf_rcu_read_lock"), "").is_ok());
+        let d = p.check_kfunc(Some("crash_kexec"), "").unwrap_err();
+        assert_eq!(
+            d.what,
+            "BPF_PROG_LOAD of a program calling kfunc crash_kexec"
+        );
+        assert_eq!(d.rule, "'crash_kexec' is in kfuncs.deny");
+        let d = p.check_kfunc(Some("scx_bpf_kick_cpu"), "").unwrap_err();
+        assert_eq!(d.rule, "'scx_bpf_*' is in kfuncs.deny");
+        // A kfunc without a name: only "every kfunc" accepts it.
+        assert!(p.check_kfunc(None, "BTF id 7 of the kernel").is_err());
+        assert!(Policy::full().check_kfunc(None, "x").is_ok());
+        assert!(Policy::full().allows_every_call());
+        assert!(Policy::full().changes_foreign_objects());
+
+        // observe: tracing's denials and more.
+        let o = resolve("observe", Path::new("/")).unwrap().rules;
+        assert_eq!(o.name(), "observe");
+        for denied in ["trace_printk", "trace_vprintk", "probe_write_user"] {
+            assert!(o.check_helper(helper::by_name(denied).unwrap()).is_err());
+        }
+        assert!(p
+            .check_helper(helper::by_name("trace_printk").unwrap())
+            .is_ok());
+        assert!(o
+            .check_kfunc(Some("bpf_task_work_schedule_signal_impl"), "")
+            .is_err());
+        assert!(!o.changes_foreign_objects());
+        assert!(o
+            .check(&Request::File(FileOp::Append {
+                path: "/sys/kernel/tracing/kprobe_events".into(),
+                data: b"p:x do_sys_open".to_vec(),
+            }))
+            .is_err());
+
+        // A file's own rules: allow lists, deny winning, prefixes, numbers.
+        let f = parse(
+            "[helpers]\nallow = [\"map_lookup_elem\", \"bpf_ktime_get_ns\", 6]\n\
+             deny = [6]\n[kfuncs]\nallow = [\"bpf_iter_*\"]\n",
+        )
+        .unwrap()
+        .rules;
+        assert!(f.check_helper(1).is_ok());
+        assert!(f.check_helper(5).is_ok());
+        assert_eq!(
+            f.check_helper(6).unwrap_err().rule,
+            "'trace_printk' is in helpers.deny"
+        );
+        assert_eq!(
+            f.check_helper(2).unwrap_err().rule,
+            "'map_update_elem' is not in helpers.allow"
+        );
+        assert!(f.check_kfunc(Some("bpf_iter_num_new"), "").is_ok());
+        assert!(f.check_kfunc(Some("bpf_obj_new_impl"), "").is_err());
+        // No [helpers]: nothing may be called (a missing list is empty).
+        let none = parse("").unwrap().rules;
+        assert!(none.check_helper(1).is_err());
+        assert!(!none.changes_foreign_objects());
     }
 
     #[test]
@@ -1146,6 +1552,22 @@ mod tests {
         ));
         assert!(matches!(
             parse("perf_events = \"yes\"").unwrap_err(),
+            PolicyError::Parse { .. }
+        ));
+        let e = parse("[helpers]\ndeny = [\"probe_write_usr\"]").unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("\"probe_write_usr\", which is no helper"));
+        assert!(matches!(
+            parse("[kfuncs]\ndeny = [17]").unwrap_err(),
+            PolicyError::BadKfunc { .. }
+        ));
+        assert!(matches!(
+            parse("[kfuncs]\ndeny = [\"a b\"]").unwrap_err(),
+            PolicyError::BadKfunc { .. }
+        ));
+        assert!(matches!(
+            parse("[helpers]\nallowed = []").unwrap_err(),
             PolicyError::Parse { .. }
         ));
     }

@@ -147,7 +147,12 @@ impl Session {
     /// Checks `req` against the key's policy: `None` if it may run, else
     /// the refusal to answer (logged and audited here).
     fn refusal(&self, req: &Request) -> Option<Reply> {
-        let denied = self.grant.policy.check(req).err()?;
+        let denied = self
+            .grant
+            .policy
+            .check(req)
+            .and_then(|()| crate::guard::check(req, &self.grant, self))
+            .err()?;
         let policy = self.grant.policy.name();
         log::info(format_args!(
             "session {}: policy '{policy}' of key '{}' refuses {} ({})",
@@ -270,6 +275,7 @@ impl Session {
                             (outcome.new_fd, outcome.result.object.as_ref())
                         {
                             self.adopt(fd, obj.clone());
+                            crate::guard::created(&call, fd, &self.grant);
                         }
                         Reply::Bpf(outcome.result)
                     }

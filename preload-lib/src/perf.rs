@@ -34,6 +34,13 @@ pub fn open(attr_addr: u64, pid: i32, cpu: i32, group_fd: i32, flags: u64) -> Re
         .then(|| memory::read_cstr(config1, perf::CONFIG1_STRING_MAX).ok())
         .flatten()
         .filter(|s| s.last() == Some(&0));
+    // With PERF_FLAG_PID_CGROUP, `pid` is a cgroup fd of ours: translated
+    // like any fd (a host cgroup names nothing in the guest).
+    let pid = if flags & perf::FLAG_PID_CGROUP != 0 {
+        guest_fd(pid)
+    } else {
+        pid
+    };
     let req = Request::PerfEventOpen {
         attr,
         pid,

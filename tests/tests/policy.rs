@@ -377,6 +377,7 @@ fn pins_stay_under_the_policy_paths() {
             "name = \"pinner\"\n\
              commands = [\"*\"]\nprog_types = [\"*\"]\nmap_types = [\"*\"]\n\
              attach_types = [\"*\"]\nmap_mmap_read = true\n\n\
+             [helpers]\nallow = [\"*\"]\n\n\
              [bpffs]\npaths = [\"{allowed}\"]\n"
         ),
     );
@@ -475,5 +476,717 @@ fn kernel_memory_reads_follow_the_policy() {
         reads.iter().any(|&n| n > 100) && reads.contains(&0),
         "the per-pointer walk's reads: {reads:?}"
     );
+    h.finish();
+}
+
+// ---------------------------------------------------------------------
+// Attach types, untranslated fds, helpers and ownership (issue 12, §3-4).
+// The host side is `object-probe` (tests/src/bin/object-probe.rs): raw
+// bpf() and perf_event_open calls through the preload, as nobody.
+// ---------------------------------------------------------------------
+
+/// `object-probe`, copied into the test's directory once (a running copy
+/// cannot be overwritten).
+fn probe_program(h: &Harness) -> PathBuf {
+    let copy = h.dir().join("object-probe");
+    if copy.exists() {
+        return copy;
+    }
+    h.copy_in(&telebpf_tests::product_file("object-probe"))
+}
+
+/// `object-probe ARGS` as nobody through `telebpf exec` with `key`.
+fn probe_as(h: &Harness, key: &Path, args: &[&str]) -> CmdOutput {
+    let program = probe_program(h);
+    let mut exec: Vec<String> = vec![
+        "exec".into(),
+        "--target".into(),
+        h.target(),
+        "--key-file".into(),
+        key.display().to_string(),
+        "--".into(),
+        program.display().to_string(),
+    ];
+    exec.extend(args.iter().map(|a| a.to_string()));
+    telebpf_tests::run_with_timeout(
+        h.nobody_command(h.telebpf(), &exec),
+        &format!("[nobody] object-probe {}", args.join(" ")),
+        telebpf_tests::COMMAND_TIMEOUT,
+    )
+}
+
+/// `object-probe ARGS` started as nobody with `key`, left running (its
+/// `hold-*` modes); waits for `holding: ok`.
+fn hold_as(h: &Harness, key: &Path, args: &[&str]) -> telebpf_tests::ExecTool {
+    let program = probe_program(h);
+    let mut tool = h.start_exec_tool(&h.target(), key, &program, args);
+    tool.wait_for("holding: ok", Duration::from_secs(60))
+        .unwrap();
+    tool
+}
+
+/// The value of `name: ok V` in a probe's output (`None` for an errno or
+/// a missing line).
+fn ok_value(out: &str, name: &str) -> Option<u32> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ok ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The result word of `name: …` (`ok …` or `errno E`).
+fn result_of(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or("(missing)")
+        .to_string()
+}
+
+/// BTF id of function `name` in this kernel's BTF.
+fn kernel_func_id(name: &str) -> Option<u32> {
+    let btf = telebpf_abi::btf::Btf::parse(fs::read("/sys/kernel/btf/vmlinux").ok()?).ok()?;
+    (1..=btf.type_count() as u32).find(|&id| btf.func_name(id, None) == Some(name))
+}
+
+/// A policy file with two keys, `tool` (full) and `tracer` (`tracer_policy`).
+fn tool_and_tracer(h: &Harness, tracer_policy: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let tool = h.new_key("tool.key");
+    let tracer = h.new_key("tracer.key");
+    let policy = write(
+        h,
+        "keys.toml",
+        &format!(
+            "name = \"nothing\"\n\n\
+             [[key]]\nfile = \"tool.key\"\nname = \"tool\"\npolicy = \"full\"\n\n\
+             [[key]]\nfile = \"tracer.key\"\nname = \"tracer\"\npolicy = \"{tracer_policy}\"\n"
+        ),
+    );
+    (tool, tracer, policy)
+}
+
+/// The tracing profile, but allowed to act on other keys' objects, so
+/// that the type checks (not ownership) decide.
+fn tracing_with_foreign_objects(h: &Harness) -> String {
+    let text = fs::read_to_string(profile("tracing"))
+        .expect("tracing profile")
+        .replace("name = \"tracing\"", "name = \"tracing-foreign\"")
+        .replace(
+            "change_foreign_objects = false",
+            "change_foreign_objects = true",
+        );
+    write(h, "tracing-foreign.toml", &text)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn attach_types_are_checked_at_load_and_rechecked_at_every_attach() {
+    let Some(mut h) = Harness::start_without_proxy("policy_attach_types") else {
+        return;
+    };
+    // Step 1: the shipped tracing profile refuses an fmod_ret program at
+    // load, before the kernel sees it.
+    let (_tool, tracer, policy) = tool_and_tracer(&h, &profile("tracing"));
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+    let target_fn = kernel_func_id("bpf_modify_return_test").expect("bpf_modify_return_test");
+    let out = probe_as(&h, &tracer, &["load-fmod-ret", &target_fn.to_string()]);
+    say(&out.describe());
+    assert_eq!(result_of(&out.stdout_text(), "fmod_ret.load"), "errno 1");
+    assert_eq!(
+        count(
+            &out,
+            "refuses BPF_PROG_LOAD of prog type tracing with expected attach type modify_return \
+             (key 'tracer', policy 'tracing': 'modify_return' is not in attach_types)"
+        ),
+        1,
+        "{}",
+        out.describe()
+    );
+    h.stop_proxy_checked();
+
+    // Step 2: programs loaded by another key and opened by id are checked
+    // as what the kernel says they are (the tracer may touch others'
+    // objects here, so that only the type checks decide).
+    let (tool, tracer, policy) = tool_and_tracer(&h, &tracing_with_foreign_objects(&h));
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+
+    // A raw tracepoint *writable* program (not in tracing's prog_types),
+    // opened by id and attached by name.
+    let writable = hold_as(&h, &tool, &["hold-writable", "120"]);
+    let id = ok_value(&writable.output(), "writable.prog_id").expect("writable prog id");
+    let out = probe_as(
+        &h,
+        &tracer,
+        &["raw-tp-open-id", &id.to_string(), "bpf_test_finish"],
+    );
+    say(&out.describe());
+    assert!(ok_value(&out.stdout_text(), "open_by_id").is_some());
+    assert_eq!(result_of(&out.stdout_text(), "raw_tp_open"), "errno 1");
+    assert_eq!(
+        count(
+            &out,
+            "refuses BPF_RAW_TRACEPOINT_OPEN of prog type raw_tracepoint_writable (key 'tracer', \
+             policy 'tracing-foreign': 'raw_tracepoint_writable' is not in prog_types)"
+        ),
+        1,
+        "{}",
+        out.describe()
+    );
+    let links = h.local(&["link", "list", "--json"]).json();
+    assert!(
+        !links
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["prog_id"].as_u64() == Some(u64::from(id))),
+        "the writable program was attached: {links}"
+    );
+    drop(writable);
+
+    // An XDP link of the tool's, updated by the tracer to another XDP
+    // program (a banned type, on a link of a banned attach type).
+    let xdp = hold_as(&h, &tool, &["hold-xdp-link", "120"]);
+    let text = xdp.output();
+    let (Some(link), Some(prog2)) = (
+        ok_value(&text, "xdp.link_id"),
+        ok_value(&text, "xdp.prog2_id"),
+    ) else {
+        panic!("no XDP link on lo:\n{text}");
+    };
+    let out = probe_as(
+        &h,
+        &tracer,
+        &["link-update-id", &link.to_string(), &prog2.to_string()],
+    );
+    say(&out.describe());
+    assert_eq!(result_of(&out.stdout_text(), "link_update"), "errno 1");
+    assert_eq!(
+        count(
+            &out,
+            "refuses BPF_LINK_UPDATE with attach type xdp (key 'tracer'"
+        ),
+        1,
+        "{}",
+        out.describe()
+    );
+    let shown = h
+        .local(&["link", "show", "id", &link.to_string(), "--json"])
+        .json();
+    assert_ne!(
+        shown["prog_id"].as_u64(),
+        Some(u64::from(prog2)),
+        "the link now runs the tracer's choice: {shown}"
+    );
+    drop(xdp);
+
+    // An LSM program of the tool's, opened by id and attached without a
+    // name, where this kernel loads LSM programs at all.
+    let lsm_hook = kernel_func_id("bpf_lsm_file_open").unwrap_or(0);
+    let lsm = hold_as(&h, &tool, &["hold-lsm", &lsm_hook.to_string(), "120"]);
+    match ok_value(&lsm.output(), "lsm.prog_id") {
+        Some(id) => {
+            let out = probe_as(&h, &tracer, &["raw-tp-open-id", &id.to_string()]);
+            assert_eq!(result_of(&out.stdout_text(), "raw_tp_open"), "errno 1");
+            assert_eq!(
+                count(&out, "'lsm' is not in prog_types"),
+                1,
+                "{}",
+                out.describe()
+            );
+        }
+        None => say(&format!(
+            "SKIP LSM part: this kernel refuses to load an LSM program ({}); \
+             the writable raw tracepoint above takes the same path",
+            result_of(&lsm.output(), "lsm.load")
+        )),
+    }
+    drop(lsm);
+    h.finish();
+}
+
+/// The proxy's fd numbers that are sockets (its listening socket, the
+/// sessions' connections).
+fn proxy_socket_fds(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proxy fds")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+#[test]
+fn storage_keys_and_cgroup_pids_never_reach_the_proxys_own_fds() {
+    let Some(mut h) = Harness::start_without_proxy("policy_untranslated_fds") else {
+        return;
+    };
+    // The proxy inherits a cgroup directory at fd 77, as a service may
+    // inherit fds from whatever started it.
+    const CGROUP_FD: i32 = 77;
+    let cgroup = c"/sys/fs/cgroup/unified";
+    // SAFETY: open/dup2/close of our own fds; no memory involved.
+    let inherited = unsafe {
+        let fd = libc::open(cgroup.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+        let ok = fd >= 0 && libc::dup2(fd, CGROUP_FD) == CGROUP_FD;
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        ok
+    };
+    h.start_proxy();
+    if inherited {
+        // SAFETY: closing our copy; the proxy keeps its own.
+        unsafe { libc::close(CGROUP_FD) };
+    }
+    let sockets = proxy_socket_fds(h.proxy_pid());
+    assert!(!sockets.is_empty(), "the proxy has no socket fd?");
+    say(&format!("proxy socket fds: {sockets:?}"));
+
+    // A socket storage map whose key names one of the proxy's sockets.
+    for fd in &sockets {
+        let out = probe_as(&h, h.key(), &["sk-storage-key", &fd.to_string()]);
+        say(&out.describe());
+        assert!(
+            ok_value(&out.stdout_text(), "sk_storage").is_some(),
+            "{}",
+            out.describe()
+        );
+        let r = result_of(&out.stdout_text(), "sk_storage.update");
+        assert!(
+            r.starts_with("errno"),
+            "storage attached to the proxy's socket fd {fd}: {}",
+            out.describe()
+        );
+    }
+
+    // A cgroup perf event whose cgroup fd is the proxy's inherited one.
+    if inherited {
+        let out = probe_as(&h, h.key(), &["perf-cgroup", &CGROUP_FD.to_string()]);
+        say(&out.describe());
+        let r = result_of(&out.stdout_text(), "perf_cgroup");
+        assert!(
+            r.starts_with("errno"),
+            "perf_event_open used the proxy's fd {CGROUP_FD}: {}",
+            out.describe()
+        );
+    } else {
+        say("SKIP cgroup part: /sys/fs/cgroup/unified cannot be opened here");
+    }
+    h.finish();
+}
+
+/// The quoted entries of `[section] deny = [...]` in a policy file.
+fn deny_list(policy: &str, section: &str) -> Vec<String> {
+    let text = fs::read_to_string(policy).expect("policy file");
+    let start = text
+        .find(&format!("\n[{section}]\n"))
+        .unwrap_or_else(|| panic!("no [{section}] in {policy}"));
+    let rest = &text[start..];
+    let deny = &rest[rest.find("deny = [").expect("deny list")..];
+    let deny = &deny[..deny.find("\n]").expect("end of the deny list")];
+    deny.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix('"')?;
+            Some(l[..l.find('"')?].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_denied_helper_and_kfunc_is_refused_by_name() {
+    let Some(mut h) = Harness::start_without_proxy("policy_denied_helpers") else {
+        return;
+    };
+    let btf = telebpf_abi::btf::Btf::parse(fs::read("/sys/kernel/btf/vmlinux").expect("BTF"))
+        .expect("kernel BTF");
+    let funcs: Vec<(u32, String)> = (1..=btf.type_count() as u32)
+        .filter_map(|id| Some((id, btf.func_name(id, None)?.to_string())))
+        .collect();
+    let attach = kernel_func_id("bpf_fentry_test1").unwrap_or(1);
+    for name in ["tracing", "observe"] {
+        let file = profile(name);
+        h.start_proxy_with(&["--policy".into(), file.clone()]);
+        let helpers = deny_list(&file, "helpers");
+        let ids: Vec<u32> = helpers
+            .iter()
+            .map(|n| {
+                telebpf_abi::helper::by_name(n).unwrap_or_else(|| panic!("unknown helper {n}"))
+            })
+            .collect();
+        // A control: bpf_ktime_get_ns (5) is allowed.
+        let mut args: Vec<String> = vec!["call-helpers".into(), "5".into()];
+        args.extend(ids.iter().map(u32::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = probe_as(&h, h.key(), &args);
+        let text = out.stdout_text();
+        assert!(
+            ok_value(&text, "helper 5").is_some(),
+            "{name}: a program calling bpf_ktime_get_ns was refused: {}",
+            out.describe()
+        );
+        for (n, id) in helpers.iter().zip(&ids) {
+            assert_eq!(result_of(&text, &format!("helper {id}")), "errno 1", "{n}");
+            let line = format!(
+                "refuses BPF_PROG_LOAD of a program calling bpf_{n} (key '{}', policy '{name}': \
+                 '{n}' is in helpers.deny)",
+                h.key().display()
+            );
+            assert_eq!(count(&out, &line), 1, "{name}: {line}\n{}", out.describe());
+        }
+        say(&format!(
+            "{name}: {} denied helpers refused by name",
+            ids.len()
+        ));
+
+        // Every denied kfunc this kernel has (exact names and families).
+        let denied: Vec<&(u32, String)> = deny_list(&file, "kfuncs")
+            .iter()
+            .flat_map(|entry| {
+                let entry = entry.clone();
+                funcs
+                    .iter()
+                    .filter(move |(_, f)| match entry.strip_suffix('*') {
+                        Some(prefix) => f.starts_with(prefix),
+                        None => *f == entry,
+                    })
+            })
+            .collect();
+        assert!(!denied.is_empty(), "no denied kfunc in this kernel's BTF");
+        let mut args: Vec<String> = vec!["call-kfuncs".into(), attach.to_string()];
+        args.extend(denied.iter().map(|(id, _)| id.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = probe_as(&h, h.key(), &args);
+        for (id, f) in &denied {
+            assert_eq!(
+                result_of(&out.stdout_text(), &format!("kfunc {id}")),
+                "errno 1",
+                "{f}"
+            );
+            assert_eq!(
+                count(&out, &format!("a program calling kfunc {f} (key '")),
+                1,
+                "{name}: kfunc {f}\n{}",
+                out.describe()
+            );
+        }
+        say(&format!(
+            "{name}: {} denied kfuncs of this kernel refused by name",
+            denied.len()
+        ));
+        h.stop_proxy_checked();
+    }
+    h.finish();
+}
+
+#[test]
+fn a_key_changes_only_its_own_objects() {
+    let Some(mut h) = Harness::start_without_proxy("policy_own_objects") else {
+        return;
+    };
+    let a = h.new_key("a.key");
+    let b = h.new_key("b.key");
+    let policy = write(
+        &h,
+        "keys.toml",
+        &format!(
+            "name = \"nothing\"\n\n\
+             [[key]]\nfile = \"a.key\"\nname = \"a\"\npolicy = \"{0}\"\n\n\
+             [[key]]\nfile = \"b.key\"\nname = \"b\"\npolicy = \"{0}\"\n",
+            profile("tracing")
+        ),
+    );
+    let audit = start_audited(&mut h, policy.display().to_string());
+
+    // Key a's map and link, and the guest's own (root, no telebpf).
+    let held = hold_as(&h, &a, &["hold-map-and-link", "120"]);
+    let text = held.output();
+    let (Some(map), Some(link)) = (ok_value(&text, "map_id"), ok_value(&text, "link_id")) else {
+        panic!("key a made no map and link:\n{text}");
+    };
+    let mut guest = Command::new(telebpf_tests::product_file("object-probe"))
+        .args(["hold-map-and-link", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("guest probe");
+    let guest_text = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(guest.stdout.take().expect("stdout")).lines();
+        let mut text = String::new();
+        for l in lines.by_ref().map_while(Result::ok) {
+            text.push_str(&l);
+            text.push('\n');
+            if l.starts_with("holding") {
+                break;
+            }
+        }
+        text
+    };
+    let guest_map = ok_value(&guest_text, "map_id").expect("the guest's map");
+
+    // Key a, in another session: its own map, as any of its tools.
+    let own = probe_as(&h, &a, &["touch-map-id", &map.to_string()]);
+    say(&own.describe());
+    assert!(
+        ok_value(&own.stdout_text(), "update").is_some(),
+        "{}",
+        own.describe()
+    );
+    assert!(
+        ok_value(&own.stdout_text(), "delete").is_some(),
+        "{}",
+        own.describe()
+    );
+
+    // Key b: a's map, a's link, the guest's map. Each opens (listings are
+    // for reading) and is refused when it would change something.
+    let other = probe_as(&h, &b, &["touch-map-id", &map.to_string()]);
+    say(&other.describe());
+    assert!(ok_value(&other.stdout_text(), "open_map").is_some());
+    assert_eq!(result_of(&other.stdout_text(), "update"), "errno 1");
+    assert_eq!(result_of(&other.stdout_text(), "delete"), "errno 1");
+    assert_eq!(
+        count(
+            &other,
+            &format!(
+                "refuses BPF_MAP_UPDATE_ELEM on map {map}, which key 'b' did not create \
+                 (key 'b', policy 'tracing': change_foreign_objects is false)"
+            )
+        ),
+        1,
+        "{}",
+        other.describe()
+    );
+    let detach = probe_as(&h, &b, &["detach-link-id", &link.to_string()]);
+    say(&detach.describe());
+    assert_eq!(result_of(&detach.stdout_text(), "link_detach"), "errno 1");
+    let shown = h.local(&["link", "show", "id", &link.to_string(), "--json"]);
+    shown.expect_success();
+    assert!(
+        !shown.stdout_text().contains("\"detached\""),
+        "a's link was detached by b: {}",
+        shown.stdout_text()
+    );
+    for key in [&a, &b] {
+        let out = probe_as(&h, key, &["touch-map-id", &guest_map.to_string()]);
+        assert_eq!(
+            result_of(&out.stdout_text(), "update"),
+            "errno 1",
+            "{}",
+            out.describe()
+        );
+        assert_eq!(
+            result_of(&out.stdout_text(), "delete"),
+            "errno 1",
+            "{}",
+            out.describe()
+        );
+    }
+    // The guest's value is untouched.
+    let dumped = h.local(&["map", "dump", "id", &guest_map.to_string(), "--json"]);
+    assert!(
+        dumped.stdout_text().contains("\"0xba\""),
+        "the guest's value 0x0ddba11 changed: {}",
+        dumped.describe()
+    );
+    let _ = guest.kill();
+    let _ = guest.wait();
+    drop(held);
+    let records = settled_audit(&audit);
+    assert!(
+        !find(&records, "refused", &[("key", "b".into())]).is_empty(),
+        "{records:#?}"
+    );
+    h.finish();
+}
+
+/// Sums a libbpf-tools histogram's counts (`lo -> hi : count |…|`).
+fn histogram_total(out: &str) -> u64 {
+    out.lines()
+        .filter(|l| l.contains("->") && l.contains(':'))
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Starts a libbpf-tool as nobody under the harness's key (`None`, with a
+/// SKIP line, when it is not installed).
+fn observe_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<telebpf_tests::ExecTool> {
+    let Some(program) = find_program(tool) else {
+        say(&format!(
+            "SKIP {tool}: not installed (apt-get install libbpf-tools)"
+        ));
+        return None;
+    };
+    Some(h.start_exec_tool(&h.target(), h.key(), &program, args))
+}
+
+#[test]
+fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
+    let Some(mut h) = Harness::start_without_proxy("policy_observe_tools") else {
+        return;
+    };
+    let audit = start_audited(&mut h, profile("observe"));
+    let ready = Duration::from_secs(60);
+    let event = Duration::from_secs(15);
+    let stop = Duration::from_secs(20);
+
+    if let Some(mut tool) = observe_tool(&h, "execsnoop", &[]) {
+        tool.wait_for("PCOMM", ready).unwrap();
+        let mark = unique_name("tbobserve");
+        assert!(Command::new("/bin/true")
+            .arg(&mark)
+            .status()
+            .unwrap()
+            .success());
+        tool.wait_for(&mark, event).unwrap();
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+    if let Some(mut tool) = observe_tool(&h, "opensnoop", &[]) {
+        tool.wait_for("PATH", ready).unwrap();
+        let path = h.dir().join(unique_name("tbobserve"));
+        fs::write(&path, b"x").unwrap();
+        tool.wait_for(&path.display().to_string(), event).unwrap();
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+    {
+        let mut sleeper = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id().to_string();
+        if let Some(mut tool) = observe_tool(&h, "runqlat", &["-p", &pid]) {
+            tool.wait_for("Tracing", ready).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let out = tool.stop(libc::SIGINT, stop);
+            assert!(histogram_total(&out) > 0, "runqlat saw nothing:\n{out}");
+            assert!(!out.contains(REFUSAL), "{out}");
+        }
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+    if let Some(mut tool) = observe_tool(&h, "biolatency", &[]) {
+        tool.wait_for("Tracing", ready).unwrap();
+        let file = h.dir().join("bio.dat");
+        let of = format!("of={}", file.display());
+        let direct = Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=8", "oflag=direct,sync"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if !direct.success() {
+            Command::new("dd")
+                .args(["if=/dev/zero", &of, "bs=1M", "count=8", "conv=fsync"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+        }
+        Command::new("sync").status().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let out = tool.stop(libc::SIGINT, stop);
+        assert!(histogram_total(&out) > 0, "biolatency saw no I/O:\n{out}");
+        assert!(!out.contains(REFUSAL), "{out}");
+    }
+
+    // bpftrace refuses to run unless its euid is 0: run it as root with
+    // every capability dropped, so that bpf() is impossible locally (the
+    // self-check below) and any success comes through the proxy. Root
+    // without CAP_DAC_OVERRIDE reads only its own files: a key copy of its
+    // own.
+    if let Some(bpftrace) = find_program("bpftrace") {
+        let key = h.dir().join("root.key");
+        fs::copy(h.key(), &key).unwrap();
+        std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+        let setpriv = find_program("setpriv").expect("setpriv");
+        let script = "tracepoint:sched:sched_process_exec { printf(\"EXEC %s\\n\", \
+                      str(args->filename)); } tracepoint:raw_syscalls:sys_enter \
+                      { @calls[comm] = count(); }";
+        let no_caps = ["--inh-caps=-all", "--bounding-set=-all", "--"];
+        let local = telebpf_tests::run_with_timeout(
+            {
+                let mut c = Command::new(&setpriv);
+                c.args(no_caps)
+                    .arg(&bpftrace)
+                    .args(["-e", "BEGIN { exit(); }"]);
+                c
+            },
+            "[root, no capabilities] bpftrace locally",
+            Duration::from_secs(60),
+        );
+        assert!(
+            !local.success(),
+            "bpftrace without capabilities worked locally: the check proves nothing\n{}",
+            local.describe()
+        );
+        let out_path = h.dir().join("bpftrace.out");
+        let out_file = fs::File::create(&out_path).unwrap();
+        let mut child = Command::new(find_program("stdbuf").expect("stdbuf"))
+            .arg("-oL")
+            .arg(&setpriv)
+            .args(no_caps)
+            .arg(h.telebpf())
+            .args(["exec", "--target", &h.target(), "--key-file"])
+            .arg(&key)
+            .arg("--")
+            .arg(&bpftrace)
+            .args(["-e", script])
+            .env_clear()
+            .env("PATH", telebpf_tests::PATH_ENV)
+            .env("HOME", "/tmp")
+            .current_dir(h.dir())
+            .stdout(out_file.try_clone().unwrap())
+            .stderr(out_file)
+            .spawn()
+            .expect("bpftrace");
+        let read = || fs::read_to_string(&out_path).unwrap_or_default();
+        let deadline = Instant::now() + ready;
+        while !read().contains("Attaching") {
+            assert!(
+                Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "bpftrace did not attach:\n{}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mark = h.dir().join(unique_name("tbbpftrace"));
+        fs::copy("/bin/true", &mark).unwrap();
+        let deadline = Instant::now() + event;
+        while !read().contains(&mark.display().to_string()) {
+            Command::new(&mark).status().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "bpftrace missed {}:\n{}",
+                mark.display(),
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        telebpf_tests::stop_child(&mut child, libc::SIGINT, stop);
+        let out = read();
+        assert!(out.contains("@calls["), "no map printed at exit:\n{out}");
+        assert!(!out.contains(REFUSAL), "{out}");
+    } else {
+        say("SKIP bpftrace: not installed (apt-get install bpftrace)");
+    }
+
+    assert!(
+        !h.proxy_log().contains("refuses"),
+        "the observe profile refused something a tool asked:\n{}",
+        h.proxy_log()
+    );
+    let records = settled_audit(&audit);
+    assert!(find(&records, "refused", &[]).is_empty(), "{records:#?}");
     h.finish();
 }
