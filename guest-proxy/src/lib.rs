@@ -33,6 +33,7 @@ pub mod log;
 pub mod perf;
 pub mod policy;
 pub mod registry;
+pub mod rings;
 pub mod server;
 pub mod session;
 pub mod streams;
