@@ -143,6 +143,15 @@ pub enum Violation {
         /// Its value.
         pos: u64,
     },
+    /// A position so close to `u64::MAX` that the next step would wrap
+    /// (positions of real rings never get there).
+    #[error("{what} position {pos:#x} would wrap around")]
+    Wraps {
+        /// Which position.
+        what: &'static str,
+        /// Its value.
+        pos: u64,
+    },
     /// Someone else moved a position only this side writes (a second
     /// consumer or producer on the same ring, or a write into the map).
     #[error("{what} position moved under us: left at {expected:#x}, found {found:#x}")]
@@ -210,6 +219,7 @@ impl Violation {
             Violation::ConsumerAhead { .. } => "cons <= prod",
             Violation::Overfull { .. } => "prod - cons <= size",
             Violation::Misaligned { .. } => "8-byte alignment",
+            Violation::Wraps { .. } => "positions do not wrap",
             Violation::Moved { .. } => "single consumer/producer",
             Violation::RecordTooLong { .. } => "record length <= size - 8",
             Violation::RecordPastProducer { .. } => "record ends before prod",

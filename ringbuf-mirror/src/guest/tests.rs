@@ -308,6 +308,13 @@ fn user_ring_consumer_position_is_untrusted() {
         p.try_produce(b"x").unwrap_err().check(),
         "single consumer/producer"
     );
+    let sim = SimUserRing::new(layout(4096));
+    sim.start_at(u64::MAX - 7);
+    let mut p = producer(&sim, 4096);
+    assert_eq!(
+        p.try_produce(b"x").unwrap_err().check(),
+        "positions do not wrap"
+    );
 }
 
 #[test]

@@ -90,6 +90,10 @@ impl<M: RingMemory> UserRingProducer<M> {
         if size - (prod - cons) < total {
             return Ok(Produced::NoRoom);
         }
+        let new_prod = prod.checked_add(total).ok_or(Violation::Wraps {
+            what: "producer",
+            pos: prod,
+        })?;
         let page = self.layout.page_size();
         let hdr = page + (prod & (size - 1)) as usize;
         let len32 = record.len() as u32;
@@ -103,8 +107,8 @@ impl<M: RingMemory> UserRingProducer<M> {
         // kernel's __bpf_user_ringbuf_peek (libbpf: smp_store_release in
         // user_ring_buffer__reserve).
         self.producer
-            .store_u64(0, prod + total, Ordering::Release)?;
-        self.prod = prod + total;
+            .store_u64(0, new_prod, Ordering::Release)?;
+        self.prod = new_prod;
         // The sample follows its header contiguously thanks to the double
         // mapping: hdr + 8 + len < page + 2 * size.
         self.producer.write(hdr + BPF_RINGBUF_HDR_SZ, record)?;
