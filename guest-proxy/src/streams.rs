@@ -193,21 +193,27 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// A stream attached to its ring: the ring's fd (a duplicate), its stop,
-/// its claim and the geometry the kernel gave. Dropping it lets go of all.
-struct Attached<'a> {
+/// A stream's hold on a ring fd of its owning session: a duplicate of the
+/// fd and the stop the owner fires; dropping it forgets the stop.
+struct Hold {
     fd: OwnedFd,
     stop: Arc<Stop>,
     owner: Arc<Owner>,
     owner_fd: i32,
-    geometry: Geometry,
-    _claim: Claim<'a>,
 }
 
-impl Drop for Attached<'_> {
+impl Drop for Hold {
     fn drop(&mut self) {
         self.owner.detach(self.owner_fd, &self.stop);
     }
+}
+
+/// A stream attached to its ring: its hold on the fd, its claim on the ring
+/// and the geometry the kernel gave. Dropping it lets go of all.
+struct Attached<'a> {
+    hold: Hold,
+    geometry: Geometry,
+    _claim: Claim<'a>,
 }
 
 impl<'a> Attached<'a> {
@@ -222,14 +228,14 @@ impl<'a> Attached<'a> {
         };
         let (fd, stop) = owner
             .attach(req.fd)
-            .map_err(|e| refused(&"not a ring of the session", e))?;
-        // Detach the stop on every way out from here.
-        let detach = Detach {
-            owner: &owner,
-            fd: req.fd,
-            stop: &stop,
+            .map_err(|e| refused(&"cannot hold the session's fd", e))?;
+        let hold = Hold {
+            fd,
+            stop,
+            owner,
+            owner_fd: req.fd,
         };
-        let real = rings::inspect(fd.as_raw_fd()).map_err(|e| refused(&e, e.errno()))?;
+        let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(&e, e.errno()))?;
         let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap())
             .map_err(|e| refused(&e, e.errno()))?;
         let claim = streams
@@ -244,28 +250,19 @@ impl<'a> Attached<'a> {
                 ));
             }
         }
-        std::mem::forget(detach);
         Ok(Attached {
-            fd,
-            stop,
-            owner_fd: req.fd,
-            owner,
+            hold,
             geometry,
             _claim: claim,
         })
     }
-}
 
-/// Detaches a stop unless forgotten (the error paths of [`Attached::new`]).
-struct Detach<'a> {
-    owner: &'a Arc<Owner>,
-    fd: i32,
-    stop: &'a Arc<Stop>,
-}
+    fn fd(&self) -> &OwnedFd {
+        &self.hold.fd
+    }
 
-impl Drop for Detach<'_> {
-    fn drop(&mut self) {
-        self.owner.detach(self.fd, self.stop);
+    fn stop(&self) -> &Stop {
+        &self.hold.stop
     }
 }
 
@@ -290,7 +287,7 @@ pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> Stri
     };
     let mut frame = RecordsFrame::new();
     loop {
-        match wait(&attached.fd, libc::POLLIN, &attached.stop, -1) {
+        match wait(attached.fd(), libc::POLLIN, attached.stop(), -1) {
             Woken::Stop => return ended(&"ring closed by its owner"),
             Woken::Failed => return ended(&"poll failed"),
             Woken::Ring | Woken::Timeout => {}
@@ -399,7 +396,7 @@ pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) 
         return ended(&"not a user ring buffer: its records flow to the host");
     };
     let (page, size) = (layout.page_size(), layout.max_entries());
-    let raw = attached.fd.as_raw_fd();
+    let raw = attached.fd().as_raw_fd();
     let ring = GuestMapping::map(raw, page, false, 0, "consumer").and_then(|consumer| {
         GuestMapping::map(raw, page + 2 * size, true, page, "producer").map(|p| (consumer, p))
     });
@@ -428,7 +425,7 @@ pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) 
                 Err(why) => return ended(&why),
             }
         }
-        if stop_fired(&attached.stop) {
+        if stop_fired(attached.stop()) {
             return ended(&"ring closed by its owner");
         }
         if dropped > 0 {
@@ -463,7 +460,7 @@ fn produce(
         // reports EPOLLOUT while any byte is free, so a record that still
         // does not fit sleeps a little instead of spinning.
         let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
-        match wait(&attached.fd, libc::POLLOUT, &attached.stop, ms) {
+        match wait(attached.fd(), libc::POLLOUT, attached.stop(), ms) {
             Woken::Stop => return Err("ring closed by its owner".into()),
             Woken::Ring => std::thread::sleep(std::time::Duration::from_micros(100)),
             Woken::Timeout | Woken::Failed => {}
@@ -581,7 +578,7 @@ impl GuestRing {
     /// read-write consumer page and its read-only producer page and data
     /// (mapped twice by the kernel).
     fn map(attached: &Attached<'_>) -> Result<GuestRing, String> {
-        let fd = attached.fd.as_raw_fd();
+        let fd = attached.fd().as_raw_fd();
         let cannot = |e: i32| format!("cannot map the guest ring: errno {e}");
         match attached.geometry {
             Geometry::Perf(l) => {

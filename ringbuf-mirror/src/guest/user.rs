@@ -106,8 +106,7 @@ impl<M: RingMemory> UserRingProducer<M> {
         // Release pairs with smp_load_acquire(&rb->producer_pos) in the
         // kernel's __bpf_user_ringbuf_peek (libbpf: smp_store_release in
         // user_ring_buffer__reserve).
-        self.producer
-            .store_u64(0, new_prod, Ordering::Release)?;
+        self.producer.store_u64(0, new_prod, Ordering::Release)?;
         self.prod = new_prod;
         // The sample follows its header contiguously thanks to the double
         // mapping: hdr + 8 + len < page + 2 * size.
