@@ -229,6 +229,32 @@ impl Violation {
     }
 }
 
+/// Checks that the two mappings of a BPF ring (buffer or user ring buffer)
+/// cover its geometry: the consumer page's position word, and the producer
+/// page followed by the data area twice.
+pub(crate) fn check_bpf_regions(
+    consumer: &dyn RingMemory,
+    producer: &dyn RingMemory,
+    layout: &crate::BpfRingLayout,
+) -> Result<(), Violation> {
+    let need = layout.page_size() + 2 * layout.max_entries();
+    if producer.size() < need {
+        return Err(Violation::RegionTooSmall {
+            region: "producer",
+            have: producer.size(),
+            need,
+        });
+    }
+    if consumer.size() < 8 {
+        return Err(Violation::RegionTooSmall {
+            region: "consumer",
+            have: consumer.size(),
+            need: 8,
+        });
+    }
+    Ok(())
+}
+
 /// The position checks every consumer makes before it reads a record:
 /// `cons <= prod`, `prod - cons <= size`, both 8-byte aligned.
 pub(crate) fn check_positions(cons: u64, prod: u64, size: u64) -> Result<(), Violation> {

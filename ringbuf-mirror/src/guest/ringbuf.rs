@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{check_positions, Consumed, RecordSink, RingMemory, Violation};
+use super::{check_bpf_regions, check_positions, Consumed, RecordSink, RingMemory, Violation};
 use crate::{BpfRingLayout, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ};
 
 /// Consumes a guest BPF ring buffer as libbpf's `ringbuf_process_ring`
@@ -26,21 +26,7 @@ impl<M: RingMemory> RingbufConsumer<M> {
     /// the ring's consumer position is now (checked at the first
     /// [`RingbufConsumer::consume`]).
     pub fn new(consumer: M, producer: M, layout: BpfRingLayout) -> Result<Self, Violation> {
-        let need = layout.page_size() + 2 * layout.max_entries();
-        if producer.size() < need {
-            return Err(Violation::RegionTooSmall {
-                region: "producer",
-                have: producer.size(),
-                need,
-            });
-        }
-        if consumer.size() < 8 {
-            return Err(Violation::RegionTooSmall {
-                region: "consumer",
-                have: consumer.size(),
-                need: 8,
-            });
-        }
+        check_bpf_regions(&consumer, &producer, &layout)?;
         // Relaxed: only our own later stores order anything; the value is
         // checked against the producer position before it is used.
         let cons = consumer.load_u64(0, Ordering::Relaxed)?;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{check_positions, RingMemory, Violation};
+use super::{check_bpf_regions, check_positions, RingMemory, Violation};
 use crate::{BpfRingLayout, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_HDR_SZ};
 
 /// Outcome of one [`UserRingProducer::try_produce`].
@@ -37,21 +37,7 @@ impl<M: RingMemory> UserRingProducer<M> {
     /// A producer continuing at the ring's producer position now (checked
     /// with the consumer position at each record).
     pub fn new(consumer: M, producer: M, layout: BpfRingLayout) -> Result<Self, Violation> {
-        let need = layout.page_size() + 2 * layout.max_entries();
-        if producer.size() < need {
-            return Err(Violation::RegionTooSmall {
-                region: "producer",
-                have: producer.size(),
-                need,
-            });
-        }
-        if consumer.size() < 8 {
-            return Err(Violation::RegionTooSmall {
-                region: "consumer",
-                have: consumer.size(),
-                need: 8,
-            });
-        }
+        check_bpf_regions(&consumer, &producer, &layout)?;
         // Relaxed: only our own later stores order anything.
         let prod = producer.load_u64(0, Ordering::Relaxed)?;
         Ok(UserRingProducer {

@@ -428,34 +428,25 @@ fn setup(tp_id: u64, ring_bytes: u32, record: u32, header: u32) -> Setup {
     }
 }
 
+/// Opens a stream on the ring naming `max_entries`, lets the proxy attach
+/// (or refuse) before the record exists, produces one record and collects
+/// what arrives (up to `want` records).
+fn stream_one_record(s: &Setup, max_entries: u32, want: usize) -> (mpsc::Receiver<Pushed>, Seen) {
+    let rx = open_stream(&s.conn, s.ring, StreamKind::Ringbuf { max_entries });
+    std::thread::sleep(Duration::from_millis(300));
+    trigger();
+    let mut seen = Seen::default();
+    watch(&rx, want, &mut seen);
+    (rx, seen)
+}
+
 fn lie(tp_id: u64, ring_bytes: u32, lie_bytes: u32, record: u32) -> ExitCode {
     let mut s = setup(tp_id, ring_bytes, record, record);
-    let rx = open_stream(
-        &s.conn,
-        s.ring,
-        StreamKind::Ringbuf {
-            max_entries: lie_bytes,
-        },
-    );
-    // Let the proxy attach (or refuse) before the record exists.
-    std::thread::sleep(Duration::from_millis(300));
-    trigger();
-    let mut seen = Seen::default();
-    watch(&rx, 1, &mut seen);
+    let (rx, seen) = stream_one_record(&s, lie_bytes, 1);
     report("lie", &seen);
     drop(rx);
-
-    let rx = open_stream(
-        &s.conn,
-        s.ring,
-        StreamKind::Ringbuf {
-            max_entries: ring_bytes,
-        },
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    trigger();
-    let mut seen = Seen::default();
-    watch(&rx, 2, &mut seen);
+    // The record made meanwhile, and a new one.
+    let (_rx, seen) = stream_one_record(&s, ring_bytes, 2);
     report("honest", &seen);
     session_after(&mut s.conn, &mut s.table, s.array);
     ExitCode::SUCCESS
@@ -463,17 +454,7 @@ fn lie(tp_id: u64, ring_bytes: u32, lie_bytes: u32, record: u32) -> ExitCode {
 
 fn cons(tp_id: u64, ring_bytes: u32, record: u32, forged: u32) -> ExitCode {
     let mut s = setup(tp_id, ring_bytes, record, forged);
-    let rx = open_stream(
-        &s.conn,
-        s.ring,
-        StreamKind::Ringbuf {
-            max_entries: ring_bytes,
-        },
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    trigger();
-    let mut first = Seen::default();
-    watch(&rx, 1, &mut first);
+    let (rx, mut first) = stream_one_record(&s, ring_bytes, 1);
     // Whatever else this thread's syscalls produced is consumed before the
     // consumer position is moved (the proxy stores its own position after
     // each batch).
