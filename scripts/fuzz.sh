@@ -10,8 +10,10 @@
 # The targets build with the stable toolchain: RUSTC_BOOTSTRAP=1 lets it
 # accept the -Z flags cargo-fuzz passes (no nightly toolchain can be fetched
 # on these machines). Release build with debug assertions and overflow
-# checks; no sanitizer (the fuzzed code is safe Rust, and ASan would halve
-# the runs per second).
+# checks. No sanitizer for the decoders (safe Rust; ASan would halve their
+# runs per second); ring_consumer, whose consumers read raw shared memory
+# through unsafe code, builds with the address sanitizer (ASan's runtime
+# ships with the stable toolchain) into a target directory of its own.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 flags=(--release --debug-assertions --sanitizer none)
+asan_flags=(--release --debug-assertions --sanitizer address --target-dir fuzz/target/asan)
 
 # Runs per target (together well over the 100,000 the issue asks for).
 declare -A runs=(
@@ -32,15 +35,22 @@ declare -A runs=(
     [frame]=100000
     [request]=300000
     [handshake]=100000
+    [ring_consumer]=200000
 )
 scale=${FUZZ_RUNS_SCALE:-1}
 
 cargo fuzz build "${flags[@]}"
+cargo fuzz build "${asan_flags[@]}" ring_consumer
 
 work=$(mktemp -d /tmp/telebpf-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 total=0
-for target in bpf_attr frame request handshake; do
+for target in bpf_attr frame request handshake ring_consumer; do
+    if [ "$target" = ring_consumer ]; then
+        target_flags=("${asan_flags[@]}")
+    else
+        target_flags=("${flags[@]}")
+    fi
     # New inputs go to a scratch corpus: the committed one stays as it is.
     mkdir -p "$work/$target"
     if [ -n "${FUZZ_SECONDS:-}" ]; then
@@ -49,7 +59,7 @@ for target in bpf_attr frame request handshake; do
         limit=(-runs=$((runs[$target] * scale)))
     fi
     log="$work/$target.log"
-    if ! cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" \
+    if ! cargo fuzz run "${target_flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" \
         -- "${limit[@]}" -max_len=8192 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz.sh: $target FAILED (input kept in fuzz/artifacts/$target/)" >&2

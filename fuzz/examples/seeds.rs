@@ -21,7 +21,9 @@ use telebpf_abi::map_type::*;
 use telebpf_abi::prog_type::*;
 use telebpf_abi::roundtrip::{check, Verdict};
 use telebpf_abi::{off, write_u32, write_u64, BufferSpec, Direction, Length, MapMeta, ObjectKind};
-use telebpf_fuzz::{frame_input, handshake_keys, seal_all, AttrCall, Object};
+use telebpf_fuzz::{
+    frame_input, handshake_keys, seal_all, AttrCall, Object, RingInput, RingMode, RingOp,
+};
 use telebpf_protocol::message::*;
 use telebpf_protocol::{ClientHandshake, ServerHandshake, ServerHelloStep};
 
@@ -611,20 +613,198 @@ fn replies() -> Vec<(&'static str, Reply)> {
     ]
 }
 
+/// Seeds of the `ring_consumer` target: honest rings of each kind (across
+/// the wrap, busy and discarded records, lost samples, a full user ring)
+/// and the attacks of issue #12 (a consumer position moved onto a forged
+/// header, headers and positions changed under the consumer).
+fn ring_seeds() -> Vec<(&'static str, RingInput)> {
+    let record = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i as u8) ^ seed).collect() };
+    let take = |limit: u16| RingOp::Proxy {
+        limit,
+        record: Vec::new(),
+    };
+    let put = |n: usize, seed: u8| RingOp::Kernel {
+        record: record(n, seed),
+        discard: false,
+    };
+    let tamper = |region: u8, after: u8, off: u16, bytes: &[u8]| RingOp::Tamper {
+        region,
+        after,
+        off,
+        bytes: bytes.to_vec(),
+    };
+    // Ring buffers of 256 data bytes after a 64-byte page.
+    let rb = 3 | (2 << 3);
+    let mut forged = record(64, 0);
+    forged[..4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    vec![
+        (
+            "ringbuf_honest_wrap",
+            RingInput {
+                mode: RingMode::Ringbuf,
+                geometry: rb,
+                start: 256 * 5 - 16,
+                ops: vec![
+                    put(10, 1),
+                    put(100, 2),
+                    put(0, 3),
+                    RingOp::Kernel {
+                        record: record(20, 4),
+                        discard: true,
+                    },
+                    RingOp::Reserve { len: 30 },
+                    put(7, 5),
+                    take(u16::MAX),
+                    RingOp::Commit,
+                    take(1),
+                    take(u16::MAX),
+                    put(240, 6),
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "ringbuf_moved_consumer",
+            RingInput {
+                mode: RingMode::Ringbuf,
+                geometry: rb,
+                start: 0,
+                ops: vec![
+                    RingOp::Kernel {
+                        record: forged.clone(),
+                        discard: false,
+                    },
+                    take(u16::MAX),
+                    tamper(0, 0, 0, &8u64.to_le_bytes()),
+                    RingOp::Kernel {
+                        record: forged,
+                        discard: false,
+                    },
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "ringbuf_header_changed_mid_read",
+            RingInput {
+                mode: RingMode::Ringbuf,
+                geometry: rb,
+                start: 64,
+                ops: vec![
+                    put(40, 7),
+                    tamper(1, 1, 64 + 64, &0xffff_fff0u32.to_le_bytes()),
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "ringbuf_producer_far_ahead",
+            RingInput {
+                mode: RingMode::Ringbuf,
+                geometry: rb,
+                start: 0,
+                ops: vec![
+                    put(40, 8),
+                    tamper(1, 0, 0, &(1u64 << 40).to_le_bytes()),
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "perf_honest_wrap_and_lost",
+            RingInput {
+                mode: RingMode::Perf,
+                geometry: 0,
+                start: 2048 * 3 - 16,
+                ops: vec![
+                    put(5, 1),
+                    put(300, 2),
+                    put(0, 3),
+                    take(100),
+                    take(u16::MAX),
+                    put(1000, 4),
+                    put(1000, 5),
+                    put(1000, 6),
+                    take(u16::MAX),
+                    put(8, 7),
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "perf_record_size_forged",
+            RingInput {
+                mode: RingMode::Perf,
+                geometry: 0,
+                start: 0,
+                ops: vec![
+                    put(16, 1),
+                    tamper(0, 1, 2048 + 6, &0xfff8u16.to_le_bytes()),
+                    take(u16::MAX),
+                ],
+            },
+        ),
+        (
+            "user_honest_full",
+            RingInput {
+                mode: RingMode::User,
+                geometry: rb,
+                start: 256 * 3 - 8,
+                ops: vec![
+                    RingOp::Proxy {
+                        limit: 0,
+                        record: record(100, 1),
+                    },
+                    RingOp::Proxy {
+                        limit: 0,
+                        record: record(100, 2),
+                    },
+                    RingOp::Proxy {
+                        limit: 0,
+                        record: record(100, 3),
+                    },
+                    RingOp::Commit,
+                    RingOp::Proxy {
+                        limit: 0,
+                        record: record(248, 4),
+                    },
+                    RingOp::Commit,
+                ],
+            },
+        ),
+        (
+            "user_consumer_position_forged",
+            RingInput {
+                mode: RingMode::User,
+                geometry: rb,
+                start: 256,
+                ops: vec![
+                    tamper(0, 0, 0, &(1u64 << 20).to_le_bytes()),
+                    RingOp::Proxy {
+                        limit: 0,
+                        record: record(16, 1),
+                    },
+                ],
+            },
+        ),
+    ]
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("write seed");
 }
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let dirs: HashMap<&str, PathBuf> = ["bpf_attr", "request", "frame", "handshake"]
-        .into_iter()
-        .map(|t| {
-            let d = root.join(t);
-            std::fs::create_dir_all(&d).expect("corpus dir");
-            (t, d)
-        })
-        .collect();
+    let dirs: HashMap<&str, PathBuf> =
+        ["bpf_attr", "request", "frame", "handshake", "ring_consumer"]
+            .into_iter()
+            .map(|t| {
+                let d = root.join(t);
+                std::fs::create_dir_all(&d).expect("corpus dir");
+                (t, d)
+            })
+            .collect();
 
     let mut requests = Vec::new();
     for call in calls() {
@@ -692,6 +872,13 @@ fn main() {
             write(&dirs["handshake"], &format!("server_hello_{name}"), &input);
         }
     }
+    for (name, input) in ring_seeds() {
+        let bytes = input.encode();
+        assert_eq!(RingInput::decode(&bytes), input, "{name} round-trips");
+        telebpf_fuzz::ring_consumer(&bytes);
+        write(&dirs["ring_consumer"], name, &bytes);
+    }
+
     let total: usize = dirs
         .values()
         .map(|d| std::fs::read_dir(d).map_or(0, |r| r.count()))

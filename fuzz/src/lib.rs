@@ -13,8 +13,17 @@
 //! * [`request`]: the bincode decoders of [`Request`] and [`Reply`].
 //! * [`bpf_attr`]: the `bpf_attr` marshalling of every command
 //!   (`telebpf_abi::roundtrip::check`).
+//! * [`ring_consumer`]: the proxy's checked ring consumers over simulated
+//!   guest rings that a hostile writer changes at any moment.
 
+use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
+
+use ringbuf_mirror::guest::sim::{SimPerf, SimRegion, SimRingbuf, SimUserRing, Tamper};
+use ringbuf_mirror::guest::{
+    PerfConsumer, PerfLayout, Produced, RingbufConsumer, UserRingProducer,
+};
+use ringbuf_mirror::BpfRingLayout;
 
 use telebpf_abi::cmd::{BPF_COMMON_ATTRS, BPF_PROG_ASSOC_STRUCT_OPS};
 use telebpf_abi::roundtrip::{self, Entry, Table};
@@ -448,5 +457,411 @@ pub fn bpf_attr(data: &[u8]) {
     );
     if let Err(e) = verdict {
         panic!("{e}");
+    }
+}
+
+// -------------------------------------------------------- ring_consumer ----
+
+/// Which ring the [`ring_consumer`] input drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingMode {
+    /// A `BPF_MAP_TYPE_RINGBUF` and [`RingbufConsumer`].
+    Ringbuf,
+    /// A perf event's ring and [`PerfConsumer`].
+    Perf,
+    /// A `BPF_MAP_TYPE_USER_RINGBUF` and [`UserRingProducer`].
+    User,
+}
+
+/// One step of the [`ring_consumer`] input (see [`RingInput`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingOp {
+    /// The proxy's side takes (ring buffer, perf: at most `limit` bytes of
+    /// records) or produces `record` (user ring).
+    Proxy {
+        /// Byte limit of one consume call.
+        limit: u16,
+        /// The record a user ring producer writes.
+        record: Vec<u8>,
+    },
+    /// The kernel's side: produces `record` (ring buffer: committed,
+    /// or discarded; perf: a sample), or drains (user ring).
+    Kernel {
+        /// The record.
+        record: Vec<u8>,
+        /// Ring buffer: discard it.
+        discard: bool,
+    },
+    /// Ring buffer: reserve a record of `len` bytes and leave it BUSY.
+    Reserve {
+        /// Its length.
+        len: u16,
+    },
+    /// Ring buffer: commit the oldest reserved record.
+    Commit,
+    /// A hostile write into region `region` (0 consumer or perf, 1
+    /// producer) at `off` (modulo its size), landing after `after` more
+    /// accesses of the proxy's side (0: now).
+    Tamper {
+        /// Which region.
+        region: u8,
+        /// Accesses first.
+        after: u8,
+        /// Where.
+        off: u16,
+        /// What.
+        bytes: Vec<u8>,
+    },
+}
+
+/// The [`ring_consumer`] target's input: a ring and a script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingInput {
+    /// Which ring.
+    pub mode: RingMode,
+    /// Geometry selector: ring buffers, page `8 << (g & 7)` and data
+    /// `page << ((g >> 3) & 3)`; perf, page `2048 << (g & 1)` and
+    /// `1 << ((g >> 1) & 1)` data pages.
+    pub geometry: u8,
+    /// Where both positions start (made 8-byte aligned).
+    pub start: u64,
+    /// The steps.
+    pub ops: Vec<RingOp>,
+}
+
+impl RingInput {
+    /// The input bytes that [`RingInput::decode`] parses back.
+    pub fn encode(&self) -> Vec<u8> {
+        let mode = match self.mode {
+            RingMode::Ringbuf => 0,
+            RingMode::Perf => 1,
+            RingMode::User => 2,
+        };
+        let mut v = vec![mode, self.geometry];
+        v.extend_from_slice(&self.start.to_le_bytes());
+        let bytes = |v: &mut Vec<u8>, b: &[u8]| {
+            v.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            v.extend_from_slice(b);
+        };
+        for op in &self.ops {
+            match op {
+                RingOp::Proxy { limit, record } => {
+                    v.push(0);
+                    v.extend_from_slice(&limit.to_le_bytes());
+                    bytes(&mut v, record);
+                }
+                RingOp::Kernel { record, discard } => {
+                    v.push(1 | (u8::from(*discard) << 4));
+                    bytes(&mut v, record);
+                }
+                RingOp::Reserve { len } => {
+                    v.push(2);
+                    v.extend_from_slice(&len.to_le_bytes());
+                }
+                RingOp::Commit => v.push(3),
+                RingOp::Tamper {
+                    region,
+                    after,
+                    off,
+                    bytes: b,
+                } => {
+                    v.extend_from_slice(&[4, *region, *after]);
+                    v.extend_from_slice(&off.to_le_bytes());
+                    bytes(&mut v, b);
+                }
+            }
+        }
+        v
+    }
+
+    /// Parses any bytes (missing ones read as zero; record lengths are
+    /// taken modulo 4097).
+    pub fn decode(data: &[u8]) -> RingInput {
+        let mut input = Bytes(data);
+        let mode = match input.u8() % 3 {
+            0 => RingMode::Ringbuf,
+            1 => RingMode::Perf,
+            _ => RingMode::User,
+        };
+        let geometry = input.u8();
+        let start = u64::from(input.u32()) | (u64::from(input.u32()) << 32);
+        let mut ops = Vec::new();
+        while !input.0.is_empty() {
+            let op = input.u8();
+            let bytes = |input: &mut Bytes| {
+                let n = usize::from(input.u16()) % 4097;
+                let mut b = input.take(n).to_vec();
+                b.resize(n, 0);
+                b
+            };
+            ops.push(match op & 7 {
+                0 => RingOp::Proxy {
+                    limit: input.u16(),
+                    record: bytes(&mut input),
+                },
+                1 => RingOp::Kernel {
+                    discard: op & 0x10 != 0,
+                    record: bytes(&mut input),
+                },
+                2 => RingOp::Reserve { len: input.u16() },
+                3 => RingOp::Commit,
+                _ => RingOp::Tamper {
+                    region: input.u8(),
+                    after: input.u8(),
+                    off: input.u16(),
+                    bytes: bytes(&mut input),
+                },
+            });
+        }
+        RingInput {
+            mode,
+            geometry,
+            start,
+            ops,
+        }
+    }
+}
+
+/// What the kernel side has put in a ring buffer, in ring order.
+enum Expected {
+    Record(Vec<u8>),
+    Discarded,
+    /// Reserved at this position with this length, not committed.
+    Busy(u64, usize),
+}
+
+/// Fuzz target: the proxy's checked ring consumers (and the user-ring
+/// producer) from `ringbuf_mirror::guest`, over simulated guest rings
+/// (`guest::sim`) whose kernel side produces honest records while a hostile
+/// writer changes any byte — positions, record headers, data — at any
+/// moment, also between two reads of one consume call.
+///
+/// Properties:
+/// * the consumers never ask for a byte outside a mapped region (the
+///   simulated regions panic if they do; under the address sanitizer the
+///   real bounds-checked region underneath is checked too);
+/// * what one consume call delivers fits in the ring: ring buffer records
+///   are at most `size - 8` bytes and with headers and padding at most
+///   `size` together; perf payloads at most `size - 12`, and with their
+///   headers at most `size` together;
+/// * while nothing hostile happened, nothing is refused and the records
+///   come out exactly as the kernel side produced them, in order, up to the
+///   first record still being written; after a refusal the stream is over.
+pub fn ring_consumer(data: &[u8]) {
+    let input = RingInput::decode(data);
+    let start = (input.start % (1 << 62)) & !7;
+    match input.mode {
+        RingMode::Perf => fuzz_perf(&input, start),
+        RingMode::Ringbuf => fuzz_ringbuf(&input, start),
+        RingMode::User => fuzz_user(&input, start),
+    }
+}
+
+fn ring_layout(g: u8) -> BpfRingLayout {
+    let page = 8usize << (g & 7);
+    let size = page << ((g >> 3) & 3);
+    BpfRingLayout::with_page_size(size as u32, page).expect("a valid ring layout")
+}
+
+fn tamper(regions: [&SimRegion; 2], region: u8, after: u8, off: u16, bytes: &[u8]) {
+    let r = regions[usize::from(region & 1)];
+    r.tamper(Tamper {
+        after: u64::from(after),
+        off: usize::from(off),
+        bytes: bytes.to_vec(),
+    });
+}
+
+fn fuzz_ringbuf(input: &RingInput, start: u64) {
+    let layout = ring_layout(input.geometry);
+    let size = layout.max_entries();
+    let sim = SimRingbuf::new(layout);
+    sim.start_at(start);
+    let mut consumer =
+        RingbufConsumer::new(&sim.consumer, &sim.producer, layout).expect("mappings fit");
+    let mut expected: VecDeque<Expected> = VecDeque::new();
+    let mut tampered = false;
+    for op in &input.ops {
+        match op {
+            RingOp::Proxy { limit, .. } => {
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                let result = consumer.consume(&mut got, usize::from(*limit));
+                let taken: usize = got.iter().map(|r| (r.len() + 8 + 7) & !7).sum();
+                assert!(
+                    got.iter().all(|r| r.len() <= size - 8) && taken <= size,
+                    "{} bytes of records from a {size}-byte ring",
+                    taken
+                );
+                if !tampered {
+                    for r in &got {
+                        while matches!(expected.front(), Some(Expected::Discarded)) {
+                            expected.pop_front();
+                        }
+                        match expected.pop_front() {
+                            Some(Expected::Record(want)) => assert_eq!(r, &want, "record content"),
+                            Some(Expected::Busy(..)) => panic!("a BUSY record was delivered"),
+                            _ => panic!("a record the kernel did not produce"),
+                        }
+                    }
+                }
+                match result {
+                    Err(_) if tampered => return,
+                    Err(v) => panic!("an honest ring was refused: {v}"),
+                    Ok(c) if !tampered && !c.more => {
+                        while matches!(expected.front(), Some(Expected::Discarded)) {
+                            expected.pop_front();
+                        }
+                        assert!(
+                            matches!(expected.front(), None | Some(Expected::Busy(..))),
+                            "committed records left behind"
+                        );
+                    }
+                    Ok(_) => {}
+                }
+            }
+            RingOp::Kernel { record, discard } => {
+                let record = &record[..record.len().min(size)];
+                if sim.output(record, *discard) {
+                    expected.push_back(if *discard {
+                        Expected::Discarded
+                    } else {
+                        Expected::Record(record.to_vec())
+                    });
+                }
+            }
+            RingOp::Reserve { len } => {
+                let len = usize::from(*len) % (size + 1);
+                if let Some(pos) = sim.reserve(len) {
+                    expected.push_back(Expected::Busy(pos, len));
+                }
+            }
+            RingOp::Commit => {
+                // The kernel commits what it reserved, whatever the ring's
+                // memory says by now.
+                let oldest = expected
+                    .iter_mut()
+                    .find(|e| matches!(e, Expected::Busy(..)));
+                if let Some(e) = oldest {
+                    let Expected::Busy(pos, len) = *e else {
+                        unreachable!()
+                    };
+                    let data: Vec<u8> = (0..len).map(|i| (i as u8) ^ 0x5a).collect();
+                    sim.commit(pos, &data, false);
+                    *e = Expected::Record(data);
+                }
+            }
+            RingOp::Tamper {
+                region,
+                after,
+                off,
+                bytes,
+            } => {
+                tampered = true;
+                tamper([&sim.consumer, &sim.producer], *region, *after, *off, bytes);
+            }
+        }
+    }
+}
+
+fn fuzz_perf(input: &RingInput, start: u64) {
+    let g = input.geometry;
+    let layout = PerfLayout::new(2048 << (g & 1), 1 << ((g >> 1) & 1)).expect("a perf layout");
+    let size = layout.data_size();
+    let sim = SimPerf::new(layout);
+    sim.start_at(start);
+    let mut consumer = PerfConsumer::new(&sim.mem, layout).expect("geometry as mapped");
+    let mut expected: VecDeque<Vec<u8>> = VecDeque::new();
+    let (mut dropped, mut lost) = (0u64, 0u64);
+    let mut tampered = false;
+    for op in &input.ops {
+        match op {
+            RingOp::Proxy { limit, .. } => {
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                let result = consumer.consume(&mut got, usize::from(*limit));
+                let taken: usize = got.iter().map(|r| r.len() + 12).sum();
+                assert!(
+                    taken <= size,
+                    "{taken} bytes of samples from a {size}-byte ring"
+                );
+                if !tampered {
+                    for r in &got {
+                        assert_eq!(Some(r), expected.pop_front().as_ref(), "sample content");
+                    }
+                }
+                match result {
+                    Err(_) if tampered => return,
+                    Err(v) => panic!("an honest perf ring was refused: {v}"),
+                    Ok(c) => {
+                        lost += c.lost;
+                        if !tampered {
+                            assert!(lost <= dropped, "{lost} lost of {dropped} dropped");
+                            assert!(c.more || expected.is_empty(), "samples left behind");
+                        }
+                    }
+                }
+            }
+            RingOp::Kernel { record, .. } => {
+                if sim.output(record) {
+                    expected.push_back(SimPerf::delivered(record));
+                } else {
+                    dropped += 1;
+                }
+            }
+            RingOp::Reserve { .. } | RingOp::Commit => {}
+            RingOp::Tamper {
+                region,
+                after,
+                off,
+                bytes,
+            } => {
+                tampered = true;
+                tamper([&sim.mem, &sim.mem], *region, *after, *off, bytes);
+            }
+        }
+    }
+}
+
+fn fuzz_user(input: &RingInput, start: u64) {
+    let layout = ring_layout(input.geometry);
+    let sim = SimUserRing::new(layout);
+    sim.start_at(start);
+    let mut producer =
+        UserRingProducer::new(&sim.consumer, &sim.producer, layout).expect("mappings fit");
+    let mut expected: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut tampered = false;
+    for op in &input.ops {
+        match op {
+            RingOp::Proxy { record, .. } => match producer.try_produce(record) {
+                Ok(Produced::Written) => expected.push_back(record.clone()),
+                Ok(Produced::NoRoom) => {}
+                Ok(Produced::TooLarge) => {
+                    assert!(
+                        record.len() > layout.max_entries() - 8,
+                        "{} bytes",
+                        record.len()
+                    )
+                }
+                Err(_) if tampered => return,
+                Err(v) => panic!("an honest user ring was refused: {v}"),
+            },
+            RingOp::Kernel { .. } | RingOp::Commit | RingOp::Reserve { .. } => match sim.drain() {
+                Ok(got) if !tampered => {
+                    let want: Vec<Vec<u8>> = expected.drain(..).collect();
+                    assert_eq!(got, want, "drained records");
+                }
+                Ok(_) => {}
+                Err(why) if !tampered => panic!("the kernel refused an honest ring: {why}"),
+                Err(_) => return,
+            },
+            RingOp::Tamper {
+                region,
+                after,
+                off,
+                bytes,
+            } => {
+                tampered = true;
+                tamper([&sim.consumer, &sim.producer], *region, *after, *off, bytes);
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ pub mod perf;
 pub mod policy;
 pub mod progcheck;
 pub mod registry;
+pub mod rings;
 pub mod server;
 pub mod session;
 pub mod streams;

@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use telebpf_abi::map_type::BPF_MAP_TYPE_ARRAY;
 use telebpf_abi::perf::{self, IoctlArg};
 use telebpf_abi::{read_u32, write_u64, ObjectKind};
 use telebpf_protocol::message::{IoctlValue, NewObject, FOREIGN_FD};
@@ -172,6 +173,51 @@ pub fn ioctl(
 /// Largest map snapshot served.
 const MAX_SNAPSHOT: u64 = 256 << 20;
 
+/// `BPF_F_MMAPABLE`.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// The bytes of map `fd` that `mmap` may cover, from the kernel's map info:
+/// only a `BPF_F_MMAPABLE` array (`.bss`, `.data`, `.rodata`, arrays a
+/// program declares mmapable) is served, and only its values, as the
+/// kernel's `array_map_mmap` allows: `PAGE_ALIGN(max_entries *
+/// round_up(value_size, 8))` bytes from offset 0.
+///
+/// Errors: `EBADF` for an fd the session does not hold; `ENODEV` for one
+/// that is no map, and for every other map type — ring buffers and user
+/// ring buffers included, whose control pages belong to the proxy's own
+/// consumer and producer (streams): the preload mirrors rings by stream and
+/// answers `ENODEV` itself to a host program's `mmap` of any other map, so
+/// no honest client sends these; `EINVAL` for an array without
+/// `BPF_F_MMAPABLE`, as the kernel's `mmap` answers.
+fn mmapable_len(fd: i32, fds: &dyn PerfFds) -> Result<u64, i32> {
+    session_map(fd, fds)?;
+    // struct bpf_map_info: type, id, key_size, value_size, max_entries,
+    // map_flags.
+    let mut info = [0u8; 24];
+    sys::object_info(fd, &mut info)?;
+    let u = |o: usize| u32::from_le_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
+    let (map_type, value_size, max_entries, flags) = (u(0), u(12), u(16), u(20));
+    if map_type != BPF_MAP_TYPE_ARRAY {
+        return Err(libc::ENODEV);
+    }
+    if flags & BPF_F_MMAPABLE == 0 {
+        return Err(libc::EINVAL);
+    }
+    let elem = u64::from(value_size).next_multiple_of(8);
+    let page = sys::page_size() as u64;
+    Ok((u64::from(max_entries) * elem).next_multiple_of(page))
+}
+
+/// Checks `len` bytes at `offset` of map `fd` against [`mmapable_len`]
+/// (`EINVAL` past it, as `array_map_mmap` answers).
+fn mmapable_range(fd: i32, offset: u64, len: u64, fds: &dyn PerfFds) -> Result<(), i32> {
+    let size = mmapable_len(fd, fds)?;
+    match offset.checked_add(len) {
+        Some(end) if len > 0 && len <= MAX_SNAPSHOT && end <= size => Ok(()),
+        _ => Err(libc::EINVAL),
+    }
+}
+
 /// Checks that `fd` is a map of the session: other objects cannot be
 /// mapped (`ENODEV`, as `mmap` of them answers), unknown fds are `EBADF`.
 fn session_map(fd: i32, fds: &dyn PerfFds) -> Result<(), i32> {
@@ -183,21 +229,18 @@ fn session_map(fd: i32, fds: &dyn PerfFds) -> Result<(), i32> {
 }
 
 /// Writes into an mmapable map's memory, as a host program's store into its
-/// `mmap` of the map would.
+/// `mmap` of the map would: only within the values of a `BPF_F_MMAPABLE`
+/// array (see [`mmapable_len`]); the kernel's `mmap` still decides on
+/// frozen (`EPERM`) and program-read-only (`EACCES`) maps.
 pub fn write_map(fd: i32, offset: u64, data: &[u8], fds: &dyn PerfFds) -> Result<(), i32> {
-    session_map(fd, fds)?;
-    if data.is_empty() || data.len() as u64 > MAX_SNAPSHOT || offset > MAX_SNAPSHOT {
-        return Err(libc::EINVAL);
-    }
+    mmapable_range(fd, offset, data.len() as u64, fds)?;
     sys::write_mapping(fd, offset, data)
 }
 
 /// The content of an mmapable map, as `mmap(fd, len, offset)` would show
-/// it now.
+/// it now: only within the values of a `BPF_F_MMAPABLE` array (see
+/// [`mmapable_len`]).
 pub fn snapshot(fd: i32, len: u64, offset: u64, fds: &dyn PerfFds) -> Result<Vec<u8>, i32> {
-    session_map(fd, fds)?;
-    if len == 0 || len > MAX_SNAPSHOT {
-        return Err(libc::EINVAL);
-    }
+    mmapable_range(fd, offset, len, fds)?;
     sys::read_mapping(fd, len as usize, offset as i64)
 }

@@ -21,15 +21,29 @@
 //! owner's interest: every stream registers a [`Stop`] with the owning
 //! session's [`Owner`], which fires when that session closes the fd or
 //! ends, and wakes the stream's `poll` at once.
+//!
+//! **What a stream trusts: nothing of the request, nothing of the ring.**
+//! The ring's kind, identity and size come from the kernel
+//! ([`crate::rings`]); a request that misdescribes the ring is refused. One
+//! ring has at most one stream at a time, whichever session asks (two
+//! consumers would race on its positions): a second one is refused with
+//! `EBUSY`. The consumers themselves (`ringbuf_mirror::guest`) check every
+//! position and record header they read from the shared pages before they
+//! copy; a failed check ends that stream with the check named in the log,
+//! never the process. Every way a stream ends is logged by the session
+//! that carried it (`session N: ended (stream of fd F …)`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use telebpf_protocol::message::{self, Reply, SessionToken, StreamKind, StreamRequest};
+use ringbuf_mirror::guest::{
+    Consumed, GuestMapping, PerfConsumer, Produced, RecordSink, RingbufConsumer, UserRingProducer,
+    Violation,
+};
+use telebpf_protocol::message::{self, Reply, SessionToken, StreamRequest};
 
-use crate::sys::{page_size, Mapping};
+use crate::rings::{self, Geometry, Refused, RingKey};
 
 /// Wakes and ends a stream.
 #[derive(Debug)]
@@ -90,6 +104,13 @@ impl Owner {
         }
     }
 
+    /// A stream of `fd` ended: forget its stop.
+    fn detach(&self, fd: i32, stop: &Arc<Stop>) {
+        if let Some(stops) = self.fds().as_mut().and_then(|f| f.get_mut(&fd)) {
+            stops.retain(|s| !Arc::ptr_eq(s, stop));
+        }
+    }
+
     /// A duplicate of `fd` for a new stream, with its stop, if the session
     /// still owns it.
     fn attach(&self, fd: i32) -> Result<(OwnedFd, Arc<Stop>), i32> {
@@ -113,10 +134,13 @@ impl Owner {
     }
 }
 
-/// All live sessions' owners, by token.
+/// All live sessions' owners, by token, and the rings being streamed.
 #[derive(Debug, Default)]
 pub struct Streams {
     owners: Mutex<HashMap<SessionToken, Arc<Owner>>>,
+    /// Rings with a live stream: one stream per ring, whichever session
+    /// holds an fd of it.
+    busy: Mutex<HashSet<RingKey>>,
 }
 
 impl Streams {
@@ -145,6 +169,101 @@ impl Streams {
     fn find(&self, token: &SessionToken) -> Option<Arc<Owner>> {
         self.owners().get(token).cloned()
     }
+
+    /// Marks `key` streamed until the claim drops; `EBUSY` if it is.
+    fn claim(&self, key: RingKey) -> Result<Claim<'_>, Refused> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(key) {
+            return Err(Refused::Busy);
+        }
+        Ok(Claim { streams: self, key })
+    }
+}
+
+/// A ring's one stream (see [`Streams::claim`]).
+struct Claim<'a> {
+    streams: &'a Streams,
+    key: RingKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.streams.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.key);
+    }
+}
+
+/// A stream's hold on a ring fd of its owning session: a duplicate of the
+/// fd and the stop the owner fires; dropping it forgets the stop.
+struct Hold {
+    fd: OwnedFd,
+    stop: Arc<Stop>,
+    owner: Arc<Owner>,
+    owner_fd: i32,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.owner.detach(self.owner_fd, &self.stop);
+    }
+}
+
+/// A stream attached to its ring: its hold on the fd, its claim on the ring
+/// and the geometry the kernel gave. Dropping it lets go of all.
+struct Attached<'a> {
+    hold: Hold,
+    geometry: Geometry,
+    _claim: Claim<'a>,
+}
+
+impl<'a> Attached<'a> {
+    /// Attaches to the ring `req` names, if its session owns it and it is
+    /// what the request says (per the kernel); otherwise why not.
+    fn new(req: &StreamRequest, streams: &'a Streams) -> Result<Attached<'a>, String> {
+        let refused = |e: &dyn std::fmt::Display, errno: i32| {
+            format!("stream of fd {} refused: {e} (errno {errno})", req.fd)
+        };
+        let Some(owner) = streams.find(&req.session) else {
+            return Err("stream for an unknown session refused".into());
+        };
+        let (fd, stop) = owner
+            .attach(req.fd)
+            .map_err(|e| refused(&"cannot hold the session's fd", e))?;
+        let hold = Hold {
+            fd,
+            stop,
+            owner,
+            owner_fd: req.fd,
+        };
+        let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(&e, e.errno()))?;
+        let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap())
+            .map_err(|e| refused(&e, e.errno()))?;
+        let claim = streams
+            .claim(real.key())
+            .map_err(|e| refused(&e, e.errno()))?;
+        if let (message::StreamKind::Perf { pages }, Geometry::Perf(l)) = (&req.kind, &geometry) {
+            if *pages as usize != l.data_pages() {
+                crate::log::info(format_args!(
+                    "stream of fd {}: {pages} perf pages asked, {} mapped (perf_event_mlock_kb)",
+                    req.fd,
+                    l.data_pages()
+                ));
+            }
+        }
+        Ok(Attached {
+            hold,
+            geometry,
+            _claim: claim,
+        })
+    }
+
+    fn fd(&self) -> &OwnedFd {
+        &self.hold.fd
+    }
+
+    fn stop(&self) -> &Stop {
+        &self.hold.stop
+    }
 }
 
 /// Where pushed frames go.
@@ -153,73 +272,102 @@ pub trait Push {
     fn push(&mut self, frame: &[u8]) -> Result<(), String>;
 }
 
-/// Serves a stream connection until the ring's owner lets go of it or the
-/// host goes away; returns why it ended.
+/// Serves a stream connection until the ring's owner lets go of it, the
+/// host goes away or the ring fails a check; returns why it ended (the
+/// session logs it).
 pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> String {
-    let Some(owner) = streams.find(&req.session) else {
-        return "stream for an unknown session refused".into();
+    let attached = match Attached::new(req, streams) {
+        Ok(a) => a,
+        Err(why) => return why,
     };
-    let (fd, stop) = match owner.attach(req.fd) {
-        Ok(x) => x,
-        Err(e) => return format!("stream for fd {} refused: errno {e}", req.fd),
-    };
-    drop(owner);
-    let ring = match req.kind {
-        StreamKind::Perf { pages } => GuestRing::perf(&fd, pages),
-        StreamKind::Ringbuf { max_entries } => GuestRing::bpf(&fd, max_entries),
-        StreamKind::UserRingbuf { .. } => {
-            return "a user ring buffer stream carries records to the guest".into()
-        }
-    };
-    let mut ring = match ring {
+    let ended = |why: &dyn std::fmt::Display| format!("stream of fd {}: {why}", req.fd);
+    let mut ring = match GuestRing::map(&attached) {
         Ok(r) => r,
-        Err(e) => return format!("cannot map guest ring of fd {}: errno {e}", req.fd),
+        Err(why) => return ended(&why),
     };
     let mut frame = RecordsFrame::new();
     loop {
-        let mut pfds = [
-            libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return "poll failed".into();
-        }
-        if pfds[1].revents != 0 {
-            return "ring closed by its owner".into();
+        match wait(attached.fd(), libc::POLLIN, attached.stop(), -1) {
+            Woken::Stop => return ended(&"ring closed by its owner"),
+            Woken::Failed => return ended(&"poll failed"),
+            Woken::Ring | Woken::Timeout => {}
         }
         // Everything the guest has committed, in frames of at most
         // FRAME_BYTES of records, each sent as soon as it is full so that
         // the host works on one while we fill the next.
         loop {
-            let (more, lost) = ring.consume(&mut frame, FRAME_BYTES);
+            let consumed = ring.consume(&mut frame, FRAME_BYTES);
+            // Records taken before a failed check passed every check: they
+            // go out, then the stream ends.
             if frame.count > 0 {
                 if let Err(e) = out.push(frame.finish()) {
-                    return e;
+                    return ended(&e);
                 }
             }
+            let Consumed { more, lost } = match consumed {
+                Ok(c) => c,
+                Err(v) => return ended(&broken(&v)),
+            };
             if lost > 0 {
                 let msg = message::encode(&Reply::Lost(lost)).expect("lost encodes");
                 if let Err(e) = out.push(&msg) {
-                    return e;
+                    return ended(&e);
                 }
             }
             if !more {
                 break;
             }
         }
+    }
+}
+
+/// The log text of a failed ring check.
+fn broken(v: &Violation) -> String {
+    format!("ring check '{}' failed: {v}; stream ended", v.check())
+}
+
+/// What ended a wait on a ring.
+enum Woken {
+    /// The ring is ready.
+    Ring,
+    /// The owner let go of the ring.
+    Stop,
+    /// The timeout passed.
+    Timeout,
+    /// `poll` failed (not `EINTR`).
+    Failed,
+}
+
+/// Sleeps until `fd` reports `events`, `stop` fires or `ms` pass (-1: no
+/// limit).
+fn wait(fd: &OwnedFd, events: i16, stop: &Stop, ms: i32) -> Woken {
+    let mut pfds = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+    if n < 0 {
+        return if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            Woken::Timeout
+        } else {
+            Woken::Failed
+        };
+    }
+    if pfds[1].revents != 0 {
+        Woken::Stop
+    } else if pfds[0].revents != 0 {
+        Woken::Ring
+    } else {
+        Woken::Timeout
     }
 }
 
@@ -236,49 +384,86 @@ pub const USER_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 /// Serves a user ring buffer stream: the host sends the records its
 /// program submitted ([`message::Request::Records`]) and we produce them
 /// into the guest ring as libbpf's `user_ring_buffer__reserve` and
-/// `__submit` would, until the host closes the connection or the ring's
-/// owner lets go of it; returns why it ended.
+/// `__submit` would, until the host closes the connection, the ring's
+/// owner lets go of it or the ring fails a check; returns why it ended.
 pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) -> String {
-    let Some(owner) = streams.find(&req.session) else {
-        return "stream for an unknown session refused".into();
+    let attached = match Attached::new(req, streams) {
+        Ok(a) => a,
+        Err(why) => return why,
     };
-    let (fd, stop) = match owner.attach(req.fd) {
-        Ok(x) => x,
-        Err(e) => return format!("stream for fd {} refused: errno {e}", req.fd),
+    let ended = |why: &dyn std::fmt::Display| format!("stream of fd {}: {why}", req.fd);
+    let Geometry::UserRingbuf(layout) = attached.geometry else {
+        return ended(&"not a user ring buffer: its records flow to the host");
     };
-    drop(owner);
-    let StreamKind::UserRingbuf { max_entries } = req.kind else {
-        return "not a user ring buffer stream".into();
+    let (page, size) = (layout.page_size(), layout.max_entries());
+    let raw = attached.fd().as_raw_fd();
+    let ring = GuestMapping::map(raw, page, false, 0, "consumer").and_then(|consumer| {
+        GuestMapping::map(raw, page + 2 * size, true, page, "producer").map(|p| (consumer, p))
+    });
+    let mut ring = match ring {
+        Ok((consumer, producer)) => match UserRingProducer::new(consumer, producer, layout) {
+            Ok(r) => r,
+            Err(v) => return ended(&broken(&v)),
+        },
+        Err(e) => return ended(&format!("cannot map the guest user ring: errno {e}")),
     };
-    let mut ring = match UserRing::new(&fd, max_entries) {
-        Ok(r) => r,
-        Err(e) => return format!("cannot map guest user ring of fd {}: errno {e}", req.fd),
-    };
+    let mut dropped = 0u64;
     loop {
         let frame = match input.pull() {
             Ok(Some(f)) => f,
-            Ok(None) => return "client closed the connection".into(),
-            Err(e) => return e,
+            Ok(None) => return ended(&"client closed the connection"),
+            Err(e) => return ended(&e),
         };
         let records = match message::decode::<message::Request>(&frame) {
             Ok(message::Request::Records(r)) => r,
-            _ => return "unexpected frame on a user ring buffer stream".into(),
+            _ => return ended(&"unexpected frame on a user ring buffer stream"),
         };
         for r in &records {
-            match ring.produce(r, &fd, &stop) {
-                Produced::Written => {}
-                Produced::Dropped => ring.dropped += 1,
-                Produced::Stopped => return "ring closed by its owner".into(),
+            match produce(&mut ring, r, &attached) {
+                Ok(true) => {}
+                Ok(false) => dropped += 1,
+                Err(why) => return ended(&why),
             }
         }
-        if stop_fired(&stop) {
-            return "ring closed by its owner".into();
+        if stop_fired(attached.stop()) {
+            return ended(&"ring closed by its owner");
         }
-        if ring.dropped > 0 {
+        if dropped > 0 {
             crate::log::debug(format_args!(
-                "user ring of fd {}: {} records dropped so far (guest ring full)",
-                req.fd, ring.dropped
+                "user ring of fd {}: {dropped} records dropped so far (guest ring full)",
+                req.fd
             ));
+        }
+    }
+}
+
+/// Writes one record, waiting up to [`USER_ROOM_WAIT`] for room: whether it
+/// was written (`false`: dropped), or why the stream ends.
+fn produce(
+    ring: &mut UserRingProducer<GuestMapping>,
+    record: &[u8],
+    attached: &Attached<'_>,
+) -> Result<bool, String> {
+    let deadline = std::time::Instant::now() + USER_ROOM_WAIT;
+    loop {
+        match ring.try_produce(record) {
+            Ok(Produced::Written) => return Ok(true),
+            Ok(Produced::TooLarge) => return Ok(false),
+            Ok(Produced::NoRoom) => {}
+            Err(v) => return Err(broken(&v)),
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        // The kernel wakes the map fd (EPOLLOUT) after a drain; it also
+        // reports EPOLLOUT while any byte is free, so a record that still
+        // does not fit sleeps a little instead of spinning.
+        let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
+        match wait(attached.fd(), libc::POLLOUT, attached.stop(), ms) {
+            Woken::Stop => return Err("ring closed by its owner".into()),
+            Woken::Ring => std::thread::sleep(std::time::Duration::from_micros(100)),
+            Woken::Timeout | Woken::Failed => {}
         }
     }
 }
@@ -291,145 +476,6 @@ fn stop_fired(stop: &Stop) -> bool {
     };
     // SAFETY: one valid pollfd, no wait.
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
-}
-
-enum Produced {
-    Written,
-    Dropped,
-    Stopped,
-}
-
-/// A guest user ring buffer mapped by the proxy as libbpf's
-/// `user_ring_buffer__new` maps it: the consumer page read-only, the
-/// producer page and the double-mapped data read-write.
-struct UserRing {
-    consumer: Mapping,
-    producer: Mapping,
-    page: usize,
-    mask: usize,
-    dropped: u64,
-}
-
-impl UserRing {
-    fn new(fd: &OwnedFd, max_entries: u32) -> Result<UserRing, i32> {
-        let page = page_size();
-        let max = max_entries as usize;
-        if max == 0 || !max.is_power_of_two() {
-            return Err(libc::EINVAL);
-        }
-        let consumer = Mapping::new(fd.as_raw_fd(), page, libc::PROT_READ, 0)?;
-        let producer = Mapping::new(
-            fd.as_raw_fd(),
-            page + 2 * max,
-            libc::PROT_READ | libc::PROT_WRITE,
-            page,
-        )?;
-        Ok(UserRing {
-            consumer,
-            producer,
-            page,
-            mask: max - 1,
-            dropped: 0,
-        })
-    }
-
-    fn positions(&self) -> (&AtomicU64, &AtomicU64) {
-        // SAFETY: consumer_pos is the first word of the consumer page and
-        // producer_pos the first word of the producer page, both mapped and
-        // 8-byte aligned for the life of `self`.
-        unsafe {
-            (
-                &*(self.consumer.base as *const AtomicU64),
-                &*(self.producer.base as *const AtomicU64),
-            )
-        }
-    }
-
-    /// Writes one record, waiting up to [`USER_ROOM_WAIT`] for room.
-    fn produce(&mut self, record: &[u8], fd: &OwnedFd, stop: &Stop) -> Produced {
-        let max = self.mask + 1;
-        let total = (record.len() + HDR + 7) & !7;
-        if total > max {
-            return Produced::Dropped;
-        }
-        let deadline = std::time::Instant::now() + USER_ROOM_WAIT;
-        loop {
-            let (cons_pos, prod_pos) = self.positions();
-            // Acquire pairs with smp_store_release(&rb->consumer_pos) in the
-            // kernel's __bpf_user_ringbuf_sample_release: the kernel has read
-            // the space before we reuse it (libbpf: smp_load_acquire in
-            // user_ring_buffer__reserve).
-            let cons = cons_pos.load(Ordering::Acquire);
-            // Relaxed: we are the ring's only producer.
-            let prod = prod_pos.load(Ordering::Relaxed);
-            if (max as u64) - prod.wrapping_sub(cons) >= total as u64 {
-                self.write(prod, record, total);
-                return Produced::Written;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Produced::Dropped;
-            }
-            // The kernel wakes the map fd (EPOLLOUT) after a drain; it also
-            // reports EPOLLOUT while any byte is free, so a record that
-            // still does not fit sleeps a little instead of spinning.
-            let mut pfds = [
-                libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: stop.event.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
-            // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
-            if pfds[1].revents != 0 {
-                return Produced::Stopped;
-            }
-            if pfds[0].revents != 0 {
-                std::thread::sleep(std::time::Duration::from_micros(100));
-            }
-        }
-    }
-
-    /// `user_ring_buffer__reserve` at `prod` (room checked) then
-    /// `user_ring_buffer__submit`.
-    fn write(&mut self, prod: u64, record: &[u8], total: usize) {
-        let (_, prod_pos) = self.positions();
-        let hdr_off = self.page + (prod as usize & self.mask);
-        // SAFETY: the header lies in the writable data area, 8-byte aligned.
-        let hdr = unsafe { &*(self.producer.base.add(hdr_off) as *const AtomicU32) };
-        // SAFETY: the pad word follows the header word.
-        let pad = unsafe { &*(self.producer.base.add(hdr_off + 4) as *const AtomicU32) };
-        // Relaxed: the kernel reads the header only after it sees the
-        // producer position stored with release below (libbpf: plain stores
-        // hdr->len, hdr->pad).
-        hdr.store(record.len() as u32 | BUSY, Ordering::Relaxed);
-        pad.store(0, Ordering::Relaxed);
-        // Release pairs with smp_load_acquire(&rb->producer_pos) in the
-        // kernel's __bpf_user_ringbuf_peek (libbpf: smp_store_release in
-        // user_ring_buffer__reserve).
-        prod_pos.store(prod + total as u64, Ordering::Release);
-        let data_off = self.page + ((prod as usize + HDR) & self.mask);
-        // SAFETY: the sample lies in the double-mapped data area (contiguous
-        // even when it wraps), reserved above for us alone.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                record.as_ptr(),
-                self.producer.base.add(data_off),
-                record.len(),
-            );
-        }
-        // Release pairs with smp_load_acquire(hdr) in the kernel's
-        // __bpf_user_ringbuf_peek: the sample bytes are visible once BUSY is
-        // clear (libbpf: smp_store_release in user_ringbuf_commit).
-        hdr.store(record.len() as u32, Ordering::Release);
-    }
 }
 
 /// Record bytes per pushed frame. Large enough that the per-frame costs
@@ -506,202 +552,66 @@ impl RecordsFrame {
     }
 }
 
-/// A guest ring mapped by the proxy.
+impl RecordSink for RecordsFrame {
+    fn taken(&self) -> usize {
+        self.payload_len()
+    }
+
+    fn record(&mut self, len: usize) -> &mut [u8] {
+        self.buf.extend_from_slice(&(len as u64).to_le_bytes());
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.count += 1;
+        &mut self.buf[start..]
+    }
+}
+
+/// A guest ring mapped by the proxy, with its checked consumer.
 enum GuestRing {
-    Perf(PerfRing),
-    Bpf(BpfRing),
-}
-
-/// Offsets in `struct perf_event_mmap_page`.
-const DATA_HEAD: usize = 1024;
-const DATA_TAIL: usize = 1032;
-const PERF_RECORD_LOST: u32 = 2;
-const PERF_RECORD_SAMPLE: u32 = 9;
-
-struct PerfRing {
-    map: Mapping,
-    page: usize,
-    size: usize,
-}
-
-/// `BPF_RINGBUF_BUSY_BIT`, `BPF_RINGBUF_DISCARD_BIT`, `BPF_RINGBUF_HDR_SZ`.
-const BUSY: u32 = 1 << 31;
-const DISCARD: u32 = 1 << 30;
-const HDR: usize = 8;
-
-struct BpfRing {
-    consumer: Mapping,
-    producer: Mapping,
-    page: usize,
-    mask: usize,
+    Perf(PerfConsumer<GuestMapping>),
+    Bpf(RingbufConsumer<GuestMapping>),
 }
 
 impl GuestRing {
-    fn perf(fd: &OwnedFd, pages: u32) -> Result<GuestRing, i32> {
-        let page = page_size();
-        let pages = pages as usize;
-        if pages == 0 || !pages.is_power_of_two() {
-            return Err(libc::EINVAL);
+    /// Maps the attached ring as libbpf would, with the kernel's geometry:
+    /// a perf event in one read-write mapping; a ring buffer as its
+    /// read-write consumer page and its read-only producer page and data
+    /// (mapped twice by the kernel).
+    fn map(attached: &Attached<'_>) -> Result<GuestRing, String> {
+        let fd = attached.fd().as_raw_fd();
+        let cannot = |e: i32| format!("cannot map the guest ring: errno {e}");
+        match attached.geometry {
+            Geometry::Perf(l) => {
+                let mem =
+                    GuestMapping::map(fd, l.mapping_len(), true, 0, "perf").map_err(cannot)?;
+                PerfConsumer::new(mem, l)
+                    .map(GuestRing::Perf)
+                    .map_err(|v| broken(&v))
+            }
+            Geometry::Ringbuf(l) => {
+                let page = l.page_size();
+                let consumer = GuestMapping::map(fd, page, true, 0, "consumer").map_err(cannot)?;
+                let producer =
+                    GuestMapping::map(fd, page + 2 * l.max_entries(), false, page, "producer")
+                        .map_err(cannot)?;
+                RingbufConsumer::new(consumer, producer, l)
+                    .map(GuestRing::Bpf)
+                    .map_err(|v| broken(&v))
+            }
+            Geometry::UserRingbuf(_) => {
+                Err("a user ring buffer stream carries records to the guest".into())
+            }
         }
-        let map = Mapping::new(
-            fd.as_raw_fd(),
-            (1 + pages) * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            0,
-        )?;
-        Ok(GuestRing::Perf(PerfRing {
-            map,
-            page,
-            size: pages * page,
-        }))
-    }
-
-    fn bpf(fd: &OwnedFd, max_entries: u32) -> Result<GuestRing, i32> {
-        let page = page_size();
-        let max = max_entries as usize;
-        if max == 0 || !max.is_power_of_two() {
-            return Err(libc::EINVAL);
-        }
-        let consumer = Mapping::new(fd.as_raw_fd(), page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(fd.as_raw_fd(), page + 2 * max, libc::PROT_READ, page)?;
-        Ok(GuestRing::Bpf(BpfRing {
-            consumer,
-            producer,
-            page,
-            mask: max - 1,
-        }))
     }
 
     /// Moves committed records into `frame` (started afresh) until it holds
-    /// `limit` bytes of them or the ring is empty; returns whether records
-    /// are left, and (perf) how many samples the guest lost.
-    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> (bool, u64) {
+    /// `limit` bytes of them or the ring is empty.
+    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> Result<Consumed, Violation> {
         frame.start();
         match self {
             GuestRing::Perf(r) => r.consume(frame, limit),
-            GuestRing::Bpf(r) => (r.consume(frame, limit), 0),
+            GuestRing::Bpf(r) => r.consume(frame, limit),
         }
-    }
-}
-
-impl PerfRing {
-    fn atomic_u64(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: `off` is an 8-byte aligned field inside the mapped first
-        // page, which lives as long as `self`.
-        unsafe { &*(self.map.base.add(off) as *const AtomicU64) }
-    }
-
-    /// The `len` bytes of the data area from ring position `pos`, as one or
-    /// two slices (perf rings wrap and are not double-mapped).
-    fn slices(&self, pos: u64, len: usize) -> (&[u8], &[u8]) {
-        let start = (pos as usize) % self.size;
-        let first = len.min(self.size - start);
-        // SAFETY: both ranges lie inside the data area (page..page+size) of
-        // the mapping, which lives as long as `self`; the kernel does not
-        // write them while they are between data_tail and data_head.
-        unsafe {
-            let data = self.map.base.add(self.page);
-            (
-                std::slice::from_raw_parts(data.add(start), first),
-                std::slice::from_raw_parts(data, len - first),
-            )
-        }
-    }
-
-    /// Copies `len` bytes from ring position `pos` (a record header).
-    fn copy<const N: usize>(&self, pos: u64) -> [u8; N] {
-        let (a, b) = self.slices(pos, N);
-        let mut out = [0u8; N];
-        out[..a.len()].copy_from_slice(a);
-        out[a.len()..].copy_from_slice(b);
-        out
-    }
-
-    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> (bool, u64) {
-        // Acquire pairs with the kernel's smp_store_release of data_head in
-        // perf_output_put_handle: the records before head are complete.
-        let head = self.atomic_u64(DATA_HEAD).load(Ordering::Acquire);
-        let mut tail = self.atomic_u64(DATA_TAIL).load(Ordering::Relaxed);
-        let mut lost = 0u64;
-        let mut corrupt = false;
-        while tail < head && frame.payload_len() < limit {
-            let hdr: [u8; 8] = self.copy(tail);
-            let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-            let size = u16::from_le_bytes([hdr[6], hdr[7]]) as usize;
-            if size < 8 || size as u64 > head - tail {
-                corrupt = true; // stop rather than run away
-                break;
-            }
-            match ty {
-                PERF_RECORD_SAMPLE if size >= 12 => {
-                    let raw_size: [u8; 12] = self.copy(tail);
-                    let raw =
-                        u32::from_le_bytes([raw_size[8], raw_size[9], raw_size[10], raw_size[11]])
-                            as usize;
-                    let len = raw.min(size - 12);
-                    let (a, b) = self.slices(tail + 12, len);
-                    frame.push(a, b);
-                }
-                PERF_RECORD_LOST if size >= 24 => {
-                    let rec: [u8; 24] = self.copy(tail);
-                    lost += u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
-                }
-                _ => {}
-            }
-            tail += size as u64;
-        }
-        // Release pairs with the kernel's read of data_tail in
-        // perf_output_begin (smp_mb there): our copies are done before the
-        // kernel may overwrite the space.
-        self.atomic_u64(DATA_TAIL).store(tail, Ordering::Release);
-        (!corrupt && tail < head, lost)
-    }
-}
-
-impl BpfRing {
-    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> bool {
-        // SAFETY: consumer_pos is the first word of the consumer page and
-        // producer_pos the first word of the producer page, both mapped and
-        // 8-byte aligned for the life of `self`.
-        let (cons_pos, prod_pos) = unsafe {
-            (
-                &*(self.consumer.base as *const AtomicU64),
-                &*(self.producer.base as *const AtomicU64),
-            )
-        };
-        let mut cons = cons_pos.load(Ordering::Relaxed);
-        // Acquire pairs with the smp_store_release of producer_pos in
-        // __bpf_ringbuf_reserve.
-        let prod = prod_pos.load(Ordering::Acquire);
-        let mut busy = false;
-        while cons < prod && frame.payload_len() < limit {
-            let off = self.page + (cons as usize & self.mask);
-            // SAFETY: the header is inside the double-mapped data area.
-            let hdr = unsafe { &*(self.producer.base.add(off) as *const AtomicU32) };
-            // Acquire pairs with the smp_store_release of the header in
-            // bpf_ringbuf_commit: a record without BUSY is fully written.
-            let len = hdr.load(Ordering::Acquire);
-            if len & BUSY != 0 {
-                busy = true;
-                break;
-            }
-            let data_len = (len & !DISCARD) as usize;
-            if len & DISCARD == 0 {
-                // SAFETY: the record's data follows its header contiguously,
-                // thanks to the double mapping; data_len <= max_entries.
-                let data = unsafe {
-                    std::slice::from_raw_parts(self.producer.base.add(off + HDR), data_len)
-                };
-                frame.push(data, &[]);
-            }
-            cons += ((data_len + HDR + 7) & !7) as u64;
-        }
-        // Release pairs with the smp_load_acquire of consumer_pos in
-        // __bpf_ringbuf_reserve: the space is free only after our copies.
-        cons_pos.store(cons, Ordering::Release);
-        // A record still being written is the kernel's to finish: its commit
-        // wakes us again.
-        !busy && cons < prod
     }
 }
 
@@ -730,6 +640,20 @@ mod tests {
             let back: Reply = message::decode(&want).unwrap();
             assert_eq!(back, Reply::Records(records));
         }
+    }
+
+    /// What a consumer fills through `RecordSink` encodes as the same
+    /// `Reply::Records` as the records themselves.
+    #[test]
+    fn records_taken_as_a_sink_encode_as_reply_records() {
+        let mut frame = RecordsFrame::new();
+        let records = vec![b"abc".to_vec(), vec![], vec![7u8; 300]];
+        for r in &records {
+            frame.record(r.len()).copy_from_slice(r);
+        }
+        assert_eq!(frame.taken(), 3 * 8 + 3 + 300);
+        let want = message::encode(&Reply::Records(records)).unwrap();
+        assert_eq!(frame.finish(), &want[..]);
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //!   `ringbuf_map_mmap_user` allows) and [`UserRingReader`] consumes as the
 //!   kernel's `bpf_user_ringbuf_drain` does.
 //!
+//! The [`guest`] module is the other end: the guest proxy's consumers of the
+//! guest kernel's rings (and its producer into a user ring), which trust
+//! nothing they read from the ring.
+//!
 //! Each ring has one writer (the mirror thread) and is read concurrently by
 //! libbpf in another thread of the same process; the two sides synchronise
 //! only through acquire/release atomics on the shared pages, as with the
@@ -32,6 +36,7 @@
 //! the process may use `bpf()`, compare bytes and mmap verdicts with the
 //! running kernel's.
 
+pub mod guest;
 mod mmap;
 mod perf;
 mod ringbuf;

@@ -22,19 +22,19 @@ pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
 /// Offsets in `struct perf_event_mmap_page` (`linux/perf_event.h`).
 const CAPABILITIES: usize = 40;
 const USERPAGE_SIZE_FIELD: usize = 72;
-const DATA_HEAD: usize = 1024;
-const DATA_TAIL: usize = 1032;
-const DATA_OFFSET: usize = 1040;
-const DATA_SIZE: usize = 1048;
+pub(crate) const DATA_HEAD: usize = 1024;
+pub(crate) const DATA_TAIL: usize = 1032;
+pub(crate) const DATA_OFFSET: usize = 1040;
+pub(crate) const DATA_SIZE: usize = 1048;
 /// `offsetof(struct perf_event_mmap_page, __reserved)`, which
 /// `perf_event_init_userpage` stores in `size`.
 const USERPAGE_SIZE: u32 = 96;
 /// `cap_bit0_is_deprecated`, set by `perf_event_init_userpage`.
 const CAP_BIT0_IS_DEPRECATED: u64 = 1 << 1;
 /// `sizeof(struct perf_event_header)`.
-const HEADER_SIZE: usize = 8;
+pub(crate) const HEADER_SIZE: usize = 8;
 /// A `PERF_RECORD_LOST` without `sample_id_all` (libbpf does not set it).
-const LOST_SIZE: usize = 24;
+pub(crate) const LOST_SIZE: usize = 24;
 
 /// Host memory standing in for one perf event's ring buffer: the metadata
 /// page (`struct perf_event_mmap_page`) then `page_cnt` data pages.

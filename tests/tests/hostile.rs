@@ -339,3 +339,195 @@ fn the_key_appears_in_no_environment_command_line_or_log() {
     }
     h.finish();
 }
+
+// ------------------------------------------------------------- ring streams ----
+//
+// A `tracing` key holder attacks the proxy's ring consumers with
+// `attack-client` (`tests/src/bin/attack-client/rings.rs`), which makes the
+// ring, a tracepoint program producing records into it and the stream
+// connection itself over the protocol.
+
+/// The tracepoint the attack programs hang on: every `getpid()` of the
+/// attack client produces one record.
+const TRIGGER_TRACEPOINT: &str = "/sys/kernel/tracing/events/syscalls/sys_enter_getpid/id";
+
+/// A proxy whose keys (the harness's) all get the built-in `tracing`
+/// profile.
+fn tracing_proxy(test: &str) -> Option<Harness> {
+    let mut h = Harness::start_without_proxy(test)?;
+    h.start_proxy_with(&["--policy".to_string(), "tracing".to_string()]);
+    Some(h)
+}
+
+/// `attack-client ARGS` as nobody under the harness's key. Its exit status
+/// is checked by [`assert_still_serving`]: a dead proxy makes it fail, and
+/// that is the finding to report.
+fn attack(h: &Harness, args: &[&str]) -> CmdOutput {
+    let client = h.copy_in(&product_file("attack-client"));
+    let mut cmd = h.nobody_command(&client, args);
+    cmd.env("TELEBPF_TARGET", h.target())
+        .env("TELEBPF_KEY_FILE", h.key());
+    let out = run_with_timeout(
+        cmd,
+        &format!("[nobody] attack-client {}", args.join(" ")),
+        COMMAND_TIMEOUT,
+    );
+    telebpf_tests::say(&format!(
+        "attack-client {}:\n{}",
+        args.join(" "),
+        out.stdout_text()
+    ));
+    out
+}
+
+/// Why the proxy is no longer running (its exit status and log tail), if
+/// it is not.
+fn proxy_gone(h: &mut Harness) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", h.proxy_pid())).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('R' | 'S' | 'D' | 'T' | 't' | 'I')) {
+        return None;
+    }
+    let exit = h.stop_proxy();
+    let tail: String = exit
+        .log
+        .lines()
+        .rev()
+        .take(15)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some(format!(
+        "telebpf-proxy died: {}; last log lines:\n{tail}",
+        exit.status
+    ))
+}
+
+/// After an attack: the proxy still runs, the attack client ran to its end,
+/// a new session of the same key is served (`bpftool map list` as nobody),
+/// and the proxy's log holds no panic. Returns the client's lines.
+fn assert_still_serving(h: &mut Harness, out: &CmdOutput) -> BTreeMap<String, String> {
+    if let Some(gone) = proxy_gone(h) {
+        panic!("{gone}");
+    }
+    out.expect_success();
+    h.remote(&["map", "list"]).expect_success();
+    let log = h.proxy_log();
+    assert!(!log.contains("panicked at"), "the proxy panicked:\n{log}");
+    lines(out)
+}
+
+/// Prints (for the test's record) the proxy log lines containing `needle`.
+fn show_log(h: &Harness, needle: &str) {
+    for line in h.proxy_log().lines().filter(|l| l.contains(needle)) {
+        telebpf_tests::say(&format!("proxy log: {line}"));
+    }
+}
+
+/// The record lengths a `*.records` line lists.
+fn record_lengths(m: &BTreeMap<String, String>, key: &str) -> Vec<u64> {
+    let v = get(m, key).trim_matches(|c| c == '[' || c == ']');
+    v.split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("a record length"))
+        .collect()
+}
+
+/// The lying-geometry attack: a stream request naming `max_entries` 4 KiB
+/// for a 256 KiB ring, then a 64 KiB record. On the old proxy it read past
+/// its own mapping of the ring and died with SIGSEGV (every session of every
+/// key ended). Now the stream is refused with a logged reason naming the
+/// ring's real size, nothing reaches the client on it, the proxy serves on,
+/// and an honest stream on the same ring then delivers the 64 KiB records
+/// whole (the one made meanwhile, and a new one).
+#[test]
+fn a_lying_ring_size_ends_the_stream_not_the_proxy() {
+    let Some(mut h) = tracing_proxy("a_lying_ring_size_ends_the_stream_not_the_proxy") else {
+        return;
+    };
+    let tp = std::fs::read_to_string(TRIGGER_TRACEPOINT).expect("tracefs event id");
+    let (ring, record) = (256u64 << 10, 64u64 << 10);
+    let out = attack(
+        &h,
+        &[
+            "ring-lie",
+            tp.trim(),
+            &ring.to_string(),
+            "4096",
+            &record.to_string(),
+        ],
+    );
+    let m = assert_still_serving(&mut h, &out);
+    let lied = record_lengths(&m, "lie.records");
+    assert!(
+        lied.iter().all(|&n| n <= ring - 8),
+        "bytes beyond the ring's data area reached the client: {lied:?}"
+    );
+    assert!(lied.is_empty(), "the lying stream delivered {lied:?}");
+    assert!(
+        h.wait_proxy_log(
+            "refused: the ring buffer has max_entries 262144",
+            Duration::from_secs(2)
+        ),
+        "no logged reason for the refused stream:\n{}",
+        h.proxy_log()
+    );
+    show_log(&h, "stream of fd");
+    // The record made while the lying stream was refused, and a new one.
+    assert_eq!(
+        record_lengths(&m, "honest.records"),
+        vec![record; 2],
+        "{m:?}"
+    );
+    assert_eq!(get(&m, "session_after"), "ok");
+    h.finish();
+}
+
+/// The moved-consumer attack: with an honest stream on a 64 KiB ring, a
+/// record whose first word is a forged record header of 1 MiB, then a
+/// `MapWrite` of the ring's `consumer_pos` to 8 (that forged header) and a
+/// second record. On the old proxy the write succeeded and the consumer
+/// copied 1 MiB from its 132 KiB mapping: SIGSEGV. Now `MapWrite` touches
+/// only mmapable arrays (a ring answers `ENODEV`), the stream goes on with
+/// the honest records only, and ends with a logged reason when the client
+/// leaves.
+#[test]
+fn a_moved_consumer_position_never_reaches_past_the_ring() {
+    let Some(mut h) = tracing_proxy("a_moved_consumer_position_never_reaches_past_the_ring") else {
+        return;
+    };
+    let tp = std::fs::read_to_string(TRIGGER_TRACEPOINT).expect("tracefs event id");
+    let (ring, record) = (64u64 << 10, 4096u64);
+    let out = attack(
+        &h,
+        &[
+            "ring-cons",
+            tp.trim(),
+            &ring.to_string(),
+            &record.to_string(),
+            &(1u64 << 20).to_string(),
+        ],
+    );
+    let m = assert_still_serving(&mut h, &out);
+    for key in ["cons.first.records", "cons.after.records"] {
+        let got = record_lengths(&m, key);
+        assert!(
+            got.iter().all(|&n| n <= ring - 8),
+            "bytes beyond the ring's data area reached the client: {key} {got:?}"
+        );
+        assert_eq!(got, vec![record], "{key}: {m:?}");
+    }
+    assert_eq!(get(&m, "cons.mapwrite"), format!("errno {}", libc::ENODEV));
+    assert_eq!(get(&m, "session_after"), "ok");
+    assert!(
+        h.wait_proxy_log("ring closed by its owner", Duration::from_secs(2)),
+        "the stream's end was not logged:\n{}",
+        h.proxy_log()
+    );
+    show_log(&h, "stream of fd");
+    h.finish();
+}

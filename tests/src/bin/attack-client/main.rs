@@ -13,12 +13,15 @@
 use std::process::ExitCode;
 
 mod peer;
+mod rings;
 
 /// An area of attack: runs `mode` if it is one of its own.
 type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 
 /// Every area; a mode belongs to exactly one.
-const AREAS: &[Area] = &[];
+const AREAS: &[Area] = &[
+    rings::run, // ring streams: lying geometry, moved consumer position
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
