@@ -12,13 +12,16 @@
 
 use std::process::ExitCode;
 
+mod files;
 mod peer;
 
 /// An area of attack: runs `mode` if it is one of its own.
 type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 
 /// Every area; a mode belongs to exactly one.
-const AREAS: &[Area] = &[];
+const AREAS: &[Area] = &[
+    files::run, // file requests: kernel files, bpffs, slow readers
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
