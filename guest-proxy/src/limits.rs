@@ -338,6 +338,75 @@ impl SessionBudget {
     }
 }
 
+/// Bytes a session holds beyond its current request, charged to the
+/// proxy's bytes in flight until dropped (see [`SessionBudget::hold`]).
+#[derive(Debug)]
+pub struct Held {
+    gov: Option<Arc<Governor>>,
+    bytes: usize,
+}
+
+impl Held {
+    /// The bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(gov) = &self.gov {
+            gov.inflight.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+impl SessionBudget {
+    /// [`SessionBudget::reserve`] with back-pressure: past the proxy's
+    /// share it waits for room (others' replies going out) up to the stall
+    /// timeout before it answers `EAGAIN`. For replies a client asks for
+    /// one after another (a file's ranges), where waiting is better than
+    /// failing.
+    pub fn reserve_or_wait(&self, bytes: usize) -> Result<(), i32> {
+        let Some(gov) = &self.gov else { return Ok(()) };
+        let deadline = Instant::now() + gov.args.stall_timeout();
+        loop {
+            match self.reserve(bytes) {
+                Err(libc::EAGAIN) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The most bytes one session may have in flight
+    /// (`--max-inflight-per-session`; unlimited without a governor).
+    pub fn share(&self) -> usize {
+        self.gov
+            .as_ref()
+            .map_or(usize::MAX, |g| g.args.max_inflight_per_session)
+    }
+
+    /// Charges `bytes` that outlive the current request (a snapshot of a
+    /// file the client reads range by range) to the proxy's bytes in
+    /// flight, until the returned [`Held`] is dropped: `EAGAIN` past the
+    /// proxy's limit. The caller keeps such bytes of a session within
+    /// [`SessionBudget::share`].
+    pub fn hold(&self, bytes: usize) -> Result<Held, i32> {
+        let Some(gov) = &self.gov else {
+            return Ok(Held { gov: None, bytes });
+        };
+        if !try_add(&gov.inflight, bytes, gov.args.max_inflight) {
+            return Err(libc::EAGAIN);
+        }
+        Ok(Held {
+            gov: Some(gov.clone()),
+            bytes,
+        })
+    }
+}
+
 impl Drop for SessionBudget {
     fn drop(&mut self) {
         self.release();
@@ -456,6 +525,35 @@ mod tests {
         assert!(gate(60));
         s2.release();
         assert_eq!(gov.inflight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn held_bytes_and_waiting_for_room() {
+        let gov = Governor::new(args());
+        let s1 = gov.session();
+        let s2 = gov.session();
+        assert_eq!(s1.share(), 100);
+        let held = s1.hold(120).unwrap();
+        assert_eq!(held.bytes(), 120);
+        assert_eq!(s2.hold(40).unwrap_err(), libc::EAGAIN);
+        // The request's own bytes come and go beside what is held.
+        assert_eq!(s1.reserve(20), Ok(()));
+        s1.release();
+        assert_eq!(gov.inflight.load(Ordering::Acquire), 120);
+        // Waiting: no room within the stall timeout, then room.
+        let t0 = Instant::now();
+        assert_eq!(s2.reserve_or_wait(40), Err(libc::EAGAIN));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        let freer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+        });
+        assert_eq!(s2.reserve_or_wait(40), Ok(()));
+        freer.join().unwrap();
+        assert_eq!(s2.reserve_or_wait(101), Err(libc::ENOMEM));
+        s2.release();
+        assert_eq!(gov.inflight.load(Ordering::Acquire), 0);
+        assert_eq!(SessionBudget::default().share(), usize::MAX);
     }
 
     #[test]

@@ -14,14 +14,14 @@
 //!   first 4 KiB, lossy, newlines as `\n`).
 //! * `file-slow-readers N PATH`: opens `N` sessions; each asks for `PATH`
 //!   again and again without ever reading a reply (the whole file at once,
-//!   and range after range of it), so the proxy's replies pile up on its
-//!   side of the socket. Prints `ready: N`, then holds the sessions until
+//!   and range after range of it, each asking for as much as it may), so
+//!   the proxy's replies pile up on its side of the socket. Prints `ready: N`, then holds the sessions until
 //!   its stdin closes.
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use telebpf_protocol::message::{FileOp, FileReply, Reply, Request};
+use telebpf_protocol::message::{FileOp, FileReply, Reply, Request, FILE_CHUNK};
 
 use crate::peer::{connect, say};
 
@@ -73,7 +73,9 @@ fn file_op(op: &str, path: &str) -> ExitCode {
         }
     };
     let answer = match &reply {
-        Reply::File(Ok(FileReply::Data(d))) => format!("ok {}", d.len()),
+        Reply::File(Ok(FileReply::Data(d) | FileReply::Range { data: d, .. })) => {
+            format!("ok {}", d.len())
+        }
         Reply::File(Ok(FileReply::Stat(_))) => "ok stat".into(),
         Reply::File(Ok(FileReply::Statfs(_))) => "ok statfs".into(),
         Reply::File(Ok(FileReply::Link(_))) => "ok link".into(),
@@ -85,7 +87,7 @@ fn file_op(op: &str, path: &str) -> ExitCode {
         other => format!("unexpected {other:?}"),
     };
     say("answer", answer.replace(path, "<path>"));
-    if let Reply::File(Ok(FileReply::Data(d))) = &reply {
+    if let Reply::File(Ok(FileReply::Data(d) | FileReply::Range { data: d, .. })) = &reply {
         let text = String::from_utf8_lossy(&d[..d.len().min(4096)]).replace('\n', "\\n");
         say("text", text);
     }
@@ -117,13 +119,22 @@ fn slow_readers(n: &str, path: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// What one slow reader asks for: the whole file, several times over.
+/// What one slow reader asks for: the whole file, twice, then range after
+/// range of it (8 MiB's worth, as large as the proxy answers), each as if
+/// it were the start of a read.
 fn hoard_requests(path: &str) -> Vec<Request> {
-    (0..4)
-        .map(|_| {
-            Request::File(FileOp::Read {
-                path: path.to_string(),
-            })
+    let whole = (0..2).map(|_| {
+        Request::File(FileOp::Read {
+            path: path.to_string(),
         })
-        .collect()
+    });
+    let ranges = (0..(8 << 20) / FILE_CHUNK as u64).map(|i| {
+        Request::File(FileOp::ReadRange {
+            path: path.to_string(),
+            offset: i * FILE_CHUNK as u64,
+            len: u32::MAX,
+            snapshot: 0,
+        })
+    });
+    whole.chain(ranges).collect()
 }
