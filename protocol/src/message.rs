@@ -790,6 +790,34 @@ mod tests {
         }
     }
 
+    /// New variants come last: the encodings of the old ones (their
+    /// variant indices) do not change.
+    #[test]
+    fn file_variants_keep_their_encodings() {
+        let tag = |bytes: Vec<u8>| u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+        let read = encode(&Request::File(FileOp::Read { path: "/p".into() })).unwrap();
+        assert_eq!(tag(read), 0);
+        let fdinfo = encode(&Request::File(FileOp::Fdinfo { fd: 1 })).unwrap();
+        assert_eq!(tag(fdinfo), 11);
+        let range = Request::File(FileOp::ReadRange {
+            path: "/p".into(),
+            offset: 1,
+            len: 2,
+            snapshot: 3,
+        });
+        assert_eq!(tag(encode(&range).unwrap()), 12);
+        assert_eq!(decode::<Request>(&encode(&range).unwrap()).unwrap(), range);
+        let reply = Reply::File(Ok(FileReply::Range {
+            size: 9,
+            snapshot: 1,
+            data: vec![1, 2, 3],
+        }));
+        let bytes = encode(&reply).unwrap();
+        // Reply::File (3), Ok (0), FileReply::Range (7).
+        assert_eq!(&bytes[..12], &[3, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(decode::<Reply>(&bytes).unwrap(), reply);
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode::<Request>(&[0xff; 3]).is_err());

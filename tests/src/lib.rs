@@ -1205,10 +1205,19 @@ impl Harness {
         timeout: Duration,
     ) -> CmdOutput {
         let key = self.nobody_key(key);
-        let mut cmd = self.nobody_command(&self.bpftool, args);
-        cmd.env("LD_PRELOAD", self.preload())
-            .env("TELEBPF_TARGET", target)
-            .env("TELEBPF_KEY_FILE", &key);
+        // Set for bpftool only, by `env` after setpriv: setpriv itself
+        // runs as root until it drops to nobody, and the preload in it
+        // would read nobody's key as root (which the key file rules
+        // refuse) to answer its capget.
+        let env = find_program("env").expect("coreutils env");
+        let mut argv = vec![
+            format!("LD_PRELOAD={}", self.preload().display()),
+            format!("TELEBPF_TARGET={target}"),
+            format!("TELEBPF_KEY_FILE={}", key.display()),
+            self.bpftool.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let cmd = self.nobody_command(&env, &argv);
         let what = format!(
             "[nobody] LD_PRELOAD={} TELEBPF_TARGET={target} TELEBPF_KEY_FILE={} {}",
             self.preload().display(),
