@@ -25,8 +25,9 @@
 //! * any other file (kallsyms, tracefs lists, a pinned map's entries): a
 //!   snapshot the first range reads whole, so that every range comes from
 //!   the same content. It belongs to the session ([`Snapshots`]), is
-//!   charged to the bytes in flight while it lives ([`SessionBudget::hold`],
-//!   within the session's share), and is let go when its last range is
+//!   charged to the bytes in flight while it lives
+//!   ([`SessionBudget::hold_or_wait`], within the session's share), and is
+//!   let go when its last range is
 //!   served, when the session starts a fifth one (the oldest goes), or
 //!   when the session ends. A file that fits one reply needs no snapshot.
 
@@ -420,8 +421,8 @@ fn next_range(
 }
 
 /// Reads all of `file` into a snapshot charged to the bytes in flight:
-/// `ENOMEM` past the session's share (with the snapshots it holds),
-/// `EAGAIN` past the proxy's.
+/// `ENOMEM` past the session's share (with the snapshots it holds); past
+/// the proxy's it waits for room, up to the stall timeout (`EAGAIN`).
 fn take_snapshot(
     path: &str,
     file: &mut File,
@@ -443,7 +444,7 @@ fn take_snapshot(
         if snaps.bytes() + snap.held_bytes() + want > budget.share() {
             return Err(libc::ENOMEM);
         }
-        snap.held.push(budget.hold(want)?);
+        snap.held.push(budget.hold_or_wait(want)?);
         let mut piece = Vec::with_capacity(want);
         let got = file
             .by_ref()

@@ -405,6 +405,24 @@ impl SessionBudget {
             bytes,
         })
     }
+
+    /// [`SessionBudget::hold`] with back-pressure: past the proxy's limit
+    /// it waits for room up to the stall timeout before it answers
+    /// `EAGAIN`.
+    pub fn hold_or_wait(&self, bytes: usize) -> Result<Held, i32> {
+        let Some(gov) = &self.gov else {
+            return self.hold(bytes);
+        };
+        let deadline = Instant::now() + gov.args.stall_timeout();
+        loop {
+            match self.hold(bytes) {
+                Err(libc::EAGAIN) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 impl Drop for SessionBudget {
@@ -536,6 +554,9 @@ mod tests {
         let held = s1.hold(120).unwrap();
         assert_eq!(held.bytes(), 120);
         assert_eq!(s2.hold(40).unwrap_err(), libc::EAGAIN);
+        let t0 = Instant::now();
+        assert_eq!(s2.hold_or_wait(40).unwrap_err(), libc::EAGAIN);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
         // The request's own bytes come and go beside what is held.
         assert_eq!(s1.reserve(20), Ok(()));
         s1.release();
