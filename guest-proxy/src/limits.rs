@@ -464,6 +464,35 @@ pub fn set_socket_timeouts(
     Ok(())
 }
 
+/// Waits until the socket `fd` can take more bytes (`POLLOUT`), at most
+/// `timeout`; whether it can. A reply that may be large (a file's range)
+/// is made only then: a peer that stopped reading leaves its replies in
+/// its socket's buffer (the kernel's, bounded by the send buffer), not in
+/// the proxy's memory, and its session ends after the stall timeout.
+pub fn wait_writable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            // Writable, or hung up / in error: the send says which.
+            return true;
+        }
+        let interrupted =
+            r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted || Instant::now() >= deadline {
+            return r < 0 && !interrupted;
+        }
+    }
+}
+
 /// Gives the memory a finished session freed back to the system.
 ///
 /// Each session thread allocates from a glibc arena of its own; what it
@@ -575,6 +604,19 @@ mod tests {
         s2.release();
         assert_eq!(gov.inflight.load(Ordering::Acquire), 0);
         assert_eq!(SessionBudget::default().share(), usize::MAX);
+    }
+
+    #[test]
+    fn writable_until_the_peer_stops_reading() {
+        use std::os::fd::AsRawFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(wait_writable(a.as_raw_fd(), Duration::from_millis(10)));
+        a.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 4096];
+        while std::io::Write::write(&mut &a, &chunk).is_ok() {}
+        let t0 = Instant::now();
+        assert!(!wait_writable(a.as_raw_fd(), Duration::from_millis(50)));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]

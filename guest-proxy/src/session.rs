@@ -763,6 +763,20 @@ fn converse(
             }
             Ok(req) => {
                 first = false;
+                // A file's range is made only once the peer can take it
+                // (see `limits::wait_writable`): a reader that stopped
+                // reading holds no reply of ours while it stalls.
+                if matches!(
+                    req,
+                    Request::File(FileOp::Read { .. } | FileOp::ReadRange { .. })
+                ) && !limits::wait_writable(
+                    std::os::fd::AsRawFd::as_raw_fd(tx.stream()),
+                    ctx.governor.args.stall_timeout(),
+                ) {
+                    return "peer stalled: it stopped reading, and a file's next range waited \
+                            for room in vain for the stall timeout"
+                        .to_string();
+                }
                 session.handle(req)
             }
             Err(e) => Some(Reply::Error(ErrorReply {
