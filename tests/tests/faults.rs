@@ -1001,9 +1001,10 @@ fn remote_sha256(h: &Harness, path: &str) -> String {
 /// client reading the same file meanwhile gets every byte of it.
 ///
 /// A slow reader holds at most one reply of a file range (128 KiB), charged
-/// twice (the encoded reply and its sealed frame) to the bytes in flight;
-/// the file itself is held once, by the proxy's shared copy of immutable
-/// files, which the warm-up read made before the baseline.
+/// twice (the encoded reply and its sealed frame) to the bytes in flight,
+/// and none once its socket is full (a range is made only for a peer that
+/// can take it); the file itself is held once, by the proxy's shared copy
+/// of immutable files, which the warm-up read made before the baseline.
 #[test]
 fn slow_file_readers_bounded_memory_and_a_normal_client_is_served() {
     let Some(mut h) = Harness::start_without_proxy("slow_file_readers") else {
