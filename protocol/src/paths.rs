@@ -56,6 +56,18 @@ struct Entry {
     /// Whether symlinks beneath `root` may be followed.
     symlinks: bool,
     kind: Kind,
+    /// Length of the pattern's literal head (up to its first `*`).
+    head: usize,
+}
+
+/// The length of `pattern` up to its first `*` (all of it without one).
+const fn literal_head(pattern: &str) -> usize {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] != b'*' {
+        i += 1;
+    }
+    i
 }
 
 const fn file(pattern: &'static str) -> Entry {
@@ -64,6 +76,7 @@ const fn file(pattern: &'static str) -> Entry {
         root: None,
         symlinks: false,
         kind: Kind::File,
+        head: literal_head(pattern),
     }
 }
 
@@ -73,6 +86,7 @@ const fn file_in(root: &'static str, pattern: &'static str) -> Entry {
         root: Some(root),
         symlinks: false,
         kind: Kind::File,
+        head: literal_head(pattern),
     }
 }
 
@@ -82,6 +96,7 @@ const fn dir(pattern: &'static str) -> Entry {
         root: None,
         symlinks: false,
         kind: Kind::Dir,
+        head: literal_head(pattern),
     }
 }
 
@@ -91,6 +106,7 @@ const fn dir_in(root: &'static str, pattern: &'static str) -> Entry {
         root: Some(root),
         symlinks: false,
         kind: Kind::Dir,
+        head: literal_head(pattern),
     }
 }
 
@@ -102,6 +118,7 @@ const fn event_source(pattern: &'static str) -> Entry {
         root: Some("/sys"),
         symlinks: true,
         kind: Kind::File,
+        head: literal_head(pattern),
     }
 }
 
@@ -240,17 +257,24 @@ fn trimmed(path: &str) -> &str {
     }
 }
 
-/// The entry that serves `path`, if any. Cheap for the host paths the
-/// preload sees all the time: only `/proc/`, `/sys/` and `/boot/` get past
-/// the first test.
+/// The entry that serves `path`, if any. Cheap for the paths the preload
+/// sees all the time (it asks for every path a program opens): only
+/// `/proc/`, `/sys/` and `/boot/` get past the first test, and an entry
+/// whose literal head the path does not start with costs one compare.
 fn entry(path: &str) -> Option<&'static Entry> {
     let b = path.as_bytes();
-    let candidate = b.starts_with(b"/proc/") || b.starts_with(b"/sys/") || b.starts_with(b"/boot/");
-    if !candidate || !is_clean(path) {
+    if !(b.starts_with(b"/proc/") || b.starts_with(b"/sys/") || b.starts_with(b"/boot/")) {
         return None;
     }
-    let path = trimmed(path);
-    ENTRIES.iter().find(|e| matches(e.pattern, path))
+    let inner = trimmed(path);
+    let e = ENTRIES.iter().find(|e| {
+        if e.head == e.pattern.len() {
+            e.pattern == inner
+        } else {
+            inner.starts_with(&e.pattern[..e.head]) && matches(e.pattern, inner)
+        }
+    })?;
+    is_clean(path).then_some(e)
 }
 
 /// Whether `path` is answered by the guest (read, stat, access).
