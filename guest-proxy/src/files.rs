@@ -273,7 +273,7 @@ fn open_for_read(path: &str, policy: &Policy) -> Result<File, Failure> {
     let handle = resolve::open(path, Access::Path { follow: true })?;
     let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
     policy
-        .check_bpffs_read(pin_of(&own))
+        .check_bpffs_read(pin_of(&own)?)
         .map_err(Failure::Refused)?;
     // SAFETY: `own` is NUL-terminated; it names our own O_PATH fd, which
     // open(2) reopens (the same inode, whatever the path's name now is).
@@ -286,20 +286,26 @@ fn open_for_read(path: &str, policy: &Policy) -> Result<File, Failure> {
 }
 
 /// What the bpffs file at `own` (our `/proc/self/fd/N` of it) stands for:
-/// `BPF_OBJ_GET` of it gives the object itself.
-fn pin_of(own: &CString) -> Pin {
-    let Ok(obj) = sys::obj_get(own) else {
-        return Pin::Other;
+/// `BPF_OBJ_GET` of it gives the object itself. Anything that cannot be
+/// told fails closed: a link whose type is unknown counts as an
+/// iterator, an object of no known kind (or a failing `BPF_OBJ_GET`, but
+/// for the `EACCES` of a directory) is not read at all.
+fn pin_of(own: &CString) -> Result<Pin, i32> {
+    let obj = match sys::obj_get(own) {
+        Ok(obj) => obj,
+        // Not a pin (a directory): the kernel answers the read itself.
+        Err(libc::EACCES) => return Ok(Pin::Other),
+        Err(e) => return Err(e),
     };
     let described = bpf_exec::describe(obj.as_raw_fd());
-    match described.kind {
-        telebpf_abi::ObjectKind::Map(_) => Pin::Map,
-        telebpf_abi::ObjectKind::Link
-            if described.link_type == Some(telebpf_abi::link_type::BPF_LINK_TYPE_ITER) =>
-        {
-            Pin::Iterator
-        }
-        _ => Pin::Other,
+    match described.link.as_str() {
+        "anon_inode:bpf-map" => Ok(Pin::Map),
+        "anon_inode:bpf-prog" => Ok(Pin::Other),
+        "anon_inode:bpf-link" | "anon_inode:bpf_link" => Ok(match described.link_type {
+            Some(t) if t != telebpf_abi::link_type::BPF_LINK_TYPE_ITER => Pin::Other,
+            _ => Pin::Iterator,
+        }),
+        _ => Err(libc::EACCES),
     }
 }
 

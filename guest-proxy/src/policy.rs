@@ -598,7 +598,18 @@ impl Policy {
                 // would (inside the allowed paths, where the key may stat
                 // anyway; the race with a concurrent rmdir can only
                 // recreate an empty directory there).
-                let exists = || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+                // Looked up as the operation itself would resolve it (no
+                // symlink on the way), so a planted link cannot make this
+                // tell about a place outside bpffs.
+                let exists = || {
+                    crate::resolve::open(path, crate::resolve::Access::Path { follow: false })
+                        .and_then(|fd| {
+                            std::fs::File::from(fd)
+                                .metadata()
+                                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                        })
+                        .is_ok_and(|m| m.is_dir())
+                };
                 allow(
                     self.bpffs.mkdir || exists(),
                     "mkdir in bpffs",
