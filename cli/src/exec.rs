@@ -31,8 +31,7 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
     let key_file = std::path::absolute(key_file)
         .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
     // Fail here, with a clear message, rather than inside the tool.
-    telebpf_protocol::key::Psk::from_file(&key_file)
-        .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+    telebpf_protocol::key::Psk::from_file(&key_file).map_err(|e| e.to_string())?;
     let lib = preload_path()?;
     let mut preload = OsString::from(&lib);
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {

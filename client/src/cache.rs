@@ -45,14 +45,17 @@ pub enum Cached {
 
 /// An immutable guest file through the cache in `dir`: the guest's digest
 /// first (one small request), the cached copy if it has that version, else
-/// the file itself, checked against the digest and stored atomically.
-/// `op` carries a file request to the proxy (each caller has its own way
-/// to reach it); `malformed` is the error for a reply of the wrong kind.
+/// the file itself (range by range, [`crate::ranges::read_whole`]),
+/// checked against the digest and stored atomically. `op` carries a file
+/// request to the proxy (each caller has its own way to reach it);
+/// `malformed` is the error for a reply of the wrong kind, `stale` says
+/// whether an error is `ESTALE`.
 pub fn fetch<E>(
     dir: &std::path::Path,
     path: &str,
     mut op: impl FnMut(FileOp) -> Result<FileReply, E>,
     malformed: impl Fn() -> E,
+    stale: impl Fn(&E) -> bool,
 ) -> Result<Cached, E> {
     use sha2::Digest as _;
     let FileReply::Digest { sha256, size } = op(FileOp::Digest { path: path.into() })? else {
@@ -63,9 +66,7 @@ pub fn fetch<E>(
     if std::fs::metadata(&file).is_ok_and(|m| m.len() == size) {
         return Ok(Cached::File(file));
     }
-    let FileReply::Data(content) = op(FileOp::Read { path: path.into() })? else {
-        return Err(malformed());
-    };
+    let content = crate::ranges::read_whole(path, op, malformed, stale)?;
     let fresh: [u8; 32] = sha2::Sha256::digest(&content).into();
     if fresh != sha256 {
         return Ok(Cached::Fresh(content));
@@ -84,12 +85,11 @@ pub fn fetch<E>(
 /// gives one.
 pub fn guest_file(conn: &mut Connection, path: &str) -> Result<Cached, ClientError> {
     let malformed = || ClientError::Remote(libc::EPROTO);
+    let stale = |e: &ClientError| matches!(e, ClientError::Remote(libc::ESTALE));
     match dir() {
-        Some(d) => fetch(&d, path, |op| file_op(conn, op), malformed),
-        None => match file_op(conn, FileOp::Read { path: path.into() })? {
-            FileReply::Data(content) => Ok(Cached::Fresh(content)),
-            _ => Err(malformed()),
-        },
+        Some(d) => fetch(&d, path, |op| file_op(conn, op), malformed, stale),
+        None => crate::ranges::read_whole(path, |op| file_op(conn, op), malformed, stale)
+            .map(Cached::Fresh),
     }
 }
 

@@ -6,6 +6,7 @@
 //! then exchanges one [`Reply`] per [`Request`] in order.
 
 pub mod cache;
+pub mod ranges;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -50,8 +51,8 @@ pub enum ClientError {
     /// The address does not parse.
     #[error("bad {ENV_TARGET} {0:?}: {1}")]
     BadTarget(String, String),
-    /// The key file cannot be used.
-    #[error("key file {0}: {1}")]
+    /// The key file cannot be used (the error names the file).
+    #[error("{1}")]
     Key(PathBuf, #[source] telebpf_protocol::KeyError),
     /// Connecting failed.
     #[error("cannot reach the proxy at {0}: {1}")]

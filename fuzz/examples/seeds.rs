@@ -522,6 +522,15 @@ fn other_requests() -> Vec<(&'static str, Request)> {
                 len: 64,
             }]),
         ),
+        (
+            "file_read_range",
+            Request::File(FileOp::ReadRange {
+                path: "/proc/kallsyms".into(),
+                offset: 131072,
+                len: 131072,
+                snapshot: 1 << 63 | 1,
+            }),
+        ),
     ]
 }
 
@@ -609,6 +618,14 @@ fn replies() -> Vec<(&'static str, Reply)> {
         (
             "entries",
             Reply::File(Ok(FileReply::Entries(vec!["1".into(), "self".into()]))),
+        ),
+        (
+            "file_range",
+            Reply::File(Ok(FileReply::Range {
+                size: 5_480_506,
+                snapshot: 3,
+                data: b"\x9f\xeb\x01\x00\x18\x00\x00\x00".to_vec(),
+            })),
         ),
     ]
 }

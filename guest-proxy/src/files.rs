@@ -1,19 +1,157 @@
 //! Operations on the guest files a client may see.
 //!
 //! The proxy runs as root, so a client that could name any path would read
-//! the whole guest: every path is checked against the shared allow-list in
-//! `telebpf_protocol::paths` first, and anything else gets `EACCES`.
+//! the whole guest. Every path is checked against the shared allow-list in
+//! `telebpf_protocol::paths`, and opened so that it cannot lead anywhere
+//! else ([`crate::resolve`]); anything else answers `EACCES`, whether or
+//! not it exists. The key's policy has already checked bpffs paths against
+//! its `[bpffs] paths` ([`crate::policy`]) — but for `statfs`, which
+//! outside them is answered for the bpffs mount itself, never for the path
+//! named. Reading a pinned object's bpffs file is checked here against
+//! what it is, once the file is open: a map's file shows its entries
+//! (`map_lookup_elem`), an iterator's runs the iterator program
+//! (`iter_create`).
+//!
+//! # Replies and memory
+//!
+//! A file's content travels in ranges of at most [`FILE_CHUNK`] bytes, one
+//! reply at a time (see "Files" in `telebpf_protocol::message`), and every
+//! range's reply is charged to the session's bytes in flight before it is
+//! made ([`SessionBudget::reserve_or_wait`]: a full proxy makes the range
+//! wait for room, not fail). What the ranges are taken from:
+//!
+//! * an immutable file (BTF, kernel config): the proxy's one shared copy
+//!   of its current version ([`crate::shared_files`]);
+//! * any other file (kallsyms, tracefs lists, a pinned map's entries): a
+//!   snapshot the first range reads whole, so that every range comes from
+//!   the same content. It belongs to the session ([`Snapshots`]), is
+//!   charged to the bytes in flight while it lives
+//!   ([`SessionBudget::hold_or_wait`], within the session's share), and is
+//!   let go when its last range is
+//!   served, when the session starts a fifth one (the oldest goes), or
+//!   when the session ends. A file that fits one reply needs no snapshot.
 
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
-use telebpf_protocol::message::{FileOp, FileReply, StatInfo, StatfsInfo};
+use telebpf_protocol::message::{FileOp, FileReply, StatInfo, StatfsInfo, FILE_CHUNK};
 use telebpf_protocol::paths;
+
+use crate::limits::{Held, SessionBudget};
+use crate::policy::{Denied, Policy};
+use crate::resolve::{self, Access};
+use crate::shared_files::{NotShared, SharedFiles};
+use crate::{bpf_exec, sys};
+
+/// Snapshots one session may hold at once (a tool reading a few files
+/// from several threads).
+const MAX_SNAPSHOTS: usize = 4;
+
+/// Set in the ids of session snapshots, so that they never name a shared
+/// copy's generation.
+const SESSION_SNAPSHOT: u64 = 1 << 63;
+
+/// What a reply of `len` bytes of content costs while it is made and sent:
+/// the encoded reply and its sealed frame, each the content plus a little
+/// framing.
+fn reply_cost(len: usize) -> usize {
+    2 * (len + 64)
+}
+
+/// Why a file operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The errno the client gets.
+    Errno(i32),
+    /// The key's policy does not allow it (answered `Reply::Refused`).
+    Refused(Denied),
+}
+
+impl From<i32> for Failure {
+    fn from(errno: i32) -> Failure {
+        Failure::Errno(errno)
+    }
+}
+
+/// What a pinned bpffs file stands for, as far as reading it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// A map: its file shows its entries.
+    Map,
+    /// An iterator link: reading its file runs the iterator program.
+    Iterator,
+    /// Anything else (a program, another link, a directory): the kernel
+    /// answers reads itself (`EIO`, `EISDIR`).
+    Other,
+}
+
+/// The content of a mutable file a session reads range by range.
+#[derive(Debug)]
+struct Snapshot {
+    id: u64,
+    path: String,
+    /// The content, in pieces (no reallocation copies while reading).
+    pieces: Vec<Vec<u8>>,
+    size: usize,
+    /// Its charge to the bytes in flight.
+    held: Vec<Held>,
+}
+
+impl Snapshot {
+    /// Bytes `offset..offset + len` (clipped to the content).
+    fn range(&self, offset: usize, len: usize) -> Vec<u8> {
+        let end = offset.saturating_add(len).min(self.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset));
+        let mut at = 0;
+        for piece in &self.pieces {
+            let (start, stop) = (at, at + piece.len());
+            at = stop;
+            if stop <= offset || start >= end {
+                continue;
+            }
+            out.extend_from_slice(&piece[offset.max(start) - start..end.min(stop) - start]);
+        }
+        out
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held.iter().map(Held::bytes).sum()
+    }
+}
+
+/// The snapshots of one session (see the module doc).
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    list: Vec<Snapshot>,
+    last_id: u64,
+}
+
+impl Snapshots {
+    /// Bytes the snapshots hold.
+    pub fn bytes(&self) -> usize {
+        self.list.iter().map(Snapshot::held_bytes).sum()
+    }
+}
+
+/// What a file operation needs from its session.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Charges replies and snapshots.
+    pub budget: &'a SessionBudget,
+    /// Decides what a pinned file may be read as.
+    pub policy: &'a Policy,
+    /// The session's snapshots.
+    pub snapshots: &'a mut Snapshots,
+}
 
 /// The path an operation names.
 pub fn op_path(op: &FileOp) -> Option<&str> {
     match op {
         FileOp::Read { path }
+        | FileOp::ReadRange { path, .. }
         | FileOp::Stat { path, .. }
         | FileOp::Statfs { path }
         | FileOp::Access { path, .. }
@@ -32,100 +170,353 @@ fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+fn last_errno() -> i32 {
+    errno_of(&std::io::Error::last_os_error())
+}
+
 /// Executes a path operation; `Fdinfo` is the session's business.
-pub fn execute(op: &FileOp) -> Result<FileReply, i32> {
-    let Some(path) = op_path(op) else {
-        return Err(libc::EINVAL);
-    };
-    let allowed = match op {
-        FileOp::Mkdir { .. } | FileOp::Unlink { .. } | FileOp::Rmdir { .. } => {
-            paths::is_mutable(path)
-        }
-        FileOp::Append { .. } => paths::is_appendable(path),
-        FileOp::Digest { .. } => paths::is_immutable(path),
-        FileOp::ReadDir { .. } => paths::is_listable(path),
-        _ => paths::is_guest_file(path),
-    };
-    if !allowed {
-        return Err(libc::EACCES);
-    }
-    let p = Path::new(path);
+pub fn execute(op: &FileOp, cx: &mut Context<'_>) -> Result<FileReply, Failure> {
     match op {
-        FileOp::Read { .. } => std::fs::read(p)
-            .map(FileReply::Data)
-            .map_err(|e| errno_of(&e)),
-        FileOp::ReadDir { .. } => std::fs::read_dir(p)
-            .and_then(|dir| {
-                let mut names = dir
-                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .collect::<std::io::Result<Vec<_>>>()?;
-                names.sort();
-                Ok(FileReply::Entries(names))
-            })
-            .map_err(|e| errno_of(&e)),
-        FileOp::Stat { follow, .. } => {
-            let md = if *follow {
-                std::fs::metadata(p)
+        FileOp::Read { path } => read(path, 0, FILE_CHUNK, 0, true, cx),
+        FileOp::ReadRange {
+            path,
+            offset,
+            len,
+            snapshot,
+        } => {
+            let offset = usize::try_from(*offset).map_err(|_| libc::EINVAL)?;
+            read(path, offset, *len as usize, *snapshot, false, cx)
+        }
+        FileOp::ReadDir { path } => read_dir(path, cx.budget),
+        FileOp::Stat { path, follow } => {
+            let fd = resolve::open(path, Access::Path { follow: *follow })?;
+            let m = File::from(fd).metadata().map_err(|e| errno_of(&e))?;
+            Ok(FileReply::Stat(stat_info(&m)))
+        }
+        FileOp::Statfs { path } => {
+            // Outside the key's bpffs paths: the mount's statfs, the same
+            // for every path there, existing or not (see
+            // `Policy::check_file`).
+            let path = if paths::is_bpffs(path) && !cx.policy.allows_bpffs_path(path) {
+                paths::BPFFS
             } else {
-                std::fs::symlink_metadata(p)
+                path
             };
-            md.map(|m| FileReply::Stat(stat_info(&m)))
-                .map_err(|e| errno_of(&e))
+            let fd = resolve::open(path, Access::Path { follow: true })?;
+            Ok(FileReply::Statfs(statfs(&fd)?))
         }
-        FileOp::Statfs { .. } => statfs(path).map(FileReply::Statfs),
-        FileOp::Access { mode, .. } => access(path, *mode).map(|()| FileReply::Done),
-        FileOp::Readlink { .. } => std::fs::read_link(p)
-            .map(|t| FileReply::Link(t.to_string_lossy().into_owned()))
-            .map_err(|e| errno_of(&e)),
-        FileOp::Mkdir { mode, .. } => {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(*mode & 0o7777)
-                .create(p)
-                .map(|()| FileReply::Done)
-                .map_err(|e| errno_of(&e))
+        FileOp::Access { path, mode } => {
+            let fd = resolve::open(path, Access::Path { follow: true })?;
+            access(&fd, *mode)?;
+            Ok(FileReply::Done)
         }
-        FileOp::Unlink { .. } => std::fs::remove_file(p)
-            .map(|()| FileReply::Done)
-            .map_err(|e| errno_of(&e)),
-        FileOp::Rmdir { .. } => std::fs::remove_dir(p)
-            .map(|()| FileReply::Done)
-            .map_err(|e| errno_of(&e)),
-        FileOp::Append { data, .. } => {
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(p)
-                .and_then(|mut f| f.write_all(data))
-                .map(|()| FileReply::Done)
-                .map_err(|e| errno_of(&e))
+        FileOp::Readlink { path } => {
+            let fd = resolve::open(path, Access::Path { follow: false })?;
+            Ok(FileReply::Link(readlink(&fd)?))
         }
-        FileOp::Digest { .. } => digest(p),
-        FileOp::Fdinfo { .. } => Err(libc::EINVAL),
+        FileOp::Mkdir { path, mode } => {
+            let (dir, name) = mutable_parent(path)?;
+            // SAFETY: `name` is NUL-terminated; `dir` is an open directory.
+            let r = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), *mode & 0o7777) };
+            done(r)
+        }
+        FileOp::Unlink { path } | FileOp::Rmdir { path } => {
+            let (dir, name) = mutable_parent(path)?;
+            let flags = if matches!(op, FileOp::Rmdir { .. }) {
+                libc::AT_REMOVEDIR
+            } else {
+                0
+            };
+            // SAFETY: `name` is NUL-terminated; `dir` is an open directory.
+            let r = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) };
+            done(r)
+        }
+        FileOp::Append { path, data } => {
+            if !paths::is_appendable(path) {
+                return Err(libc::EACCES.into());
+            }
+            let fd = resolve::open(path, Access::Append)?;
+            std::io::Write::write_all(&mut File::from(fd), data).map_err(|e| errno_of(&e))?;
+            Ok(FileReply::Done)
+        }
+        FileOp::Digest { path } => digest(path),
+        FileOp::Fdinfo { .. } => Err(libc::EINVAL.into()),
     }
 }
 
-/// SHA-256 and size of an immutable file, computed once per (path, size,
-/// mtime): hashing the 5 MB vmlinux BTF costs more than a round trip, and a
-/// module's BTF file changes only when the module is reloaded (new mtime).
-fn digest(p: &Path) -> Result<FileReply, i32> {
-    use sha2::Digest as _;
-    type Key = (std::path::PathBuf, u64, i64, i64);
-    static MEMO: std::sync::Mutex<Vec<(Key, [u8; 32], u64)>> = std::sync::Mutex::new(Vec::new());
-    let md = std::fs::metadata(p).map_err(|e| errno_of(&e))?;
-    let key: Key = (p.to_path_buf(), md.size(), md.mtime(), md.mtime_nsec());
-    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, sha256, size)) = memo.iter().find(|(k, _, _)| k == &key) {
-        return Ok(FileReply::Digest {
-            sha256: *sha256,
-            size: *size,
+fn done(r: libc::c_int) -> Result<FileReply, Failure> {
+    if r == 0 {
+        Ok(FileReply::Done)
+    } else {
+        Err(last_errno().into())
+    }
+}
+
+/// The directory of a bpffs path a client may create or remove, and its
+/// last component.
+fn mutable_parent(path: &str) -> Result<(OwnedFd, CString), i32> {
+    if !paths::is_mutable(path) {
+        return Err(libc::EACCES);
+    }
+    resolve::parent(path)
+}
+
+/// Opens served `path` for reading; a pinned object's bpffs file only if
+/// the policy allows reading what it is. Classified through an `O_PATH`
+/// handle before it is opened for reading (opening an iterator's file
+/// already prepares a run), and reopened through that same handle, so the
+/// file checked is the file read.
+fn open_for_read(path: &str, policy: &Policy) -> Result<File, Failure> {
+    if !paths::is_bpffs(path) {
+        return Ok(File::from(resolve::open(path, Access::Read)?));
+    }
+    let handle = resolve::open(path, Access::Path { follow: true })?;
+    let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
+    policy
+        .check_bpffs_read(pin_of(&own)?)
+        .map_err(Failure::Refused)?;
+    // SAFETY: `own` is NUL-terminated; it names our own O_PATH fd, which
+    // open(2) reopens (the same inode, whatever the path's name now is).
+    let fd = unsafe { libc::open(own.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_errno().into());
+    }
+    // SAFETY: open returned a new fd that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// What the bpffs file at `own` (our `/proc/self/fd/N` of it) stands for:
+/// `BPF_OBJ_GET` of it gives the object itself. Anything that cannot be
+/// told fails closed: a link whose type is unknown counts as an
+/// iterator, an object of no known kind (or a failing `BPF_OBJ_GET`, but
+/// for the `EACCES` of a directory) is not read at all.
+fn pin_of(own: &CString) -> Result<Pin, i32> {
+    let obj = match sys::obj_get(own) {
+        Ok(obj) => obj,
+        // Not a pin (a directory): the kernel answers the read itself.
+        Err(libc::EACCES) => return Ok(Pin::Other),
+        Err(e) => return Err(e),
+    };
+    let described = bpf_exec::describe(obj.as_raw_fd());
+    match described.link.as_str() {
+        "anon_inode:bpf-map" => Ok(Pin::Map),
+        "anon_inode:bpf-prog" => Ok(Pin::Other),
+        "anon_inode:bpf-link" | "anon_inode:bpf_link" => Ok(match described.link_type {
+            Some(t) if t != telebpf_abi::link_type::BPF_LINK_TYPE_ITER => Pin::Other,
+            _ => Pin::Iterator,
+        }),
+        _ => Err(libc::EACCES),
+    }
+}
+
+/// `len` bytes (at most [`FILE_CHUNK`]) of `path` from `offset`, from the
+/// content `snapshot` names (0: a new read). `whole`: the legacy
+/// `FileOp::Read`, which answers the whole file or `EFBIG`.
+fn read(
+    path: &str,
+    offset: usize,
+    len: usize,
+    snapshot: u64,
+    whole: bool,
+    cx: &mut Context<'_>,
+) -> Result<FileReply, Failure> {
+    if !paths::is_guest_file(path) {
+        return Err(libc::EACCES.into());
+    }
+    let len = len.min(FILE_CHUNK);
+    cx.budget.reserve_or_wait(reply_cost(len))?;
+    if snapshot & SESSION_SNAPSHOT != 0 {
+        return next_range(path, offset, len, snapshot, cx.snapshots);
+    }
+    let mut file = open_for_read(path, cx.policy)?;
+    if paths::is_immutable(path) {
+        match SharedFiles::global().get(path, &mut file) {
+            Ok(copy) => {
+                if snapshot != 0 && snapshot != copy.generation {
+                    return Err(libc::ESTALE.into());
+                }
+                let size = copy.bytes.len();
+                if whole {
+                    return if size <= len {
+                        Ok(FileReply::Data(copy.bytes.clone()))
+                    } else {
+                        Err(libc::EFBIG.into())
+                    };
+                }
+                let (start, end) = (offset.min(size), offset.saturating_add(len).min(size));
+                return Ok(FileReply::Range {
+                    size: size as u64,
+                    snapshot: if size <= len { 0 } else { copy.generation },
+                    data: copy.bytes[start..end].to_vec(),
+                });
+            }
+            // Read as any other file, from the start.
+            Err(NotShared::TooLarge) if snapshot == 0 => {
+                file = open_for_read(path, cx.policy)?;
+            }
+            Err(NotShared::TooLarge) => return Err(libc::ESTALE.into()),
+            Err(NotShared::Errno(e)) => return Err(e.into()),
+        }
+    } else if snapshot != 0 {
+        return Err(libc::ESTALE.into());
+    }
+    if offset != 0 {
+        // A read starts at 0; later ranges name its snapshot.
+        return Err(libc::EINVAL.into());
+    }
+    let snap = take_snapshot(path, &mut file, cx.budget, cx.snapshots)?;
+    if snap.size <= len {
+        let data = snap.range(0, len);
+        return Ok(if whole {
+            FileReply::Data(data)
+        } else {
+            FileReply::Range {
+                size: snap.size as u64,
+                snapshot: 0,
+                data,
+            }
         });
     }
-    let content = std::fs::read(p).map_err(|e| errno_of(&e))?;
-    let sha256: [u8; 32] = sha2::Sha256::digest(&content).into();
-    let size = content.len() as u64;
-    memo.push((key, sha256, size));
-    Ok(FileReply::Digest { sha256, size })
+    if whole {
+        return Err(libc::EFBIG.into());
+    }
+    let snaps = &mut *cx.snapshots;
+    snaps.last_id += 1;
+    let snap = Snapshot {
+        id: SESSION_SNAPSHOT | snaps.last_id,
+        ..snap
+    };
+    let reply = FileReply::Range {
+        size: snap.size as u64,
+        snapshot: snap.id,
+        data: snap.range(0, len),
+    };
+    if snaps.list.len() >= MAX_SNAPSHOTS {
+        snaps.list.remove(0);
+    }
+    snaps.list.push(snap);
+    Ok(reply)
+}
+
+/// A later range of the snapshot `id`, which must be of `path`: `ESTALE`
+/// if the session no longer holds it. The range that reaches the end lets
+/// the snapshot go.
+fn next_range(
+    path: &str,
+    offset: usize,
+    len: usize,
+    id: u64,
+    snaps: &mut Snapshots,
+) -> Result<FileReply, Failure> {
+    let i = snaps
+        .list
+        .iter()
+        .position(|s| s.id == id && s.path == path)
+        .ok_or(libc::ESTALE)?;
+    let snap = &snaps.list[i];
+    let data = snap.range(offset, len);
+    let reply = FileReply::Range {
+        size: snap.size as u64,
+        snapshot: id,
+        data,
+    };
+    if offset.saturating_add(len) >= snap.size {
+        snaps.list.remove(i);
+    }
+    Ok(reply)
+}
+
+/// Reads all of `file` into a snapshot charged to the bytes in flight:
+/// `ENOMEM` past the session's share (with the snapshots it holds); past
+/// the proxy's it waits for room, up to the stall timeout (`EAGAIN`).
+fn take_snapshot(
+    path: &str,
+    file: &mut File,
+    budget: &SessionBudget,
+    snaps: &Snapshots,
+) -> Result<Snapshot, i32> {
+    // Small first: most files (sysctls, event ids) are a few bytes.
+    const FIRST: usize = 64 << 10;
+    const PIECE: usize = 1 << 20;
+    let mut snap = Snapshot {
+        id: 0,
+        path: path.to_string(),
+        pieces: Vec::new(),
+        size: 0,
+        held: Vec::new(),
+    };
+    loop {
+        let want = if snap.pieces.is_empty() { FIRST } else { PIECE };
+        if snaps.bytes() + snap.held_bytes() + want > budget.share() {
+            return Err(libc::ENOMEM);
+        }
+        snap.held.push(budget.hold_or_wait(want)?);
+        let mut piece = Vec::with_capacity(want);
+        let got = file
+            .by_ref()
+            .take(want as u64)
+            .read_to_end(&mut piece)
+            .map_err(|e| errno_of(&e))?;
+        snap.size += got;
+        snap.pieces.push(piece);
+        if got < want {
+            return Ok(snap);
+        }
+    }
+}
+
+/// The names in listable directory `path` (only `/proc`), charged to the
+/// bytes in flight before they are sent.
+fn read_dir(path: &str, budget: &SessionBudget) -> Result<FileReply, Failure> {
+    if !paths::is_listable(path) {
+        return Err(libc::EACCES.into());
+    }
+    let mut names = std::fs::read_dir(path)
+        .and_then(|dir| {
+            dir.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(|e| errno_of(&e))?;
+    budget.reserve_or_wait(reply_cost(names.iter().map(|n| n.len() + 8).sum()))?;
+    names.sort();
+    Ok(FileReply::Entries(names))
+}
+
+/// SHA-256 and size of an immutable file, from the shared copy (hashed
+/// once per version, not per request: hashing the 5 MB vmlinux BTF costs
+/// more than a round trip).
+fn digest(path: &str) -> Result<FileReply, Failure> {
+    use sha2::Digest as _;
+    if !paths::is_immutable(path) {
+        return Err(libc::EACCES.into());
+    }
+    let mut file = File::from(resolve::open(path, Access::Read)?);
+    match SharedFiles::global().get(path, &mut file) {
+        Ok(copy) => Ok(FileReply::Digest {
+            sha256: copy.sha256,
+            size: copy.bytes.len() as u64,
+        }),
+        Err(NotShared::TooLarge) => {
+            // Hashed as it streams by; too large to keep.
+            let mut file = File::from(resolve::open(path, Access::Read)?);
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut size = 0u64;
+            loop {
+                let n = file.read(&mut buf).map_err(|e| errno_of(&e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Ok(FileReply::Digest {
+                sha256: hasher.finalize().into(),
+                size,
+            })
+        }
+        Err(NotShared::Errno(e)) => Err(e.into()),
+    }
 }
 
 fn stat_info(m: &std::fs::Metadata) -> StatInfo {
@@ -148,17 +539,12 @@ fn stat_info(m: &std::fs::Metadata) -> StatInfo {
     }
 }
 
-fn c_path(path: &str) -> Result<std::ffi::CString, i32> {
-    std::ffi::CString::new(path).map_err(|_| libc::EINVAL)
-}
-
-fn statfs(path: &str) -> Result<StatfsInfo, i32> {
-    let c = c_path(path)?;
+fn statfs(fd: &OwnedFd) -> Result<StatfsInfo, i32> {
     // SAFETY: statfs is plain data; all-zero is valid.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `s` is a valid statfs to fill.
-    if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(errno_of(&std::io::Error::last_os_error()));
+    // SAFETY: `fd` is open and `s` is a valid statfs to fill.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut s) } != 0 {
+        return Err(last_errno());
     }
     Ok(StatfsInfo {
         fs_type: s.f_type,
@@ -169,32 +555,229 @@ fn statfs(path: &str) -> Result<StatfsInfo, i32> {
     })
 }
 
-fn access(path: &str, mode: i32) -> Result<(), i32> {
-    let c = c_path(path)?;
-    // SAFETY: `c` is NUL-terminated.
-    if unsafe { libc::access(c.as_ptr(), mode) } != 0 {
-        return Err(errno_of(&std::io::Error::last_os_error()));
+/// `faccessat2(fd, "", mode, AT_EMPTY_PATH)`: access(2) of the file `fd`
+/// names (Linux 5.8).
+fn access(fd: &OwnedFd, mode: i32) -> Result<(), i32> {
+    // SAFETY: the empty path is a static NUL-terminated string; with
+    // AT_EMPTY_PATH the call acts on `fd` itself.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(last_errno());
     }
     Ok(())
+}
+
+/// `readlinkat(fd, "")`: the target of the symlink `fd` (an `O_PATH`
+/// handle of the link itself) names.
+fn readlink(fd: &OwnedFd) -> Result<String, i32> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `buf` is valid for writes of its length; the empty path
+    // makes the call act on `fd` itself.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(last_errno());
+    }
+    buf.truncate(n as usize);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run(op: FileOp) -> Result<FileReply, Failure> {
+        let budget = SessionBudget::default();
+        let policy = Policy::full();
+        let mut snapshots = Snapshots::default();
+        execute(
+            &op,
+            &mut Context {
+                budget: &budget,
+                policy: &policy,
+                snapshots: &mut snapshots,
+            },
+        )
+    }
+
     #[test]
     fn refused_ops_get_eacces() {
+        let eacces = Err(Failure::Errno(libc::EACCES));
+        for op in [
+            FileOp::Read {
+                path: "/etc/passwd".into(),
+            },
+            FileOp::Stat {
+                path: "/etc/passwd".into(),
+                follow: true,
+            },
+            FileOp::Stat {
+                path: "/nonexistent".into(),
+                follow: true,
+            },
+            FileOp::Unlink {
+                path: "/proc/kallsyms".into(),
+            },
+            FileOp::Mkdir {
+                path: "/etc".into(),
+                mode: 0o755,
+            },
+            FileOp::Mkdir {
+                path: "/nonexistent".into(),
+                mode: 0o755,
+            },
+            FileOp::Digest {
+                path: "/proc/kallsyms".into(),
+            },
+            FileOp::Read {
+                path: "/proc/sys/kernel/cad_pid".into(),
+            },
+        ] {
+            assert_eq!(run(op.clone()), eacces, "{op:?}");
+        }
+    }
+
+    #[test]
+    fn snapshot_ranges() {
+        let snap = Snapshot {
+            id: 1,
+            path: "/p".into(),
+            pieces: vec![b"abc".to_vec(), b"defg".to_vec(), b"h".to_vec()],
+            size: 8,
+            held: Vec::new(),
+        };
+        assert_eq!(snap.range(0, 8), b"abcdefgh");
+        assert_eq!(snap.range(2, 3), b"cde");
+        assert_eq!(snap.range(3, 4), b"defg");
+        assert_eq!(snap.range(6, 100), b"gh");
+        assert_eq!(snap.range(8, 1), b"");
+        assert_eq!(snap.range(100, 1), b"");
+    }
+
+    /// A mutable file larger than a reply is read range by range from one
+    /// snapshot, which the last range lets go; a snapshot id the session
+    /// does not hold answers ESTALE.
+    #[test]
+    fn kallsyms_in_ranges() {
+        let Ok(local) = std::fs::read("/proc/kallsyms") else {
+            return;
+        };
+        if local.len() <= FILE_CHUNK {
+            return;
+        }
+        let budget = SessionBudget::default();
+        let policy = Policy::full();
+        let mut snapshots = Snapshots::default();
+        let mut cx = Context {
+            budget: &budget,
+            policy: &policy,
+            snapshots: &mut snapshots,
+        };
+        let path = "/proc/kallsyms".to_string();
+        let range = |offset, snapshot, cx: &mut Context<'_>| {
+            execute(
+                &FileOp::ReadRange {
+                    path: path.clone(),
+                    offset,
+                    len: u32::MAX,
+                    snapshot,
+                },
+                cx,
+            )
+        };
+        let Ok(FileReply::Range {
+            size,
+            snapshot,
+            data,
+        }) = range(0, 0, &mut cx)
+        else {
+            panic!("no first range");
+        };
+        assert_ne!(snapshot, 0);
+        assert_eq!(data.len(), FILE_CHUNK);
+        let mut all = data;
+        while (all.len() as u64) < size {
+            let Ok(FileReply::Range { data, .. }) = range(all.len() as u64, snapshot, &mut cx)
+            else {
+                panic!("no range at {}", all.len());
+            };
+            assert!(!data.is_empty());
+            all.extend(data);
+        }
+        assert_eq!(all.len() as u64, size);
+        assert!(cx.snapshots.list.is_empty(), "the last range lets it go");
         assert_eq!(
-            execute(&FileOp::Read {
-                path: "/etc/passwd".into()
-            }),
-            Err(libc::EACCES)
+            range(0, snapshot, &mut cx),
+            Err(Failure::Errno(libc::ESTALE))
         );
+        // The legacy whole-file read of it is too large.
         assert_eq!(
-            execute(&FileOp::Unlink {
-                path: "/proc/kallsyms".into()
+            execute(&FileOp::Read { path: path.clone() }, &mut cx),
+            Err(Failure::Errno(libc::EFBIG))
+        );
+        // Small files come whole.
+        let Ok(FileReply::Range { size, snapshot, .. }) = execute(
+            &FileOp::ReadRange {
+                path: "/proc/sys/kernel/pid_max".into(),
+                offset: 0,
+                len: 4096,
+                snapshot: 0,
+            },
+            &mut cx,
+        ) else {
+            panic!("pid_max");
+        };
+        assert!(size > 0);
+        assert_eq!(snapshot, 0);
+    }
+
+    /// The shared copy answers every range of an immutable file and its
+    /// digest.
+    #[test]
+    fn btf_from_the_shared_copy() {
+        let Ok(local) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            return;
+        };
+        let path = "/sys/kernel/btf/vmlinux".to_string();
+        let Ok(FileReply::Digest { sha256, size }) = run(FileOp::Digest { path: path.clone() })
+        else {
+            panic!("digest");
+        };
+        use sha2::Digest as _;
+        assert_eq!(sha256, <[u8; 32]>::from(sha2::Sha256::digest(&local)));
+        assert_eq!(size, local.len() as u64);
+        let Ok(FileReply::Range { data, snapshot, .. }) = run(FileOp::ReadRange {
+            path: path.clone(),
+            offset: 1000,
+            len: 100,
+            snapshot: 0,
+        }) else {
+            panic!("range");
+        };
+        assert_eq!(data, &local[1000..1100]);
+        assert_ne!(snapshot, 0);
+        assert_eq!(
+            run(FileOp::ReadRange {
+                path,
+                offset: 0,
+                len: 100,
+                snapshot: snapshot + 1000,
             }),
-            Err(libc::EACCES)
+            Err(Failure::Errno(libc::ESTALE))
         );
     }
 }

@@ -13,7 +13,9 @@
 //! runs one client's conversation (handshake on the async runtime, then a
 //! blocking loop on a thread of its own); [`registry`] lets shutdown reach
 //! the live sessions; [`bpf_exec`] turns a forwarded call into a
-//! checked syscall; [`files`] decides which files a client may see; [`facts`]
+//! checked syscall; [`files`] decides which files a client may see,
+//! [`resolve`] opens them without leaving the allow-list and
+//! [`shared_files`] keeps one copy of each immutable one; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`limits`] bounds what clients can make
 //! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
@@ -39,8 +41,10 @@ pub mod policy;
 pub mod progcheck;
 pub mod registry;
 pub mod rings;
+pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod shared_files;
 pub mod streams;
 mod sys;
 

@@ -338,6 +338,93 @@ impl SessionBudget {
     }
 }
 
+/// Bytes a session holds beyond its current request, charged to the
+/// proxy's bytes in flight until dropped (see [`SessionBudget::hold`]).
+#[derive(Debug)]
+pub struct Held {
+    gov: Option<Arc<Governor>>,
+    bytes: usize,
+}
+
+impl Held {
+    /// The bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(gov) = &self.gov {
+            gov.inflight.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+impl SessionBudget {
+    /// [`SessionBudget::reserve`] with back-pressure: past the proxy's
+    /// share it waits for room (others' replies going out) up to the stall
+    /// timeout before it answers `EAGAIN`. For replies a client asks for
+    /// one after another (a file's ranges), where waiting is better than
+    /// failing.
+    pub fn reserve_or_wait(&self, bytes: usize) -> Result<(), i32> {
+        let Some(gov) = &self.gov else { return Ok(()) };
+        let deadline = Instant::now() + gov.args.stall_timeout();
+        loop {
+            match self.reserve(bytes) {
+                Err(libc::EAGAIN) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The most bytes one session may have in flight
+    /// (`--max-inflight-per-session`; unlimited without a governor).
+    pub fn share(&self) -> usize {
+        self.gov
+            .as_ref()
+            .map_or(usize::MAX, |g| g.args.max_inflight_per_session)
+    }
+
+    /// Charges `bytes` that outlive the current request (a snapshot of a
+    /// file the client reads range by range) to the proxy's bytes in
+    /// flight, until the returned [`Held`] is dropped: `EAGAIN` past the
+    /// proxy's limit. The caller keeps such bytes of a session within
+    /// [`SessionBudget::share`].
+    pub fn hold(&self, bytes: usize) -> Result<Held, i32> {
+        let Some(gov) = &self.gov else {
+            return Ok(Held { gov: None, bytes });
+        };
+        if !try_add(&gov.inflight, bytes, gov.args.max_inflight) {
+            return Err(libc::EAGAIN);
+        }
+        Ok(Held {
+            gov: Some(gov.clone()),
+            bytes,
+        })
+    }
+
+    /// [`SessionBudget::hold`] with back-pressure: past the proxy's limit
+    /// it waits for room up to the stall timeout before it answers
+    /// `EAGAIN`.
+    pub fn hold_or_wait(&self, bytes: usize) -> Result<Held, i32> {
+        let Some(gov) = &self.gov else {
+            return self.hold(bytes);
+        };
+        let deadline = Instant::now() + gov.args.stall_timeout();
+        loop {
+            match self.hold(bytes) {
+                Err(libc::EAGAIN) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Drop for SessionBudget {
     fn drop(&mut self) {
         self.release();
@@ -375,6 +462,35 @@ pub fn set_socket_timeouts(
         }
     }
     Ok(())
+}
+
+/// Waits until the socket `fd` can take more bytes (`POLLOUT`), at most
+/// `timeout`; whether it can. A reply that may be large (a file's range)
+/// is made only then: a peer that stopped reading leaves its replies in
+/// its socket's buffer (the kernel's, bounded by the send buffer), not in
+/// the proxy's memory, and its session ends after the stall timeout.
+pub fn wait_writable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            // Writable, or hung up / in error: the send says which.
+            return true;
+        }
+        let interrupted =
+            r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted || Instant::now() >= deadline {
+            return r < 0 && !interrupted;
+        }
+    }
 }
 
 /// Gives the memory a finished session freed back to the system.
@@ -456,6 +572,51 @@ mod tests {
         assert!(gate(60));
         s2.release();
         assert_eq!(gov.inflight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn held_bytes_and_waiting_for_room() {
+        let gov = Governor::new(args());
+        let s1 = gov.session();
+        let s2 = gov.session();
+        assert_eq!(s1.share(), 100);
+        let held = s1.hold(120).unwrap();
+        assert_eq!(held.bytes(), 120);
+        assert_eq!(s2.hold(40).unwrap_err(), libc::EAGAIN);
+        let t0 = Instant::now();
+        assert_eq!(s2.hold_or_wait(40).unwrap_err(), libc::EAGAIN);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        // The request's own bytes come and go beside what is held.
+        assert_eq!(s1.reserve(20), Ok(()));
+        s1.release();
+        assert_eq!(gov.inflight.load(Ordering::Acquire), 120);
+        // Waiting: no room within the stall timeout, then room.
+        let t0 = Instant::now();
+        assert_eq!(s2.reserve_or_wait(40), Err(libc::EAGAIN));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        let freer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+        });
+        assert_eq!(s2.reserve_or_wait(40), Ok(()));
+        freer.join().unwrap();
+        assert_eq!(s2.reserve_or_wait(101), Err(libc::ENOMEM));
+        s2.release();
+        assert_eq!(gov.inflight.load(Ordering::Acquire), 0);
+        assert_eq!(SessionBudget::default().share(), usize::MAX);
+    }
+
+    #[test]
+    fn writable_until_the_peer_stops_reading() {
+        use std::os::fd::AsRawFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(wait_writable(a.as_raw_fd(), Duration::from_millis(10)));
+        a.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 4096];
+        while std::io::Write::write(&mut &a, &chunk).is_ok() {}
+        let t0 = Instant::now();
+        assert!(!wait_writable(a.as_raw_fd(), Duration::from_millis(50)));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]

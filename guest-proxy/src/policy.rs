@@ -12,9 +12,12 @@
 //!   `BPF_LINK_CREATE` may name (lower case without `BPF_PROG_TYPE_`,
 //!   `BPF_MAP_TYPE_`, `BPF_`). Any list may hold `"*"` (everything, also
 //!   numbers this build has no name for) or bare numbers;
-//! * `[bpffs]`: the path prefixes `BPF_OBJ_PIN`/`BPF_OBJ_GET` and bpffs
-//!   `mkdir`/`unlink`/`rmdir` may name, and whether directories may be
-//!   made (`mkdir`) and pins removed (`unpin`);
+//! * `[bpffs]`: the path prefixes `BPF_OBJ_PIN`/`BPF_OBJ_GET` and every
+//!   bpffs file operation (read, stat, statfs, access, readlink, `mkdir`,
+//!   `unlink`, `rmdir`) may name, and whether directories may be made
+//!   (`mkdir`) and pins removed (`unpin`); reading a pinned map's file
+//!   also needs `map_lookup_elem`, a pinned iterator's `iter_create` and
+//!   attach type `trace_iter`;
 //! * the requests that are no `bpf()` call: `perf_events`
 //!   (`perf_event_open` and its ioctls), `probe_events` (appends to
 //!   `kprobe_events`/`uprobe_events`), `map_mmap_read` and `map_mmap_write`
@@ -31,9 +34,9 @@
 //!
 //! Everything a policy file does not grant is refused: a missing list is
 //! empty, a missing switch is `false`. Reading the files that describe the
-//! kernel (BTF, kallsyms, …; see `telebpf_protocol::paths`) is always
-//! allowed, because no tool starts without them and they hold no secret a
-//! listing would not show. The README documents every key.
+//! kernel (BTF, kallsyms, …; see `telebpf_protocol::paths`; bpffs aside)
+//! is always allowed, because no tool starts without them and they hold no
+//! secret a listing would not show. The README documents every key.
 //!
 //! A refused request is not executed: the session answers
 //! [`telebpf_protocol::message::Reply::Refused`] (the host program gets
@@ -835,30 +838,53 @@ impl Policy {
         }
     }
 
+    /// The checks of a file request. In bpffs, the path rule comes first
+    /// and nothing is looked up before it, so outside a key's allowed
+    /// paths every operation answers the same whether or not the path
+    /// exists; paths outside bpffs are the file allow-list's business
+    /// (`crate::files`), which answers `EACCES` just as uniformly.
     fn check_file(&self, op: &FileOp) -> Result<(), Denied> {
         match op {
             FileOp::Mkdir { path, .. } => {
+                if !paths::is_bpffs(path) {
+                    return Ok(());
+                }
+                self.check_bpffs_path("mkdir in bpffs", path)?;
                 // libbpf makes the parent directory of every pin and
                 // ignores EEXIST: a directory that already exists is
                 // created by nobody, so the guest may answer EEXIST as it
-                // would (the race with a concurrent rmdir can only recreate
-                // an empty directory under an allowed path).
-                let exists = || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+                // would (inside the allowed paths, where the key may stat
+                // anyway; the race with a concurrent rmdir can only
+                // recreate an empty directory there).
+                // Looked up as the operation itself would resolve it (no
+                // symlink on the way), so a planted link cannot make this
+                // tell about a place outside bpffs.
+                let exists = || {
+                    crate::resolve::open(path, crate::resolve::Access::Path { follow: false })
+                        .and_then(|fd| {
+                            std::fs::File::from(fd)
+                                .metadata()
+                                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                        })
+                        .is_ok_and(|m| m.is_dir())
+                };
                 allow(
                     self.bpffs.mkdir || exists(),
                     "mkdir in bpffs",
                     "bpffs.mkdir is false".into(),
-                )?;
-                self.check_bpffs_path("mkdir in bpffs", path)
+                )
             }
             FileOp::Unlink { path } | FileOp::Rmdir { path } => {
+                if !paths::is_bpffs(path) {
+                    return Ok(());
+                }
                 let what = if matches!(op, FileOp::Unlink { .. }) {
                     "unpinning (unlink in bpffs)"
                 } else {
                     "rmdir in bpffs"
                 };
-                allow(self.bpffs.unpin, what, "bpffs.unpin is false".into())?;
-                self.check_bpffs_path(what, path)
+                self.check_bpffs_path(what, path)?;
+                allow(self.bpffs.unpin, what, "bpffs.unpin is false".into())
             }
             FileOp::Append { path, .. } => {
                 let file = path.rsplit('/').next().unwrap_or(path);
@@ -868,27 +894,79 @@ impl Policy {
                     "probe_events is false".into(),
                 )
             }
-            FileOp::Read { .. }
-            | FileOp::Stat { .. }
-            | FileOp::Statfs { .. }
-            | FileOp::Access { .. }
-            | FileOp::Readlink { .. }
-            | FileOp::Digest { .. }
-            | FileOp::ReadDir { .. }
-            | FileOp::Fdinfo { .. } => Ok(()),
+            // Outside the allowed paths a bpffs statfs is answered for the
+            // mount itself, never for the path (`crate::files`): the same
+            // answer for every such path, existing or not, and what bpftool
+            // needs to see before it pins (it statfs-es the pin's
+            // directory, then its parent).
+            FileOp::Statfs { .. } => Ok(()),
+            FileOp::Read { path }
+            | FileOp::ReadRange { path, .. }
+            | FileOp::Stat { path, .. }
+            | FileOp::Access { path, .. }
+            | FileOp::Readlink { path }
+            | FileOp::Digest { path }
+            | FileOp::ReadDir { path } => {
+                if !paths::is_bpffs(path) {
+                    return Ok(());
+                }
+                let what = match op {
+                    FileOp::Read { .. } | FileOp::ReadRange { .. } => "reading a file in bpffs",
+                    FileOp::Stat { .. } => "stat in bpffs",
+                    FileOp::Access { .. } => "access in bpffs",
+                    FileOp::Readlink { .. } => "readlink in bpffs",
+                    FileOp::Digest { .. } => "digest in bpffs",
+                    _ => "reading a directory in bpffs",
+                };
+                self.check_bpffs_path(what, path)
+            }
+            FileOp::Fdinfo { .. } => Ok(()),
+        }
+    }
+
+    /// Whether the bpffs file of `pin` may be read (its path already
+    /// passed [`Policy::check`]): a map's file shows its entries, as
+    /// `BPF_MAP_LOOKUP_ELEM` would; an iterator's runs the iterator
+    /// program, as `BPF_ITER_CREATE` and a read of its fd would, so it
+    /// needs `iter_create` and the iterator's attach type `trace_iter`.
+    pub fn check_bpffs_read(&self, pin: crate::files::Pin) -> Result<(), Denied> {
+        use crate::files::Pin;
+        match pin {
+            Pin::Map => allow(
+                self.commands.contains(cmd::BPF_MAP_LOOKUP_ELEM),
+                "reading a pinned map's file",
+                "'map_lookup_elem' is not in commands".into(),
+            ),
+            Pin::Iterator => {
+                allow(
+                    self.commands.contains(cmd::BPF_ITER_CREATE),
+                    "reading a pinned iterator",
+                    "'iter_create' is not in commands".into(),
+                )?;
+                allow(
+                    self.attach_types.contains(attach_type::BPF_TRACE_ITER),
+                    "reading a pinned iterator",
+                    "'trace_iter' is not in attach_types".into(),
+                )
+            }
+            Pin::Other => Ok(()),
         }
     }
 
     /// Whether `path` lies under one of the bpffs prefixes (component-wise,
     /// after the same cleanliness check the file allow-list makes).
-    fn check_bpffs_path(&self, what: &str, path: &str) -> Result<(), Denied> {
-        if paths::is_clean(path)
+    pub fn allows_bpffs_path(&self, path: &str) -> bool {
+        paths::is_clean(path)
             && self
                 .bpffs
                 .paths
                 .iter()
                 .any(|p| Path::new(path).starts_with(p))
-        {
+    }
+
+    /// [`Policy::allows_bpffs_path`] as a check: the refusal of `what`.
+    fn check_bpffs_path(&self, what: &str, path: &str) -> Result<(), Denied> {
+        if self.allows_bpffs_path(path) {
             return Ok(());
         }
         Err(Denied {
@@ -1521,6 +1599,103 @@ mod tests {
         assert_eq!(f.keys[1].file, Path::new("/k/tool.key"));
         assert_eq!(*f.keys[1].policy, Policy::full());
         assert!(Arc::ptr_eq(&f.keys[2].policy, &f.rules));
+    }
+
+    /// Every bpffs file operation obeys `[bpffs] paths`, and outside them
+    /// an existing and a missing path get the same refusal; reading a
+    /// pinned file needs what reading the object needs.
+    #[test]
+    fn bpffs_files_follow_the_paths_and_the_commands() {
+        use crate::files::Pin;
+        let p =
+            parse("commands = [\"map_lookup_elem\"]\n[bpffs]\npaths = [\"/sys/fs/bpf/mine\"]\n")
+                .unwrap()
+                .rules;
+        let ops = |path: &str| {
+            let path = path.to_string();
+            vec![
+                FileOp::Read { path: path.clone() },
+                FileOp::ReadRange {
+                    path: path.clone(),
+                    offset: 0,
+                    len: 10,
+                    snapshot: 0,
+                },
+                FileOp::Stat {
+                    path: path.clone(),
+                    follow: false,
+                },
+                FileOp::Statfs { path: path.clone() },
+                FileOp::Access {
+                    path: path.clone(),
+                    mode: 0,
+                },
+                FileOp::Readlink { path: path.clone() },
+                FileOp::Digest { path: path.clone() },
+                FileOp::Mkdir {
+                    path: path.clone(),
+                    mode: 0o700,
+                },
+                FileOp::Unlink { path: path.clone() },
+                FileOp::Rmdir { path },
+            ]
+        };
+        for op in ops("/sys/fs/bpf/mine/x") {
+            let allowed = p.check(&Request::File(op.clone()));
+            match op {
+                FileOp::Mkdir { .. } => {
+                    assert_eq!(allowed.unwrap_err().rule, "bpffs.mkdir is false")
+                }
+                FileOp::Unlink { .. } | FileOp::Rmdir { .. } => {
+                    assert_eq!(allowed.unwrap_err().rule, "bpffs.unpin is false")
+                }
+                _ => assert!(allowed.is_ok(), "{op:?}"),
+            }
+        }
+        // `/sys/fs/bpf` exists, `/sys/fs/bpf/tbnowhere…` does not: the
+        // same answer, the path aside.
+        let missing = "/sys/fs/bpf/tbnowhere/x";
+        for (a, b) in ops("/sys/fs/bpf").into_iter().zip(ops(missing)) {
+            if matches!(a, FileOp::Statfs { .. }) {
+                // Answered for the mount, not the path (crate::files).
+                assert!(p.check(&Request::File(a)).is_ok());
+                assert!(p.check(&Request::File(b)).is_ok());
+                assert!(!p.allows_bpffs_path(missing));
+                continue;
+            }
+            let a = p.check(&Request::File(a)).unwrap_err();
+            let b = p.check(&Request::File(b)).unwrap_err();
+            assert!(a.what.ends_with("outside the allowed paths"), "{a:?}");
+            assert_eq!(a.what, b.what);
+            assert_eq!(
+                a.rule.replace("\"/sys/fs/bpf\"", "P"),
+                b.rule.replace(&format!("{missing:?}"), "P")
+            );
+        }
+        // Outside bpffs the allow-list answers (EACCES), whatever exists.
+        for op in ops("/etc").into_iter().chain(ops("/tbnowhere")) {
+            assert!(p.check(&Request::File(op)).is_ok());
+        }
+        assert!(p.check_bpffs_read(Pin::Map).is_ok());
+        assert!(p.check_bpffs_read(Pin::Other).is_ok());
+        let d = p.check_bpffs_read(Pin::Iterator).unwrap_err();
+        assert_eq!(d.rule, "'iter_create' is not in commands");
+        let iter = parse("commands = [\"iter_create\"]\nattach_types = [\"trace_iter\"]\n")
+            .unwrap()
+            .rules;
+        assert!(iter.check_bpffs_read(Pin::Iterator).is_ok());
+        assert_eq!(
+            iter.check_bpffs_read(Pin::Map).unwrap_err().rule,
+            "'map_lookup_elem' is not in commands"
+        );
+        let no_attach = parse("commands = [\"iter_create\"]\n").unwrap().rules;
+        assert_eq!(
+            no_attach.check_bpffs_read(Pin::Iterator).unwrap_err().rule,
+            "'trace_iter' is not in attach_types"
+        );
+        for pin in [Pin::Map, Pin::Iterator, Pin::Other] {
+            assert!(Policy::full().check_bpffs_read(pin).is_ok());
+        }
     }
 
     #[test]

@@ -63,8 +63,8 @@ pub enum ConfigError {
         /// Why it does not parse.
         reason: String,
     },
-    /// A key file cannot be used.
-    #[error("key file {path}: {source}")]
+    /// A key file cannot be used (the error names the file).
+    #[error("{source}")]
     Key {
         /// The file.
         path: PathBuf,

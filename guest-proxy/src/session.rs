@@ -65,6 +65,8 @@ pub struct Session {
     /// Per-pointer kernel-memory reads served, and their bytes: too many
     /// to audit one by one, so the session's end tells the totals.
     kernel_reads: (u64, u64),
+    /// The files it reads range by range.
+    snapshots: files::Snapshots,
 }
 
 impl PerfFds for Session {
@@ -129,6 +131,7 @@ impl Session {
             audit: None,
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
+            snapshots: files::Snapshots::default(),
         }
     }
 
@@ -153,6 +156,11 @@ impl Session {
             .check(req)
             .and_then(|()| crate::guard::check(req, &self.grant, self))
             .err()?;
+        Some(self.refuse(denied))
+    }
+
+    /// The refusal to answer for `denied` (logged and audited here).
+    fn refuse(&self, denied: policy::Denied) -> Reply {
         let policy = self.grant.policy.name();
         log::info(format_args!(
             "session {}: policy '{policy}' of key '{}' refuses {} ({})",
@@ -167,12 +175,12 @@ impl Session {
                 rule: &denied.rule,
             });
         }
-        Some(Reply::Refused(Refusal {
+        Reply::Refused(Refusal {
             what: denied.what,
             rule: denied.rule,
             key: self.grant.name.clone(),
             policy: policy.to_string(),
-        }))
+        })
     }
 
     /// Writes the audit record of a request that created or changed
@@ -308,24 +316,36 @@ impl Session {
                 Err(libc::EBADF)
             })),
             Request::File(op) => {
-                let result = files::execute(&op);
+                let mut cx = files::Context {
+                    budget: &self.budget,
+                    policy: &self.grant.policy,
+                    snapshots: &mut self.snapshots,
+                };
+                let result = files::execute(&op, &mut cx);
                 log::debug(format_args!(
                     "session {}: file {} -> {}",
                     self.id,
                     files::op_path(&op).unwrap_or("?"),
                     match &result {
                         Ok(_) => "ok".to_string(),
-                        Err(e) => format!("errno {e}"),
+                        Err(files::Failure::Errno(e)) => format!("errno {e}"),
+                        Err(files::Failure::Refused(d)) => format!("refused: {}", d.rule),
                     }
                 ));
-                if result == Err(libc::EACCES) {
-                    log::info(format_args!(
-                        "session {}: refused {:?} (not a kernel-describing file)",
-                        self.id,
-                        files::op_path(&op).unwrap_or("?")
-                    ));
+                match result {
+                    Ok(reply) => Some(Reply::File(Ok(reply))),
+                    Err(files::Failure::Refused(denied)) => Some(self.refuse(denied)),
+                    Err(files::Failure::Errno(errno)) => {
+                        if errno == libc::EACCES {
+                            log::info(format_args!(
+                                "session {}: refused {:?} (not a kernel-describing file)",
+                                self.id,
+                                files::op_path(&op).unwrap_or("?")
+                            ));
+                        }
+                        Some(Reply::File(Err(errno)))
+                    }
                 }
-                Some(Reply::File(result))
             }
             Request::Ping(payload) => Some(Reply::Pong(payload)),
             Request::PerfEventOpen {
@@ -749,6 +769,20 @@ fn converse(
             }
             Ok(req) => {
                 first = false;
+                // A file's range is made only once the peer can take it
+                // (see `limits::wait_writable`): a reader that stopped
+                // reading holds no reply of ours while it stalls.
+                if matches!(
+                    req,
+                    Request::File(FileOp::Read { .. } | FileOp::ReadRange { .. })
+                ) && !limits::wait_writable(
+                    std::os::fd::AsRawFd::as_raw_fd(tx.stream()),
+                    ctx.governor.args.stall_timeout(),
+                ) {
+                    return "peer stalled: it stopped reading, and a file's next range waited \
+                            for room in vain for the stall timeout"
+                        .to_string();
+                }
                 session.handle(req)
             }
             Err(e) => Some(Reply::Error(ErrorReply {
@@ -761,6 +795,10 @@ fn converse(
                 Ok(b) => b,
                 Err(e) => return format!("cannot encode a reply: {e}"),
             };
+            // Its content is in `bytes` now: held once, not twice, while
+            // the send waits for a slow peer (the charge of a file range
+            // counts the encoded reply and its sealed frame).
+            drop(reply);
             if let Err(e) = tx.send(&bytes) {
                 return send_failure(&e);
             }

@@ -59,6 +59,27 @@ pub fn object_info(fd: i32, info: &mut [u8]) -> Result<usize, i32> {
     Ok(u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]) as usize)
 }
 
+/// `BPF_OBJ_GET` of `path` (read-write, as root): the object pinned there.
+pub fn obj_get(path: &std::ffi::CStr) -> Result<std::os::fd::OwnedFd, i32> {
+    use std::os::fd::FromRawFd;
+    let mut attr = [0u8; 24];
+    let p = path.as_ptr() as u64;
+    attr[telebpf_abi::off::obj::PATHNAME..][..8].copy_from_slice(&p.to_le_bytes());
+    // SAFETY: `attr.pathname` points to `path`, NUL-terminated and alive
+    // for the call; the kernel writes nothing through the attr.
+    let fd = unsafe {
+        bpf(
+            telebpf_abi::cmd::BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+            std::ptr::null_mut(),
+            0,
+        )
+    }?;
+    // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Closes an fd the proxy owns.
 pub fn close(fd: i32) {
     // SAFETY: closing an integer fd has no memory-safety effect; the

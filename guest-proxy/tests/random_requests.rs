@@ -89,6 +89,8 @@ fn random_path(r: &mut Rng) -> String {
         "/proc/self/",
         "relative/",
         "/sys/kernel/btf/../../../etc/",
+        "/sys/bus/event_source/devices/",
+        "/proc/kallsyms",
     ];
     let base = BASES[r.below(BASES.len() as u64) as usize];
     let tail: String = (0..r.below(12))
@@ -107,7 +109,13 @@ fn random_request(r: &mut Rng) -> Request {
             fd: r.below(64) as i32 - 2,
             len: r.next() as u32,
         },
-        8 => Request::File(match r.below(6) {
+        8 => Request::File(match r.below(7) {
+            5 => FileOp::ReadRange {
+                path: random_path(r),
+                offset: (r.next() % 4) << 17,
+                len: r.next() as u32,
+                snapshot: [0, r.next(), 1 << 63 | r.below(4)][r.below(3) as usize],
+            },
             0 => FileOp::Read {
                 path: random_path(r),
             },

@@ -2,7 +2,15 @@
 //!
 //! A guest file becomes a memfd holding the guest's bytes, so `read`,
 //! `fstat`, `lseek`, `mmap` (libbpf maps the BTF file) and `fdopen` need no
-//! interposition at all. Immutable files (BTF, kernel config) are fetched
+//! interposition at all. The bytes arrive range by range, one reply of at
+//! most `FILE_CHUNK` at a time (`telebpf_client::ranges`).
+//!
+//! What is forwarded: `open`/`fopen` of an allow-listed kernel file
+//! (`telebpf_protocol::paths`), `stat`/`lstat`/`fstatat`/`statfs`/
+//! `access`/`readlink` of one (bpffs included), and `mkdir`/`unlink`/
+//! `rmdir` in bpffs. Not forwarded: `open` of a bpffs path (a pin's file,
+//! which `cat` would read) goes to the host's own bpffs, and `statx`
+//! (coreutils' `stat` and `ls`) is not interposed. Immutable files (BTF, kernel config) are fetched
 //! once per process and kept as sealed memfds; every later `open` reopens the
 //! memfd through `/proc/self/fd`, which gives a new open file with its own
 //! offset, as opening the path again would.
@@ -185,15 +193,7 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     }
     let fd = match immutable.then(cache_dir).flatten() {
         Some(dir) => cached_file(&dir, path)?,
-        None => {
-            let FileReply::Data(content) = file_op(FileOp::Read {
-                path: path.to_string(),
-            })?
-            else {
-                return Err(Failure(libc::EPROTO));
-            };
-            memfd_with(path, &content, immutable)?
-        }
+        None => memfd_with(path, &read_whole(path)?, immutable)?,
     };
     let raw = if immutable {
         let inode = crate::objects::inode_of(fd.as_raw_fd()).unwrap_or_default();
@@ -207,6 +207,20 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
     Ok(raw)
 }
 
+/// The whole content of guest file `path`, range by range (see
+/// [`telebpf_client::ranges`]).
+fn read_whole(path: &str) -> Result<Vec<u8>, Failure> {
+    telebpf_client::ranges::read_whole(path, file_op, malformed, stale)
+}
+
+fn malformed() -> Failure {
+    Failure(libc::EPROTO)
+}
+
+fn stale(f: &Failure) -> bool {
+    f.0 == libc::ESTALE
+}
+
 /// Where immutable guest files are kept across processes (see
 /// [`telebpf_client::cache::dir`]).
 fn cache_dir() -> Option<std::path::PathBuf> {
@@ -217,7 +231,7 @@ fn cache_dir() -> Option<std::path::PathBuf> {
 /// SHA-256 of it: one small round trip instead of megabytes when another
 /// process already fetched it (see [`telebpf_client::cache::fetch`]).
 fn cached_file(dir: &std::path::Path, path: &str) -> Result<OwnedFd, Failure> {
-    match telebpf_client::cache::fetch(dir, path, file_op, || Failure(libc::EPROTO))? {
+    match telebpf_client::cache::fetch(dir, path, file_op, malformed, stale)? {
         Cached::File(file) => std::fs::File::open(&file)
             .map(OwnedFd::from)
             .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EIO))),

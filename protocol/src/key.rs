@@ -13,6 +13,15 @@
 //! when reading; nothing else may follow). [`Psk::write_new`] creates the
 //! file with mode `0600` and refuses to follow a symlink.
 //!
+//! # Who may read it
+//!
+//! Whoever reads the key holds it, so [`Psk::from_file`] refuses, as ssh
+//! refuses such private keys, a key file that anyone but its owner may
+//! read or change (any group or other permission bit: `chmod 600` fixes
+//! it), and one owned by another user than the reader (who could read it
+//! or replace it) unless that user is root. The checks are made on the
+//! open file itself (`fstat`), so the file checked is the file read.
+//!
 //! # Key id
 //!
 //! Each key has a public 8-byte id, the first 8 bytes of
@@ -76,6 +85,36 @@ pub enum KeyError {
         path: PathBuf,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// Others than the key file's owner may read or change it.
+    #[error(
+        "key file {path} has mode {mode:04o}: others than its owner may read or change it \
+         (run `chmod 600 {path}`)"
+    )]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file belongs to another user than the reader (and not root).
+    #[error(
+        "key file {path} is owned by uid {owner}, who could read or replace it: \
+         a key file must belong to its user (uid {reader}) or root"
+    )]
+    Owner {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The reading process's effective uid.
+        reader: u32,
+    },
+    /// The key file is not a regular file (a directory, a FIFO, a device).
+    #[error("key file {path} is not a regular file")]
+    NotAFile {
+        /// The key file.
+        path: PathBuf,
     },
     /// A key text (not from a file) is malformed.
     #[error("malformed key: {0} (expected `telebpf-psk-v1 <64 lowercase hex>`)")]
@@ -151,13 +190,43 @@ impl Psk {
         parse_line(text).map_err(KeyError::Parse)
     }
 
-    /// Reads a key file (see the module doc for the format).
+    /// Reads a key file (see the module doc for the format and for who
+    /// may read it).
     pub fn from_file(path: &Path) -> Result<Psk, KeyError> {
+        use std::os::unix::fs::MetadataExt;
         let read_err = |source| KeyError::Read {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_err)?;
+        // O_NONBLOCK: a FIFO put in its place must not hang the reader
+        // before the checks below refuse it.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.file_type().is_file() {
+            return Err(KeyError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        // SAFETY: geteuid has no preconditions.
+        let reader = unsafe { libc::geteuid() };
+        if meta.uid() != reader && meta.uid() != 0 {
+            return Err(KeyError::Owner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                reader,
+            });
+        }
         let mut buf = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 1));
         file.take(MAX_KEY_FILE + 1)
             .read_to_end(&mut buf)
@@ -381,6 +450,52 @@ mod tests {
     }
 
     #[test]
+    fn key_files_others_may_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let k = Psk::write_new(&path).unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o644, 0o660, 0o601] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Psk::from_file(&path).unwrap_err();
+            assert!(
+                matches!(e, KeyError::Exposed { mode: m, .. } if m == mode),
+                "{mode:o}: {e}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(&format!("mode 0{mode:o}")), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(!text.contains('\n'), "one line: {text}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(Psk::from_file(&path).unwrap(), k, "{mode:o}");
+        }
+        assert!(matches!(
+            Psk::from_file(dir.path()),
+            Err(KeyError::NotAFile { .. })
+        ));
+        // Another user's key file (only root can make one here).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let e = Psk::from_file(&path).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    KeyError::Owner {
+                        owner: 65534,
+                        reader: 0,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_formats_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
@@ -400,13 +515,17 @@ mod tests {
             good.clone() + " \n",
             good.clone() + "\nextra\n",
         ];
+        let write = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
         for c in &cases {
-            std::fs::write(&path, c).unwrap();
+            write(c);
             let e = Psk::from_file(&path).unwrap_err();
             assert!(matches!(e, KeyError::Format { .. }), "{c:?}: {e}");
             assert!(e.to_string().contains("malformed"));
         }
-        std::fs::write(&path, "x".repeat(4096)).unwrap();
+        write(&"x".repeat(4096));
         assert!(matches!(
             Psk::from_file(&path),
             Err(KeyError::TooLarge { .. })

@@ -68,6 +68,16 @@
 //! stream — is an error that ends the session; there is no recovery or
 //! resynchronisation. End of stream exactly between frames is a clean close.
 //!
+//! ## Messages
+//!
+//! The sealed payloads are bincode-encoded [`message::Request`]s and
+//! [`message::Reply`]s (conversation, bpf calls and files are described in
+//! [`message`]); new variants are only ever appended, so the encodings of
+//! the existing ones do not change. Guest files travel in replies of at
+//! most [`message::FILE_CHUNK`] (128 KiB) bytes, one range per request
+//! (`FileOp::ReadRange`), every range of one read from the same content;
+//! a whole-file `FileOp::Read` of a larger file answers `EFBIG`.
+//!
 //! ## Versioning
 //!
 //! [`PROTOCOL_VERSION`] is 1. A version change covers anything after

@@ -26,6 +26,23 @@
 //! [`BpfResult`]: the return value, errno, the attr as the kernel left it
 //! (pointer fields restored to the caller's values) and the content of every
 //! buffer the kernel writes.
+//!
+//! # Files
+//!
+//! A guest file travels in replies of at most [`FILE_CHUNK`] bytes, one at
+//! a time: the client sends [`FileOp::ReadRange`] from offset 0 with
+//! `snapshot` 0, and the reply ([`FileReply::Range`]) gives the content's
+//! `size`, the first range, and — when more follows — a `snapshot` id that
+//! each following range names. The proxy answers a range only after the
+//! previous reply left, so a client that does not read holds at most one
+//! range in the proxy's memory, and every range is charged to the
+//! session's bytes in flight. The ranges of one read all come from the
+//! same content: for an immutable file (BTF, kernel config) the proxy's
+//! one shared copy of that version; for any other (kallsyms, a pinned
+//! map's bpffs file) a copy the first range took for this session, held
+//! until the last range is served or the session ends. A snapshot the
+//! proxy no longer has (the file changed, the copy was let go) answers
+//! `ESTALE`, and the client starts again from offset 0.
 
 use serde::{Deserialize, Serialize};
 use telebpf_abi::ObjectKind;
@@ -45,6 +62,10 @@ pub const FOREIGN_FD: i32 = -2;
 /// so bytes the kernel does not write (a lookup that fails, a short string)
 /// come back unchanged instead of zeroed.
 pub const PREFILL_MAX: usize = 64 << 10;
+
+/// Most bytes of a guest file one reply carries ([`FileOp::ReadRange`];
+/// [`FileOp::Read`] of a larger file answers `EFBIG`).
+pub const FILE_CHUNK: usize = 128 << 10;
 
 /// A request from the host side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,10 +395,12 @@ impl NewObject {
     }
 }
 
-/// File operations answered from the guest's side. Paths are absolute.
+/// File operations answered from the guest's side. Paths are absolute; the
+/// proxy serves only its allow-list (`crate::paths`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileOp {
-    /// Whole content of a file.
+    /// Whole content of a file of at most [`FILE_CHUNK`] bytes (a larger
+    /// one answers `EFBIG`: read it with [`FileOp::ReadRange`]).
     Read {
         /// The path.
         path: String,
@@ -448,6 +471,21 @@ pub enum FileOp {
     Fdinfo {
         /// The guest fd.
         fd: i32,
+    },
+    /// Up to `len` bytes (at most [`FILE_CHUNK`]) of a guest file from
+    /// `offset`: how a file larger than one reply is read, range after
+    /// range (see the module doc, "Files"). Reply: [`FileReply::Range`].
+    ReadRange {
+        /// The path.
+        path: String,
+        /// Where the range starts.
+        offset: u64,
+        /// Bytes wanted; the proxy answers at most [`FILE_CHUNK`].
+        len: u32,
+        /// 0 to start a read; then the [`FileReply::Range::snapshot`] the
+        /// first range's reply named, so every range comes from the same
+        /// content.
+        snapshot: u64,
     },
 }
 
@@ -541,6 +579,18 @@ pub enum FileReply {
     },
     /// Names in a directory, sorted.
     Entries(Vec<String>),
+    /// Answer to [`FileOp::ReadRange`].
+    Range {
+        /// Length of the whole content being read.
+        size: u64,
+        /// The content this range was taken from, for the following
+        /// ranges to name; 0 when this range holds the whole content.
+        snapshot: u64,
+        /// The bytes at the requested offset (fewer than asked only at the
+        /// end of the content).
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// The parts of `struct stat` that describe a guest file.
@@ -738,6 +788,34 @@ mod tests {
             let bytes = encode(&req).unwrap();
             assert_eq!(decode::<Request>(&bytes).unwrap(), req);
         }
+    }
+
+    /// New variants come last: the encodings of the old ones (their
+    /// variant indices) do not change.
+    #[test]
+    fn file_variants_keep_their_encodings() {
+        let tag = |bytes: Vec<u8>| u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+        let read = encode(&Request::File(FileOp::Read { path: "/p".into() })).unwrap();
+        assert_eq!(tag(read), 0);
+        let fdinfo = encode(&Request::File(FileOp::Fdinfo { fd: 1 })).unwrap();
+        assert_eq!(tag(fdinfo), 11);
+        let range = Request::File(FileOp::ReadRange {
+            path: "/p".into(),
+            offset: 1,
+            len: 2,
+            snapshot: 3,
+        });
+        assert_eq!(tag(encode(&range).unwrap()), 12);
+        assert_eq!(decode::<Request>(&encode(&range).unwrap()).unwrap(), range);
+        let reply = Reply::File(Ok(FileReply::Range {
+            size: 9,
+            snapshot: 1,
+            data: vec![1, 2, 3],
+        }));
+        let bytes = encode(&reply).unwrap();
+        // Reply::File (3), Ok (0), FileReply::Range (7).
+        assert_eq!(&bytes[..12], &[3, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(decode::<Reply>(&bytes).unwrap(), reply);
     }
 
     #[test]

@@ -1,88 +1,332 @@
 //! Which paths are the guest's: shared by the preload (what to forward) and
-//! the proxy (what to serve), so the two lists cannot drift apart.
+//! the proxy (what to serve, and how to open it), so the two cannot drift
+//! apart.
 //!
 //! The proxy runs as root, so only the files that describe the kernel to
-//! eBPF tooling are served (BTF, kallsyms, CPU lists, BPF sysctls, the kernel
-//! config), and only bpffs may be changed. Paths must be absolute and free of
-//! `.`/`..` components, so a prefix check cannot be walked around.
+//! eBPF tooling are served (BTF, kallsyms, CPU lists, the BPF-related
+//! sysctls the tools read, the kernel config, tracefs event ids and
+//! formats, the event sources' PMU types), and only bpffs may be changed.
+//! Paths must be absolute and free of `.`/`..` components.
+//!
+//! # Patterns
+//!
+//! Each entry of the list is a pattern matched component by component: a
+//! `*` inside a component matches any non-empty text without `/` (so
+//! `config-*` matches `config-6.1.0-1-cloud-amd64`, and `*` alone one whole
+//! component); a last component `**` matches one or more components. There
+//! is no other prefix matching: `/proc/sys/kernel/cad_pid` is not served
+//! because no entry names it.
+//!
+//! # Resolution
+//!
+//! A string that matches is not yet a file: a symlink on the way could lead
+//! anywhere. Each entry therefore also says how the proxy opens it
+//! ([`Served`]): its *root* (the file itself, or the directory the entry's
+//! pattern lies under, or `/sys` for the event sources) is opened with
+//! `RESOLVE_NO_SYMLINKS`, and the rest of the path beneath it with
+//! `RESOLVE_BENEATH` and `RESOLVE_NO_MAGICLINKS` — and `RESOLVE_NO_SYMLINKS`
+//! too, except under `/sys/bus/event_source/devices/`, whose entries are
+//! sysfs symlinks into `/sys/devices/` (libbpf reads `…/kprobe/type` and
+//! `…/kprobe/format/retprobe` through them); there only the leaf files
+//! `type` and `format/*` are listed, and resolution cannot leave `/sys`.
+//! The proxy opens exactly the string it checked, so there is no window
+//! between the check and the open.
 
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 
-/// Files and trees answered by the guest. An entry ending in `/`, `-` or
-/// `_` is a prefix (a tree, or a family such as `/boot/config-<release>`);
-/// any other entry must match exactly.
-const GUEST_FILES: &[&str] = &[
-    "/sys/kernel/btf",
-    "/sys/kernel/btf/",
-    "/proc/kallsyms",
-    "/sys/devices/system/cpu/possible",
-    "/sys/devices/system/cpu/online",
-    "/sys/devices/system/cpu/present",
-    "/proc/sys/kernel/",
-    "/proc/sys/net/core/bpf_",
-    "/proc/version_signature",
-    "/proc/version",
-    "/proc/config.gz",
-    "/boot/config-",
-    "/sys/fs/bpf",
-    "/sys/fs/bpf/",
-    // Attaching: tracepoint ids and formats, the functions that can be
-    // probed, and the PMU types of the kprobe/uprobe event sources. The
-    // trace buffers themselves (`trace`, `trace_pipe`) are not served.
-    "/sys/kernel/tracing",
-    "/sys/kernel/tracing/events/",
-    "/sys/kernel/tracing/available_events",
-    "/sys/kernel/tracing/available_filter_functions",
-    "/sys/kernel/tracing/kprobe_events",
-    "/sys/kernel/tracing/uprobe_events",
-    "/sys/kernel/debug/tracing",
-    "/sys/kernel/debug/tracing/events/",
-    "/sys/kernel/debug/tracing/available_events",
-    "/sys/kernel/debug/tracing/available_filter_functions",
-    "/sys/kernel/debug/tracing/kprobe_events",
-    "/sys/kernel/debug/tracing/uprobe_events",
-    "/sys/bus/event_source/devices/",
-];
-
-/// Files whose content cannot change while the guest runs, so a client may
-/// fetch them once per session.
-const IMMUTABLE: &[&str] = &[
-    "/sys/kernel/btf/",
-    "/proc/config.gz",
-    "/boot/config-",
-    "/proc/version_signature",
-    "/proc/version",
-];
-
-fn matches(list: &[&str], path: &str) -> bool {
-    list.iter().any(|entry| {
-        if entry.ends_with('/') || entry.ends_with('-') || entry.ends_with('_') {
-            path.starts_with(entry)
-        } else {
-            path == *entry
-        }
-    })
+/// What a served path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A file (or, in bpffs, anything: pins and directories).
+    File,
+    /// A directory: opened with `O_DIRECTORY`, so only its metadata is
+    /// served (a file at that place answers `ENOTDIR`).
+    Dir,
 }
 
-/// Whether `path` is absolute with no `.`/`..` components and no NUL.
+/// One entry of the allow-list.
+#[derive(Debug)]
+struct Entry {
+    /// The pattern (see the module doc).
+    pattern: &'static str,
+    /// The directory opened first with `RESOLVE_NO_SYMLINKS`, the rest of
+    /// the path beneath it; `None`: the path itself is opened so.
+    root: Option<&'static str>,
+    /// Whether symlinks beneath `root` may be followed.
+    symlinks: bool,
+    kind: Kind,
+    /// Length of the pattern's literal head (up to its first `*`).
+    head: usize,
+}
+
+/// The length of `pattern` up to its first `*` (all of it without one).
+const fn literal_head(pattern: &str) -> usize {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] != b'*' {
+        i += 1;
+    }
+    i
+}
+
+const fn file(pattern: &'static str) -> Entry {
+    Entry {
+        pattern,
+        root: None,
+        symlinks: false,
+        kind: Kind::File,
+        head: literal_head(pattern),
+    }
+}
+
+const fn file_in(root: &'static str, pattern: &'static str) -> Entry {
+    Entry {
+        pattern,
+        root: Some(root),
+        symlinks: false,
+        kind: Kind::File,
+        head: literal_head(pattern),
+    }
+}
+
+const fn dir(pattern: &'static str) -> Entry {
+    Entry {
+        pattern,
+        root: None,
+        symlinks: false,
+        kind: Kind::Dir,
+        head: literal_head(pattern),
+    }
+}
+
+const fn dir_in(root: &'static str, pattern: &'static str) -> Entry {
+    Entry {
+        pattern,
+        root: Some(root),
+        symlinks: false,
+        kind: Kind::Dir,
+        head: literal_head(pattern),
+    }
+}
+
+/// The sysfs event sources: symlinks into `/sys/devices/`, resolved
+/// beneath `/sys`.
+const fn event_source(pattern: &'static str) -> Entry {
+    Entry {
+        pattern,
+        root: Some("/sys"),
+        symlinks: true,
+        kind: Kind::File,
+        head: literal_head(pattern),
+    }
+}
+
+/// The files and directories answered by the guest (read, stat, access;
+/// directories: stat and access only).
+const ENTRIES: &[Entry] = &[
+    // BTF of the kernel and of its modules.
+    dir("/sys/kernel/btf"),
+    file_in("/sys/kernel/btf", "/sys/kernel/btf/*"),
+    file("/proc/kallsyms"),
+    // CPU lists (per-CPU value sizes, perf ring counts).
+    file("/sys/devices/system/cpu/possible"),
+    file("/sys/devices/system/cpu/online"),
+    file("/sys/devices/system/cpu/present"),
+    // The BPF-related sysctls the tools read: bpftool feature probe (JIT
+    // and unprivileged BPF), cpudist/tcptop/BCC (pid_max), bpftrace
+    // (randomize_va_space), stack depths (perf_event_max_stack).
+    file("/proc/sys/kernel/unprivileged_bpf_disabled"),
+    file("/proc/sys/kernel/pid_max"),
+    file("/proc/sys/kernel/perf_event_max_stack"),
+    file("/proc/sys/kernel/randomize_va_space"),
+    file("/proc/sys/net/core/bpf_jit_enable"),
+    file("/proc/sys/net/core/bpf_jit_harden"),
+    file("/proc/sys/net/core/bpf_jit_kallsyms"),
+    file("/proc/sys/net/core/bpf_jit_limit"),
+    // The kernel's version and configuration.
+    file("/proc/version_signature"),
+    file("/proc/version"),
+    file("/proc/config.gz"),
+    file_in("/boot", "/boot/config-*"),
+    // bpffs: pins and their directories (a key's `[bpffs] paths` narrow
+    // this down further).
+    dir("/sys/fs/bpf"),
+    file_in("/sys/fs/bpf", "/sys/fs/bpf/**"),
+    // Attaching: tracepoint ids and formats, the functions that can be
+    // probed, the probe definitions (libbpf's legacy attach appends to
+    // them). Not the trace buffers (`trace`, `trace_pipe`), nor the
+    // events' `enable`/`filter`/`trigger` files.
+    dir("/sys/kernel/tracing"),
+    file("/sys/kernel/tracing/available_events"),
+    file("/sys/kernel/tracing/available_filter_functions"),
+    file("/sys/kernel/tracing/kprobe_events"),
+    file("/sys/kernel/tracing/uprobe_events"),
+    dir_in("/sys/kernel/tracing/events", "/sys/kernel/tracing/events/*"),
+    dir_in(
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/tracing/events/*/*",
+    ),
+    file_in(
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/tracing/events/*/*/id",
+    ),
+    file_in(
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/tracing/events/*/*/format",
+    ),
+    dir("/sys/kernel/debug/tracing"),
+    file("/sys/kernel/debug/tracing/available_events"),
+    file("/sys/kernel/debug/tracing/available_filter_functions"),
+    file("/sys/kernel/debug/tracing/kprobe_events"),
+    file("/sys/kernel/debug/tracing/uprobe_events"),
+    dir_in(
+        "/sys/kernel/debug/tracing/events",
+        "/sys/kernel/debug/tracing/events/*",
+    ),
+    dir_in(
+        "/sys/kernel/debug/tracing/events",
+        "/sys/kernel/debug/tracing/events/*/*",
+    ),
+    file_in(
+        "/sys/kernel/debug/tracing/events",
+        "/sys/kernel/debug/tracing/events/*/*/id",
+    ),
+    file_in(
+        "/sys/kernel/debug/tracing/events",
+        "/sys/kernel/debug/tracing/events/*/*/format",
+    ),
+    // The PMU types of the kprobe/uprobe event sources and their format
+    // bits (`retprobe`, `ref_ctr_offset`).
+    event_source("/sys/bus/event_source/devices/*/type"),
+    event_source("/sys/bus/event_source/devices/*/format/*"),
+];
+
+/// Files whose content cannot change while the guest runs (a module's
+/// BTF changes only when the module is reloaded, and then its stamp too).
+const IMMUTABLE: &[&str] = &[
+    "/sys/kernel/btf/*",
+    "/proc/config.gz",
+    "/boot/config-*",
+    "/proc/version_signature",
+    "/proc/version",
+];
+
+/// Whether one path component matches one pattern component (`*` matches
+/// any non-empty run of characters).
+fn component_matches(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.len() > head.len() + tail.len() && text.starts_with(head) && text.ends_with(tail)
+        }
+    }
+}
+
+/// Whether `path` (absolute, clean) matches `pattern`.
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut pat = pattern.split('/');
+    let mut comp = path.split('/');
+    loop {
+        match (pat.next(), comp.next()) {
+            (None, None) => return true,
+            (Some("**"), Some(c)) => return !c.is_empty() && comp.all(|c| !c.is_empty()),
+            (Some(p), Some(c)) if component_matches(p, c) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether `path` is absolute, with no NUL and no `.`, `..` or empty
+/// components (one final `/`, naming a directory, is allowed).
 pub fn is_clean(path: &str) -> bool {
-    path.starts_with('/') && !path.contains('\0') && !path.split('/').any(|c| c == ".." || c == ".")
+    path.starts_with('/') && !path.contains('\0') && {
+        let inner = trimmed(path);
+        inner == "/"
+            || !inner[1..]
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+    }
+}
+
+/// `path` without its final `/` (but `/` itself).
+fn trimmed(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some("") | None => path,
+        Some(p) => p,
+    }
+}
+
+/// The entry that serves `path`, if any. Cheap for the paths the preload
+/// sees all the time (it asks for every path a program opens): only
+/// `/proc/`, `/sys/` and `/boot/` get past the first test, and an entry
+/// whose literal head the path does not start with costs one compare.
+fn entry(path: &str) -> Option<&'static Entry> {
+    let b = path.as_bytes();
+    if !(b.starts_with(b"/proc/") || b.starts_with(b"/sys/") || b.starts_with(b"/boot/")) {
+        return None;
+    }
+    let inner = trimmed(path);
+    let e = ENTRIES.iter().find(|e| {
+        if e.head == e.pattern.len() {
+            e.pattern == inner
+        } else {
+            inner.starts_with(&e.pattern[..e.head]) && matches(e.pattern, inner)
+        }
+    })?;
+    is_clean(path).then_some(e)
 }
 
 /// Whether `path` is answered by the guest (read, stat, access).
 pub fn is_guest_file(path: &str) -> bool {
-    is_clean(path) && matches(GUEST_FILES, path)
+    entry(path).is_some()
 }
 
-/// Whether `path` is inside bpffs (where pins live).
+/// How the proxy opens a served path (see the module doc): `root` with
+/// `RESOLVE_NO_SYMLINKS`, then `rest` (empty: `root` is the path itself)
+/// beneath it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served<'a> {
+    /// Opened first, with `RESOLVE_NO_SYMLINKS`.
+    pub root: &'a str,
+    /// The rest of the path, relative to `root`, resolved with
+    /// `RESOLVE_BENEATH` and `RESOLVE_NO_MAGICLINKS`; empty when `root` is
+    /// the whole path.
+    pub rest: &'a str,
+    /// Whether `rest` may pass through symlinks (that stay beneath `root`).
+    pub symlinks: bool,
+    /// Whether the path must be a directory (`O_DIRECTORY`).
+    pub directory: bool,
+}
+
+/// How the proxy opens `path`, or `None` if it is not served.
+pub fn served(path: &str) -> Option<Served<'_>> {
+    let e = entry(path)?;
+    let path = trimmed(path);
+    let (root, rest) = match e.root {
+        Some(root) => (root, path[root.len()..].trim_start_matches('/')),
+        None => (path, ""),
+    };
+    Some(Served {
+        root,
+        rest,
+        symlinks: e.symlinks,
+        directory: e.kind == Kind::Dir,
+    })
+}
+
+/// Whether `path` is inside bpffs (where pins live), the mount point
+/// included.
 pub fn is_bpffs(path: &str) -> bool {
-    is_clean(path) && (path == BPFFS || path.starts_with("/sys/fs/bpf/"))
+    is_clean(path)
+        && trimmed(path)
+            .strip_prefix(BPFFS)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether a client may create or remove `path` (inside bpffs, not its root).
 pub fn is_mutable(path: &str) -> bool {
-    is_bpffs(path) && path.len() > BPFFS.len() + 1
+    is_bpffs(path) && trimmed(path).len() > BPFFS.len()
 }
 
 /// Whether a client may append to `path`: only the tracefs files that
@@ -101,7 +345,7 @@ pub fn is_listable(path: &str) -> bool {
 /// Whether the content of guest file `path` is fixed for the guest's
 /// lifetime.
 pub fn is_immutable(path: &str) -> bool {
-    is_clean(path) && matches(IMMUTABLE, path)
+    is_guest_file(path) && IMMUTABLE.iter().any(|p| matches(p, path))
 }
 
 #[cfg(test)]
@@ -110,31 +354,125 @@ mod tests {
 
     #[test]
     fn allow_list() {
-        assert!(is_guest_file("/sys/kernel/btf/vmlinux"));
-        assert!(is_guest_file("/proc/sys/net/core/bpf_jit_enable"));
-        assert!(is_guest_file("/boot/config-6.1.0-1-cloud-amd64"));
-        assert!(is_guest_file("/sys/fs/bpf/x/y"));
-        assert!(!is_guest_file("/etc/shadow"));
-        assert!(!is_guest_file("/sys/kernel/btf/../../../etc/shadow"));
-        assert!(!is_guest_file("/proc/versionX"));
-        assert!(!is_guest_file("relative/path"));
-        assert!(!is_guest_file("/proc/sys/net/core/somaxconn"));
-        assert!(!is_guest_file("/sys/fs/bpfX"));
-        assert!(is_guest_file(
-            "/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id"
-        ));
-        assert!(is_guest_file(
-            "/sys/kernel/tracing/events/sched/sched_switch/format"
-        ));
-        assert!(is_guest_file("/sys/bus/event_source/devices/kprobe/type"));
-        assert!(!is_guest_file("/sys/kernel/tracing/trace_pipe"));
-        assert!(!is_guest_file("/sys/kernel/debug/tracing/trace"));
-        assert!(!is_guest_file("/sys/kernel/debug/kprobes/list"));
+        for served in [
+            "/sys/kernel/btf/vmlinux",
+            "/sys/kernel/btf/nf_tables",
+            "/sys/kernel/btf",
+            "/sys/kernel/btf/",
+            "/proc/sys/net/core/bpf_jit_enable",
+            "/proc/sys/kernel/unprivileged_bpf_disabled",
+            "/proc/sys/kernel/pid_max",
+            "/boot/config-6.1.0-1-cloud-amd64",
+            "/sys/fs/bpf",
+            "/sys/fs/bpf/x",
+            "/sys/fs/bpf/x/y/z",
+            "/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id",
+            "/sys/kernel/tracing/events/sched/sched_switch/format",
+            "/sys/kernel/tracing/events/sched/sched_switch",
+            "/sys/kernel/tracing/events/sched",
+            "/sys/kernel/tracing",
+            "/sys/kernel/tracing/kprobe_events",
+            "/sys/bus/event_source/devices/kprobe/type",
+            "/sys/bus/event_source/devices/uprobe/format/retprobe",
+            "/proc/version",
+            "/proc/kallsyms",
+        ] {
+            assert!(is_guest_file(served), "{served}");
+        }
+        for refused in [
+            "/etc/shadow",
+            "/sys/kernel/btf/../../../etc/shadow",
+            "/sys/kernel/btf/a/b",
+            "/proc/versionX",
+            "relative/path",
+            "/proc/sys/net/core/somaxconn",
+            "/proc/sys/net/core/bpf_",
+            "/proc/sys/kernel/cad_pid",
+            "/proc/sys/kernel/usermodehelper/bset",
+            "/proc/sys/kernel/core_pattern",
+            "/boot/config-",
+            "/boot/config-x/y",
+            "/boot/vmlinuz-6.1",
+            "/sys/fs/bpfX",
+            "/sys/fs/bpf//x",
+            "/sys/fs/bpf/./x",
+            "/sys/kernel/tracing/trace_pipe",
+            "/sys/kernel/debug/tracing/trace",
+            "/sys/kernel/debug/kprobes/list",
+            "/sys/kernel/tracing/events/sched/sched_switch/trigger",
+            "/sys/kernel/tracing/events/sched/sched_switch/hist",
+            "/sys/bus/event_source/devices/kprobe/uevent",
+            "/sys/bus/event_source/devices/kprobe/subsystem/drivers_autoprobe",
+            "/sys/bus/event_source/devices/kprobe/format/a/b",
+            "/sys/bus/event_source/uevent",
+            "/sys/devices/system/cpu/cpu0/online",
+            "/proc/self/root/etc/shadow",
+            "/proc/1/environ",
+        ] {
+            assert!(!is_guest_file(refused), "{refused}");
+        }
         assert!(is_mutable("/sys/fs/bpf/a"));
         assert!(!is_mutable("/sys/fs/bpf/"));
+        assert!(!is_mutable("/sys/fs/bpf"));
+        assert!(is_mutable("/sys/fs/bpf/a/"));
         assert!(!is_mutable("/sys/fs/bpf/../x"));
         assert!(!is_mutable("/sys/kernel/btf/vmlinux"));
+        assert!(is_bpffs("/sys/fs/bpf") && is_bpffs("/sys/fs/bpf/a/b"));
+        assert!(!is_bpffs("/sys/fs/bpfa") && !is_bpffs("/sys/fs/bpf/a/../b"));
         assert!(is_immutable("/sys/kernel/btf/vmlinux"));
+        assert!(is_immutable("/boot/config-6.1"));
+        assert!(!is_immutable("/sys/kernel/btf"));
         assert!(!is_immutable("/proc/kallsyms"));
+        assert!(is_appendable("/sys/kernel/tracing/kprobe_events"));
+        assert!(!is_appendable("/sys/kernel/tracing/available_events"));
+    }
+
+    #[test]
+    fn resolution() {
+        let s = served("/proc/kallsyms").unwrap();
+        assert_eq!((s.root, s.rest, s.symlinks), ("/proc/kallsyms", "", false));
+        let s = served("/sys/kernel/btf/vmlinux").unwrap();
+        assert_eq!(
+            (s.root, s.rest, s.directory),
+            ("/sys/kernel/btf", "vmlinux", false)
+        );
+        let s = served("/sys/kernel/btf").unwrap();
+        assert_eq!((s.root, s.rest, s.directory), ("/sys/kernel/btf", "", true));
+        let s = served("/sys/bus/event_source/devices/kprobe/format/retprobe").unwrap();
+        assert_eq!(s.root, "/sys");
+        assert_eq!(s.rest, "bus/event_source/devices/kprobe/format/retprobe");
+        assert!(s.symlinks);
+        let s = served("/sys/fs/bpf/a/b").unwrap();
+        assert_eq!((s.root, s.rest, s.symlinks), ("/sys/fs/bpf", "a/b", false));
+        let s = served("/sys/kernel/tracing/events/sched/sched_switch").unwrap();
+        assert_eq!(s.root, "/sys/kernel/tracing/events");
+        assert_eq!(s.rest, "sched/sched_switch");
+        assert!(s.directory);
+        assert_eq!(served("/etc/passwd"), None);
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(component_matches("*", "a"));
+        assert!(!component_matches("*", ""));
+        assert!(component_matches("config-*", "config-6.1"));
+        assert!(!component_matches("config-*", "config-"));
+        assert!(!component_matches("config-*", "xconfig-1"));
+        assert!(matches("/a/*/c", "/a/b/c"));
+        assert!(!matches("/a/*/c", "/a/b/c/d"));
+        assert!(!matches("/a/*/c", "/a/c"));
+        assert!(matches("/a/**", "/a/b"));
+        assert!(matches("/a/**", "/a/b/c"));
+        assert!(!matches("/a/**", "/a"));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert!(is_clean("/a/b"));
+        assert!(is_clean("/"));
+        assert!(is_clean("/a/"));
+        for unclean in ["a/b", "/a/../b", "/a/./b", "/a//b", "/a//", "/a\0b", ""] {
+            assert!(!is_clean(unclean), "{unclean:?}");
+        }
     }
 }

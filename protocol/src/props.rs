@@ -60,6 +60,14 @@ fn file_op() -> impl Strategy<Value = FileOp> {
         path().prop_map(|path| FileOp::Digest { path }),
         any::<i32>().prop_map(|fd| FileOp::Fdinfo { fd }),
         path().prop_map(|path| FileOp::ReadDir { path }),
+        (path(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
+            |(path, offset, len, snapshot)| FileOp::ReadRange {
+                path,
+                offset,
+                len,
+                snapshot,
+            }
+        ),
     ]
 }
 
@@ -226,6 +234,13 @@ fn file_reply() -> impl Strategy<Value = FileReply> {
         Just(FileReply::Done),
         (any::<[u8; 32]>(), any::<u64>())
             .prop_map(|(sha256, size)| FileReply::Digest { sha256, size }),
+        (any::<u64>(), any::<u64>(), bytes(200)).prop_map(|(size, snapshot, data)| {
+            FileReply::Range {
+                size,
+                snapshot,
+                data,
+            }
+        }),
     ]
 }
 

@@ -746,8 +746,8 @@ pub struct ProxyExit {
 }
 
 /// One test's world: the lock, a temp dir (mode 0755) with copies of the
-/// client binaries and objects, keys owned by nobody, and (usually) a proxy
-/// started with `TELEBPF_LOG=debug`.
+/// client binaries and objects, keys (root's, and nobody's own copies), and
+/// (usually) a proxy started with `TELEBPF_LOG=debug`.
 ///
 /// Dropping it stops the proxy (SIGTERM), removes the temp dir (kept when
 /// the test failed, for its logs) and releases the lock.
@@ -857,7 +857,7 @@ impl Harness {
             "--target".to_string(),
             self.target(),
             "--key-file".to_string(),
-            self.key().display().to_string(),
+            self.nobody_key(self.key()).display().to_string(),
         ]);
         let what = format!("[nobody] {}", shell_words(self.telebpf(), &all));
         run_with_timeout(
@@ -902,8 +902,12 @@ impl Harness {
         &self.product().preload
     }
 
-    /// `telebpf keygen --out <dir>/<name>` (as root), checks mode 0600, then
-    /// chowns the key to nobody so that the client can read it.
+    /// `telebpf keygen --out <dir>/<name>` (as root), checks mode 0600, and
+    /// gives nobody a 0600 copy of its own in [`Harness::nobody_dir`]: both
+    /// ends refuse a key file that others may read, or that another user
+    /// owns (see `telebpf_protocol::key`). Returns the root-owned file (the
+    /// proxy's, and root's); the harness hands nobody's copy to every
+    /// command it runs as nobody ([`Harness::nobody_key`]).
     pub fn new_key(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
         let mut cmd = Command::new(&self.product().telebpf);
@@ -922,8 +926,27 @@ impl Harness {
             path.display(),
             mode & 0o777
         );
-        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).expect("chown key to nobody");
+        let copy = self.nobody_dir.join(name);
+        fs::copy(&path, &copy).expect("copy key for nobody");
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod key copy");
+        std::os::unix::fs::chown(&copy, Some(NOBODY), Some(NOBODY)).expect("chown key to nobody");
         path
+    }
+
+    /// The key file a command run as nobody uses for `key`: nobody's own
+    /// copy of a key [`Harness::new_key`] made, any other path unchanged.
+    pub fn nobody_key(&self, key: &Path) -> PathBuf {
+        match (key.parent(), key.file_name()) {
+            (Some(dir), Some(name)) if dir == self.dir => {
+                let copy = self.nobody_dir.join(name);
+                if copy.is_file() {
+                    copy
+                } else {
+                    key.to_path_buf()
+                }
+            }
+            _ => key.to_path_buf(),
+        }
     }
 
     fn base_env(&self, cmd: &mut Command) {
@@ -1132,14 +1155,15 @@ impl Harness {
         cmd
     }
 
-    /// The arguments of `telebpf exec --target T --key-file K -- bpftool ARGS`.
+    /// The arguments of `telebpf exec --target T --key-file K -- bpftool ARGS`
+    /// as nobody (with nobody's copy of the key).
     fn exec_args(&self, target: &str, key: &Path, args: &[&str]) -> Vec<String> {
         let mut v = vec![
             "exec".to_string(),
             "--target".to_string(),
             target.to_string(),
             "--key-file".to_string(),
-            key.display().to_string(),
+            self.nobody_key(key).display().to_string(),
             "--".to_string(),
             self.bpftool.display().to_string(),
         ];
@@ -1180,10 +1204,20 @@ impl Harness {
         args: &[&str],
         timeout: Duration,
     ) -> CmdOutput {
-        let mut cmd = self.nobody_command(&self.bpftool, args);
-        cmd.env("LD_PRELOAD", self.preload())
-            .env("TELEBPF_TARGET", target)
-            .env("TELEBPF_KEY_FILE", key);
+        let key = self.nobody_key(key);
+        // Set for bpftool only, by `env` after setpriv: setpriv itself
+        // runs as root until it drops to nobody, and the preload in it
+        // would read nobody's key as root (which the key file rules
+        // refuse) to answer its capget.
+        let env = find_program("env").expect("coreutils env");
+        let mut argv = vec![
+            format!("LD_PRELOAD={}", self.preload().display()),
+            format!("TELEBPF_TARGET={target}"),
+            format!("TELEBPF_KEY_FILE={}", key.display()),
+            self.bpftool.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let cmd = self.nobody_command(&env, &argv);
         let what = format!(
             "[nobody] LD_PRELOAD={} TELEBPF_TARGET={target} TELEBPF_KEY_FILE={} {}",
             self.preload().display(),
@@ -1213,6 +1247,27 @@ impl Harness {
         )
     }
 
+    /// `attack-client ARGS` (`tests/src/bin/attack-client/`) as nobody,
+    /// speaking the protocol itself to this test's proxy with `key`
+    /// (nobody's copy of it), for a test that starts it and watches it.
+    pub fn attack_command(&self, key: &Path, args: &[&str]) -> Command {
+        // Copied once: a copy running meanwhile could not be overwritten.
+        let program = self.dir.join("attack-client");
+        if !program.exists() {
+            self.copy_in(&product_file("attack-client"));
+        }
+        let mut cmd = self.nobody_command(&program, args);
+        cmd.env("TELEBPF_TARGET", self.target())
+            .env("TELEBPF_KEY_FILE", self.nobody_key(key));
+        cmd
+    }
+
+    /// [`Harness::attack_command`] run to its end.
+    pub fn attack(&self, key: &Path, args: &[&str]) -> CmdOutput {
+        let what = format!("[nobody] attack-client {}", args.join(" "));
+        run_with_timeout(self.attack_command(key, args), &what, COMMAND_TIMEOUT)
+    }
+
     /// The command [`Harness::remote_program`] runs (`program` copied into
     /// the temp dir, as nobody through `telebpf exec`), for a test that
     /// needs to start it and watch it while it runs.
@@ -1223,7 +1278,7 @@ impl Harness {
             "--target".to_string(),
             self.target(),
             "--key-file".to_string(),
-            self.key().display().to_string(),
+            self.nobody_key(self.key()).display().to_string(),
             "--".to_string(),
             local_copy.display().to_string(),
         ];
@@ -1759,7 +1814,7 @@ impl Harness {
             "--target".into(),
             target.to_string(),
             "--key-file".into(),
-            key.display().to_string(),
+            self.nobody_key(key).display().to_string(),
             "--".into(),
             program.display().to_string(),
         ];

@@ -67,7 +67,7 @@ impl Client {
             "--target".into(),
             h.target(),
             "--key-file".into(),
-            h.key().display().to_string(),
+            h.nobody_key(h.key()).display().to_string(),
             "--".into(),
             program.display().to_string(),
         ];
@@ -1425,5 +1425,104 @@ fn program_holding_nothing_reconnects_after_idle_timeout_and_proxy_restart() {
         h.proxy_log().contains("holding no guest object"),
         "the idle timeout ended sessions of the new proxy"
     );
+    h.finish();
+}
+
+/// SHA-256 (hex) of a file as root reads it here.
+fn local_sha256(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {path}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// `sha256sum PATH` as nobody through the proxy (the preload's own host
+/// cache off, so the file's bytes really cross the channel); the digest.
+fn remote_sha256(h: &Harness, path: &str) -> String {
+    let sha256sum = telebpf_tests::find_program("sha256sum").expect("coreutils");
+    let mut cmd = h.remote_program_command(&sha256sum, &[path]);
+    cmd.env("TELEBPF_CACHE_DIR", "off");
+    let out = telebpf_tests::run_with_timeout(
+        cmd,
+        &format!("[nobody] sha256sum {path}"),
+        Duration::from_secs(30),
+    );
+    out.expect_success();
+    out.stdout_text()
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// Sixty authenticated peers ask for the guest's BTF (5 MB) again and again
+/// and never read a byte of the answers. Under `--max-inflight 16 MiB` the
+/// proxy's RSS grows by at most that budget plus 16 MiB (the sessions'
+/// threads and buffers), not by sixty copies of the file, and a normal
+/// client reading the same file meanwhile gets every byte of it.
+///
+/// A slow reader holds at most one reply of a file range (128 KiB), charged
+/// twice (the encoded reply and its sealed frame) to the bytes in flight,
+/// and none once its socket is full (a range is made only for a peer that
+/// can take it); the file itself is held once, by the proxy's shared copy
+/// of immutable files, which the warm-up read made before the baseline.
+#[test]
+fn slow_file_readers_bounded_memory_and_a_normal_client_is_served() {
+    let Some(mut h) = Harness::start_without_proxy("slow_file_readers") else {
+        return;
+    };
+    const INFLIGHT: u64 = 16 << 20;
+    const READERS: usize = 60;
+    let btf = "/sys/kernel/btf/vmlinux";
+    let inflight = INFLIGHT.to_string();
+    h.set_proxy_args(&["--max-inflight", &inflight]);
+    h.start_proxy();
+    let pid = h.proxy_pid();
+    let want = local_sha256(btf);
+    // Warm up: the first read (the proxy's copy of the file, first
+    // allocations of a session), then the baseline.
+    assert_eq!(remote_sha256(&h, btf), want);
+    thread::sleep(Duration::from_millis(300));
+    let base = rss_kib(pid);
+
+    let n = READERS.to_string();
+    let mut readers = h
+        .attack_command(h.key(), &["file-slow-readers", &n, btf])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the slow readers");
+    let mut out = BufReader::new(readers.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), format!("ready: {READERS}"), "the slow readers");
+    let t0 = Instant::now();
+    let mut peak = rss_kib(pid);
+    // A normal client, while they hold on.
+    let got = remote_sha256(&h, btf);
+    let served_in = t0.elapsed();
+    while t0.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(rss_kib(pid));
+        thread::sleep(Duration::from_millis(50));
+    }
+    peak = peak.max(rss_kib(pid));
+    drop(readers.stdin.take());
+    let _ = readers.wait();
+    let grew = peak.saturating_sub(base);
+    let bound = (INFLIGHT >> 10) + (16 << 10);
+    say(&format!(
+        "slow file readers: {READERS} sessions each asking for {btf} without reading: proxy RSS {base} KiB before, peak {peak} KiB (+{grew} KiB, bound {bound} KiB = --max-inflight {} KiB + 16 MiB); a normal client read the whole file meanwhile in {served_in:?}",
+        INFLIGHT >> 10
+    ));
+    assert_eq!(got, want, "the normal client got the whole file");
+    assert!(grew <= bound, "proxy RSS grew by {grew} KiB");
+    assert!(proxy_alive(&h));
     h.finish();
 }

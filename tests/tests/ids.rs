@@ -204,7 +204,7 @@ fn ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale() {
     };
     let (mut marked, name) = marked_sleeper(&h);
     let pid = marked.id();
-    let (target, key) = (h.target(), h.key().display().to_string());
+    let (target, key) = (h.target(), h.nobody_key(h.key()).display().to_string());
     let args = [
         "ids",
         "ps",
@@ -561,7 +561,7 @@ fn hiddenproc(h: &Harness, target: &str) -> (Option<i32>, String) {
     let copy = h.copy_in(&telebpf_tests::product_file("hiddenproc"));
     let mut cmd = h.nobody_command(&copy, &["bulk-data"]);
     cmd.env("TELEBPF_TARGET", target)
-        .env("TELEBPF_KEY_FILE", h.key());
+        .env("TELEBPF_KEY_FILE", h.nobody_key(h.key()));
     let out =
         telebpf_tests::run_with_timeout(cmd, "[nobody] hiddenproc", telebpf_tests::COMMAND_TIMEOUT);
     (out.status.code(), out.stdout_text())

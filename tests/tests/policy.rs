@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1188,5 +1189,421 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
     );
     let records = settled_audit(&audit);
     assert!(find(&records, "refused", &[]).is_empty(), "{records:#?}");
+    h.finish();
+}
+
+/// The `answer:` line of an `attack-client file-op` run.
+fn answer(out: &CmdOutput) -> String {
+    out.expect_success();
+    out.stdout_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("answer: "))
+        .unwrap_or_else(|| panic!("no answer: {}", out.describe()))
+        .to_string()
+}
+
+/// The `text:` line (a read's content) of an `attack-client file-op` run.
+fn answer_text(out: &CmdOutput) -> String {
+    out.stdout_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("text: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A policy file of one rule set, with further keys under their own
+/// policy files: `(key file name, key name, policy file name)`.
+fn keys_file(h: &Harness, keys: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = "name = \"nothing\"\n".to_string();
+    for (file, name, policy) in keys {
+        text.push_str(&format!(
+            "\n[[key]]\nfile = \"{file}\"\nname = \"{name}\"\npolicy = \"{policy}\"\n"
+        ));
+    }
+    write(h, "keys.toml", &text)
+}
+
+/// Every file operation in bpffs obeys the key's `[bpffs] paths`: a key
+/// confined elsewhere cannot read a pinned map's file (its entries), run a
+/// pinned iterator by reading its file (as root in the guest), or stat,
+/// access or readlink there — neither at the protocol level nor through a
+/// tool under the preload (`find` makes a forwarded `lstat`; an `open` of
+/// a bpffs path is not forwarded, the preload leaves it to the host's own
+/// bpffs); a statfs there answers for the bpffs mount, not for the path.
+/// A key allowed there still needs `map_lookup_elem` to read a map's file
+/// and `iter_create` (with attach type `trace_iter`) to read an
+/// iterator's.
+#[test]
+fn bpffs_files_follow_the_policy_paths_and_commands() {
+    let Some(mut h) = Harness::start_without_proxy("policy_bpffs_files") else {
+        return;
+    };
+    let pins = PinDir::new("bpffs_files");
+    let secret = pins.subdir("secret");
+    let mine = pins.subdir("mine");
+    // Root pins a program with its maps, and an iterator, in `secret`.
+    h.local(&[
+        "prog",
+        "loadall",
+        &h.object("forward_test"),
+        &format!("{secret}/prog"),
+        "pinmaps",
+        &format!("{secret}/maps"),
+    ])
+    .expect_success();
+    let map = format!("{secret}/maps/{}", forward_test::HASH_MAP);
+    h.local(&[
+        "map", "update", "pinned", &map, "key", "7", "0", "0", "0", "value", "42", "0", "0", "0",
+        "0", "0", "0", "0",
+    ])
+    .expect_success();
+    let iter = format!("{secret}/iter");
+    h.local(&["iter", "pin", &h.object("iter_test"), &iter])
+        .expect_success();
+
+    let rules = |paths: &str, commands: &str| {
+        format!(
+            "commands = [{commands}]\nattach_types = [\"trace_iter\"]\n\n\
+             [bpffs]\npaths = [\"{paths}\"]\n"
+        )
+    };
+    let readers = "\"map_lookup_elem\", \"iter_create\", \"obj_get\"";
+    write(&h, "confined.toml", &rules(&mine, readers));
+    write(&h, "nolookup.toml", &rules(&secret, "\"obj_get\""));
+    write(&h, "reader.toml", &rules(&secret, readers));
+    let confined = h.new_key("confined.key");
+    let nolookup = h.new_key("nolookup.key");
+    let reader = h.new_key("reader.key");
+    let policy = keys_file(
+        &h,
+        &[
+            ("confined.key", "confined", "confined.toml"),
+            ("nolookup.key", "nolookup", "nolookup.toml"),
+            ("reader.key", "reader", "reader.toml"),
+        ],
+    );
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+
+    // A key confined to `mine`: nothing in `secret` answers.
+    for (op, path) in [
+        ("read", &map),
+        ("read", &iter),
+        ("stat", &map),
+        ("lstat", &iter),
+        ("access", &map),
+        ("readlink", &iter),
+        ("stat", &secret),
+    ] {
+        let got = answer(&h.attack(&confined, &["file-op", op, path]));
+        say(&format!("confined key: {op} {path}: {got}"));
+        assert!(
+            got.starts_with("refused ") && got.contains("outside the allowed paths"),
+            "{op} {path}: {got}"
+        );
+    }
+    // A statfs there answers for the bpffs mount, not for the path.
+    let got = answer(&h.attack(&confined, &["file-op", "statfs", &map]));
+    assert_eq!(got, "ok statfs");
+    // … and a tool under the preload gets EPERM with the refusal's line
+    // (find's fstatat is forwarded; coreutils' stat uses statx, which the
+    // preload does not interpose).
+    let find = find_program("find").expect("findutils");
+    let confined_tool = |program: &Path, args: &[&str]| {
+        let mut argv = vec![
+            "exec".to_string(),
+            "--target".to_string(),
+            h.target(),
+            "--key-file".to_string(),
+            h.nobody_key(&confined).display().to_string(),
+            "--".to_string(),
+            program.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let what = format!(
+            "[nobody, confined] {} {}",
+            program.display(),
+            args.join(" ")
+        );
+        telebpf_tests::run_with_timeout(
+            h.nobody_command(h.telebpf(), &argv),
+            &what,
+            telebpf_tests::COMMAND_TIMEOUT,
+        )
+    };
+    let out = confined_tool(&find, &[&map, "-maxdepth", "0", "-printf", "%s %m\n"]);
+    say(&out.describe());
+    assert!(!out.success(), "{}", out.describe());
+    assert!(
+        out.stderr_text().contains(REFUSAL)
+            && out
+                .stderr_text()
+                .contains("stat in bpffs outside the allowed paths"),
+        "{}",
+        out.describe()
+    );
+
+    // Allowed there, but without map_lookup_elem and iter_create.
+    let got = answer(&h.attack(&nolookup, &["file-op", "stat", &map]));
+    assert_eq!(got, "ok stat", "the place itself is allowed");
+    let got = answer(&h.attack(&nolookup, &["file-op", "read", &map]));
+    say(&format!("nolookup key: read map: {got}"));
+    assert!(
+        got.starts_with("refused ") && got.contains("'map_lookup_elem' is not in commands"),
+        "{got}"
+    );
+    let got = answer(&h.attack(&nolookup, &["file-op", "read", &iter]));
+    say(&format!("nolookup key: read iterator: {got}"));
+    assert!(
+        got.starts_with("refused ") && got.contains("'iter_create' is not in commands"),
+        "{got}"
+    );
+
+    // With both, the files answer as they would to root.
+    let out = h.attack(&reader, &["file-op", "read", &map]);
+    let got = answer(&out);
+    assert!(got.starts_with("ok "), "{got}");
+    let text = answer_text(&out);
+    assert!(text.contains("42"), "the map's entry: {text}");
+    let got = answer(&h.attack(&reader, &["file-op", "read", &iter]));
+    assert!(got.starts_with("ok "), "{got}");
+    drop(pins);
+    h.finish();
+}
+
+/// Outside a key's allowed paths every file operation answers the same
+/// whether or not the path exists: `mkdir` no longer looks first (a key
+/// learned that way whether any path on the guest exists). Through the
+/// preload (`mkdir`, as a tool makes it) and at the protocol level, in
+/// bpffs and elsewhere.
+#[test]
+fn outside_the_allowed_paths_existing_and_missing_paths_answer_alike() {
+    let Some(mut h) = Harness::start_without_proxy("policy_existence_oracle") else {
+        return;
+    };
+    let pins = PinDir::new("oracle");
+    let allowed = pins.subdir("allowed");
+    let existing = pins.subdir("existing");
+    let missing = pins.join("missing");
+    let policy = write(
+        &h,
+        "oracle.toml",
+        &format!("name = \"oracle\"\ncommands = []\n\n[bpffs]\npaths = [\"{allowed}\"]\n"),
+    );
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+
+    // The tool: coreutils' mkdir, whose mkdir() the preload forwards.
+    let mkdir = find_program("mkdir").expect("coreutils");
+    let tool = |path: &str| {
+        let out = h.remote_program(&mkdir, &[path]);
+        assert!(!out.success(), "{}", out.describe());
+        out.stderr_text().replace(path, "<path>")
+    };
+    let (a, b) = (tool(&existing), tool(&missing));
+    say(&format!("mkdir existing: {a:?}\nmkdir missing: {b:?}"));
+    assert_eq!(a, b, "mkdir tells an existing directory from a missing one");
+    assert!(a.contains("outside the allowed paths"), "{a}");
+
+    // The protocol, every operation, in bpffs and outside it.
+    let nowhere = format!("/{}", unique_name("tbnowhere"));
+    let pairs = [
+        (existing.as_str(), missing.as_str()),
+        ("/etc", nowhere.as_str()),
+        ("/proc/sys/kernel/cad_pid", "/proc/sys/kernel/tbnowhere"),
+    ];
+    for (there, absent) in pairs {
+        for op in [
+            "mkdir", "stat", "lstat", "statfs", "access", "readlink", "read", "digest",
+        ] {
+            let a = answer(&h.attack(h.key(), &["file-op", op, there]));
+            let b = answer(&h.attack(h.key(), &["file-op", op, absent]));
+            say(&format!("{op}: {there}: {a} / {absent}: {b}"));
+            assert_eq!(a, b, "{op} tells {there} (exists) from {absent} (missing)");
+        }
+    }
+    assert!(fs::read_dir(pins.path()).expect("dir").count() == 2);
+    drop(pins);
+    h.finish();
+}
+
+/// The BPF-related sysctls the tools read.
+const BPF_SYSCTLS: &[&str] = &[
+    "/proc/sys/kernel/unprivileged_bpf_disabled",
+    "/proc/sys/kernel/pid_max",
+    "/proc/sys/kernel/perf_event_max_stack",
+    "/proc/sys/kernel/randomize_va_space",
+    "/proc/sys/net/core/bpf_jit_enable",
+    "/proc/sys/net/core/bpf_jit_harden",
+    "/proc/sys/net/core/bpf_jit_kallsyms",
+    "/proc/sys/net/core/bpf_jit_limit",
+];
+
+/// The proxy serves exactly the kernel-describing files of its allow-list:
+/// root-only sysctls are refused while the BPF ones the tools read are
+/// served; the event sources' `type` and `format/*` files are served
+/// through their sysfs symlinks but nothing else there; and a symlink in
+/// bpffs (world-writable here: any guest user can plant one) does not lead
+/// the proxy, root, to a file it points to.
+#[test]
+fn kernel_files_are_exactly_the_allow_list() {
+    let Some(h) = Harness::start("policy_allow_list") else {
+        return;
+    };
+    let cat = find_program("cat").expect("coreutils");
+    for path in [
+        "/proc/sys/kernel/cad_pid",
+        "/proc/sys/kernel/usermodehelper/bset",
+    ] {
+        let got = answer(&h.attack(h.key(), &["file-op", "read", path]));
+        say(&format!("read {path}: {got}"));
+        assert_eq!(got, format!("errno {}", libc::EACCES), "{path}");
+        let out = h.remote_program(&cat, &[path]);
+        assert!(!out.success(), "{}", out.describe());
+    }
+    for path in BPF_SYSCTLS {
+        let local = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let out = h.remote_program(&cat, &[path]);
+        out.expect_success();
+        assert_eq!(out.stdout_text(), local, "{path}");
+        assert!(
+            h.proxy_log().contains(&format!("file {path} -> ok")),
+            "{path} was not served by the proxy"
+        );
+    }
+    // Event sources: libbpf's files, through /sys/bus/…/devices/<pmu> -> /sys/devices/<pmu>.
+    for path in [
+        "/sys/bus/event_source/devices/uprobe/type",
+        "/sys/bus/event_source/devices/uprobe/format/retprobe",
+    ] {
+        let out = h.attack(h.key(), &["file-op", "read", path]);
+        assert!(answer(&out).starts_with("ok "), "{}", out.describe());
+        let local = fs::read_to_string(path)
+            .expect("local")
+            .replace('\n', "\\n");
+        assert_eq!(answer_text(&out), local, "{path}");
+    }
+    for path in [
+        "/sys/bus/event_source/devices/uprobe/uevent",
+        "/sys/bus/event_source/devices/uprobe/subsystem/drivers_autoprobe",
+        "/sys/bus/event_source/uevent",
+    ] {
+        let got = answer(&h.attack(h.key(), &["file-op", "read", path]));
+        say(&format!("read {path}: {got}"));
+        assert_eq!(got, format!("errno {}", libc::EACCES), "{path}");
+    }
+
+    // A guest user (nobody here) points a symlink in bpffs at a root-only file.
+    let secret = h.dir().join("secret");
+    let mark = unique_name("tbsecret");
+    fs::write(&secret, &mark).expect("write secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let pins = PinDir::new("escape");
+    let link = pins.join("escape");
+    let ln = find_program("ln").expect("coreutils");
+    let out = telebpf_tests::run_with_timeout(
+        h.nobody_command(&ln, &["-s", &secret.display().to_string(), &link]),
+        "[nobody] ln -s",
+        telebpf_tests::COMMAND_TIMEOUT,
+    );
+    out.expect_success();
+    for op in ["read", "stat", "access", "digest"] {
+        let out = h.attack(h.key(), &["file-op", op, &link]);
+        let got = answer(&out);
+        say(&format!("{op} through the symlink: {got}"));
+        assert!(!out.stdout_text().contains(&mark), "{}", out.describe());
+        assert!(got.starts_with("errno "), "{op}: {got}");
+    }
+    assert_eq!(
+        answer(&h.attack(h.key(), &["file-op", "lstat", &link])),
+        "ok stat",
+        "the link itself is a bpffs entry"
+    );
+    drop(pins);
+    h.finish();
+}
+
+/// Key files that others may read (or that another user owns) are refused
+/// at both ends with a one-line message naming the file and its mode, as
+/// ssh refuses such private keys: the proxy does not start, and the host
+/// side (`telebpf exec`, and the preload set up by environment only)
+/// fails before it connects.
+#[test]
+fn key_files_others_may_read_are_refused_at_both_ends() {
+    let Some(mut h) = Harness::start_without_proxy("policy_key_file_modes") else {
+        return;
+    };
+    let proxy = |key: &Path| {
+        let mut cmd = Command::new(telebpf_tests::product_file("telebpf-proxy"));
+        cmd.arg("--listen")
+            .arg(format!("unix:{}", h.dir().join("refused.sock").display()))
+            .arg("--key-file")
+            .arg(key);
+        telebpf_tests::run_with_timeout(cmd, "telebpf-proxy", Duration::from_secs(10))
+    };
+    let key = h.key().to_path_buf();
+    for mode in [0o640, 0o604, 0o644] {
+        fs::set_permissions(&key, fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = proxy(&key);
+        let err = out.stderr_text();
+        say(&format!("proxy, key mode {mode:o}: {}", err.trim()));
+        assert!(!out.success(), "{}", out.describe());
+        assert!(
+            err.contains(&key.display().to_string())
+                && err.contains(&format!("mode 0{mode:o}"))
+                && err.contains("others than its owner"),
+            "{}",
+            out.describe()
+        );
+    }
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Owned by another user (who could rewrite it), even at 0600.
+    let theirs = h.dir().join("theirs.key");
+    fs::copy(&key, &theirs).expect("copy");
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    let out = proxy(&theirs);
+    say(&format!(
+        "proxy, key of uid 65534: {}",
+        out.stderr_text().trim()
+    ));
+    assert!(!out.success(), "{}", out.describe());
+    assert!(
+        out.stderr_text().contains("owned by uid 65534"),
+        "{}",
+        out.describe()
+    );
+
+    // The host side: nobody's own copy, readable by its group.
+    h.start_proxy();
+    let mine = h.nobody_key(&key);
+    fs::set_permissions(&mine, fs::Permissions::from_mode(0o640)).expect("chmod");
+    for out in [
+        h.remote(&["prog", "list"]),
+        h.remote_env_form(
+            &h.target(),
+            &key,
+            &["prog", "list"],
+            telebpf_tests::COMMAND_TIMEOUT,
+        ),
+    ] {
+        say(&format!(
+            "host side, key mode 640: {}",
+            out.stderr_text().trim()
+        ));
+        assert!(!out.success(), "{}", out.describe());
+        let err = out.stderr_text();
+        assert!(
+            err.contains(&mine.display().to_string())
+                && err.contains("mode 0640")
+                && err.contains("others than its owner"),
+            "{}",
+            out.describe()
+        );
+    }
+    assert!(
+        !h.proxy_log().contains("opened (key"),
+        "no session was opened with it"
+    );
+    fs::set_permissions(&mine, fs::Permissions::from_mode(0o600)).expect("chmod");
+    h.remote(&["prog", "list"]).expect_success();
     h.finish();
 }

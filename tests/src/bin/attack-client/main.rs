@@ -12,6 +12,7 @@
 
 use std::process::ExitCode;
 
+mod files;
 mod peer;
 mod rings;
 
@@ -21,6 +22,7 @@ type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 /// Every area; a mode belongs to exactly one.
 const AREAS: &[Area] = &[
     rings::run, // ring streams: lying geometry, moved consumer position
+    files::run, // file requests: kernel files, bpffs, slow readers
 ];
 
 fn main() -> ExitCode {
