@@ -1340,7 +1340,7 @@ fn idle_tool_keepalive_is_one_small_frame_per_few_seconds() {
         "--target",
         &relay.target(),
         "--key-file",
-        &h.key().display().to_string(),
+        &h.nobody_key(h.key()).display().to_string(),
         "--",
         &program.display().to_string(),
         "ringbuf",

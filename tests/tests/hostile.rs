@@ -363,15 +363,7 @@ fn tracing_proxy(test: &str) -> Option<Harness> {
 /// is checked by [`assert_still_serving`]: a dead proxy makes it fail, and
 /// that is the finding to report.
 fn attack(h: &Harness, args: &[&str]) -> CmdOutput {
-    let client = h.copy_in(&product_file("attack-client"));
-    let mut cmd = h.nobody_command(&client, args);
-    cmd.env("TELEBPF_TARGET", h.target())
-        .env("TELEBPF_KEY_FILE", h.key());
-    let out = run_with_timeout(
-        cmd,
-        &format!("[nobody] attack-client {}", args.join(" ")),
-        COMMAND_TIMEOUT,
-    );
+    let out = h.attack(h.key(), args);
     telebpf_tests::say(&format!(
         "attack-client {}:\n{}",
         args.join(" "),

@@ -504,7 +504,7 @@ fn probe_as(h: &Harness, key: &Path, args: &[&str]) -> CmdOutput {
         "--target".into(),
         h.target(),
         "--key-file".into(),
-        key.display().to_string(),
+        h.nobody_key(key).display().to_string(),
         "--".into(),
         program.display().to_string(),
     ];
