@@ -12,13 +12,14 @@
 
 use std::process::ExitCode;
 
+mod flood;
 mod peer;
 
 /// An area of attack: runs `mode` if it is one of its own.
 type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 
 /// Every area; a mode belongs to exactly one.
-const AREAS: &[Area] = &[];
+const AREAS: &[Area] = &[flood::run];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
