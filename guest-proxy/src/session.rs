@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
@@ -32,14 +32,20 @@ use telebpf_protocol::message::{
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
 
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, Event, Scope};
 use crate::bpf_exec::{self, SessionFds};
-use crate::limits::{self, ConnectionSlot, Governor, LimitArgs, SessionBudget};
+use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
+use crate::throttle::{self, Summary, Throttle};
 use crate::{bulk, files, hangup, log, sys};
+
+/// The throttle kind of policy refusals (and their audit records).
+const REFUSED: &str = "refused";
+/// The throttle kind of requests for files outside the allow-list.
+const FILE_REFUSED: &str = "file refused";
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -65,7 +71,16 @@ pub struct Session {
     /// Per-pointer kernel-memory reads served, and their bytes: too many
     /// to audit one by one, so the session's end tells the totals.
     kernel_reads: (u64, u64),
+    /// Which refusals (and refused-file lines) are written in full.
+    refusals: Throttle<&'static str>,
+    /// Which audited requests are written in full, per op.
+    requests: Throttle<String>,
 }
+
+/// Audited requests of one op written in full per interval: more than any
+/// tool makes (libbpf's feature probes, `bpftool feature probe`'s
+/// thousands aside), far fewer than a loop of updates.
+const REQUEST_BURST: u32 = 200;
 
 impl PerfFds for Session {
     fn object(&self, fd: i32) -> Option<&NewObject> {
@@ -129,6 +144,8 @@ impl Session {
             audit: None,
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
+            refusals: Throttle::default(),
+            requests: Throttle::new(REQUEST_BURST, throttle::INTERVAL),
         }
     }
 
@@ -145,22 +162,25 @@ impl Session {
     }
 
     /// Checks `req` against the key's policy: `None` if it may run, else
-    /// the refusal to answer (logged and audited here).
-    fn refusal(&self, req: &Request) -> Option<Reply> {
+    /// the refusal to answer (logged and audited here, throttled).
+    fn refusal(&mut self, req: &Request) -> Option<Reply> {
         let denied = self.grant.policy.check(req).err()?;
+        let full = self.note_refusal(REFUSED);
         let policy = self.grant.policy.name();
-        log::info(format_args!(
-            "session {}: policy '{policy}' of key '{}' refuses {} ({})",
-            self.id, self.grant.name, denied.what, denied.rule
-        ));
-        if let Some(audit) = &self.audit {
-            audit.record(&Event::Refused {
-                session: self.id,
-                key: &self.grant.name,
-                policy,
-                op: &denied.what,
-                rule: &denied.rule,
-            });
+        if full {
+            log::info(format_args!(
+                "session {}: policy '{policy}' of key '{}' refuses {} ({})",
+                self.id, self.grant.name, denied.what, denied.rule
+            ));
+            if let Some(audit) = &self.audit {
+                audit.record(&Event::Refused {
+                    session: self.id,
+                    key: &self.grant.name,
+                    policy,
+                    op: &denied.what,
+                    rule: &denied.rule,
+                });
+            }
         }
         Some(Reply::Refused(Refusal {
             what: denied.what,
@@ -170,10 +190,61 @@ impl Session {
         }))
     }
 
+    /// Notes a line of `kind` (`refused`, `file refused`): whether to
+    /// write it in full; a summary that fell due is written here.
+    fn note_refusal(&mut self, kind: &'static str) -> bool {
+        let (summary, full) = self
+            .refusals
+            .note(kind, Instant::now(), SystemTime::now(), true);
+        if let Some(s) = summary {
+            self.refusal_summary(kind, &s);
+        }
+        full
+    }
+
+    fn refusal_summary(&self, kind: &str, s: &Summary) {
+        log::suppressed(&format!("session {}", self.id), kind, s);
+        if let (Some(audit), true) = (&self.audit, kind == REFUSED) {
+            audit.summary(REFUSED, self.scope(), None, s);
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            session: Some(self.id),
+            key: Some(&self.grant.name),
+            peer: None,
+        }
+    }
+
+    /// Writes the summaries of held-back lines and records whose interval
+    /// is over (every pending one with `all`: the session ends).
+    fn flush_notes(&mut self, all: bool) {
+        if self.refusals.is_empty() && self.requests.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (refusals, requests) = if all {
+            (self.refusals.drain(), self.requests.drain())
+        } else {
+            (self.refusals.expired(now), self.requests.expired(now))
+        };
+        for (kind, s) in refusals {
+            self.refusal_summary(kind, &s);
+        }
+        if let Some(audit) = &self.audit {
+            for (op, s) in requests {
+                audit.summary("request", self.scope(), Some(&op), &s);
+            }
+        }
+    }
+
     /// Writes the audit record of a request that created or changed
-    /// something, with its outcome.
-    fn audit_outcome(&self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
-        let Some(audit) = &self.audit else { return };
+    /// something, with its outcome (throttled per op).
+    fn audit_outcome(&mut self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
+        if self.audit.is_none() {
+            return;
+        }
         let (ret, errno) = match reply {
             Some(Reply::Bpf(r)) => ((r.ret >= 0).then_some(r.ret), r.errno),
             Some(Reply::Error(e)) => (None, e.errno),
@@ -193,6 +264,19 @@ impl Session {
             ) => (None, *e),
             _ => (None, 0),
         };
+        let (summary, full) = self.requests.note(
+            op.to_string(),
+            Instant::now(),
+            SystemTime::now(),
+            errno != 0,
+        );
+        let Some(audit) = &self.audit else { return };
+        if let Some(s) = summary {
+            audit.summary("request", self.scope(), Some(op), &s);
+        }
+        if !full {
+            return;
+        }
         audit.record(&Event::Request {
             session: self.id,
             key: &self.grant.name,
@@ -248,10 +332,19 @@ impl Session {
     fn execute(&mut self, req: Request) -> Option<Reply> {
         match req {
             Request::Bpf(call) => {
-                let outcome = {
+                // Maps, programs and BTF: their kernel memory is budgeted
+                // before they exist (see `kmem`).
+                let charge = match self.budget.reserve_kernel_memory(&call, self.possible_cpus) {
+                    Ok(c) => c,
+                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                };
+                let mut outcome = {
                     let _busy = self.watch.as_ref().map(|w| w.busy());
                     bpf_exec::execute(&call, self)
                 };
+                if let (Some(charge), Ok(o)) = (charge, outcome.as_mut()) {
+                    charge.settle(&call, o);
+                }
                 if log::is_debug() {
                     let result = match &outcome {
                         Ok(o) if o.result.ret < 0 => format!("errno {}", o.result.errno),
@@ -312,7 +405,7 @@ impl Session {
                         Err(e) => format!("errno {e}"),
                     }
                 ));
-                if result == Err(libc::EACCES) {
+                if result == Err(libc::EACCES) && self.note_refusal(FILE_REFUSED) {
                     log::info(format_args!(
                         "session {}: refused {:?} (not a kernel-describing file)",
                         self.id,
@@ -424,6 +517,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.flush_notes(true);
         let n = self.objects.len();
         self.close_all();
         log::debug(format_args!(
@@ -487,56 +581,48 @@ impl Context {
 }
 
 /// Runs one connection's handshake, then hands the connection to a thread
-/// of its own ([`converse`]) and returns.
-/// `slot` is the connection's place under `--max-sessions`, held until the
-/// session ends.
+/// of its own ([`converse`]) and returns. `answered` is set once the proxy
+/// answers the client's hello (see [`crate::handshakes`]). The session's
+/// place under `--max-sessions` is taken once the client proved it holds a
+/// key, and held until the session ends. An error is why the connection
+/// did not become a session; the caller logs and audits it (throttled).
 pub async fn start(
     stream: ServerStream,
     peer: String,
     ctx: Arc<Context>,
     id: u64,
-    slot: ConnectionSlot,
-) {
+    answered: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
     let timeout = ctx.governor.args.handshake_timeout();
-    let (chan, key_index) =
-        match AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                log::info(format_args!("session {id} from {peer}: {e}"));
-                if let Some(audit) = &ctx.audit {
-                    audit.record(&Event::HandshakeFailed {
-                        session: id,
-                        peer: &peer,
-                        error: &e.to_string(),
-                    });
-                }
-                return;
-            }
-        };
-    let handed_over = chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
-        let stream = p.stream.into_blocking().map_err(|e| e.to_string())?;
-        let handle = stream.try_clone().map_err(|e| e.to_string())?;
-        let args = &ctx.governor.args;
-        limits::set_socket_timeouts(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            args.tick(),
-            args.stall_timeout(),
-        )
-        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
-        Ok((stream, handle, p.sealer, p.opener, p.buffered))
-    });
-    let (stream, handle, sealer, opener, buffered) = match handed_over {
-        Ok(ok) => ok,
-        Err(e) => {
-            log::info(format_args!("session {id} from {peer}: {e}"));
-            return;
-        }
-    };
-    let Some(registration) = ctx.registry.register(id, handle) else {
-        log::info(format_args!(
-            "session {id} from {peer}: refused, proxy shutting down"
+    let stream = crate::handshakes::Tracked::new(stream, answered);
+    let (chan, key_index) = AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(slot) = ctx.governor.admit_connection() else {
+        return Err(format!(
+            "refused after the handshake, {} sessions (--max-sessions)",
+            ctx.governor.connections()
         ));
-        return;
+    };
+    let (stream, handle, sealer, opener, buffered) =
+        chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
+            let stream = p
+                .stream
+                .into_inner()
+                .into_blocking()
+                .map_err(|e| e.to_string())?;
+            let handle = stream.try_clone().map_err(|e| e.to_string())?;
+            let args = &ctx.governor.args;
+            limits::set_socket_timeouts(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                args.tick(),
+                args.stall_timeout(),
+            )
+            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+            Ok((stream, handle, p.sealer, p.opener, p.buffered))
+        })?;
+    let Some(registration) = ctx.registry.register(id, handle) else {
+        return Err("refused, proxy shutting down".to_string());
     };
     let grant = ctx.grants[key_index].clone();
     log::info(format_args!(
@@ -570,6 +656,7 @@ pub async fn start(
         // dropped: the client sees the connection close.
         log::info(format_args!("session {id}: cannot start its thread: {e}"));
     }
+    Ok(())
 }
 
 /// The body of a session thread: converse until the end, then close the
@@ -608,6 +695,7 @@ fn run(
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
     };
+    session.flush_notes(true);
     log::info(format_args!(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
@@ -710,6 +798,7 @@ fn converse(
             // Quiet: only a session that holds nothing may time out (see
             // `limits`).
             Err(ChannelError::Idle) => {
+                session.flush_notes(false);
                 if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
                     return format!("idle for {idle_limit:?} holding no guest object");
                 }
@@ -760,5 +849,6 @@ fn converse(
             }
         }
         session.budget.release();
+        session.flush_notes(false);
     }
 }
