@@ -218,6 +218,9 @@ impl Config {
 pub fn run(mut config: Config) -> Result<(), ServerError> {
     sys::occupy_standard_fds();
     sys::raise_memlock();
+    // libbpf's messages quote names from the objects it loads: through the
+    // escaping log like every other line.
+    telebpf_collectors::route_libbpf_messages(|m| log::info(format_args!("{m}")));
     let nofile = sys::raise_nofile();
     let plan = config.limits.fit_to_fds(nofile.now);
     let memory = sys::memory_limit();
