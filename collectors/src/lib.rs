@@ -101,3 +101,28 @@ pub fn libbpf_version() -> String {
         unsafe { std::ffi::CStr::from_ptr(libbpf_rs::libbpf_sys::libbpf_version_string()) };
     version.to_string_lossy().into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn collect(msg: &str) {
+        SEEN.lock().unwrap().push(msg.to_string());
+    }
+
+    #[test]
+    fn libbpf_messages_reach_the_sink_one_line_each() {
+        super::route_libbpf_messages(collect);
+        // Not an ELF object: libbpf says so (no privilege needed to open).
+        let opened = libbpf_rs::ObjectBuilder::default().open_memory(b"not an ELF object");
+        assert!(opened.is_err());
+        let seen = SEEN.lock().unwrap();
+        assert!(
+            seen.iter().any(|m| m.starts_with("libbpf: ")),
+            "libbpf's message reached the sink: {seen:?}"
+        );
+        assert!(seen.iter().all(|m| !m.ends_with('\n')), "{seen:?}");
+    }
+}
