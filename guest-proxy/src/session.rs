@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
@@ -32,20 +32,15 @@ use telebpf_protocol::message::{
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
 
-use crate::audit::{Audit, Event, Scope};
+use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
 use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
-use crate::throttle::{self, Summary, Throttle};
+use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
 use crate::{bulk, files, hangup, log, sys};
-
-/// The throttle kind of policy refusals (and their audit records).
-const REFUSED: &str = "refused";
-/// The throttle kind of requests for files outside the allow-list.
-const FILE_REFUSED: &str = "file refused";
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -71,16 +66,9 @@ pub struct Session {
     /// Per-pointer kernel-memory reads served, and their bytes: too many
     /// to audit one by one, so the session's end tells the totals.
     kernel_reads: (u64, u64),
-    /// Which refusals (and refused-file lines) are written in full.
-    refusals: Throttle<&'static str>,
-    /// Which audited requests are written in full, per op.
-    requests: Throttle<String>,
+    /// Which refusals and audited requests are written in full.
+    notes: SessionNotes,
 }
-
-/// Audited requests of one op written in full per interval: more than any
-/// tool makes (libbpf's feature probes, `bpftool feature probe`'s
-/// thousands aside), far fewer than a loop of updates.
-const REQUEST_BURST: u32 = 200;
 
 impl PerfFds for Session {
     fn object(&self, fd: i32) -> Option<&NewObject> {
@@ -144,8 +132,7 @@ impl Session {
             audit: None,
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
-            refusals: Throttle::default(),
-            requests: Throttle::new(REQUEST_BURST, throttle::INTERVAL),
+            notes: SessionNotes::new(id),
         }
     }
 
@@ -165,7 +152,9 @@ impl Session {
     /// the refusal to answer (logged and audited here, throttled).
     fn refusal(&mut self, req: &Request) -> Option<Reply> {
         let denied = self.grant.policy.check(req).err()?;
-        let full = self.note_refusal(REFUSED);
+        let full = self
+            .notes
+            .refusal(REFUSED, self.audit.as_deref(), &self.grant.name);
         let policy = self.grant.policy.name();
         if full {
             log::info(format_args!(
@@ -190,61 +179,17 @@ impl Session {
         }))
     }
 
-    /// Notes a line of `kind` (`refused`, `file refused`): whether to
-    /// write it in full; a summary that fell due is written here.
-    fn note_refusal(&mut self, kind: &'static str) -> bool {
-        let (summary, full) = self
-            .refusals
-            .note(kind, Instant::now(), SystemTime::now(), true);
-        if let Some(s) = summary {
-            self.refusal_summary(kind, &s);
-        }
-        full
-    }
-
-    fn refusal_summary(&self, kind: &str, s: &Summary) {
-        log::suppressed(&format!("session {}", self.id), kind, s);
-        if let (Some(audit), true) = (&self.audit, kind == REFUSED) {
-            audit.summary(REFUSED, self.scope(), None, s);
-        }
-    }
-
-    fn scope(&self) -> Scope<'_> {
-        Scope {
-            session: Some(self.id),
-            key: Some(&self.grant.name),
-            peer: None,
-        }
-    }
-
     /// Writes the summaries of held-back lines and records whose interval
     /// is over (every pending one with `all`: the session ends).
     fn flush_notes(&mut self, all: bool) {
-        if self.refusals.is_empty() && self.requests.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let (refusals, requests) = if all {
-            (self.refusals.drain(), self.requests.drain())
-        } else {
-            (self.refusals.expired(now), self.requests.expired(now))
-        };
-        for (kind, s) in refusals {
-            self.refusal_summary(kind, &s);
-        }
-        if let Some(audit) = &self.audit {
-            for (op, s) in requests {
-                audit.summary("request", self.scope(), Some(&op), &s);
-            }
-        }
+        self.notes
+            .flush(all, self.audit.as_deref(), &self.grant.name);
     }
 
     /// Writes the audit record of a request that created or changed
     /// something, with its outcome (throttled per op).
     fn audit_outcome(&mut self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
-        if self.audit.is_none() {
-            return;
-        }
+        let Some(audit) = &self.audit else { return };
         let (ret, errno) = match reply {
             Some(Reply::Bpf(r)) => ((r.ret >= 0).then_some(r.ret), r.errno),
             Some(Reply::Error(e)) => (None, e.errno),
@@ -264,17 +209,7 @@ impl Session {
             ) => (None, *e),
             _ => (None, 0),
         };
-        let (summary, full) = self.requests.note(
-            op.to_string(),
-            Instant::now(),
-            SystemTime::now(),
-            errno != 0,
-        );
-        let Some(audit) = &self.audit else { return };
-        if let Some(s) = summary {
-            audit.summary("request", self.scope(), Some(op), &s);
-        }
-        if !full {
+        if !self.notes.request(op, errno != 0, audit, &self.grant.name) {
             return;
         }
         audit.record(&Event::Request {
@@ -405,7 +340,11 @@ impl Session {
                         Err(e) => format!("errno {e}"),
                     }
                 ));
-                if result == Err(libc::EACCES) && self.note_refusal(FILE_REFUSED) {
+                if result == Err(libc::EACCES)
+                    && self
+                        .notes
+                        .refusal(FILE_REFUSED, self.audit.as_deref(), &self.grant.name)
+                {
                     log::info(format_args!(
                         "session {}: refused {:?} (not a kernel-describing file)",
                         self.id,

@@ -22,6 +22,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::audit::{Audit, Scope};
+use crate::log;
+
 /// Events of one kind written in full per interval.
 pub const BURST: u32 = 20;
 
@@ -147,6 +150,101 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
     /// Whether no kind is tracked.
     pub fn is_empty(&self) -> bool {
         self.tallies.is_empty()
+    }
+}
+
+/// The kind of a session's policy refusals (line and audit record).
+pub const REFUSED: &str = "refused";
+/// The kind of a session's requests for files outside the allow-list (a
+/// line only).
+pub const FILE_REFUSED: &str = "file refused";
+/// Audited requests of one op written in full per interval: more than any
+/// tool makes (`bpftool feature probe`'s thousands of probes aside), far
+/// fewer than a loop of updates.
+pub const REQUEST_BURST: u32 = 200;
+
+/// A session's throttles — its refusal lines and records, its audited
+/// requests per op — and where their summaries go: a stderr line
+/// `session N: …` and, for refusals and requests, a `suppressed` audit
+/// record.
+#[derive(Debug)]
+pub struct SessionNotes {
+    id: u64,
+    refusals: Throttle<&'static str>,
+    requests: Throttle<String>,
+}
+
+impl SessionNotes {
+    /// The throttles of session `id`.
+    pub fn new(id: u64) -> SessionNotes {
+        SessionNotes {
+            id,
+            refusals: Throttle::default(),
+            requests: Throttle::new(REQUEST_BURST, INTERVAL),
+        }
+    }
+
+    fn scope<'a>(&self, key: &'a str) -> Scope<'a> {
+        Scope {
+            session: Some(self.id),
+            key: Some(key),
+            peer: None,
+        }
+    }
+
+    fn refusal_summary(&self, kind: &str, s: &Summary, audit: Option<&Audit>, key: &str) {
+        log::suppressed(&format!("session {}", self.id), kind, s);
+        if let (Some(audit), true) = (audit, kind == REFUSED) {
+            audit.summary(REFUSED, self.scope(key), None, s);
+        }
+    }
+
+    /// One refusal of `kind` ([`REFUSED`], [`FILE_REFUSED`]) by the session
+    /// of key `key`: whether to write its line (and record) in full. A
+    /// summary that fell due is written first.
+    pub fn refusal(&mut self, kind: &'static str, audit: Option<&Audit>, key: &str) -> bool {
+        let (summary, full) = self
+            .refusals
+            .note(kind, Instant::now(), SystemTime::now(), true);
+        if let Some(s) = summary {
+            self.refusal_summary(kind, &s, audit, key);
+        }
+        full
+    }
+
+    /// One audited request `op` (`failed`: its errno was not 0): whether
+    /// to write its record in full. A summary that fell due is written
+    /// first.
+    pub fn request(&mut self, op: &str, failed: bool, audit: &Audit, key: &str) -> bool {
+        let (summary, full) =
+            self.requests
+                .note(op.to_string(), Instant::now(), SystemTime::now(), failed);
+        if let Some(s) = summary {
+            audit.summary("request", self.scope(key), Some(op), &s);
+        }
+        full
+    }
+
+    /// Writes the summaries whose interval is over, or with `all` every
+    /// pending one (the session ends).
+    pub fn flush(&mut self, all: bool, audit: Option<&Audit>, key: &str) {
+        if self.refusals.is_empty() && self.requests.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (refusals, requests) = if all {
+            (self.refusals.drain(), self.requests.drain())
+        } else {
+            (self.refusals.expired(now), self.requests.expired(now))
+        };
+        for (kind, s) in refusals {
+            self.refusal_summary(kind, &s, audit, key);
+        }
+        if let Some(audit) = audit {
+            for (op, s) in requests {
+                audit.summary("request", self.scope(key), Some(&op), &s);
+            }
+        }
     }
 }
 
