@@ -6,7 +6,10 @@
 //! * `session_closed`: `session`, `key`, `reason`, `objects` (guest fds the
 //!   session still held, now closed), `kernel_reads` and `kernel_read_bytes`
 //!   (per-pointer reads of guest kernel memory it was served);
-//! * `handshake_failed`: `session`, `peer`, `error` (a wrong key, garbage);
+//! * `handshake_failed`: a connection that did not become a session:
+//!   `session` (the number it would have had), `peer`, `error` (a wrong
+//!   key, garbage, a timeout, refused at `--max-sessions`, dropped for a
+//!   newer connection at `--max-handshakes`);
 //! * `request`: a request that creates or changes something (see
 //!   [`crate::policy::audited`]) and its outcome: `session`, `key`, `op`
 //!   (`BPF_PROG_LOAD`, `perf_event_open`, `unlink`, `collect`, …), `detail` (a type, a
@@ -25,14 +28,17 @@
 //! **Aggregation.** `refused` and `request` records are throttled per
 //! session (requests per op), `handshake_failed` per peer group
 //! ([`crate::throttle`]): in every interval of
-//! [`INTERVAL`](crate::throttle::INTERVAL) the first
-//! [`BURST`](crate::throttle::BURST) of a kind are written in full and the
-//! rest counted; one `suppressed` record per kind then gives the count, at
-//! the latest when the interval is over and a later record of the kind or
-//! the session's quiet tick comes, when the session ends, or when the proxy
-//! stops. Every refusal, request and failed handshake is therefore either a
-//! record of its own or counted in exactly one `suppressed` record. The
-//! session's `session_opened` and `session_closed` are never held back.
+//! [`INTERVAL`](crate::throttle::INTERVAL) (10 s) the first
+//! [`BURST`](crate::throttle::BURST) (20) of a kind —
+//! [`REQUEST_BURST`](crate::throttle::REQUEST_BURST) (200) for requests of
+//! one op — are written in full and the rest counted; one `suppressed`
+//! record per kind and interval then gives the count, written once the
+//! interval is over (with the session's next request or quiet tick, or the
+//! server's one-second tick for handshakes), when the session ends, or when
+//! the proxy stops. Every refusal, audited request and failed handshake is
+//! therefore either a record of its own or counted in exactly one
+//! `suppressed` record. `session_opened` and `session_closed` are never
+//! held back.
 //!
 //! A line is written whole with one `write` (under a lock), so concurrent
 //! sessions never interleave inside a record, and a reader of the file sees
