@@ -74,6 +74,25 @@ pub fn reader_object() -> &'static [u8] {
     include_bytes!(concat!(env!("OUT_DIR"), "/reader.bpf.o"))
 }
 
+/// Where libbpf's messages go ([`route_libbpf_messages`]).
+static LIBBPF_SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+fn libbpf_message(_level: libbpf_rs::PrintLevel, msg: String) {
+    if let Some(sink) = LIBBPF_SINK.get() {
+        sink(msg.trim_end_matches('\n'));
+    }
+}
+
+/// Hands each of libbpf's messages (warnings and information) to `sink`,
+/// one call per message without its final newline, instead of libbpf-rs's
+/// default of writing them to stderr as they are: they quote names from
+/// the objects loaded, which a client may have chosen, so the proxy passes
+/// them through its own escaping log. The first sink set stays.
+pub fn route_libbpf_messages(sink: fn(&str)) {
+    let _ = LIBBPF_SINK.set(sink);
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_message)));
+}
+
 /// The version of the libbpf the collectors are loaded with, e.g. `v1.7`.
 pub fn libbpf_version() -> String {
     // SAFETY: libbpf_version_string takes no argument and returns a pointer
@@ -81,4 +100,29 @@ pub fn libbpf_version() -> String {
     let version =
         unsafe { std::ffi::CStr::from_ptr(libbpf_rs::libbpf_sys::libbpf_version_string()) };
     version.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn collect(msg: &str) {
+        SEEN.lock().unwrap().push(msg.to_string());
+    }
+
+    #[test]
+    fn libbpf_messages_reach_the_sink_one_line_each() {
+        super::route_libbpf_messages(collect);
+        // Not an ELF object: libbpf says so (no privilege needed to open).
+        let opened = libbpf_rs::ObjectBuilder::default().open_memory(b"not an ELF object");
+        assert!(opened.is_err());
+        let seen = SEEN.lock().unwrap();
+        assert!(
+            seen.iter().any(|m| m.starts_with("libbpf: ")),
+            "libbpf's message reached the sink: {seen:?}"
+        );
+        assert!(seen.iter().all(|m| !m.ends_with('\n')), "{seen:?}");
+    }
 }

@@ -6,14 +6,39 @@
 //! * `session_closed`: `session`, `key`, `reason`, `objects` (guest fds the
 //!   session still held, now closed), `kernel_reads` and `kernel_read_bytes`
 //!   (per-pointer reads of guest kernel memory it was served);
-//! * `handshake_failed`: `session`, `peer`, `error` (a wrong key, garbage);
+//! * `handshake_failed`: a connection that did not become a session:
+//!   `session` (the number it would have had), `peer`, `error` (a wrong
+//!   key, garbage, a timeout, refused at `--max-sessions`, dropped for a
+//!   newer connection at `--max-handshakes`);
 //! * `request`: a request that creates or changes something (see
 //!   [`crate::policy::audited`]) and its outcome: `session`, `key`, `op`
 //!   (`BPF_PROG_LOAD`, `perf_event_open`, `unlink`, `collect`, …), `detail` (a type, a
 //!   path, or null), `ret` (the return value, or null) and `errno` (0 on
 //!   success);
 //! * `refused`: a request the key's policy does not allow: `session`, `key`,
-//!   `policy`, `op`, `rule`.
+//!   `policy`, `op`, `rule`;
+//! * `suppressed`: records of one kind held back (see below): `of` (the
+//!   kind: `refused`, `request` or `handshake_failed`), `session` and `key`
+//!   (null for handshakes), `peer` (the peer group of failed handshakes:
+//!   `unix peer uid N`, `vsock:CID`; else null), `op` (for `request`: the
+//!   op; else null), `count` (records held back), `errors` (how many of
+//!   them failed: all, for refusals and handshakes), `first` and `last`
+//!   (RFC 3339 times of the first and last of them).
+//!
+//! **Aggregation.** `refused` and `request` records are throttled per
+//! session (requests per op), `handshake_failed` per peer group
+//! ([`crate::throttle`]): in every interval of
+//! [`INTERVAL`](crate::throttle::INTERVAL) (10 s) the first
+//! [`BURST`](crate::throttle::BURST) (20) of a kind —
+//! [`REQUEST_BURST`](crate::throttle::REQUEST_BURST) (200) for requests of
+//! one op — are written in full and the rest counted; one `suppressed`
+//! record per kind and interval then gives the count, written once the
+//! interval is over (with the session's next request or quiet tick, or the
+//! server's one-second tick for handshakes), when the session ends, or when
+//! the proxy stops. Every refusal, audited request and failed handshake is
+//! therefore either a record of its own or counted in exactly one
+//! `suppressed` record. `session_opened` and `session_closed` are never
+//! held back.
 //!
 //! A line is written whole with one `write` (under a lock), so concurrent
 //! sessions never interleave inside a record, and a reader of the file sees
@@ -31,6 +56,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::log;
+use crate::throttle::Summary;
 
 /// One audit record's content (the `time` is added when it is written).
 #[derive(Debug, Serialize)]
@@ -103,6 +129,38 @@ pub enum Event<'a> {
         /// The rule that refused it.
         rule: &'a str,
     },
+    /// Records of one kind held back during an interval, counted.
+    Suppressed {
+        /// The kind held back: `refused`, `request` or `handshake_failed`.
+        of: &'a str,
+        /// The session (null for handshakes).
+        session: Option<u64>,
+        /// The session's key name (null for handshakes).
+        key: Option<&'a str>,
+        /// The peer group of failed handshakes (null otherwise).
+        peer: Option<&'a str>,
+        /// The op of held-back `request` records (null otherwise).
+        op: Option<&'a str>,
+        /// How many were held back.
+        count: u64,
+        /// How many of them failed.
+        errors: u64,
+        /// When the first of them happened.
+        first: String,
+        /// When the last of them happened.
+        last: String,
+    },
+}
+
+/// Who a `suppressed` record is about.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The session, for its refusals and requests.
+    pub session: Option<u64>,
+    /// Its key's name.
+    pub key: Option<&'a str>,
+    /// The peer group, for failed handshakes.
+    pub peer: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +221,21 @@ impl Audit {
             drop(out);
             self.trouble(&e.to_string());
         }
+    }
+
+    /// Writes the `suppressed` record of `of` records held back.
+    pub fn summary(&self, of: &str, scope: Scope<'_>, op: Option<&str>, s: &Summary) {
+        self.record(&Event::Suppressed {
+            of,
+            session: scope.session,
+            key: scope.key,
+            peer: scope.peer,
+            op,
+            count: s.count,
+            errors: s.errors,
+            first: rfc3339(s.first),
+            last: rfc3339(s.last),
+        });
     }
 
     fn trouble(&self, e: &str) {
@@ -264,5 +337,49 @@ mod tests {
         assert_eq!(lines[1]["ret"], serde_json::Value::Null);
         assert_eq!(lines[1]["errno"], 1);
         assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn summaries_and_client_strings_stay_one_json_line() {
+        let buf = Shared::default();
+        let audit = Audit::to_writer(Box::new(buf.clone()));
+        let forged = "x\n{\"event\":\"session_opened\"}\r\u{1b}[2K\u{2028}";
+        audit.record(&Event::Refused {
+            session: 3,
+            key: forged,
+            policy: "read-only",
+            op: forged,
+            rule: forged,
+        });
+        let t = UNIX_EPOCH + Duration::from_secs(1);
+        audit.summary(
+            "refused",
+            Scope {
+                session: Some(3),
+                key: Some("k"),
+                peer: None,
+            },
+            None,
+            &Summary {
+                count: 86_000,
+                errors: 86_000,
+                first: t,
+                last: t + Duration::from_secs(3),
+            },
+        );
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["op"], forged);
+        assert_eq!(lines[1]["event"], "suppressed");
+        assert_eq!(lines[1]["of"], "refused");
+        assert_eq!(lines[1]["session"], 3);
+        assert_eq!(lines[1]["peer"], serde_json::Value::Null);
+        assert_eq!(lines[1]["count"], 86_000);
+        assert_eq!(lines[1]["first"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(lines[1]["last"], "1970-01-01T00:00:04.000Z");
     }
 }

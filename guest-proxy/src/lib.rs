@@ -18,7 +18,11 @@
 //! [`shared_files`] keeps one copy of each immutable one; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`limits`] bounds what clients can make
-//! the proxy hold and ends sessions nobody drives; [`hangup`] interrupts the
+//! the proxy hold (fds derived from `RLIMIT_NOFILE`) and ends sessions
+//! nobody drives; [`kmem`] budgets the kernel memory of the maps, programs
+//! and BTF clients create; [`handshakes`] bounds the connections that have
+//! not authenticated yet; [`throttle`] aggregates repeated log lines and
+//! audit records; [`hangup`] interrupts the
 //! long call of a client that went away; [`streams`] pushes the records of
 //! guest rings to the host; [`bulk`] runs collectors and reads kernel
 //! memory; [`policy`] decides what each key may ask, [`guard`] checks what
@@ -32,7 +36,9 @@ pub mod bulk;
 pub mod facts;
 pub mod files;
 pub mod guard;
+pub mod handshakes;
 pub mod hangup;
+pub mod kmem;
 pub mod limits;
 pub mod log;
 pub mod ownership;
@@ -47,5 +53,6 @@ pub mod session;
 pub mod shared_files;
 pub mod streams;
 mod sys;
+pub mod throttle;
 
 pub use server::{run, Config, ConfigError};

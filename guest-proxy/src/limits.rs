@@ -8,17 +8,43 @@
 //!
 //! | limit | scope | reaching it |
 //! |---|---|---|
-//! | sessions (incl. handshakes in progress and stream connections) | proxy | the connection is closed at `accept`, before a byte is read: the client sees `ECONNREFUSED` |
+//! | sessions (each ring stream connection is one too) | proxy | the connection is closed at `accept`, before a byte is read: the client sees `ECONNREFUSED` (or right after the handshake, if the last place was taken meanwhile) |
+//! | handshakes in progress | proxy | the oldest pending handshake whose peer has not yet named a key the proxy holds is closed to admit the new connection (else the oldest of all), see [`crate::handshakes`]; a flood of silent or garbage connections therefore cannot keep a client with a key out |
 //! | open guest objects | session | the creating call fails with `EMFILE`, like a full fd table; nothing is created |
 //! | open guest objects | proxy | `ENFILE`, like a full system file table |
+//! | kernel memory of maps, programs and BTF | session and proxy | `ENOMEM`, before the object exists (estimated from the attr; see [`crate::kmem`]) |
 //! | frame size | session | a request frame whose length prefix is larger ends the session (a sealed stream cannot skip a frame it cannot authenticate); nothing is allocated for it |
 //! | bytes in flight (request frames over 64 KiB and the buffers a call's reply needs) | session | `ENOMEM` (the kernel's answer to an allocation it will not make) |
 //! | bytes in flight | proxy | a request frame waits for room up to the stall timeout, then ends its session; reply buffers fail with `EAGAIN` |
 //! | requests per second | session and proxy | `EAGAIN`; `Close` is never refused |
 //!
+//! **File descriptors.** Every session, handshake and guest object is an fd
+//! of the proxy, and `RLIMIT_NOFILE` bounds them all: at 1024, a client
+//! holding 1000 BTF fds used to leave the proxy unable to `accept`. So at
+//! start the proxy raises its soft limit to the hard one and fits the caps
+//! to it ([`LimitArgs::fit_to_fds`]): it keeps [`RESERVED_FDS`] for itself
+//! (standard fds, the listener, the audit log, the runtime's and the
+//! hang-up watcher's epoll and eventfds, the fd standing for host objects,
+//! up to 16 loaded collectors with their maps and programs, and files opened
+//! briefly to answer requests); of the rest, handshakes may take a
+//! sixteenth (one fd each), sessions with handshakes half (each session or
+//! stream connection [`FDS_PER_CONNECTION`]: its socket, the registry's
+//! handle, the hang-up watch's duplicate, a stream's duplicate of its ring
+//! and its stop eventfd, or a file being answered), and guest objects what
+//! is left, one session at most half of that. A flag may ask for less,
+//! never for more: a larger value is lowered, with one line at start naming
+//! what was lowered. (Refusing to start would make a configuration that
+//! works on one machine fail on a smaller one; the lowered proxy serves
+//! safely and says so.) An `accept` that fails all the same (`EMFILE`,
+//! `ENFILE`) closes the oldest unanswered handshake and waits before the
+//! next try, from 10 ms doubling to 1 s, instead of failing again at once;
+//! repeated log lines are throttled ([`crate::throttle`]).
+//!
 //! Timeouts:
 //!
-//! * handshake: a connection must finish the handshake within it;
+//! * handshake: a connection must finish the handshake within it (never
+//!   longer than the idle timeout: a peer without a key may not hold a
+//!   place longer than an idle client with one);
 //! * stall: a frame that has started must complete within it, and a reply
 //!   or a pushed frame must make progress within it (`SO_SNDTIMEO`); a peer
 //!   that stops reading, or sends half a frame, loses its session;
@@ -33,25 +59,45 @@
 //!   finds its connection closed, so ending an idle object-less session
 //!   costs the client nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use telebpf_protocol::channel::{FrameGate, ReceiveLimits};
+use telebpf_protocol::message::{BpfCall, BpfResult};
+
+use crate::bpf_exec::Outcome;
+use crate::kmem::{self, Class, KernelCensus, Ledger};
 
 /// The limits, as given on the command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// Most connections at once (sessions, stream connections and
-    /// handshakes in progress); more are closed at accept.
+    /// Most sessions at once (each ring stream connection is one too);
+    /// more are closed at accept. Lowered to what the fd limit allows.
     #[arg(long, default_value_t = 1024)]
     pub max_sessions: usize,
+    /// Most connections at once that have not finished the handshake; a
+    /// new one past it closes the oldest that has not named a key of this
+    /// proxy. Lowered to what the fd limit allows.
+    #[arg(long, default_value_t = 64)]
+    pub max_handshakes: usize,
     /// Most guest objects (fds) one session may hold (EMFILE beyond).
+    /// Lowered to what the fd limit allows.
     #[arg(long, default_value_t = 4096)]
     pub max_objects_per_session: usize,
     /// Most guest objects all sessions together may hold (ENFILE beyond).
+    /// Lowered to what the fd limit allows.
     #[arg(long, default_value_t = 65536)]
     pub max_objects: usize,
+    /// Kernel memory, in bytes, of the maps, programs and BTF objects one
+    /// session creates (ENOMEM beyond, before the object exists). Default:
+    /// a sixteenth of the machine's memory (or of the proxy's cgroup limit).
+    #[arg(long, value_name = "BYTES")]
+    pub max_map_memory_per_session: Option<u64>,
+    /// The same for all sessions together, counting objects that outlived
+    /// their session. Default: a quarter of the machine's memory.
+    #[arg(long, value_name = "BYTES")]
+    pub max_map_memory: Option<u64>,
     /// Largest request frame, in bytes; a larger one ends the session.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_frame: usize,
@@ -69,7 +115,8 @@ pub struct LimitArgs {
     /// Most requests per second of all sessions together.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_rate: u32,
-    /// Time limit of the handshake, in milliseconds.
+    /// Time limit of the handshake, in milliseconds (at most the idle
+    /// timeout).
     #[arg(long, default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
     /// A session holding no guest object ends after this long without a
@@ -81,6 +128,30 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = 10_000)]
     pub stall_timeout_ms: u64,
 }
+
+/// fds the proxy keeps for its own use whatever clients do: the standard
+/// fds, listener, audit log, runtime, hang-up watcher, the fd standing for
+/// host objects and files opened briefly (64), and up to 16 loaded
+/// collectors with their programs, maps and BTF (128; ours hold 4 to 6).
+pub const RESERVED_FDS: u64 = 192;
+
+/// fds one session or ring stream connection holds beyond its guest
+/// objects: the socket, the registry's handle, the hang-up watch's
+/// duplicate, and a stream's duplicate of its ring and its stop eventfd
+/// (a request session instead briefly opens a file it answers).
+pub const FDS_PER_CONNECTION: u64 = 5;
+
+/// The caps that follow from the fd limit ([`LimitArgs::fit_to_fds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdPlan {
+    /// The soft `RLIMIT_NOFILE` they were fitted to.
+    pub nofile: u64,
+    /// What was lowered, as `--flag ASKED → ALLOWED`.
+    pub lowered: Vec<String>,
+}
+
+/// The kernel-memory budgets: `(per session, in all)`, in bytes.
+pub type MapMemory = (u64, u64);
 
 impl Default for LimitArgs {
     fn default() -> Self {
@@ -95,9 +166,58 @@ impl Default for LimitArgs {
 }
 
 impl LimitArgs {
-    /// The handshake time limit.
+    /// Lowers the caps to what an fd limit of `nofile` allows (see the
+    /// module doc) and the handshake timeout to the idle timeout; says what
+    /// was lowered.
+    pub fn fit_to_fds(&mut self, nofile: u64) -> FdPlan {
+        let avail = nofile.saturating_sub(RESERVED_FDS);
+        let mut lowered = Vec::new();
+        let mut cap = |flag: &str, value: &mut usize, allowed: u64| {
+            let allowed = usize::try_from(allowed.max(1)).unwrap_or(usize::MAX);
+            if *value > allowed {
+                lowered.push(format!("{flag} {value} → {allowed}"));
+                *value = allowed;
+            }
+        };
+        cap("--max-handshakes", &mut self.max_handshakes, avail / 16);
+        let handshakes = self.max_handshakes as u64;
+        cap(
+            "--max-sessions",
+            &mut self.max_sessions,
+            (avail / 2).saturating_sub(handshakes) / FDS_PER_CONNECTION,
+        );
+        let objects = avail
+            .saturating_sub(handshakes)
+            .saturating_sub(self.max_sessions as u64 * FDS_PER_CONNECTION)
+            .max(1);
+        cap("--max-objects", &mut self.max_objects, objects);
+        cap(
+            "--max-objects-per-session",
+            &mut self.max_objects_per_session,
+            objects / 2,
+        );
+        if self.handshake_timeout_ms > self.idle_timeout_ms {
+            lowered.push(format!(
+                "--handshake-timeout-ms {} → {} (the idle timeout)",
+                self.handshake_timeout_ms, self.idle_timeout_ms
+            ));
+            self.handshake_timeout_ms = self.idle_timeout_ms;
+        }
+        FdPlan { nofile, lowered }
+    }
+
+    /// The kernel-memory budgets for a machine with `memory` bytes: the
+    /// flags, or a sixteenth per session and a quarter in all.
+    pub fn map_memory(&self, memory: u64) -> MapMemory {
+        (
+            self.max_map_memory_per_session.unwrap_or(memory / 16),
+            self.max_map_memory.unwrap_or(memory / 4),
+        )
+    }
+
+    /// The handshake time limit (never longer than the idle timeout).
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
+        Duration::from_millis(self.handshake_timeout_ms.min(self.idle_timeout_ms))
     }
 
     /// The idle timeout.
@@ -158,6 +278,10 @@ pub struct Governor {
     objects: AtomicUsize,
     inflight: AtomicUsize,
     rate: Mutex<Bucket>,
+    /// The kernel-memory charges of every session.
+    kernel_memory: Arc<Ledger>,
+    /// The last session budget's token (its owner id in the ledger).
+    budgets: AtomicU64,
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -180,25 +304,44 @@ fn try_add(counter: &AtomicUsize, n: usize, max: usize) -> bool {
 }
 
 impl Governor {
-    /// Counters at zero for `args`.
+    /// Counters at zero for `args`; unset kernel-memory budgets derive
+    /// from the machine's memory ([`LimitArgs::map_memory`]).
     pub fn new(args: LimitArgs) -> Arc<Governor> {
+        let (per_session, total) =
+            if args.max_map_memory_per_session.is_some() && args.max_map_memory.is_some() {
+                args.map_memory(0)
+            } else {
+                args.map_memory(crate::sys::memory_limit())
+            };
         Arc::new(Governor {
             rate: Mutex::new(Bucket::new(args.max_rate)),
             args,
             connections: AtomicUsize::new(0),
             objects: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
+            kernel_memory: Arc::new(Ledger::new(per_session, total, Box::new(KernelCensus))),
+            budgets: AtomicU64::new(0),
         })
     }
 
-    /// A place for a new connection, or `None` at `--max-sessions`.
+    /// A place for a new session, or `None` at `--max-sessions`.
     pub fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         try_add(&self.connections, 1, self.args.max_sessions).then(|| ConnectionSlot(self.clone()))
     }
 
-    /// Connections holding a place now.
+    /// Sessions holding a place now.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether every session place is taken.
+    pub fn sessions_full(&self) -> bool {
+        self.connections() >= self.args.max_sessions
+    }
+
+    /// The kernel-memory budgets in force: `(per session, in all)`.
+    pub fn map_memory(&self) -> MapMemory {
+        self.kernel_memory.budgets()
     }
 
     /// The accounting of one new session.
@@ -208,6 +351,7 @@ impl Governor {
             rate: Bucket::new(self.args.max_rate_per_session),
             objects: 0,
             held: Arc::new(AtomicUsize::new(0)),
+            owner: self.budgets.fetch_add(1, Ordering::AcqRel) + 1,
         }
     }
 
@@ -231,6 +375,8 @@ pub struct SessionBudget {
     /// Bytes charged for the request being served (its frame, its reply
     /// buffers); released once the reply is sent.
     held: Arc<AtomicUsize>,
+    /// This budget's owner id in the kernel-memory ledger.
+    owner: u64,
 }
 
 impl Default for SessionBudget {
@@ -240,7 +386,78 @@ impl Default for SessionBudget {
             rate: Bucket::new(u32::MAX),
             objects: 0,
             held: Arc::new(AtomicUsize::new(0)),
+            owner: 0,
         }
+    }
+}
+
+/// Kernel memory reserved for a call that creates an object
+/// ([`SessionBudget::reserve_kernel_memory`]); returned to the budget when
+/// dropped unless [`KernelCharge::settle`] turned it into a charge.
+#[derive(Debug)]
+pub struct KernelCharge {
+    ledger: Arc<Ledger>,
+    owner: u64,
+    class: Class,
+    bytes: u64,
+    settled: bool,
+}
+
+impl KernelCharge {
+    /// Settles the reservation with the call's outcome: a new object
+    /// becomes a charge of the larger of the estimate and the kernel's own
+    /// figure; if that does not fit the budget, the object is closed and
+    /// the outcome turned into `ENOMEM`. A failed call frees the bytes.
+    pub fn settle(mut self, call: &BpfCall, outcome: &mut Outcome) {
+        let Some(fd) = outcome.new_fd else { return };
+        self.settled = true;
+        let id = object_id(self.class, fd);
+        let actual = crate::sys::fdinfo_memlock(fd).unwrap_or(0);
+        if let Err(errno) = self
+            .ledger
+            .settle(self.owner, self.bytes, self.class, id, actual)
+        {
+            crate::sys::close(fd);
+            outcome.new_fd = None;
+            outcome.result = failed_call(call, errno);
+        }
+    }
+}
+
+impl Drop for KernelCharge {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.ledger.cancel(self.owner, self.bytes);
+        }
+    }
+}
+
+/// The id of a new map, program or BTF object (0 if the kernel will not
+/// say: such a charge is released at the first sweep).
+fn object_id(class: Class, fd: i32) -> u32 {
+    // Only the leading fields: no pointer field of the info struct is
+    // inside these lengths.
+    let (len, at) = match class {
+        Class::Map | Class::Prog => (8, 4),
+        Class::Btf => (16, 12),
+    };
+    let mut info = [0u8; 16];
+    match crate::sys::object_info(fd, &mut info[..len]) {
+        Ok(_) => u32::from_le_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]),
+        Err(_) => 0,
+    }
+}
+
+/// The reply to a call refused with `errno` before (or instead of)
+/// reaching the kernel: the attr as it came, no output.
+pub fn failed_call(call: &BpfCall, errno: i32) -> BpfResult {
+    BpfResult {
+        ret: -1,
+        errno,
+        attr: call.attr.clone(),
+        common: call.common.clone(),
+        out: Vec::new(),
+        object: None,
     }
 }
 
@@ -312,6 +529,31 @@ impl SessionBudget {
         if let Some(gov) = &self.gov {
             gov.inflight.fetch_sub(n, Ordering::AcqRel);
         }
+    }
+
+    /// Reserves the kernel memory `call` will make the kernel allocate, if
+    /// it creates a map, a program or a BTF object: `ENOMEM` past the
+    /// session's or the proxy's budget (see [`crate::kmem`]); the charge is
+    /// settled with the call's outcome.
+    pub fn reserve_kernel_memory(
+        &self,
+        call: &BpfCall,
+        possible_cpus: u32,
+    ) -> Result<Option<KernelCharge>, i32> {
+        let Some(gov) = &self.gov else {
+            return Ok(None);
+        };
+        let Some((class, bytes)) = kmem::estimate(call.cmd, &call.attr, possible_cpus) else {
+            return Ok(None);
+        };
+        gov.kernel_memory.reserve(self.owner, bytes)?;
+        Ok(Some(KernelCharge {
+            ledger: gov.kernel_memory.clone(),
+            owner: self.owner,
+            class,
+            bytes,
+            settled: false,
+        }))
     }
 
     /// The gate of the session's receiver: a request frame over 64 KiB is
@@ -429,6 +671,11 @@ impl Drop for SessionBudget {
     fn drop(&mut self) {
         self.release();
         self.objects_removed(self.objects);
+        if let Some(gov) = &self.gov {
+            // Its objects may outlive it (pins, other holders): their
+            // charges stay until the kernel frees them.
+            gov.kernel_memory.orphan(self.owner);
+        }
     }
 }
 
@@ -518,14 +765,130 @@ mod tests {
             max_rate_per_session: 5,
             max_rate: 8,
             stall_timeout_ms: 50,
+            max_map_memory_per_session: Some(1 << 20),
+            max_map_memory: Some(2 << 20),
             ..LimitArgs::default()
         }
+    }
+
+    #[test]
+    fn caps_fit_the_fd_limit() {
+        // A service's 1024: the defaults are lowered, with room to spare.
+        let mut a = LimitArgs::default();
+        let plan = a.fit_to_fds(1024);
+        assert_eq!(
+            (
+                a.max_handshakes,
+                a.max_sessions,
+                a.max_objects,
+                a.max_objects_per_session
+            ),
+            (52, 72, 420, 210)
+        );
+        assert_eq!(plan.lowered.len(), 4, "{:?}", plan.lowered);
+        assert!(plan.lowered[0].starts_with("--max-handshakes 64 → 52"));
+        let used = RESERVED_FDS
+            + a.max_handshakes as u64
+            + a.max_sessions as u64 * FDS_PER_CONNECTION
+            + a.max_objects as u64;
+        assert!(used <= 1024, "{used}");
+        // A large limit leaves the defaults alone but for the objects.
+        let mut a = LimitArgs::default();
+        let plan = a.fit_to_fds(20_000);
+        assert_eq!((a.max_sessions, a.max_handshakes), (1024, 64));
+        assert_eq!(a.max_objects_per_session, 4096);
+        assert_eq!(a.max_objects, 20_000 - 192 - 64 - 5 * 1024);
+        assert_eq!(plan.lowered.len(), 1);
+        let mut a = LimitArgs::default();
+        assert!(a.fit_to_fds(1 << 20).lowered.is_empty());
+        // Smaller flags stay; a tiny limit still leaves one of each.
+        let mut a = LimitArgs {
+            max_objects_per_session: 8,
+            ..LimitArgs::default()
+        };
+        a.fit_to_fds(1024);
+        assert_eq!(a.max_objects_per_session, 8);
+        let mut a = LimitArgs::default();
+        a.fit_to_fds(10);
+        assert_eq!((a.max_sessions, a.max_objects, a.max_handshakes), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_handshake_never_outlasts_the_idle_timeout() {
+        let mut a = LimitArgs {
+            idle_timeout_ms: 1000,
+            ..LimitArgs::default()
+        };
+        assert_eq!(a.handshake_timeout(), Duration::from_secs(1));
+        let plan = a.fit_to_fds(1 << 20);
+        assert_eq!(plan.lowered.len(), 1, "{:?}", plan.lowered);
+        assert_eq!(a.handshake_timeout_ms, 1000);
+    }
+
+    #[test]
+    fn map_memory_defaults_derive_from_the_machine() {
+        let a = LimitArgs::default();
+        assert_eq!(a.map_memory(16 << 30), (1 << 30, 4 << 30));
+        let a = LimitArgs {
+            max_map_memory: Some(100),
+            ..LimitArgs::default()
+        };
+        assert_eq!(a.map_memory(1 << 30), ((1 << 30) / 16, 100));
+    }
+
+    #[test]
+    fn kernel_memory_is_reserved_per_session_and_in_all() {
+        let gov = Governor::new(args());
+        let s1 = gov.session();
+        let s2 = gov.session();
+        let create = |entries: u32| {
+            let mut attr = vec![0u8; 72];
+            attr[0..4].copy_from_slice(&telebpf_abi::map_type::BPF_MAP_TYPE_ARRAY.to_le_bytes());
+            attr[8..12].copy_from_slice(&1024u32.to_le_bytes());
+            attr[12..16].copy_from_slice(&entries.to_le_bytes());
+            BpfCall {
+                cmd: telebpf_abi::cmd::BPF_MAP_CREATE,
+                size: 72,
+                attr,
+                common: None,
+                common_size: 0,
+                buffers: Vec::new(),
+            }
+        };
+        // 600 KiB each: one fits a session's MiB, two do not; the third
+        // session-worth passes the proxy's 2 MiB.
+        let c1 = s1.reserve_kernel_memory(&create(600), 2).unwrap();
+        assert!(c1.is_some());
+        assert_eq!(
+            s1.reserve_kernel_memory(&create(600), 2).err(),
+            Some(libc::ENOMEM)
+        );
+        let c2 = s2.reserve_kernel_memory(&create(600), 2).unwrap();
+        let s3 = gov.session();
+        let c3 = s3.reserve_kernel_memory(&create(600), 2).unwrap();
+        assert_eq!(
+            gov.session().reserve_kernel_memory(&create(600), 2).err(),
+            Some(libc::ENOMEM)
+        );
+        // Calls that failed (dropped reservations) give their bytes back.
+        drop((c1, c2, c3));
+        assert_eq!(gov.kernel_memory.used(), 0);
+        // Calls that create nothing are not charged.
+        let mut lookup = create(1);
+        lookup.cmd = telebpf_abi::cmd::BPF_MAP_LOOKUP_ELEM;
+        assert!(s1.reserve_kernel_memory(&lookup, 2).unwrap().is_none());
+        assert!(SessionBudget::default()
+            .reserve_kernel_memory(&create(u32::MAX), 2)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn defaults_parse() {
         let d = LimitArgs::default();
         assert_eq!(d.max_sessions, 1024);
+        assert_eq!(d.max_handshakes, 64);
+        assert_eq!(d.max_map_memory, None);
         assert_eq!(d.max_frame, 16 << 20);
         assert_eq!(d.tick(), Duration::from_secs(1));
     }

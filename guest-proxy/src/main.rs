@@ -41,14 +41,14 @@ fn main() -> ExitCode {
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("telebpf-proxy: {e}");
+            telebpf_proxy::log::info(format_args!("{e}"));
             return ExitCode::from(2);
         }
     };
     match telebpf_proxy::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("telebpf-proxy: {e}");
+            telebpf_proxy::log::info(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }

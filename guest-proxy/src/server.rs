@@ -6,10 +6,20 @@
 //! another. SIGTERM/SIGINT stop accepting, shut every session's connection
 //! down (waking threads blocked reading it), and wait a few seconds for the
 //! sessions to close their guest objects.
+//!
+//! Before anything else the proxy raises its fd limit and fits its caps to
+//! it ([`crate::limits`]). Connections that have not authenticated are
+//! bounded apart from sessions ([`crate::handshakes`]), a failing `accept`
+//! backs off instead of spinning, and every connection that does not become
+//! a session — refused at a limit, dropped for a newer one, failed or timed
+//! out — is logged and audited as a failed handshake, throttled per peer
+//! group ([`crate::throttle`]) so that a flood costs a bounded number of
+//! lines.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use telebpf_protocol::address::Address;
 use telebpf_protocol::key::Psk;
@@ -17,10 +27,12 @@ use telebpf_protocol::transport::Listener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Event, Scope};
+use crate::handshakes::{Backoff, Handshakes, Pending};
 use crate::limits::LimitArgs;
 use crate::policy::{self, KeyGrant, PolicyError};
 use crate::session::Context;
+use crate::throttle::{peer_group, Summary, Throttle};
 use crate::{facts, log, session, sys};
 
 /// How long sessions get to close their objects at shutdown.
@@ -203,14 +215,97 @@ impl Config {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), ServerError> {
+pub fn run(mut config: Config) -> Result<(), ServerError> {
     sys::occupy_standard_fds();
     sys::raise_memlock();
+    // libbpf's messages quote names from the objects it loads: through the
+    // escaping log like every other line.
+    telebpf_collectors::route_libbpf_messages(|m| log::info(format_args!("{m}")));
+    let nofile = sys::raise_nofile();
+    let plan = config.limits.fit_to_fds(nofile.now);
+    let memory = sys::memory_limit();
+    let (per_session, total) = config.limits.map_memory(memory);
+    config.limits.max_map_memory_per_session = Some(per_session);
+    config.limits.max_map_memory = Some(total);
+    let l = &config.limits;
+    log::info(format_args!(
+        "fd limit {} (soft was {}, hard {}): {} sessions, {} handshakes, {} guest objects ({} per session), {} fds kept for the proxy{}",
+        plan.nofile,
+        nofile.was,
+        nofile.hard,
+        l.max_sessions,
+        l.max_handshakes,
+        l.max_objects,
+        l.max_objects_per_session,
+        crate::limits::RESERVED_FDS,
+        if plan.lowered.is_empty() {
+            String::new()
+        } else {
+            format!("; lowered to fit: {}", plan.lowered.join(", "))
+        }
+    ));
+    log::info(format_args!(
+        "kernel memory of maps, programs and BTF: {} MiB per session, {} MiB in all (machine: {} MiB)",
+        per_session >> 20,
+        total >> 20,
+        memory >> 20
+    ));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;
     runtime.block_on(serve(config))
+}
+
+/// Records a connection that did not become a session: a log line and a
+/// `handshake_failed` record, throttled per peer group.
+fn handshake_failed(
+    ctx: &Context,
+    failures: &mut Throttle<String>,
+    id: u64,
+    peer: &str,
+    error: &str,
+) {
+    let group = peer_group(peer);
+    let (summary, full) = failures.note(group.clone(), Instant::now(), SystemTime::now(), true);
+    if let Some(s) = summary {
+        handshake_summary(ctx, &group, &s);
+    }
+    if full {
+        log::info(format_args!("session {id} from {peer}: {error}"));
+        if let Some(audit) = &ctx.audit {
+            audit.record(&Event::HandshakeFailed {
+                session: id,
+                peer,
+                error,
+            });
+        }
+    }
+}
+
+/// The summary of failed handshakes of `group` held back.
+fn handshake_summary(ctx: &Context, group: &str, s: &Summary) {
+    log::suppressed(&format!("handshakes from {group}"), "handshake failed", s);
+    if let Some(audit) = &ctx.audit {
+        audit.summary(
+            "handshake_failed",
+            Scope {
+                peer: Some(group),
+                ..Scope::default()
+            },
+            None,
+            s,
+        );
+    }
+}
+
+/// Whether an `accept` error means the proxy is out of fds or memory
+/// (retrying at once would fail again).
+fn exhausted(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
 }
 
 async fn serve(config: Config) -> Result<(), ServerError> {
@@ -250,36 +345,106 @@ async fn serve(config: Config) -> Result<(), ServerError> {
     ));
 
     // Handshakes in progress; a task ends once its session thread runs.
-    let mut handshakes = JoinSet::new();
+    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut pending = Handshakes::new(ctx.governor.args.max_handshakes);
+    let mut failures: Throttle<String> = Throttle::default();
+    let mut backoff = Backoff::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_id = 0u64;
     loop {
+        let paused = backoff.paused_until();
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if paused.is_none() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     next_id += 1;
                     // Past --max-sessions the connection is closed before a
                     // byte is read: the client sees ECONNREFUSED.
-                    match ctx.governor.admit_connection() {
-                        Some(slot) => {
-                            handshakes.spawn(session::start(stream, peer, ctx.clone(), next_id, slot));
-                        }
-                        None => log::info(format_args!(
-                            "session {next_id} from {peer}: refused, {} connections (--max-sessions)",
+                    if ctx.governor.sessions_full() {
+                        let error = format!(
+                            "refused, {} sessions (--max-sessions)",
                             ctx.governor.connections()
-                        )),
+                        );
+                        handshake_failed(&ctx, &mut failures, next_id, &peer, &error);
+                        continue;
+                    }
+                    if pending.is_full() {
+                        if let Some(old) = pending.evict(true) {
+                            handshake_failed(
+                                &ctx,
+                                &mut failures,
+                                old.id,
+                                &old.peer,
+                                "dropped for a newer connection: every handshake place taken (--max-handshakes)",
+                            );
+                        }
+                    }
+                    let answered = Arc::new(AtomicBool::new(false));
+                    let abort = tasks.spawn(session::start(
+                        stream,
+                        peer.clone(),
+                        ctx.clone(),
+                        next_id,
+                        answered.clone(),
+                    ));
+                    pending.insert(abort.id(), Pending::new(next_id, peer, answered, abort));
+                    // Let the new handshake read a hello that is already
+                    // there before the next connection is taken.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    log::limited("accept failed", format_args!("accept failed: {e}"));
+                    if exhausted(e.errno()) {
+                        // Free an fd for the next try: a silent peer's.
+                        if let Some(old) = pending.evict(false) {
+                            handshake_failed(
+                                &ctx,
+                                &mut failures,
+                                old.id,
+                                &old.peer,
+                                "dropped: the proxy is out of file descriptors",
+                            );
+                        }
+                    }
+                    backoff.failed();
+                }
+            },
+            _ = tokio::time::sleep_until(paused.unwrap_or_else(Instant::now).into()), if paused.is_some() => {
+                backoff.resume();
+            }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (task, result) = match done {
+                    Ok((task, result)) => (task, result),
+                    Err(e) if e.is_panic() => (e.id(), Err("handshake task panicked".to_string())),
+                    // Aborted: evicted, and recorded then.
+                    Err(e) => (e.id(), Ok(())),
+                };
+                if let Some(p) = pending.remove(task) {
+                    if let Err(error) = result {
+                        handshake_failed(&ctx, &mut failures, p.id, &p.peer, &error);
                     }
                 }
-                Err(e) => log::info(format_args!("accept failed: {e}")),
-            },
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            }
+            _ = tick.tick() => {
+                for (group, s) in failures.expired(Instant::now()) {
+                    handshake_summary(&ctx, &group, &s);
+                }
+                log::flush_limited(false);
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
     // No session starts after this: unfinished handshakes are dropped (they
     // hold no guest object), then every session's connection is shut down.
-    handshakes.abort_all();
-    while handshakes.join_next().await.is_some() {}
+    for p in pending.drain() {
+        handshake_failed(&ctx, &mut failures, p.id, &p.peer, "proxy shutting down");
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    for (group, s) in failures.drain() {
+        handshake_summary(&ctx, &group, &s);
+    }
     log::info(format_args!(
         "stopping: closing {} sessions",
         ctx.registry.live()
@@ -296,6 +461,7 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             "{left} sessions did not end within {SHUTDOWN_GRACE:?}; exiting anyway"
         ));
     }
+    log::flush_limited(true);
     drop(listener);
     if let Address::Unix(path) = &config.listen {
         let _ = std::fs::remove_file(path);

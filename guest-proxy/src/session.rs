@@ -34,11 +34,12 @@ use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
-use crate::limits::{self, ConnectionSlot, Governor, LimitArgs, SessionBudget};
+use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
+use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
 use crate::{bulk, files, hangup, log, sys};
 
 /// Largest single `read()` of an iterator fd.
@@ -67,6 +68,8 @@ pub struct Session {
     kernel_reads: (u64, u64),
     /// The files it reads range by range.
     snapshots: files::Snapshots,
+    /// Which refusals and audited requests are written in full.
+    notes: SessionNotes,
 }
 
 impl PerfFds for Session {
@@ -132,6 +135,7 @@ impl Session {
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
             snapshots: files::Snapshots::default(),
+            notes: SessionNotes::new(id),
         }
     }
 
@@ -148,8 +152,8 @@ impl Session {
     }
 
     /// Checks `req` against the key's policy: `None` if it may run, else
-    /// the refusal to answer (logged and audited here).
-    fn refusal(&self, req: &Request) -> Option<Reply> {
+    /// the refusal to answer (logged and audited here, throttled).
+    fn refusal(&mut self, req: &Request) -> Option<Reply> {
         let denied = self
             .grant
             .policy
@@ -159,21 +163,27 @@ impl Session {
         Some(self.refuse(denied))
     }
 
-    /// The refusal to answer for `denied` (logged and audited here).
-    fn refuse(&self, denied: policy::Denied) -> Reply {
+    /// The refusal to answer for `denied` (logged and audited here,
+    /// throttled).
+    fn refuse(&mut self, denied: policy::Denied) -> Reply {
+        let full = self
+            .notes
+            .refusal(REFUSED, self.audit.as_deref(), &self.grant.name);
         let policy = self.grant.policy.name();
-        log::info(format_args!(
-            "session {}: policy '{policy}' of key '{}' refuses {} ({})",
-            self.id, self.grant.name, denied.what, denied.rule
-        ));
-        if let Some(audit) = &self.audit {
-            audit.record(&Event::Refused {
-                session: self.id,
-                key: &self.grant.name,
-                policy,
-                op: &denied.what,
-                rule: &denied.rule,
-            });
+        if full {
+            log::info(format_args!(
+                "session {}: policy '{policy}' of key '{}' refuses {} ({})",
+                self.id, self.grant.name, denied.what, denied.rule
+            ));
+            if let Some(audit) = &self.audit {
+                audit.record(&Event::Refused {
+                    session: self.id,
+                    key: &self.grant.name,
+                    policy,
+                    op: &denied.what,
+                    rule: &denied.rule,
+                });
+            }
         }
         Reply::Refused(Refusal {
             what: denied.what,
@@ -183,9 +193,16 @@ impl Session {
         })
     }
 
+    /// Writes the summaries of held-back lines and records whose interval
+    /// is over (every pending one with `all`: the session ends).
+    fn flush_notes(&mut self, all: bool) {
+        self.notes
+            .flush(all, self.audit.as_deref(), &self.grant.name);
+    }
+
     /// Writes the audit record of a request that created or changed
-    /// something, with its outcome.
-    fn audit_outcome(&self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
+    /// something, with its outcome (throttled per op).
+    fn audit_outcome(&mut self, op: &str, detail: Option<&str>, reply: Option<&Reply>) {
         let Some(audit) = &self.audit else { return };
         let (ret, errno) = match reply {
             Some(Reply::Bpf(r)) => ((r.ret >= 0).then_some(r.ret), r.errno),
@@ -206,6 +223,9 @@ impl Session {
             ) => (None, *e),
             _ => (None, 0),
         };
+        if !self.notes.request(op, errno != 0, audit, &self.grant.name) {
+            return;
+        }
         audit.record(&Event::Request {
             session: self.id,
             key: &self.grant.name,
@@ -261,10 +281,19 @@ impl Session {
     fn execute(&mut self, req: Request) -> Option<Reply> {
         match req {
             Request::Bpf(call) => {
-                let outcome = {
+                // Maps, programs and BTF: their kernel memory is budgeted
+                // before they exist (see `kmem`).
+                let charge = match self.budget.reserve_kernel_memory(&call, self.possible_cpus) {
+                    Ok(c) => c,
+                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                };
+                let mut outcome = {
                     let _busy = self.watch.as_ref().map(|w| w.busy());
                     bpf_exec::execute(&call, self)
                 };
+                if let (Some(charge), Ok(o)) = (charge, outcome.as_mut()) {
+                    charge.settle(&call, o);
+                }
                 if log::is_debug() {
                     let result = match &outcome {
                         Ok(o) if o.result.ret < 0 => format!("errno {}", o.result.errno),
@@ -336,7 +365,13 @@ impl Session {
                     Ok(reply) => Some(Reply::File(Ok(reply))),
                     Err(files::Failure::Refused(denied)) => Some(self.refuse(denied)),
                     Err(files::Failure::Errno(errno)) => {
-                        if errno == libc::EACCES {
+                        if errno == libc::EACCES
+                            && self.notes.refusal(
+                                FILE_REFUSED,
+                                self.audit.as_deref(),
+                                &self.grant.name,
+                            )
+                        {
                             log::info(format_args!(
                                 "session {}: refused {:?} (not a kernel-describing file)",
                                 self.id,
@@ -450,6 +485,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.flush_notes(true);
         let n = self.objects.len();
         self.close_all();
         log::debug(format_args!(
@@ -513,56 +549,48 @@ impl Context {
 }
 
 /// Runs one connection's handshake, then hands the connection to a thread
-/// of its own ([`converse`]) and returns.
-/// `slot` is the connection's place under `--max-sessions`, held until the
-/// session ends.
+/// of its own ([`converse`]) and returns. `answered` is set once the proxy
+/// answers the client's hello (see [`crate::handshakes`]). The session's
+/// place under `--max-sessions` is taken once the client proved it holds a
+/// key, and held until the session ends. An error is why the connection
+/// did not become a session; the caller logs and audits it (throttled).
 pub async fn start(
     stream: ServerStream,
     peer: String,
     ctx: Arc<Context>,
     id: u64,
-    slot: ConnectionSlot,
-) {
+    answered: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
     let timeout = ctx.governor.args.handshake_timeout();
-    let (chan, key_index) =
-        match AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                log::info(format_args!("session {id} from {peer}: {e}"));
-                if let Some(audit) = &ctx.audit {
-                    audit.record(&Event::HandshakeFailed {
-                        session: id,
-                        peer: &peer,
-                        error: &e.to_string(),
-                    });
-                }
-                return;
-            }
-        };
-    let handed_over = chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
-        let stream = p.stream.into_blocking().map_err(|e| e.to_string())?;
-        let handle = stream.try_clone().map_err(|e| e.to_string())?;
-        let args = &ctx.governor.args;
-        limits::set_socket_timeouts(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            args.tick(),
-            args.stall_timeout(),
-        )
-        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
-        Ok((stream, handle, p.sealer, p.opener, p.buffered))
-    });
-    let (stream, handle, sealer, opener, buffered) = match handed_over {
-        Ok(ok) => ok,
-        Err(e) => {
-            log::info(format_args!("session {id} from {peer}: {e}"));
-            return;
-        }
-    };
-    let Some(registration) = ctx.registry.register(id, handle) else {
-        log::info(format_args!(
-            "session {id} from {peer}: refused, proxy shutting down"
+    let stream = crate::handshakes::Tracked::new(stream, answered);
+    let (chan, key_index) = AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(slot) = ctx.governor.admit_connection() else {
+        return Err(format!(
+            "refused after the handshake, {} sessions (--max-sessions)",
+            ctx.governor.connections()
         ));
-        return;
+    };
+    let (stream, handle, sealer, opener, buffered) =
+        chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
+            let stream = p
+                .stream
+                .into_inner()
+                .into_blocking()
+                .map_err(|e| e.to_string())?;
+            let handle = stream.try_clone().map_err(|e| e.to_string())?;
+            let args = &ctx.governor.args;
+            limits::set_socket_timeouts(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                args.tick(),
+                args.stall_timeout(),
+            )
+            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+            Ok((stream, handle, p.sealer, p.opener, p.buffered))
+        })?;
+    let Some(registration) = ctx.registry.register(id, handle) else {
+        return Err("refused, proxy shutting down".to_string());
     };
     let grant = ctx.grants[key_index].clone();
     log::info(format_args!(
@@ -596,6 +624,7 @@ pub async fn start(
         // dropped: the client sees the connection close.
         log::info(format_args!("session {id}: cannot start its thread: {e}"));
     }
+    Ok(())
 }
 
 /// The body of a session thread: converse until the end, then close the
@@ -634,6 +663,7 @@ fn run(
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
     };
+    session.flush_notes(true);
     log::info(format_args!(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
@@ -736,6 +766,7 @@ fn converse(
             // Quiet: only a session that holds nothing may time out (see
             // `limits`).
             Err(ChannelError::Idle) => {
+                session.flush_notes(false);
                 if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
                     return format!("idle for {idle_limit:?} holding no guest object");
                 }
@@ -804,5 +835,6 @@ fn converse(
             }
         }
         session.budget.release();
+        session.flush_notes(false);
     }
 }

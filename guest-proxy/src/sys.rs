@@ -137,6 +137,129 @@ pub fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
+/// The file-descriptor limit before and after [`raise_nofile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nofile {
+    /// The soft limit the proxy was started with.
+    pub was: u64,
+    /// The hard limit.
+    pub hard: u64,
+    /// The soft limit now: the hard one if raising it worked.
+    pub now: u64,
+}
+
+/// Raises `RLIMIT_NOFILE`'s soft limit to the hard one (a service's usual
+/// soft limit is 1024, its hard limit far higher); an infinite hard limit
+/// means the kernel's `fs.nr_open`.
+pub fn raise_nofile() -> Nofile {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit struct to write into.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Nofile {
+            was: 1024,
+            hard: 1024,
+            now: 1024,
+        };
+    }
+    let was = lim.rlim_cur;
+    let mut hard = lim.rlim_max;
+    if hard == libc::RLIM_INFINITY {
+        hard = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: `raised` is a valid rlimit struct.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    Nofile {
+        was,
+        hard,
+        now: if ok { hard } else { was },
+    }
+}
+
+/// The memory the proxy's objects may take: `MemTotal`, or less when the
+/// proxy's cgroup (or one above it) sets `memory.max` (BPF memory is
+/// charged to the creating process's cgroup).
+pub fn memory_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024);
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        });
+    let mut limit = total;
+    if let Some(path) = cgroup {
+        let mut dir = std::path::PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        loop {
+            if let Some(max) = std::fs::read_to_string(dir.join("memory.max"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                limit = limit.min(max);
+            }
+            if !dir.pop() || !dir.starts_with("/sys/fs/cgroup") {
+                break;
+            }
+        }
+    }
+    limit
+}
+
+/// The ids of every live object a `BPF_*_GET_NEXT_ID` command lists.
+pub fn live_ids(command: u32) -> std::collections::HashSet<u32> {
+    let mut ids = std::collections::HashSet::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 12];
+        attr[0..4].copy_from_slice(&id.to_le_bytes());
+        // SAFETY: the attr of GET_NEXT_ID holds no pointer; the kernel
+        // reads and writes its 12 bytes.
+        match unsafe {
+            bpf(
+                command,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+                std::ptr::null_mut(),
+                0,
+            )
+        } {
+            Ok(_) => {
+                id = u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]);
+                ids.insert(id);
+            }
+            Err(_) => return ids,
+        }
+    }
+}
+
+/// The `memlock:` figure of an fd's fdinfo (maps and programs), in bytes.
+pub fn fdinfo_memlock(fd: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -763,6 +763,9 @@ pub struct Harness {
     proxy_checked: bool,
     /// Extra command-line arguments of the proxy ([`Harness::set_proxy_args`]).
     proxy_args: Vec<String>,
+    /// `RLIMIT_NOFILE` (soft = hard) of later proxies
+    /// ([`Harness::set_proxy_nofile`]).
+    proxy_nofile: Option<u64>,
     _lock: TestLock,
 }
 
@@ -809,6 +812,7 @@ impl Harness {
             proxy: None,
             proxy_checked: false,
             proxy_args: Vec::new(),
+            proxy_nofile: None,
             _lock: lock,
         };
         for stem in ["forward_test", "iter_test"] {
@@ -995,6 +999,23 @@ impl Harness {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        if let Some(n) = self.proxy_nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and `lim` is a plain
+            // value copied into the child before the closure runs.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", proxy_bin.display()));
@@ -1045,6 +1066,12 @@ impl Harness {
     /// timeouts).
     pub fn set_proxy_args(&mut self, args: &[&str]) {
         self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Starts later proxies with `RLIMIT_NOFILE` `n:n` (as `prlimit
+    /// --nofile=n:n` would), modelling a service's fd limit.
+    pub fn set_proxy_nofile(&mut self, n: u64) {
+        self.proxy_nofile = Some(n);
     }
 
     /// The running proxy's pid.

@@ -1526,3 +1526,516 @@ fn slow_file_readers_bounded_memory_and_a_normal_client_is_served() {
     assert!(proxy_alive(&h));
     h.finish();
 }
+
+/// Bytes in a file (0 if it does not exist).
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `attack-client ARGS` as nobody against this test's proxy, with `key`
+/// (nobody's copy of it; or no key at all), its stdout and stderr read as
+/// they come.
+fn attack(h: &Harness, key: Option<&std::path::Path>, args: &[&str]) -> Client {
+    let mut cmd = h.attack_command(key.unwrap_or(h.key()), args);
+    if key.is_none() {
+        cmd.env_remove("TELEBPF_KEY_FILE");
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    Client::start(cmd, format!("[nobody] attack-client {}", args.join(" ")))
+}
+
+/// The number of an `attack-client` output line `key: N`.
+fn attack_num(c: &mut Client, key: &str) -> u64 {
+    let line = c.wait_line(&format!("{key}: "), Duration::from_secs(120));
+    line[key.len() + 2..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number in {line:?}"))
+}
+
+/// The audit log's records (each line must be JSON).
+fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+        .collect()
+}
+
+/// Records of `event`, and the sum of `count` of the `suppressed` records
+/// of that event (the proxy's aggregation: nothing may go uncounted).
+fn audit_total(records: &[serde_json::Value], event: &str) -> (u64, u64) {
+    let detailed = records.iter().filter(|r| r["event"] == event).count() as u64;
+    let summed = records
+        .iter()
+        .filter(|r| r["event"] == "suppressed" && r["of"] == event)
+        .map(|r| {
+            r["count"]
+                .as_u64()
+                .expect("a suppressed record has a count")
+        })
+        .sum();
+    (detailed, summed)
+}
+
+/// The counts of the proxy's summary lines `…: N more 'KIND' lines
+/// suppressed …`.
+fn log_suppressed(log: &str, kind: &str) -> u64 {
+    let needle = format!(" more '{kind}' lines suppressed");
+    log.lines()
+        .filter_map(|l| {
+            let at = l.find(&needle)?;
+            l[..at].rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Connects with `key`, authenticates and pings, within `limit`.
+fn try_serve(h: &Harness, key: &Psk, limit: Duration) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let path = h.target();
+    let mut s = UnixStream::connect(path.strip_prefix("unix:").expect("unix target"))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let (hs, hello) = ClientHandshake::start(key).unwrap();
+    s.write_all(&hello).map_err(|e| format!("hello: {e}"))?;
+    let (_, server_hello) = read_frame(&mut s).map_err(|e| format!("server hello: {e}"))?;
+    let (proof, keys) = hs
+        .finish(&server_hello)
+        .map_err(|e| format!("handshake: {e}"))?;
+    s.write_all(&proof).map_err(|e| format!("proof: {e}"))?;
+    let mut raw = Raw {
+        s,
+        sealer: keys.sealer,
+        opener: keys.opener,
+    };
+    match raw.recv() {
+        Some(Reply::Welcome(_)) => {}
+        other => return Err(format!("no Welcome: {other:?}")),
+    }
+    if !raw.ping(b"served") {
+        return Err("no pong".into());
+    }
+    Ok(t0.elapsed())
+}
+
+/// A flood of connections that never authenticate — 5× `--max-sessions`
+/// silent ones held open and 5× garbage ones reopened as fast as the proxy
+/// closes them — leaves a keyed client served within 1 s, and the proxy's
+/// stderr and audit log grow by at most 1 MiB each; every connection of the
+/// flood is still accounted for in the audit log (a `handshake_failed`
+/// record, or counted in a `suppressed` one).
+#[test]
+fn connection_flood_leaves_keyed_client_served_within_1s_and_log_bounded() {
+    let Some(mut h) = Harness::start_without_proxy("connection_flood") else {
+        return;
+    };
+    const MAX_SESSIONS: usize = 64;
+    const LOG_BOUND: u64 = 1 << 20;
+    h.set_proxy_args(&["--max-sessions", &MAX_SESSIONS.to_string()]);
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&["--audit".into(), audit.display().to_string()]);
+    let key = psk(&h);
+    assert!(Raw::open(&h, &key).ping(b"warm"));
+    let log_path = h.dir().join("proxy.stderr");
+    let (log0, audit0) = (file_len(&log_path), file_len(&audit));
+    let per_kind = (5 * MAX_SESSIONS).to_string();
+    let mut flood = attack(&h, None, &["flood", &per_kind, &per_kind, "4000"]);
+    thread::sleep(Duration::from_millis(500));
+    let (mut served, mut failed) = (Vec::new(), Vec::new());
+    let t_flood = Instant::now();
+    while t_flood.elapsed() < Duration::from_millis(3000) {
+        match try_serve(&h, &key, Duration::from_secs(5)) {
+            Ok(t) => served.push(t),
+            Err(e) => failed.push(e),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let connections = attack_num(&mut flood, "connections");
+    let closed = attack_num(&mut flood, "closed_by_proxy");
+    assert!(flood.wait_exit(Duration::from_secs(30)).success());
+    // The connections still queued reach accept and fail; then the
+    // pending counts are flushed at shutdown.
+    thread::sleep(Duration::from_millis(1000));
+    let alive = proxy_alive(&h);
+    let exit = h.stop_proxy();
+    let log_grew = file_len(&log_path).saturating_sub(log0);
+    let audit_grew = file_len(&audit).saturating_sub(audit0);
+    let records = audit_records(&audit);
+    let (detailed, summed) = audit_total(&records, "handshake_failed");
+    let slowest = served.iter().max().copied().unwrap_or_default();
+    say(&format!(
+        "connection flood ({per_kind} silent + {per_kind} garbage, --max-sessions {MAX_SESSIONS}): \
+         {connections} connections, {closed} closed by the proxy; keyed clients: {} served, slowest \
+         {slowest:?} (bound 1 s), {} failed {:?}; proxy stderr +{log_grew} bytes, audit \
+         +{audit_grew} bytes (bound {LOG_BOUND} each); handshake failures in the audit log: \
+         {detailed} records + {summed} counted in summaries = {} (connections: {connections})",
+        served.len(),
+        failed.len(),
+        failed.first(),
+        detailed + summed,
+    ));
+    assert!(alive, "the proxy died");
+    assert_eq!(exit.status.code(), Some(0), "proxy exit: {}", exit.status);
+    assert!(failed.is_empty(), "keyed clients not served: {failed:?}");
+    assert!(served.len() >= 5, "keyed clients served: {}", served.len());
+    assert!(slowest <= BOUND, "a keyed client took {slowest:?}");
+    assert!(log_grew <= LOG_BOUND, "stderr grew by {log_grew} bytes");
+    assert!(
+        audit_grew <= LOG_BOUND,
+        "audit log grew by {audit_grew} bytes"
+    );
+    assert_eq!(
+        detailed + summed,
+        connections,
+        "every connection of the flood is a handshake failure, recorded or counted"
+    );
+}
+
+/// The caps the proxy derived from its fd limit, from its start line
+/// `fd limit L: …, T guest objects (P per session)`.
+fn derived_object_caps(log: &str) -> Option<(u64, u64)> {
+    let line = log.lines().find(|l| l.contains("fd limit "))?;
+    let before = |needle: &str| -> Option<u64> {
+        let at = line.find(needle)?;
+        line[..at].rsplit([' ', '(']).next()?.parse().ok()
+    };
+    Some((before(" guest objects")?, before(" per session")?))
+}
+
+/// Under a service's fd limit of 1024 (soft = hard, so the proxy cannot
+/// raise it), read-only keys holding BTF fds (`BPF_BTF_GET_FD_BY_ID` again
+/// and again) stop at the caps the proxy derived from that limit, with
+/// `EMFILE` (the session's) and `ENFILE` (the proxy's), and a new client is
+/// still served at once; the log stays small.
+#[test]
+fn btf_fds_under_nofile_1024_stop_at_the_derived_caps_and_new_clients_are_served() {
+    let Some(mut h) = Harness::start_without_proxy("btf_fds_nofile_1024") else {
+        return;
+    };
+    h.set_proxy_nofile(1024);
+    h.start_proxy_with(&["--policy".into(), "read-only".into()]);
+    let log_path = h.dir().join("proxy.stderr");
+    let log0 = file_len(&log_path);
+    let caps = derived_object_caps(&h.proxy_log());
+    let mut a = Client::spawn(&h, &["btf-fds", "1000"]);
+    let first = a.wait_line("fds=", Duration::from_secs(60));
+    let t0 = Instant::now();
+    let mut b = Client::spawn(&h, &["btf-fds", "2"]);
+    let second = b.wait_line("fds=", Duration::from_secs(10));
+    let served_in = t0.elapsed();
+    let mut c = Client::spawn(&h, &["btf-fds", "1000"]);
+    let third = c.wait_line("fds=", Duration::from_secs(60));
+    let mut d = Client::spawn(&h, &["btf-fds", "2"]);
+    let fourth = d.wait_line("fds=", Duration::from_secs(10));
+    let proxy_fds = std::fs::read_dir(format!("/proc/{}/fd", h.proxy_pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let log_grew = file_len(&log_path).saturating_sub(log0);
+    say(&format!(
+        "fd limit 1024: derived caps (total, per session) {caps:?}; first key: {first}; a new \
+         client: {second} after {served_in:?}; second key: {third}; then: {fourth}; proxy holds \
+         {proxy_fds} fds; log +{log_grew} bytes (bound 1 MiB)"
+    ));
+    assert_eq!(second, "fds=2 errno=0", "a new client is served");
+    let (total, per_session) = caps.expect("the proxy logs the caps it derived from its fd limit");
+    assert!(
+        total + 100 <= 1024,
+        "the caps leave room for the proxy's own fds"
+    );
+    assert_eq!(first, format!("fds={per_session} errno={}", libc::EMFILE));
+    assert_eq!(
+        third,
+        format!("fds={} errno={}", total - per_session - 2, libc::ENFILE)
+    );
+    assert_eq!(fourth, format!("fds=0 errno={}", libc::ENFILE));
+    assert!(proxy_fds < 1024);
+    assert!(log_grew <= 1 << 20);
+    for mut x in [a, b, c, d] {
+        x.kill();
+    }
+    h.finish();
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proxy stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A proxy whose fd table is full (its limit is what it holds when idle)
+/// under 30 connections held open: `accept` fails with `EMFILE`,
+/// and the proxy backs off instead of retrying at once — it uses at most
+/// 20% of a CPU and logs at most 64 KiB in 2 s — and lives.
+#[test]
+fn accept_out_of_fds_backs_off_without_spinning() {
+    let Some(mut h) = Harness::start_without_proxy("accept_out_of_fds") else {
+        return;
+    };
+    h.start_proxy();
+    let idle_fds = std::fs::read_dir(format!("/proc/{}/fd", h.proxy_pid()))
+        .map(|d| d.count() as u64)
+        .expect("proxy fds");
+    h.stop_proxy_checked();
+    h.set_proxy_nofile(idle_fds);
+    h.start_proxy();
+    let pid = h.proxy_pid();
+    let log_path = h.dir().join("proxy.stderr");
+    let log0 = file_len(&log_path);
+    let cpu0 = cpu_ticks(pid);
+    let path = h.target();
+    let path = path.strip_prefix("unix:").expect("unix target");
+    let held: Vec<UnixStream> = (0..30)
+        .filter_map(|_| UnixStream::connect(path).ok())
+        .collect();
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let wall = t0.elapsed();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (cpu_ticks(pid) - cpu0) as f64 / hz;
+    let log_grew = file_len(&log_path).saturating_sub(log0);
+    let failures = log_since(&h, log0 as usize)
+        .matches("accept failed")
+        .count();
+    say(&format!(
+        "accept out of fds (limit {idle_fds}): {} connections held for {wall:?}: proxy CPU \
+         {cpu:.2} s (bound 20% of the time), log +{log_grew} bytes (bound 64 KiB), {failures} \
+         accept failure lines",
+        held.len()
+    ));
+    assert!(proxy_alive(&h), "the proxy died");
+    assert!(
+        cpu <= 0.2 * wall.as_secs_f64(),
+        "the proxy spins: {cpu} s of CPU"
+    );
+    assert!(log_grew <= 64 << 10, "log grew by {log_grew} bytes");
+    assert!(
+        failures > 0,
+        "accept must have failed (the limit was not reached)"
+    );
+    drop(held);
+    h.finish();
+}
+
+/// `MemAvailable` of /proc/meminfo, in KiB.
+fn mem_available_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("MemAvailable")
+}
+
+/// The `map=I errno=E id=ID` lines of `fault-client bigmaps N …`.
+fn bigmap_lines(c: &mut Client, n: usize) -> Vec<(i32, u64)> {
+    (0..n)
+        .map(|_| {
+            let line = c.wait_line("map=", Duration::from_secs(60));
+            (num(&line, "errno") as i32, num(&line, "id") as u64)
+        })
+        .collect()
+}
+
+/// The kernel memory of maps is budgeted: three 2 GiB arrays of a tracing
+/// key are refused with `ENOMEM` before they exist (the default budget
+/// derives from the machine's memory), and with small budgets by flag a
+/// session's and the proxy's budgets hold, a charge outlives its session
+/// while another holder keeps the map alive, and is released once the map
+/// is really gone.
+#[test]
+fn map_memory_budget_refuses_huge_maps_before_they_exist() {
+    let Some(mut h) = Harness::start_without_proxy("map_memory_budget") else {
+        return;
+    };
+    h.start_proxy_with(&["--policy".into(), "tracing".into()]);
+    let before = h.settled_local_ids();
+    let avail0 = mem_available_kib();
+    let mut c = Client::spawn(&h, &["bigmaps", "3", "2048", "1"]);
+    let results = bigmap_lines(&mut c, 3);
+    c.wait_line("holding", Duration::from_secs(10));
+    let avail1 = mem_available_kib();
+    let new_maps = h.local_ids().minus(&before).maps.len();
+    c.kill();
+    let dropped_mib = avail0.saturating_sub(avail1) / 1024;
+    say(&format!(
+        "three 2 GiB arrays (tracing key, default budgets): errnos {:?}; guest MemAvailable \
+         dropped by {dropped_mib} MiB (bound 256); {new_maps} new maps",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    ));
+    assert!(results.iter().all(|r| r.0 == libc::ENOMEM), "{results:?}");
+    assert_eq!(new_maps, 0);
+    assert!(dropped_mib <= 256);
+    h.stop_proxy_checked();
+
+    // 48 MiB maps under a 64 MiB session budget and an 80 MiB proxy budget.
+    h.set_proxy_args(&[
+        "--max-map-memory-per-session",
+        &(64u64 << 20).to_string(),
+        "--max-map-memory",
+        &(80u64 << 20).to_string(),
+    ]);
+    h.start_proxy_with(&["--policy".into(), "tracing".into()]);
+    let mut a = Client::spawn(&h, &["bigmaps", "2", "48", "1"]);
+    let a_maps = bigmap_lines(&mut a, 2);
+    a.wait_line("holding", Duration::from_secs(10));
+    let try_one = |h: &Harness| -> i32 {
+        let mut b = Client::spawn(h, &["bigmaps", "1", "48", "0"]);
+        let r = bigmap_lines(&mut b, 1)[0].0;
+        assert!(b.wait_exit(Duration::from_secs(10)).success());
+        r
+    };
+    let b_first = try_one(&h);
+    let map_id = a_maps[0].1;
+    let mut holder = Client::spawn(&h, &["hold-map", &map_id.to_string()]);
+    let held = holder.wait_line("held", Duration::from_secs(10));
+    a.kill();
+    assert!(h.wait_proxy_log("closing 1 guest objects", Duration::from_secs(5)));
+    let b_while_held = try_one(&h);
+    holder.kill();
+    let gone = wait_until(Duration::from_secs(5), || {
+        if h.local_ids().maps.contains(&map_id) {
+            Err(format!("map {map_id} still exists"))
+        } else {
+            Ok(())
+        }
+    });
+    let b_after = try_one(&h);
+    say(&format!(
+        "budgets 64 MiB per session, 80 MiB in all, 48 MiB maps: first session {a_maps:?}; \
+         another session {b_first}; after the first ended with its map held elsewhere ({held}) \
+         {b_while_held}; once the map was freed ({gone:?}) {b_after}"
+    ));
+    assert_eq!(a_maps[0].0, 0);
+    assert_eq!(a_maps[1].0, libc::ENOMEM, "the session's budget");
+    assert_eq!(b_first, libc::ENOMEM, "the proxy's budget");
+    assert_eq!(held, "held errno=0");
+    assert_eq!(
+        b_while_held,
+        libc::ENOMEM,
+        "the charge outlives the session"
+    );
+    gone.expect("the map is freed with its last holder");
+    assert_eq!(b_after, 0, "the charge is released once the map is gone");
+    h.finish();
+}
+
+/// A flood of refused requests (three sessions of a read-only key, 30,000
+/// `BPF_PROG_LOAD`s each) grows the audit log and stderr by a bounded
+/// amount, and the detailed records plus the counts of the summaries add up
+/// to exactly the number of refusals sent.
+#[test]
+fn refusal_flood_bounded_audit_and_log_counts_add_up() {
+    let Some(mut h) = Harness::start_without_proxy("refusal_flood") else {
+        return;
+    };
+    const PER_SESSION: u64 = 30_000;
+    const BOUND_BYTES: u64 = 256 << 10;
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        "read-only".into(),
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
+    let log_path = h.dir().join("proxy.stderr");
+    let (log0, audit0) = (file_len(&log_path), file_len(&audit));
+    let key = h.key().to_path_buf();
+    let t0 = Instant::now();
+    let mut refused = 0;
+    for _ in 0..3 {
+        let mut c = attack(&h, Some(&key), &["refusals", &PER_SESSION.to_string()]);
+        refused += attack_num(&mut c, "refused");
+        assert_eq!(attack_num(&mut c, "other"), 0);
+        assert!(c.wait_exit(Duration::from_secs(30)).success());
+    }
+    let took = t0.elapsed();
+    let ended = wait_until(Duration::from_secs(5), || {
+        match h.proxy_log().matches(": ended (").count() {
+            3 => Ok(()),
+            n => Err(format!("{n} sessions ended")),
+        }
+    });
+    ended.expect("the three sessions end");
+    h.stop_proxy_checked();
+    let log = h.proxy_log();
+    let log_grew = file_len(&log_path).saturating_sub(log0);
+    let audit_grew = file_len(&audit).saturating_sub(audit0);
+    let records = audit_records(&audit);
+    let (detailed, summed) = audit_total(&records, "refused");
+    let lines = log.lines().filter(|l| l.contains(" refuses ")).count() as u64;
+    let line_counts = log_suppressed(&log, "refused");
+    say(&format!(
+        "refusal flood: {refused} refusals in {took:?}; audit +{audit_grew} bytes, stderr \
+         +{log_grew} bytes (bound {BOUND_BYTES} each); audit: {detailed} records + {summed} \
+         counted = {}; stderr: {lines} lines + {line_counts} counted = {}",
+        detailed + summed,
+        lines + line_counts
+    ));
+    assert_eq!(refused, 3 * PER_SESSION);
+    assert!(audit_grew <= BOUND_BYTES);
+    assert!(log_grew <= BOUND_BYTES);
+    assert_eq!(
+        detailed + summed,
+        refused,
+        "audit: nothing refused goes uncounted"
+    );
+    assert_eq!(
+        lines + line_counts,
+        refused,
+        "stderr: nothing refused goes uncounted"
+    );
+}
+
+/// Client-chosen strings with a newline, a carriage return and a terminal
+/// escape (file paths, a probe definition) cannot forge a log line: the
+/// proxy escapes them in every line of its stderr (debug lines included),
+/// and the audit log stays one JSON object per line.
+#[test]
+fn client_strings_cannot_forge_log_lines() {
+    let Some(mut h) = Harness::start_without_proxy("log_forging") else {
+        return;
+    };
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        "read-only".into(),
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
+    let key = h.key().to_path_buf();
+    let mut c = attack(&h, Some(&key), &["forge"]);
+    let sent = attack_num(&mut c, "sent");
+    assert!(c.wait_exit(Duration::from_secs(30)).success());
+    assert!(h.wait_proxy_log("ended", Duration::from_secs(5)));
+    h.stop_proxy_checked();
+    let log = h.proxy_log();
+    let forged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("telebpf-proxy: session 4242"))
+        .collect();
+    let raw_controls = log
+        .chars()
+        .filter(|&ch| ch != '\n' && ch.is_control())
+        .count();
+    let quoted = log.lines().filter(|l| l.contains("session 4242")).count();
+    say(&format!(
+        "log forging: {sent} requests with forged lines in their strings; forged lines in the \
+         log: {}; raw control characters: {raw_controls}; lines quoting the fake (escaped): {quoted}",
+        forged.len()
+    ));
+    assert_eq!(sent, 3);
+    assert!(forged.is_empty(), "forged lines: {forged:?}");
+    assert_eq!(raw_controls, 0, "control characters reach the log");
+    assert!(
+        quoted > 0,
+        "the client's strings are kept (escaped), not dropped"
+    );
+    for r in audit_records(&audit) {
+        assert_ne!(r["session"], 4242, "forged audit record {r}");
+    }
+}

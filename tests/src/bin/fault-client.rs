@@ -33,6 +33,14 @@
 //!   update with a lookup.
 //! * `maps N` — creates up to N maps, stops at the first error.
 //! * `rate N` — N lookups as fast as possible, counting the errnos.
+//! * `btf-fds N` — opens the first BTF object (vmlinux) by id up to N
+//!   times, stops at the first error, prints `fds=K errno=E`, then holds
+//!   every fd until killed.
+//! * `bigmaps N MIB HOLD` — creates N arrays of MIB MiB each (4 KiB values),
+//!   printing `map=I errno=E id=ID` for each (id 0 when it failed); with
+//!   HOLD `1` prints `holding` and keeps them until killed.
+//! * `hold-map ID` — opens map ID by id, prints `held errno=E`, and keeps it
+//!   until killed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -462,6 +470,80 @@ fn rate(n: u32) {
     println!("{}", line.join(" "));
 }
 
+/// Keeps every fd open until the process is killed.
+fn hold() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The next object id after `start` (`BPF_*_GET_NEXT_ID`).
+fn next_id(command: u32, start: u32) -> Result<u32, i32> {
+    let mut a = [0u8; 12];
+    put32(&mut a, 0, start);
+    bpf(command, &mut a)?;
+    Ok(u32::from_le_bytes(a[4..8].try_into().expect("4 bytes")))
+}
+
+/// `BPF_*_GET_FD_BY_ID`.
+fn fd_by_id(command: u32, id: u32) -> Result<i32, i32> {
+    let mut a = [0u8; 12];
+    put32(&mut a, 0, id);
+    bpf(command, &mut a).map(|fd| fd as i32)
+}
+
+fn btf_fds(n: u32) {
+    let id = next_id(BPF_BTF_GET_NEXT_ID, 0).expect("a BTF object exists");
+    let (mut fds, mut err) = (0, 0);
+    for _ in 0..n {
+        match fd_by_id(BPF_BTF_GET_FD_BY_ID, id) {
+            Ok(_) => fds += 1,
+            Err(e) => {
+                err = e;
+                break;
+            }
+        }
+    }
+    println!("fds={fds} errno={err}");
+    hold();
+}
+
+fn map_id(fd: i32) -> u32 {
+    let mut info = [0u8; 88];
+    let mut a = [0u8; 16];
+    put32(&mut a, 0, fd as u32);
+    put32(&mut a, 4, info.len() as u32);
+    put64(&mut a, 8, info.as_mut_ptr() as u64);
+    match bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a) {
+        Ok(_) => u32::from_le_bytes(info[4..8].try_into().expect("4 bytes")),
+        Err(_) => 0,
+    }
+}
+
+fn bigmaps(n: u32, mib: u32, keep: bool) {
+    for i in 0..n {
+        match map_create(BPF_MAP_TYPE_ARRAY, 4, 4096, mib * 256) {
+            Ok(fd) => println!("map={i} errno=0 id={}", map_id(fd)),
+            Err(e) => println!("map={i} errno={e} id=0"),
+        }
+    }
+    if keep {
+        println!("holding");
+        hold();
+    }
+}
+
+fn hold_map(id: u32) {
+    match fd_by_id(BPF_MAP_GET_FD_BY_ID, id) {
+        Ok(_) => println!("held errno=0"),
+        Err(e) => {
+            println!("held errno={e}");
+            return;
+        }
+    }
+    hold();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -478,9 +560,16 @@ fn main() {
         Some("maps") => maps(arg(&args, 2, "count")),
         Some("no-objects") => no_objects(arg(&args, 2, "rounds"), arg(&args, 3, "ms")),
         Some("rate") => rate(arg(&args, 2, "count")),
+        Some("btf-fds") => btf_fds(arg(&args, 2, "count")),
+        Some("bigmaps") => bigmaps(
+            arg(&args, 2, "count"),
+            arg(&args, 3, "MiB"),
+            arg::<u32>(&args, 4, "hold") == 1,
+        ),
+        Some("hold-map") => hold_map(arg(&args, 2, "map id")),
         _ => {
             eprintln!(
-                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|no-objects|rate …"
+                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|no-objects|rate|btf-fds|bigmaps|hold-map …"
             );
             std::process::exit(2);
         }

@@ -13,6 +13,7 @@
 use std::process::ExitCode;
 
 mod files;
+mod flood;
 mod peer;
 mod rings;
 
@@ -23,6 +24,7 @@ type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 const AREAS: &[Area] = &[
     rings::run, // ring streams: lying geometry, moved consumer position
     files::run, // file requests: kernel files, bpffs, slow readers
+    flood::run, // connections, refusals and forged log lines
 ];
 
 fn main() -> ExitCode {
