@@ -1,8 +1,6 @@
 //! What every attack needs: a session with the proxy of `TELEBPF_TARGET`
 //! under the key of `TELEBPF_KEY_FILE`, and one-line output.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 
 use telebpf_client::{Connection, Settings};
