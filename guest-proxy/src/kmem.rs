@@ -28,10 +28,14 @@
 //!    charges of vanished objects are dropped. A session's charges outlive
 //!    it, owned by the proxy, until their objects are gone.
 //!
+//! The perf ring buffer the proxy maps for a ring stream is held the same
+//! way, as a reservation of the stream's session for as long as the stream
+//! lives (`limits::HeldKernelMemory`).
+//!
 //! Not bounded here: memory a map takes for objects it is attached to
 //! rather than for its entries (task, socket, inode and cgroup storage),
-//! per-entry allocations of networking maps (`cpumap` queues), perf ring
-//! buffers, the verifier's working memory during a load, and objects
+//! per-entry allocations of networking maps (`cpumap` queues), the
+//! verifier's working memory during a load, and objects
 //! created before the proxy started (its budgets start at zero).
 
 use std::collections::{HashMap, HashSet};

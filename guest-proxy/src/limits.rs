@@ -432,6 +432,24 @@ impl Drop for KernelCharge {
     }
 }
 
+/// Kernel memory the proxy itself makes the kernel allocate while
+/// something it holds lives — the ring buffer of a perf event it maps for a
+/// stream ([`SessionBudget::hold_kernel_memory`]): reserved in the
+/// session's and the proxy's kernel-memory budgets, and free again when
+/// this is dropped (the mapping with it).
+#[derive(Debug)]
+pub struct HeldKernelMemory {
+    ledger: Arc<Ledger>,
+    owner: u64,
+    bytes: u64,
+}
+
+impl Drop for HeldKernelMemory {
+    fn drop(&mut self) {
+        self.ledger.cancel(self.owner, self.bytes);
+    }
+}
+
 /// The id of a new map, program or BTF object (0 if the kernel will not
 /// say: such a charge is released at the first sweep).
 fn object_id(class: Class, fd: i32) -> u32 {
@@ -553,6 +571,22 @@ impl SessionBudget {
             class,
             bytes,
             settled: false,
+        }))
+    }
+
+    /// Reserves `bytes` of kernel memory for as long as the returned value
+    /// lives (a perf ring buffer the proxy maps for a stream: the kernel
+    /// allocates it at the first `mmap`, charging no one, since the proxy
+    /// is root): `ENOMEM` past the session's or the proxy's budget.
+    pub fn hold_kernel_memory(&self, bytes: u64) -> Result<Option<HeldKernelMemory>, i32> {
+        let Some(gov) = &self.gov else {
+            return Ok(None);
+        };
+        gov.kernel_memory.reserve(self.owner, bytes)?;
+        Ok(Some(HeldKernelMemory {
+            ledger: gov.kernel_memory.clone(),
+            owner: self.owner,
+            bytes,
         }))
     }
 

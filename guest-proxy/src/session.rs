@@ -796,7 +796,7 @@ fn converse(
                 if let message::StreamKind::UserRingbuf { .. } = req.kind {
                     return streams::serve_user(&req, &ctx.streams, &mut rx);
                 }
-                return streams::serve(&req, &ctx.streams, &mut tx);
+                return streams::serve(&req, &ctx.streams, &mut tx, &session.budget);
             }
             Ok(req) => {
                 first = false;

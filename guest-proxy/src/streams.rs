@@ -43,6 +43,7 @@ use ringbuf_mirror::guest::{
 };
 use telebpf_protocol::message::{self, Reply, SessionToken, StreamRequest};
 
+use crate::limits::SessionBudget;
 use crate::rings::{self, Geometry, Refused, RingKey};
 
 /// Wakes and ends a stream.
@@ -274,13 +275,34 @@ pub trait Push {
 
 /// Serves a stream connection until the ring's owner lets go of it, the
 /// host goes away or the ring fails a check; returns why it ended (the
-/// session logs it).
-pub fn serve(req: &StreamRequest, streams: &Streams, out: &mut dyn Push) -> String {
+/// session logs it). A perf event's ring buffer, which the kernel allocates
+/// when the proxy first maps it, is held in `budget`'s kernel memory while
+/// the stream lives (a ring buffer map's memory was charged when the map
+/// was made).
+pub fn serve(
+    req: &StreamRequest,
+    streams: &Streams,
+    out: &mut dyn Push,
+    budget: &SessionBudget,
+) -> String {
     let attached = match Attached::new(req, streams) {
         Ok(a) => a,
         Err(why) => return why,
     };
     let ended = |why: &dyn std::fmt::Display| format!("stream of fd {}: {why}", req.fd);
+    let _held = match attached.geometry {
+        Geometry::Perf(l) => match budget.hold_kernel_memory(l.mapping_len() as u64) {
+            Ok(held) => held,
+            Err(errno) => {
+                return ended(&format!(
+                    "its perf ring of {} bytes does not fit the kernel-memory budget \
+                     (errno {errno})",
+                    l.mapping_len()
+                ))
+            }
+        },
+        _ => None,
+    };
     let mut ring = match GuestRing::map(&attached) {
         Ok(r) => r,
         Err(why) => return ended(&why),

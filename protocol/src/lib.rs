@@ -1,7 +1,7 @@
 //! telebpf-protocol: addresses, transports, the pre-shared key, the
 //! mutual-authentication handshake, the sealed framing, and the messages.
 //!
-//! # Wire protocol (version 1)
+//! # Wire protocol (version 2)
 //!
 //! A client (the host side) and the proxy (inside the guest) talk over one
 //! reliable byte stream (Unix socket, AF_VSOCK, or hybrid vsock through the
@@ -80,10 +80,18 @@
 //!
 //! ## Versioning
 //!
-//! [`PROTOCOL_VERSION`] is 1. A version change covers anything after
+//! [`PROTOCOL_VERSION`] is 2. A version change covers anything after
 //! `magic || version` in the first messages, the key schedule (whose info
-//! strings carry `v1`) and the meaning of the sealed payloads. There is no
-//! negotiation: both sides must speak the same version.
+//! strings carry `v1`: it has not changed since version 1) and the meaning
+//! of the sealed payloads. There is no negotiation: both sides must speak
+//! the same version.
+//!
+//! * Version 1: the first.
+//! * Version 2: files travel in ranges (`FileOp::ReadRange`, at most
+//!   `message::FILE_CHUNK` bytes a reply); `FileOp::Read` of a larger file
+//!   answers `EFBIG`. A version-1 host side could not read BTF from a
+//!   version-2 proxy, so the two refuse each other at the handshake with
+//!   "proxy speaks protocol v2, we speak v1" instead.
 //!
 //! ## Errors
 //!

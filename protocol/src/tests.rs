@@ -129,7 +129,7 @@ async fn forged_key_id_refused_by_client() {
     b.set_nonblocking(false).unwrap();
     let hello = read_hs(&mut b);
     assert_eq!(&hello[42..50], real.key_id());
-    let mut reply = b"TELEBPF\0\x01\x00\x00".to_vec();
+    let mut reply = b"TELEBPF\0\x02\x00\x00".to_vec();
     reply.extend_from_slice(&[7; 32]);
     reply.extend_from_slice(&[0x55; 32]); // not a valid proof
     b.write_all(&handshake::handshake_frame(&reply)).unwrap();
@@ -213,9 +213,9 @@ async fn version_mismatch_reported() {
         .await
         .err()
         .unwrap();
-    assert_eq!(e.to_string(), "client speaks protocol v3, we speak v1");
+    assert_eq!(e.to_string(), "client speaks protocol v3, we speak v2");
     let (reply, rest) = client.join().unwrap();
-    assert_eq!(reply, b"TELEBPF\0\x01\x00");
+    assert_eq!(reply, b"TELEBPF\0\x02\x00");
     assert!(rest.is_empty(), "server closed after the notice");
 
     // We talk to a proxy of another version.
@@ -228,10 +228,10 @@ async fn version_mismatch_reported() {
     let mut b = b.into_std().unwrap();
     b.set_nonblocking(false).unwrap();
     let _ = read_hs(&mut b);
-    b.write_all(&handshake::handshake_frame(b"TELEBPF\0\x02\x00"))
+    b.write_all(&handshake::handshake_frame(b"TELEBPF\0\x03\x00"))
         .unwrap();
     let e = client.join().unwrap();
-    assert_eq!(e.to_string(), "proxy speaks protocol v2, we speak v1");
+    assert_eq!(e.to_string(), "proxy speaks protocol v3, we speak v2");
     assert_eq!(e.errno(), libc::EPROTO);
 }
 
