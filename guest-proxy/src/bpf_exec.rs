@@ -54,16 +54,22 @@ fn protocol_error(message: String) -> ErrorReply {
     }
 }
 
+/// The reply to a call refused with `errno` before (or instead of)
+/// reaching the kernel: the attr as it came, no output.
+pub fn failed_call(call: &BpfCall, errno: i32) -> BpfResult {
+    BpfResult {
+        ret: -1,
+        errno,
+        attr: call.attr.clone(),
+        common: call.common.clone(),
+        out: Vec::new(),
+        object: None,
+    }
+}
+
 fn failed(call: &BpfCall, errno: i32) -> Outcome {
     Outcome {
-        result: BpfResult {
-            ret: -1,
-            errno,
-            attr: call.attr.clone(),
-            common: call.common.clone(),
-            out: Vec::new(),
-            object: None,
-        },
+        result: failed_call(call, errno),
         new_fd: None,
     }
 }

@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use telebpf_protocol::channel::{FrameGate, ReceiveLimits};
-use telebpf_protocol::message::{BpfCall, BpfResult};
+use telebpf_protocol::message::BpfCall;
 
 use crate::bpf_exec::Outcome;
 use crate::kmem::{self, Class, KernelCensus, Ledger};
@@ -420,7 +420,7 @@ impl KernelCharge {
         {
             crate::sys::close(fd);
             outcome.new_fd = None;
-            outcome.result = failed_call(call, errno);
+            outcome.result = crate::bpf_exec::failed_call(call, errno);
         }
     }
 }
@@ -464,19 +464,6 @@ fn object_id(class: Class, fd: i32) -> u32 {
     match crate::sys::object_info(fd, &mut info[..len]) {
         Ok(_) => u32::from_le_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]),
         Err(_) => 0,
-    }
-}
-
-/// The reply to a call refused with `errno` before (or instead of)
-/// reaching the kernel: the attr as it came, no output.
-pub fn failed_call(call: &BpfCall, errno: i32) -> BpfResult {
-    BpfResult {
-        ret: -1,
-        errno,
-        attr: call.attr.clone(),
-        common: call.common.clone(),
-        out: Vec::new(),
-        object: None,
     }
 }
 

@@ -285,7 +285,7 @@ impl Session {
                 // before they exist (see `kmem`).
                 let charge = match self.budget.reserve_kernel_memory(&call, self.possible_cpus) {
                     Ok(c) => c,
-                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                    Err(errno) => return Some(Reply::Bpf(bpf_exec::failed_call(&call, errno))),
                 };
                 let mut outcome = {
                     let _busy = self.watch.as_ref().map(|w| w.busy());

@@ -1817,7 +1817,35 @@ pub struct ExecTool {
     name: String,
 }
 
+/// Sums the counts of a libbpf-tools histogram (`lo -> hi : count |…|`).
+pub fn histogram_total(out: &str) -> u64 {
+    out.lines()
+        .filter(|l| l.contains("->") && l.contains(':'))
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 impl Harness {
+    /// Starts Debian's libbpf-tool `tool` as nobody through this test's
+    /// proxy and key ([`Harness::start_exec_tool`]); `None`, with a SKIP
+    /// line, when it is not installed.
+    pub fn start_tool(&self, tool: &str, args: &[&str]) -> Option<ExecTool> {
+        let Some(program) = find_program(tool) else {
+            say(&format!(
+                "SKIP: {tool} is not installed (apt-get install libbpf-tools)"
+            ));
+            return None;
+        };
+        Some(self.start_exec_tool(&self.target(), self.key(), &program, args))
+    }
+
     /// Starts `program args…` as nobody through this test's copy of
     /// `telebpf exec --target TARGET --key-file KEY`, writing to
     /// `<temp dir>/<name>.out`.

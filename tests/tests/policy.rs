@@ -1002,33 +1002,6 @@ fn a_key_changes_only_its_own_objects() {
     h.finish();
 }
 
-/// Sums a libbpf-tools histogram's counts (`lo -> hi : count |…|`).
-fn histogram_total(out: &str) -> u64 {
-    out.lines()
-        .filter(|l| l.contains("->") && l.contains(':'))
-        .filter_map(|l| {
-            l.split(':')
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
-/// Starts a libbpf-tool as nobody under the harness's key (`None`, with a
-/// SKIP line, when it is not installed).
-fn observe_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<telebpf_tests::ExecTool> {
-    let Some(program) = find_program(tool) else {
-        say(&format!(
-            "SKIP {tool}: not installed (apt-get install libbpf-tools)"
-        ));
-        return None;
-    };
-    Some(h.start_exec_tool(&h.target(), h.key(), &program, args))
-}
-
 #[test]
 fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
     let Some(mut h) = Harness::start_without_proxy("policy_observe_tools") else {
@@ -1039,7 +1012,7 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
     let event = Duration::from_secs(15);
     let stop = Duration::from_secs(20);
 
-    if let Some(mut tool) = observe_tool(&h, "execsnoop", &[]) {
+    if let Some(mut tool) = h.start_tool("execsnoop", &[]) {
         tool.wait_for("PCOMM", ready).unwrap();
         let mark = unique_name("tbobserve");
         assert!(Command::new("/bin/true")
@@ -1051,7 +1024,7 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
         let out = tool.stop(libc::SIGINT, stop);
         assert!(!out.contains(REFUSAL), "{out}");
     }
-    if let Some(mut tool) = observe_tool(&h, "opensnoop", &[]) {
+    if let Some(mut tool) = h.start_tool("opensnoop", &[]) {
         tool.wait_for("PATH", ready).unwrap();
         let path = h.dir().join(unique_name("tbobserve"));
         fs::write(&path, b"x").unwrap();
@@ -1068,17 +1041,20 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
             .spawn()
             .unwrap();
         let pid = sleeper.id().to_string();
-        if let Some(mut tool) = observe_tool(&h, "runqlat", &["-p", &pid]) {
+        if let Some(mut tool) = h.start_tool("runqlat", &["-p", &pid]) {
             tool.wait_for("Tracing", ready).unwrap();
             std::thread::sleep(Duration::from_secs(2));
             let out = tool.stop(libc::SIGINT, stop);
-            assert!(histogram_total(&out) > 0, "runqlat saw nothing:\n{out}");
+            assert!(
+                telebpf_tests::histogram_total(&out) > 0,
+                "runqlat saw nothing:\n{out}"
+            );
             assert!(!out.contains(REFUSAL), "{out}");
         }
         let _ = sleeper.kill();
         let _ = sleeper.wait();
     }
-    if let Some(mut tool) = observe_tool(&h, "biolatency", &[]) {
+    if let Some(mut tool) = h.start_tool("biolatency", &[]) {
         tool.wait_for("Tracing", ready).unwrap();
         let file = h.dir().join("bio.dat");
         let of = format!("of={}", file.display());
@@ -1097,7 +1073,10 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
         Command::new("sync").status().unwrap();
         std::thread::sleep(Duration::from_secs(1));
         let out = tool.stop(libc::SIGINT, stop);
-        assert!(histogram_total(&out) > 0, "biolatency saw no I/O:\n{out}");
+        assert!(
+            telebpf_tests::histogram_total(&out) > 0,
+            "biolatency saw no I/O:\n{out}"
+        );
         assert!(!out.contains(REFUSAL), "{out}");
     }
 

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use telebpf_tests::{
-    find_program, say, unique_name, wait_until, ExecTool, Harness, IdSnapshot,
+    find_program, histogram_total, say, unique_name, wait_until, Harness, IdSnapshot,
     SESSION_CLOSE_TIMEOUT,
 };
 
@@ -24,18 +24,6 @@ const READY: Duration = Duration::from_secs(60);
 const EVENT: Duration = Duration::from_secs(15);
 /// How long a stopped tool may take to exit before it is killed.
 const STOP: Duration = Duration::from_secs(20);
-
-/// Starts a libbpf-tool as nobody through `telebpf exec`; `None` (with a
-/// SKIP line) when it is not installed.
-fn start_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<ExecTool> {
-    let Some(program) = find_program(tool) else {
-        say(&format!(
-            "SKIP: {tool} is not installed (apt-get install libbpf-tools)"
-        ));
-        return None;
-    };
-    Some(h.start_exec_tool(&h.target(), h.key(), &program, args))
-}
 
 /// Runs a command as root on the proxy's side.
 fn provoke(program: &str, args: &[&str]) {
@@ -89,7 +77,7 @@ fn execsnoop_sees_a_marked_exec() {
     let Some(h) = Harness::start("execsnoop_sees_a_marked_exec") else {
         return;
     };
-    let Some(mut tool) = start_tool(&h, "execsnoop", &[]) else {
+    let Some(mut tool) = h.start_tool("execsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
@@ -105,7 +93,7 @@ fn opensnoop_sees_a_marked_open() {
     let Some(h) = Harness::start("opensnoop_sees_a_marked_open") else {
         return;
     };
-    let Some(mut tool) = start_tool(&h, "opensnoop", &[]) else {
+    let Some(mut tool) = h.start_tool("opensnoop", &[]) else {
         return;
     };
     tool.wait_for("PATH", READY).unwrap();
@@ -121,7 +109,7 @@ fn exitsnoop_sees_a_marked_exit_code() {
     let Some(h) = Harness::start("exitsnoop_sees_a_marked_exit_code") else {
         return;
     };
-    let Some(mut tool) = start_tool(&h, "exitsnoop", &[]) else {
+    let Some(mut tool) = h.start_tool("exitsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
@@ -150,7 +138,7 @@ fn tcplife_sees_a_marked_connection() {
     let Some(h) = Harness::start("tcplife_sees_a_marked_connection") else {
         return;
     };
-    let Some(mut tool) = start_tool(&h, "tcplife", &[]) else {
+    let Some(mut tool) = h.start_tool("tcplife", &[]) else {
         return;
     };
     tool.wait_for("PID", READY).unwrap();
@@ -169,27 +157,12 @@ fn tcplife_sees_a_marked_connection() {
     h.finish();
 }
 
-/// Sums the counts of a libbpf-tools histogram (`lo -> hi : count |…|`).
-fn histogram_total(out: &str) -> u64 {
-    out.lines()
-        .filter(|l| l.contains("->") && l.contains(':'))
-        .filter_map(|l| {
-            l.split(':')
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Runs `tool -p PID` against a process that keeps waking up for a few
 /// seconds, and returns the tool's output after SIGINT.
 fn run_pid_filtered(h: &Harness, tool: &str) -> Option<(String, String)> {
     let sleeper = Sleeper::start(30);
     let pid = sleeper.pid();
-    let mut tool = start_tool(h, tool, &["-p", &pid])?;
+    let mut tool = h.start_tool(tool, &["-p", &pid])?;
     tool.wait_for("Tracing", READY).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let out = tool.stop(libc::SIGINT, STOP);
@@ -235,7 +208,7 @@ fn biolatency_measures_provoked_disk_io() {
     let Some(h) = Harness::start("biolatency_measures_provoked_disk_io") else {
         return;
     };
-    let Some(mut tool) = start_tool(&h, "biolatency", &[]) else {
+    let Some(mut tool) = h.start_tool("biolatency", &[]) else {
         return;
     };
     tool.wait_for("Tracing", READY).unwrap();
@@ -285,7 +258,7 @@ fn sigkill_mid_stream_leaves_nothing_behind() {
         return;
     };
     let before = h.settled_local_ids();
-    let Some(mut tool) = start_tool(&h, "execsnoop", &[]) else {
+    let Some(mut tool) = h.start_tool("execsnoop", &[]) else {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
@@ -366,7 +339,7 @@ fn kprobe_tool_fails_as_it_does_locally() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let Some(tool) = start_tool(&h, "capable", &[]) else {
+    let Some(tool) = h.start_tool("capable", &[]) else {
         return;
     };
     let deadline = Instant::now() + READY;
