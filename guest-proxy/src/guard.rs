@@ -31,8 +31,8 @@
 //! fd that is no BPF object), so the kernel refuses them itself.
 
 use telebpf_abi::{
-    attach_type, cmd, link_type, off, perf, prog_type, read_u32, read_u64, BufferSpec, Content,
-    Direction, ObjectKind, Plan,
+    attach_type, cmd, helper, link_type, off, perf, prog_type, read_u32, read_u64, BufferSpec,
+    Content, Direction, ObjectKind, Plan,
 };
 use telebpf_protocol::message::{BpfCall, IoctlValue, Request, WireBuffer};
 
@@ -163,6 +163,7 @@ impl Guard<'_> {
                 }
                 self.require_own("PERF_EVENT_IOC_SET_BPF of", *prog)
             }
+            Request::PerfEventOpen { attr, .. } => self.check_perf_attr(attr),
             Request::MapWrite { fd, .. } => {
                 self.require_own("writing into the mapped memory of", *fd)
             }
@@ -183,6 +184,38 @@ impl Guard<'_> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A perf event that changes the task it watches is a helper call in
+    /// disguise, allowed only where the helper is: `sigtrap` sends the
+    /// counted task a `SIGTRAP` on every overflow, whose default action
+    /// ends it (`bpf_send_signal`); a uprobe's `ref_ctr_offset` makes the
+    /// kernel increment a 16-bit counter at that offset in the memory of
+    /// every process that maps the file while the probe is installed
+    /// (`bpf_probe_write_user`). The proxy opens events as root, which the
+    /// kernel lets signal and write any task.
+    fn check_perf_attr(&self, attr: &[u8]) -> Result<(), Denied> {
+        let as_helper = |what: &str, id: u32| {
+            self.policy().check_helper(id).map_err(|d| Denied {
+                what: what.to_string(),
+                rule: d.rule,
+            })
+        };
+        if read_u64(attr, perf::ATTR_FLAGS) & perf::ATTR_FLAG_SIGTRAP != 0 {
+            as_helper(
+                "perf_event_open with sigtrap (a SIGTRAP to the counted task on every overflow)",
+                helper::SEND_SIGNAL,
+            )?;
+        }
+        let ref_ctr = read_u64(attr, perf::ATTR_CONFIG) >> perf::UPROBE_REF_CTR_SHIFT;
+        if ref_ctr != 0 && Some(read_u32(attr, perf::ATTR_TYPE)) == crate::perf::uprobe_pmu() {
+            as_helper(
+                "perf_event_open of a uprobe with a reference counter (the kernel writes it \
+                 into every process that maps the file)",
+                helper::PROBE_WRITE_USER,
+            )?;
+        }
+        Ok(())
     }
 
     fn check_bpf(&self, call: &BpfCall) -> Result<(), Denied> {
@@ -603,6 +636,53 @@ mod tests {
             buffers: vec![],
         });
         assert!(check(&detach, &tracing, &Fake).is_err());
+    }
+
+    /// A perf_event_open request with `attr`.
+    fn perf_open(attr: Vec<u8>) -> Request {
+        Request::PerfEventOpen {
+            attr,
+            pid: 1,
+            cpu: -1,
+            group_fd: -1,
+            flags: 0,
+            config1_string: None,
+        }
+    }
+
+    #[test]
+    fn perf_events_that_signal_or_write_need_the_helpers() {
+        let mut attr = vec![0u8; 128];
+        write_u32(&mut attr, perf::ATTR_TYPE, perf::TYPE_SOFTWARE);
+        write_u64(
+            &mut attr,
+            perf::ATTR_FLAGS,
+            perf::ATTR_FLAG_SIGTRAP | perf::ATTR_FLAG_REMOVE_ON_EXEC,
+        );
+        let sigtrap = perf_open(attr.clone());
+        let d = check(&sigtrap, &grant("observe"), &Fake).unwrap_err();
+        assert!(
+            d.what.starts_with("perf_event_open with sigtrap"),
+            "{}",
+            d.what
+        );
+        assert_eq!(d.rule, "'send_signal' is in helpers.deny");
+        let full = KeyGrant {
+            name: "f".into(),
+            file: Default::default(),
+            policy: Arc::new(Policy::full()),
+        };
+        assert!(check(&sigtrap, &full, &Fake).is_ok());
+        write_u64(&mut attr, perf::ATTR_FLAGS, 0);
+        assert!(check(&perf_open(attr.clone()), &grant("observe"), &Fake).is_ok());
+        if let Some(uprobe) = crate::perf::uprobe_pmu() {
+            write_u32(&mut attr, perf::ATTR_TYPE, uprobe);
+            write_u64(&mut attr, perf::ATTR_CONFIG, 0x2028 << 32);
+            let d = check(&perf_open(attr.clone()), &grant("tracing"), &Fake).unwrap_err();
+            assert_eq!(d.rule, "'probe_write_user' is in helpers.deny");
+            write_u64(&mut attr, perf::ATTR_CONFIG, 1); // retprobe, no counter
+            assert!(check(&perf_open(attr), &grant("tracing"), &Fake).is_ok());
+        }
     }
 
     #[test]

@@ -1616,3 +1616,212 @@ fn key_files_others_may_read_are_refused_at_both_ends() {
     h.remote(&["prog", "list"]).expect_success();
     h.finish();
 }
+
+/// A local process (root, not through the proxy) writing its output to a
+/// file of the test's directory; killed when dropped.
+struct Local {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Local {
+    fn start(h: &Harness, name: &str, program: &Path, args: &[&str]) -> Local {
+        let out = h.dir().join(format!("{name}.out"));
+        let file = fs::File::create(&out).expect("output file");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Local { child, out }
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The hex value of `name: V` in its output, waiting up to 5 s for it.
+    fn hex(&self, name: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self.output().lines().find_map(|l| {
+                let v = l.strip_prefix(&format!("{name}: "))?;
+                u64::from_str_radix(v.trim(), 16).ok()
+            });
+            match found {
+                Some(v) => return v,
+                None if Instant::now() > deadline => panic!("no {name} in {}", self.output()),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Whether it is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The offset in its file of address `addr` of process `pid`, from the
+/// process's mappings.
+fn file_offset(pid: u32, addr: u64) -> u64 {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    maps.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (start, end) = f.next()?.split_once('-')?;
+            let (start, end) = (
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            );
+            let offset = u64::from_str_radix(f.nth(1)?, 16).ok()?;
+            (start <= addr && addr < end).then(|| addr - start + offset)
+        })
+        .unwrap_or_else(|| panic!("{addr:#x} is in no mapping of {pid}:\n{maps}"))
+}
+
+/// A perf event is no way around the helper rules. Under `observe`, whose
+/// programs may neither signal nor write processes, a counter with
+/// `sigtrap` on a guest process and a uprobe (perf's uprobe PMU, no
+/// tracefs) with a reference counter in a guest binary are refused, and
+/// the processes are untouched; a `uprobe_events` definition with a
+/// reference counter is refused under `tracing`. Before, the first killed
+/// a root process with SIGTRAP, the second made the kernel increment a
+/// variable in a root process's memory.
+#[test]
+fn perf_events_cannot_signal_or_write_a_process() {
+    let Some(mut h) = Harness::start_without_proxy("policy_perf_events_change_nothing") else {
+        return;
+    };
+    h.start_proxy_with(&["--policy".into(), profile("observe")]);
+    let probe = probe_program(&h);
+    // What went wrong, all of it (each part is an attack of its own).
+    let mut wrong: Vec<String> = Vec::new();
+
+    // A busy loop of root's, and a perf event on it that samples every
+    // millisecond of its CPU time with sigtrap.
+    let mut busy = Local::start(
+        &h,
+        "busy",
+        Path::new("/bin/sh"),
+        &["-c", "while :; do :; done"],
+    );
+    let out = probe_as(&h, h.key(), &["perf-sigtrap", &busy.child.id().to_string()]);
+    say(&out.describe());
+    if !busy.alive() {
+        wrong.push(format!(
+            "the observe key's perf event ended a root process ({:?})",
+            busy.child.wait()
+        ));
+    }
+    if result_of(&out.stdout_text(), "perf_sigtrap") != "errno 1"
+        || count(
+            &out,
+            "refuses perf_event_open with sigtrap (a SIGTRAP to the counted task on every \
+             overflow) (key",
+        ) != 1
+    {
+        wrong.push(format!("sigtrap was not refused: {}", out.describe()));
+    }
+    drop(busy);
+
+    // A root process with a counter of 5 in its data, and a uprobe on one
+    // of its functions whose reference counter is that counter.
+    let victim = Local::start(&h, "counter", &probe, &["count-forever", "60"]);
+    let pid = victim.child.id();
+    let counter = file_offset(pid, victim.hex("counter_at"));
+    let tick = file_offset(pid, victim.hex("tick_at"));
+    let path = probe.display().to_string();
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            &format!("{counter:x}"),
+            "1",
+        ],
+    );
+    say(&out.describe());
+    if result_of(&out.stdout_text(), "uprobe_ref_ctr") == format!("errno {}", libc::ENOENT) {
+        say("SKIP uprobe part: this kernel has no uprobe PMU");
+    } else {
+        std::thread::sleep(Duration::from_millis(200));
+        let seen: BTreeSet<String> = victim
+            .output()
+            .lines()
+            .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
+            .collect();
+        say(&format!("counter values seen: {seen:?}"));
+        if seen != BTreeSet::from(["5".to_string()]) {
+            wrong.push(format!(
+                "the observe key's uprobe wrote into a root process: its counter, 5, was {seen:?}"
+            ));
+        }
+        if result_of(&out.stdout_text(), "uprobe_ref_ctr") != "errno 1"
+            || count(
+                &out,
+                "refuses perf_event_open of a uprobe with a reference counter",
+            ) != 1
+        {
+            wrong.push(format!(
+                "the reference counter was not refused: {}",
+                out.describe()
+            ));
+        }
+    }
+    drop(victim);
+    h.stop_proxy_checked();
+
+    // The same through tracefs, where tracing may define probes.
+    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "append-uprobe-events",
+            &format!("p:red/refctr {path}:0x10(0x20)"),
+        ],
+    );
+    say(&out.describe());
+    // (The preload appends at close and cannot report the guest's answer
+    // to the write: the refusal line and tracefs tell.)
+    let defined = || fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
+    if defined().contains("red/refctr")
+        || count(
+            &out,
+            "refuses writing uprobe_events: a uprobe with a reference counter",
+        ) != 1
+    {
+        wrong.push(format!(
+            "a uprobe_events definition with a reference counter was not refused: {}\n{}",
+            out.describe(),
+            defined()
+        ));
+    }
+    let _ = probe_as(&h, h.key(), &["append-uprobe-events", "-:red/refctr"]);
+    // Without a counter (and with parentheses in a fetch argument) it is
+    // a plain definition, as before.
+    let plain = format!("p:red/plain {path}:0x10 +0(%di):u32");
+    let out = probe_as(&h, h.key(), &["append-uprobe-events", &plain]);
+    say(&out.describe());
+    if !defined().contains("red/plain") {
+        wrong.push(format!(
+            "a plain uprobe definition failed: {}\n{}",
+            out.describe(),
+            defined()
+        ));
+    }
+    let _ = probe_as(&h, h.key(), &["append-uprobe-events", "-:red/plain"]);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    h.finish();
+}

@@ -270,6 +270,107 @@ fn call_kfuncs(attach: u32, ids: &[u32]) {
     }
 }
 
+/// `perf_event_open` of a task-clock counter on process `pid` that
+/// samples every millisecond with `sigtrap` (and `remove_on_exec`, which
+/// `sigtrap` requires): each sample sends `pid` a SIGTRAP, whose default
+/// action ends it.
+fn perf_sigtrap(pid: u32) {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&1u32.to_le_bytes()); // PERF_TYPE_SOFTWARE
+    attr[4..8].copy_from_slice(&128u32.to_le_bytes()); // PERF_ATTR_SIZE_VER7
+    attr[8..16].copy_from_slice(&1u64.to_le_bytes()); // PERF_COUNT_SW_TASK_CLOCK
+    attr[16..24].copy_from_slice(&1_000_000u64.to_le_bytes()); // sample_period
+    let bits: u64 = (1 << 36) | (1 << 37); // remove_on_exec | sigtrap
+    attr[40..48].copy_from_slice(&bits.to_le_bytes());
+    // SAFETY: a perf_event_attr of the size it declares; no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            pid as libc::c_long,
+            -1 as libc::c_long,
+            -1 as libc::c_long,
+            8 as libc::c_long, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    say("perf_sigtrap", &if r < 0 { Err(errno()) } else { Ok(r) });
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// `perf_event_open` of a uprobe (perf's uprobe PMU) at file offset
+/// `offset` of `path`, for every process on CPU 0, with reference counter
+/// `ref_ctr` (a file offset too): the kernel increments the 16-bit
+/// counter there in the memory of every process that maps `path` while
+/// the probe is installed. Holds it for `secs`.
+fn uprobe_ref_ctr(path: &str, offset: u64, ref_ctr: u64, secs: u32) {
+    let pmu = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    let Some(pmu) = pmu else {
+        say("uprobe_ref_ctr", &Err::<i64, i32>(libc::ENOENT));
+        return;
+    };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&pmu.to_le_bytes());
+    attr[4..8].copy_from_slice(&128u32.to_le_bytes());
+    attr[8..16].copy_from_slice(&(ref_ctr << 32).to_le_bytes()); // config
+    attr[56..64].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes()); // config1
+    attr[64..72].copy_from_slice(&offset.to_le_bytes()); // config2
+                                                         // SAFETY: a perf_event_attr of the size it declares; config1 points
+                                                         // at `path`, alive until after the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            -1 as libc::c_long,
+            0 as libc::c_long,
+            -1 as libc::c_long,
+            8 as libc::c_long, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    say("uprobe_ref_ctr", &if r < 0 { Err(errno()) } else { Ok(r) });
+    std::thread::sleep(Duration::from_secs(u64::from(secs)));
+}
+
+/// A counter in the program's data (initialised, so in `.data`: a
+/// private writable mapping of the binary), 5 until someone writes it.
+static COUNTER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5);
+
+/// The function a uprobe in `count_forever` can probe.
+#[inline(never)]
+fn tick() -> u16 {
+    COUNTER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The victim of `uprobe-ref-ctr` (run locally, not through the proxy):
+/// prints the addresses of `COUNTER` and `tick` (`counter_at`,
+/// `tick_at`, hex), then `counter: N` every 50 ms for `secs`.
+fn count_forever(secs: u32) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "counter_at: {:x}", &COUNTER as *const _ as usize);
+    let _ = writeln!(out, "tick_at: {:x}", tick as *const () as usize);
+    let _ = out.flush();
+    for _ in 0..secs * 20 {
+        let _ = writeln!(out, "counter: {}", std::hint::black_box(tick()));
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Appends `line` (and a newline) to tracefs's `uprobe_events`, as a
+/// tool defining a uprobe does.
+fn append_uprobe_events(line: &str) {
+    use std::io::Write as _;
+    let r = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/sys/kernel/tracing/uprobe_events")
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+        .map(|()| 0)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+    say("append", &r);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else { usage() };
@@ -307,6 +408,22 @@ fn main() {
         "detach-link-id" => detach_link_id(arg_u32(&args, 1)),
         "sk-storage-key" => sk_storage_key(arg_u32(&args, 1)),
         "perf-cgroup" => perf_cgroup(arg_u32(&args, 1)),
+        "perf-sigtrap" => perf_sigtrap(arg_u32(&args, 1)),
+        "uprobe-ref-ctr" => {
+            let num = |i: usize| {
+                args.get(i)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or_else(|| usage())
+            };
+            uprobe_ref_ctr(
+                args.get(1).map_or("", String::as_str),
+                num(2),
+                num(3),
+                arg_u32(&args, 4),
+            );
+        }
+        "count-forever" => count_forever(arg_u32(&args, 1)),
+        "append-uprobe-events" => append_uprobe_events(args.get(1).map_or("", String::as_str)),
         "call-helpers" => call_helpers(&nums()),
         "call-kfuncs" => {
             let ids = nums();
