@@ -285,6 +285,7 @@ impl Guard<'_> {
                         )?;
                     }
                 }
+                self.check_iterated_maps(call)?;
                 self.require_own(&of, fd)
             }
             BPF_LINK_UPDATE => {
@@ -393,6 +394,33 @@ impl Guard<'_> {
         if !foreign_ok {
             for fd in progcheck::map_fds(&prog, self.fds) {
                 self.require_own("BPF_PROG_LOAD of a program naming", fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An iterator link over a map (`bpf_map_elem`, `bpf_sk_storage_map`,
+    /// `sockmap` iterators: the map fd in `iter_info`) may name only the
+    /// key's own maps: the kernel hands the iterator program each value
+    /// as writable memory, so reading the iterator could rewrite another's
+    /// map.
+    fn check_iterated_maps(&self, call: &BpfCall) -> Result<(), Denied> {
+        if self.policy().changes_foreign_objects() {
+            return Ok(());
+        }
+        let Some((plan, _)) = expanded(call, self.fds) else {
+            return Ok(());
+        };
+        for slot in &plan.fds {
+            let telebpf_abi::Parent::Buffer(j) = slot.parent else {
+                continue;
+            };
+            if plan.buffers.get(j).map(|b| b.content) != Some(Content::IterLinkInfo) {
+                continue;
+            }
+            if matches!(owned(self.fds, slot.value), Some(ObjectKind::Map(_))) {
+                let what = format!("{} of an iterator over", cmd::name(cmd::BPF_LINK_CREATE));
+                self.require_own(&what, slot.value)?;
             }
         }
         Ok(())
@@ -507,7 +535,8 @@ mod tests {
     use super::*;
     use crate::policy::{resolve, Policy};
 
-    /// A session that owns a hash map (fd 10) and a program (fd 11).
+    /// A session that owns a hash map (fd 10), a tracepoint program (fd
+    /// 11) and a tracing program (fd 12).
     struct Fake;
 
     impl Objects for Fake {
@@ -523,6 +552,9 @@ mod tests {
                 11 => Some(ObjectKind::Prog {
                     prog_type: prog_type::BPF_PROG_TYPE_TRACEPOINT,
                 }),
+                12 => Some(ObjectKind::Prog {
+                    prog_type: prog_type::BPF_PROG_TYPE_TRACING,
+                }),
                 _ => None,
             }
         }
@@ -534,7 +566,7 @@ mod tests {
 
     impl SessionFds for Fake {
         fn owns(&self, fd: i32) -> bool {
-            matches!(fd, 10 | 11)
+            matches!(fd, 10..=12)
         }
     }
 
@@ -636,6 +668,48 @@ mod tests {
             buffers: vec![],
         });
         assert!(check(&detach, &tracing, &Fake).is_err());
+    }
+
+    #[test]
+    fn iterators_over_foreign_maps_are_refused() {
+        // An iterator link of tracing program 12 over map 10, which this
+        // key did not create (the ledger has no id for it).
+        let mut attr = vec![0u8; 64];
+        write_u32(&mut attr, off::link_create::PROG_FD, 12);
+        write_u32(
+            &mut attr,
+            off::link_create::ATTACH_TYPE,
+            attach_type::BPF_TRACE_ITER,
+        );
+        write_u64(&mut attr, off::link_create::ITER_INFO, 0x1000);
+        write_u32(&mut attr, off::link_create::ITER_INFO_LEN, 16);
+        let mut info = vec![0u8; 16];
+        write_u32(&mut info, 0, 10);
+        let link = |info: Vec<u8>| {
+            Request::Bpf(BpfCall {
+                cmd: cmd::BPF_LINK_CREATE,
+                size: attr.len() as u32,
+                attr: attr.clone(),
+                common: None,
+                common_size: 0,
+                buffers: vec![WireBuffer::Data(info)],
+            })
+        };
+        let d = check(&link(info), &grant("tracing"), &Fake).unwrap_err();
+        assert!(
+            d.what
+                .starts_with("BPF_LINK_CREATE of an iterator over map "),
+            "{}",
+            d.what
+        );
+        assert_eq!(d.rule, "change_foreign_objects is false");
+        // A key that may change others' objects may iterate over them.
+        let full = KeyGrant {
+            name: "f".into(),
+            file: Default::default(),
+            policy: Arc::new(Policy::full()),
+        };
+        assert!(check(&link(vec![0u8; 16]), &full, &Fake).is_ok());
     }
 
     /// A perf_event_open request with `attr`.

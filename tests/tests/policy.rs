@@ -1825,3 +1825,77 @@ fn perf_events_cannot_signal_or_write_a_process() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     h.finish();
 }
+
+/// An iterator over a map hands its program every value as writable
+/// memory: under `tracing` a key may iterate only over its own maps. The
+/// guest's map (root, no telebpf) cannot be iterated by the key (`EPERM`,
+/// one refusal line) and keeps its value. Where this kernel refuses
+/// iterator programs altogether (lockdown), the test says SKIP.
+#[test]
+fn iterators_cannot_write_another_keys_map() {
+    let Some(mut h) = Harness::start_without_proxy("policy_iterators_own_maps") else {
+        return;
+    };
+    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let iter_fn = kernel_func_id("bpf_iter_bpf_map_elem").expect("bpf_iter_bpf_map_elem");
+    let guest = Local::start(
+        &h,
+        "guest",
+        &telebpf_tests::product_file("object-probe"),
+        &["hold-map-and-link", "120"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let guest_map = loop {
+        if let Some(id) = ok_value(&guest.output(), "map_id") {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest map: {}",
+            guest.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "iter-write-map-id",
+            &guest_map.to_string(),
+            &iter_fn.to_string(),
+        ],
+    );
+    say(&out.describe());
+    let text = out.stdout_text();
+    if result_of(&text, "iter_prog").starts_with("errno") {
+        assert_eq!(count(&out, REFUSAL), 0, "{}", out.describe());
+        say(&format!(
+            "SKIP: this kernel refuses the iterator program ({})",
+            result_of(&text, "iter_prog")
+        ));
+    } else {
+        assert_eq!(
+            result_of(&text, "iter_link"),
+            "errno 1",
+            "{}",
+            out.describe()
+        );
+        assert_eq!(
+            count(
+                &out,
+                &format!("refuses BPF_LINK_CREATE of an iterator over map {guest_map}, which key")
+            ),
+            1,
+            "{}",
+            out.describe()
+        );
+    }
+    let dumped = h.local(&["map", "dump", "id", &guest_map.to_string(), "--json"]);
+    assert!(
+        dumped.stdout_text().contains("\"0xba\""),
+        "the guest's value 0x0ddba11 changed: {}",
+        dumped.describe()
+    );
+    drop(guest);
+    h.finish();
+}

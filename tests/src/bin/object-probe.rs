@@ -270,6 +270,67 @@ fn call_kfuncs(attach: u32, ids: &[u32]) {
     }
 }
 
+/// Opens map `id` (u32 keys, u64 values) and runs over it an iterator
+/// (`iter/bpf_map_elem`, its program `attach_btf_id` names) that writes
+/// 0x41414141 into every value it visits: the iterator's value pointer is
+/// writable memory of the map. Prints each step and key 1's value after.
+fn iter_write_map_id(id: u32, iter_btf_id: u32) {
+    let map = fd_by_id(BPF_MAP_GET_FD_BY_ID, id);
+    say("open_map", &map);
+    let Ok(map) = map else { return };
+    // r2 = ctx->value; if r2 == 0 goto out; *(u32 *)r2 = 0x41414141;
+    // out: r0 = 0; exit
+    let mut insns = vec![
+        insn(0x79, 2, 1, 24, 0),
+        insn(0x15, 2, 0, 2, 0),
+        insn(0xb7, 3, 0, 0, 0x4141_4141),
+        insn(0x63, 2, 3, 0, 0),
+    ];
+    insns.extend(return_zero());
+    let load = Load {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        expected_attach_type: BPF_TRACE_ITER,
+        attach_btf_id: iter_btf_id,
+    };
+    let prog = prog_load(load, &insns);
+    say("iter_prog", &prog);
+    let Ok(prog) = prog else { return };
+    let info = [map as u32, 0, 0, 0];
+    let mut a = [0u8; 64];
+    a[0..4].copy_from_slice(&(prog as u32).to_le_bytes());
+    a[8..12].copy_from_slice(&BPF_TRACE_ITER.to_le_bytes());
+    a[16..24].copy_from_slice(&(info.as_ptr() as u64).to_le_bytes());
+    a[24..28].copy_from_slice(&16u32.to_le_bytes());
+    let link = bpf(BPF_LINK_CREATE, &mut a).map(|fd| fd as i32);
+    say("iter_link", &link);
+    let Ok(link) = link else { return };
+    let mut a = [0u8; 8];
+    a[0..4].copy_from_slice(&(link as u32).to_le_bytes());
+    let iter = bpf(BPF_ITER_CREATE, &mut a).map(|fd| fd as i32);
+    say("iter_create", &iter);
+    let Ok(iter) = iter else { return };
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into a live buffer of its length.
+    let n = unsafe { libc::read(iter, buf.as_mut_ptr().cast(), buf.len()) };
+    say("iter_read", &if n < 0 { Err(errno()) } else { Ok(n) });
+    say(
+        "value_after",
+        &telebpf_tests::raw_bpf::lookup(map, 1).map(|v| format!("{v:#x}")),
+    );
+}
+
+/// A new hash map, pinned at `path` (`BPF_OBJ_PIN`).
+fn pin_new_map(path: &str) {
+    let map = map_create(BPF_MAP_TYPE_HASH, 4, 8, 4);
+    say("map", &map);
+    let Ok(map) = map else { return };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut a = [0u8; 24];
+    a[0..8].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    a[8..12].copy_from_slice(&(map as u32).to_le_bytes());
+    say("pin", &bpf(BPF_OBJ_PIN, &mut a));
+}
+
 /// `perf_event_open` of a task-clock counter on process `pid` that
 /// samples every millisecond with `sigtrap` (and `remove_on_exec`, which
 /// `sigtrap` requires): each sample sends `pid` a SIGTRAP, whose default
@@ -408,6 +469,7 @@ fn main() {
         "detach-link-id" => detach_link_id(arg_u32(&args, 1)),
         "sk-storage-key" => sk_storage_key(arg_u32(&args, 1)),
         "perf-cgroup" => perf_cgroup(arg_u32(&args, 1)),
+        "pin-new-map" => pin_new_map(args.get(1).map_or("", String::as_str)),
         "perf-sigtrap" => perf_sigtrap(arg_u32(&args, 1)),
         "uprobe-ref-ctr" => {
             let num = |i: usize| {
@@ -424,6 +486,7 @@ fn main() {
         }
         "count-forever" => count_forever(arg_u32(&args, 1)),
         "append-uprobe-events" => append_uprobe_events(args.get(1).map_or("", String::as_str)),
+        "iter-write-map-id" => iter_write_map_id(arg_u32(&args, 1), arg_u32(&args, 2)),
         "call-helpers" => call_helpers(&nums()),
         "call-kfuncs" => {
             let ids = nums();
