@@ -982,6 +982,12 @@ impl Policy {
         }
     }
 
+    /// Whether `[bpffs] paths` confines pins and opens of pins (it is not
+    /// `["/"]`, which leaves them to the kernel).
+    pub fn confines_bpffs(&self) -> bool {
+        !self.bpffs.paths.iter().any(|p| p == Path::new("/"))
+    }
+
     /// Whether `path` lies under one of the bpffs prefixes (component-wise,
     /// after the same cleanliness check the file allow-list makes).
     pub fn allows_bpffs_path(&self, path: &str) -> bool {
@@ -1078,7 +1084,7 @@ impl Policy {
                 read_u32(a, off::link_create::ATTACH_TYPE),
             ),
             cmd::BPF_OBJ_PIN | cmd::BPF_OBJ_GET => {
-                if self.bpffs.paths.iter().any(|p| p == Path::new("/")) {
+                if !self.confines_bpffs() {
                     // Unrestricted: the kernel decides, as locally.
                     return Ok(());
                 }

@@ -277,10 +277,39 @@ impl Session {
         reply
     }
 
+    /// Under a policy that confines pins to `[bpffs] paths`: the path of a
+    /// `BPF_OBJ_PIN`/`BPF_OBJ_GET` (which the policy checked as a string)
+    /// is opened without following symlinks and given to the kernel as
+    /// our handle of it ([`crate::resolve::anchor_pin`]); the handle, to
+    /// hold until the call returns.
+    fn anchor_pin(&self, call: &mut message::BpfCall) -> Result<Option<std::os::fd::OwnedFd>, i32> {
+        let command = call.cmd & !cmd::BPF_COMMON_ATTRS;
+        if !matches!(command, cmd::BPF_OBJ_PIN | cmd::BPF_OBJ_GET)
+            || !self.grant.policy.confines_bpffs()
+        {
+            return Ok(None);
+        }
+        // The policy let it through: a clean absolute path, not relative
+        // to a directory fd.
+        let Some(message::WireBuffer::Data(path)) = call.buffers.first() else {
+            return Ok(None);
+        };
+        let path = std::str::from_utf8(path.strip_suffix(&[0]).unwrap_or(path.as_slice()))
+            .map_err(|_| libc::EINVAL)?;
+        let (fd, anchored) = crate::resolve::anchor_pin(path, command == cmd::BPF_OBJ_PIN)?;
+        call.buffers[0] = message::WireBuffer::Data(anchored.into_bytes_with_nul());
+        Ok(Some(fd))
+    }
+
     /// Executes one request the policy allowed.
     fn execute(&mut self, req: Request) -> Option<Reply> {
         match req {
-            Request::Bpf(call) => {
+            Request::Bpf(mut call) => {
+                // A pin's path means the string the policy checked.
+                let _anchor = match self.anchor_pin(&mut call) {
+                    Ok(a) => a,
+                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                };
                 // Maps, programs and BTF: their kernel memory is budgeted
                 // before they exist (see `kmem`).
                 let charge = match self.budget.reserve_kernel_memory(&call, self.possible_cpus) {

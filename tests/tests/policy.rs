@@ -422,6 +422,94 @@ fn pins_stay_under_the_policy_paths() {
     h.finish();
 }
 
+/// `[bpffs] paths` holds against symlinks: nobody plants, in the allowed
+/// (world-writable) directory, a link to a directory outside it. A key
+/// allowed to pin there cannot pin through the link into the other
+/// directory, nor open a pin there through it: both answer `ELOOP` (the
+/// kernel follows symlinks of the pathnames it is given; before, the pin
+/// landed outside and the open succeeded). Pins and opens by their plain
+/// path still work.
+#[test]
+fn pins_cannot_follow_a_symlink_out_of_the_policy_paths() {
+    let Some(mut h) = Harness::start_without_proxy("policy_pin_symlinks") else {
+        return;
+    };
+    let pins = PinDir::new("pin_symlinks");
+    let allowed = pins.subdir("allowed");
+    let other = pins.subdir("other");
+    let link = format!("{allowed}/lnk");
+    let ln = h.nobody_command(
+        Path::new("/bin/ln"),
+        &["-s".to_string(), other.clone(), link.clone()],
+    );
+    let ln = telebpf_tests::run_with_timeout(ln, "[nobody] ln -s", telebpf_tests::COMMAND_TIMEOUT);
+    ln.expect_success();
+    // Root's pin in the other directory.
+    let guest = Command::new(telebpf_tests::product_file("object-probe"))
+        .args(["pin-new-map", &format!("{other}/root")])
+        .output()
+        .expect("object-probe");
+    assert!(
+        String::from_utf8_lossy(&guest.stdout).contains("pin: ok"),
+        "{guest:?}"
+    );
+    let tracing = fs::read_to_string(profile("tracing")).expect("tracing profile");
+    let policy = write(
+        &h,
+        "pinner.toml",
+        &tracing
+            .replace("name = \"tracing\"", "name = \"pinner\"")
+            .replace(
+                "    \"iter_create\",\n",
+                "    \"iter_create\",\n    \"obj_pin\",\n",
+            )
+            .replace(
+                "paths = [\"/sys/fs/bpf\"]",
+                &format!("paths = [\"{allowed}\"]"),
+            ),
+    );
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+    let eloop = format!("errno {}", libc::ELOOP);
+
+    let out = probe_as(&h, h.key(), &["pin-new-map", &format!("{link}/pinned")]);
+    say(&out.describe());
+    assert_eq!(
+        result_of(&out.stdout_text(), "pin"),
+        eloop,
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !Path::new(&format!("{other}/pinned")).exists(),
+        "the key pinned outside its bpffs paths through {link}"
+    );
+    let out = probe_as(&h, h.key(), &["obj-get", &format!("{link}/root")]);
+    say(&out.describe());
+    assert_eq!(
+        result_of(&out.stdout_text(), "get"),
+        eloop,
+        "{}",
+        out.describe()
+    );
+
+    // The plain paths work as before.
+    let out = probe_as(&h, h.key(), &["pin-new-map", &format!("{allowed}/mine")]);
+    assert!(
+        result_of(&out.stdout_text(), "pin").starts_with("ok"),
+        "{}",
+        out.describe()
+    );
+    assert!(Path::new(&format!("{allowed}/mine")).exists());
+    let out = probe_as(&h, h.key(), &["obj-get", &format!("{allowed}/mine")]);
+    assert!(
+        result_of(&out.stdout_text(), "get").starts_with("ok"),
+        "{}",
+        out.describe()
+    );
+    drop(pins);
+    h.finish();
+}
+
 #[test]
 fn kernel_memory_reads_follow_the_policy() {
     let Some(mut h) = Harness::start_without_proxy("policy_kernel_memory") else {

@@ -432,6 +432,15 @@ fn append_uprobe_events(line: &str) {
     say("append", &r);
 }
 
+/// `BPF_OBJ_GET` of `path`: prints the object's id (`get`).
+fn obj_get(path: &str) {
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut a = [0u8; 24];
+    a[0..8].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    let fd = bpf(BPF_OBJ_GET, &mut a).map(|fd| fd as i32);
+    say("get", &fd.and_then(object_id));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else { usage() };
@@ -469,6 +478,7 @@ fn main() {
         "detach-link-id" => detach_link_id(arg_u32(&args, 1)),
         "sk-storage-key" => sk_storage_key(arg_u32(&args, 1)),
         "perf-cgroup" => perf_cgroup(arg_u32(&args, 1)),
+        "obj-get" => obj_get(args.get(1).map_or("", String::as_str)),
         "pin-new-map" => pin_new_map(args.get(1).map_or("", String::as_str)),
         "perf-sigtrap" => perf_sigtrap(arg_u32(&args, 1)),
         "uprobe-ref-ctr" => {
