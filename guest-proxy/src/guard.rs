@@ -505,6 +505,27 @@ pub fn check(req: &Request, grant: &KeyGrant, fds: &dyn SessionFds) -> Result<()
     Guard { grant, fds }.check(req)
 }
 
+/// Whether a stream of the key of `grant` may consume the ring `ring`
+/// (the identity of the ring the stream holds): a map ring only if the
+/// key created it, unless it may change others' objects. The check of the
+/// stream request ([`check`]) looked at the fd number it names; this one
+/// is made once the stream holds the ring, which no later close and
+/// reopen under the same number can change.
+pub fn may_consume(grant: &KeyGrant, ring: crate::rings::RingKey) -> Result<(), String> {
+    match ring {
+        crate::rings::RingKey::Map(id)
+            if !grant.policy.changes_foreign_objects()
+                && !ownership::ledger(grant).owns(Kind::Map, id) =>
+        {
+            Err(format!(
+                "map {id} is not one key '{}' created (change_foreign_objects is false)",
+                grant.name
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// After `call` created guest fd `fd` for the key of `grant`: records the
 /// object as the key's own, and a program's expected attach type.
 pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {

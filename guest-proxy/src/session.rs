@@ -822,10 +822,12 @@ fn converse(
                     "session {}: stream of fd {} ({:?})",
                     session.id, req.fd, req.kind
                 ));
+                let grant = session.grant.clone();
+                let may = |ring| crate::guard::may_consume(&grant, ring);
                 if let message::StreamKind::UserRingbuf { .. } = req.kind {
-                    return streams::serve_user(&req, &ctx.streams, &mut rx);
+                    return streams::serve_user(&req, &ctx.streams, &mut rx, &may);
                 }
-                return streams::serve(&req, &ctx.streams, &mut tx, &session.budget);
+                return streams::serve(&req, &ctx.streams, &mut tx, &session.budget, &may);
             }
             Ok(req) => {
                 first = false;
