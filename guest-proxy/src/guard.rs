@@ -218,6 +218,36 @@ impl Guard<'_> {
         Ok(())
     }
 
+    /// A uprobe_multi link's `ref_ctr_offsets` are the same write into
+    /// every process that maps the file as a perf uprobe's (see
+    /// [`Guard::check_perf_attr`]): a non-zero one needs
+    /// `probe_write_user`.
+    fn check_uprobe_ref_ctrs(&self, call: &BpfCall) -> Result<(), Denied> {
+        let Some((plan, contents)) = expanded(call, self.fds) else {
+            return Ok(());
+        };
+        let counters = plan.buffers.iter().position(|b| {
+            b.parent == telebpf_abi::Parent::Attr
+                && b.ptr_offset == off::link_create::UPROBE_MULTI_REF_CTR_OFFSETS
+        });
+        let Some(Some(counters)) = counters.map(|i| contents.get(i).copied().flatten()) else {
+            return Ok(());
+        };
+        if counters.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        self.policy()
+            .check_helper(helper::PROBE_WRITE_USER)
+            .map_err(|d| Denied {
+                what: format!(
+                    "{} of a uprobe_multi link with reference counters (the kernel writes them \
+                     into every process that maps the file)",
+                    cmd::name(cmd::BPF_LINK_CREATE)
+                ),
+                rule: d.rule,
+            })
+    }
+
     fn check_bpf(&self, call: &BpfCall) -> Result<(), Denied> {
         use cmd::*;
         let command = call.cmd & !BPF_COMMON_ATTRS;
@@ -286,6 +316,12 @@ impl Guard<'_> {
                     }
                 }
                 self.check_iterated_maps(call)?;
+                if matches!(
+                    at,
+                    attach_type::BPF_TRACE_UPROBE_MULTI | attach_type::BPF_TRACE_UPROBE_SESSION
+                ) {
+                    self.check_uprobe_ref_ctrs(call)?;
+                }
                 self.require_own(&of, fd)
             }
             BPF_LINK_UPDATE => {

@@ -1779,8 +1779,8 @@ fn file_offset(pid: u32, addr: u64) -> u64 {
 /// A perf event is no way around the helper rules. Under `observe`, whose
 /// programs may neither signal nor write processes, a counter with
 /// `sigtrap` on a guest process and a uprobe (perf's uprobe PMU, no
-/// tracefs) with a reference counter in a guest binary are refused, and
-/// the processes are untouched; a `uprobe_events` definition with a
+/// tracefs, or a uprobe_multi link) with a reference counter in a guest
+/// binary are refused, and the processes are untouched; a `uprobe_events` definition with a
 /// reference counter is refused under `tracing`. Before, the first killed
 /// a root process with SIGTRAP, the second made the kernel increment a
 /// variable in a root process's memory.
@@ -1866,6 +1866,61 @@ fn perf_events_cannot_signal_or_write_a_process() {
                 out.describe()
             ));
         }
+    }
+    // The same counter through a uprobe_multi link (a kprobe program,
+    // BPF_LINK_CREATE with ref_ctr_offsets).
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-multi-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            &format!("{counter:x}"),
+            "1",
+        ],
+    );
+    say(&out.describe());
+    std::thread::sleep(Duration::from_millis(200));
+    let seen: BTreeSet<String> = victim
+        .output()
+        .lines()
+        .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
+        .collect();
+    if seen != BTreeSet::from(["5".to_string()]) {
+        wrong.push(format!(
+            "the observe key's uprobe_multi link wrote into a root process: its counter, 5, \
+             was {seen:?}"
+        ));
+    }
+    if result_of(&out.stdout_text(), "uprobe_multi_ref_ctr") != "errno 1"
+        || count(
+            &out,
+            "refuses BPF_LINK_CREATE of a uprobe_multi link with reference counters",
+        ) != 1
+    {
+        wrong.push(format!(
+            "the uprobe_multi reference counter was not refused: {}",
+            out.describe()
+        ));
+    }
+    // Without a counter the link is a plain uprobe, as before.
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-multi-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            "0",
+            "0",
+        ],
+    );
+    if !result_of(&out.stdout_text(), "uprobe_multi_ref_ctr").starts_with("ok") {
+        wrong.push(format!(
+            "a plain uprobe_multi link failed: {}",
+            out.describe()
+        ));
     }
     drop(victim);
     h.stop_proxy_checked();

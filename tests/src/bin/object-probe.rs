@@ -441,6 +441,36 @@ fn obj_get(path: &str) {
     say("get", &fd.and_then(object_id));
 }
 
+/// A kprobe program linked as a uprobe_multi (`BPF_LINK_CREATE`) at file
+/// offset `offset` of `path` with reference counter `ref_ctr` (a file
+/// offset): the kernel increments the counter in every process that maps
+/// `path` while the link lives. Holds it for `secs`.
+fn uprobe_multi_ref_ctr(path: &str, offset: u64, ref_ctr: u64, secs: u32) {
+    let load = Load {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        expected_attach_type: BPF_TRACE_UPROBE_MULTI,
+        ..Load::default()
+    };
+    let prog = prog_load(load, &return_zero());
+    say("uprobe_multi_prog", &prog);
+    let Ok(prog) = prog else { return };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let offsets = [offset];
+    let ref_ctrs = [ref_ctr];
+    let mut a = [0u8; 64];
+    a[0..4].copy_from_slice(&(prog as u32).to_le_bytes());
+    a[8..12].copy_from_slice(&BPF_TRACE_UPROBE_MULTI.to_le_bytes());
+    a[16..24].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    a[24..32].copy_from_slice(&(offsets.as_ptr() as u64).to_le_bytes());
+    a[32..40].copy_from_slice(&(ref_ctrs.as_ptr() as u64).to_le_bytes());
+    a[48..52].copy_from_slice(&1u32.to_le_bytes()); // cnt
+    say(
+        "uprobe_multi_ref_ctr",
+        &bpf(BPF_LINK_CREATE, &mut a).map(|fd| fd as i32),
+    );
+    std::thread::sleep(Duration::from_secs(u64::from(secs)));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else { usage() };
@@ -481,6 +511,19 @@ fn main() {
         "obj-get" => obj_get(args.get(1).map_or("", String::as_str)),
         "pin-new-map" => pin_new_map(args.get(1).map_or("", String::as_str)),
         "perf-sigtrap" => perf_sigtrap(arg_u32(&args, 1)),
+        "uprobe-multi-ref-ctr" => {
+            let num = |i: usize| {
+                args.get(i)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or_else(|| usage())
+            };
+            uprobe_multi_ref_ctr(
+                args.get(1).map_or("", String::as_str),
+                num(2),
+                num(3),
+                arg_u32(&args, 4),
+            );
+        }
         "uprobe-ref-ctr" => {
             let num = |i: usize| {
                 args.get(i)
