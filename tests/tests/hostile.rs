@@ -523,3 +523,55 @@ fn a_moved_consumer_position_never_reaches_past_the_ring() {
     show_log(&h, "stream of fd");
     h.finish();
 }
+
+/// File ranges with offsets, lengths and snapshot ids a hostile key holder
+/// chooses (`attack-client range`, `range-chain`): an offset near
+/// `u64::MAX` of a mutable file is `EINVAL` (a read starts at 0), of an
+/// immutable one an empty range; lengths past a range are cut to one
+/// range; a snapshot id the session does not hold (another session's
+/// numbering, a forged one, the shared copies' generation space) answers
+/// `ESTALE`; a session starting more reads than it may hold snapshots
+/// loses the oldest (`ESTALE`), never memory beyond four. The proxy
+/// serves on.
+#[test]
+fn file_ranges_take_nothing_on_trust() {
+    let Some(mut h) = tracing_proxy("hostile_file_ranges") else {
+        return;
+    };
+    let max = u64::MAX.to_string();
+    let chunk = telebpf_protocol::message::FILE_CHUNK.to_string();
+    let answer = |h: &Harness, args: &[&str]| {
+        let mut all = vec!["range"];
+        all.extend_from_slice(args);
+        let out = attack(h, &all);
+        get(&lines(&out), "answer").to_string()
+    };
+    let kallsyms = answer(&h, &["/proc/kallsyms", "0", "4096", "0"]);
+    assert!(kallsyms.starts_with("ok "), "{kallsyms}");
+    assert!(kallsyms.ends_with(" 4096"), "{kallsyms}");
+    assert_eq!(
+        answer(&h, &["/proc/kallsyms", &max, "4096", "0"]),
+        format!("errno {}", libc::EINVAL)
+    );
+    let btf = answer(&h, &["/sys/kernel/btf/vmlinux", &max, "4294967295", "0"]);
+    assert!(btf.starts_with("ok ") && btf.ends_with(" 0"), "{btf}");
+    let btf = answer(&h, &["/sys/kernel/btf/vmlinux", "0", "4294967295", "0"]);
+    assert!(btf.ends_with(&format!(" {chunk}")), "{btf}");
+    let estale = format!("errno {}", libc::ESTALE);
+    for snapshot in ["1", "9223372036854775809", &max] {
+        assert_eq!(
+            answer(&h, &["/proc/kallsyms", "131072", "4096", snapshot]),
+            estale,
+            "snapshot {snapshot}"
+        );
+    }
+    assert_eq!(
+        answer(&h, &["/sys/kernel/btf/vmlinux", "0", "10", &max]),
+        estale
+    );
+    let out = attack(&h, &["range-chain", "/proc/kallsyms", "10"]);
+    let m = assert_still_serving(&mut h, &out);
+    assert_eq!(get(&m, "served"), "4", "{}", out.stdout_text());
+    assert_eq!(get(&m, "stale"), "6", "{}", out.stdout_text());
+    h.finish();
+}
