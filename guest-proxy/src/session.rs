@@ -804,6 +804,23 @@ fn converse(
             Err(e) => return e.to_string(),
         };
         last_request = std::time::Instant::now();
+        // Records belong on a user ring buffer's stream, which reads them
+        // in place; decoded here, a frame of empty records would take
+        // three times its (charged) size.
+        if message::is_records_request(&bytes) {
+            first = false;
+            let refusal = Reply::Error(ErrorReply {
+                errno: libc::EPROTO,
+                message: "records are sent on a user ring buffer's stream".into(),
+            });
+            let refusal = message::encode(&refusal).expect("an error encodes");
+            drop(bytes);
+            if let Err(e) = tx.send(&refusal) {
+                return send_failure(&e);
+            }
+            session.budget.release();
+            continue;
+        }
         let reply = match message::decode::<Request>(&bytes) {
             Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
                 // The policy and the audit log see the request whole (a
@@ -825,7 +842,7 @@ fn converse(
                 let grant = session.grant.clone();
                 let may = |ring| crate::guard::may_consume(&grant, ring);
                 if let message::StreamKind::UserRingbuf { .. } = req.kind {
-                    return streams::serve_user(&req, &ctx.streams, &mut rx, &may);
+                    return streams::serve_user(&req, &ctx.streams, &mut rx, &session.budget, &may);
                 }
                 return streams::serve(&req, &ctx.streams, &mut tx, &session.budget, &may);
             }

@@ -426,6 +426,7 @@ pub fn serve_user(
     req: &StreamRequest,
     streams: &Streams,
     input: &mut dyn Pull,
+    budget: &SessionBudget,
     may: &Consume<'_>,
 ) -> String {
     let attached = match Attached::new(req, streams, may) {
@@ -455,17 +456,24 @@ pub fn serve_user(
             Ok(None) => return ended(&"client closed the connection"),
             Err(e) => return ended(&e),
         };
-        let records = match message::decode::<message::Request>(&frame) {
-            Ok(message::Request::Records(r)) => r,
-            _ => return ended(&"unexpected frame on a user ring buffer stream"),
+        // Read in place: decoded into a `Vec` each, a frame of empty
+        // records would take three times its size.
+        let Some(records) = message::request_records_in(&frame) else {
+            return ended(&"unexpected frame on a user ring buffer stream");
         };
-        for r in &records {
+        for r in records {
             match produce(&mut ring, r, &attached) {
                 Ok(true) => {}
                 Ok(false) => dropped += 1,
                 Err(why) => return ended(&why),
             }
         }
+        // The frame is done with: what its receiver charged is free again
+        // (a request session frees it with each reply; kept, it added up
+        // to the session's share after 64 MiB of frames over 64 KiB, and
+        // the next such frame ended the stream).
+        drop(frame);
+        budget.release();
         if stop_fired(attached.stop()) {
             return ended(&"ring closed by its owner");
         }

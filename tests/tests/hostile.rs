@@ -575,3 +575,63 @@ fn file_ranges_take_nothing_on_trust() {
     assert_eq!(get(&m, "stale"), "6", "{}", out.stdout_text());
     h.finish();
 }
+
+/// The proxy's peak resident memory (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Request frames are charged to the bytes in flight as they arrive; what
+/// decoding them takes was not: a `Request::Records` frame of empty
+/// records (8 bytes each on the wire) decoded to about six times its size
+/// in `Vec`s. 34 sessions each sending 15 MiB frames of them (510 MiB,
+/// within the default `--max-inflight` of 512 MiB) took the proxy's peak
+/// resident memory to 1.6 GB. Records are read in place now (they belong
+/// on a user ring buffer's stream; elsewhere they are refused unread):
+/// bound 2× the frames' bytes.
+#[test]
+fn a_frame_of_empty_records_costs_no_more_than_its_bytes() {
+    let Some(mut h) = tracing_proxy("hostile_records_bomb") else {
+        return;
+    };
+    const SESSIONS: u64 = 34;
+    const MIB: u64 = 15;
+    let out = attack(
+        &h,
+        &["decode-bomb", &SESSIONS.to_string(), &MIB.to_string(), "2"],
+    );
+    let m = assert_still_serving(&mut h, &out);
+    assert_eq!(get(&m, "answers"), (2 * SESSIONS).to_string());
+    let peak = peak_kib(h.proxy_pid());
+    let bound = 2 * SESSIONS * MIB * 1024;
+    telebpf_tests::say(&format!(
+        "proxy peak RSS {peak} KiB after {SESSIONS} sessions of {MIB} MiB record frames \
+         (bound {bound} KiB)"
+    ));
+    assert!(peak <= bound, "peak {peak} KiB > {bound} KiB");
+    h.finish();
+}
+
+/// A user ring buffer's stream frees what each of its frames was charged
+/// once the frame's records are in the guest ring. It did not: frames
+/// over 64 KiB (the preload sends frames of at least 64 KiB of records)
+/// added up to the session's share, and after about 64 MiB of them the
+/// next frame was refused and the stream ended ("too many bytes in
+/// flight": 960 frames of 70 KB). 2000 such frames now leave it open.
+#[test]
+fn a_user_ring_stream_is_not_ended_by_its_own_traffic() {
+    let Some(mut h) = tracing_proxy("hostile_user_ring_frames") else {
+        return;
+    };
+    let out = attack(&h, &["user-ring-frames", "2000"]);
+    let m = assert_still_serving(&mut h, &out);
+    show_log(&h, "stream of fd");
+    assert_eq!(get(&m, "sent"), "2000", "{}", out.stdout_text());
+    assert_eq!(get(&m, "open"), "yes", "{}", h.proxy_log());
+    h.finish();
+}
