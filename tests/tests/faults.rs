@@ -2064,3 +2064,40 @@ fn client_strings_cannot_forge_log_lines() {
         assert_ne!(r["session"], 4242, "forged audit record {r}");
     }
 }
+
+/// The same freeze under a process that holds no guest object while its
+/// call waits (a program load whose fd it closes each time; a tool still
+/// reading kallsyms or loading its first program is in that state). The
+/// keep-alive watched only processes holding objects, so the call waited
+/// for ever (a minute here, until the test gave up). Now the call fails
+/// within 10 s too; nothing was held, so the proxy is not declared lost,
+/// and once it runs again the next call opens a new session.
+#[test]
+fn proxy_frozen_mid_call_without_objects_the_call_fails_within_10s() {
+    let Some(h) = Harness::start("proxy_frozen_mid_call_no_objects") else {
+        return;
+    };
+    let mut c = Client::spawn(&h, &["mid-call-no-objects", "490000"]);
+    c.wait_line("loaded", Duration::from_secs(60));
+    c.wait_line("loading", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(100));
+    let pid = h.proxy_pid() as i32;
+    let stopped_at = now_ms();
+    // SAFETY: kill(2) on the proxy's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Frozen(pid);
+    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(20));
+    let after_ms = num(&failed, "t") - stopped_at;
+    say(&format!(
+        "proxy frozen mid-call, no objects held: the call returned {after_ms:.0} ms after the \
+         SIGSTOP (bound {BLIND_AFTER_FREEZE:?}): {failed}"
+    ));
+    drop(frozen);
+    assert!(
+        after_ms <= BLIND_AFTER_FREEZE.as_millis() as f64,
+        "the call returned {after_ms} ms after the freeze"
+    );
+    let after = c.wait_line("after", Duration::from_secs(30));
+    assert!(after.contains("result=ok"), "{after}");
+    h.finish();
+}
