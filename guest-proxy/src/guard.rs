@@ -562,6 +562,37 @@ pub fn may_consume(grant: &KeyGrant, ring: crate::rings::RingKey) -> Result<(), 
     }
 }
 
+/// Whether the key of `grant` may run the iterator of link `link` (a
+/// pinned iterator's bpffs file, whose reading creates an iterator on the
+/// link): as for `BPF_ITER_CREATE`, only its own links under
+/// `change_foreign_objects = false`.
+pub fn may_run_iterator(grant: &KeyGrant, link: Option<u32>) -> Result<(), Denied> {
+    if grant.policy.changes_foreign_objects() {
+        return Ok(());
+    }
+    let fds = NoFds;
+    Guard { grant, fds: &fds }.require_own_id("reading the pinned iterator of", Kind::Link, link)
+}
+
+/// A session view with no fds (for checks that name objects by id).
+struct NoFds;
+
+impl telebpf_abi::Objects for NoFds {
+    fn kind(&self, _: i32) -> Option<ObjectKind> {
+        None
+    }
+
+    fn possible_cpus(&self) -> u32 {
+        1
+    }
+}
+
+impl SessionFds for NoFds {
+    fn owns(&self, _: i32) -> bool {
+        false
+    }
+}
+
 /// After `call` created guest fd `fd` for the key of `grant`: records the
 /// object as the key's own, and a program's expected attach type.
 pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {

@@ -374,9 +374,12 @@ impl Session {
                 Err(libc::EBADF)
             })),
             Request::File(op) => {
+                let grant = self.grant.clone();
+                let runs_iterator = move |link| crate::guard::may_run_iterator(&grant, link);
                 let mut cx = files::Context {
                     budget: &self.budget,
                     policy: &self.grant.policy,
+                    runs_iterator: &runs_iterator,
                     snapshots: &mut self.snapshots,
                 };
                 let result = files::execute(&op, &mut cx);

@@ -1368,15 +1368,24 @@ fn bpffs_files_follow_the_policy_paths_and_commands() {
     write(&h, "confined.toml", &rules(&mine, readers));
     write(&h, "nolookup.toml", &rules(&secret, "\"obj_get\""));
     write(&h, "reader.toml", &rules(&secret, readers));
+    // Root's iterator is another's link: running it (as BPF_ITER_CREATE on
+    // it would) needs change_foreign_objects.
+    write(
+        &h,
+        "runner.toml",
+        &format!("change_foreign_objects = true\n{}", rules(&secret, readers)),
+    );
     let confined = h.new_key("confined.key");
     let nolookup = h.new_key("nolookup.key");
     let reader = h.new_key("reader.key");
+    let runner = h.new_key("runner.key");
     let policy = keys_file(
         &h,
         &[
             ("confined.key", "confined", "confined.toml"),
             ("nolookup.key", "nolookup", "nolookup.toml"),
             ("reader.key", "reader", "reader.toml"),
+            ("runner.key", "runner", "runner.toml"),
         ],
     );
     h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
@@ -1461,7 +1470,17 @@ fn bpffs_files_follow_the_policy_paths_and_commands() {
     assert!(got.starts_with("ok "), "{got}");
     let text = answer_text(&out);
     assert!(text.contains("42"), "the map's entry: {text}");
+    // The iterator is root's link: reading its file would create an
+    // iterator on it and run it, which a key that may not change others'
+    // objects may not do (before: it ran).
     let got = answer(&h.attack(&reader, &["file-op", "read", &iter]));
+    say(&format!("reader key: read root's iterator: {got}"));
+    assert!(
+        got.starts_with("refused reading the pinned iterator of link ")
+            && got.contains("which key 'reader' did not create :: change_foreign_objects is false"),
+        "{got}"
+    );
+    let got = answer(&h.attack(&runner, &["file-op", "read", &iter]));
     assert!(got.starts_with("ok "), "{got}");
     drop(pins);
     h.finish();
