@@ -135,7 +135,7 @@ impl Session {
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
             snapshots: files::Snapshots::default(),
-            notes: SessionNotes::new(id),
+            notes: SessionNotes::new(std::path::Path::new(""), "(unnamed)"),
         }
     }
 
@@ -146,6 +146,7 @@ impl Session {
 
     /// The session under `grant`'s policy, auditing to `audit`.
     pub fn governed(mut self, grant: Arc<KeyGrant>, audit: Option<Arc<Audit>>) -> Session {
+        self.notes = SessionNotes::new(&grant.file, &grant.name);
         self.grant = grant;
         self.audit = audit;
         self
@@ -194,10 +195,11 @@ impl Session {
     }
 
     /// Writes the summaries of held-back lines and records whose interval
-    /// is over (every pending one with `all`: the session ends).
-    fn flush_notes(&mut self, all: bool) {
-        self.notes
-            .flush(all, self.audit.as_deref(), &self.grant.name);
+    /// is over. They are the key's, not the session's: what is still held
+    /// when it ends the server writes when the interval is over, or at
+    /// shutdown (`throttle::flush_keys`).
+    fn flush_notes(&mut self) {
+        self.notes.flush(self.audit.as_deref());
     }
 
     /// Writes the audit record of a request that created or changed
@@ -517,7 +519,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.flush_notes(true);
+        self.flush_notes();
         let n = self.objects.len();
         self.close_all();
         log::debug(format_args!(
@@ -695,7 +697,7 @@ fn run(
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
     };
-    session.flush_notes(true);
+    session.flush_notes();
     log::info(format_args!(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
@@ -798,7 +800,7 @@ fn converse(
             // Quiet: only a session that holds nothing may time out (see
             // `limits`).
             Err(ChannelError::Idle) => {
-                session.flush_notes(false);
+                session.flush_notes();
                 if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
                     return format!("idle for {idle_limit:?} holding no guest object");
                 }
@@ -886,6 +888,6 @@ fn converse(
             }
         }
         session.budget.release();
-        session.flush_notes(false);
+        session.flush_notes();
     }
 }
