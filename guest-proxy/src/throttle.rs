@@ -211,11 +211,10 @@ impl KeyThrottles {
 
 /// Every key's throttles, by key file and name (as its ledger,
 /// `crate::ownership`).
-type AllKeys = Mutex<HashMap<(PathBuf, String), Arc<Mutex<KeyThrottles>>>>;
+type KeyTable = HashMap<(PathBuf, String), Arc<Mutex<KeyThrottles>>>;
 
-fn all_keys() -> std::sync::MutexGuard<'static, HashMap<(PathBuf, String), Arc<Mutex<KeyThrottles>>>>
-{
-    static KEYS: OnceLock<AllKeys> = OnceLock::new();
+fn all_keys() -> std::sync::MutexGuard<'static, KeyTable> {
+    static KEYS: OnceLock<Mutex<KeyTable>> = OnceLock::new();
     KEYS.get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
