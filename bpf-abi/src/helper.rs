@@ -8,6 +8,11 @@
 //! like the other enums, in lower case without the `BPF_FUNC_` prefix
 //! (`probe_write_user`); refusals print the C name (`bpf_probe_write_user`).
 
+/// `BPF_FUNC_probe_write_user`: writes the memory of the current process.
+pub const PROBE_WRITE_USER: u32 = 36;
+/// `BPF_FUNC_send_signal`: signals the current process.
+pub const SEND_SIGNAL: u32 = 109;
+
 /// The helpers by number: `NAMES[id]` is the name of helper `id`.
 pub const NAMES: &[&str] = &[
     "unspec",                         // 0
@@ -262,7 +267,8 @@ mod tests {
         assert_eq!(by_name("probe_write_user"), Some(36));
         assert_eq!(by_name("bpf_probe_write_user"), Some(36));
         assert_eq!(by_name("override_return"), Some(58));
-        assert_eq!(by_name("send_signal"), Some(109));
+        assert_eq!(by_name("send_signal"), Some(SEND_SIGNAL));
+        assert_eq!(by_name("probe_write_user"), Some(PROBE_WRITE_USER));
         assert_eq!(by_name("send_signal_thread"), Some(117));
         assert_eq!(by_name("sys_bpf"), Some(166));
         assert_eq!(by_name("user_ringbuf_drain"), Some(209));

@@ -8,6 +8,19 @@
 pub const ATTR_TYPE: usize = 0;
 /// `struct perf_event_attr.size` offset.
 pub const ATTR_SIZE: usize = 4;
+/// `struct perf_event_attr.config` offset: for the uprobe PMU, bits 32-63
+/// are `ref_ctr_offset` (`format/ref_ctr_offset` says `config:32-63`).
+pub const ATTR_CONFIG: usize = 8;
+/// Offset of the bit fields of `struct perf_event_attr` (`disabled`,
+/// `inherit`, … as one u64).
+pub const ATTR_FLAGS: usize = 40;
+/// `perf_event_attr.remove_on_exec` in the bit fields.
+pub const ATTR_FLAG_REMOVE_ON_EXEC: u64 = 1 << 36;
+/// `perf_event_attr.sigtrap` in the bit fields: every overflow sends the
+/// task being counted a `SIGTRAP` (Linux 5.13).
+pub const ATTR_FLAG_SIGTRAP: u64 = 1 << 37;
+/// Shift of the uprobe PMU's `ref_ctr_offset` in `config`.
+pub const UPROBE_REF_CTR_SHIFT: u32 = 32;
 /// `struct perf_event_attr.config1` offset: for the kprobe and uprobe PMUs a
 /// pointer to the function name or binary path.
 pub const ATTR_CONFIG1: usize = 56;

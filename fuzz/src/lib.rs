@@ -29,7 +29,9 @@ use telebpf_abi::cmd::{BPF_COMMON_ATTRS, BPF_PROG_ASSOC_STRUCT_OPS};
 use telebpf_abi::roundtrip::{self, Entry, Table};
 use telebpf_abi::{BufferSpec, Length, MapMeta, ObjectKind};
 use telebpf_protocol::handshake::{handshake_body_len, SERVER_HELLO_LEN};
-use telebpf_protocol::message::{decode, encode, records_in, Reply, Request};
+use telebpf_protocol::message::{
+    decode, encode, is_records_request, records_in, request_records_in, Reply, Request,
+};
 use telebpf_protocol::seal::LEN_PREFIX;
 use telebpf_protocol::{
     ChannelError, ClientHandshake, Opener, Psk, Sealer, ServerHandshake, ServerHelloStep,
@@ -253,8 +255,8 @@ pub fn handshake(data: &[u8]) {
 /// Fuzz target: the message decoders. Properties: decoding never panics
 /// nor allocates beyond the input's size (bincode's limit); what decodes
 /// re-encodes to exactly the same bytes (one encoding per message, so no
-/// two parsers can disagree); the borrowed `Records` reader agrees with the
-/// decoder.
+/// two parsers can disagree); the borrowed `Records` readers (of replies
+/// and of requests) agree with the decoder.
 pub fn request(data: &[u8]) {
     if let Ok(req) = decode::<Request>(data) {
         assert_eq!(encode(&req).expect("encodes"), data, "{req:?}");
@@ -269,6 +271,20 @@ pub fn request(data: &[u8]) {
         }
         (Ok(Reply::Records(_)), None) => panic!("records_in refused a Records reply"),
         (_, Some(it)) => panic!("records_in accepted {} as Records", it.count()),
+        (_, None) => {}
+    }
+    // The same for a request's records (a user ring buffer's stream),
+    // which the proxy reads in place and recognises by their tag alone.
+    let req = decode::<Request>(data);
+    if let Ok(Request::Records(_)) = &req {
+        assert!(is_records_request(data));
+    }
+    match (req, request_records_in(data)) {
+        (Ok(Request::Records(r)), Some(it)) => {
+            assert_eq!(it.map(<[u8]>::to_vec).collect::<Vec<_>>(), r);
+        }
+        (Ok(Request::Records(_)), None) => panic!("request_records_in refused Records"),
+        (_, Some(it)) => panic!("request_records_in accepted {} as Records", it.count()),
         (_, None) => {}
     }
 }

@@ -136,15 +136,31 @@ impl Snapshots {
     }
 }
 
+/// Whether the key may run the iterator of link `id` (`None`: its id is
+/// unknown), as `BPF_ITER_CREATE` on it would: under
+/// `change_foreign_objects = false` only its own links.
+pub type RunsIterator<'a> = dyn Fn(Option<u32>) -> Result<(), Denied> + 'a;
+
 /// What a file operation needs from its session.
-#[derive(Debug)]
 pub struct Context<'a> {
     /// Charges replies and snapshots.
     pub budget: &'a SessionBudget,
     /// Decides what a pinned file may be read as.
     pub policy: &'a Policy,
+    /// Decides whose pinned iterators reading may run.
+    pub runs_iterator: &'a RunsIterator<'a>,
     /// The session's snapshots.
     pub snapshots: &'a mut Snapshots,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("budget", &self.budget)
+            .field("policy", &self.policy)
+            .field("snapshots", &self.snapshots)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The path an operation names.
@@ -266,15 +282,22 @@ fn mutable_parent(path: &str) -> Result<(OwnedFd, CString), i32> {
 /// handle before it is opened for reading (opening an iterator's file
 /// already prepares a run), and reopened through that same handle, so the
 /// file checked is the file read.
-fn open_for_read(path: &str, policy: &Policy) -> Result<File, Failure> {
+fn open_for_read(
+    path: &str,
+    policy: &Policy,
+    runs_iterator: &RunsIterator<'_>,
+) -> Result<File, Failure> {
     if !paths::is_bpffs(path) {
         return Ok(File::from(resolve::open(path, Access::Read)?));
     }
     let handle = resolve::open(path, Access::Path { follow: true })?;
     let own = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).expect("no NUL");
-    policy
-        .check_bpffs_read(pin_of(&own)?)
-        .map_err(Failure::Refused)?;
+    let (pin, link) = pin_of(&own)?;
+    policy.check_bpffs_read(pin).map_err(Failure::Refused)?;
+    if pin == Pin::Iterator {
+        // Reading it creates an iterator on the link and runs it.
+        runs_iterator(link).map_err(Failure::Refused)?;
+    }
     // SAFETY: `own` is NUL-terminated; it names our own O_PATH fd, which
     // open(2) reopens (the same inode, whatever the path's name now is).
     let fd = unsafe { libc::open(own.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -285,25 +308,28 @@ fn open_for_read(path: &str, policy: &Policy) -> Result<File, Failure> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// What the bpffs file at `own` (our `/proc/self/fd/N` of it) stands for:
-/// `BPF_OBJ_GET` of it gives the object itself. Anything that cannot be
-/// told fails closed: a link whose type is unknown counts as an
-/// iterator, an object of no known kind (or a failing `BPF_OBJ_GET`, but
-/// for the `EACCES` of a directory) is not read at all.
-fn pin_of(own: &CString) -> Result<Pin, i32> {
+/// What the bpffs file at `own` (our `/proc/self/fd/N` of it) stands for,
+/// and for a link its id: `BPF_OBJ_GET` of it gives the object itself.
+/// Anything that cannot be told fails closed: a link whose type is unknown
+/// counts as an iterator, an object of no known kind (or a failing
+/// `BPF_OBJ_GET`, but for the `EACCES` of a directory) is not read at all.
+fn pin_of(own: &CString) -> Result<(Pin, Option<u32>), i32> {
     let obj = match sys::obj_get(own) {
         Ok(obj) => obj,
         // Not a pin (a directory): the kernel answers the read itself.
-        Err(libc::EACCES) => return Ok(Pin::Other),
+        Err(libc::EACCES) => return Ok((Pin::Other, None)),
         Err(e) => return Err(e),
     };
     let described = bpf_exec::describe(obj.as_raw_fd());
     match described.link.as_str() {
-        "anon_inode:bpf-map" => Ok(Pin::Map),
-        "anon_inode:bpf-prog" => Ok(Pin::Other),
+        "anon_inode:bpf-map" => Ok((Pin::Map, None)),
+        "anon_inode:bpf-prog" => Ok((Pin::Other, None)),
         "anon_inode:bpf-link" | "anon_inode:bpf_link" => Ok(match described.link_type {
-            Some(t) if t != telebpf_abi::link_type::BPF_LINK_TYPE_ITER => Pin::Other,
-            _ => Pin::Iterator,
+            Some(t) if t != telebpf_abi::link_type::BPF_LINK_TYPE_ITER => (Pin::Other, None),
+            _ => (
+                Pin::Iterator,
+                crate::ownership::object_id(obj.as_raw_fd(), crate::ownership::Kind::Link),
+            ),
         }),
         _ => Err(libc::EACCES),
     }
@@ -328,7 +354,7 @@ fn read(
     if snapshot & SESSION_SNAPSHOT != 0 {
         return next_range(path, offset, len, snapshot, cx.snapshots);
     }
-    let mut file = open_for_read(path, cx.policy)?;
+    let mut file = open_for_read(path, cx.policy, cx.runs_iterator)?;
     if paths::is_immutable(path) {
         match SharedFiles::global().get(path, &mut file) {
             Ok(copy) => {
@@ -352,7 +378,7 @@ fn read(
             }
             // Read as any other file, from the start.
             Err(NotShared::TooLarge) if snapshot == 0 => {
-                file = open_for_read(path, cx.policy)?;
+                file = open_for_read(path, cx.policy, cx.runs_iterator)?;
             }
             Err(NotShared::TooLarge) => return Err(libc::ESTALE.into()),
             Err(NotShared::Errno(e)) => return Err(e.into()),
@@ -609,6 +635,7 @@ mod tests {
             &mut Context {
                 budget: &budget,
                 policy: &policy,
+                runs_iterator: &|_| Ok(()),
                 snapshots: &mut snapshots,
             },
         )
@@ -685,6 +712,7 @@ mod tests {
         let mut cx = Context {
             budget: &budget,
             policy: &policy,
+            runs_iterator: &|_| Ok(()),
             snapshots: &mut snapshots,
         };
         let path = "/proc/kallsyms".to_string();

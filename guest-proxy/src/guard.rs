@@ -31,8 +31,8 @@
 //! fd that is no BPF object), so the kernel refuses them itself.
 
 use telebpf_abi::{
-    attach_type, cmd, link_type, off, perf, prog_type, read_u32, read_u64, BufferSpec, Content,
-    Direction, ObjectKind, Plan,
+    attach_type, cmd, helper, link_type, off, perf, prog_type, read_u32, read_u64, BufferSpec,
+    Content, Direction, ObjectKind, Plan,
 };
 use telebpf_protocol::message::{BpfCall, IoctlValue, Request, WireBuffer};
 
@@ -163,6 +163,7 @@ impl Guard<'_> {
                 }
                 self.require_own("PERF_EVENT_IOC_SET_BPF of", *prog)
             }
+            Request::PerfEventOpen { attr, .. } => self.check_perf_attr(attr),
             Request::MapWrite { fd, .. } => {
                 self.require_own("writing into the mapped memory of", *fd)
             }
@@ -183,6 +184,68 @@ impl Guard<'_> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A perf event that changes the task it watches is a helper call in
+    /// disguise, allowed only where the helper is: `sigtrap` sends the
+    /// counted task a `SIGTRAP` on every overflow, whose default action
+    /// ends it (`bpf_send_signal`); a uprobe's `ref_ctr_offset` makes the
+    /// kernel increment a 16-bit counter at that offset in the memory of
+    /// every process that maps the file while the probe is installed
+    /// (`bpf_probe_write_user`). The proxy opens events as root, which the
+    /// kernel lets signal and write any task.
+    fn check_perf_attr(&self, attr: &[u8]) -> Result<(), Denied> {
+        let as_helper = |what: &str, id: u32| {
+            self.policy().check_helper(id).map_err(|d| Denied {
+                what: what.to_string(),
+                rule: d.rule,
+            })
+        };
+        if read_u64(attr, perf::ATTR_FLAGS) & perf::ATTR_FLAG_SIGTRAP != 0 {
+            as_helper(
+                "perf_event_open with sigtrap (a SIGTRAP to the counted task on every overflow)",
+                helper::SEND_SIGNAL,
+            )?;
+        }
+        let ref_ctr = read_u64(attr, perf::ATTR_CONFIG) >> perf::UPROBE_REF_CTR_SHIFT;
+        if ref_ctr != 0 && Some(read_u32(attr, perf::ATTR_TYPE)) == crate::perf::uprobe_pmu() {
+            as_helper(
+                "perf_event_open of a uprobe with a reference counter (the kernel writes it \
+                 into every process that maps the file)",
+                helper::PROBE_WRITE_USER,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A uprobe_multi link's `ref_ctr_offsets` are the same write into
+    /// every process that maps the file as a perf uprobe's (see
+    /// [`Guard::check_perf_attr`]): a non-zero one needs
+    /// `probe_write_user`.
+    fn check_uprobe_ref_ctrs(&self, call: &BpfCall) -> Result<(), Denied> {
+        let Some((plan, contents)) = expanded(call, self.fds) else {
+            return Ok(());
+        };
+        let counters = plan.buffers.iter().position(|b| {
+            b.parent == telebpf_abi::Parent::Attr
+                && b.ptr_offset == off::link_create::UPROBE_MULTI_REF_CTR_OFFSETS
+        });
+        let Some(Some(counters)) = counters.map(|i| contents.get(i).copied().flatten()) else {
+            return Ok(());
+        };
+        if counters.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        self.policy()
+            .check_helper(helper::PROBE_WRITE_USER)
+            .map_err(|d| Denied {
+                what: format!(
+                    "{} of a uprobe_multi link with reference counters (the kernel writes them \
+                     into every process that maps the file)",
+                    cmd::name(cmd::BPF_LINK_CREATE)
+                ),
+                rule: d.rule,
+            })
     }
 
     fn check_bpf(&self, call: &BpfCall) -> Result<(), Denied> {
@@ -251,6 +314,13 @@ impl Guard<'_> {
                             fd_at(off::link_create::TARGET_FD),
                         )?;
                     }
+                }
+                self.check_iterated_maps(call)?;
+                if matches!(
+                    at,
+                    attach_type::BPF_TRACE_UPROBE_MULTI | attach_type::BPF_TRACE_UPROBE_SESSION
+                ) {
+                    self.check_uprobe_ref_ctrs(call)?;
                 }
                 self.require_own(&of, fd)
             }
@@ -365,6 +435,33 @@ impl Guard<'_> {
         Ok(())
     }
 
+    /// An iterator link over a map (`bpf_map_elem`, `bpf_sk_storage_map`,
+    /// `sockmap` iterators: the map fd in `iter_info`) may name only the
+    /// key's own maps: the kernel hands the iterator program each value
+    /// as writable memory, so reading the iterator could rewrite another's
+    /// map.
+    fn check_iterated_maps(&self, call: &BpfCall) -> Result<(), Denied> {
+        if self.policy().changes_foreign_objects() {
+            return Ok(());
+        }
+        let Some((plan, _)) = expanded(call, self.fds) else {
+            return Ok(());
+        };
+        for slot in &plan.fds {
+            let telebpf_abi::Parent::Buffer(j) = slot.parent else {
+                continue;
+            };
+            if plan.buffers.get(j).map(|b| b.content) != Some(Content::IterLinkInfo) {
+                continue;
+            }
+            if matches!(owned(self.fds, slot.value), Some(ObjectKind::Map(_))) {
+                let what = format!("{} of an iterator over", cmd::name(cmd::BPF_LINK_CREATE));
+                self.require_own(&what, slot.value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// An update of an fd-valued map may only insert the key's own
     /// programs and maps.
     fn check_value_fds(&self, call: &BpfCall) -> Result<(), Denied> {
@@ -444,6 +541,58 @@ pub fn check(req: &Request, grant: &KeyGrant, fds: &dyn SessionFds) -> Result<()
     Guard { grant, fds }.check(req)
 }
 
+/// Whether a stream of the key of `grant` may consume the ring `ring`
+/// (the identity of the ring the stream holds): a map ring only if the
+/// key created it, unless it may change others' objects. The check of the
+/// stream request ([`check`]) looked at the fd number it names; this one
+/// is made once the stream holds the ring, which no later close and
+/// reopen under the same number can change.
+pub fn may_consume(grant: &KeyGrant, ring: crate::rings::RingKey) -> Result<(), String> {
+    match ring {
+        crate::rings::RingKey::Map(id)
+            if !grant.policy.changes_foreign_objects()
+                && !ownership::ledger(grant).owns(Kind::Map, id) =>
+        {
+            Err(format!(
+                "map {id} is not one key '{}' created (change_foreign_objects is false)",
+                grant.name
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the key of `grant` may run the iterator of link `link` (a
+/// pinned iterator's bpffs file, whose reading creates an iterator on the
+/// link): as for `BPF_ITER_CREATE`, only its own links under
+/// `change_foreign_objects = false`.
+pub fn may_run_iterator(grant: &KeyGrant, link: Option<u32>) -> Result<(), Denied> {
+    if grant.policy.changes_foreign_objects() {
+        return Ok(());
+    }
+    let fds = NoFds;
+    Guard { grant, fds: &fds }.require_own_id("reading the pinned iterator of", Kind::Link, link)
+}
+
+/// A session view with no fds (for checks that name objects by id).
+struct NoFds;
+
+impl telebpf_abi::Objects for NoFds {
+    fn kind(&self, _: i32) -> Option<ObjectKind> {
+        None
+    }
+
+    fn possible_cpus(&self) -> u32 {
+        1
+    }
+}
+
+impl SessionFds for NoFds {
+    fn owns(&self, _: i32) -> bool {
+        false
+    }
+}
+
 /// After `call` created guest fd `fd` for the key of `grant`: records the
 /// object as the key's own, and a program's expected attach type.
 pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {
@@ -474,7 +623,8 @@ mod tests {
     use super::*;
     use crate::policy::{resolve, Policy};
 
-    /// A session that owns a hash map (fd 10) and a program (fd 11).
+    /// A session that owns a hash map (fd 10), a tracepoint program (fd
+    /// 11) and a tracing program (fd 12).
     struct Fake;
 
     impl Objects for Fake {
@@ -490,6 +640,9 @@ mod tests {
                 11 => Some(ObjectKind::Prog {
                     prog_type: prog_type::BPF_PROG_TYPE_TRACEPOINT,
                 }),
+                12 => Some(ObjectKind::Prog {
+                    prog_type: prog_type::BPF_PROG_TYPE_TRACING,
+                }),
                 _ => None,
             }
         }
@@ -501,7 +654,7 @@ mod tests {
 
     impl SessionFds for Fake {
         fn owns(&self, fd: i32) -> bool {
-            matches!(fd, 10 | 11)
+            matches!(fd, 10..=12)
         }
     }
 
@@ -603,6 +756,95 @@ mod tests {
             buffers: vec![],
         });
         assert!(check(&detach, &tracing, &Fake).is_err());
+    }
+
+    #[test]
+    fn iterators_over_foreign_maps_are_refused() {
+        // An iterator link of tracing program 12 over map 10, which this
+        // key did not create (the ledger has no id for it).
+        let mut attr = vec![0u8; 64];
+        write_u32(&mut attr, off::link_create::PROG_FD, 12);
+        write_u32(
+            &mut attr,
+            off::link_create::ATTACH_TYPE,
+            attach_type::BPF_TRACE_ITER,
+        );
+        write_u64(&mut attr, off::link_create::ITER_INFO, 0x1000);
+        write_u32(&mut attr, off::link_create::ITER_INFO_LEN, 16);
+        let mut info = vec![0u8; 16];
+        write_u32(&mut info, 0, 10);
+        let link = |info: Vec<u8>| {
+            Request::Bpf(BpfCall {
+                cmd: cmd::BPF_LINK_CREATE,
+                size: attr.len() as u32,
+                attr: attr.clone(),
+                common: None,
+                common_size: 0,
+                buffers: vec![WireBuffer::Data(info)],
+            })
+        };
+        let d = check(&link(info), &grant("tracing"), &Fake).unwrap_err();
+        assert!(
+            d.what
+                .starts_with("BPF_LINK_CREATE of an iterator over map "),
+            "{}",
+            d.what
+        );
+        assert_eq!(d.rule, "change_foreign_objects is false");
+        // A key that may change others' objects may iterate over them.
+        let full = KeyGrant {
+            name: "f".into(),
+            file: Default::default(),
+            policy: Arc::new(Policy::full()),
+        };
+        assert!(check(&link(vec![0u8; 16]), &full, &Fake).is_ok());
+    }
+
+    /// A perf_event_open request with `attr`.
+    fn perf_open(attr: Vec<u8>) -> Request {
+        Request::PerfEventOpen {
+            attr,
+            pid: 1,
+            cpu: -1,
+            group_fd: -1,
+            flags: 0,
+            config1_string: None,
+        }
+    }
+
+    #[test]
+    fn perf_events_that_signal_or_write_need_the_helpers() {
+        let mut attr = vec![0u8; 128];
+        write_u32(&mut attr, perf::ATTR_TYPE, perf::TYPE_SOFTWARE);
+        write_u64(
+            &mut attr,
+            perf::ATTR_FLAGS,
+            perf::ATTR_FLAG_SIGTRAP | perf::ATTR_FLAG_REMOVE_ON_EXEC,
+        );
+        let sigtrap = perf_open(attr.clone());
+        let d = check(&sigtrap, &grant("observe"), &Fake).unwrap_err();
+        assert!(
+            d.what.starts_with("perf_event_open with sigtrap"),
+            "{}",
+            d.what
+        );
+        assert_eq!(d.rule, "'send_signal' is in helpers.deny");
+        let full = KeyGrant {
+            name: "f".into(),
+            file: Default::default(),
+            policy: Arc::new(Policy::full()),
+        };
+        assert!(check(&sigtrap, &full, &Fake).is_ok());
+        write_u64(&mut attr, perf::ATTR_FLAGS, 0);
+        assert!(check(&perf_open(attr.clone()), &grant("observe"), &Fake).is_ok());
+        if let Some(uprobe) = crate::perf::uprobe_pmu() {
+            write_u32(&mut attr, perf::ATTR_TYPE, uprobe);
+            write_u64(&mut attr, perf::ATTR_CONFIG, 0x2028 << 32);
+            let d = check(&perf_open(attr.clone()), &grant("tracing"), &Fake).unwrap_err();
+            assert_eq!(d.rule, "'probe_write_user' is in helpers.deny");
+            write_u64(&mut attr, perf::ATTR_CONFIG, 1); // retprobe, no counter
+            assert!(check(&perf_open(attr), &grant("tracing"), &Fake).is_ok());
+        }
     }
 
     #[test]

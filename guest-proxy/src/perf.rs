@@ -29,18 +29,31 @@ fn is_perf_event(fds: &dyn PerfFds, fd: i32) -> bool {
     fds.object(fd).is_some_and(|o| o.link == PERF_EVENT_LINK)
 }
 
+/// The type number of the PMU `name` (`kprobe`, `uprobe`), if the guest
+/// has it.
+fn pmu_type(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/bus/event_source/devices/{name}/type"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// PMU type numbers whose `config1` is a pointer to a string.
 fn string_config1_pmus() -> &'static [u32] {
     static TYPES: OnceLock<Vec<u32>> = OnceLock::new();
     TYPES.get_or_init(|| {
         ["kprobe", "uprobe"]
-            .iter()
-            .filter_map(|pmu| {
-                std::fs::read_to_string(format!("/sys/bus/event_source/devices/{pmu}/type")).ok()
-            })
-            .filter_map(|t| t.trim().parse().ok())
+            .into_iter()
+            .filter_map(pmu_type)
             .collect()
     })
+}
+
+/// The type number of perf's uprobe PMU, if the guest has one.
+pub fn uprobe_pmu() -> Option<u32> {
+    static TYPE: OnceLock<Option<u32>> = OnceLock::new();
+    *TYPE.get_or_init(|| pmu_type("uprobe"))
 }
 
 /// A fd from the client that must be a session perf event (or -1).

@@ -566,6 +566,23 @@ pub fn audited(req: &Request) -> Option<(String, Option<String>)> {
     }
 }
 
+/// Whether a write to `uprobe_events` defines a uprobe with a reference
+/// counter: a line `p[:EVENT] PATH:OFFSET(REF_CTR_OFFSET) …` (or `r…`),
+/// as the kernel's `trace_uprobe_create` parses each line: `#` starts a
+/// comment, words are split at the bytes the kernel's `isspace` knows
+/// (its Latin-1 table counts 0xa0 too), the probe's place is the second
+/// word and a `(` there opens the counter's offset (fetch arguments, later
+/// words, may hold parentheses of their own).
+fn defines_ref_ctr(data: &[u8]) -> bool {
+    let space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ' | 0xa0);
+    data.split(|&b| b == b'\n').any(|line| {
+        let line = line.split(|&b| b == b'#').next().unwrap_or(&[]);
+        let mut words = line.split(space).filter(|w| !w.is_empty());
+        matches!(words.next(), Some([b'p' | b'r', ..]))
+            && words.next().is_some_and(|w| w.contains(&b'('))
+    })
+}
+
 /// A probe definition as one printable line.
 fn text_line(data: &[u8]) -> String {
     String::from_utf8_lossy(data)
@@ -886,13 +903,25 @@ impl Policy {
                 self.check_bpffs_path(what, path)?;
                 allow(self.bpffs.unpin, what, "bpffs.unpin is false".into())
             }
-            FileOp::Append { path, .. } => {
+            FileOp::Append { path, data } => {
                 let file = path.rsplit('/').next().unwrap_or(path);
                 allow(
                     self.probe_events,
                     &format!("writing {file}"),
                     "probe_events is false".into(),
-                )
+                )?;
+                if file == "uprobe_events" && defines_ref_ctr(data) {
+                    // While such a uprobe is enabled the kernel increments
+                    // the counter in every process that maps the file.
+                    self.check_helper(helper::PROBE_WRITE_USER)
+                        .map_err(|d| Denied {
+                            what: "writing uprobe_events: a uprobe with a reference counter \
+                                   (the kernel writes it into every process that maps the file)"
+                                .into(),
+                            rule: d.rule,
+                        })?;
+                }
+                Ok(())
             }
             // Outside the allowed paths a bpffs statfs is answered for the
             // mount itself, never for the path (`crate::files`): the same
@@ -951,6 +980,12 @@ impl Policy {
             }
             Pin::Other => Ok(()),
         }
+    }
+
+    /// Whether `[bpffs] paths` confines pins and opens of pins (it is not
+    /// `["/"]`, which leaves them to the kernel).
+    pub fn confines_bpffs(&self) -> bool {
+        !self.bpffs.paths.iter().any(|p| p == Path::new("/"))
     }
 
     /// Whether `path` lies under one of the bpffs prefixes (component-wise,
@@ -1049,7 +1084,7 @@ impl Policy {
                 read_u32(a, off::link_create::ATTACH_TYPE),
             ),
             cmd::BPF_OBJ_PIN | cmd::BPF_OBJ_GET => {
-                if self.bpffs.paths.iter().any(|p| p == Path::new("/")) {
+                if !self.confines_bpffs() {
                     // Unrestricted: the kernel decides, as locally.
                     return Ok(());
                 }
@@ -1229,6 +1264,33 @@ mod tests {
         let mut v = p.as_bytes().to_vec();
         v.push(0);
         vec![WireBuffer::Data(v)]
+    }
+
+    #[test]
+    fn uprobe_definitions_with_a_reference_counter() {
+        for with in [
+            &b"p:g/e /bin/x:0x10(0x20)"[..],
+            b"  r /bin/x:0x10(0x20) +0(%di):u32",
+            b"p:a /bin/y:0x1\np:g/e /bin/x:0x10(0x20)\n",
+            // Words split where the kernel's isspace splits them.
+            b"p\xa0/bin/x:0x10(0x20)",
+            b"p\x0b/bin/x:0x10(0x20)",
+        ] {
+            assert!(defines_ref_ctr(with), "{:?}", String::from_utf8_lossy(with));
+        }
+        for without in [
+            &b"p:g/e /bin/x:0x10 +0(%di):u32"[..],
+            b"-:g/e",
+            b"# p /bin/x:0x10(0x20)",
+            b"p /bin/x:0x10 # (0x20)",
+            b"",
+        ] {
+            assert!(
+                !defines_ref_ctr(without),
+                "{:?}",
+                String::from_utf8_lossy(without)
+            );
+        }
     }
 
     fn read_only() -> Arc<Policy> {

@@ -116,6 +116,44 @@ pub fn parent(path: &str) -> Result<(OwnedFd, CString), i32> {
     Ok((fd, name))
 }
 
+/// A `BPF_OBJ_PIN` (`creates`) or `BPF_OBJ_GET` path whose policy
+/// checked its string, made to mean that string: the kernel follows every
+/// symlink of a pathname it is given, so a link planted under an allowed
+/// prefix (bpffs is often world-writable) would take a pin, or an open,
+/// anywhere else. The path (for a pin, its directory) is opened here with
+/// `RESOLVE_NO_SYMLINKS` (a symlink on the way answers `ELOOP`), and the
+/// kernel is given `/proc/self/fd/N` (`/N/NAME` for a pin) instead: the
+/// inode checked is the inode used, whatever the path's names become
+/// meanwhile. Returns the handle, which must stay open until the call
+/// returns, and the pathname to give the kernel.
+pub fn anchor_pin(path: &str, creates: bool) -> Result<(OwnedFd, CString), i32> {
+    let (fd, name) = if creates {
+        let (dir, name) = path.rsplit_once('/').ok_or(libc::EINVAL)?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let fd = openat2(
+            libc::AT_FDCWD,
+            dir,
+            libc::O_PATH | libc::O_DIRECTORY,
+            libc::RESOLVE_NO_SYMLINKS,
+        )?;
+        (fd, Some(name))
+    } else {
+        let fd = openat2(
+            libc::AT_FDCWD,
+            path,
+            libc::O_PATH,
+            libc::RESOLVE_NO_SYMLINKS,
+        )?;
+        (fd, None)
+    };
+    let anchored = match name {
+        Some(name) => format!("/proc/self/fd/{}/{name}", fd.as_raw_fd()),
+        None => format!("/proc/self/fd/{}", fd.as_raw_fd()),
+    };
+    let anchored = CString::new(anchored).map_err(|_| libc::EINVAL)?;
+    Ok((fd, anchored))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +240,40 @@ mod tests {
             )
             .unwrap_err(),
             libc::ELOOP
+        );
+    }
+
+    /// A pin's directory and an object's path are anchored without
+    /// following symlinks.
+    #[test]
+    fn pins_are_anchored_without_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("obj"), "o").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("lnk")).unwrap();
+        let d = dir.path().display();
+        assert_eq!(
+            anchor_pin(&format!("{d}/lnk/new"), true).unwrap_err(),
+            libc::ELOOP
+        );
+        assert_eq!(
+            anchor_pin(&format!("{d}/lnk/obj"), false).unwrap_err(),
+            libc::ELOOP
+        );
+        let (fd, path) = anchor_pin(&format!("{d}/new"), true).unwrap();
+        assert_eq!(
+            path.to_str().unwrap(),
+            format!("/proc/self/fd/{}/new", fd.as_raw_fd())
+        );
+        std::fs::write(dir.path().join("obj"), "o").unwrap();
+        let (fd, path) = anchor_pin(&format!("{d}/obj"), false).unwrap();
+        assert_eq!(
+            path.to_str().unwrap(),
+            format!("/proc/self/fd/{}", fd.as_raw_fd())
+        );
+        assert_eq!(
+            std::fs::read_to_string(path.to_str().unwrap()).unwrap(),
+            "o"
         );
     }
 

@@ -430,6 +430,7 @@ async fn serve(config: Config) -> Result<(), ServerError> {
                     handshake_summary(&ctx, &group, &s);
                 }
                 log::flush_limited(false);
+                crate::throttle::flush_keys(false, ctx.audit.as_deref());
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -462,6 +463,7 @@ async fn serve(config: Config) -> Result<(), ServerError> {
         ));
     }
     log::flush_limited(true);
+    crate::throttle::flush_keys(true, ctx.audit.as_deref());
     drop(listener);
     if let Address::Unix(path) = &config.listen {
         let _ = std::fs::remove_file(path);

@@ -135,7 +135,7 @@ impl Session {
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
             snapshots: files::Snapshots::default(),
-            notes: SessionNotes::new(id),
+            notes: SessionNotes::new(std::path::Path::new(""), "(unnamed)"),
         }
     }
 
@@ -146,6 +146,7 @@ impl Session {
 
     /// The session under `grant`'s policy, auditing to `audit`.
     pub fn governed(mut self, grant: Arc<KeyGrant>, audit: Option<Arc<Audit>>) -> Session {
+        self.notes = SessionNotes::new(&grant.file, &grant.name);
         self.grant = grant;
         self.audit = audit;
         self
@@ -194,10 +195,11 @@ impl Session {
     }
 
     /// Writes the summaries of held-back lines and records whose interval
-    /// is over (every pending one with `all`: the session ends).
-    fn flush_notes(&mut self, all: bool) {
-        self.notes
-            .flush(all, self.audit.as_deref(), &self.grant.name);
+    /// is over. They are the key's, not the session's: what is still held
+    /// when it ends the server writes when the interval is over, or at
+    /// shutdown (`throttle::flush_keys`).
+    fn flush_notes(&mut self) {
+        self.notes.flush(self.audit.as_deref());
     }
 
     /// Writes the audit record of a request that created or changed
@@ -277,10 +279,39 @@ impl Session {
         reply
     }
 
+    /// Under a policy that confines pins to `[bpffs] paths`: the path of a
+    /// `BPF_OBJ_PIN`/`BPF_OBJ_GET` (which the policy checked as a string)
+    /// is opened without following symlinks and given to the kernel as
+    /// our handle of it ([`crate::resolve::anchor_pin`]); the handle, to
+    /// hold until the call returns.
+    fn anchor_pin(&self, call: &mut message::BpfCall) -> Result<Option<std::os::fd::OwnedFd>, i32> {
+        let command = call.cmd & !cmd::BPF_COMMON_ATTRS;
+        if !matches!(command, cmd::BPF_OBJ_PIN | cmd::BPF_OBJ_GET)
+            || !self.grant.policy.confines_bpffs()
+        {
+            return Ok(None);
+        }
+        // The policy let it through: a clean absolute path, not relative
+        // to a directory fd.
+        let Some(message::WireBuffer::Data(path)) = call.buffers.first() else {
+            return Ok(None);
+        };
+        let path = std::str::from_utf8(path.strip_suffix(&[0]).unwrap_or(path.as_slice()))
+            .map_err(|_| libc::EINVAL)?;
+        let (fd, anchored) = crate::resolve::anchor_pin(path, command == cmd::BPF_OBJ_PIN)?;
+        call.buffers[0] = message::WireBuffer::Data(anchored.into_bytes_with_nul());
+        Ok(Some(fd))
+    }
+
     /// Executes one request the policy allowed.
     fn execute(&mut self, req: Request) -> Option<Reply> {
         match req {
-            Request::Bpf(call) => {
+            Request::Bpf(mut call) => {
+                // A pin's path means the string the policy checked.
+                let _anchor = match self.anchor_pin(&mut call) {
+                    Ok(a) => a,
+                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                };
                 // Maps, programs and BTF: their kernel memory is budgeted
                 // before they exist (see `kmem`).
                 let charge = match self.budget.reserve_kernel_memory(&call, self.possible_cpus) {
@@ -345,9 +376,12 @@ impl Session {
                 Err(libc::EBADF)
             })),
             Request::File(op) => {
+                let grant = self.grant.clone();
+                let runs_iterator = move |link| crate::guard::may_run_iterator(&grant, link);
                 let mut cx = files::Context {
                     budget: &self.budget,
                     policy: &self.grant.policy,
+                    runs_iterator: &runs_iterator,
                     snapshots: &mut self.snapshots,
                 };
                 let result = files::execute(&op, &mut cx);
@@ -485,7 +519,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.flush_notes(true);
+        self.flush_notes();
         let n = self.objects.len();
         self.close_all();
         log::debug(format_args!(
@@ -663,7 +697,7 @@ fn run(
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
     };
-    session.flush_notes(true);
+    session.flush_notes();
     log::info(format_args!(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
@@ -766,7 +800,7 @@ fn converse(
             // Quiet: only a session that holds nothing may time out (see
             // `limits`).
             Err(ChannelError::Idle) => {
-                session.flush_notes(false);
+                session.flush_notes();
                 if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
                     return format!("idle for {idle_limit:?} holding no guest object");
                 }
@@ -775,6 +809,23 @@ fn converse(
             Err(e) => return e.to_string(),
         };
         last_request = std::time::Instant::now();
+        // Records belong on a user ring buffer's stream, which reads them
+        // in place; decoded here, a frame of empty records would take
+        // three times its (charged) size.
+        if message::is_records_request(&bytes) {
+            first = false;
+            let refusal = Reply::Error(ErrorReply {
+                errno: libc::EPROTO,
+                message: "records are sent on a user ring buffer's stream".into(),
+            });
+            let refusal = message::encode(&refusal).expect("an error encodes");
+            drop(bytes);
+            if let Err(e) = tx.send(&refusal) {
+                return send_failure(&e);
+            }
+            session.budget.release();
+            continue;
+        }
         let reply = match message::decode::<Request>(&bytes) {
             Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
                 // The policy and the audit log see the request whole (a
@@ -793,10 +844,12 @@ fn converse(
                     "session {}: stream of fd {} ({:?})",
                     session.id, req.fd, req.kind
                 ));
+                let grant = session.grant.clone();
+                let may = |ring| crate::guard::may_consume(&grant, ring);
                 if let message::StreamKind::UserRingbuf { .. } = req.kind {
-                    return streams::serve_user(&req, &ctx.streams, &mut rx);
+                    return streams::serve_user(&req, &ctx.streams, &mut rx, &session.budget, &may);
                 }
-                return streams::serve(&req, &ctx.streams, &mut tx, &session.budget);
+                return streams::serve(&req, &ctx.streams, &mut tx, &session.budget, &may);
             }
             Ok(req) => {
                 first = false;
@@ -835,6 +888,6 @@ fn converse(
             }
         }
         session.budget.release();
-        session.flush_notes(false);
+        session.flush_notes();
     }
 }

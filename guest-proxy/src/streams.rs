@@ -218,9 +218,14 @@ struct Attached<'a> {
 }
 
 impl<'a> Attached<'a> {
-    /// Attaches to the ring `req` names, if its session owns it and it is
-    /// what the request says (per the kernel); otherwise why not.
-    fn new(req: &StreamRequest, streams: &'a Streams) -> Result<Attached<'a>, String> {
+    /// Attaches to the ring `req` names, if its session owns it, it is
+    /// what the request says (per the kernel) and `may` lets the stream
+    /// consume it; otherwise why not.
+    fn new(
+        req: &StreamRequest,
+        streams: &'a Streams,
+        may: &Consume<'_>,
+    ) -> Result<Attached<'a>, String> {
         let refused = |e: &dyn std::fmt::Display, errno: i32| {
             format!("stream of fd {} refused: {e} (errno {errno})", req.fd)
         };
@@ -237,6 +242,10 @@ impl<'a> Attached<'a> {
             owner_fd: req.fd,
         };
         let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(&e, e.errno()))?;
+        // Decided on the ring held, not on the fd number the request
+        // named: the owning session may have closed that number and
+        // opened another ring under it since the request was checked.
+        may(real.key()).map_err(|why| refused(&why, libc::EPERM))?;
         let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap())
             .map_err(|e| refused(&e, e.errno()))?;
         let claim = streams
@@ -267,6 +276,10 @@ impl<'a> Attached<'a> {
     }
 }
 
+/// Whether the stream's key may consume the ring of this identity (a
+/// ring of another key's: `Err` with why not).
+pub type Consume<'a> = dyn Fn(RingKey) -> Result<(), String> + 'a;
+
 /// Where pushed frames go.
 pub trait Push {
     /// Sends one encoded frame; an error ends the stream.
@@ -284,8 +297,9 @@ pub fn serve(
     streams: &Streams,
     out: &mut dyn Push,
     budget: &SessionBudget,
+    may: &Consume<'_>,
 ) -> String {
-    let attached = match Attached::new(req, streams) {
+    let attached = match Attached::new(req, streams, may) {
         Ok(a) => a,
         Err(why) => return why,
     };
@@ -408,8 +422,14 @@ pub const USER_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 /// into the guest ring as libbpf's `user_ring_buffer__reserve` and
 /// `__submit` would, until the host closes the connection, the ring's
 /// owner lets go of it or the ring fails a check; returns why it ended.
-pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) -> String {
-    let attached = match Attached::new(req, streams) {
+pub fn serve_user(
+    req: &StreamRequest,
+    streams: &Streams,
+    input: &mut dyn Pull,
+    budget: &SessionBudget,
+    may: &Consume<'_>,
+) -> String {
+    let attached = match Attached::new(req, streams, may) {
         Ok(a) => a,
         Err(why) => return why,
     };
@@ -436,17 +456,24 @@ pub fn serve_user(req: &StreamRequest, streams: &Streams, input: &mut dyn Pull) 
             Ok(None) => return ended(&"client closed the connection"),
             Err(e) => return ended(&e),
         };
-        let records = match message::decode::<message::Request>(&frame) {
-            Ok(message::Request::Records(r)) => r,
-            _ => return ended(&"unexpected frame on a user ring buffer stream"),
+        // Read in place: decoded into a `Vec` each, a frame of empty
+        // records would take three times its size.
+        let Some(records) = message::request_records_in(&frame) else {
+            return ended(&"unexpected frame on a user ring buffer stream");
         };
-        for r in &records {
+        for r in records {
             match produce(&mut ring, r, &attached) {
                 Ok(true) => {}
                 Ok(false) => dropped += 1,
                 Err(why) => return ended(&why),
             }
         }
+        // The frame is done with: what its receiver charged is free again
+        // (a request session frees it with each reply; kept, it added up
+        // to the session's share after 64 MiB of frames over 64 KiB, and
+        // the next such frame ended the stream).
+        drop(frame);
+        budget.release();
         if stop_fired(attached.stop()) {
             return ended(&"ring closed by its owner");
         }
@@ -640,6 +667,67 @@ impl GuestRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pusher that must never be used.
+    struct Nowhere;
+
+    impl Push for Nowhere {
+        fn push(&mut self, _: &[u8]) -> Result<(), String> {
+            panic!("a refused stream pushed a frame");
+        }
+    }
+
+    /// The stream's own check of the ring it holds: a ring the key may
+    /// not consume is let go before it is mapped, whatever the request's
+    /// check said of the fd number before.
+    #[test]
+    fn the_ring_held_is_checked_before_it_is_consumed() {
+        // A 4 KiB ring buffer map (needs CAP_BPF; skipped without).
+        let mut attr = [0u8; 72];
+        attr[0..4].copy_from_slice(&telebpf_abi::map_type::BPF_MAP_TYPE_RINGBUF.to_le_bytes());
+        attr[12..16].copy_from_slice(&4096u32.to_le_bytes());
+        // SAFETY: a map_create attr without pointers.
+        let fd = match unsafe {
+            crate::sys::bpf(
+                telebpf_abi::cmd::BPF_MAP_CREATE,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+                std::ptr::null_mut(),
+                0,
+            )
+        } {
+            Ok(fd) => fd as i32,
+            Err(_) => return,
+        };
+        let streams = Streams::default();
+        let (token, owner) = streams.open().unwrap();
+        owner.add(fd);
+        let req = StreamRequest {
+            session: token,
+            fd,
+            kind: message::StreamKind::Ringbuf { max_entries: 4096 },
+        };
+        let seen = std::cell::Cell::new(None);
+        let why = serve(
+            &req,
+            &streams,
+            &mut Nowhere,
+            &SessionBudget::default(),
+            &|key| {
+                seen.set(Some(key));
+                Err("not its own".to_string())
+            },
+        );
+        assert!(
+            matches!(seen.get(), Some(RingKey::Map(_))),
+            "{:?}",
+            seen.get()
+        );
+        assert!(why.contains("refused: not its own (errno 1)"), "{why}");
+        // The refused stream holds nothing: the ring is free for another.
+        assert!(streams.busy.lock().unwrap().is_empty());
+        crate::sys::close(fd);
+    }
 
     #[test]
     fn records_frame_is_the_encoding_of_reply_records() {

@@ -7,19 +7,21 @@
 //! repeated kind of line or record passes a [`Throttle`]: in each
 //! [`INTERVAL`] the first [`BURST`] events of a kind are written in full,
 //! the rest only counted, and once the interval is over — or when the
-//! session ends, or the proxy stops — one [`Summary`] says how many were
-//! held back. Every event is thus either written or counted in exactly one
+//! proxy stops — one [`Summary`] says how many were held back. Every event is thus either written or counted in exactly one
 //! summary: nothing goes unrecorded, and the volume per kind is bounded by
 //! `BURST + 1` per interval.
 //!
-//! Who keys what: a session throttles its own refusals and audited
-//! requests (so one session's flood does not hide another's), the server
+//! Who keys what: a key throttles its refusals and audited requests, over
+//! all its sessions (a new session gets no fresh burst; one key's flood
+//! does not hide another key's), the server
 //! throttles failed handshakes per peer group (a Unix uid, a vsock cid:
 //! [`peer_group`]), and [`crate::log::limited`] throttles the proxy-wide
 //! lines (accept failures, connections refused at the limits).
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::audit::{Audit, Scope};
@@ -163,51 +165,120 @@ pub const FILE_REFUSED: &str = "file refused";
 /// fewer than a loop of updates.
 pub const REQUEST_BURST: u32 = 200;
 
-/// A session's throttles — its refusal lines and records, its audited
-/// requests per op — and where their summaries go: a stderr line
-/// `session N: …` and, for refusals and requests, a `suppressed` audit
-/// record.
+/// One key's throttles: its refusal lines and records, its audited
+/// requests per op — shared by all its sessions, so that a key holder who
+/// opens session after session does not get a fresh burst with each (it
+/// did: 200 sessions of 25 refusals wrote 4,000 full lines).
 #[derive(Debug)]
-pub struct SessionNotes {
-    id: u64,
+struct KeyThrottles {
+    /// The key's name, for the summaries.
+    name: String,
     refusals: Throttle<&'static str>,
     requests: Throttle<String>,
 }
 
-impl SessionNotes {
-    /// The throttles of session `id`.
-    pub fn new(id: u64) -> SessionNotes {
-        SessionNotes {
-            id,
+impl KeyThrottles {
+    fn new(name: &str) -> KeyThrottles {
+        KeyThrottles {
+            name: name.to_string(),
             refusals: Throttle::default(),
             requests: Throttle::new(REQUEST_BURST, INTERVAL),
         }
     }
 
-    fn scope<'a>(&self, key: &'a str) -> Scope<'a> {
-        Scope {
-            session: Some(self.id),
-            key: Some(key),
-            peer: None,
+    /// Writes the summaries whose interval is over, or with `all` every
+    /// pending one.
+    fn flush(&mut self, all: bool, audit: Option<&Audit>) {
+        if self.refusals.is_empty() && self.requests.is_empty() {
+            return;
+        }
+        let (refusals, requests) = if all {
+            (self.refusals.drain(), self.requests.drain())
+        } else {
+            let now = Instant::now();
+            (self.refusals.expired(now), self.requests.expired(now))
+        };
+        for (kind, s) in refusals {
+            refusal_summary(kind, &s, audit, &self.name);
+        }
+        if let Some(audit) = audit {
+            for (op, s) in requests {
+                audit.summary("request", key_scope(&self.name), Some(&op), &s);
+            }
         }
     }
+}
 
-    fn refusal_summary(&self, kind: &str, s: &Summary, audit: Option<&Audit>, key: &str) {
-        log::suppressed(&format!("session {}", self.id), kind, s);
-        if let (Some(audit), true) = (audit, kind == REFUSED) {
-            audit.summary(REFUSED, self.scope(key), None, s);
-        }
+/// Every key's throttles, by key file and name (as its ledger,
+/// `crate::ownership`).
+type KeyTable = HashMap<(PathBuf, String), Arc<Mutex<KeyThrottles>>>;
+
+fn all_keys() -> std::sync::MutexGuard<'static, KeyTable> {
+    static KEYS: OnceLock<Mutex<KeyTable>> = OnceLock::new();
+    KEYS.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock(t: &Mutex<KeyThrottles>) -> std::sync::MutexGuard<'_, KeyThrottles> {
+    t.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes every key's summaries whose interval is over (the server does,
+/// every second), or with `all` every pending one (the proxy stops): a
+/// key's summaries do not wait for one of its sessions to come back.
+pub fn flush_keys(all: bool, audit: Option<&Audit>) {
+    let keys: Vec<_> = all_keys().values().cloned().collect();
+    for k in keys {
+        lock(&k).flush(all, audit);
+    }
+}
+
+fn key_scope(key: &str) -> Scope<'_> {
+    Scope {
+        session: None,
+        key: Some(key),
+        peer: None,
+    }
+}
+
+fn refusal_summary(kind: &str, s: &Summary, audit: Option<&Audit>, key: &str) {
+    log::suppressed(&format!("key '{key}'"), kind, s);
+    if let (Some(audit), true) = (audit, kind == REFUSED) {
+        audit.summary(REFUSED, key_scope(key), None, s);
+    }
+}
+
+/// A session's view of its key's throttles (see [`KeyThrottles`]): a
+/// stderr line `key 'NAME': …` and, for refusals and requests, a
+/// `suppressed` audit record of the key summarise what they held back,
+/// once the interval is over ([`flush_keys`], and the key's sessions as
+/// they go) or the proxy stops.
+#[derive(Debug)]
+pub struct SessionNotes {
+    shared: Arc<Mutex<KeyThrottles>>,
+}
+
+impl SessionNotes {
+    /// The throttles of the key in key file `file` named `name`.
+    pub fn new(file: &Path, name: &str) -> SessionNotes {
+        let shared = all_keys()
+            .entry((file.to_path_buf(), name.to_string()))
+            .or_insert_with(|| Arc::new(Mutex::new(KeyThrottles::new(name))))
+            .clone();
+        SessionNotes { shared }
     }
 
-    /// One refusal of `kind` ([`REFUSED`], [`FILE_REFUSED`]) by the session
+    /// One refusal of `kind` ([`REFUSED`], [`FILE_REFUSED`]) by a session
     /// of key `key`: whether to write its line (and record) in full. A
     /// summary that fell due is written first.
     pub fn refusal(&mut self, kind: &'static str, audit: Option<&Audit>, key: &str) -> bool {
-        let (summary, full) = self
-            .refusals
-            .note(kind, Instant::now(), SystemTime::now(), true);
+        let (summary, full) =
+            lock(&self.shared)
+                .refusals
+                .note(kind, Instant::now(), SystemTime::now(), true);
         if let Some(s) = summary {
-            self.refusal_summary(kind, &s, audit, key);
+            refusal_summary(kind, &s, audit, key);
         }
         full
     }
@@ -216,35 +287,21 @@ impl SessionNotes {
     /// to write its record in full. A summary that fell due is written
     /// first.
     pub fn request(&mut self, op: &str, failed: bool, audit: &Audit, key: &str) -> bool {
-        let (summary, full) =
-            self.requests
-                .note(op.to_string(), Instant::now(), SystemTime::now(), failed);
+        let (summary, full) = lock(&self.shared).requests.note(
+            op.to_string(),
+            Instant::now(),
+            SystemTime::now(),
+            failed,
+        );
         if let Some(s) = summary {
-            audit.summary("request", self.scope(key), Some(op), &s);
+            audit.summary("request", key_scope(key), Some(op), &s);
         }
         full
     }
 
-    /// Writes the summaries whose interval is over, or with `all` every
-    /// pending one (the session ends).
-    pub fn flush(&mut self, all: bool, audit: Option<&Audit>, key: &str) {
-        if self.refusals.is_empty() && self.requests.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let (refusals, requests) = if all {
-            (self.refusals.drain(), self.requests.drain())
-        } else {
-            (self.refusals.expired(now), self.requests.expired(now))
-        };
-        for (kind, s) in refusals {
-            self.refusal_summary(kind, &s, audit, key);
-        }
-        if let Some(audit) = audit {
-            for (op, s) in requests {
-                audit.summary("request", self.scope(key), Some(&op), &s);
-            }
-        }
+    /// Writes the key's summaries whose interval is over.
+    pub fn flush(&mut self, audit: Option<&Audit>) {
+        lock(&self.shared).flush(false, audit);
     }
 }
 

@@ -307,6 +307,8 @@ impl State {
     /// goes to a new session at once instead of failing — if the session
     /// held nothing.
     pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
+        // A call a frozen proxy holds must fail, objects held or not.
+        crate::watchdog::start();
         let mut guard = lock(&self.conn);
         let now_ms = self.now_ms();
         let last = self.last_call_ms.swap(now_ms, Ordering::Relaxed);
@@ -385,6 +387,11 @@ impl State {
         Duration::from_millis(due.saturating_sub(now))
     }
 
+    /// Whether a call waits for its reply now.
+    pub fn call_in_flight(&self) -> bool {
+        self.call_since_ms.load(Ordering::Relaxed) != 0
+    }
+
     /// The session socket hung up: the proxy closed the session (or the
     /// program closed our socket, which [`connection`](Self::connection)
     /// notices). Waits for a call in flight, which sees the end itself.
@@ -402,8 +409,9 @@ impl State {
     }
 
     /// One keep-alive round, when [`keepalive_due_in`](Self::keepalive_due_in)
-    /// is zero and the process holds guest objects. Without a call in
-    /// flight: one `Ping` on the session, its `Pong` due within `limit`.
+    /// is zero and the process holds guest objects (or, holding none, has a
+    /// call in flight). Without a call in flight, and with objects held:
+    /// one `Ping` on the session, its `Pong` due within `limit`.
     /// With a call in flight for that long (its reply cannot be told from
     /// a long verifier run on the same connection, which the proxy answers
     /// in order): a new connection whose handshake and Welcome are due
@@ -417,6 +425,10 @@ impl State {
             }
             // A call began just now: its reply is the sign of life.
             _ => return,
+        }
+        if !self.holds_objects() {
+            // No session to keep (the call this round was for has ended).
+            return;
         }
         // A call that starts now goes first: the keep-alive never delays
         // a program's call by more than one round trip.
@@ -459,12 +471,28 @@ impl State {
             // Served or refused: either way it answered.
             _ => return,
         }
-        if self.call_since_ms.load(Ordering::Relaxed) == 0 || !self.holds_objects() {
-            // The call ended meanwhile, or nothing is at stake; the next
-            // keep-alive round looks again.
+        if self.call_since_ms.load(Ordering::Relaxed) == 0 {
+            // The call ended meanwhile; the next keep-alive round looks
+            // again.
             return;
         }
         let waited = KEEPALIVE;
+        if !self.holds_objects() {
+            // No object is lost with the session: the call fails (its
+            // error path drops the connection) and the next one opens a
+            // new session, once the proxy answers again.
+            self.warn(&format!(
+                "proxy at {}: a call has waited {waited:?} for its reply and a new connection \
+                 got no answer within {limit:?} (the proxy or its guest is frozen); the call fails",
+                settings.target
+            ));
+            if let Some(fd) = self.session_socket() {
+                // SAFETY: shutdown(2) on our own socket (checked just
+                // above): the blocked call's read returns end of stream.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+            return;
+        }
         lost::declare(
             &settings.target.to_string(),
             &format!(

@@ -28,8 +28,10 @@
 //!
 //! A frozen proxy is so found within `KEEPALIVE + KEEPALIVE_ANSWER` (7 s),
 //! whether the program was idle or waiting for a reply; a dead one at once.
-//! A process that holds no guest object is not watched (its session may end
-//! at the proxy's idle timeout, and the next call reconnects).
+//! A process that holds no guest object has no session to keep (it may end
+//! at the proxy's idle timeout, and the next call reconnects): only its
+//! calls are watched, from its first one, the same way; a call a frozen
+//! proxy holds fails, and the next call opens a new session.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -65,13 +67,32 @@ pub fn start() {
     }
 }
 
+/// How often a process that holds no guest object looks whether a call
+/// of it waits for a reply.
+const CALL_LOOK: Duration = Duration::from_secs(1);
+
 fn run() {
     loop {
         let st = state::get();
-        if lost::errno().is_some() || !st.holds_objects() {
+        if lost::errno().is_some() {
             // Nothing to guard now; look again later (the program may
-            // create objects, or close the lost session's last fd).
+            // close the lost session's last fd).
             std::thread::sleep(KEEPALIVE);
+            continue;
+        }
+        if !st.holds_objects() {
+            // Nothing held, so no session to keep (it may end at the
+            // proxy's idle timeout; the next call opens another): only a
+            // call waiting for its reply is at stake, which a frozen proxy
+            // would hold for ever. Due KEEPALIVE after the call began.
+            if st.call_in_flight() {
+                match st.keepalive_due_in() {
+                    wait if wait.is_zero() => st.keep_alive(KEEPALIVE_ANSWER),
+                    wait => std::thread::sleep(wait.min(CALL_LOOK)),
+                }
+            } else {
+                std::thread::sleep(CALL_LOOK);
+            }
             continue;
         }
         let wait = st.keepalive_due_in();

@@ -704,6 +704,33 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecErro
 pub fn records_in(bytes: &[u8]) -> Option<RecordsIn<'_>> {
     static TAG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let empty = TAG.get_or_init(|| encode(&Reply::Records(Vec::new())).expect("encodes"));
+    records_after(empty, bytes)
+}
+
+/// The encoding of `Request::Records(vec![])`: its tag and a count of 0.
+fn empty_records_request() -> &'static [u8] {
+    static TAG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| encode(&Request::Records(Vec::new())).expect("encodes"))
+}
+
+/// Whether `bytes` are (or begin like) an encoded [`Request::Records`]:
+/// its variant tag, looked at without decoding anything. Records are
+/// decoded in place ([`request_records_in`]): decoded whole, a frame of
+/// empty records (8 bytes each) would take three times its size in `Vec`s.
+pub fn is_records_request(bytes: &[u8]) -> bool {
+    let empty = empty_records_request();
+    bytes.starts_with(&empty[..empty.len() - 8])
+}
+
+/// The records of an encoded [`Request::Records`] (a user ring buffer's
+/// stream), borrowed from the frame, as [`records_in`] does for replies.
+pub fn request_records_in(bytes: &[u8]) -> Option<RecordsIn<'_>> {
+    records_after(empty_records_request(), bytes)
+}
+
+/// The records of `bytes`, which must begin with the tag of `empty` (an
+/// encoded `Records(vec![])`) and then hold exactly the records.
+fn records_after<'a>(empty: &[u8], bytes: &'a [u8]) -> Option<RecordsIn<'a>> {
     // The encoding of Records(vec![]) is the variant tag and a u64 count 0.
     let head = empty.len();
     let tag = &empty[..head - 8];
@@ -763,6 +790,24 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(records_in(&longer).is_none());
+    }
+
+    #[test]
+    fn request_records_in_matches_decode() {
+        let records: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize]).collect();
+        let bytes = encode(&Request::Records(records.clone())).unwrap();
+        assert!(is_records_request(&bytes));
+        let got: Vec<Vec<u8>> = request_records_in(&bytes)
+            .unwrap()
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(got, records);
+        // A reply's records are not a request's, nor is another request.
+        assert!(request_records_in(&encode(&Reply::Records(records)).unwrap()).is_none());
+        let ping = encode(&Request::Ping(vec![1, 2])).unwrap();
+        assert!(!is_records_request(&ping));
+        assert!(request_records_in(&ping).is_none());
+        assert!(request_records_in(&bytes[..bytes.len() - 1]).is_none());
     }
 
     #[test]

@@ -2064,3 +2064,116 @@ fn client_strings_cannot_forge_log_lines() {
         assert_ne!(r["session"], 4242, "forged audit record {r}");
     }
 }
+
+/// The same freeze under a process that holds no guest object while its
+/// call waits (a program load whose fd it closes each time; a tool still
+/// reading kallsyms or loading its first program is in that state). The
+/// keep-alive watched only processes holding objects, so the call waited
+/// for ever (a minute here, until the test gave up). Now the call fails
+/// within 10 s too; nothing was held, so the proxy is not declared lost,
+/// and once it runs again the next call opens a new session.
+#[test]
+fn proxy_frozen_mid_call_without_objects_the_call_fails_within_10s() {
+    let Some(h) = Harness::start("proxy_frozen_mid_call_no_objects") else {
+        return;
+    };
+    let mut c = Client::spawn(&h, &["mid-call-no-objects", "490000"]);
+    c.wait_line("loaded", Duration::from_secs(60));
+    c.wait_line("loading", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(100));
+    let pid = h.proxy_pid() as i32;
+    let stopped_at = now_ms();
+    // SAFETY: kill(2) on the proxy's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Frozen(pid);
+    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(20));
+    let after_ms = num(&failed, "t") - stopped_at;
+    say(&format!(
+        "proxy frozen mid-call, no objects held: the call returned {after_ms:.0} ms after the \
+         SIGSTOP (bound {BLIND_AFTER_FREEZE:?}): {failed}"
+    ));
+    drop(frozen);
+    assert!(
+        after_ms <= BLIND_AFTER_FREEZE.as_millis() as f64,
+        "the call returned {after_ms} ms after the freeze"
+    );
+    let after = c.wait_line("after", Duration::from_secs(30));
+    assert!(after.contains("result=ok"), "{after}");
+    h.finish();
+}
+
+/// Refusals are throttled per key, not per session: 200 sessions of one
+/// read-only key, 25 refused `BPF_PROG_LOAD`s each, write at most a burst
+/// or two of full lines and records (each new session got a fresh burst of
+/// 20 before: 4,000 full lines, 540 KB of stderr and 790 KB of audit log),
+/// and the full lines plus the counts of the summaries still add up to
+/// every refusal.
+#[test]
+fn refusals_over_many_sessions_of_a_key_are_throttled_together() {
+    let Some(mut h) = Harness::start_without_proxy("refusal_sessions") else {
+        return;
+    };
+    const SESSIONS: u64 = 200;
+    const PER_SESSION: u64 = 25;
+    const BOUND_BYTES: u64 = 64 << 10;
+    // Full lines per kind and 10 s interval (`throttle::BURST`).
+    const BURST: u64 = 20;
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        "read-only".into(),
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
+    let log_path = h.dir().join("proxy.stderr");
+    let key = h.key().to_path_buf();
+    let t0 = Instant::now();
+    let mut refused = 0;
+    for _ in 0..SESSIONS {
+        let mut c = attack(&h, Some(&key), &["refusals", &PER_SESSION.to_string()]);
+        refused += attack_num(&mut c, "refused");
+        assert!(c.wait_exit(Duration::from_secs(30)).success());
+    }
+    let took = t0.elapsed();
+    h.stop_proxy_checked();
+    let log = h.proxy_log();
+    let records = audit_records(&audit);
+    let (detailed, summed) = audit_total(&records, "refused");
+    let lines = log.lines().filter(|l| l.contains(" refuses ")).count() as u64;
+    let line_counts = log_suppressed(&log, "refused");
+    // Bytes of the refusal lines and records (the sessions' own
+    // open/close lines are another matter, see SECURITY.md).
+    let refusal_bytes: u64 = log
+        .lines()
+        .filter(|l| l.contains(" refuses ") || l.contains("lines suppressed"))
+        .map(|l| l.len() as u64 + 1)
+        .sum();
+    let audit_text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let refusal_records: u64 = audit_text
+        .lines()
+        .filter(|l| l.contains("\"refused\""))
+        .map(|l| l.len() as u64 + 1)
+        .sum();
+    let intervals = took.as_secs() / 10 + 2;
+    say(&format!(
+        "{SESSIONS} sessions x {PER_SESSION} refusals in {took:?}: {lines} full lines + \
+         {line_counts} counted (of {refused}); audit {detailed} records + {summed} counted; \
+         refusal lines {refusal_bytes} B, refusal records {refusal_records} B (bound \
+         {BOUND_BYTES} B each); {} of {} log bytes",
+        file_len(&log_path),
+        file_len(&audit),
+    ));
+    assert_eq!(refused, SESSIONS * PER_SESSION);
+    assert!(
+        lines <= intervals * BURST,
+        "{lines} full refusal lines over {intervals} intervals"
+    );
+    assert!(refusal_bytes <= BOUND_BYTES);
+    assert!(refusal_records <= BOUND_BYTES);
+    assert_eq!(
+        lines + line_counts,
+        refused,
+        "stderr: nothing goes uncounted"
+    );
+    assert_eq!(detailed + summed, refused, "audit: nothing goes uncounted");
+}

@@ -523,3 +523,115 @@ fn a_moved_consumer_position_never_reaches_past_the_ring() {
     show_log(&h, "stream of fd");
     h.finish();
 }
+
+/// File ranges with offsets, lengths and snapshot ids a hostile key holder
+/// chooses (`attack-client range`, `range-chain`): an offset near
+/// `u64::MAX` of a mutable file is `EINVAL` (a read starts at 0), of an
+/// immutable one an empty range; lengths past a range are cut to one
+/// range; a snapshot id the session does not hold (another session's
+/// numbering, a forged one, the shared copies' generation space) answers
+/// `ESTALE`; a session starting more reads than it may hold snapshots
+/// loses the oldest (`ESTALE`), never memory beyond four. The proxy
+/// serves on.
+#[test]
+fn file_ranges_take_nothing_on_trust() {
+    let Some(mut h) = tracing_proxy("hostile_file_ranges") else {
+        return;
+    };
+    let max = u64::MAX.to_string();
+    let chunk = telebpf_protocol::message::FILE_CHUNK.to_string();
+    let answer = |h: &Harness, args: &[&str]| {
+        let mut all = vec!["range"];
+        all.extend_from_slice(args);
+        let out = attack(h, &all);
+        get(&lines(&out), "answer").to_string()
+    };
+    let kallsyms = answer(&h, &["/proc/kallsyms", "0", "4096", "0"]);
+    assert!(kallsyms.starts_with("ok "), "{kallsyms}");
+    assert!(kallsyms.ends_with(" 4096"), "{kallsyms}");
+    assert_eq!(
+        answer(&h, &["/proc/kallsyms", &max, "4096", "0"]),
+        format!("errno {}", libc::EINVAL)
+    );
+    let btf = answer(&h, &["/sys/kernel/btf/vmlinux", &max, "4294967295", "0"]);
+    assert!(btf.starts_with("ok ") && btf.ends_with(" 0"), "{btf}");
+    let btf = answer(&h, &["/sys/kernel/btf/vmlinux", "0", "4294967295", "0"]);
+    assert!(btf.ends_with(&format!(" {chunk}")), "{btf}");
+    let estale = format!("errno {}", libc::ESTALE);
+    for snapshot in ["1", "9223372036854775809", &max] {
+        assert_eq!(
+            answer(&h, &["/proc/kallsyms", "131072", "4096", snapshot]),
+            estale,
+            "snapshot {snapshot}"
+        );
+    }
+    assert_eq!(
+        answer(&h, &["/sys/kernel/btf/vmlinux", "0", "10", &max]),
+        estale
+    );
+    let out = attack(&h, &["range-chain", "/proc/kallsyms", "10"]);
+    let m = assert_still_serving(&mut h, &out);
+    assert_eq!(get(&m, "served"), "4", "{}", out.stdout_text());
+    assert_eq!(get(&m, "stale"), "6", "{}", out.stdout_text());
+    h.finish();
+}
+
+/// The proxy's peak resident memory (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Request frames are charged to the bytes in flight as they arrive; what
+/// decoding them takes was not: a `Request::Records` frame of empty
+/// records (8 bytes each on the wire) decoded to about six times its size
+/// in `Vec`s. 34 sessions each sending 15 MiB frames of them (510 MiB,
+/// within the default `--max-inflight` of 512 MiB) took the proxy's peak
+/// resident memory to 1.6 GB. Records are read in place now (they belong
+/// on a user ring buffer's stream; elsewhere they are refused unread):
+/// bound 2× the frames' bytes.
+#[test]
+fn a_frame_of_empty_records_costs_no_more_than_its_bytes() {
+    let Some(mut h) = tracing_proxy("hostile_records_bomb") else {
+        return;
+    };
+    const SESSIONS: u64 = 34;
+    const MIB: u64 = 15;
+    let out = attack(
+        &h,
+        &["decode-bomb", &SESSIONS.to_string(), &MIB.to_string(), "2"],
+    );
+    let m = assert_still_serving(&mut h, &out);
+    assert_eq!(get(&m, "answers"), (2 * SESSIONS).to_string());
+    let peak = peak_kib(h.proxy_pid());
+    let bound = 2 * SESSIONS * MIB * 1024;
+    telebpf_tests::say(&format!(
+        "proxy peak RSS {peak} KiB after {SESSIONS} sessions of {MIB} MiB record frames \
+         (bound {bound} KiB)"
+    ));
+    assert!(peak <= bound, "peak {peak} KiB > {bound} KiB");
+    h.finish();
+}
+
+/// A user ring buffer's stream frees what each of its frames was charged
+/// once the frame's records are in the guest ring. It did not: frames
+/// over 64 KiB (the preload sends frames of at least 64 KiB of records)
+/// added up to the session's share, and after about 64 MiB of them the
+/// next frame was refused and the stream ended ("too many bytes in
+/// flight": 960 frames of 70 KB). 2000 such frames now leave it open.
+#[test]
+fn a_user_ring_stream_is_not_ended_by_its_own_traffic() {
+    let Some(mut h) = tracing_proxy("hostile_user_ring_frames") else {
+        return;
+    };
+    let out = attack(&h, &["user-ring-frames", "2000"]);
+    let m = assert_still_serving(&mut h, &out);
+    show_log(&h, "stream of fd");
+    assert_eq!(get(&m, "sent"), "2000", "{}", out.stdout_text());
+    assert_eq!(get(&m, "open"), "yes", "{}", h.proxy_log());
+    h.finish();
+}

@@ -422,6 +422,94 @@ fn pins_stay_under_the_policy_paths() {
     h.finish();
 }
 
+/// `[bpffs] paths` holds against symlinks: nobody plants, in the allowed
+/// (world-writable) directory, a link to a directory outside it. A key
+/// allowed to pin there cannot pin through the link into the other
+/// directory, nor open a pin there through it: both answer `ELOOP` (the
+/// kernel follows symlinks of the pathnames it is given; before, the pin
+/// landed outside and the open succeeded). Pins and opens by their plain
+/// path still work.
+#[test]
+fn pins_cannot_follow_a_symlink_out_of_the_policy_paths() {
+    let Some(mut h) = Harness::start_without_proxy("policy_pin_symlinks") else {
+        return;
+    };
+    let pins = PinDir::new("pin_symlinks");
+    let allowed = pins.subdir("allowed");
+    let other = pins.subdir("other");
+    let link = format!("{allowed}/lnk");
+    let ln = h.nobody_command(
+        Path::new("/bin/ln"),
+        &["-s".to_string(), other.clone(), link.clone()],
+    );
+    let ln = telebpf_tests::run_with_timeout(ln, "[nobody] ln -s", telebpf_tests::COMMAND_TIMEOUT);
+    ln.expect_success();
+    // Root's pin in the other directory.
+    let guest = Command::new(telebpf_tests::product_file("object-probe"))
+        .args(["pin-new-map", &format!("{other}/root")])
+        .output()
+        .expect("object-probe");
+    assert!(
+        String::from_utf8_lossy(&guest.stdout).contains("pin: ok"),
+        "{guest:?}"
+    );
+    let tracing = fs::read_to_string(profile("tracing")).expect("tracing profile");
+    let policy = write(
+        &h,
+        "pinner.toml",
+        &tracing
+            .replace("name = \"tracing\"", "name = \"pinner\"")
+            .replace(
+                "    \"iter_create\",\n",
+                "    \"iter_create\",\n    \"obj_pin\",\n",
+            )
+            .replace(
+                "paths = [\"/sys/fs/bpf\"]",
+                &format!("paths = [\"{allowed}\"]"),
+            ),
+    );
+    h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
+    let eloop = format!("errno {}", libc::ELOOP);
+
+    let out = probe_as(&h, h.key(), &["pin-new-map", &format!("{link}/pinned")]);
+    say(&out.describe());
+    assert_eq!(
+        result_of(&out.stdout_text(), "pin"),
+        eloop,
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !Path::new(&format!("{other}/pinned")).exists(),
+        "the key pinned outside its bpffs paths through {link}"
+    );
+    let out = probe_as(&h, h.key(), &["obj-get", &format!("{link}/root")]);
+    say(&out.describe());
+    assert_eq!(
+        result_of(&out.stdout_text(), "get"),
+        eloop,
+        "{}",
+        out.describe()
+    );
+
+    // The plain paths work as before.
+    let out = probe_as(&h, h.key(), &["pin-new-map", &format!("{allowed}/mine")]);
+    assert!(
+        result_of(&out.stdout_text(), "pin").starts_with("ok"),
+        "{}",
+        out.describe()
+    );
+    assert!(Path::new(&format!("{allowed}/mine")).exists());
+    let out = probe_as(&h, h.key(), &["obj-get", &format!("{allowed}/mine")]);
+    assert!(
+        result_of(&out.stdout_text(), "get").starts_with("ok"),
+        "{}",
+        out.describe()
+    );
+    drop(pins);
+    h.finish();
+}
+
 #[test]
 fn kernel_memory_reads_follow_the_policy() {
     let Some(mut h) = Harness::start_without_proxy("policy_kernel_memory") else {
@@ -1259,15 +1347,24 @@ fn bpffs_files_follow_the_policy_paths_and_commands() {
     write(&h, "confined.toml", &rules(&mine, readers));
     write(&h, "nolookup.toml", &rules(&secret, "\"obj_get\""));
     write(&h, "reader.toml", &rules(&secret, readers));
+    // Root's iterator is another's link: running it (as BPF_ITER_CREATE on
+    // it would) needs change_foreign_objects.
+    write(
+        &h,
+        "runner.toml",
+        &format!("change_foreign_objects = true\n{}", rules(&secret, readers)),
+    );
     let confined = h.new_key("confined.key");
     let nolookup = h.new_key("nolookup.key");
     let reader = h.new_key("reader.key");
+    let runner = h.new_key("runner.key");
     let policy = keys_file(
         &h,
         &[
             ("confined.key", "confined", "confined.toml"),
             ("nolookup.key", "nolookup", "nolookup.toml"),
             ("reader.key", "reader", "reader.toml"),
+            ("runner.key", "runner", "runner.toml"),
         ],
     );
     h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
@@ -1352,7 +1449,17 @@ fn bpffs_files_follow_the_policy_paths_and_commands() {
     assert!(got.starts_with("ok "), "{got}");
     let text = answer_text(&out);
     assert!(text.contains("42"), "the map's entry: {text}");
+    // The iterator is root's link: reading its file would create an
+    // iterator on it and run it, which a key that may not change others'
+    // objects may not do (before: it ran).
     let got = answer(&h.attack(&reader, &["file-op", "read", &iter]));
+    say(&format!("reader key: read root's iterator: {got}"));
+    assert!(
+        got.starts_with("refused reading the pinned iterator of link ")
+            && got.contains("which key 'reader' did not create :: change_foreign_objects is false"),
+        "{got}"
+    );
+    let got = answer(&h.attack(&runner, &["file-op", "read", &iter]));
     assert!(got.starts_with("ok "), "{got}");
     drop(pins);
     h.finish();
@@ -1593,5 +1700,343 @@ fn key_files_others_may_read_are_refused_at_both_ends() {
     );
     fs::set_permissions(&mine, fs::Permissions::from_mode(0o600)).expect("chmod");
     h.remote(&["prog", "list"]).expect_success();
+    h.finish();
+}
+
+/// A local process (root, not through the proxy) writing its output to a
+/// file of the test's directory; killed when dropped.
+struct Local {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Local {
+    fn start(h: &Harness, name: &str, program: &Path, args: &[&str]) -> Local {
+        let out = h.dir().join(format!("{name}.out"));
+        let file = fs::File::create(&out).expect("output file");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Local { child, out }
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The hex value of `name: V` in its output, waiting up to 5 s for it.
+    fn hex(&self, name: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self.output().lines().find_map(|l| {
+                let v = l.strip_prefix(&format!("{name}: "))?;
+                u64::from_str_radix(v.trim(), 16).ok()
+            });
+            match found {
+                Some(v) => return v,
+                None if Instant::now() > deadline => panic!("no {name} in {}", self.output()),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Whether it is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The offset in its file of address `addr` of process `pid`, from the
+/// process's mappings.
+fn file_offset(pid: u32, addr: u64) -> u64 {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    maps.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (start, end) = f.next()?.split_once('-')?;
+            let (start, end) = (
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            );
+            let offset = u64::from_str_radix(f.nth(1)?, 16).ok()?;
+            (start <= addr && addr < end).then(|| addr - start + offset)
+        })
+        .unwrap_or_else(|| panic!("{addr:#x} is in no mapping of {pid}:\n{maps}"))
+}
+
+/// A perf event is no way around the helper rules. Under `observe`, whose
+/// programs may neither signal nor write processes, a counter with
+/// `sigtrap` on a guest process and a uprobe (perf's uprobe PMU, no
+/// tracefs, or a uprobe_multi link) with a reference counter in a guest
+/// binary are refused, and the processes are untouched; a `uprobe_events` definition with a
+/// reference counter is refused under `tracing`. Before, the first killed
+/// a root process with SIGTRAP, the second made the kernel increment a
+/// variable in a root process's memory.
+#[test]
+fn perf_events_cannot_signal_or_write_a_process() {
+    let Some(mut h) = Harness::start_without_proxy("policy_perf_events_change_nothing") else {
+        return;
+    };
+    h.start_proxy_with(&["--policy".into(), profile("observe")]);
+    let probe = probe_program(&h);
+    // What went wrong, all of it (each part is an attack of its own).
+    let mut wrong: Vec<String> = Vec::new();
+
+    // A busy loop of root's, and a perf event on it that samples every
+    // millisecond of its CPU time with sigtrap.
+    let mut busy = Local::start(
+        &h,
+        "busy",
+        Path::new("/bin/sh"),
+        &["-c", "while :; do :; done"],
+    );
+    let out = probe_as(&h, h.key(), &["perf-sigtrap", &busy.child.id().to_string()]);
+    say(&out.describe());
+    if !busy.alive() {
+        wrong.push(format!(
+            "the observe key's perf event ended a root process ({:?})",
+            busy.child.wait()
+        ));
+    }
+    if result_of(&out.stdout_text(), "perf_sigtrap") != "errno 1"
+        || count(
+            &out,
+            "refuses perf_event_open with sigtrap (a SIGTRAP to the counted task on every \
+             overflow) (key",
+        ) != 1
+    {
+        wrong.push(format!("sigtrap was not refused: {}", out.describe()));
+    }
+    drop(busy);
+
+    // A root process with a counter of 5 in its data, and a uprobe on one
+    // of its functions whose reference counter is that counter.
+    let victim = Local::start(&h, "counter", &probe, &["count-forever", "60"]);
+    let pid = victim.child.id();
+    let counter = file_offset(pid, victim.hex("counter_at"));
+    let tick = file_offset(pid, victim.hex("tick_at"));
+    let path = probe.display().to_string();
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            &format!("{counter:x}"),
+            "1",
+        ],
+    );
+    say(&out.describe());
+    if result_of(&out.stdout_text(), "uprobe_ref_ctr") == format!("errno {}", libc::ENOENT) {
+        say("SKIP uprobe part: this kernel has no uprobe PMU");
+    } else {
+        std::thread::sleep(Duration::from_millis(200));
+        let seen: BTreeSet<String> = victim
+            .output()
+            .lines()
+            .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
+            .collect();
+        say(&format!("counter values seen: {seen:?}"));
+        if seen != BTreeSet::from(["5".to_string()]) {
+            wrong.push(format!(
+                "the observe key's uprobe wrote into a root process: its counter, 5, was {seen:?}"
+            ));
+        }
+        if result_of(&out.stdout_text(), "uprobe_ref_ctr") != "errno 1"
+            || count(
+                &out,
+                "refuses perf_event_open of a uprobe with a reference counter",
+            ) != 1
+        {
+            wrong.push(format!(
+                "the reference counter was not refused: {}",
+                out.describe()
+            ));
+        }
+    }
+    // The same counter through a uprobe_multi link (a kprobe program,
+    // BPF_LINK_CREATE with ref_ctr_offsets).
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-multi-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            &format!("{counter:x}"),
+            "1",
+        ],
+    );
+    say(&out.describe());
+    std::thread::sleep(Duration::from_millis(200));
+    let seen: BTreeSet<String> = victim
+        .output()
+        .lines()
+        .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
+        .collect();
+    if seen != BTreeSet::from(["5".to_string()]) {
+        wrong.push(format!(
+            "the observe key's uprobe_multi link wrote into a root process: its counter, 5, \
+             was {seen:?}"
+        ));
+    }
+    if result_of(&out.stdout_text(), "uprobe_multi_ref_ctr") != "errno 1"
+        || count(
+            &out,
+            "refuses BPF_LINK_CREATE of a uprobe_multi link with reference counters",
+        ) != 1
+    {
+        wrong.push(format!(
+            "the uprobe_multi reference counter was not refused: {}",
+            out.describe()
+        ));
+    }
+    // Without a counter the link is a plain uprobe, as before.
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "uprobe-multi-ref-ctr",
+            &path,
+            &format!("{tick:x}"),
+            "0",
+            "0",
+        ],
+    );
+    if !result_of(&out.stdout_text(), "uprobe_multi_ref_ctr").starts_with("ok") {
+        wrong.push(format!(
+            "a plain uprobe_multi link failed: {}",
+            out.describe()
+        ));
+    }
+    drop(victim);
+    h.stop_proxy_checked();
+
+    // The same through tracefs, where tracing may define probes.
+    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "append-uprobe-events",
+            &format!("p:red/refctr {path}:0x10(0x20)"),
+        ],
+    );
+    say(&out.describe());
+    // (The preload appends at close and cannot report the guest's answer
+    // to the write: the refusal line and tracefs tell.)
+    let defined = || fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
+    if defined().contains("red/refctr")
+        || count(
+            &out,
+            "refuses writing uprobe_events: a uprobe with a reference counter",
+        ) != 1
+    {
+        wrong.push(format!(
+            "a uprobe_events definition with a reference counter was not refused: {}\n{}",
+            out.describe(),
+            defined()
+        ));
+    }
+    let _ = probe_as(&h, h.key(), &["append-uprobe-events", "-:red/refctr"]);
+    // Without a counter (and with parentheses in a fetch argument) it is
+    // a plain definition, as before.
+    let plain = format!("p:red/plain {path}:0x10 +0(%di):u32");
+    let out = probe_as(&h, h.key(), &["append-uprobe-events", &plain]);
+    say(&out.describe());
+    if !defined().contains("red/plain") {
+        wrong.push(format!(
+            "a plain uprobe definition failed: {}\n{}",
+            out.describe(),
+            defined()
+        ));
+    }
+    let _ = probe_as(&h, h.key(), &["append-uprobe-events", "-:red/plain"]);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    h.finish();
+}
+
+/// An iterator over a map hands its program every value as writable
+/// memory: under `tracing` a key may iterate only over its own maps. The
+/// guest's map (root, no telebpf) cannot be iterated by the key (`EPERM`,
+/// one refusal line) and keeps its value. Where this kernel refuses
+/// iterator programs altogether (lockdown), the test says SKIP.
+#[test]
+fn iterators_cannot_write_another_keys_map() {
+    let Some(mut h) = Harness::start_without_proxy("policy_iterators_own_maps") else {
+        return;
+    };
+    h.start_proxy_with(&["--policy".into(), profile("tracing")]);
+    let iter_fn = kernel_func_id("bpf_iter_bpf_map_elem").expect("bpf_iter_bpf_map_elem");
+    let guest = Local::start(
+        &h,
+        "guest",
+        &telebpf_tests::product_file("object-probe"),
+        &["hold-map-and-link", "120"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let guest_map = loop {
+        if let Some(id) = ok_value(&guest.output(), "map_id") {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest map: {}",
+            guest.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = probe_as(
+        &h,
+        h.key(),
+        &[
+            "iter-write-map-id",
+            &guest_map.to_string(),
+            &iter_fn.to_string(),
+        ],
+    );
+    say(&out.describe());
+    let text = out.stdout_text();
+    if result_of(&text, "iter_prog").starts_with("errno") {
+        assert_eq!(count(&out, REFUSAL), 0, "{}", out.describe());
+        say(&format!(
+            "SKIP: this kernel refuses the iterator program ({})",
+            result_of(&text, "iter_prog")
+        ));
+    } else {
+        assert_eq!(
+            result_of(&text, "iter_link"),
+            "errno 1",
+            "{}",
+            out.describe()
+        );
+        assert_eq!(
+            count(
+                &out,
+                &format!("refuses BPF_LINK_CREATE of an iterator over map {guest_map}, which key")
+            ),
+            1,
+            "{}",
+            out.describe()
+        );
+    }
+    let dumped = h.local(&["map", "dump", "id", &guest_map.to_string(), "--json"]);
+    assert!(
+        dumped.stdout_text().contains("\"0xba\""),
+        "the guest's value 0x0ddba11 changed: {}",
+        dumped.describe()
+    );
+    drop(guest);
     h.finish();
 }

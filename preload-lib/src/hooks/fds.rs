@@ -226,6 +226,9 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
                 len: n.min(u32::MAX as usize) as u32,
             };
             match st.call(&req) {
+                // Never more than the caller's buffer holds, whatever the
+                // reply says.
+                Ok(Reply::Read(Ok(bytes))) if bytes.len() > n => Action::Fail(libc::EPROTO, -1),
                 Ok(Reply::Read(Ok(bytes))) => match memory::write(buf as u64, &bytes) {
                     Ok(()) => Action::Done(bytes.len() as ssize_t),
                     Err(e) => Action::Fail(e, -1),

@@ -235,6 +235,38 @@ fn mid_call(n: i32) {
     );
 }
 
+/// Loads slow programs, closing each, so that the process holds no guest
+/// object while a load waits for its reply; prints `loading t=…` before
+/// each and `failed errno=E t=…` when one fails, then, 3 s later,
+/// `after result=…` for a map made next.
+fn mid_call_no_objects(n: i32) {
+    loop {
+        println!("loading t={:.1}", now_ms());
+        match slow_prog(n) {
+            Ok(fd) => {
+                // SAFETY: closing our own fd.
+                unsafe { libc::close(fd) };
+                println!("loaded");
+            }
+            Err(e) => {
+                println!("failed errno={e} t={:.1}", now_ms());
+                break;
+            }
+        }
+    }
+    // Nothing was held: the next call may open a new session once the
+    // proxy answers again.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 4);
+    println!(
+        "after result={}",
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("errno{e}"),
+        }
+    );
+}
+
 /// Rounds that each hold a map only during the round.
 fn no_objects(rounds: u32, ms: u64) {
     for round in 1..=rounds {
@@ -558,6 +590,7 @@ fn main() {
             arg(&args, 4, "seconds"),
         ),
         Some("maps") => maps(arg(&args, 2, "count")),
+        Some("mid-call-no-objects") => mid_call_no_objects(arg(&args, 2, "iterations")),
         Some("no-objects") => no_objects(arg(&args, 2, "rounds"), arg(&args, 3, "ms")),
         Some("rate") => rate(arg(&args, 2, "count")),
         Some("btf-fds") => btf_fds(arg(&args, 2, "count")),
@@ -569,7 +602,7 @@ fn main() {
         Some("hold-map") => hold_map(arg(&args, 2, "map id")),
         _ => {
             eprintln!(
-                "usage: fault-client slow-load|mid-call|batch|ringbuf|produce|counter|maps|no-objects|rate|btf-fds|bigmaps|hold-map …"
+                "usage: fault-client slow-load|mid-call|mid-call-no-objects|batch|ringbuf|produce|counter|maps|no-objects|rate|btf-fds|bigmaps|hold-map …"
             );
             std::process::exit(2);
         }

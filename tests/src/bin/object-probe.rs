@@ -270,6 +270,207 @@ fn call_kfuncs(attach: u32, ids: &[u32]) {
     }
 }
 
+/// Opens map `id` (u32 keys, u64 values) and runs over it an iterator
+/// (`iter/bpf_map_elem`, its program `attach_btf_id` names) that writes
+/// 0x41414141 into every value it visits: the iterator's value pointer is
+/// writable memory of the map. Prints each step and key 1's value after.
+fn iter_write_map_id(id: u32, iter_btf_id: u32) {
+    let map = fd_by_id(BPF_MAP_GET_FD_BY_ID, id);
+    say("open_map", &map);
+    let Ok(map) = map else { return };
+    // r2 = ctx->value; if r2 == 0 goto out; *(u32 *)r2 = 0x41414141;
+    // out: r0 = 0; exit
+    let mut insns = vec![
+        insn(0x79, 2, 1, 24, 0),
+        insn(0x15, 2, 0, 2, 0),
+        insn(0xb7, 3, 0, 0, 0x4141_4141),
+        insn(0x63, 2, 3, 0, 0),
+    ];
+    insns.extend(return_zero());
+    let load = Load {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        expected_attach_type: BPF_TRACE_ITER,
+        attach_btf_id: iter_btf_id,
+    };
+    let prog = prog_load(load, &insns);
+    say("iter_prog", &prog);
+    let Ok(prog) = prog else { return };
+    let info = [map as u32, 0, 0, 0];
+    let mut a = [0u8; 64];
+    a[0..4].copy_from_slice(&(prog as u32).to_le_bytes());
+    a[8..12].copy_from_slice(&BPF_TRACE_ITER.to_le_bytes());
+    a[16..24].copy_from_slice(&(info.as_ptr() as u64).to_le_bytes());
+    a[24..28].copy_from_slice(&16u32.to_le_bytes());
+    let link = bpf(BPF_LINK_CREATE, &mut a).map(|fd| fd as i32);
+    say("iter_link", &link);
+    let Ok(link) = link else { return };
+    let mut a = [0u8; 8];
+    a[0..4].copy_from_slice(&(link as u32).to_le_bytes());
+    let iter = bpf(BPF_ITER_CREATE, &mut a).map(|fd| fd as i32);
+    say("iter_create", &iter);
+    let Ok(iter) = iter else { return };
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into a live buffer of its length.
+    let n = unsafe { libc::read(iter, buf.as_mut_ptr().cast(), buf.len()) };
+    say("iter_read", &if n < 0 { Err(errno()) } else { Ok(n) });
+    say(
+        "value_after",
+        &telebpf_tests::raw_bpf::lookup(map, 1).map(|v| format!("{v:#x}")),
+    );
+}
+
+/// A new hash map, pinned at `path` (`BPF_OBJ_PIN`).
+fn pin_new_map(path: &str) {
+    let map = map_create(BPF_MAP_TYPE_HASH, 4, 8, 4);
+    say("map", &map);
+    let Ok(map) = map else { return };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut a = [0u8; 24];
+    a[0..8].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    a[8..12].copy_from_slice(&(map as u32).to_le_bytes());
+    say("pin", &bpf(BPF_OBJ_PIN, &mut a));
+}
+
+/// `perf_event_open` of a task-clock counter on process `pid` that
+/// samples every millisecond with `sigtrap` (and `remove_on_exec`, which
+/// `sigtrap` requires): each sample sends `pid` a SIGTRAP, whose default
+/// action ends it.
+fn perf_sigtrap(pid: u32) {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&1u32.to_le_bytes()); // PERF_TYPE_SOFTWARE
+    attr[4..8].copy_from_slice(&128u32.to_le_bytes()); // PERF_ATTR_SIZE_VER7
+    attr[8..16].copy_from_slice(&1u64.to_le_bytes()); // PERF_COUNT_SW_TASK_CLOCK
+    attr[16..24].copy_from_slice(&1_000_000u64.to_le_bytes()); // sample_period
+    let bits: u64 = (1 << 36) | (1 << 37); // remove_on_exec | sigtrap
+    attr[40..48].copy_from_slice(&bits.to_le_bytes());
+    // SAFETY: a perf_event_attr of the size it declares; no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            pid as libc::c_long,
+            -1 as libc::c_long,
+            -1 as libc::c_long,
+            8 as libc::c_long, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    say("perf_sigtrap", &if r < 0 { Err(errno()) } else { Ok(r) });
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// `perf_event_open` of a uprobe (perf's uprobe PMU) at file offset
+/// `offset` of `path`, for every process on CPU 0, with reference counter
+/// `ref_ctr` (a file offset too): the kernel increments the 16-bit
+/// counter there in the memory of every process that maps `path` while
+/// the probe is installed. Holds it for `secs`.
+fn uprobe_ref_ctr(path: &str, offset: u64, ref_ctr: u64, secs: u32) {
+    let pmu = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    let Some(pmu) = pmu else {
+        say("uprobe_ref_ctr", &Err::<i64, i32>(libc::ENOENT));
+        return;
+    };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&pmu.to_le_bytes());
+    attr[4..8].copy_from_slice(&128u32.to_le_bytes());
+    attr[8..16].copy_from_slice(&(ref_ctr << 32).to_le_bytes()); // config
+    attr[56..64].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes()); // config1
+    attr[64..72].copy_from_slice(&offset.to_le_bytes()); // config2
+                                                         // SAFETY: a perf_event_attr of the size it declares; config1 points
+                                                         // at `path`, alive until after the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            -1 as libc::c_long,
+            0 as libc::c_long,
+            -1 as libc::c_long,
+            8 as libc::c_long, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    say("uprobe_ref_ctr", &if r < 0 { Err(errno()) } else { Ok(r) });
+    std::thread::sleep(Duration::from_secs(u64::from(secs)));
+}
+
+/// A counter in the program's data (initialised, so in `.data`: a
+/// private writable mapping of the binary), 5 until someone writes it.
+static COUNTER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5);
+
+/// The function a uprobe in `count_forever` can probe.
+#[inline(never)]
+fn tick() -> u16 {
+    COUNTER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The victim of `uprobe-ref-ctr` (run locally, not through the proxy):
+/// prints the addresses of `COUNTER` and `tick` (`counter_at`,
+/// `tick_at`, hex), then `counter: N` every 50 ms for `secs`.
+fn count_forever(secs: u32) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "counter_at: {:x}", &COUNTER as *const _ as usize);
+    let _ = writeln!(out, "tick_at: {:x}", tick as *const () as usize);
+    let _ = out.flush();
+    for _ in 0..secs * 20 {
+        let _ = writeln!(out, "counter: {}", std::hint::black_box(tick()));
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Appends `line` (and a newline) to tracefs's `uprobe_events`, as a
+/// tool defining a uprobe does.
+fn append_uprobe_events(line: &str) {
+    use std::io::Write as _;
+    let r = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/sys/kernel/tracing/uprobe_events")
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+        .map(|()| 0)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+    say("append", &r);
+}
+
+/// `BPF_OBJ_GET` of `path`: prints the object's id (`get`).
+fn obj_get(path: &str) {
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let mut a = [0u8; 24];
+    a[0..8].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    let fd = bpf(BPF_OBJ_GET, &mut a).map(|fd| fd as i32);
+    say("get", &fd.and_then(object_id));
+}
+
+/// A kprobe program linked as a uprobe_multi (`BPF_LINK_CREATE`) at file
+/// offset `offset` of `path` with reference counter `ref_ctr` (a file
+/// offset): the kernel increments the counter in every process that maps
+/// `path` while the link lives. Holds it for `secs`.
+fn uprobe_multi_ref_ctr(path: &str, offset: u64, ref_ctr: u64, secs: u32) {
+    let load = Load {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        expected_attach_type: BPF_TRACE_UPROBE_MULTI,
+        ..Load::default()
+    };
+    let prog = prog_load(load, &return_zero());
+    say("uprobe_multi_prog", &prog);
+    let Ok(prog) = prog else { return };
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    let offsets = [offset];
+    let ref_ctrs = [ref_ctr];
+    let mut a = [0u8; 64];
+    a[0..4].copy_from_slice(&(prog as u32).to_le_bytes());
+    a[8..12].copy_from_slice(&BPF_TRACE_UPROBE_MULTI.to_le_bytes());
+    a[16..24].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    a[24..32].copy_from_slice(&(offsets.as_ptr() as u64).to_le_bytes());
+    a[32..40].copy_from_slice(&(ref_ctrs.as_ptr() as u64).to_le_bytes());
+    a[48..52].copy_from_slice(&1u32.to_le_bytes()); // cnt
+    say(
+        "uprobe_multi_ref_ctr",
+        &bpf(BPF_LINK_CREATE, &mut a).map(|fd| fd as i32),
+    );
+    std::thread::sleep(Duration::from_secs(u64::from(secs)));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else { usage() };
@@ -307,6 +508,38 @@ fn main() {
         "detach-link-id" => detach_link_id(arg_u32(&args, 1)),
         "sk-storage-key" => sk_storage_key(arg_u32(&args, 1)),
         "perf-cgroup" => perf_cgroup(arg_u32(&args, 1)),
+        "obj-get" => obj_get(args.get(1).map_or("", String::as_str)),
+        "pin-new-map" => pin_new_map(args.get(1).map_or("", String::as_str)),
+        "perf-sigtrap" => perf_sigtrap(arg_u32(&args, 1)),
+        "uprobe-multi-ref-ctr" => {
+            let num = |i: usize| {
+                args.get(i)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or_else(|| usage())
+            };
+            uprobe_multi_ref_ctr(
+                args.get(1).map_or("", String::as_str),
+                num(2),
+                num(3),
+                arg_u32(&args, 4),
+            );
+        }
+        "uprobe-ref-ctr" => {
+            let num = |i: usize| {
+                args.get(i)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or_else(|| usage())
+            };
+            uprobe_ref_ctr(
+                args.get(1).map_or("", String::as_str),
+                num(2),
+                num(3),
+                arg_u32(&args, 4),
+            );
+        }
+        "count-forever" => count_forever(arg_u32(&args, 1)),
+        "append-uprobe-events" => append_uprobe_events(args.get(1).map_or("", String::as_str)),
+        "iter-write-map-id" => iter_write_map_id(arg_u32(&args, 1), arg_u32(&args, 2)),
         "call-helpers" => call_helpers(&nums()),
         "call-kfuncs" => {
             let ids = nums();

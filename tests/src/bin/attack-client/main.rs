@@ -15,6 +15,7 @@ use std::process::ExitCode;
 mod files;
 mod flood;
 mod peer;
+mod red;
 mod rings;
 
 /// An area of attack: runs `mode` if it is one of its own.
@@ -25,6 +26,7 @@ const AREAS: &[Area] = &[
     rings::run, // ring streams: lying geometry, moved consumer position
     files::run, // file requests: kernel files, bpffs, slow readers
     flood::run, // connections, refusals and forged log lines
+    red::run,   // the red team's probes of file ranges
 ];
 
 fn main() -> ExitCode {
