@@ -310,7 +310,7 @@ impl Session {
                 // A pin's path means the string the policy checked.
                 let _anchor = match self.anchor_pin(&mut call) {
                     Ok(a) => a,
-                    Err(errno) => return Some(Reply::Bpf(limits::failed_call(&call, errno))),
+                    Err(errno) => return Some(Reply::Bpf(bpf_exec::failed_call(&call, errno))),
                 };
                 // Maps, programs and BTF: their kernel memory is budgeted
                 // before they exist (see `kmem`).
