@@ -826,7 +826,15 @@ fn converse(
             session.budget.release();
             continue;
         }
-        let reply = match message::decode::<Request>(&bytes) {
+        // A call's buffers are charged as they are decoded, like the
+        // frame they came in (see `message::decode_charged`); a frame under
+        // 64 KiB, uncharged itself, decodes to at most a few hundred KiB.
+        let charge = if bytes.len() > 64 << 10 {
+            session.budget.frame_gate()
+        } else {
+            None
+        };
+        let reply = match message::decode_charged::<Request>(&bytes, charge) {
             Ok(Request::Stream(req)) if std::mem::take(&mut first) => {
                 // The policy and the audit log see the request whole (a
                 // small copy: token, fd, kind).
@@ -869,6 +877,10 @@ fn converse(
                 }
                 session.handle(req)
             }
+            Err(e @ message::ChargedDecodeError::OverBudget) => Some(Reply::Error(ErrorReply {
+                errno: libc::ENOMEM,
+                message: e.to_string(),
+            })),
             Err(e) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
                 message: e.to_string(),

@@ -333,7 +333,10 @@ pub struct BpfCall {
     pub common: Option<Vec<u8>>,
     /// The 5th argument when `cmd & BPF_COMMON_ATTRS`.
     pub common_size: u32,
-    /// One entry per buffer of the plan, in plan order.
+    /// One entry per buffer of the plan, in plan order. Decoded under
+    /// [`decode_charged`], the memory these take is charged as they are
+    /// made: many tiny buffers take several times their bytes on the wire.
+    #[serde(deserialize_with = "charged::buffers")]
     pub buffers: Vec<WireBuffer>,
 }
 
@@ -697,6 +700,149 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecErro
         .deserialize(bytes)?)
 }
 
+/// Why [`decode_charged`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargedDecodeError {
+    /// The bytes are no valid message.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The decoded message would take more memory than the charge allowed.
+    #[error("the request takes more memory once decoded than its share of the proxy allows")]
+    OverBudget,
+}
+
+/// [`decode`], charging the memory a [`BpfCall`]'s buffers take once
+/// decoded to `charge` while they are made (it answers whether the bytes
+/// fit). On the wire an empty buffer is 12 bytes, decoded it is a
+/// `WireBuffer` and, for data, an allocation: a call of many tiny buffers
+/// takes five to six times its frame, which the frame's own charge does not
+/// cover. `charge` is asked in steps of at least 64 KiB (and for the rest at
+/// the end), so a request is refused before it holds more than 64 KiB
+/// beyond what was granted.
+pub fn decode_charged<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    charge: Option<charged::Charge>,
+) -> Result<T, ChargedDecodeError> {
+    let Some(charge) = charge else {
+        return Ok(decode(bytes)?);
+    };
+    charged::CHARGE.with(|c| *c.borrow_mut() = Some(charged::Meter::new(charge)));
+    let decoded = decode(bytes);
+    // The rest below one step is asked for too.
+    let fits = charged::CHARGE
+        .with(|c| c.borrow_mut().take())
+        .is_some_and(|mut m| m.settle());
+    match decoded {
+        Ok(msg) if fits => Ok(msg),
+        Err(e) if fits => Err(e.into()),
+        _ => Err(ChargedDecodeError::OverBudget),
+    }
+}
+
+/// The charging of decoded buffers ([`decode_charged`]).
+pub mod charged {
+    use std::cell::RefCell;
+
+    use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
+
+    use super::WireBuffer;
+
+    /// Asked whether `n` more bytes of decoded memory may be held.
+    pub type Charge = Box<dyn FnMut(usize) -> bool + Send>;
+
+    /// Bytes of decoded memory gathered before `charge` is asked.
+    const STEP: usize = 64 << 10;
+
+    /// The charge of the decode running on this thread, if any.
+    pub(super) struct Meter {
+        charge: Charge,
+        /// Made but not yet asked for.
+        pending: usize,
+        /// The charge said no.
+        pub(super) refused: bool,
+    }
+
+    impl Meter {
+        pub(super) fn new(charge: Charge) -> Meter {
+            Meter {
+                charge,
+                pending: 0,
+                refused: false,
+            }
+        }
+
+        fn add(&mut self, n: usize) -> bool {
+            self.pending += n;
+            self.pending < STEP || self.settle()
+        }
+
+        /// Asks for what was made since the last time.
+        pub(super) fn settle(&mut self) -> bool {
+            let n = std::mem::take(&mut self.pending);
+            if self.refused || (n > 0 && !(self.charge)(n)) {
+                self.refused = true;
+            }
+            !self.refused
+        }
+    }
+
+    thread_local! {
+        pub(super) static CHARGE: RefCell<Option<Meter>> = const { RefCell::new(None) };
+    }
+
+    /// What an allocation of `len` bytes takes from the heap: glibc's
+    /// chunks hold 8 bytes of header, are 16-byte aligned and at least 32
+    /// bytes (a 1-byte buffer takes 32).
+    fn heap(len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            (len + 8).next_multiple_of(16).max(32)
+        }
+    }
+
+    /// Counts `n` bytes of decoded memory; `false` once the charge refused.
+    fn made(n: usize) -> bool {
+        CHARGE.with(|c| c.borrow_mut().as_mut().is_none_or(|m| m.add(n)))
+    }
+
+    /// Deserializes a call's buffers as serde's `Vec` would, counting the
+    /// memory each buffer and the vector's growth take.
+    pub(super) fn buffers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<WireBuffer>, D::Error> {
+        struct Buffers;
+        impl<'de> Visitor<'de> for Buffers {
+            type Value = Vec<WireBuffer>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of buffers")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let each = std::mem::size_of::<WireBuffer>();
+                // As serde does: never trust a length prefix for more than
+                // a small first allocation.
+                let mut out: Vec<WireBuffer> =
+                    Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                let mut counted = 0;
+                while let Some(b) = seq.next_element::<WireBuffer>()? {
+                    let data = match &b {
+                        WireBuffer::Data(d) => heap(d.capacity()),
+                        WireBuffer::Out(_) => 0,
+                    };
+                    out.push(b);
+                    let grown = out.capacity() * each - counted;
+                    counted += grown;
+                    if !made(grown + data) {
+                        return Err(A::Error::custom("over the decode budget"));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Buffers)
+    }
+}
+
 /// The records of an encoded [`Reply::Records`], borrowed from the frame:
 /// the same result as [`decode`] without a `Vec` per record and without
 /// serde's byte-at-a-time decoding of each one. `None` when the bytes are
@@ -777,7 +923,68 @@ impl<'a> Iterator for RecordsIn<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A call of `n` one-byte buffers, encoded (13 bytes each on the wire).
+    fn tiny_buffers_call(n: usize) -> Vec<u8> {
+        encode(&Request::Bpf(BpfCall {
+            cmd: 1,
+            size: 32,
+            attr: vec![0; 32],
+            common: None,
+            common_size: 0,
+            buffers: vec![WireBuffer::Data(vec![7]); n],
+        }))
+        .unwrap()
+    }
+
+    /// A charge that grants up to `limit` bytes and counts what it granted.
+    fn charge(limit: usize) -> (charged::Charge, Arc<AtomicUsize>) {
+        let granted = Arc::new(AtomicUsize::new(0));
+        let g = granted.clone();
+        let charge: charged::Charge = Box::new(move |n| {
+            let now = g.load(Ordering::Relaxed) + n;
+            let fits = now <= limit;
+            if fits {
+                g.store(now, Ordering::Relaxed);
+            }
+            fits
+        });
+        (charge, granted)
+    }
+
+    #[test]
+    fn decoded_buffers_are_charged_as_they_are_made() {
+        let n = 100_000;
+        let bytes = tiny_buffers_call(n);
+        // Each: a `WireBuffer` in the vector and a 32-byte heap chunk.
+        let decoded = n * (std::mem::size_of::<WireBuffer>() + 32);
+        assert!(decoded > 4 * bytes.len(), "the case this guards against");
+        // Enough room: the message decodes whole, and what it takes was
+        // charged (the vector's final capacity at least).
+        let (c, granted) = charge(usize::MAX);
+        let req: Request = decode_charged(&bytes, Some(c)).unwrap();
+        assert!(matches!(req, Request::Bpf(ref call) if call.buffers.len() == n));
+        assert!(granted.load(Ordering::Relaxed) >= decoded);
+        // Too little: refused, and no more than one step past the grant
+        // was made before the refusal.
+        let (c, granted) = charge(decoded / 4);
+        assert!(matches!(
+            decode_charged::<Request>(&bytes, Some(c)),
+            Err(ChargedDecodeError::OverBudget)
+        ));
+        assert!(granted.load(Ordering::Relaxed) <= decoded / 4);
+        // Without a charge, and for malformed bytes, as `decode`.
+        assert!(decode_charged::<Request>(&bytes, None).is_ok());
+        let (c, _) = charge(usize::MAX);
+        assert!(matches!(
+            decode_charged::<Request>(&bytes[..bytes.len() - 1], Some(c)),
+            Err(ChargedDecodeError::Codec(_))
+        ));
+    }
 
     #[test]
     fn records_in_matches_decode() {

@@ -617,6 +617,36 @@ fn a_frame_of_empty_records_costs_no_more_than_its_bytes() {
     h.finish();
 }
 
+/// A `bpf()` call's buffers are charged as they are decoded: on the wire a
+/// `WireBuffer::Out(0)` is 12 bytes, decoded 32, so a call of nothing but
+/// such buffers took about five times its frame, and 34 sessions each
+/// sending 15 MiB of them (within the default `--max-inflight`) took the
+/// proxy's peak resident memory to 1.45 GB. Decoded memory now counts
+/// against the same bytes in flight as the frame (a call past the share
+/// gets `ENOMEM`): bound 2× the frames' bytes.
+#[test]
+fn a_call_of_many_tiny_buffers_costs_no_more_than_its_share() {
+    let Some(mut h) = tracing_proxy("hostile_wire_bomb") else {
+        return;
+    };
+    const SESSIONS: u64 = 34;
+    const MIB: u64 = 15;
+    let out = attack(
+        &h,
+        &["wire-bomb", &SESSIONS.to_string(), &MIB.to_string(), "2"],
+    );
+    assert_still_serving(&mut h, &out);
+    let peak = peak_kib(h.proxy_pid());
+    let bound = 2 * SESSIONS * MIB * 1024;
+    telebpf_tests::say(&format!(
+        "proxy peak RSS {peak} KiB after {SESSIONS} sessions of {MIB} MiB calls of empty \
+         buffers (bound {bound} KiB); {}",
+        out.stdout_text().trim()
+    ));
+    assert!(peak <= bound, "peak {peak} KiB > {bound} KiB");
+    h.finish();
+}
+
 /// A user ring buffer's stream frees what each of its frames was charged
 /// once the frame's records are in the guest ring. It did not: frames
 /// over 64 KiB (the preload sends frames of at least 64 KiB of records)
