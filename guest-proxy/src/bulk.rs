@@ -115,20 +115,39 @@ pub fn peek(ranges: Vec<MemoryRange>) -> Result<Memory, i32> {
     worker().peek(&ranges)
 }
 
+/// How long a failed load (of the reader or of a collector) is answered
+/// from memory before it is tried again. A load that fails once (lockdown,
+/// a verifier that refuses the program) fails the same way next time, and
+/// each attempt logs libbpf's messages: retried on every request, a key
+/// holder's loop of requests would be a loop of log lines.
+const RETRY_FAILED_LOAD: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Default)]
 struct Worker {
     collectors: HashMap<[u8; 32], LoadedCollector>,
     reader: Option<KernelReader>,
     module_list: Option<Result<u64, String>>,
+    /// The reader's last failed load: when, and the errno answered.
+    reader_failed: Option<(std::time::Instant, i32)>,
+    /// Collectors whose load failed lately (at most [`MAX_COLLECTORS`]).
+    failed: HashMap<[u8; 32], (std::time::Instant, String)>,
 }
 
 impl Worker {
     fn reader(&mut self) -> Result<&mut KernelReader, i32> {
         if self.reader.is_none() {
+            if let Some((at, errno)) = self.reader_failed {
+                if at.elapsed() < RETRY_FAILED_LOAD {
+                    return Err(errno);
+                }
+            }
             match KernelReader::load() {
                 Ok(r) => self.reader = Some(r),
                 Err(e) => {
-                    log::info(format_args!("cannot load the kernel-memory reader: {e}"));
+                    log::info(format_args!(
+                        "cannot load the kernel-memory reader: {e} (not tried again for {RETRY_FAILED_LOAD:?})"
+                    ));
+                    self.reader_failed = Some((std::time::Instant::now(), libc::EPERM));
                     return Err(libc::EPERM);
                 }
             }
@@ -169,8 +188,21 @@ impl Worker {
                     "the object does not match its id".into(),
                 ));
             }
-            let loaded =
-                LoadedCollector::load(object).map_err(|e| CollectError::Load(e.to_string()))?;
+            if let Some((at, why)) = self.failed.get(&req.collector) {
+                if at.elapsed() < RETRY_FAILED_LOAD {
+                    return Err(CollectError::Load(why.clone()));
+                }
+            }
+            let loaded = LoadedCollector::load(object).map_err(|e| {
+                if self.failed.len() >= MAX_COLLECTORS {
+                    self.failed.clear();
+                }
+                let why = e.to_string();
+                self.failed
+                    .insert(req.collector, (std::time::Instant::now(), why.clone()));
+                CollectError::Load(why)
+            })?;
+            self.failed.remove(&req.collector);
             if self.collectors.len() >= MAX_COLLECTORS {
                 self.collectors.clear();
             }
@@ -241,4 +273,33 @@ impl Worker {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use telebpf_protocol::message::{CollectMode, CollectRequest, Start};
+
+    use super::*;
+
+    /// A collector object that is no ELF fails to load; the failure is
+    /// answered from memory afterwards, not loaded (and logged) again.
+    #[test]
+    fn a_failed_collector_load_is_not_retried_at_once() {
+        let object = b"not an ELF object".to_vec();
+        let req = || CollectRequest {
+            collector: object_id(&object),
+            object: Some(object.clone().into()),
+            mode: CollectMode::Data,
+            start: Start::Current,
+            base: None,
+        };
+        let mut w = Worker::default();
+        let mut bases = PageBases::default();
+        let first = w.collect(req(), &mut bases).unwrap_err();
+        assert!(matches!(first, CollectError::Load(_)), "{first:?}");
+        let (at, _) = w.failed[&object_id(&object)];
+        let again = w.collect(req(), &mut bases).unwrap_err();
+        assert_eq!(format!("{again:?}"), format!("{first:?}"));
+        assert_eq!(w.failed[&object_id(&object)].0, at, "not tried again");
+    }
 }
