@@ -351,7 +351,7 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
     });
     st.table().insert(raw, object);
     // The process holds a guest object now: watch its proxy.
-    crate::watchdog::start();
+    st.watch();
     Ok(raw)
 }
 

@@ -61,6 +61,9 @@ pub struct State {
     /// made), to look for a proxy-side close only after a quiet spell.
     last_call_ms: AtomicU64,
     born: Instant,
+    /// Whether this process's watchdog was started (the state is per
+    /// process: a child after `fork` starts its own).
+    watching: AtomicBool,
     /// The kinds of request the proxy's policy refused, each reported once.
     refused: Mutex<HashSet<String>>,
 }
@@ -142,6 +145,7 @@ pub fn get() -> &'static State {
         warned: AtomicBool::new(false),
         last_call_ms: AtomicU64::new(0),
         born: Instant::now(),
+        watching: AtomicBool::new(false),
         refused: Mutex::new(HashSet::new()),
     }));
     match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
@@ -308,7 +312,7 @@ impl State {
     /// held nothing.
     pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
         // A call a frozen proxy holds must fail, objects held or not.
-        crate::watchdog::start();
+        self.watch();
         let mut guard = lock(&self.conn);
         let now_ms = self.now_ms();
         let last = self.last_call_ms.swap(now_ms, Ordering::Relaxed);
@@ -359,6 +363,19 @@ impl State {
             if let Err(e) = conn.notify(req) {
                 let _ = self.broken(&mut guard, &cause_of(&e));
             }
+        }
+    }
+
+    /// Starts this process's watchdog unless it runs: one relaxed load on
+    /// every call after the first (no `getpid`: this state is the
+    /// process's own).
+    pub fn watch(&self) {
+        if !self.watching.load(Ordering::Relaxed)
+            && !self.watching.swap(true, Ordering::AcqRel)
+            && !crate::watchdog::start()
+        {
+            // No thread now: the next call tries again.
+            self.watching.store(false, Ordering::Relaxed);
         }
     }
 

@@ -42,10 +42,11 @@ use crate::state::{self, KEEPALIVE, KEEPALIVE_ANSWER};
 /// The pid whose watchdog runs (a child after `fork` has none yet).
 static RUNNING_FOR: AtomicI32 = AtomicI32::new(0);
 
-/// Starts this process's watchdog thread unless it runs; called when the
-/// process comes to hold a guest object. Without a thread (none can be
-/// started) a loss is still found by the program's own calls and rings.
-pub fn start() {
+/// Starts this process's watchdog thread unless it runs; called (through
+/// `State::watch`) on the process's first forwarded call. Without a thread
+/// (none can be started: `false`) a loss is still found by the program's
+/// own calls and rings.
+pub fn start() -> bool {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let was = RUNNING_FOR.load(Ordering::Relaxed);
@@ -54,7 +55,7 @@ pub fn start() {
             .compare_exchange(was, pid, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
     {
-        return;
+        return true;
     }
     let spawned = std::thread::Builder::new()
         .name("telebpf-keepalive".into())
@@ -64,7 +65,9 @@ pub fn start() {
         });
     if spawned.is_err() {
         RUNNING_FOR.store(0, Ordering::Relaxed);
+        return false;
     }
+    true
 }
 
 /// How often a process that holds no guest object looks whether a call
