@@ -444,19 +444,10 @@ impl Guard<'_> {
         if self.policy().changes_foreign_objects() {
             return Ok(());
         }
-        let Some((plan, _)) = expanded(call, self.fds) else {
-            return Ok(());
-        };
-        for slot in &plan.fds {
-            let telebpf_abi::Parent::Buffer(j) = slot.parent else {
-                continue;
-            };
-            if plan.buffers.get(j).map(|b| b.content) != Some(Content::IterLinkInfo) {
-                continue;
-            }
-            if matches!(owned(self.fds, slot.value), Some(ObjectKind::Map(_))) {
+        for fd in fds_inside(call, Content::IterLinkInfo, self.fds) {
+            if matches!(owned(self.fds, fd), Some(ObjectKind::Map(_))) {
                 let what = format!("{} of an iterator over", cmd::name(cmd::BPF_LINK_CREATE));
-                self.require_own(&what, slot.value)?;
+                self.require_own(&what, fd)?;
             }
         }
         Ok(())
@@ -474,25 +465,35 @@ impl Guard<'_> {
         {
             return Ok(());
         }
-        let Some((plan, _)) = expanded(call, self.fds) else {
-            return Ok(());
-        };
-        for slot in &plan.fds {
-            let telebpf_abi::Parent::Buffer(j) = slot.parent else {
-                continue;
-            };
-            if plan.buffers.get(j).map(|b| b.content) != Some(Content::MapValueFds) {
-                continue;
-            }
+        for fd in fds_inside(call, Content::MapValueFds, self.fds) {
             if matches!(
-                owned(self.fds, slot.value),
+                owned(self.fds, fd),
                 Some(ObjectKind::Prog { .. } | ObjectKind::Map(_))
             ) {
-                self.require_own(&format!("{} inserting", cmd::name(command)), slot.value)?;
+                self.require_own(&format!("{} inserting", cmd::name(command)), fd)?;
             }
         }
         Ok(())
     }
+}
+
+/// The fds a call names inside its buffers of `content`, as the plan
+/// expanded from the buffers finds them (none if the call does not match
+/// its plan: execution refuses it then).
+fn fds_inside(call: &BpfCall, content: Content, fds: &dyn SessionFds) -> Vec<i32> {
+    let Some((plan, _)) = expanded(call, fds) else {
+        return Vec::new();
+    };
+    plan.fds
+        .iter()
+        .filter(|slot| match slot.parent {
+            telebpf_abi::Parent::Buffer(j) => {
+                plan.buffers.get(j).map(|b| b.content) == Some(content)
+            }
+            _ => false,
+        })
+        .map(|slot| slot.value)
+        .collect()
 }
 
 /// Whether a program type's expected attach type decides where it can
