@@ -1020,6 +1020,25 @@ impl Drop for Frozen {
     }
 }
 
+/// Starts `fault-client MODE 490000` (a client that loads slow programs),
+/// SIGSTOPs the proxy during its second load, and waits for the call's
+/// `failed` line: the client, the frozen proxy (resumed when dropped), the
+/// line, and how many ms after the stop the call returned.
+fn freeze_during_a_load(h: &Harness, mode: &str) -> (Client, Frozen, String, f64) {
+    let mut c = Client::spawn(h, &[mode, "490000"]);
+    c.wait_line("loaded", Duration::from_secs(60));
+    c.wait_line("loading", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(100));
+    let pid = h.proxy_pid() as i32;
+    let stopped_at = now_ms();
+    // SAFETY: kill(2) on the proxy's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Frozen(pid);
+    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(20));
+    let after_ms = num(&failed, "t") - stopped_at;
+    (c, frozen, failed, after_ms)
+}
+
 /// What a tool did after its proxy was cut off, measured from the cut.
 struct AfterCut {
     /// When the lost line appeared.
@@ -1185,17 +1204,7 @@ fn proxy_frozen_mid_call_the_call_fails_within_10s() {
     let Some(h) = Harness::start("proxy_frozen_mid_call") else {
         return;
     };
-    let mut c = Client::spawn(&h, &["mid-call", "490000"]);
-    c.wait_line("loaded", Duration::from_secs(60));
-    c.wait_line("loading", Duration::from_secs(10));
-    thread::sleep(Duration::from_millis(100));
-    let pid = h.proxy_pid() as i32;
-    let stopped_at = now_ms();
-    // SAFETY: kill(2) on the proxy's pid.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let frozen = Frozen(pid);
-    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(10));
-    let after_ms = num(&failed, "t") - stopped_at;
+    let (mut c, frozen, failed, after_ms) = freeze_during_a_load(&h, "mid-call");
     let errno = num(&failed, "errno") as i32;
     say(&format!(
         "proxy frozen mid-call: the call returned errno {errno} {after_ms:.0} ms after the SIGSTOP (bound {BLIND_AFTER_FREEZE:?})"
@@ -2077,17 +2086,7 @@ fn proxy_frozen_mid_call_without_objects_the_call_fails_within_10s() {
     let Some(h) = Harness::start("proxy_frozen_mid_call_no_objects") else {
         return;
     };
-    let mut c = Client::spawn(&h, &["mid-call-no-objects", "490000"]);
-    c.wait_line("loaded", Duration::from_secs(60));
-    c.wait_line("loading", Duration::from_secs(10));
-    thread::sleep(Duration::from_millis(100));
-    let pid = h.proxy_pid() as i32;
-    let stopped_at = now_ms();
-    // SAFETY: kill(2) on the proxy's pid.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let frozen = Frozen(pid);
-    let failed = c.wait_line("failed", BLIND_AFTER_FREEZE + Duration::from_secs(20));
-    let after_ms = num(&failed, "t") - stopped_at;
+    let (mut c, frozen, failed, after_ms) = freeze_during_a_load(&h, "mid-call-no-objects");
     say(&format!(
         "proxy frozen mid-call, no objects held: the call returned {after_ms:.0} ms after the \
          SIGSTOP (bound {BLIND_AFTER_FREEZE:?}): {failed}"
