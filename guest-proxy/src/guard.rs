@@ -624,6 +624,25 @@ mod tests {
     use super::*;
     use crate::policy::{resolve, Policy};
 
+    /// A forwarded `bpf(command, attr)` with the buffers of its plan.
+    fn call(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
+        Request::Bpf(BpfCall {
+            cmd: command,
+            size: attr.len() as u32,
+            attr,
+            common: None,
+            common_size: 0,
+            buffers,
+        })
+    }
+
+    /// `command` on map fd `fd` (an element command's attr).
+    fn on_map(command: u32, fd: u32) -> Request {
+        let mut attr = vec![0u8; 32];
+        write_u32(&mut attr, off::map_elem::MAP_FD, fd);
+        call(command, attr, vec![])
+    }
+
     /// A session that owns a hash map (fd 10), a tracepoint program (fd
     /// 11) and a tracing program (fd 12).
     struct Fake;
@@ -686,14 +705,11 @@ mod tests {
         write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
         write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
         write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
-        Request::Bpf(BpfCall {
-            cmd: cmd::BPF_PROG_LOAD,
-            size: attr.len() as u32,
+        call(
+            cmd::BPF_PROG_LOAD,
             attr,
-            common: None,
-            common_size: 0,
-            buffers: vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
-        })
+            vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
+        )
     }
 
     #[test]
@@ -718,16 +734,7 @@ mod tests {
         // Map fd 10 of the session was opened, not created by this key:
         // the ledger has no id for it.
         let tracing = grant("tracing");
-        let mut attr = vec![0u8; 32];
-        write_u32(&mut attr, off::map_elem::MAP_FD, 10);
-        let delete = Request::Bpf(BpfCall {
-            cmd: cmd::BPF_MAP_DELETE_ELEM,
-            size: 32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers: vec![],
-        });
+        let delete = on_map(cmd::BPF_MAP_DELETE_ELEM, 10);
         let d = check(&delete, &tracing, &Fake).unwrap_err();
         assert_eq!(d.rule, "change_foreign_objects is false");
         assert!(
@@ -736,26 +743,10 @@ mod tests {
             d.what
         );
         // Fds the session does not own pass: execution turns them into -1.
-        let mut attr = vec![0u8; 32];
-        write_u32(&mut attr, off::map_elem::MAP_FD, 99);
-        let stray = Request::Bpf(BpfCall {
-            cmd: cmd::BPF_MAP_DELETE_ELEM,
-            size: 32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers: vec![],
-        });
+        let stray = on_map(cmd::BPF_MAP_DELETE_ELEM, 99);
         assert!(check(&stray, &tracing, &Fake).is_ok());
         // Detaching without naming the program.
-        let detach = Request::Bpf(BpfCall {
-            cmd: cmd::BPF_PROG_DETACH,
-            size: 32,
-            attr: vec![0u8; 32],
-            common: None,
-            common_size: 0,
-            buffers: vec![],
-        });
+        let detach = call(cmd::BPF_PROG_DETACH, vec![0u8; 32], vec![]);
         assert!(check(&detach, &tracing, &Fake).is_err());
     }
 
@@ -775,14 +766,11 @@ mod tests {
         let mut info = vec![0u8; 16];
         write_u32(&mut info, 0, 10);
         let link = |info: Vec<u8>| {
-            Request::Bpf(BpfCall {
-                cmd: cmd::BPF_LINK_CREATE,
-                size: attr.len() as u32,
-                attr: attr.clone(),
-                common: None,
-                common_size: 0,
-                buffers: vec![WireBuffer::Data(info)],
-            })
+            call(
+                cmd::BPF_LINK_CREATE,
+                attr.clone(),
+                vec![WireBuffer::Data(info)],
+            )
         };
         let d = check(&link(info), &grant("tracing"), &Fake).unwrap_err();
         assert!(
