@@ -195,9 +195,9 @@ impl Session {
     }
 
     /// Writes the summaries of held-back lines and records whose interval
-    /// is over. They are the key's, not the session's: what is still held
-    /// when it ends the server writes when the interval is over, or at
-    /// shutdown (`throttle::flush_keys`).
+    /// is over, once, when the session ends. While it lives, and after, the
+    /// server writes them every second (`throttle::flush_keys`): they are
+    /// the key's, not the session's, so the request loop need not look.
     fn flush_notes(&mut self) {
         self.notes.flush(self.audit.as_deref());
     }
@@ -697,7 +697,6 @@ fn run(
         Ok(reason) => reason,
         Err(payload) => format!("panic: {}", panic_message(&*payload)),
     };
-    session.flush_notes();
     log::info(format_args!(
         "session {id}: ended ({reason}), closing {} guest objects",
         session.object_count()
@@ -800,7 +799,6 @@ fn converse(
             // Quiet: only a session that holds nothing may time out (see
             // `limits`).
             Err(ChannelError::Idle) => {
-                session.flush_notes();
                 if session.object_count() == 0 && last_request.elapsed() >= idle_limit {
                     return format!("idle for {idle_limit:?} holding no guest object");
                 }
@@ -900,6 +898,5 @@ fn converse(
             }
         }
         session.budget.release();
-        session.flush_notes();
     }
 }
