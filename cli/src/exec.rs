@@ -1,4 +1,5 @@
-//! `telebpf exec`: run a program with the preload library injected.
+//! `telebpf exec`: run a program with the preload library injected, after
+//! checking that the preload can reach it ([`crate::program`]).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -49,6 +50,9 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
 pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), String> {
     let env = preload_env(target, key_file)?;
     let (program, args) = command.split_first().ok_or("no command given")?;
+    // A program the preload cannot reach would act on the host kernel
+    // while the user believes it watches the guest: refuse it instead.
+    crate::program::check(program).map_err(|e| format!("exec: {e}"))?;
     let err = std::process::Command::new(program)
         .args(args)
         .envs(env)

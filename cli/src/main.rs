@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod exec;
 mod ids;
+mod program;
 mod stats;
 
 #[derive(Parser, Debug)]

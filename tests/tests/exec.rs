@@ -1,0 +1,116 @@
+//! What `telebpf exec` runs, and how: a program the preload library cannot
+//! reach is never run silently against the host kernel. See
+//! docs/TESTING.md.
+//!
+//! Root-only, like every suite here (the tools run as root on purpose: a
+//! root tool that slipped past the preload would load into the host).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use telebpf_tests::{run_with_timeout, say, Harness, COMMAND_TIMEOUT};
+
+/// Builds `tests/c/static-loader.c` into `dir` with `cc` and `flags`.
+fn build_loader(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let src = telebpf_tests::workspace_root().join("tests/c/static-loader.c");
+    let out = dir.join(name);
+    let mut cmd = Command::new("cc");
+    cmd.args(flags).arg("-O2").arg("-o").arg(&out).arg(&src);
+    run_with_timeout(
+        cmd,
+        &format!("cc {flags:?} static-loader.c"),
+        COMMAND_TIMEOUT,
+    )
+    .expect_success();
+    out
+}
+
+/// A statically linked loader, run as root through `telebpf exec` with no
+/// proxy listening, is refused with one line and never runs: no `uname` of
+/// the host, no program in the host kernel. The same binary run directly
+/// loads into the host kernel, so the refusal is what kept it out; the same
+/// source linked dynamically goes through the preload, fails on the
+/// unreachable proxy, and loads nothing locally either.
+#[test]
+fn a_static_tool_never_reaches_the_host_kernel_through_exec() {
+    let Some(h) = Harness::start_without_proxy("a_static_tool_never_reaches_the_host_kernel")
+    else {
+        return;
+    };
+    let stat = build_loader(h.dir(), "loader-static", &["-static"]);
+    let dynamic = build_loader(h.dir(), "loader-dynamic", &[]);
+    let name = "tbpf_static";
+    let down = format!("unix:{}", h.dir().join("no-proxy.sock").display());
+    let exec = |program: &Path| {
+        let mut cmd = Command::new(h.telebpf());
+        cmd.arg("exec")
+            .arg("--target")
+            .arg(&down)
+            .arg("--key-file")
+            .arg(h.key())
+            .arg("--")
+            .arg(program)
+            .arg(name)
+            .current_dir(h.dir());
+        run_with_timeout(
+            cmd,
+            &format!("[root] telebpf exec {}", program.display()),
+            COMMAND_TIMEOUT,
+        )
+    };
+
+    // Directly, as root: the loader reaches the host kernel.
+    let direct = run_with_timeout(
+        {
+            let mut c = Command::new(&stat);
+            c.arg(name);
+            c
+        },
+        "[root] loader-static",
+        COMMAND_TIMEOUT,
+    );
+    say(&format!(
+        "directly: {}",
+        direct.stdout_text().trim().replace('\n', " | ")
+    ));
+    assert!(
+        direct.stdout_text().contains(&format!("loaded {name} id ")),
+        "the static loader must load on the host when run directly: {}",
+        direct.describe()
+    );
+
+    // Through telebpf exec: refused, not run.
+    let out = exec(&stat);
+    let stderr = out.stderr_text();
+    say(&format!(
+        "through exec: status {:?}, stderr {:?}",
+        out.status,
+        stderr.trim()
+    ));
+    assert!(!out.success(), "must fail: {}", out.describe());
+    assert!(
+        out.stdout_text().is_empty(),
+        "the static loader must not have run at all: {}",
+        out.describe()
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {}", out.describe());
+    assert!(
+        stderr.contains("statically linked") && stderr.contains(&stat.display().to_string()),
+        "the line names the program and why: {}",
+        out.describe()
+    );
+
+    // The dynamic build goes through the preload: the proxy is down, so
+    // the load fails; it never falls back to the host kernel.
+    let out = exec(&dynamic);
+    say(&format!(
+        "dynamic through exec: status {:?}, stdout {:?}",
+        out.status,
+        out.stdout_text().trim()
+    ));
+    assert!(
+        !out.stdout_text().contains("loaded"),
+        "a dynamic loader with the proxy down must not load locally: {}",
+        out.describe()
+    );
+}
