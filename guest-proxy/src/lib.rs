@@ -38,6 +38,7 @@ pub mod files;
 pub mod guard;
 pub mod handshakes;
 pub mod hangup;
+pub mod kernel;
 pub mod kmem;
 pub mod limits;
 pub mod log;
@@ -53,6 +54,8 @@ pub mod session;
 pub mod shared_files;
 pub mod streams;
 mod sys;
+#[cfg(test)]
+pub mod testing;
 pub mod throttle;
 
 pub use server::{run, Config, ConfigError};

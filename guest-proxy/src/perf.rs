@@ -15,6 +15,7 @@ use telebpf_abi::perf::{self, IoctlArg};
 use telebpf_abi::{read_u32, write_u64, ObjectKind};
 use telebpf_protocol::message::{IoctlValue, NewObject, FOREIGN_FD};
 
+use crate::kernel::Kernel;
 use crate::sys;
 
 pub use telebpf_protocol::message::PERF_EVENT_LINK;
@@ -75,6 +76,7 @@ pub fn open(
     flags: u64,
     config1_string: Option<&[u8]>,
     fds: &dyn PerfFds,
+    kernel: &dyn Kernel,
 ) -> Result<i64, i32> {
     if attr.len() < perf::ATTR_SIZE_VER0 || attr.len() > perf::ATTR_SIZE_MAX {
         return Err(libc::E2BIG);
@@ -108,23 +110,9 @@ pub fn open(
     // SAFETY: `attr` holds `size` readable bytes; the only pointer inside
     // (config1, for string PMUs) points at `string`, alive until after the
     // call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_mut_ptr(),
-            pid as libc::c_long,
-            cpu as libc::c_long,
-            group as libc::c_long,
-            flags as libc::c_long,
-        )
-    };
+    let ret = unsafe { kernel.perf_event_open(&mut attr, pid, cpu, group, flags) };
     drop(string);
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    Ok(ret)
+    ret
 }
 
 /// The object a successful `open` created.
@@ -143,6 +131,7 @@ pub fn ioctl(
     cmd: u64,
     arg: &IoctlValue,
     fds: &dyn PerfFds,
+    kernel: &dyn Kernel,
 ) -> Result<(i64, Option<u64>), i32> {
     if !is_perf_event(fds, fd) {
         // The session's own non-perf objects, and anything else.
@@ -173,14 +162,9 @@ pub fn ioctl(
     };
     // SAFETY: `fd` is a perf event of this session; pointer arguments point
     // to `word` or `text`, live locals of the sizes the command uses.
-    let ret = unsafe { libc::ioctl(fd, cmd as libc::c_ulong, raw_arg) };
+    let ret = unsafe { kernel.ioctl(fd, cmd, raw_arg as u64) }?;
     drop(text);
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    Ok((ret as i64, (kind == IoctlArg::OutU64).then_some(word)))
+    Ok((ret, (kind == IoctlArg::OutU64).then_some(word)))
 }
 
 /// Largest map snapshot served.

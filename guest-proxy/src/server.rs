@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::audit::{Audit, Event, Scope};
 use crate::handshakes::{Backoff, Handshakes, Pending};
+use crate::kernel::{Kernel, RealKernel};
 use crate::limits::LimitArgs;
 use crate::policy::{self, KeyGrant, PolicyError};
 use crate::session::Context;
@@ -62,6 +63,9 @@ pub struct Config {
     pub spin: Duration,
     /// Limits and timeouts (defaults unless the command line sets them).
     pub limits: LimitArgs,
+    /// The kernel sessions act on: the machine's own ([`RealKernel`])
+    /// unless a test gives another.
+    pub kernel: Arc<dyn Kernel>,
 }
 
 /// The command line does not describe a runnable proxy.
@@ -151,6 +155,7 @@ impl Config {
             audit: None,
             spin: Duration::from_micros(spin_us),
             limits: LimitArgs::default(),
+            kernel: Arc::new(RealKernel),
         };
         let full = Arc::new(policy::Policy::full());
         for p in key_files {
@@ -325,8 +330,8 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             g.policy.name()
         ));
     }
-    let mut ctx =
-        Context::new(config.keys, facts::gather(), config.spin).with_limits(config.limits.clone());
+    let mut ctx = Context::new(config.keys, facts::gather(), config.spin, config.kernel)
+        .with_limits(config.limits.clone());
     ctx.grants = config.grants;
     ctx.audit = audit;
     let ctx = Arc::new(ctx);

@@ -34,13 +34,14 @@ use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
+use crate::kernel::Kernel;
 use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log, sys};
+use crate::{bulk, files, hangup, log};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -50,6 +51,8 @@ const MAX_READ: u32 = 1 << 20;
 pub struct Session {
     id: u64,
     possible_cpus: u32,
+    /// The kernel its calls go to, and its objects live in.
+    kernel: Arc<dyn Kernel>,
     objects: HashMap<i32, NewObject>,
     /// Which of the session's fds stream connections may attach to.
     owner: Arc<Owner>,
@@ -111,17 +114,25 @@ impl SessionFds for Session {
 }
 
 impl Session {
-    /// A session with no objects yet, not reachable by streams.
-    pub fn new(id: u64, possible_cpus: u32) -> Session {
-        Session::with_owner(id, possible_cpus, Arc::default())
+    /// A session with no objects yet in `kernel`, not reachable by
+    /// streams.
+    pub fn new(id: u64, possible_cpus: u32, kernel: Arc<dyn Kernel>) -> Session {
+        Session::with_owner(id, possible_cpus, Arc::default(), kernel)
     }
 
-    /// A session whose rings stream connections may attach to via `owner`.
-    /// It may do everything (the full policy) until [`Session::governed`].
-    pub fn with_owner(id: u64, possible_cpus: u32, owner: Arc<Owner>) -> Session {
+    /// A session whose rings stream connections may attach to via `owner`,
+    /// calling `kernel`. It may do everything (the full policy) until
+    /// [`Session::governed`].
+    pub fn with_owner(
+        id: u64,
+        possible_cpus: u32,
+        owner: Arc<Owner>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Session {
         Session {
             id,
             possible_cpus,
+            kernel,
             objects: HashMap::new(),
             owner,
             budget: SessionBudget::default(),
@@ -320,7 +331,7 @@ impl Session {
                 };
                 let mut outcome = {
                     let _busy = self.watch.as_ref().map(|w| w.busy());
-                    bpf_exec::execute(&call, self)
+                    bpf_exec::execute(&call, self, &*self.kernel)
                 };
                 if let (Some(charge), Ok(o)) = (charge, outcome.as_mut()) {
                     charge.settle(&call, o);
@@ -354,7 +365,7 @@ impl Session {
                 if self.objects.remove(&fd).is_some() {
                     self.budget.objects_removed(1);
                     self.owner.remove(fd);
-                    sys::close(fd);
+                    self.kernel.close(fd);
                 }
                 None
             }
@@ -363,15 +374,13 @@ impl Session {
                     return Some(Reply::Read(Err(e)));
                 }
                 Some(Reply::Read(match self.objects.get(&fd).map(|o| &o.kind) {
-                    Some(ObjectKind::Iter) => sys::read(fd, len.min(MAX_READ) as usize),
+                    Some(ObjectKind::Iter) => self.kernel.read(fd, len.min(MAX_READ) as usize),
                     Some(_) => Err(libc::EINVAL),
                     None => Err(libc::EBADF),
                 }))
             }
             Request::File(FileOp::Fdinfo { fd }) => Some(Reply::File(if self.owns(fd) {
-                std::fs::read(format!("/proc/self/fdinfo/{fd}"))
-                    .map(message::FileReply::Data)
-                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                self.kernel.fdinfo(fd).map(message::FileReply::Data)
             } else {
                 Err(libc::EBADF)
             })),
@@ -436,6 +445,7 @@ impl Session {
                     flags,
                     config1_string.as_deref(),
                     self,
+                    &*self.kernel,
                 );
                 log::debug(format_args!(
                     "session {}: perf_event_open -> {opened:?}",
@@ -447,7 +457,13 @@ impl Session {
                     (fd, obj)
                 })))
             }
-            Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(fd, cmd, &arg, self))),
+            Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(
+                fd,
+                cmd,
+                &arg,
+                self,
+                &*self.kernel,
+            ))),
             Request::MapWrite { fd, offset, data } => Some(Reply::Snapshot(
                 perf::write_map(fd, offset, &data, self).map(|()| Vec::new()),
             )),
@@ -512,7 +528,7 @@ impl Session {
         self.owner.end();
         self.budget.objects_removed(self.objects.len());
         for (fd, _) in self.objects.drain() {
-            sys::close(fd);
+            self.kernel.close(fd);
         }
     }
 }
@@ -548,12 +564,14 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// The limits and what is used of them.
     pub governor: Arc<Governor>,
+    /// The kernel the sessions call.
+    pub kernel: Arc<dyn Kernel>,
 }
 
 impl Context {
-    /// The context for `keys` and `facts`; every key may do everything
-    /// until `grants` says otherwise.
-    pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration) -> Context {
+    /// The context for `keys` and `facts`, its sessions calling `kernel`;
+    /// every key may do everything until `grants` says otherwise.
+    pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration, kernel: Arc<dyn Kernel>) -> Context {
         let grants = (0..keys.len())
             .map(|i| {
                 Arc::new(KeyGrant {
@@ -571,13 +589,14 @@ impl Context {
             streams: Streams::default(),
             spin,
             registry: Arc::new(Registry::new()),
-            governor: Governor::new(LimitArgs::default()),
+            governor: Governor::new(LimitArgs::default(), kernel.clone()),
+            kernel,
         }
     }
 
     /// The same context under `limits`.
     pub fn with_limits(mut self, limits: LimitArgs) -> Context {
-        self.governor = Governor::new(limits);
+        self.governor = Governor::new(limits, self.kernel.clone());
         self
     }
 }
@@ -681,7 +700,7 @@ fn run(
             return;
         }
     };
-    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner)
+    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner, ctx.kernel.clone())
         .governed(grant.clone(), ctx.audit.clone());
     session.set_budget(ctx.governor.session());
     if let Some(watcher) = hangup::Watcher::get() {

@@ -1,0 +1,422 @@
+//! A fake kernel for unit tests of what sits above the syscall.
+//!
+//! [`FakeKernel`] implements [`Kernel`] without making a syscall: it hands
+//! out fds from a fake fd space (numbers no real fd of the process can
+//! have, so a stray real syscall on one fails), keeps the objects behind
+//! them, answers each `bpf()` command as a test chose ([`FakeKernel::answer`])
+//! or, by default, as a kernel would for the few commands session logic
+//! depends on (create a map, a program, BTF, a link; describe an object;
+//! list ids), and records every call ([`FakeKernel::calls`]) so a test can
+//! say what reached the kernel, and what never did. Any other command fails
+//! with `EINVAL`, as in aya's `sys/fake.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use telebpf_abi::{cmd, off, read_u32};
+use telebpf_protocol::message::PERF_EVENT_LINK;
+
+use crate::kernel::Kernel;
+
+/// The first fd the fake hands out: `fs.nr_open` is at most 2^20 by
+/// default, so no real fd has this number or a larger one.
+pub const FIRST_FD: i32 = 1 << 20;
+
+/// What a fake fd stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A map, as `BPF_MAP_CREATE` described it.
+    Map {
+        /// `map_type`.
+        map_type: u32,
+        /// `key_size`.
+        key_size: u32,
+        /// `value_size`.
+        value_size: u32,
+        /// `max_entries`.
+        max_entries: u32,
+        /// `map_flags`.
+        map_flags: u32,
+    },
+    /// A program of `prog_type`.
+    Prog {
+        /// `prog_type`.
+        prog_type: u32,
+    },
+    /// A BTF object.
+    Btf,
+    /// A link of `link_type`.
+    Link {
+        /// `link_type`.
+        link_type: u32,
+    },
+    /// An iterator.
+    Iter,
+    /// A perf event.
+    PerfEvent,
+}
+
+impl Object {
+    /// What `readlink("/proc/self/fd/N")` says of such an fd.
+    fn link(&self) -> &'static str {
+        match self {
+            Object::Map { .. } => "anon_inode:bpf-map",
+            Object::Prog { .. } => "anon_inode:bpf-prog",
+            Object::Btf => "anon_inode:btf",
+            Object::Link { .. } => "anon_inode:bpf-link",
+            Object::Iter => "anon_inode:bpf-iter",
+            Object::PerfEvent => PERF_EVENT_LINK,
+        }
+    }
+
+    /// The `BPF_*_GET_NEXT_ID` command that lists such objects.
+    fn next_id_cmd(&self) -> Option<u32> {
+        match self {
+            Object::Map { .. } => Some(cmd::BPF_MAP_GET_NEXT_ID),
+            Object::Prog { .. } => Some(cmd::BPF_PROG_GET_NEXT_ID),
+            Object::Btf => Some(cmd::BPF_BTF_GET_NEXT_ID),
+            Object::Link { .. } => Some(cmd::BPF_LINK_GET_NEXT_ID),
+            Object::Iter | Object::PerfEvent => None,
+        }
+    }
+
+    /// The leading fields of its `bpf_*_info`, as the kernel fills them.
+    fn info(&self, id: u32) -> Vec<u8> {
+        let words: Vec<u32> = match *self {
+            Object::Map {
+                map_type,
+                key_size,
+                value_size,
+                max_entries,
+                map_flags,
+            } => vec![map_type, id, key_size, value_size, max_entries, map_flags],
+            Object::Prog { prog_type } => vec![prog_type, id],
+            // `bpf_btf_info`: btf (a pointer), btf_size, id.
+            Object::Btf => vec![0, 0, 0, id],
+            Object::Link { link_type } => vec![link_type, id],
+            Object::Iter | Object::PerfEvent => Vec::new(),
+        };
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+}
+
+/// How the fake answers a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Success with this value.
+    Ret(i64),
+    /// Failure with this errno.
+    Errno(i32),
+    /// A new fd standing for this object.
+    NewFd(Object),
+}
+
+/// One call that reached the fake kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `bpf(cmd, attr)`, the attr as the proxy passed it.
+    Bpf {
+        /// The command, as passed.
+        cmd: u32,
+        /// The attr's bytes before the call.
+        attr: Vec<u8>,
+    },
+    /// `perf_event_open`.
+    PerfEventOpen {
+        /// Its `group_fd` argument.
+        group_fd: i32,
+    },
+    /// `ioctl(fd, request)`.
+    Ioctl {
+        /// The fd.
+        fd: i32,
+        /// The request.
+        request: u64,
+    },
+    /// `read(fd, len)`.
+    Read {
+        /// The fd.
+        fd: i32,
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// `close(fd)`.
+    Close(i32),
+}
+
+#[derive(Debug)]
+struct Held {
+    id: u32,
+    object: Object,
+}
+
+#[derive(Debug)]
+struct State {
+    next_fd: i32,
+    next_id: u32,
+    open: BTreeMap<i32, Held>,
+    answers: BTreeMap<u32, Answer>,
+    perf_answer: Option<Answer>,
+    memlock: u64,
+    calls: Vec<Call>,
+}
+
+/// A kernel that answers per command from a fake fd space (see the module
+/// doc).
+#[derive(Debug)]
+pub struct FakeKernel {
+    state: Mutex<State>,
+}
+
+impl Default for FakeKernel {
+    fn default() -> Self {
+        FakeKernel {
+            state: Mutex::new(State {
+                next_fd: FIRST_FD,
+                next_id: 1,
+                open: BTreeMap::new(),
+                answers: BTreeMap::new(),
+                perf_answer: None,
+                memlock: 0,
+                calls: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl FakeKernel {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// From now on, answers `bpf(command)` with `answer` (instead of the
+    /// default).
+    pub fn answer(&self, command: u32, answer: Answer) {
+        self.state().answers.insert(command, answer);
+    }
+
+    /// From now on, answers `perf_event_open` with `answer` (by default a
+    /// new perf event).
+    pub fn answer_perf(&self, answer: Answer) {
+        self.state().perf_answer = Some(answer);
+    }
+
+    /// The `memlock:` figure fdinfo gives for every object (0 unless set).
+    pub fn set_memlock(&self, bytes: u64) {
+        self.state().memlock = bytes;
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The `bpf()` commands called so far, in order.
+    pub fn bpf_commands(&self) -> Vec<u32> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Bpf { cmd, .. } => Some(*cmd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The fds closed so far, in order.
+    pub fn closed(&self) -> Vec<i32> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Close(fd) => Some(*fd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The fds open now.
+    pub fn open_fds(&self) -> Vec<i32> {
+        self.state().open.keys().copied().collect()
+    }
+
+    /// Gives an fd to a new `object`.
+    fn new_fd(state: &mut State, object: Object) -> i64 {
+        let fd = state.next_fd;
+        state.next_fd += 1;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.open.insert(fd, Held { id, object });
+        i64::from(fd)
+    }
+
+    /// The default answer to `command` on `attr`: the commands session
+    /// logic depends on, as a kernel answers them.
+    fn default_answer(state: &State, command: u32, attr: &[u8]) -> Answer {
+        let word = |at: usize| {
+            if attr.len() >= at + 4 {
+                read_u32(attr, at)
+            } else {
+                0
+            }
+        };
+        match command {
+            cmd::BPF_MAP_CREATE => Answer::NewFd(Object::Map {
+                map_type: word(off::map_create::MAP_TYPE),
+                key_size: word(off::map_create::KEY_SIZE),
+                value_size: word(off::map_create::VALUE_SIZE),
+                max_entries: word(off::map_create::MAX_ENTRIES),
+                map_flags: word(off::map_create::MAP_FLAGS),
+            }),
+            cmd::BPF_PROG_LOAD => Answer::NewFd(Object::Prog {
+                prog_type: word(off::prog_load::PROG_TYPE),
+            }),
+            cmd::BPF_BTF_LOAD => Answer::NewFd(Object::Btf),
+            cmd::BPF_LINK_CREATE => Answer::NewFd(Object::Link { link_type: 0 }),
+            cmd::BPF_MAP_GET_NEXT_ID
+            | cmd::BPF_PROG_GET_NEXT_ID
+            | cmd::BPF_BTF_GET_NEXT_ID
+            | cmd::BPF_LINK_GET_NEXT_ID => {
+                let start = word(0);
+                match state
+                    .open
+                    .values()
+                    .filter(|h| h.object.next_id_cmd() == Some(command) && h.id > start)
+                    .map(|h| h.id)
+                    .min()
+                {
+                    Some(_) => Answer::Ret(0),
+                    None => Answer::Errno(libc::ENOENT),
+                }
+            }
+            cmd::BPF_OBJ_GET_INFO_BY_FD => match state.open.get(&(word(0) as i32)) {
+                Some(_) => Answer::Ret(0),
+                None => Answer::Errno(libc::EBADF),
+            },
+            _ => Answer::Errno(libc::EINVAL),
+        }
+    }
+}
+
+impl Kernel for FakeKernel {
+    unsafe fn bpf(
+        &self,
+        command: u32,
+        attr: *mut u8,
+        size: u32,
+        _common: *mut u8,
+        _common_size: u32,
+    ) -> Result<i64, i32> {
+        // SAFETY: the caller guarantees `attr` points to `size` bytes we may
+        // read and write, as the kernel may.
+        let attr = unsafe { std::slice::from_raw_parts_mut(attr, size as usize) };
+        let mut state = self.state();
+        state.calls.push(Call::Bpf {
+            cmd: command,
+            attr: attr.to_vec(),
+        });
+        let plain = command & !cmd::BPF_COMMON_ATTRS;
+        let answer = match state.answers.get(&plain) {
+            Some(a) => a.clone(),
+            None => Self::default_answer(&state, plain, attr),
+        };
+        match answer {
+            Answer::Errno(e) => Err(e),
+            Answer::NewFd(object) => Ok(Self::new_fd(&mut state, object)),
+            Answer::Ret(ret) => {
+                // The two default successes that write into the attr.
+                let start = if attr.len() >= 4 {
+                    read_u32(attr, 0)
+                } else {
+                    0
+                };
+                if plain == cmd::BPF_OBJ_GET_INFO_BY_FD && attr.len() >= 16 {
+                    if let Some(held) = state.open.get(&(start as i32)) {
+                        let info = held.object.info(held.id);
+                        let n = info.len().min(read_u32(attr, 4) as usize);
+                        let ptr = u64::from_le_bytes(attr[8..16].try_into().unwrap_or([0; 8]));
+                        // SAFETY: the caller guarantees `attr.info` points to
+                        // `info_len` writable bytes; `n` is at most that.
+                        unsafe { std::ptr::copy_nonoverlapping(info.as_ptr(), ptr as *mut u8, n) };
+                        attr[4..8].copy_from_slice(&(n as u32).to_le_bytes());
+                    }
+                } else if attr.len() >= 8 {
+                    let next = state
+                        .open
+                        .values()
+                        .filter(|h| h.object.next_id_cmd() == Some(plain) && h.id > start)
+                        .map(|h| h.id)
+                        .min();
+                    if let Some(next) = next {
+                        attr[4..8].copy_from_slice(&next.to_le_bytes());
+                    }
+                }
+                Ok(ret)
+            }
+        }
+    }
+
+    unsafe fn perf_event_open(
+        &self,
+        _attr: &mut [u8],
+        _pid: i32,
+        _cpu: i32,
+        group_fd: i32,
+        _flags: u64,
+    ) -> Result<i64, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::PerfEventOpen { group_fd });
+        match state
+            .perf_answer
+            .clone()
+            .unwrap_or(Answer::NewFd(Object::PerfEvent))
+        {
+            Answer::Errno(e) => Err(e),
+            Answer::Ret(r) => Ok(r),
+            Answer::NewFd(object) => Ok(Self::new_fd(&mut state, object)),
+        }
+    }
+
+    unsafe fn ioctl(&self, fd: i32, request: u64, _arg: u64) -> Result<i64, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Ioctl { fd, request });
+        if state.open.contains_key(&fd) {
+            Ok(0)
+        } else {
+            Err(libc::EBADF)
+        }
+    }
+
+    fn read(&self, fd: i32, len: usize) -> Result<Vec<u8>, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Read { fd, len });
+        match state.open.get(&fd).map(|h| &h.object) {
+            Some(Object::Iter) => Ok(Vec::new()),
+            Some(_) => Err(libc::EINVAL),
+            None => Err(libc::EBADF),
+        }
+    }
+
+    fn close(&self, fd: i32) {
+        let mut state = self.state();
+        state.calls.push(Call::Close(fd));
+        state.open.remove(&fd);
+    }
+
+    fn fd_link(&self, fd: i32) -> Option<String> {
+        self.state()
+            .open
+            .get(&fd)
+            .map(|h| h.object.link().to_string())
+    }
+
+    fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32> {
+        let state = self.state();
+        let held = state.open.get(&fd).ok_or(libc::EBADF)?;
+        Ok(format!(
+            "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nmemlock:\t{}\nid:\t{}\n",
+            state.memlock, held.id
+        )
+        .into_bytes())
+    }
+}
