@@ -24,6 +24,9 @@ pub use telebpf_protocol::message::PERF_EVENT_LINK;
 pub trait PerfFds {
     /// The object behind a session fd.
     fn object(&self, fd: i32) -> Option<&NewObject>;
+
+    /// The kernel the session's perf events live in.
+    fn kernel(&self) -> &dyn Kernel;
 }
 
 fn is_perf_event(fds: &dyn PerfFds, fd: i32) -> bool {
@@ -76,7 +79,6 @@ pub fn open(
     flags: u64,
     config1_string: Option<&[u8]>,
     fds: &dyn PerfFds,
-    kernel: &dyn Kernel,
 ) -> Result<i64, i32> {
     if attr.len() < perf::ATTR_SIZE_VER0 || attr.len() > perf::ATTR_SIZE_MAX {
         return Err(libc::E2BIG);
@@ -110,7 +112,10 @@ pub fn open(
     // SAFETY: `attr` holds `size` readable bytes; the only pointer inside
     // (config1, for string PMUs) points at `string`, alive until after the
     // call.
-    let ret = unsafe { kernel.perf_event_open(&mut attr, pid, cpu, group, flags) };
+    let ret = unsafe {
+        fds.kernel()
+            .perf_event_open(&mut attr, pid, cpu, group, flags)
+    };
     drop(string);
     ret
 }
@@ -131,7 +136,6 @@ pub fn ioctl(
     cmd: u64,
     arg: &IoctlValue,
     fds: &dyn PerfFds,
-    kernel: &dyn Kernel,
 ) -> Result<(i64, Option<u64>), i32> {
     if !is_perf_event(fds, fd) {
         // The session's own non-perf objects, and anything else.
@@ -162,7 +166,7 @@ pub fn ioctl(
     };
     // SAFETY: `fd` is a perf event of this session; pointer arguments point
     // to `word` or `text`, live locals of the sizes the command uses.
-    let ret = unsafe { kernel.ioctl(fd, cmd, raw_arg as u64) }?;
+    let ret = unsafe { fds.kernel().ioctl(fd, cmd, raw_arg as u64) }?;
     drop(text);
     Ok((ret, (kind == IoctlArg::OutU64).then_some(word)))
 }

@@ -79,6 +79,10 @@ impl PerfFds for Session {
     fn object(&self, fd: i32) -> Option<&NewObject> {
         self.objects.get(&fd)
     }
+
+    fn kernel(&self) -> &dyn Kernel {
+        &*self.kernel
+    }
 }
 
 impl Objects for Session {
@@ -445,7 +449,6 @@ impl Session {
                     flags,
                     config1_string.as_deref(),
                     self,
-                    &*self.kernel,
                 );
                 log::debug(format_args!(
                     "session {}: perf_event_open -> {opened:?}",
@@ -457,13 +460,7 @@ impl Session {
                     (fd, obj)
                 })))
             }
-            Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(
-                fd,
-                cmd,
-                &arg,
-                self,
-                &*self.kernel,
-            ))),
+            Request::Ioctl { fd, cmd, arg } => Some(Reply::Ioctl(perf::ioctl(fd, cmd, &arg, self))),
             Request::MapWrite { fd, offset, data } => Some(Reply::Snapshot(
                 perf::write_map(fd, offset, &data, self).map(|()| Vec::new()),
             )),
@@ -917,5 +914,351 @@ fn converse(
             }
         }
         session.budget.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Session logic over [`FakeKernel`]: what reaches the kernel, what is
+    //! refused before it, and what the session closes when it ends.
+
+    use std::path::Path;
+
+    use telebpf_abi::{flags, map_type, off, prog_type, write_u32, write_u64};
+    use telebpf_protocol::message::{BpfCall, IoctlValue, WireBuffer};
+
+    use super::*;
+    use crate::testing::{Answer, Call, FakeKernel};
+
+    /// A session on a fresh fake kernel, and the kernel.
+    fn session() -> (Session, Arc<FakeKernel>) {
+        let kernel = Arc::new(FakeKernel::default());
+        (Session::new(1, 2, kernel.clone()), kernel)
+    }
+
+    /// The same under `limits`.
+    fn limited(limits: LimitArgs) -> (Session, Arc<FakeKernel>, Arc<Governor>) {
+        let kernel = Arc::new(FakeKernel::default());
+        let gov = Governor::new(limits, kernel.clone());
+        let mut s = Session::new(1, 2, kernel.clone());
+        s.set_budget(gov.session());
+        (s, kernel, gov)
+    }
+
+    /// The same under the policy of `toml`.
+    fn governed(toml: &str) -> (Session, Arc<FakeKernel>) {
+        let file = Policy::parse_file(toml, Path::new("/etc/telebpf/test.toml")).unwrap();
+        let grant = Arc::new(KeyGrant {
+            name: "k".into(),
+            file: Default::default(),
+            policy: file.rules,
+        });
+        let (s, kernel) = session();
+        (s.governed(grant, None), kernel)
+    }
+
+    fn bpf(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
+        Request::Bpf(BpfCall {
+            cmd: command,
+            size: attr.len() as u32,
+            attr,
+            common: None,
+            common_size: 0,
+            buffers,
+        })
+    }
+
+    /// `BPF_MAP_CREATE` of `entries` values of 1 KiB in a map of `kind`.
+    fn map_create(kind: u32, entries: u32) -> Request {
+        let mut attr = vec![0u8; 72];
+        write_u32(&mut attr, off::map_create::MAP_TYPE, kind);
+        write_u32(&mut attr, off::map_create::KEY_SIZE, 4);
+        write_u32(&mut attr, off::map_create::VALUE_SIZE, 1024);
+        write_u32(&mut attr, off::map_create::MAX_ENTRIES, entries);
+        bpf(cmd::BPF_MAP_CREATE, attr, vec![])
+    }
+
+    fn array(entries: u32) -> Request {
+        map_create(map_type::BPF_MAP_TYPE_ARRAY, entries)
+    }
+
+    /// `BPF_PROG_LOAD` of a tracepoint program calling helper `id`.
+    fn prog_load(id: u32) -> Request {
+        let mut insns = Vec::new();
+        for (code, imm) in [(flags::BPF_JMP_CALL, id), (0xb7, 0), (0x95, 0)] {
+            let mut b = [0u8; 8];
+            b[0] = code;
+            b[4..8].copy_from_slice(&imm.to_le_bytes());
+            insns.extend_from_slice(&b);
+        }
+        let mut attr = vec![0u8; 152];
+        let tracepoint = prog_type::BPF_PROG_TYPE_TRACEPOINT;
+        write_u32(&mut attr, off::prog_load::PROG_TYPE, tracepoint);
+        write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
+        write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
+        write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
+        bpf(
+            cmd::BPF_PROG_LOAD,
+            attr,
+            vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
+        )
+    }
+
+    /// The new fd of a reply that created an object.
+    fn created(reply: Option<Reply>) -> i32 {
+        match reply {
+            Some(Reply::Bpf(r)) if r.ret >= 0 => r.ret as i32,
+            Some(Reply::Opened(Ok((fd, _)))) => fd as i32,
+            other => panic!("no object created: {other:?}"),
+        }
+    }
+
+    /// The errno of a failed bpf reply.
+    fn errno(reply: Option<Reply>) -> i32 {
+        match reply {
+            Some(Reply::Bpf(r)) if r.ret < 0 => r.errno,
+            other => panic!("not a failed call: {other:?}"),
+        }
+    }
+
+    fn perf_event_open() -> Request {
+        Request::PerfEventOpen {
+            attr: vec![0u8; telebpf_abi::perf::ATTR_SIZE_VER0],
+            pid: -1,
+            cpu: 0,
+            group_fd: -1,
+            flags: 0,
+            config1_string: None,
+        }
+    }
+
+    #[test]
+    fn a_new_object_is_described_by_the_kernel_that_made_it() {
+        let (mut s, kernel) = session();
+        let reply = s.handle(array(4));
+        let Some(Reply::Bpf(r)) = reply else {
+            panic!("{reply:?}")
+        };
+        let object = r.object.expect("a new map is described");
+        assert_eq!(object.link, "anon_inode:bpf-map");
+        match object.kind {
+            ObjectKind::Map(m) => {
+                assert_eq!(m.map_type, map_type::BPF_MAP_TYPE_ARRAY);
+                assert_eq!((m.value_size, m.max_entries), (1024, 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kernel.open_fds(), vec![r.ret as i32]);
+        assert_eq!(s.object_count(), 1);
+    }
+
+    #[test]
+    fn ending_a_session_closes_every_object_it_created_once() {
+        let (mut s, kernel) = session();
+        let maps: Vec<i32> = (0..3).map(|_| created(s.handle(array(1)))).collect();
+        let prog = created(s.handle(prog_load(5)));
+        let perf = created(s.handle(perf_event_open()));
+        assert_eq!(s.object_count(), 5);
+        // One closed by the client: closed now, and not again at the end.
+        assert_eq!(s.handle(Request::Close { fd: maps[0] }), None);
+        assert_eq!(kernel.closed(), vec![maps[0]]);
+        assert_eq!(s.object_count(), 4);
+        // A close of an fd the session does not hold reaches nothing.
+        assert_eq!(s.handle(Request::Close { fd: 3 }), None);
+        assert_eq!(kernel.closed(), vec![maps[0]]);
+        drop(s);
+        let mut closed = kernel.closed();
+        closed.sort_unstable();
+        let mut all = vec![maps[0], maps[1], maps[2], prog, perf];
+        all.sort_unstable();
+        assert_eq!(closed, all, "each object closed exactly once");
+        assert!(kernel.open_fds().is_empty(), "nothing left open");
+    }
+
+    #[test]
+    fn objects_are_accounted_until_the_session_ends() {
+        let limits = LimitArgs {
+            max_objects_per_session: 2,
+            max_objects: 3,
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, gov) = limited(limits);
+        created(s.handle(array(1)));
+        let second = created(s.handle(perf_event_open()));
+        let creates = kernel.calls().len();
+        // The third object is refused before the kernel sees it.
+        assert_eq!(errno(s.handle(array(1))), libc::EMFILE);
+        assert_eq!(
+            s.handle(perf_event_open()),
+            Some(Reply::Opened(Err(libc::EMFILE)))
+        );
+        assert_eq!(kernel.calls().len(), creates, "refused before the call");
+        // A close gives the place back.
+        s.handle(Request::Close { fd: second });
+        created(s.handle(array(1)));
+        // Another session gets what is left of the proxy's objects...
+        let mut other = Session::new(2, 2, kernel.clone());
+        other.set_budget(gov.session());
+        created(other.handle(array(1)));
+        assert_eq!(errno(other.handle(array(1))), libc::ENFILE);
+        // ... and, once this one ended, its places.
+        drop(s);
+        created(other.handle(array(1)));
+    }
+
+    #[test]
+    fn kernel_memory_is_reserved_before_the_call_and_freed_after() {
+        let limits = LimitArgs {
+            max_map_memory_per_session: Some(1 << 20),
+            max_map_memory: Some(2 << 20),
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, _gov) = limited(limits);
+        // 600 KiB fits the session's MiB once, not twice.
+        let first = created(s.handle(array(600)));
+        let calls = kernel.calls().len();
+        assert_eq!(errno(s.handle(array(600))), libc::ENOMEM);
+        assert!(
+            !kernel.calls()[calls..]
+                .iter()
+                .any(|c| matches!(c, Call::Bpf { cmd, .. } if *cmd == cmd::BPF_MAP_CREATE)),
+            "refused before the kernel allocated anything"
+        );
+        // Closed, the map's memory is the session's again (the census
+        // finds it gone).
+        s.handle(Request::Close { fd: first });
+        created(s.handle(array(600)));
+    }
+
+    #[test]
+    fn an_object_larger_than_its_estimate_is_closed_when_over_the_budget() {
+        let limits = LimitArgs {
+            max_map_memory_per_session: Some(1 << 20),
+            max_map_memory: Some(2 << 20),
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, _gov) = limited(limits);
+        // The kernel says the map took 4 MiB: more than the budget.
+        kernel.set_memlock(4 << 20);
+        assert_eq!(errno(s.handle(array(1))), libc::ENOMEM);
+        assert_eq!(s.object_count(), 0);
+        assert_eq!(kernel.closed().len(), 1, "the new map was closed");
+        assert!(kernel.open_fds().is_empty());
+        kernel.set_memlock(0);
+        created(s.handle(array(1)));
+    }
+
+    const ARRAYS_ONLY: &str = r#"
+        name = "arrays"
+        commands = ["map_create", "prog_load"]
+        map_types = ["array"]
+        prog_types = ["tracepoint"]
+        change_foreign_objects = true
+        [helpers]
+        allow = ["*"]
+        deny = ["probe_write_user"]
+    "#;
+
+    #[test]
+    fn what_the_policy_refuses_never_reaches_the_kernel() {
+        let (mut s, kernel) = governed(ARRAYS_ONLY);
+        let refused = [
+            // A map type the policy does not list.
+            (
+                map_create(map_type::BPF_MAP_TYPE_HASH, 1),
+                "'hash' is not in map_types",
+            ),
+            // A command it does not list.
+            (
+                bpf(cmd::BPF_MAP_LOOKUP_ELEM, vec![0u8; 32], vec![]),
+                "'map_lookup_elem' is not in commands",
+            ),
+            // A helper it denies (bpf_probe_write_user is 36).
+            (prog_load(36), "'probe_write_user' is in helpers.deny"),
+            // A request that is no bpf() call.
+            (perf_event_open(), "perf_events is false"),
+        ];
+        for (req, rule) in refused {
+            match s.handle(req) {
+                Some(Reply::Refused(r)) => {
+                    assert_eq!(r.rule, rule);
+                    assert_eq!((r.key.as_str(), r.policy.as_str()), ("k", "arrays"));
+                }
+                other => panic!("not refused ({rule}): {other:?}"),
+            }
+        }
+        assert_eq!(kernel.calls(), Vec::new(), "the kernel saw nothing");
+        // What it allows runs.
+        created(s.handle(array(1)));
+        created(s.handle(prog_load(5)));
+        assert_eq!(
+            kernel.bpf_commands(),
+            vec![
+                cmd::BPF_MAP_CREATE,
+                cmd::BPF_OBJ_GET_INFO_BY_FD,
+                cmd::BPF_PROG_LOAD,
+                cmd::BPF_OBJ_GET_INFO_BY_FD,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_kernels_errno_is_the_reply_and_nothing_is_held() {
+        let (mut s, kernel) = session();
+        kernel.answer(cmd::BPF_MAP_CREATE, Answer::Errno(libc::EPERM));
+        assert_eq!(errno(s.handle(array(1))), libc::EPERM);
+        assert_eq!(s.object_count(), 0);
+        kernel.answer_perf(Answer::Errno(libc::ENOENT));
+        assert_eq!(
+            s.handle(perf_event_open()),
+            Some(Reply::Opened(Err(libc::ENOENT)))
+        );
+        assert_eq!(s.object_count(), 0);
+    }
+
+    #[test]
+    fn fds_the_session_does_not_hold_reach_no_kernel() {
+        let (mut s, kernel) = session();
+        let map = created(s.handle(array(1)));
+        let perf = created(s.handle(perf_event_open()));
+        let before = kernel.calls();
+        // A map is no iterator, an unknown fd nothing at all.
+        assert_eq!(
+            s.handle(Request::Read { fd: map, len: 8 }),
+            Some(Reply::Read(Err(libc::EINVAL)))
+        );
+        assert_eq!(
+            s.handle(Request::Read { fd: 77, len: 8 }),
+            Some(Reply::Read(Err(libc::EBADF)))
+        );
+        // Perf-event ioctls run on the session's perf events only.
+        let enable = telebpf_abi::perf::IOC_ENABLE;
+        let ioctl = |fd| Request::Ioctl {
+            fd,
+            cmd: enable,
+            arg: IoctlValue::Value(0),
+        };
+        assert_eq!(s.handle(ioctl(map)), Some(Reply::Ioctl(Err(libc::ENOTTY))));
+        assert_eq!(s.handle(ioctl(77)), Some(Reply::Ioctl(Err(libc::EBADF))));
+        assert_eq!(
+            s.handle(Request::File(FileOp::Fdinfo { fd: 77 })),
+            Some(Reply::File(Err(libc::EBADF)))
+        );
+        assert_eq!(kernel.calls(), before, "none of these reached the kernel");
+        assert_eq!(s.handle(ioctl(perf)), Some(Reply::Ioctl(Ok((0, None)))));
+        assert_eq!(
+            kernel.calls().last(),
+            Some(&Call::Ioctl {
+                fd: perf,
+                request: enable
+            })
+        );
+        // The fdinfo of its own fd is the kernel's.
+        match s.handle(Request::File(FileOp::Fdinfo { fd: map })) {
+            Some(Reply::File(Ok(message::FileReply::Data(text)))) => {
+                assert!(String::from_utf8_lossy(&text).contains("memlock:"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
