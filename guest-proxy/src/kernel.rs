@@ -6,7 +6,7 @@
 //! about an fd — goes through a [`Kernel`] the server is given at
 //! construction ([`crate::Config::kernel`]) and hands to every session.
 //! [`RealKernel`] makes the syscalls; tests give a fake one
-//! ([`crate::testing::FakeKernel`]) that answers per command, so session
+//! (`testing::FakeKernel`, in test builds) that answers per command, so session
 //! logic, policy and limits are tested without a kernel and without root.
 //! As in aya's `sys/fake.rs`, the swap is at the syscall itself, below every
 //! decision the proxy makes: a test exercises the code that runs.
