@@ -99,7 +99,7 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     }
 
     /// The ids of every live object a `BPF_*_GET_NEXT_ID` command lists.
-    fn live_ids(&self, command: u32) -> HashSet<u32> {
+    fn live_ids(&self, command: u32) -> Listing {
         let mut ids = HashSet::new();
         let mut id = 0u32;
         loop {
@@ -122,12 +122,18 @@ pub trait Kernel: Send + Sync + fmt::Debug {
                     // The kernel lists ids in increasing order; anything
                     // else would loop for ever.
                     if next <= id {
-                        return ids;
+                        return Listing { ids, failed: None };
                     }
                     ids.insert(next);
                     id = next;
                 }
-                Err(_) => return ids,
+                Err(libc::ENOENT) => return Listing { ids, failed: None },
+                Err(e) => {
+                    return Listing {
+                        ids,
+                        failed: Some(e),
+                    }
+                }
             }
         }
     }
@@ -144,6 +150,16 @@ pub trait Kernel: Send + Sync + fmt::Debug {
             .parse()
             .ok()
     }
+}
+
+/// What a `BPF_*_GET_NEXT_ID` walk found ([`Kernel::live_ids`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The ids listed.
+    pub ids: HashSet<u32>,
+    /// The errno that ended the walk before the end of the list (`ENOENT`
+    /// is the end), if any: then `ids` may miss live objects.
+    pub failed: Option<i32>,
 }
 
 /// The machine's own kernel, through the syscalls of `crate::sys`.

@@ -183,7 +183,7 @@ impl Census for KernelCensus {
             Class::Prog => cmd::BPF_PROG_GET_NEXT_ID,
             Class::Btf => cmd::BPF_BTF_GET_NEXT_ID,
         };
-        self.0.live_ids(command)
+        self.0.live_ids(command).ids
     }
 }
 

@@ -36,8 +36,9 @@
 //! through the [`kernel::Kernel`] the server was given ([`Config::kernel`]:
 //! the machine's own unless a test gives another), so its logic, the
 //! policy and the limits are unit-tested over a fake kernel (`testing`,
-//! test builds only). Stream consumers, the guard's ownership and program
-//! checks, and bpffs pins still make their syscalls directly.
+//! test builds only), as are the guard's ownership and program checks.
+//! Stream consumers, mapped maps and bpffs pins still make their syscalls
+//! directly.
 
 pub mod audit;
 pub mod bpf_exec;

@@ -174,7 +174,7 @@ impl Session {
             .grant
             .policy
             .check(req)
-            .and_then(|()| crate::guard::check(req, &self.grant, self))
+            .and_then(|()| crate::guard::check(req, &self.grant, self, &*self.kernel))
             .err()?;
         Some(self.refuse(denied))
     }
@@ -358,7 +358,7 @@ impl Session {
                             (outcome.new_fd, outcome.result.object.as_ref())
                         {
                             self.adopt(fd, obj.clone());
-                            crate::guard::created(&call, fd, &self.grant);
+                            crate::guard::created(&call, fd, &self.grant, &*self.kernel);
                         }
                         Reply::Bpf(outcome.result)
                     }
@@ -945,11 +945,17 @@ mod tests {
         (s, kernel, gov)
     }
 
-    /// The same under the policy of `toml`.
+    /// The same under the policy of `toml`, for key `k`.
     fn governed(toml: &str) -> (Session, Arc<FakeKernel>) {
+        governed_as("k", toml)
+    }
+
+    /// The same for key `key` (keys' ledgers of created objects outlive
+    /// their sessions: tests that record objects use a key of their own).
+    fn governed_as(key: &str, toml: &str) -> (Session, Arc<FakeKernel>) {
         let file = Policy::parse_file(toml, Path::new("/etc/telebpf/test.toml")).unwrap();
         let grant = Arc::new(KeyGrant {
-            name: "k".into(),
+            name: key.into(),
             file: Default::default(),
             policy: file.rules,
         });
@@ -1191,15 +1197,74 @@ mod tests {
         // What it allows runs.
         created(s.handle(array(1)));
         created(s.handle(prog_load(5)));
-        assert_eq!(
-            kernel.bpf_commands(),
-            vec![
-                cmd::BPF_MAP_CREATE,
-                cmd::BPF_OBJ_GET_INFO_BY_FD,
-                cmd::BPF_PROG_LOAD,
-                cmd::BPF_OBJ_GET_INFO_BY_FD,
-            ]
+        // (Each new object is then described: `BPF_OBJ_GET_INFO_BY_FD`.)
+        let made: Vec<u32> = kernel
+            .bpf_commands()
+            .into_iter()
+            .filter(|&c| c != cmd::BPF_OBJ_GET_INFO_BY_FD)
+            .collect();
+        assert_eq!(made, vec![cmd::BPF_MAP_CREATE, cmd::BPF_PROG_LOAD]);
+    }
+
+    #[test]
+    fn objects_a_key_did_not_create_are_not_changed() {
+        let (mut s, kernel) = governed_as(
+            "own-objects",
+            r#"
+            commands = ["map_create", "map_get_fd_by_id", "map_update_elem"]
+            map_types = ["array"]
+            "#,
         );
+        kernel.answer(cmd::BPF_MAP_UPDATE_ELEM, Answer::Ret(0));
+        let update = |fd: i32| {
+            let mut attr = vec![0u8; 32];
+            write_u32(&mut attr, off::map_elem::MAP_FD, fd as u32);
+            write_u64(&mut attr, off::map_elem::KEY, 0x1000);
+            write_u64(&mut attr, off::map_elem::VALUE, 0x2000);
+            let buffers = vec![
+                WireBuffer::Data(vec![0; 4]),
+                WireBuffer::Data(vec![0; 1024]),
+            ];
+            bpf(cmd::BPF_MAP_UPDATE_ELEM, attr, buffers)
+        };
+        // Its own map: updated.
+        let own = created(s.handle(array(1)));
+        match s.handle(update(own)) {
+            Some(Reply::Bpf(r)) => assert_eq!(r.ret, 0),
+            other => panic!("{other:?}"),
+        }
+        // A map opened by id (the guest's, another key's): refused before
+        // the kernel sees the update.
+        kernel.answer(
+            cmd::BPF_MAP_GET_FD_BY_ID,
+            Answer::NewFd(crate::testing::Object::Map {
+                map_type: map_type::BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: 1024,
+                max_entries: 1,
+                map_flags: 0,
+            }),
+        );
+        let foreign = created(s.handle(bpf(cmd::BPF_MAP_GET_FD_BY_ID, vec![0u8; 12], vec![])));
+        let updates = |k: &FakeKernel| {
+            k.bpf_commands()
+                .iter()
+                .filter(|&&c| c == cmd::BPF_MAP_UPDATE_ELEM)
+                .count()
+        };
+        assert_eq!(updates(&kernel), 1);
+        match s.handle(update(foreign)) {
+            Some(Reply::Refused(r)) => {
+                assert_eq!(r.rule, "change_foreign_objects is false");
+                assert!(
+                    r.what.starts_with("BPF_MAP_UPDATE_ELEM on map "),
+                    "{}",
+                    r.what
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(updates(&kernel), 1, "the kernel saw no second update");
     }
 
     #[test]
