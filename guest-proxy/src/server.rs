@@ -32,7 +32,7 @@ use crate::handshakes::{Backoff, Handshakes, Pending};
 use crate::kernel::{Kernel, RealKernel};
 use crate::limits::LimitArgs;
 use crate::policy::{self, KeyGrant, PolicyError};
-use crate::session::Context;
+use crate::session::{Context, StartError};
 use crate::throttle::{peer_group, Summary, Throttle};
 use crate::{facts, log, session, sys};
 
@@ -350,7 +350,7 @@ async fn serve(config: Config) -> Result<(), ServerError> {
     ));
 
     // Handshakes in progress; a task ends once its session thread runs.
-    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<(), StartError>> = JoinSet::new();
     let mut pending = Handshakes::new(ctx.governor.args.max_handshakes);
     let mut failures: Throttle<String> = Throttle::default();
     let mut backoff = Backoff::default();
@@ -420,13 +420,13 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (task, result) = match done {
                     Ok((task, result)) => (task, result),
-                    Err(e) if e.is_panic() => (e.id(), Err("handshake task panicked".to_string())),
+                    Err(e) if e.is_panic() => (e.id(), Err(StartError::Panicked)),
                     // Aborted: evicted, and recorded then.
                     Err(e) => (e.id(), Ok(())),
                 };
                 if let Some(p) = pending.remove(task) {
                     if let Err(error) = result {
-                        handshake_failed(&ctx, &mut failures, p.id, &p.peer, &error);
+                        handshake_failed(&ctx, &mut failures, p.id, &p.peer, &error.to_string());
                     }
                 }
             }

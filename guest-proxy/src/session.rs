@@ -598,6 +598,37 @@ impl Context {
     }
 }
 
+/// Why a connection did not become a session (what the server logs and
+/// audits as a failed handshake).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The handshake failed or timed out.
+    #[error(transparent)]
+    Handshake(ChannelError),
+    /// The last session place was taken while the handshake ran.
+    #[error("refused after the handshake, {sessions} sessions (--max-sessions)")]
+    Full {
+        /// Sessions at the time.
+        sessions: usize,
+    },
+    /// The channel could not leave the async runtime.
+    #[error(transparent)]
+    Parts(ChannelError),
+    /// The connection could not become a blocking socket, or its handle
+    /// for the registry could not be made.
+    #[error(transparent)]
+    Blocking(std::io::Error),
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` could not be set.
+    #[error("cannot set socket timeouts: {0}")]
+    Timeouts(#[source] std::io::Error),
+    /// The proxy is stopping.
+    #[error("refused, proxy shutting down")]
+    ShuttingDown,
+    /// The handshake task panicked.
+    #[error("handshake task panicked")]
+    Panicked,
+}
+
 /// Runs one connection's handshake, then hands the connection to a thread
 /// of its own ([`converse`]) and returns. `answered` is set once the proxy
 /// answers the client's hello (see [`crate::handshakes`]). The session's
@@ -610,37 +641,36 @@ pub async fn start(
     ctx: Arc<Context>,
     id: u64,
     answered: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let timeout = ctx.governor.args.handshake_timeout();
     let stream = crate::handshakes::Tracked::new(stream, answered);
     let (chan, key_index) = AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Handshake)?;
     let Some(slot) = ctx.governor.admit_connection() else {
-        return Err(format!(
-            "refused after the handshake, {} sessions (--max-sessions)",
-            ctx.governor.connections()
-        ));
+        return Err(StartError::Full {
+            sessions: ctx.governor.connections(),
+        });
     };
     let (stream, handle, sealer, opener, buffered) =
-        chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
+        chan.into_parts().map_err(StartError::Parts).and_then(|p| {
             let stream = p
                 .stream
                 .into_inner()
                 .into_blocking()
-                .map_err(|e| e.to_string())?;
-            let handle = stream.try_clone().map_err(|e| e.to_string())?;
+                .map_err(StartError::Blocking)?;
+            let handle = stream.try_clone().map_err(StartError::Blocking)?;
             let args = &ctx.governor.args;
             limits::set_socket_timeouts(
                 std::os::fd::AsRawFd::as_raw_fd(&stream),
                 args.tick(),
                 args.stall_timeout(),
             )
-            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+            .map_err(StartError::Timeouts)?;
             Ok((stream, handle, p.sealer, p.opener, p.buffered))
         })?;
     let Some(registration) = ctx.registry.register(id, handle) else {
-        return Err("refused, proxy shutting down".to_string());
+        return Err(StartError::ShuttingDown);
     };
     let grant = ctx.grants[key_index].clone();
     log::info(format_args!(
@@ -1265,6 +1295,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(updates(&kernel), 1, "the kernel saw no second update");
+    }
+
+    #[test]
+    fn start_errors_read_as_the_log_has_always_said() {
+        use std::error::Error;
+
+        let full = StartError::Full { sessions: 3 };
+        assert_eq!(
+            full.to_string(),
+            "refused after the handshake, 3 sessions (--max-sessions)"
+        );
+        assert_eq!(
+            StartError::ShuttingDown.to_string(),
+            "refused, proxy shutting down"
+        );
+        let ebadf = || std::io::Error::from_raw_os_error(libc::EBADF);
+        let timeouts = StartError::Timeouts(ebadf());
+        assert_eq!(
+            timeouts.to_string(),
+            format!("cannot set socket timeouts: {}", ebadf())
+        );
+        assert!(timeouts.source().is_some(), "the cause is kept");
+        let closed = StartError::Handshake(ChannelError::Closed);
+        assert_eq!(closed.to_string(), ChannelError::Closed.to_string());
     }
 
     #[test]
