@@ -614,23 +614,11 @@ pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant, kernel: &dyn Kernel) {
 mod tests {
     use std::sync::Arc;
 
-    use telebpf_abi::{flags, write_u32, write_u64, MapMeta, Objects};
+    use telebpf_abi::{write_u32, write_u64, MapMeta, Objects};
 
     use super::*;
     use crate::policy::{resolve, Policy};
-    use crate::testing::FakeKernel;
-
-    /// A forwarded `bpf(command, attr)` with the buffers of its plan.
-    fn call(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
-        Request::Bpf(BpfCall {
-            cmd: command,
-            size: attr.len() as u32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers,
-        })
-    }
+    use crate::testing::{bpf_request as call, load_calling as load, FakeKernel};
 
     /// `command` on map fd `fd` (an element command's attr).
     fn on_map(command: u32, fd: u32) -> Request {
@@ -680,32 +668,6 @@ mod tests {
             file: Default::default(),
             policy: resolve(policy, std::path::Path::new("/")).unwrap().rules,
         }
-    }
-
-    /// A tracepoint program calling helper `id`, as a forwarded call.
-    fn load(id: u32) -> Request {
-        let mut insns = Vec::new();
-        for (code, src, imm) in [(flags::BPF_JMP_CALL, 0, id), (0xb7, 0, 0), (0x95, 0, 0)] {
-            let mut b = [0u8; 8];
-            b[0] = code;
-            b[1] = src;
-            b[4..8].copy_from_slice(&imm.to_le_bytes());
-            insns.extend_from_slice(&b);
-        }
-        let mut attr = vec![0u8; 152];
-        write_u32(
-            &mut attr,
-            off::prog_load::PROG_TYPE,
-            prog_type::BPF_PROG_TYPE_TRACEPOINT,
-        );
-        write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
-        write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
-        write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
-        call(
-            cmd::BPF_PROG_LOAD,
-            attr,
-            vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
-        )
     }
 
     #[test]

@@ -954,11 +954,11 @@ mod tests {
 
     use std::path::Path;
 
-    use telebpf_abi::{flags, map_type, off, prog_type, write_u32, write_u64};
-    use telebpf_protocol::message::{BpfCall, IoctlValue, WireBuffer};
+    use telebpf_abi::{map_type, off, write_u32, write_u64};
+    use telebpf_protocol::message::{IoctlValue, WireBuffer};
 
     use super::*;
-    use crate::testing::{Answer, Call, FakeKernel};
+    use crate::testing::{bpf_request as bpf, load_calling as prog_load, Answer, Call, FakeKernel};
 
     /// A session on a fresh fake kernel, and the kernel.
     fn session() -> (Session, Arc<FakeKernel>) {
@@ -993,17 +993,6 @@ mod tests {
         (s.governed(grant, None), kernel)
     }
 
-    fn bpf(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
-        Request::Bpf(BpfCall {
-            cmd: command,
-            size: attr.len() as u32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers,
-        })
-    }
-
     /// `BPF_MAP_CREATE` of `entries` values of 1 KiB in a map of `kind`.
     fn map_create(kind: u32, entries: u32) -> Request {
         let mut attr = vec![0u8; 72];
@@ -1016,28 +1005,6 @@ mod tests {
 
     fn array(entries: u32) -> Request {
         map_create(map_type::BPF_MAP_TYPE_ARRAY, entries)
-    }
-
-    /// `BPF_PROG_LOAD` of a tracepoint program calling helper `id`.
-    fn prog_load(id: u32) -> Request {
-        let mut insns = Vec::new();
-        for (code, imm) in [(flags::BPF_JMP_CALL, id), (0xb7, 0), (0x95, 0)] {
-            let mut b = [0u8; 8];
-            b[0] = code;
-            b[4..8].copy_from_slice(&imm.to_le_bytes());
-            insns.extend_from_slice(&b);
-        }
-        let mut attr = vec![0u8; 152];
-        let tracepoint = prog_type::BPF_PROG_TYPE_TRACEPOINT;
-        write_u32(&mut attr, off::prog_load::PROG_TYPE, tracepoint);
-        write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
-        write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
-        write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
-        bpf(
-            cmd::BPF_PROG_LOAD,
-            attr,
-            vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
-        )
     }
 
     /// The new fd of a reply that created an object.
@@ -1142,14 +1109,18 @@ mod tests {
         created(other.handle(array(1)));
     }
 
-    #[test]
-    fn kernel_memory_is_reserved_before_the_call_and_freed_after() {
-        let limits = LimitArgs {
+    /// Kernel memory: a MiB per session, two in all.
+    fn mib_per_session() -> LimitArgs {
+        LimitArgs {
             max_map_memory_per_session: Some(1 << 20),
             max_map_memory: Some(2 << 20),
             ..LimitArgs::default()
-        };
-        let (mut s, kernel, _gov) = limited(limits);
+        }
+    }
+
+    #[test]
+    fn kernel_memory_is_reserved_before_the_call_and_freed_after() {
+        let (mut s, kernel, _gov) = limited(mib_per_session());
         // 600 KiB fits the session's MiB once, not twice.
         let first = created(s.handle(array(600)));
         let calls = kernel.calls().len();
@@ -1168,12 +1139,7 @@ mod tests {
 
     #[test]
     fn an_object_larger_than_its_estimate_is_closed_when_over_the_budget() {
-        let limits = LimitArgs {
-            max_map_memory_per_session: Some(1 << 20),
-            max_map_memory: Some(2 << 20),
-            ..LimitArgs::default()
-        };
-        let (mut s, kernel, _gov) = limited(limits);
+        let (mut s, kernel, _gov) = limited(mib_per_session());
         // The kernel says the map took 4 MiB: more than the budget.
         kernel.set_memlock(4 << 20);
         assert_eq!(errno(s.handle(array(1))), libc::ENOMEM);

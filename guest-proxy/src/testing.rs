@@ -8,13 +8,14 @@
 //! depends on (create a map, a program, BTF, a link; describe an object;
 //! list ids), and records every call ([`FakeKernel::calls`]) so a test can
 //! say what reached the kernel, and what never did. Any other command fails
-//! with `EINVAL`, as in aya's `sys/fake.rs`.
+//! with `EINVAL`, as in aya's `sys/fake.rs`. [`bpf_request`] and
+//! [`load_calling`] build the requests tests send.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use telebpf_abi::{cmd, off, read_u32};
-use telebpf_protocol::message::PERF_EVENT_LINK;
+use telebpf_abi::{cmd, flags, off, prog_type, read_u32, write_u32, write_u64};
+use telebpf_protocol::message::{BpfCall, Request, WireBuffer, PERF_EVENT_LINK};
 
 use crate::kernel::Kernel;
 
@@ -419,4 +420,42 @@ impl Kernel for FakeKernel {
         )
         .into_bytes())
     }
+}
+
+/// A forwarded `bpf(command, attr)` with the buffers of its plan.
+pub fn bpf_request(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
+    Request::Bpf(BpfCall {
+        cmd: command,
+        size: attr.len() as u32,
+        attr,
+        common: None,
+        common_size: 0,
+        buffers,
+    })
+}
+
+/// A forwarded `BPF_PROG_LOAD` of a tracepoint program that calls helper
+/// `id`, then returns 0.
+pub fn load_calling(id: u32) -> Request {
+    let mut insns = Vec::new();
+    for (code, imm) in [(flags::BPF_JMP_CALL, id), (0xb7, 0), (0x95, 0)] {
+        let mut b = [0u8; 8];
+        b[0] = code;
+        b[4..8].copy_from_slice(&imm.to_le_bytes());
+        insns.extend_from_slice(&b);
+    }
+    let mut attr = vec![0u8; 152];
+    write_u32(
+        &mut attr,
+        off::prog_load::PROG_TYPE,
+        prog_type::BPF_PROG_TYPE_TRACEPOINT,
+    );
+    write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
+    write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
+    write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
+    bpf_request(
+        cmd::BPF_PROG_LOAD,
+        attr,
+        vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
+    )
 }

@@ -339,7 +339,7 @@ mod testing {
     use std::path::Path;
     use std::sync::Arc;
 
-    use telebpf_protocol::message::{BpfCall, Request, WireBuffer};
+    use telebpf_protocol::message::{Request, WireBuffer};
 
     use super::{resolve, Policy, PolicyError, PolicyFile};
 
@@ -352,14 +352,7 @@ mod testing {
         for &(off, v) in fields {
             telebpf_abi::write_u32(&mut attr, off, v);
         }
-        Request::Bpf(BpfCall {
-            cmd: command,
-            size: attr.len() as u32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers,
-        })
+        crate::testing::bpf_request(command, attr, buffers)
     }
 
     pub(super) fn path_buf(p: &str) -> Vec<WireBuffer> {
