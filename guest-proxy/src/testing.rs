@@ -459,3 +459,68 @@ pub fn load_calling(id: u32) -> Request {
         vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use telebpf_abi::map_type;
+
+    use super::*;
+
+    /// `BPF_MAP_CREATE` of an array of `entries` 8-byte values.
+    fn create(k: &FakeKernel, entries: u32) -> i32 {
+        let mut attr = [0u8; 72];
+        write_u32(
+            &mut attr,
+            off::map_create::MAP_TYPE,
+            map_type::BPF_MAP_TYPE_ARRAY,
+        );
+        write_u32(&mut attr, off::map_create::KEY_SIZE, 4);
+        write_u32(&mut attr, off::map_create::VALUE_SIZE, 8);
+        write_u32(&mut attr, off::map_create::MAX_ENTRIES, entries);
+        // SAFETY: `attr` is 72 bytes, and its pointer fields are zero.
+        let fd = unsafe {
+            k.bpf(
+                cmd::BPF_MAP_CREATE,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        fd.expect("a map") as i32
+    }
+
+    #[test]
+    fn the_provided_calls_work_over_the_fake() {
+        let k = FakeKernel::default();
+        let a = create(&k, 3);
+        let b = create(&k, 5);
+        assert_eq!((a, b), (FIRST_FD, FIRST_FD + 1));
+        // object_info: the map's info, its length as the kernel gives it.
+        let mut info = [0u8; 24];
+        assert_eq!(k.object_info(b, &mut info), Ok(24));
+        assert_eq!(read_u32(&info, 0), map_type::BPF_MAP_TYPE_ARRAY);
+        assert_eq!(read_u32(&info, 16), 5);
+        assert_eq!(k.object_info(7, &mut info), Err(libc::EBADF));
+        // live_ids: every map, until the list ends.
+        let listed = k.live_ids(cmd::BPF_MAP_GET_NEXT_ID);
+        assert_eq!(listed.ids, [1, 2].into());
+        assert_eq!(listed.failed, None);
+        k.close(a);
+        assert_eq!(k.live_ids(cmd::BPF_MAP_GET_NEXT_ID).ids, [2].into());
+        assert!(k.live_ids(cmd::BPF_PROG_GET_NEXT_ID).ids.is_empty());
+        // A walk that fails early says so.
+        k.answer(cmd::BPF_MAP_GET_NEXT_ID, Answer::Errno(libc::EPERM));
+        assert_eq!(
+            k.live_ids(cmd::BPF_MAP_GET_NEXT_ID).failed,
+            Some(libc::EPERM)
+        );
+        // fdinfo and its memlock figure.
+        k.set_memlock(4096);
+        assert_eq!(k.fdinfo_memlock(b), Some(4096));
+        assert_eq!(k.fdinfo_memlock(a), None, "closed");
+        assert_eq!(k.fd_link(b).as_deref(), Some("anon_inode:bpf-map"));
+        assert_eq!(k.open_fds(), vec![b]);
+        assert_eq!(k.closed(), vec![a]);
+    }
+}
