@@ -1263,6 +1263,43 @@ mod tests {
         assert_eq!(updates(&kernel), 1, "the kernel saw no second update");
     }
 
+    /// A whole session over a socket pair, as the server runs it: the
+    /// handshake, the Welcome, one call; then the client hangs up, and the
+    /// session's thread closes what it created before it deregisters.
+    #[test]
+    fn a_client_that_hangs_up_leaves_nothing_open() {
+        let kernel = Arc::new(FakeKernel::default());
+        let psk = Psk::from_bytes([7; telebpf_protocol::key::KEY_LEN]);
+        let facts = crate::facts::gather();
+        let ctx = Context::new(vec![psk.clone()], facts, Duration::ZERO, kernel.clone());
+        let ctx = Arc::new(ctx);
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut chan = SyncChannel::client(client, &psk).unwrap();
+            let welcome: Reply = message::decode(&chan.recv().unwrap()).unwrap();
+            assert!(matches!(welcome, Reply::Welcome(_)), "{welcome:?}");
+            chan.send(&message::encode(&array(1)).unwrap()).unwrap();
+            let reply: Reply = message::decode(&chan.recv().unwrap()).unwrap();
+            created(Some(reply))
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(async {
+                server.set_nonblocking(true).unwrap();
+                let server = tokio::net::UnixStream::from_std(server).unwrap();
+                let stream = telebpf_protocol::transport::ServerStream::Unix(server);
+                start(stream, "pair".into(), ctx.clone(), 1, Arc::default()).await
+            })
+            .unwrap();
+        let map = client.join().unwrap();
+        assert_eq!(ctx.registry.wait_empty(Duration::from_secs(10)), 0);
+        assert_eq!(kernel.closed(), vec![map]);
+        assert!(kernel.open_fds().is_empty());
+    }
+
     #[test]
     fn start_errors_read_as_the_log_has_always_said() {
         use std::error::Error;
