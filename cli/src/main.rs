@@ -18,7 +18,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::CliError;
+
 mod bench;
+mod error;
 mod exec;
 mod ids;
 mod program;
@@ -102,7 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out } => telebpf_protocol::key::Psk::write_new(&out)
             .map(|_| ())
-            .map_err(|e| format!("cannot write {}: {e}", out.display())),
+            .map_err(|source| CliError::WriteKey { path: out, source }),
         Command::Exec {
             target,
             key_file,
@@ -129,8 +132,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("telebpf: {msg}");
+        Err(err) => {
+            eprintln!("telebpf: {err}");
             ExitCode::FAILURE
         }
     }
