@@ -2,11 +2,12 @@
 //! answered for the guest, where the forwarded calls run.
 
 use libc::{c_int, c_void};
+use telebpf_host::error::Error;
+use telebpf_host::{memory, state};
 
 use super::action;
 use crate::guard::{self, Action};
-use crate::state::Failure;
-use crate::{memory, real, state};
+use crate::real;
 
 /// Interposed `uname`: the guest's release, version and machine (bpftool
 /// builds `/boot/config-<release>` from it; libbpf derives the kernel
@@ -51,7 +52,7 @@ pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
                 };
                 memory::write(buf as u64, bytes)
                     .map(|()| 0)
-                    .map_err(Failure)
+                    .map_err(Error::Memory)
             });
             action(r, -1)
         },
@@ -97,7 +98,7 @@ pub unsafe extern "C" fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int {
             };
             let facts = match state::get().facts() {
                 Ok(f) => f,
-                Err(Failure(e)) => return Action::Fail(e, -1),
+                Err(e) => return Action::Fail(e.errno(), -1),
             };
             let mut out = Vec::with_capacity(words * 12);
             for w in 0..words {
