@@ -5,7 +5,7 @@
 //! guest map's bytes at that moment. `.rodata` is frozen before libbpf maps
 //! it (read-only), so that copy is exact. A writable mapping is kept in
 //! step both ways every `TELEBPF_MAP_SYNC_MS` by a thread of its own (see
-//! [`start_sync`] and the README's limits); the ring mirrors
+//! `start_sync` and the README's limits); the ring mirrors
 //! (`crate::rings`) also bring every writable mapping up to date before
 //! they make records visible ([`refresh_maps`]).
 

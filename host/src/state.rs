@@ -292,7 +292,7 @@ impl State {
 
     /// Sends a request and returns its reply. A broken connection is
     /// dropped and, since the proxy closed that session's objects, the
-    /// proxy is lost if the session held any ([`broken`](Self::broken));
+    /// proxy is lost if the session held any (`broken`);
     /// otherwise the next call reconnects.
     ///
     /// After a quiet spell it first checks whether the proxy ended the
@@ -427,7 +427,7 @@ impl State {
     }
 
     /// The session socket hung up: the proxy closed the session (or the
-    /// program closed our socket, which [`connection`](Self::connection)
+    /// program closed our socket, which `connection`
     /// notices). Waits for a call in flight, which sees the end itself.
     pub fn hung_up(&self) {
         let mut guard = lock(&self.conn);

@@ -9,7 +9,7 @@
 //! making and fails with both names.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Top first: a module may use only modules after it.
 const STACK: &[&str] = &[
@@ -67,15 +67,24 @@ fn uses(code: &str) -> BTreeSet<String> {
     found
 }
 
-fn edges() -> Vec<(String, String)> {
+/// The crate's modules (`src/*.rs` but `lib.rs`) with their paths.
+fn modules() -> Vec<(String, PathBuf)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    std::fs::read_dir(&src)
+        .expect("src/")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .map(|path| {
+            let stem = path.file_stem().expect("name").to_string_lossy();
+            (stem.to_string(), path)
+        })
+        .filter(|(module, _)| module != "lib")
+        .collect()
+}
+
+fn edges() -> Vec<(String, String)> {
     let mut edges = Vec::new();
-    for entry in std::fs::read_dir(&src).expect("src/") {
-        let path = entry.expect("entry").path();
-        let module = path.file_stem().expect("name").to_string_lossy().to_string();
-        if module == "lib" {
-            continue;
-        }
+    for (module, path) in modules() {
         let code = code_of(&std::fs::read_to_string(&path).expect("readable"));
         for used in uses(&code) {
             if used != module {
@@ -89,12 +98,9 @@ fn edges() -> Vec<(String, String)> {
 
 #[test]
 fn every_module_is_in_the_stack() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for entry in std::fs::read_dir(&src).expect("src/") {
-        let path = entry.expect("entry").path();
-        let module = path.file_stem().expect("name").to_string_lossy().to_string();
+    for (module, _) in modules() {
         assert!(
-            module == "lib" || STACK.contains(&module.as_str()),
+            STACK.contains(&module.as_str()),
             "src/{module}.rs is not in STACK: give it its place"
         );
     }

@@ -8,7 +8,7 @@
 //! `TELEBPF_TARGET`, authenticated with the key in `TELEBPF_KEY_FILE`.
 //! Without `TELEBPF_TARGET` it stays out of the way.
 //!
-//! This crate is only the `extern "C"` layer: [`hooks`] are the exported C
+//! This crate is only the `extern "C"` layer: `hooks` are the exported C
 //! functions; [`guard`] is the single way into the library (re-entrancy,
 //! panics, errno); [`real`] finds libc's functions; [`errno`] reads and
 //! sets the caller's errno. Everything they forward to — the connection,
