@@ -29,10 +29,12 @@
 //! * [`memory`]: the program's memory, never faulting;
 //! * [`sys`]: fd identity, memfds, the library's threads;
 //! * [`error`]: typed errors, errno at the edge;
-//! * [`lost`]: what a program sees once its proxy is gone.
+//! * [`lost`]: what a program sees once its proxy is gone;
+//! * [`facts`]: `uname` and `capget` answered from the guest's facts.
 
 pub mod bpf;
 pub mod error;
+pub mod facts;
 pub mod fdtable;
 pub mod lost;
 pub mod mapsync;
