@@ -202,6 +202,21 @@ impl FdTable for Table {
     }
 }
 
+/// A guest object of `kind` with `link` text and no host fd of its own,
+/// for unit tests above the table.
+#[cfg(test)]
+pub(crate) fn test_object(kind: ObjectKind, link: &str) -> Arc<GuestObject> {
+    Arc::new(GuestObject {
+        guest_fd: 7,
+        kind,
+        link: link.into(),
+        link_type: None,
+        inode: (0, 0),
+        signal: None,
+        ring: Default::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,12 +224,8 @@ mod tests {
     fn obj(guest_fd: i32, inode: (u64, u64)) -> Arc<GuestObject> {
         Arc::new(GuestObject {
             guest_fd,
-            kind: ObjectKind::Link,
-            link: String::new(),
-            link_type: None,
             inode,
-            signal: None,
-            ring: Default::default(),
+            ..Arc::into_inner(test_object(ObjectKind::Link, "")).expect("sole owner")
         })
     }
 
@@ -236,5 +247,23 @@ mod tests {
         // fd 0 is open in the test process but is not a memfd with inode (1, 1).
         t.insert(0, obj(3, (1, 1)));
         assert!(t.get(0).is_none());
+    }
+
+    #[test]
+    fn a_cleared_table_keeps_its_numbers_as_stale_through_the_trait() {
+        let fd = crate::sys::memfd_with("t", b"", false).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let inode = inode_of(raw).unwrap();
+        let mut t: Box<dyn FdTable> = Box::new(Table::default());
+        t.insert(raw, obj(5, inode));
+        assert_eq!(t.get(raw).map(|o| o.guest_fd), Some(5));
+        assert_eq!(t.in_range(0, u32::MAX), vec![raw]);
+        t.clear();
+        assert!(t.get(raw).is_none() && t.is_stale(raw));
+        drop(fd);
+        assert!(
+            !t.is_stale(raw),
+            "a closed number is no longer the lost object's"
+        );
     }
 }

@@ -42,3 +42,64 @@ pub fn mmap(
         _ => Err(unmappable()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use telebpf_abi::MapMeta;
+
+    use super::*;
+    use crate::fdtable::test_object;
+
+    fn map(map_type: u32, map_flags: u32) -> ObjectKind {
+        ObjectKind::Map(MapMeta {
+            map_type,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 4096,
+            map_flags,
+        })
+    }
+
+    /// `mmap` of it, at no fixed address; only the refusals are tried here
+    /// (they come before any request or mapping).
+    fn mmap_of(kind: ObjectKind, link: &str, len: usize) -> Result<*mut c_void> {
+        let obj = test_object(kind, link);
+        mmap(
+            &obj,
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            0,
+        )
+    }
+
+    fn errno_of(r: Result<*mut c_void>) -> i32 {
+        r.expect_err("refused").errno()
+    }
+
+    #[test]
+    fn objects_without_memory_are_enodev() {
+        const HASH: u32 = 1;
+        assert_eq!(
+            errno_of(mmap_of(map(HASH, 0), "anon_inode:bpf-map", 4096)),
+            libc::ENODEV
+        );
+        let prog = ObjectKind::Prog { prog_type: 1 };
+        assert_eq!(
+            errno_of(mmap_of(prog, "anon_inode:bpf-prog", 4096)),
+            libc::ENODEV
+        );
+    }
+
+    #[test]
+    fn a_perf_ring_must_be_one_plus_a_power_of_two_pages() {
+        let page = ringbuf_mirror::page_size();
+        let e = errno_of(mmap_of(ObjectKind::Other, PERF_EVENT_LINK, 4 * page));
+        assert_eq!(e, libc::EINVAL);
+        assert_eq!(
+            errno_of(mmap_of(ObjectKind::Other, PERF_EVENT_LINK, page)),
+            libc::EINVAL
+        );
+    }
+}

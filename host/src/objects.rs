@@ -70,3 +70,25 @@ pub fn read(obj: &GuestObject, len: usize) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdtable::test_object;
+
+    #[test]
+    fn only_an_iterator_is_read() {
+        // Answered before any request: no proxy needed.
+        let e = read(&test_object(ObjectKind::Link, "anon_inode:bpf_link"), 16).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Kernel {
+                    errno: libc::EINVAL,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}
