@@ -21,8 +21,9 @@
 //! * [`vfs`]: guest files as real fds;
 //! * [`objects`]: `dup`, `close` and `read` of an object's fd;
 //! * [`state`]: the connection (lazy, per process, renewed after `fork`),
-//!   the fd table and the file cache, and [`state::State::ask`], the one
-//!   way to send a request and take its expected answer;
+//!   the program's memory, the fd table and the file cache, and
+//!   [`state::State::ask`], the one way to send a request and take its
+//!   expected answer;
 //! * [`watchdog`]: the keep-alive thread that finds a lost proxy for a
 //!   quiet program;
 //! * [`fdtable`]: host fds that stand for guest objects;

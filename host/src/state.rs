@@ -1,4 +1,5 @@
-//! Per-process state: the connection to the proxy and the fd table.
+//! Per-process state: the connection to the proxy, the program's memory
+//! and the fd table.
 //!
 //! Created on first use. After `fork` the child sees a different pid and
 //! starts from a fresh state: its own session (made lazily, like the
@@ -23,15 +24,20 @@ use std::time::{Duration, Instant};
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
+use telebpf_abi::memory::Memory;
+
 use crate::error::{Error, Result};
 use crate::fdtable::{FdTable, Table};
 use crate::lost;
+use crate::memory::ProcessMemory;
 use crate::sys::inode_of;
 use crate::watchdog::{self, Watched, KEEPALIVE, KEEPALIVE_ANSWER};
 
 /// The state of one process.
 pub struct State {
     pid: i32,
+    /// The program's memory (this process's: the state is per process).
+    memory: ProcessMemory,
     conn: Mutex<Option<Connection>>,
     /// Inode of `conn`'s socket, recorded when it connected: the program
     /// may close every fd it did not open itself (`closefrom`,
@@ -124,6 +130,7 @@ pub fn get() -> &'static State {
     }
     let fresh = Box::into_raw(Box::new(State {
         pid,
+        memory: ProcessMemory { pid },
         conn: Mutex::new(None),
         conn_ino: AtomicU64::new(0),
         conn_fd: AtomicI32::new(-1),
@@ -600,6 +607,11 @@ impl State {
                 let _ = self.broken(&mut guard, &cause_of(&e));
             }
         }
+    }
+
+    /// The program's memory, where the addresses it passes point.
+    pub fn memory(&self) -> &dyn Memory {
+        &self.memory
     }
 
     /// The fd table, locked.

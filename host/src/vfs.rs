@@ -25,7 +25,7 @@ use telebpf_protocol::paths;
 
 use crate::error::{Error, Result};
 use crate::sys::{inode_of, memfd_with};
-use crate::{fdtable, memory, state};
+use crate::{fdtable, state};
 
 /// Where an intercepted path leads.
 #[derive(Debug, PartialEq, Eq)]
@@ -314,7 +314,10 @@ fn write_out<T: Copy>(buf: *mut T, value: T) -> Result<()> {
     let bytes = unsafe {
         std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     };
-    memory::write(buf as u64, bytes).map_err(Error::Memory)
+    state::get()
+        .memory()
+        .write(buf as u64, bytes)
+        .map_err(Error::Memory)
 }
 
 #[cfg(test)]
