@@ -13,6 +13,7 @@
 
 use std::os::fd::RawFd;
 
+pub use ringbuf_mirror::guest::Geometry;
 use ringbuf_mirror::guest::PerfLayout;
 use ringbuf_mirror::BpfRingLayout;
 use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
@@ -79,17 +80,6 @@ pub enum RingKey {
     Map(u32),
     /// A perf event, by its event id.
     Perf(u64),
-}
-
-/// How the proxy maps a ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Geometry {
-    /// A ring buffer map.
-    Ringbuf(BpfRingLayout),
-    /// A user ring buffer map.
-    UserRingbuf(BpfRingLayout),
-    /// A perf event's ring.
-    Perf(PerfLayout),
 }
 
 /// Why a stream is refused before it starts.

@@ -40,6 +40,7 @@
 mod memory;
 mod perf;
 mod ringbuf;
+pub mod stream;
 mod user;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -50,6 +51,10 @@ mod tests;
 pub use memory::{GuestMapping, RawRegion, RingMemory};
 pub use perf::{PerfConsumer, PerfLayout};
 pub use ringbuf::RingbufConsumer;
+pub use stream::{
+    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, Ready, RecordsFrame,
+    RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
+};
 pub use user::{Produced, UserRingProducer};
 
 /// Where a consumer puts the records it takes.
