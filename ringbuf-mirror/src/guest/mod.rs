@@ -33,9 +33,15 @@
 //!   `user_ring_buffer__reserve` and `__submit`; the guest's consumer
 //!   position is untrusted too).
 //!
-//! The consumers are generic over [`RingMemory`] so that the fuzz target
-//! (`fuzz/`, `ring_consumer`) drives the same code over fake memory that a
-//! hostile writer changes between reads.
+//! [`stream`] runs them: the loop that drains a ring into frames for the
+//! host ([`pump`]) and the one that produces the host's records into a user
+//! ring ([`feed`]), with the framing ([`RecordsFrame`]) and the mapping of a
+//! ring's fd ([`GuestRing::map`], [`map_user_ring`]).
+//!
+//! The consumers and the loops are generic over [`RingMemory`] so that the
+//! fuzz target (`fuzz/`, `ring_consumer`) and the tests drive the same code
+//! over fake memory that a hostile writer changes between reads, with the
+//! guest kernel's side simulated (`sim`, feature `fuzzing`).
 
 mod memory;
 mod perf;

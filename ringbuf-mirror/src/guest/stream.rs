@@ -5,7 +5,7 @@
 //!
 //! The proxy runs these loops on a thread per stream; what they need from
 //! the world is behind three small traits, so that the crate's tests drive
-//! the very same loops over a simulated guest ring ([`super::sim`]) and a
+//! the very same loops over a simulated guest ring (`guest::sim`) and a
 //! real host mirror:
 //!
 //! * [`Wait`]: sleep until the ring has data (or room) or the stream must
