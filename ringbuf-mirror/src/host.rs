@@ -22,7 +22,7 @@ use crate::BpfRingLayout;
 /// What one kind of host ring looks like to `mmap`.
 pub(crate) trait Shape {
     /// The memfd's name (it shows in `/proc/PID/maps`).
-    const MEMFD: &'static str;
+    fn memfd(&self) -> &'static str;
 
     /// Bytes of backing memory.
     fn file_len(&self) -> usize;
@@ -34,14 +34,16 @@ pub(crate) trait Shape {
     fn runs(&self, checked: &Checked) -> Vec<Run>;
 }
 
-/// A BPF ring buffer map, produced into by the kernel (`ringbuf_map_mmap_kern`).
+/// A BPF ring buffer or user ring buffer map: the layout
+/// `[consumer page][producer page][data][data]` both share, and who
+/// produces (which decides which pages may be mapped writable).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct KernelProduced(pub(crate) BpfRingLayout);
-
-/// A BPF user ring buffer map, produced into by the program
-/// (`ringbuf_map_mmap_user`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct UserProduced(pub(crate) BpfRingLayout);
+pub(crate) struct BpfShape {
+    pub(crate) layout: BpfRingLayout,
+    /// A user ring buffer (`ringbuf_map_mmap_user`: the program produces),
+    /// else a ring buffer (`ringbuf_map_mmap_kern`: the kernel produces).
+    pub(crate) user: bool,
+}
 
 /// A perf event's ring: the metadata page, then `page_cnt` data pages,
 /// mapped once (`perf_mmap`).
@@ -51,61 +53,33 @@ pub(crate) struct PerfShape {
     pub(crate) page_cnt: usize,
 }
 
-/// The shapes of the two BPF ring kinds, which share their layout
-/// `[consumer page][producer page][data][data]`.
-pub(crate) trait BpfShape: Shape {
-    /// The ring's geometry.
-    fn layout(&self) -> BpfRingLayout;
-}
-
-impl Shape for KernelProduced {
-    const MEMFD: &'static str = "telebpf-ringbuf";
+impl Shape for BpfShape {
+    fn memfd(&self) -> &'static str {
+        if self.user {
+            "telebpf-user-ringbuf"
+        } else {
+            "telebpf-ringbuf"
+        }
+    }
 
     fn file_len(&self) -> usize {
-        self.0.file_len()
+        self.layout.file_len()
     }
 
     fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
-        self.0.check(req)
+        if self.user {
+            self.layout.check_user(req)
+        } else {
+            self.layout.check(req)
+        }
     }
 
+    /// The part of `[consumer][producer][data][data]` the request names,
+    /// the data pages twice, back to back.
     fn runs(&self, checked: &Checked) -> Vec<Run> {
-        bpf_runs(&self.0, checked)
+        let page = self.layout.page_size();
+        self.layout.runs(checked.pgoff as usize * page, checked.len)
     }
-}
-
-impl BpfShape for KernelProduced {
-    fn layout(&self) -> BpfRingLayout {
-        self.0
-    }
-}
-
-impl Shape for UserProduced {
-    const MEMFD: &'static str = "telebpf-user-ringbuf";
-
-    fn file_len(&self) -> usize {
-        self.0.file_len()
-    }
-
-    fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
-        self.0.check_user(req)
-    }
-
-    fn runs(&self, checked: &Checked) -> Vec<Run> {
-        bpf_runs(&self.0, checked)
-    }
-}
-
-impl BpfShape for UserProduced {
-    fn layout(&self) -> BpfRingLayout {
-        self.0
-    }
-}
-
-/// The part of `[consumer][producer][data][data]` a granted request names,
-/// the data pages twice, back to back.
-fn bpf_runs(layout: &BpfRingLayout, checked: &Checked) -> Vec<Run> {
-    layout.runs(checked.pgoff as usize * layout.page_size(), checked.len)
 }
 
 impl PerfShape {
@@ -116,7 +90,9 @@ impl PerfShape {
 }
 
 impl Shape for PerfShape {
-    const MEMFD: &'static str = "telebpf-perf";
+    fn memfd(&self) -> &'static str {
+        "telebpf-perf"
+    }
 
     fn file_len(&self) -> usize {
         self.mmap_len()
@@ -152,7 +128,7 @@ pub(crate) struct HostRing<S> {
 impl<S: Shape> HostRing<S> {
     /// Zero-filled memory for a ring of `shape`.
     pub(crate) fn new(shape: S) -> io::Result<Self> {
-        let mem = SharedMem::new(S::MEMFD, shape.file_len())?;
+        let mem = SharedMem::new(shape.memfd(), shape.file_len())?;
         Ok(HostRing {
             shape,
             mem,
@@ -174,13 +150,7 @@ impl<S: Shape> HostRing<S> {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         self.shape.check(&req).map(|_| ())
     }
 
@@ -197,13 +167,7 @@ impl<S: Shape> HostRing<S> {
         flags: i32,
         offset: i64,
     ) -> Result<*mut c_void, i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         let checked = self.shape.check(&req)?;
         map_runs(
             &req,
@@ -234,7 +198,7 @@ impl<S: Shape> HostRing<S> {
     }
 }
 
-impl<S: BpfShape> HostRing<S> {
+impl HostRing<BpfShape> {
     /// `consumer_pos`, at the start of the consumer page.
     pub(crate) fn consumer_pos(&self) -> &AtomicUsize {
         // SAFETY: the mapping is page-aligned, at least `file_len` bytes long
@@ -252,14 +216,14 @@ impl<S: BpfShape> HostRing<S> {
             &*self
                 .mem
                 .base()
-                .add(self.shape.layout().page_size())
+                .add(self.shape.layout.page_size())
                 .cast::<AtomicUsize>()
         }
     }
 
     /// The data area (mapped once here; records wrap at its end).
     pub(crate) fn data(&self) -> *mut u8 {
-        let layout = self.shape.layout();
+        let layout = self.shape.layout;
         debug_assert!(self.mem.len() == layout.file_len());
         // SAFETY: the data area starts after the two position pages, inside
         // the mapping.
@@ -269,7 +233,7 @@ impl<S: BpfShape> HostRing<S> {
     /// The `len` word of the record header at data offset `off` (8-byte
     /// aligned, below `max_entries`).
     pub(crate) fn hdr_len(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off & 7 == 0 && off < self.shape.layout().max_entries());
+        debug_assert!(off & 7 == 0 && off < self.shape.layout.max_entries());
         // SAFETY: `off` is inside the data area and 8-byte aligned; both
         // sides access the header words only atomically (acquire/release).
         unsafe { &*self.data().add(off).cast::<AtomicU32>() }
@@ -277,7 +241,7 @@ impl<S: BpfShape> HostRing<S> {
 
     /// The `pg_off` word of the record header at data offset `off`.
     pub(crate) fn hdr_pg_off(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off & 7 == 0 && off < self.shape.layout().max_entries());
+        debug_assert!(off & 7 == 0 && off < self.shape.layout.max_entries());
         // SAFETY: as for hdr_len, four bytes further, still inside the area.
         unsafe { &*self.data().add(off + 4).cast::<AtomicU32>() }
     }

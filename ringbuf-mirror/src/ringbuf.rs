@@ -5,7 +5,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::host::{HostRing, KernelProduced};
+use crate::host::{BpfShape, HostRing};
 use crate::mmap::{generic_checks, Checked, MmapRequest, Run};
 use crate::{page_size, Push};
 
@@ -123,13 +123,7 @@ impl BpfRingLayout {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         self.check(&req).map(|_| ())
     }
 
@@ -183,7 +177,7 @@ impl BpfRingLayout {
 /// [`RingWriter`] the mirror thread drives.
 #[derive(Debug)]
 pub struct HostRingbuf {
-    ring: HostRing<KernelProduced>,
+    ring: HostRing<BpfShape>,
     overflow: AtomicU64,
 }
 
@@ -193,14 +187,17 @@ impl HostRingbuf {
     pub fn new(max_entries: u32) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
         Ok(HostRingbuf {
-            ring: HostRing::new(KernelProduced(layout))?,
+            ring: HostRing::new(BpfShape {
+                layout,
+                user: false,
+            })?,
             overflow: AtomicU64::new(0),
         })
     }
 
     /// The ring's geometry.
     pub fn layout(&self) -> BpfRingLayout {
-        self.ring.shape().0
+        self.ring.shape().layout
     }
 
     /// Performs `mmap(addr, len, prot, flags, map_fd, offset)` as the kernel

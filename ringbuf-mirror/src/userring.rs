@@ -7,7 +7,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::host::{HostRing, UserProduced};
+use crate::host::{BpfShape, HostRing};
 use crate::mmap::{generic_checks, MmapRequest};
 use crate::ringbuf::BpfRingLayout;
 use crate::{BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ};
@@ -27,13 +27,7 @@ impl BpfRingLayout {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         self.check_user(&req).map(|_| ())
     }
 
@@ -62,7 +56,7 @@ impl BpfRingLayout {
 /// [`UserRingReader`] consumes what the program submits.
 #[derive(Debug)]
 pub struct HostUserRing {
-    ring: HostRing<UserProduced>,
+    ring: HostRing<BpfShape>,
 }
 
 impl HostUserRing {
@@ -71,13 +65,13 @@ impl HostUserRing {
     pub fn new(max_entries: u32) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
         Ok(HostUserRing {
-            ring: HostRing::new(UserProduced(layout))?,
+            ring: HostRing::new(BpfShape { layout, user: true })?,
         })
     }
 
     /// The ring's geometry.
     pub fn layout(&self) -> BpfRingLayout {
-        self.ring.shape().0
+        self.ring.shape().layout
     }
 
     /// Performs `mmap` as the kernel would for the user ring buffer map (see
@@ -149,7 +143,7 @@ impl UserRingReader {
     /// publishes the new consumer position so the producer sees the space.
     pub fn take(&mut self) -> Vec<Vec<u8>> {
         let r = &self.ring.ring;
-        let layout = r.shape().0;
+        let layout = r.shape().layout;
         let mask = layout.mask();
         let max = layout.max_entries();
         let mut out = Vec::new();

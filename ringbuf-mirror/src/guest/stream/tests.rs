@@ -19,6 +19,21 @@ fn rec(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect()
 }
 
+/// A BPF ring of one page of data.
+fn one_page() -> BpfRingLayout {
+    BpfRingLayout::with_page_size(page_size() as u32, page_size()).unwrap()
+}
+
+/// What libbpf's `ring_buffer__poll` hands its callback, in order.
+fn libbpf_records(host: &HostRingbuf) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    LibbpfRing::open(host).process(i64::MAX, |s| {
+        got.push(s.to_vec());
+        0
+    });
+    got
+}
+
 /// The fake kernel of a consuming stream: each wait first runs the guest's
 /// next burst (a BPF program producing into the simulated ring); once
 /// none is left, the ring's owner lets go.
@@ -158,11 +173,7 @@ fn a_ringbuf_stream_carries_every_record_across_the_wrap_to_libbpf() {
         out.seen.frames
     );
     assert!(out.seen.lost.is_empty());
-    let mut got = Vec::new();
-    LibbpfRing::open(&host).process(i64::MAX, |s| {
-        got.push(s.to_vec());
-        0
-    });
+    let got = libbpf_records(&host);
     assert_eq!(got.len(), want.len());
     assert!(
         got == want,
@@ -242,7 +253,7 @@ fn a_perf_stream_carries_samples_and_the_guests_lost_count_to_libbpf() {
 #[test]
 fn a_ring_that_fails_a_check_ends_its_stream_after_the_records_before() {
     let page = page_size();
-    let layout = BpfRingLayout::with_page_size(page as u32, page).unwrap();
+    let layout = one_page();
     let sim = SimRingbuf::new(layout);
     let sim_ref = &sim;
     let mut wait = Bursts {
@@ -278,11 +289,7 @@ fn a_ring_that_fails_a_check_ends_its_stream_after_the_records_before() {
             .starts_with("ring check 'prod - cons <= size' failed: producer position"),
         "{end}"
     );
-    let mut got = Vec::new();
-    LibbpfRing::open(&host).process(i64::MAX, |s| {
-        got.push(s.to_vec());
-        0
-    });
+    let got = libbpf_records(&host);
     assert_eq!(got, vec![b"good".to_vec()]);
 }
 
@@ -358,7 +365,7 @@ fn a_user_ring_stream_delivers_what_libbpf_submitted_to_the_guest() {
     frames.push_back(message::encode(&Request::Records(vec![vec![7; 2 * page]])).unwrap());
     // ... into a guest ring much smaller than a frame's records, which the
     // guest's BPF program drains only every third wait.
-    let layout = BpfRingLayout::with_page_size(page as u32, page).unwrap();
+    let layout = one_page();
     let sim = SimUserRing::new(layout);
     let mut wait = Drainer {
         sim: &sim,
@@ -397,7 +404,7 @@ fn a_user_ring_stream_delivers_what_libbpf_submitted_to_the_guest() {
 #[test]
 fn a_record_that_finds_no_room_in_time_is_dropped_and_the_stream_goes_on() {
     let page = page_size();
-    let layout = BpfRingLayout::with_page_size(page as u32, page).unwrap();
+    let layout = one_page();
     let sim = SimUserRing::new(layout);
     // The guest never drains.
     let mut wait = Drainer {
