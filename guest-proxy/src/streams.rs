@@ -625,4 +625,72 @@ mod tests {
         assert!(streams.busy.lock().unwrap().is_empty());
         crate::sys::close(fd);
     }
+
+    /// The log texts of the ways a stream ends, which the end-to-end tests
+    /// and the README quote (`stream of fd F: ring check '…' failed`,
+    /// `peer stalled`, `ring closed by its owner`).
+    #[test]
+    fn ends_render_as_the_session_logs_them() {
+        use ringbuf_mirror::guest::{RingError, Violation};
+        let cases: Vec<(Ended, &str)> = vec![
+            (
+                Ended::Refused {
+                    fd: 5,
+                    why: Refused::Busy.into(),
+                },
+                "stream of fd 5 refused: another stream already serves this ring (errno 16)",
+            ),
+            (
+                Ended::Refused {
+                    fd: 5,
+                    why: Refusal::Hold(libc::EBADF),
+                },
+                "stream of fd 5 refused: cannot hold the session's fd (errno 9)",
+            ),
+            (
+                Ended::Budget {
+                    fd: 6,
+                    len: 8192,
+                    errno: libc::ENOMEM,
+                },
+                "stream of fd 6: its perf ring of 8192 bytes does not fit the kernel-memory \
+                 budget (errno 12)",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: StreamEnd::Stopped,
+                },
+                "stream of fd 7: ring closed by its owner",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: StreamEnd::Transport(SendFailed(ChannelError::Write(
+                        std::io::ErrorKind::WouldBlock.into(),
+                    ))),
+                },
+                "stream of fd 7: peer stalled: it stopped reading and a send made no progress \
+                 within the stall timeout",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: RingError::Check(Violation::ConsumerAhead { cons: 16, prod: 8 }).into(),
+                },
+                "stream of fd 7: ring check 'cons <= prod' failed: consumer position 0x10 is \
+                 ahead of producer position 0x8; stream ended",
+            ),
+            (
+                Ended::Fed {
+                    fd: 8,
+                    end: StreamEnd::Closed,
+                },
+                "stream of fd 8: client closed the connection",
+            ),
+        ];
+        for (ended, text) in cases {
+            assert_eq!(ended.to_string(), text);
+        }
+    }
 }
