@@ -1,5 +1,5 @@
 //! Paths that describe the guest kernel: `open`/`fopen`/`stat`/`access`/
-//! `statfs`/`readlink`, and `mkdir`/`unlink`/`rmdir` in bpffs.
+//! `statfs`/`readlink`, and `mkdir`/`unlink`/`unlinkat`/`rmdir` in bpffs.
 
 use libc::{c_char, c_int, mode_t, size_t, ssize_t};
 use telebpf_host::error::{Error, Result};
@@ -270,6 +270,18 @@ path_hook!(
     /// Interposed `unlink` (removing a pin).
     fn unlink(path: *const c_char) -> c_int,
     path = path, on_panic = -1, |route| guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
+);
+path_hook!(
+    /// Interposed `unlinkat` (coreutils' `rm` and `rm -r` remove with it):
+    /// `AT_REMOVEDIR` is `rmdir`, anything else `unlink`. Only an absolute
+    /// path can name the guest's bpffs, so `dirfd` plays no part.
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int,
+    path = path, on_panic = -1,
+    |route| if flags & libc::AT_REMOVEDIR != 0 {
+        guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0))
+    } else {
+        guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
+    }
 );
 path_hook!(
     /// Interposed `rmdir`.
