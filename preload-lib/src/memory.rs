@@ -5,7 +5,24 @@
 //! would crash the program where the kernel would have answered `EFAULT`,
 //! so every access goes through `process_vm_readv`/`process_vm_writev` on
 //! our own pid, which fail with `EFAULT` exactly where the kernel's
-//! `copy_from_user` would.
+//! `copy_from_user` would. [`SelfMemory`] offers the same as a
+//! [`Memory`], for the marshalling in `telebpf-marshal`.
+
+use telebpf_abi::memory::Memory;
+
+/// This process's memory, as the marshalling reads and writes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelfMemory;
+
+impl Memory for SelfMemory {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+        read(addr, len)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), i32> {
+        write(addr, data)
+    }
+}
 
 /// Reads `len` bytes at `addr`.
 pub fn read(addr: u64, len: usize) -> Result<Vec<u8>, i32> {
@@ -31,28 +48,9 @@ pub fn read(addr: u64, len: usize) -> Result<Vec<u8>, i32> {
 }
 
 /// Reads a NUL-terminated string of at most `max` bytes (NUL included) at
-/// `addr`. A longer string comes back as exactly `max` bytes with no NUL,
-/// so the guest kernel meets the same over-long string the local kernel
-/// would have, and answers with the same errno.
+/// `addr` (see [`Memory::read_cstr`]).
 pub fn read_cstr(addr: u64, max: usize) -> Result<Vec<u8>, i32> {
-    const PAGE: u64 = 4096;
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < max {
-        // Never read across a page boundary in one call: the string may end
-        // just before an unmapped page.
-        let room = (PAGE - at % PAGE) as usize;
-        let want = room.min(max - out.len());
-        let chunk = read(at, want)?;
-        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..nul]);
-            out.push(0);
-            return Ok(out);
-        }
-        out.extend_from_slice(&chunk);
-        at = at.checked_add(want as u64).ok_or(libc::EFAULT)?;
-    }
-    Ok(out)
+    SelfMemory.read_cstr(addr, max)
 }
 
 /// Writes `data` at `addr`.
