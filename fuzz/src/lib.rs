@@ -450,8 +450,10 @@ impl AttrCall {
 
 /// Buffers larger than this are not copied by the target (the plan's own
 /// checks still run up to there): a 256 MiB buffer is legal, but copying
-/// it three times per run would only slow the fuzzer down.
-pub const COPY_LIMIT: usize = 1 << 20;
+/// it several times per run would only slow the fuzzer down. Twice
+/// `PREFILL_MAX`, so that `Out` buffers on both sides of it (sent with the
+/// caller's bytes, or as a length) are reached.
+pub const COPY_LIMIT: usize = 128 << 10;
 
 /// Fuzz target: one `bpf()` call through the real marshalling of both
 /// sides — host gather, proxy patch, a fake kernel, proxy collect, host
