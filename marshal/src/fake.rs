@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use telebpf_abi::cmd::*;
 use telebpf_abi::memory::{Memory, EFAULT};
 use telebpf_abi::{
-    off, read_i32, read_u64, write_u32, Content, Direction, IterTarget, ObjectKind, Objects,
-    Parent, Plan,
+    off, read_i32, read_u64, write_u32, Content, Direction, ObjectKind, Objects, Parent, Plan,
 };
 use telebpf_protocol::message::FOREIGN_FD;
 
@@ -324,32 +323,65 @@ impl Table {
         }
     }
 
-    /// What the host side knows.
-    pub fn host(&self) -> HostView<'_> {
-        HostView { table: self }
+    /// What the host side knows (its fd table).
+    pub fn host(&self) -> View<'_> {
+        View {
+            table: self,
+            guest: false,
+            limit: usize::MAX,
+            declined: Cell::new(None),
+        }
     }
 
-    /// What the proxy's session knows; it lets buffers of at most `limit`
-    /// bytes each be reserved.
-    pub fn guest(&self, limit: usize) -> GuestView<'_> {
-        GuestView {
+    /// What the proxy's session knows (as `guest-proxy/src/session.rs`
+    /// answers); it lets buffers of at most `limit` bytes each be reserved.
+    pub fn guest(&self, limit: usize) -> View<'_> {
+        View {
             table: self,
+            guest: true,
             limit,
             declined: Cell::new(None),
         }
     }
 }
 
-/// The host's fd table over a [`Table`].
-#[derive(Clone, Copy, Debug)]
-pub struct HostView<'a> {
+/// One side's view of a [`Table`]: the host's fd table ([`HostFds`]) or
+/// the proxy's session ([`SessionFds`], with a limit for
+/// [`SessionFds::reserve`]).
+#[derive(Debug)]
+pub struct View<'a> {
     table: &'a Table,
+    guest: bool,
+    limit: usize,
+    declined: Cell<Option<usize>>,
 }
 
-impl Objects for HostView<'_> {
+impl View<'_> {
+    /// How many bytes a reservation asked for when it was refused.
+    pub fn declined(&self) -> Option<usize> {
+        self.declined.get()
+    }
+
+    fn entry(&self, fd: i32) -> Option<&Entry> {
+        if self.guest {
+            self.table.by_guest(fd)
+        } else {
+            self.table.by_host(fd)
+        }
+    }
+}
+
+impl Objects for View<'_> {
     fn kind(&self, fd: i32) -> Option<ObjectKind> {
-        let e = self.table.by_host(fd)?;
-        Some(e.kind.clone().unwrap_or(ObjectKind::Other))
+        if self.guest && fd == FOREIGN_FD {
+            return Some(ObjectKind::Other);
+        }
+        let e = self.entry(fd)?;
+        match &e.kind {
+            Some(k) => Some(k.clone()),
+            None if self.guest => None,
+            None => Some(ObjectKind::Other),
+        }
     }
 
     fn possible_cpus(&self) -> u32 {
@@ -357,71 +389,26 @@ impl Objects for HostView<'_> {
     }
 
     fn link_type(&self, fd: i32) -> Option<u32> {
-        self.table.by_host(fd)?.link_type
+        self.entry(fd)?.link_type
     }
 
-    fn iter_target(&self, prog_fd: i32) -> Option<IterTarget> {
-        // Neither the preload nor the proxy knows it (both use the default).
-        let _ = prog_fd;
-        None
-    }
+    // `iter_target`: neither the preload nor the proxy knows it (both use
+    // the default).
 
     fn struct_ops_fd_offsets(&self, map_fd: i32) -> Option<Vec<usize>> {
-        self.table.by_host(map_fd)?.struct_ops.clone()
+        self.entry(map_fd)?.struct_ops.clone()
     }
 }
 
-impl HostFds for HostView<'_> {
+impl HostFds for View<'_> {
     fn to_guest(&self, host_fd: i32) -> i32 {
         self.table.to_guest(host_fd)
     }
 }
 
-/// The proxy's session over a [`Table`] (as `guest-proxy/src/session.rs`
-/// answers), with a limit for [`SessionFds::reserve`].
-#[derive(Debug)]
-pub struct GuestView<'a> {
-    table: &'a Table,
-    limit: usize,
-    declined: Cell<Option<usize>>,
-}
-
-impl GuestView<'_> {
-    /// How many bytes a reservation asked for when it was refused.
-    pub fn declined(&self) -> Option<usize> {
-        self.declined.get()
-    }
-}
-
-impl Objects for GuestView<'_> {
-    fn kind(&self, fd: i32) -> Option<ObjectKind> {
-        if fd == FOREIGN_FD {
-            return Some(ObjectKind::Other);
-        }
-        self.table.by_guest(fd)?.kind.clone()
-    }
-
-    fn possible_cpus(&self) -> u32 {
-        self.table.cpus
-    }
-
-    fn link_type(&self, fd: i32) -> Option<u32> {
-        self.table.by_guest(fd)?.link_type
-    }
-
-    fn iter_target(&self, prog_fd: i32) -> Option<IterTarget> {
-        let _ = prog_fd;
-        None
-    }
-
-    fn struct_ops_fd_offsets(&self, map_fd: i32) -> Option<Vec<usize>> {
-        self.table.by_guest(map_fd)?.struct_ops.clone()
-    }
-}
-
-impl SessionFds for GuestView<'_> {
+impl SessionFds for View<'_> {
     fn owns(&self, fd: i32) -> bool {
-        self.table.by_guest(fd).is_some()
+        self.guest && self.table.by_guest(fd).is_some()
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), i32> {
