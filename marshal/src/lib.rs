@@ -42,6 +42,8 @@ pub mod fake;
 mod props;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod roundtrip;
+#[cfg(test)]
+mod tests;
 
 pub use host::{
     gather, read_attrs, scatter, Attrs, GatherError, Gathered, HostFds, ScatterError, Sent,
