@@ -27,7 +27,7 @@
 //! the proxy between [`proxy::patch`] and [`proxy::collect`]. So the same
 //! code runs in the preload, in the proxy and, with fakes, in the
 //! round-trip property test and the `bpf_attr` fuzz target
-//! ([`roundtrip`], feature `fuzzing`).
+//! (`roundtrip`, feature `fuzzing`).
 //!
 //! The crate sits above `telebpf-protocol` (it builds and reads its wire
 //! types) and below the preload and the proxy; errors are typed, with the
