@@ -35,6 +35,9 @@
 //!
 //! # The two sides
 //!
+//! Both are written once, in `telebpf-marshal` (`host::gather`/`scatter`,
+//! `proxy::patch`/`collect`), which the preload, the proxy and the tests call:
+//!
 //! * **Host (preload)**: builds the plan from the caller's attr with [`Objects`] describing
 //!   *host* fds; copies every In/InOut buffer from its memory (for a [`Length::CString`]: up to
 //!   and including the NUL, at most `max` bytes — if no NUL is found within `max` bytes, exactly
@@ -93,10 +96,6 @@ mod error;
 mod expand;
 mod names;
 mod plan;
-#[cfg(test)]
-mod props;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod roundtrip;
 #[cfg(test)]
 mod tests;
 

@@ -8,9 +8,9 @@
 //! every command as libbpf and bpftool fill its attr (with the buffers the
 //! preload would copy), the other requests, the proxy's replies, the sealed
 //! frames that carry them and the handshake messages. Each bpf seed is
-//! checked to plan identically on both sides before it is written.
+//! checked to round-trip through the real marshalling before it is written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use telebpf_abi::attach_type::*;
@@ -19,11 +19,13 @@ use telebpf_abi::flags::{BPF_F_TOKEN_FD, BPF_LD_IMM64, BPF_PSEUDO_MAP_FD};
 use telebpf_abi::link_type::BPF_LINK_TYPE_PERF_EVENT;
 use telebpf_abi::map_type::*;
 use telebpf_abi::prog_type::*;
-use telebpf_abi::roundtrip::{check, Verdict};
-use telebpf_abi::{off, write_u32, write_u64, BufferSpec, Direction, Length, MapMeta, ObjectKind};
+use telebpf_abi::{off, write_u32, write_u64, Direction, Length, MapMeta, ObjectKind};
 use telebpf_fuzz::{
     frame_input, handshake_keys, seal_all, AttrCall, Object, RingInput, RingMode, RingOp,
+    COPY_LIMIT,
 };
+use telebpf_marshal::fake::{FakeKernel, FakeMemory, Fill};
+use telebpf_marshal::roundtrip::{check, Call as RoundTrip, Verdict};
 use telebpf_protocol::message::*;
 use telebpf_protocol::{ClientHandshake, ServerHandshake, ServerHelloStep};
 
@@ -335,14 +337,36 @@ fn marshal(call: &Call) -> (Vec<u8>, Request) {
         objects,
         attr: call.attr.clone(),
         common: call.common.clone(),
+        kernel: 0,
         memory: Vec::new(),
     };
     let table = seed.table();
-    // Nested pointers (info structs, symbol arrays) point at fixed addresses
-    // that hold short strings or zeros.
+    // Nested pointers (symbol arrays) point at fixed addresses that hold
+    // short strings; the caller's memory is zeros elsewhere.
+    let mut held: BTreeMap<u64, Vec<u8>> = call.memory.clone().into_iter().collect();
+    held.insert(0x9600_0000, b"vfs_read\0".to_vec());
+    held.insert(0x9700_0000, b"do_sys_open\0".to_vec());
+    let mem = FakeMemory::new(Fill::Map(held), COPY_LIMIT);
+    let verdict = check(
+        &table,
+        RoundTrip {
+            raw_cmd: call.cmd,
+            attr: &call.attr,
+            common: call.common.as_deref(),
+        },
+        &mem,
+        FakeKernel { seed: 0 },
+    );
+    let plan = match verdict {
+        Ok(Verdict::Agreed(plan)) => plan,
+        other => panic!("seed {} does not plan: {other:?}", call.name),
+    };
+    // The fuzz input's memory is what the reads of the marshalling found,
+    // in order: replayed as a stream, it fills the same reads the same way.
+    seed.memory = mem.filled();
+    // The In/InOut buffers' bytes, one after another.
     let mut memory = Vec::new();
-    let mut buffers = Vec::new();
-    let mut content = |_: usize, spec: &BufferSpec| {
+    for spec in plan.buffers.iter().filter(|s| s.dir.copies_in()) {
         let mut b = call.memory.get(&spec.ptr).cloned().unwrap_or_else(|| {
             if spec.ptr == 0x9600_0000 {
                 b"vfs_read\0".to_vec()
@@ -354,20 +378,8 @@ fn marshal(call: &Call) -> (Vec<u8>, Request) {
             b.resize(n, 0);
         }
         memory.extend_from_slice(&b);
-        Some(b)
-    };
-    let verdict = check(
-        &table,
-        call.cmd,
-        &call.attr,
-        call.common.as_deref(),
-        &mut content,
-    );
-    let plan = match verdict {
-        Ok(Verdict::Agreed(plan)) => plan,
-        other => panic!("seed {} does not plan: {other:?}", call.name),
-    };
-    seed.memory = memory;
+    }
+    let mut buffers = Vec::new();
     // The request as sent: In/InOut buffers with their bytes, fds translated
     // (`Table::to_guest`). Fds inside buffers stay as the caller wrote them:
     // a seed, not an exact replay.
@@ -379,7 +391,7 @@ fn marshal(call: &Call) -> (Vec<u8>, Request) {
     {
         write_u32(&mut attr, slot.offset, table.to_guest(slot.value) as u32);
     }
-    let mut mem = seed.memory.as_slice();
+    let mut mem = memory.as_slice();
     for spec in &plan.buffers {
         let wire = if spec.dir == Direction::Out {
             WireBuffer::Out(spec.alloc_len() as u64)

@@ -11,8 +11,9 @@
 //! * [`handshake`]: both sides' handshake parsers (`ServerHandshake`,
 //!   `ClientHandshake`) with any bytes.
 //! * [`request`]: the bincode decoders of [`Request`] and [`Reply`].
-//! * [`bpf_attr`]: the `bpf_attr` marshalling of every command
-//!   (`telebpf_abi::roundtrip::check`).
+//! * [`bpf_attr`]: the marshalling of a `bpf()` call of every command, the
+//!   real host gather → proxy patch → fake kernel → proxy collect → host
+//!   scatter (`telebpf_marshal::roundtrip::check`).
 //! * [`ring_consumer`]: the proxy's checked ring consumers over simulated
 //!   guest rings that a hostile writer changes at any moment.
 
@@ -26,8 +27,9 @@ use ringbuf_mirror::guest::{
 use ringbuf_mirror::BpfRingLayout;
 
 use telebpf_abi::cmd::{BPF_COMMON_ATTRS, BPF_PROG_ASSOC_STRUCT_OPS};
-use telebpf_abi::roundtrip::{self, Entry, Table};
-use telebpf_abi::{BufferSpec, Length, MapMeta, ObjectKind};
+use telebpf_abi::{MapMeta, ObjectKind};
+use telebpf_marshal::fake::{Entry, FakeKernel, FakeMemory, Fill, Table};
+use telebpf_marshal::roundtrip::{self, Call};
 use telebpf_protocol::handshake::{handshake_body_len, SERVER_HELLO_LEN};
 use telebpf_protocol::message::{
     decode, encode, is_records_request, records_in, request_records_in, Reply, Request,
@@ -322,7 +324,10 @@ pub struct AttrCall {
     pub attr: Vec<u8>,
     /// The common attributes (at most 254 bytes).
     pub common: Option<Vec<u8>>,
-    /// Bytes the In/InOut buffers are read from, one after another.
+    /// What the fake kernel writes and returns (see `FakeKernel`).
+    pub kernel: u32,
+    /// Bytes the caller's memory reads where it is first touched (the
+    /// In/InOut buffers, one after another).
     pub memory: Vec<u8>,
 }
 
@@ -351,6 +356,7 @@ impl AttrCall {
             }
             None => v.push(0xff),
         }
+        v.extend_from_slice(&self.kernel.to_le_bytes());
         v.extend_from_slice(&self.memory);
         v
     }
@@ -390,12 +396,14 @@ impl AttrCall {
             0xff => None,
             n => Some(input.take(usize::from(n)).to_vec()),
         };
+        let kernel = input.u32();
         AttrCall {
             raw_cmd,
             cpus,
             objects,
             attr,
             common,
+            kernel,
             memory: input.rest().to_vec(),
         }
     }
@@ -440,36 +448,28 @@ impl AttrCall {
     }
 }
 
-/// In buffers larger than this are not copied by the target (the plan's
-/// own checks still run up to there): a 256 MiB buffer is legal, but
-/// copying it three times per run would only slow the fuzzer down.
-const COPY_LIMIT: usize = 1 << 20;
+/// Buffers larger than this are not copied by the target (the plan's own
+/// checks still run up to there): a 256 MiB buffer is legal, but copying
+/// it several times per run would only slow the fuzzer down. Twice
+/// `PREFILL_MAX`, so that `Out` buffers on both sides of it (sent with the
+/// caller's bytes, or as a length) are reached.
+pub const COPY_LIMIT: usize = 128 << 10;
 
-/// Fuzz target: plan, copy, expand and translate one `bpf()` call on the
-/// host, re-plan and expand it on the proxy, patch and restore the pointers
-/// (see `telebpf_abi::roundtrip`). Any disagreement panics.
+/// Fuzz target: one `bpf()` call through the real marshalling of both
+/// sides — host gather, proxy patch, a fake kernel, proxy collect, host
+/// scatter (see `telebpf_marshal::roundtrip`). Any disagreement panics.
 pub fn bpf_attr(data: &[u8]) {
     let call = AttrCall::decode(data);
     let table = call.table();
-    let mut memory = Bytes(&call.memory);
-    let mut content = |_: usize, spec: &BufferSpec| match spec.len {
-        Length::Bytes(n) if n > COPY_LIMIT => None,
-        Length::Bytes(n) => Some(memory.take(n).to_vec()),
-        Length::CString { max } => {
-            let rest = memory.0;
-            let n = rest
-                .iter()
-                .position(|&b| b == 0)
-                .map_or(rest.len(), |p| p + 1);
-            Some(memory.take(n.min(max)).to_vec())
-        }
-    };
     let verdict = roundtrip::check(
         &table,
-        call.raw_cmd,
-        &call.attr,
-        call.common.as_deref(),
-        &mut content,
+        Call {
+            raw_cmd: call.raw_cmd,
+            attr: &call.attr,
+            common: call.common.as_deref(),
+        },
+        &FakeMemory::new(Fill::Stream(call.memory), COPY_LIMIT),
+        FakeKernel { seed: call.kernel },
     );
     if let Err(e) = verdict {
         panic!("{e}");

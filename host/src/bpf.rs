@@ -1,32 +1,27 @@
 //! The host side of a forwarded `bpf()` call: the single decode point.
 //!
 //! One function, [`forward`], turns the raw `(cmd, attr, size)` of an
-//! intercepted call into a [`BpfCall`], sends it, and turns the
-//! [`BpfResult`] back into the return value and errno the program sees:
-//!
-//! 1. read the attr from the program's memory (`EFAULT` as the kernel would);
-//! 2. derive the plan with `telebpf-abi` (the proxy derives the same one);
-//! 3. copy every `In`/`InOut` buffer out of the program's memory, expanding
-//!    nested ones (info structs, instructions) as their content arrives;
-//! 4. translate every fd slot: ours → the guest fd, `0` stays `0`, anything
-//!    else → `-1` (the guest kernel then answers `EBADF`, which is what a
-//!    host fd means to it);
-//! 5. after the call, write back only the attr bytes the kernel changed and
-//!    every buffer it may have written, then turn a returned guest fd into a
-//!    new host fd.
+//! intercepted call into a [`BpfCall`](telebpf_protocol::message::BpfCall),
+//! sends it, and turns the [`BpfResult`](telebpf_protocol::message::BpfResult)
+//! back into the return value and errno the program sees. The marshalling
+//! is `telebpf-marshal`'s: [`read_attrs`] and [`gather`] read the attr and
+//! the buffers its plan names from the program's memory, with every fd
+//! slot in the guest's numbering (ours → the guest fd, `0` stays `0`,
+//! anything else → [`FOREIGN_FD`] or `-1`); [`scatter`] writes back what
+//! the kernel wrote. What is left here is the program's side of it: its fd
+//! table, and a returned guest fd turned into a new host fd.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
-use telebpf_abi::{cmd, write_u32, Content, Direction, Length, ObjectKind, Objects, Parent, Plan};
-use telebpf_protocol::message::{
-    BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, FOREIGN_FD, MAX_ATTR, PREFILL_MAX,
-};
+use telebpf_abi::{ObjectKind, Objects};
+use telebpf_marshal::{gather, read_attrs, scatter, Gathered, HostFds};
+use telebpf_protocol::message::{NewObject, Reply, Request, FOREIGN_FD};
 
 use crate::error::{Error, Result};
 use crate::fdtable::{FdTable, GuestObject, Signal};
+use crate::state;
 use crate::sys::{self, inode_of};
-use crate::{memory, state};
 
 /// What the plan needs to know about host fds.
 ///
@@ -49,7 +44,9 @@ impl HostView<'_> {
         self.seen.borrow_mut().push((fd, o.clone()));
         o
     }
+}
 
+impl HostFds for HostView<'_> {
     /// `fd` in the guest's numbering (see [`to_guest_fd`]).
     fn to_guest(&self, fd: i32) -> i32 {
         guest_number(self.table, self.object(fd).map(|o| o.guest_fd), fd)
@@ -86,105 +83,23 @@ pub fn forward(
     common_size: u32,
 ) -> Result<i64> {
     let st = state::get();
-    if size as usize > MAX_ATTR {
-        return Err(Error::kernel(
-            libc::E2BIG,
-            "a bpf_attr larger than any the kernel knows",
-        ));
-    }
-    let has_common = raw_cmd & cmd::BPF_COMMON_ATTRS != 0;
-    let mut attr = memory::read(attr_addr, size as usize).map_err(Error::Memory)?;
-    // Unreadable common attributes are the guest kernel's to judge (one
-    // without them ignores them): they travel as `None`.
-    let mut common = if has_common && common_size as usize <= MAX_ATTR {
-        memory::read(common_addr, common_size as usize).ok()
-    } else {
-        None
-    };
+    let mem = st.memory();
+    let attrs = read_attrs(mem, raw_cmd, attr_addr, size, common_addr, common_size)?;
     let possible_cpus = st.facts()?.possible_cpus;
-
-    let (plan, mut buffers) = {
+    let Gathered { call, sent } = {
         let table = st.table();
         let view = HostView {
             table: &**table,
             possible_cpus,
             seen: Default::default(),
         };
-        let mut plan = Plan::new(raw_cmd, &attr, common.as_deref(), &view)?;
-        let mut buffers: Vec<WireBuffer> = Vec::with_capacity(plan.buffers.len());
-        let mut i = 0;
-        while i < plan.buffers.len() {
-            let spec = &plan.buffers[i];
-            let wire = match (&spec.len, &spec.dir) {
-                (Length::Bytes(n), Direction::Out)
-                    if *n <= PREFILL_MAX && spec.content != Content::Log =>
-                {
-                    match memory::read(spec.ptr, *n) {
-                        Ok(current) => WireBuffer::Data(current),
-                        // The kernel may never write there (a failing
-                        // lookup): let it decide, and fault on write-back.
-                        Err(_) => WireBuffer::Out(*n as u64),
-                    }
-                }
-                (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
-                (Length::Bytes(n), _) => {
-                    WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Error::Memory)?)
-                }
-                (Length::CString { max }, _) => {
-                    WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Error::Memory)?)
-                }
-            };
-            // Out buffers may carry the caller's current bytes; they hold
-            // nothing to expand.
-            if let (WireBuffer::Data(content), false) = (&wire, spec.dir == Direction::Out) {
-                plan.expand(i, content, &view)?;
-            }
-            buffers.push(wire);
-            i += 1;
-        }
-        // Translate fds into the guest's numbering, in the copies we send.
-        for slot in &plan.fds {
-            let guest = match slot.value {
-                0 => 0,
-                v => view.to_guest(v),
-            };
-            let bytes: Option<&mut [u8]> = match slot.parent {
-                Parent::Attr => Some(&mut attr),
-                Parent::Common => common.as_deref_mut(),
-                Parent::Buffer(j) => match buffers.get_mut(j) {
-                    Some(WireBuffer::Data(d)) => Some(d),
-                    _ => None,
-                },
-            };
-            if let Some(bytes) = bytes {
-                write_u32(bytes, slot.offset, guest as u32);
-            }
-        }
-        (plan, buffers)
-    };
-
-    let sent_attr = attr.clone();
-    let sent_common = common.clone();
-    let call = BpfCall {
-        cmd: raw_cmd,
-        size,
-        attr,
-        common,
-        common_size: if has_common { common_size } else { 0 },
-        buffers: std::mem::take(&mut buffers),
+        gather(mem, &view, attrs)?
     };
     let result = st.ask(&Request::Bpf(call), "bpf()", |r| match r {
         Reply::Bpf(r) => Ok(Ok(r)),
         other => Err(Box::new(other)),
     })?;
-    let written = write_back(
-        &plan,
-        &result,
-        attr_addr,
-        &sent_attr,
-        common_addr,
-        sent_common.as_deref(),
-    );
+    let written = scatter(mem, &sent, &result);
     if result.ret < 0 {
         // The kernel failed: its errno is the answer, whatever could or
         // could not be copied back (it may never have written there).
@@ -198,64 +113,17 @@ pub fn forward(
         // The kernel succeeded into the proxy's buffers but the caller's
         // memory is bad: locally the kernel would have faulted. A new object
         // nobody will ever learn about is closed again.
-        if plan.returns_fd {
+        if sent.returns_fd() {
             st.notify(&Request::Close {
                 fd: result.ret as i32,
             });
         }
-        return Err(e);
+        return Err(e.into());
     }
-    match (plan.returns_fd, result.object) {
+    match (sent.returns_fd(), result.object) {
         (true, Some(obj)) => adopt(result.ret as i32, obj).map(i64::from),
         _ => Ok(result.ret),
     }
-}
-
-/// Writes back what the kernel wrote: attr bytes that differ from what we
-/// sent (pointer and fd fields come back as sent, so they never differ), and
-/// every returned buffer, at most as long as the plan says.
-fn write_back(
-    plan: &Plan,
-    result: &BpfResult,
-    attr_addr: u64,
-    sent_attr: &[u8],
-    common_addr: u64,
-    sent_common: Option<&[u8]>,
-) -> Result<()> {
-    write_changed(attr_addr, sent_attr, &result.attr)?;
-    if let (Some(sent), Some(got)) = (sent_common, result.common.as_deref()) {
-        write_changed(common_addr, sent, got)?;
-    }
-    for (index, content) in &result.out {
-        let Some(spec) = plan.buffers.get(*index as usize) else {
-            return Err(Error::Protocol("bpf() (an output buffer the plan lacks)"));
-        };
-        if content.len() > spec.alloc_len() || matches!(spec.dir, Direction::In) {
-            return Err(Error::Protocol("bpf() (an output buffer out of bounds)"));
-        }
-        memory::write(spec.ptr, content).map_err(Error::Memory)?;
-    }
-    Ok(())
-}
-
-/// Writes the runs of `got` that differ from `sent` to `addr`.
-fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<()> {
-    if got.len() != sent.len() {
-        return Err(Error::Protocol("bpf() (an attr of another size)"));
-    }
-    let mut i = 0;
-    while i < got.len() {
-        if got[i] == sent[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < got.len() && got[i] != sent[i] {
-            i += 1;
-        }
-        memory::write(addr + start as u64, &got[start..i]).map_err(Error::Memory)?;
-    }
-    Ok(())
 }
 
 /// A host fd in the guest's numbering: the guest fd of our object, else
@@ -351,19 +219,4 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32> {
     // The process holds a guest object now: watch its proxy.
     st.watch();
     Ok(raw)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_changed_runs_are_written() {
-        let mut target = [0u8, 1, 2, 3, 4, 5];
-        let sent = target;
-        let got = [0u8, 9, 9, 3, 4, 7];
-        write_changed(target.as_mut_ptr() as u64, &sent, &got).unwrap();
-        assert_eq!(target, got);
-        assert!(write_changed(target.as_mut_ptr() as u64, &sent, &got[..3]).is_err());
-    }
 }

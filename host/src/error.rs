@@ -45,6 +45,14 @@ pub enum Error {
     /// kernel would give for the same attr).
     #[error("bpf() attr: {0}")]
     Plan(#[from] AbiError),
+    /// The call could not be marshalled (a bad pointer, an attr too large,
+    /// a plan the kernel would refuse).
+    #[error(transparent)]
+    Gather(#[from] telebpf_marshal::GatherError),
+    /// What the kernel wrote could not be written back (a bad pointer, or
+    /// a reply off its plan).
+    #[error(transparent)]
+    Scatter(#[from] telebpf_marshal::ScatterError),
     /// The call is answered on the host side the way the kernel would
     /// answer it (`why` says what the kernel would object to).
     #[error("{why}: {}", io::Error::from_raw_os_error(*.errno))]
@@ -75,6 +83,8 @@ impl Error {
             Error::Client(e) => e.errno(),
             Error::Protocol(_) => libc::EPROTO,
             Error::Plan(e) => e.errno(),
+            Error::Gather(e) => e.errno(),
+            Error::Scatter(e) => e.errno(),
             Error::Kernel { errno, .. } => *errno,
             Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }

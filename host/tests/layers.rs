@@ -23,6 +23,7 @@ const BELOW: &[&str] = &[
     "telebpf-abi",
     "telebpf-protocol",
     "telebpf-client",
+    "telebpf-marshal",
     "ringbuf-mirror",
 ];
 

@@ -25,7 +25,9 @@
 //! against it, points the attr at its own copies, runs `bpf()`, and answers
 //! [`BpfResult`]: the return value, errno, the attr as the kernel left it
 //! (pointer fields restored to the caller's values) and the content of every
-//! buffer the kernel writes.
+//! buffer the kernel writes. Both ends of this marshalling live in
+//! `telebpf-marshal` (`gather`/`scatter` on the host, `patch`/`collect` in
+//! the proxy).
 //!
 //! # Files
 //!

@@ -1,12 +1,17 @@
 //! Property test: the marshalling of every command round-trips between the
-//! host and the proxy ([`crate::roundtrip::check`]) for generated attrs,
-//! objects and buffer contents.
+//! host and the proxy ([`crate::roundtrip::check`]: the real gather, patch,
+//! collect and scatter around a fake kernel) for generated attrs, objects,
+//! buffer contents and kernel results.
 
 use proptest::prelude::*;
+use telebpf_abi::cmd::{BPF_COMMON_ATTRS, BPF_PROG_ASSOC_STRUCT_OPS};
+use telebpf_abi::{off, MapMeta, ObjectKind};
 
-use crate::cmd::{BPF_COMMON_ATTRS, BPF_PROG_ASSOC_STRUCT_OPS};
-use crate::roundtrip::{check, Entry, Table, Verdict};
-use crate::{off, MapMeta, ObjectKind};
+use crate::fake::{Entry, FakeKernel, FakeMemory, Fill, Table};
+use crate::roundtrip::{check, Call, Verdict};
+
+/// The largest buffer the property copies (one read, one reservation).
+const LIMIT: usize = 1 << 20;
 
 /// A 32-bit word that is often meaningful: zero, a small count, one of the
 /// table's fds, a size, an instruction head (`ld_imm64` with each pseudo
@@ -88,13 +93,15 @@ proptest! {
         common in prop::option::of(words(0..6usize)),
         table in table(),
         contents in prop::collection::vec(words(0..48usize), 1..6),
+        seed in any::<u32>(),
     ) {
         let raw_cmd = if with_common { cmd | BPF_COMMON_ATTRS } else { cmd };
-        let mut content = |i: usize, _: &crate::BufferSpec| Some(contents[i % contents.len()].clone());
-        match check(&table, raw_cmd, &attr, common.as_deref(), &mut content) {
+        let call = Call { raw_cmd, attr: &attr, common: common.as_deref() };
+        let mem = FakeMemory::new(Fill::Chunks(contents), LIMIT);
+        match check(&table, call, &mem, FakeKernel { seed }) {
             Ok(Verdict::Agreed(plan)) => prop_assert_eq!(plan.cmd, cmd),
             Ok(Verdict::HostRefused(errno)) => prop_assert!(errno > 0),
-            Ok(Verdict::NotCopied) => prop_assert!(false, "nothing declines"),
+            Ok(Verdict::NotCopied(n)) => prop_assert!(n > LIMIT, "declined {} bytes", n),
             Err(e) => prop_assert!(false, "{}", e),
         }
     }
@@ -114,11 +121,17 @@ fn generated_calls_mostly_agree() {
         attr(),
         table(),
         words(0..48usize),
+        any::<u32>(),
     );
     for _ in 0..2000 {
-        let (cmd, attr, table, content) = strategy.new_tree(&mut runner).unwrap().current();
-        let mut c = |_: usize, _: &crate::BufferSpec| Some(content.clone());
-        if let Ok(Verdict::Agreed(plan)) = check(&table, cmd, &attr, None, &mut c) {
+        let (cmd, attr, table, content, seed) = strategy.new_tree(&mut runner).unwrap().current();
+        let call = Call {
+            raw_cmd: cmd,
+            attr: &attr,
+            common: None,
+        };
+        let mem = FakeMemory::new(Fill::Chunks(vec![content]), LIMIT);
+        if let Ok(Verdict::Agreed(plan)) = check(&table, call, &mem, FakeKernel { seed }) {
             agreed += 1;
             with_buffers += usize::from(!plan.buffers.is_empty());
             with_fds += usize::from(plan.fds.iter().any(|s| s.value > 0));
