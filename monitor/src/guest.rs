@@ -41,7 +41,8 @@ pub struct Options {
     pub interval: Duration,
     /// How the walks read guest memory.
     pub mode: Mode,
-    /// Stop after this many rounds (for tests and benchmarks).
+    /// Stop after this many rounds (for tests and benchmarks); a failed
+    /// connection attempt counts as one.
     pub rounds: Option<u64>,
 }
 
@@ -82,6 +83,9 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
                     });
                     said_lost = true;
                 }
+                // A failed attempt counts as a round, so that a bounded
+                // run ends even for a guest that never answers.
+                rounds += 1;
                 sleep(backoff, stop);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
