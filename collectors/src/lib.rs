@@ -9,6 +9,7 @@
 
 pub mod loader;
 pub mod pages;
+pub mod programs;
 pub mod record;
 mod ring;
 

@@ -343,6 +343,17 @@ impl Inspector {
         self.conn.facts()
     }
 
+    /// The guest's BPF programs, the proxy's own collectors left out (one
+    /// request).
+    pub fn programs(&mut self) -> Result<Vec<telebpf_protocol::message::ProgramInfo>, Error> {
+        match call(&mut self.conn, self.limit, &Request::Programs)? {
+            Reply::Programs(Ok(p)) => Ok(p),
+            Reply::Programs(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
+            Reply::Refused(r) => Err(Error::Refused(r)),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// A keep-alive: `Ok` if the proxy answers within `limit`.
     pub fn ping(&mut self, limit: Duration) -> Result<(), Error> {
         match self.conn.call_within(&Request::Ping(Vec::new()), limit)? {

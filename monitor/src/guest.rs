@@ -163,6 +163,7 @@ fn read_round(inspector: &mut Inspector, mode: Mode) -> Result<Round, String> {
     let after = source(inspector.proc_pids())?;
     let modules = source(inspector.walk(Collector::Modules, mode).map(|w| w.rows))?;
     let tcp = source(inspector.walk(Collector::Tcp, mode).map(|w| w.rows))?;
+    let programs = source(inspector.programs())?;
     let proc_pids = match (before, after) {
         (Ok(b), Ok(a)) => Ok((b, a)),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -196,7 +197,7 @@ fn read_round(inspector: &mut Inspector, mode: Mode) -> Result<Round, String> {
                 .collect()),
             _ => Err("not a socket list".into()),
         }),
-        programs: Err("BPF program listing is not available yet".into()),
+        programs: programs.map(|list| list.into_iter().map(program).collect()),
     })
 }
 
@@ -226,6 +227,17 @@ fn process(p: telebpf_ids::Process) -> event::Process {
         ppid: p.ppid,
         uid: p.uid,
         comm: p.comm,
+    }
+}
+
+fn program(p: telebpf_protocol::message::ProgramInfo) -> event::Program {
+    event::Program {
+        id: p.id,
+        prog_type: telebpf_abi::prog_type::short_name(p.prog_type)
+            .map_or_else(|| p.prog_type.to_string(), str::to_string),
+        name: p.name,
+        tag: p.tag.iter().map(|b| format!("{b:02x}")).collect(),
+        uid: p.uid,
     }
 }
 
