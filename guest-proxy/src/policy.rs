@@ -60,6 +60,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("read-only", include_str!("../../policies/read-only.toml")),
     ("tracing", include_str!("../../policies/tracing.toml")),
     ("observe", include_str!("../../policies/observe.toml")),
+    ("monitor", include_str!("../../policies/monitor.toml")),
 ];
 
 /// A policy file cannot be used.
@@ -829,6 +830,18 @@ impl Policy {
                 "ring_streams is false".into(),
             ),
             Request::Records(_) => Ok(()),
+            // The listing tells exactly what the three commands it stands
+            // for would, one program at a time: the key needs all three.
+            Request::Programs => {
+                let lists = self.commands.contains(cmd::BPF_PROG_GET_NEXT_ID)
+                    && self.commands.contains(cmd::BPF_PROG_GET_FD_BY_ID)
+                    && self.commands.contains(cmd::BPF_OBJ_GET_INFO_BY_FD);
+                allow(
+                    lists,
+                    "listing the guest's programs",
+                    "it needs prog_get_next_id, prog_get_fd_by_id and obj_get_info_by_fd".into(),
+                )
+            }
             Request::Peek(_) => self.check_kernel_memory_read("reading kernel memory"),
             Request::Collect(c) => {
                 self.check_kernel_memory_read("running a collector")?;
