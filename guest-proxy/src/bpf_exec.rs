@@ -16,6 +16,7 @@ use telebpf_protocol::message::{
     BpfCall, BpfResult, ErrorReply, NewObject, WireBuffer, FOREIGN_FD, MAX_ATTR,
 };
 
+use crate::kernel::Kernel;
 use crate::sys;
 
 /// Result of executing a call.
@@ -110,8 +111,12 @@ fn accept_buffer(
     Ok(buf)
 }
 
-/// Executes `call` for a session.
-pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorReply> {
+/// Executes `call` for a session, in `kernel`.
+pub fn execute(
+    call: &BpfCall,
+    fds: &dyn SessionFds,
+    kernel: &dyn Kernel,
+) -> Result<Outcome, ErrorReply> {
     if call.size as usize > MAX_ATTR {
         // The kernel refuses attrs larger than a page before reading them.
         return Ok(failed(call, libc::E2BIG));
@@ -223,7 +228,7 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
     // length the plan gives for it (the same length the kernel derives from
     // the attr), and none is moved or freed before the call returns.
     let outcome = unsafe {
-        sys::bpf(
+        kernel.bpf(
             call.cmd,
             attr.as_mut_ptr(),
             attr.len() as u32,
@@ -265,7 +270,7 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
         Err(e) => (-1, e),
     };
     let new_fd = (plan.returns_fd && ret >= 0).then_some(ret as i32);
-    let object = new_fd.map(describe);
+    let object = new_fd.map(|fd| describe_in(fd, kernel));
     Ok(Outcome {
         result: BpfResult {
             ret,
@@ -280,16 +285,20 @@ pub fn execute(call: &BpfCall, fds: &dyn SessionFds) -> Result<Outcome, ErrorRep
 }
 
 /// Says what a guest fd stands for, as the client needs to plan later
-/// calls and to answer `readlink("/proc/self/fd/N")`.
+/// calls and to answer `readlink("/proc/self/fd/N")`: a guest fd of the
+/// machine's own kernel (see [`describe_in`]).
 pub fn describe(fd: i32) -> NewObject {
+    describe_in(fd, &crate::kernel::RealKernel)
+}
+
+/// Says what fd `fd` of `kernel` stands for (see [`describe`]).
+pub fn describe_in(fd: i32, kernel: &dyn Kernel) -> NewObject {
     use telebpf_abi::{MapMeta, ObjectKind};
-    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let link = kernel.fd_link(fd).unwrap_or_default();
     let kind = match link.as_str() {
         "anon_inode:bpf-map" => {
             let mut info = [0u8; 88];
-            match sys::object_info(fd, &mut info) {
+            match kernel.object_info(fd, &mut info) {
                 Ok(_) => {
                     let u = |o: usize| {
                         u32::from_le_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]])
@@ -307,7 +316,7 @@ pub fn describe(fd: i32) -> NewObject {
         }
         "anon_inode:bpf-prog" => {
             let mut info = [0u8; 8];
-            match sys::object_info(fd, &mut info) {
+            match kernel.object_info(fd, &mut info) {
                 Ok(_) => ObjectKind::Prog {
                     prog_type: u32::from_le_bytes([info[0], info[1], info[2], info[3]]),
                 },
@@ -327,7 +336,8 @@ pub fn describe(fd: i32) -> NewObject {
     let link_type = match kind {
         ObjectKind::Link => {
             let mut info = [0u8; 4];
-            sys::object_info(fd, &mut info)
+            kernel
+                .object_info(fd, &mut info)
                 .ok()
                 .map(|_| u32::from_le_bytes(info))
         }

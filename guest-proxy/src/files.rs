@@ -328,7 +328,11 @@ fn pin_of(own: &CString) -> Result<(Pin, Option<u32>), i32> {
             Some(t) if t != telebpf_abi::link_type::BPF_LINK_TYPE_ITER => (Pin::Other, None),
             _ => (
                 Pin::Iterator,
-                crate::ownership::object_id(obj.as_raw_fd(), crate::ownership::Kind::Link),
+                crate::ownership::object_id(
+                    obj.as_raw_fd(),
+                    crate::ownership::Kind::Link,
+                    &crate::kernel::RealKernel,
+                ),
             ),
         }),
         _ => Err(libc::EACCES),

@@ -37,6 +37,7 @@ use telebpf_abi::{
 use telebpf_protocol::message::{BpfCall, IoctlValue, Request, WireBuffer};
 
 use crate::bpf_exec::SessionFds;
+use crate::kernel::Kernel;
 use crate::ownership::{self, Kind};
 use crate::policy::{Denied, KeyGrant, Policy};
 use crate::progcheck::{self, Program};
@@ -61,10 +62,12 @@ fn owned(fds: &dyn SessionFds, fd: i32) -> Option<ObjectKind> {
     }
 }
 
-/// One request's view: the key, its policy, the session's fds.
+/// One request's view: the key, its policy, the session's fds and the
+/// kernel they live in.
 struct Guard<'a> {
     grant: &'a KeyGrant,
     fds: &'a dyn SessionFds,
+    kernel: &'a dyn Kernel,
 }
 
 impl Guard<'_> {
@@ -82,22 +85,8 @@ impl Guard<'_> {
         let Some(kind) = owned(self.fds, fd).as_ref().and_then(ledger_kind) else {
             return Ok(());
         };
-        self.require_own_id(what, kind, ownership::object_id(fd, kind))
-    }
-
-    fn require_own_id(&self, what: &str, kind: Kind, id: Option<u32>) -> Result<(), Denied> {
-        if id.is_some_and(|id| ownership::ledger(self.grant).owns(kind, id)) {
-            return Ok(());
-        }
-        let id = id.map_or_else(|| "?".to_string(), |i| i.to_string());
-        Err(Denied {
-            what: format!(
-                "{what} {} {id}, which key '{}' did not create",
-                kind.word(),
-                self.grant.name
-            ),
-            rule: "change_foreign_objects is false".into(),
-        })
+        let id = ownership::object_id(fd, kind, self.kernel);
+        require_own_id(self.grant, what, kind, id)
     }
 
     /// The session program behind `fd`: its type and, if the proxy
@@ -105,8 +94,8 @@ impl Guard<'_> {
     fn program(&self, fd: i32) -> Option<(u32, Option<u32>)> {
         match owned(self.fds, fd)? {
             ObjectKind::Prog { prog_type } => {
-                let eat =
-                    ownership::object_id(fd, Kind::Prog).and_then(ownership::loaded_attach_type);
+                let eat = ownership::object_id(fd, Kind::Prog, self.kernel)
+                    .and_then(ownership::loaded_attach_type);
                 Some((prog_type, eat))
             }
             _ => None,
@@ -173,11 +162,12 @@ impl Guard<'_> {
                 if self.policy().changes_foreign_objects() {
                     return Ok(());
                 }
-                match crate::bpf_exec::describe(s.fd).kind {
-                    ObjectKind::Map(_) => self.require_own_id(
+                match crate::bpf_exec::describe_in(s.fd, self.kernel).kind {
+                    ObjectKind::Map(_) => require_own_id(
+                        self.grant,
                         "consuming on the host the records of",
                         Kind::Map,
-                        ownership::object_id(s.fd, Kind::Map),
+                        ownership::object_id(s.fd, Kind::Map, self.kernel),
                     ),
                     _ => Ok(()),
                 }
@@ -365,7 +355,7 @@ impl Guard<'_> {
     /// link swaps the program of an attachment the key may not make).
     fn check_link(&self, what: &str, fd: i32) -> Result<(), Denied> {
         let mut info = [0u8; telebpf_abi::off::link_info::SIZE];
-        if crate::sys::object_info(fd, &mut info).is_err() {
+        if self.kernel.object_info(fd, &mut info).is_err() {
             return Ok(());
         }
         let at = match read_u32(&info, 0) {
@@ -426,7 +416,7 @@ impl Guard<'_> {
             insns,
             fd_array: buffer(Content::FdArray),
         };
-        progcheck::check_calls(&prog, p, self.fds)?;
+        progcheck::check_calls(&prog, p, self.fds, self.kernel)?;
         if !foreign_ok {
             for fd in progcheck::map_fds(&prog, self.fds) {
                 self.require_own("BPF_PROG_LOAD of a program naming", fd)?;
@@ -538,8 +528,31 @@ fn expanded<'a>(call: &'a BpfCall, fds: &dyn SessionFds) -> Option<(Plan, Vec<Op
 
 /// Checks what [`crate::policy::Policy::check`] cannot decide from the
 /// request alone; see the module doc.
-pub fn check(req: &Request, grant: &KeyGrant, fds: &dyn SessionFds) -> Result<(), Denied> {
-    Guard { grant, fds }.check(req)
+/// `fds` are the session's, objects of `kernel`.
+pub fn check(
+    req: &Request,
+    grant: &KeyGrant,
+    fds: &dyn SessionFds,
+    kernel: &dyn Kernel,
+) -> Result<(), Denied> {
+    Guard { grant, fds, kernel }.check(req)
+}
+
+/// `what` may act on object `id` of `kind` only if the key of `grant`
+/// created it (`None`: the kernel would not say which object it is).
+fn require_own_id(grant: &KeyGrant, what: &str, kind: Kind, id: Option<u32>) -> Result<(), Denied> {
+    if id.is_some_and(|id| ownership::ledger(grant).owns(kind, id)) {
+        return Ok(());
+    }
+    let id = id.map_or_else(|| "?".to_string(), |i| i.to_string());
+    Err(Denied {
+        what: format!(
+            "{what} {} {id}, which key '{}' did not create",
+            kind.word(),
+            grant.name
+        ),
+        rule: "change_foreign_objects is false".into(),
+    })
 }
 
 /// Whether a stream of the key of `grant` may consume the ring `ring`
@@ -571,38 +584,20 @@ pub fn may_run_iterator(grant: &KeyGrant, link: Option<u32>) -> Result<(), Denie
     if grant.policy.changes_foreign_objects() {
         return Ok(());
     }
-    let fds = NoFds;
-    Guard { grant, fds: &fds }.require_own_id("reading the pinned iterator of", Kind::Link, link)
-}
-
-/// A session view with no fds (for checks that name objects by id).
-struct NoFds;
-
-impl telebpf_abi::Objects for NoFds {
-    fn kind(&self, _: i32) -> Option<ObjectKind> {
-        None
-    }
-
-    fn possible_cpus(&self) -> u32 {
-        1
-    }
-}
-
-impl SessionFds for NoFds {
-    fn owns(&self, _: i32) -> bool {
-        false
-    }
+    require_own_id(grant, "reading the pinned iterator of", Kind::Link, link)
 }
 
 /// After `call` created guest fd `fd` for the key of `grant`: records the
-/// object as the key's own, and a program's expected attach type.
-pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {
+/// object as the key's own, and a program's expected attach type (`fd` is
+/// an fd of `kernel`).
+pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant, kernel: &dyn Kernel) {
     let kind = match call.cmd & !cmd::BPF_COMMON_ATTRS {
         cmd::BPF_MAP_CREATE => Kind::Map,
         cmd::BPF_PROG_LOAD => {
             ownership::record_loaded(
                 fd,
                 read_u32(&call.attr, off::prog_load::EXPECTED_ATTACH_TYPE),
+                kernel,
             );
             Kind::Prog
         }
@@ -611,7 +606,7 @@ pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {
         _ => return,
     };
     if !grant.policy.changes_foreign_objects() {
-        ownership::record(grant, fd, kind);
+        ownership::record(grant, fd, kind, kernel);
     }
 }
 
@@ -619,22 +614,11 @@ pub fn created(call: &BpfCall, fd: i32, grant: &KeyGrant) {
 mod tests {
     use std::sync::Arc;
 
-    use telebpf_abi::{flags, write_u32, write_u64, MapMeta, Objects};
+    use telebpf_abi::{write_u32, write_u64, MapMeta, Objects};
 
     use super::*;
     use crate::policy::{resolve, Policy};
-
-    /// A forwarded `bpf(command, attr)` with the buffers of its plan.
-    fn call(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
-        Request::Bpf(BpfCall {
-            cmd: command,
-            size: attr.len() as u32,
-            attr,
-            common: None,
-            common_size: 0,
-            buffers,
-        })
-    }
+    use crate::testing::{bpf_request as call, load_calling as load, FakeKernel};
 
     /// `command` on map fd `fd` (an element command's attr).
     fn on_map(command: u32, fd: u32) -> Request {
@@ -686,47 +670,24 @@ mod tests {
         }
     }
 
-    /// A tracepoint program calling helper `id`, as a forwarded call.
-    fn load(id: u32) -> Request {
-        let mut insns = Vec::new();
-        for (code, src, imm) in [(flags::BPF_JMP_CALL, 0, id), (0xb7, 0, 0), (0x95, 0, 0)] {
-            let mut b = [0u8; 8];
-            b[0] = code;
-            b[1] = src;
-            b[4..8].copy_from_slice(&imm.to_le_bytes());
-            insns.extend_from_slice(&b);
-        }
-        let mut attr = vec![0u8; 152];
-        write_u32(
-            &mut attr,
-            off::prog_load::PROG_TYPE,
-            prog_type::BPF_PROG_TYPE_TRACEPOINT,
-        );
-        write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
-        write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
-        write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
-        call(
-            cmd::BPF_PROG_LOAD,
-            attr,
-            vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
-        )
-    }
-
     #[test]
     fn loaded_programs_calls_are_checked_by_name() {
         let tracing = grant("tracing");
-        let d = check(&load(36), &tracing, &Fake).unwrap_err();
+        let d = check(&load(36), &tracing, &Fake, &FakeKernel::default()).unwrap_err();
         assert_eq!(
             d.what,
             "BPF_PROG_LOAD of a program calling bpf_probe_write_user"
         );
-        assert!(check(&load(5), &tracing, &Fake).is_ok(), "bpf_ktime_get_ns");
+        assert!(
+            check(&load(5), &tracing, &Fake, &FakeKernel::default()).is_ok(),
+            "bpf_ktime_get_ns"
+        );
         let full = KeyGrant {
             name: "f".into(),
             file: Default::default(),
             policy: Arc::new(Policy::full()),
         };
-        assert!(check(&load(36), &full, &Fake).is_ok());
+        assert!(check(&load(36), &full, &Fake, &FakeKernel::default()).is_ok());
     }
 
     #[test]
@@ -735,7 +696,7 @@ mod tests {
         // the ledger has no id for it.
         let tracing = grant("tracing");
         let delete = on_map(cmd::BPF_MAP_DELETE_ELEM, 10);
-        let d = check(&delete, &tracing, &Fake).unwrap_err();
+        let d = check(&delete, &tracing, &Fake, &FakeKernel::default()).unwrap_err();
         assert_eq!(d.rule, "change_foreign_objects is false");
         assert!(
             d.what.starts_with("BPF_MAP_DELETE_ELEM on map "),
@@ -744,10 +705,10 @@ mod tests {
         );
         // Fds the session does not own pass: execution turns them into -1.
         let stray = on_map(cmd::BPF_MAP_DELETE_ELEM, 99);
-        assert!(check(&stray, &tracing, &Fake).is_ok());
+        assert!(check(&stray, &tracing, &Fake, &FakeKernel::default()).is_ok());
         // Detaching without naming the program.
         let detach = call(cmd::BPF_PROG_DETACH, vec![0u8; 32], vec![]);
-        assert!(check(&detach, &tracing, &Fake).is_err());
+        assert!(check(&detach, &tracing, &Fake, &FakeKernel::default()).is_err());
     }
 
     #[test]
@@ -772,7 +733,13 @@ mod tests {
                 vec![WireBuffer::Data(info)],
             )
         };
-        let d = check(&link(info), &grant("tracing"), &Fake).unwrap_err();
+        let d = check(
+            &link(info),
+            &grant("tracing"),
+            &Fake,
+            &FakeKernel::default(),
+        )
+        .unwrap_err();
         assert!(
             d.what
                 .starts_with("BPF_LINK_CREATE of an iterator over map "),
@@ -786,7 +753,7 @@ mod tests {
             file: Default::default(),
             policy: Arc::new(Policy::full()),
         };
-        assert!(check(&link(vec![0u8; 16]), &full, &Fake).is_ok());
+        assert!(check(&link(vec![0u8; 16]), &full, &Fake, &FakeKernel::default()).is_ok());
     }
 
     /// A perf_event_open request with `attr`.
@@ -811,7 +778,7 @@ mod tests {
             perf::ATTR_FLAG_SIGTRAP | perf::ATTR_FLAG_REMOVE_ON_EXEC,
         );
         let sigtrap = perf_open(attr.clone());
-        let d = check(&sigtrap, &grant("observe"), &Fake).unwrap_err();
+        let d = check(&sigtrap, &grant("observe"), &Fake, &FakeKernel::default()).unwrap_err();
         assert!(
             d.what.starts_with("perf_event_open with sigtrap"),
             "{}",
@@ -823,16 +790,34 @@ mod tests {
             file: Default::default(),
             policy: Arc::new(Policy::full()),
         };
-        assert!(check(&sigtrap, &full, &Fake).is_ok());
+        assert!(check(&sigtrap, &full, &Fake, &FakeKernel::default()).is_ok());
         write_u64(&mut attr, perf::ATTR_FLAGS, 0);
-        assert!(check(&perf_open(attr.clone()), &grant("observe"), &Fake).is_ok());
+        assert!(check(
+            &perf_open(attr.clone()),
+            &grant("observe"),
+            &Fake,
+            &FakeKernel::default()
+        )
+        .is_ok());
         if let Some(uprobe) = crate::perf::uprobe_pmu() {
             write_u32(&mut attr, perf::ATTR_TYPE, uprobe);
             write_u64(&mut attr, perf::ATTR_CONFIG, 0x2028 << 32);
-            let d = check(&perf_open(attr.clone()), &grant("tracing"), &Fake).unwrap_err();
+            let d = check(
+                &perf_open(attr.clone()),
+                &grant("tracing"),
+                &Fake,
+                &FakeKernel::default(),
+            )
+            .unwrap_err();
             assert_eq!(d.rule, "'probe_write_user' is in helpers.deny");
             write_u64(&mut attr, perf::ATTR_CONFIG, 1); // retprobe, no counter
-            assert!(check(&perf_open(attr), &grant("tracing"), &Fake).is_ok());
+            assert!(check(
+                &perf_open(attr),
+                &grant("tracing"),
+                &Fake,
+                &FakeKernel::default()
+            )
+            .is_ok());
         }
     }
 

@@ -39,9 +39,11 @@
 //! created before the proxy started (its budgets start at zero).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use telebpf_abi::{cmd, map_type as mt, off, read_u32, read_u64};
+
+use crate::kernel::Kernel;
 
 /// What kind of object a charge is for (its ids are separate spaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,8 +173,8 @@ pub trait Census: Send + Sync + std::fmt::Debug {
 }
 
 /// The kernel's own lists (`BPF_MAP_GET_NEXT_ID` and friends).
-#[derive(Debug, Default)]
-pub struct KernelCensus;
+#[derive(Debug)]
+pub struct KernelCensus(pub Arc<dyn Kernel>);
 
 impl Census for KernelCensus {
     fn live(&self, class: Class) -> HashSet<u32> {
@@ -181,7 +183,7 @@ impl Census for KernelCensus {
             Class::Prog => cmd::BPF_PROG_GET_NEXT_ID,
             Class::Btf => cmd::BPF_BTF_GET_NEXT_ID,
         };
-        crate::sys::live_ids(command)
+        self.0.live_ids(command).ids
     }
 }
 

@@ -25,10 +25,20 @@
 //! audit records; [`hangup`] interrupts the
 //! long call of a client that went away; [`streams`] pushes the records of
 //! guest rings to the host; [`bulk`] runs collectors and reads kernel
-//! memory; [`policy`] decides what each key may ask, [`guard`] checks what
+//! memory; [`policy`] decides what each key may ask (parsed, checked and
+//! audited in one file each), [`guard`] checks what
 //! a request names against the guest's objects (real program and attach
 //! types, [`progcheck`]: a program's calls, [`ownership`]: which objects a
 //! key created); [`audit`] writes the audit log; [`log`] prints.
+//!
+//! A session's calls into the guest kernel (`bpf()`, `perf_event_open`,
+//! its ioctls, `read`, `close`, what `/proc/self/fd*` says of an fd) go
+//! through the [`kernel::Kernel`] the server was given ([`Config::kernel`]:
+//! the machine's own unless a test gives another), so its logic, the
+//! policy and the limits are unit-tested over a fake kernel (`testing`,
+//! test builds only), as are the guard's ownership and program checks.
+//! Stream consumers, mapped maps and bpffs pins still make their syscalls
+//! directly.
 
 pub mod audit;
 pub mod bpf_exec;
@@ -39,6 +49,7 @@ pub mod files;
 pub mod guard;
 pub mod handshakes;
 pub mod hangup;
+pub mod kernel;
 pub mod kmem;
 pub mod limits;
 pub mod log;
@@ -54,6 +65,8 @@ pub mod session;
 pub mod shared_files;
 pub mod streams;
 mod sys;
+#[cfg(test)]
+pub mod testing;
 pub mod throttle;
 
 pub use server::{run, Config, ConfigError};

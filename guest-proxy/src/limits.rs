@@ -67,6 +67,7 @@ use telebpf_protocol::channel::{FrameGate, ReceiveLimits};
 use telebpf_protocol::message::BpfCall;
 
 use crate::bpf_exec::Outcome;
+use crate::kernel::Kernel;
 use crate::kmem::{self, Class, KernelCensus, Ledger};
 
 /// The limits, as given on the command line.
@@ -281,6 +282,8 @@ pub struct Governor {
     rate: Mutex<Bucket>,
     /// The kernel-memory charges of every session.
     kernel_memory: Arc<Ledger>,
+    /// The kernel the sessions' objects live in.
+    kernel: Arc<dyn Kernel>,
     /// The last session budget's token (its owner id in the ledger).
     budgets: AtomicU64,
 }
@@ -305,9 +308,10 @@ fn try_add(counter: &AtomicUsize, n: usize, max: usize) -> bool {
 }
 
 impl Governor {
-    /// Counters at zero for `args`; unset kernel-memory budgets derive
-    /// from the machine's memory ([`LimitArgs::map_memory`]).
-    pub fn new(args: LimitArgs) -> Arc<Governor> {
+    /// Counters at zero for `args`, for objects in `kernel`; unset
+    /// kernel-memory budgets derive from the machine's memory
+    /// ([`LimitArgs::map_memory`]).
+    pub fn new(args: LimitArgs, kernel: Arc<dyn Kernel>) -> Arc<Governor> {
         let (per_session, total) =
             if args.max_map_memory_per_session.is_some() && args.max_map_memory.is_some() {
                 args.map_memory(0)
@@ -320,7 +324,12 @@ impl Governor {
             connections: AtomicUsize::new(0),
             objects: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
-            kernel_memory: Arc::new(Ledger::new(per_session, total, Box::new(KernelCensus))),
+            kernel_memory: Arc::new(Ledger::new(
+                per_session,
+                total,
+                Box::new(KernelCensus(kernel.clone())),
+            )),
+            kernel,
             budgets: AtomicU64::new(0),
         })
     }
@@ -398,6 +407,7 @@ impl Default for SessionBudget {
 #[derive(Debug)]
 pub struct KernelCharge {
     ledger: Arc<Ledger>,
+    kernel: Arc<dyn Kernel>,
     owner: u64,
     class: Class,
     bytes: u64,
@@ -412,13 +422,13 @@ impl KernelCharge {
     pub fn settle(mut self, call: &BpfCall, outcome: &mut Outcome) {
         let Some(fd) = outcome.new_fd else { return };
         self.settled = true;
-        let id = object_id(self.class, fd);
-        let actual = crate::sys::fdinfo_memlock(fd).unwrap_or(0);
+        let id = object_id(&*self.kernel, self.class, fd);
+        let actual = self.kernel.fdinfo_memlock(fd).unwrap_or(0);
         if let Err(errno) = self
             .ledger
             .settle(self.owner, self.bytes, self.class, id, actual)
         {
-            crate::sys::close(fd);
+            self.kernel.close(fd);
             outcome.new_fd = None;
             outcome.result = crate::bpf_exec::failed_call(call, errno);
         }
@@ -453,7 +463,7 @@ impl Drop for HeldKernelMemory {
 
 /// The id of a new map, program or BTF object (0 if the kernel will not
 /// say: such a charge is released at the first sweep).
-fn object_id(class: Class, fd: i32) -> u32 {
+fn object_id(kernel: &dyn Kernel, class: Class, fd: i32) -> u32 {
     // Only the leading fields: no pointer field of the info struct is
     // inside these lengths.
     let (len, at) = match class {
@@ -461,7 +471,7 @@ fn object_id(class: Class, fd: i32) -> u32 {
         Class::Btf => (16, 12),
     };
     let mut info = [0u8; 16];
-    match crate::sys::object_info(fd, &mut info[..len]) {
+    match kernel.object_info(fd, &mut info[..len]) {
         Ok(_) => u32::from_le_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]),
         Err(_) => 0,
     }
@@ -555,6 +565,7 @@ impl SessionBudget {
         gov.kernel_memory.reserve(self.owner, bytes)?;
         Ok(Some(KernelCharge {
             ledger: gov.kernel_memory.clone(),
+            kernel: gov.kernel.clone(),
             owner: self.owner,
             class,
             bytes,
@@ -776,6 +787,7 @@ pub fn return_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::FakeKernel;
 
     fn args() -> LimitArgs {
         LimitArgs {
@@ -860,7 +872,7 @@ mod tests {
 
     #[test]
     fn kernel_memory_is_reserved_per_session_and_in_all() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let s1 = gov.session();
         let s2 = gov.session();
         let create = |entries: u32| {
@@ -917,7 +929,7 @@ mod tests {
 
     #[test]
     fn connections_are_counted_and_freed() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let a = gov.admit_connection().unwrap();
         let _b = gov.admit_connection().unwrap();
         assert!(gov.admit_connection().is_none());
@@ -927,7 +939,7 @@ mod tests {
 
     #[test]
     fn objects_per_session_and_in_total() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let mut s1 = gov.session();
         let mut s2 = gov.session();
         s1.object_added();
@@ -943,7 +955,7 @@ mod tests {
 
     #[test]
     fn bytes_in_flight() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let s1 = gov.session();
         let s2 = gov.session();
         assert_eq!(s1.reserve(101), Err(libc::ENOMEM));
@@ -961,7 +973,7 @@ mod tests {
 
     #[test]
     fn held_bytes_and_waiting_for_room() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let s1 = gov.session();
         let s2 = gov.session();
         assert_eq!(s1.share(), 100);
@@ -1006,7 +1018,7 @@ mod tests {
 
     #[test]
     fn request_rate() {
-        let gov = Governor::new(args());
+        let gov = Governor::new(args(), Arc::new(FakeKernel::default()));
         let mut s1 = gov.session();
         let ok = (0..10).filter(|_| s1.admit_request().is_ok()).count();
         assert_eq!(ok, 5, "the session's burst");

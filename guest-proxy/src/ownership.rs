@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use telebpf_abi::cmd;
 
+use crate::kernel::Kernel;
 use crate::policy::KeyGrant;
-use crate::sys;
 
 /// Smallest size at which a ledger is pruned.
 const MIN_PRUNE: usize = 1024;
@@ -93,9 +93,9 @@ impl IdSet {
         self.ids.values().map(HashSet::len).sum()
     }
 
-    fn insert(&mut self, kind: Kind, id: u32) {
+    fn insert(&mut self, kind: Kind, id: u32, kernel: &dyn Kernel) {
         if self.len() >= self.prune_at.max(MIN_PRUNE) {
-            self.prune(live_ids);
+            self.prune(|k| live_ids(kernel, k));
         }
         self.ids.entry(kind).or_default().insert(id);
     }
@@ -118,43 +118,17 @@ impl IdSet {
     }
 }
 
-/// The ids of every object the kernel holds of `kind` now.
-fn live_ids(kind: Kind) -> Option<HashSet<u32>> {
-    let mut ids = HashSet::new();
-    let mut start = 0u32;
-    loop {
-        let mut attr = [0u8; 12];
-        attr[0..4].copy_from_slice(&start.to_le_bytes());
-        // SAFETY: a 12-byte attr (start_id, next_id, open_flags) with no
-        // pointers; the kernel writes next_id into it.
-        let r = unsafe {
-            sys::bpf(
-                kind.next_id_cmd(),
-                attr.as_mut_ptr(),
-                attr.len() as u32,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        match r {
-            Ok(_) => {
-                let next = u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]);
-                if next <= start {
-                    return Some(ids);
-                }
-                ids.insert(next);
-                start = next;
-            }
-            Err(libc::ENOENT) => return Some(ids),
-            Err(_) => return None,
-        }
-    }
+/// The ids of every object `kernel` holds of `kind` now; `None` if the
+/// walk failed before the end of the list.
+fn live_ids(kernel: &dyn Kernel, kind: Kind) -> Option<HashSet<u32>> {
+    let listing = kernel.live_ids(kind.next_id_cmd());
+    listing.failed.is_none().then_some(listing.ids)
 }
 
 /// The kernel's id of the object behind guest fd `fd`.
-pub fn object_id(fd: i32, kind: Kind) -> Option<u32> {
+pub fn object_id(fd: i32, kind: Kind, kernel: &dyn Kernel) -> Option<u32> {
     let mut info = [0u8; 16];
-    sys::object_info(fd, &mut info).ok()?;
+    kernel.object_info(fd, &mut info).ok()?;
     let at = kind.info_id_offset();
     Some(u32::from_le_bytes(info[at..at + 4].try_into().ok()?))
 }
@@ -170,9 +144,10 @@ impl Ledger {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The key created object `id` of `kind`.
-    pub fn record(&self, kind: Kind, id: u32) {
-        self.lock().insert(kind, id);
+    /// The key created object `id` of `kind` (in `kernel`, which lists
+    /// the live ids when the ledger is pruned).
+    pub fn record(&self, kind: Kind, id: u32, kernel: &dyn Kernel) {
+        self.lock().insert(kind, id, kernel);
     }
 
     /// Whether the key created object `id` of `kind`.
@@ -208,10 +183,10 @@ pub fn ledger(grant: &KeyGrant) -> Arc<Ledger> {
 }
 
 /// Records that the key of `grant` created the object behind guest fd
-/// `fd` (of `kind`).
-pub fn record(grant: &KeyGrant, fd: i32, kind: Kind) {
-    if let Some(id) = object_id(fd, kind) {
-        ledger(grant).record(kind, id);
+/// `fd` (of `kind`) of `kernel`.
+pub fn record(grant: &KeyGrant, fd: i32, kind: Kind, kernel: &dyn Kernel) {
+    if let Some(id) = object_id(fd, kind, kernel) {
+        ledger(grant).record(kind, id, kernel);
     }
 }
 
@@ -231,14 +206,14 @@ fn loaded() -> MutexGuard<'static, Loaded> {
 }
 
 /// Remembers the expected attach type of a program the proxy just loaded
-/// (guest fd `fd`).
-pub fn record_loaded(fd: i32, expected_attach_type: u32) {
-    let Some(id) = object_id(fd, Kind::Prog) else {
+/// (guest fd `fd` of `kernel`).
+pub fn record_loaded(fd: i32, expected_attach_type: u32, kernel: &dyn Kernel) {
+    let Some(id) = object_id(fd, Kind::Prog, kernel) else {
         return;
     };
     let mut l = loaded();
     if l.attach.len() >= l.prune_at.max(MIN_PRUNE) {
-        if let Some(live) = live_ids(Kind::Prog) {
+        if let Some(live) = live_ids(kernel, Kind::Prog) {
             l.attach.retain(|id, _| live.contains(id));
         }
         l.prune_at = (2 * l.attach.len()).max(MIN_PRUNE);
@@ -254,6 +229,7 @@ pub fn loaded_attach_type(id: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::FakeKernel;
 
     #[test]
     fn ledger_records_and_prunes_dead_ids() {
@@ -288,7 +264,7 @@ mod tests {
             file: PathBuf::from("/k"),
             policy: Arc::new(crate::policy::Policy::full()),
         };
-        ledger(&grant("a")).record(Kind::Map, 41);
+        ledger(&grant("a")).record(Kind::Map, 41, &FakeKernel::default());
         assert!(ledger(&grant("a")).owns(Kind::Map, 41));
         assert!(!ledger(&grant("b")).owns(Kind::Map, 41));
         assert!(!ledger(&grant("a")).owns(Kind::Prog, 41));

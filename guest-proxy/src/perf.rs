@@ -15,6 +15,7 @@ use telebpf_abi::perf::{self, IoctlArg};
 use telebpf_abi::{read_u32, write_u64, ObjectKind};
 use telebpf_protocol::message::{IoctlValue, NewObject, FOREIGN_FD};
 
+use crate::kernel::Kernel;
 use crate::sys;
 
 pub use telebpf_protocol::message::PERF_EVENT_LINK;
@@ -23,6 +24,9 @@ pub use telebpf_protocol::message::PERF_EVENT_LINK;
 pub trait PerfFds {
     /// The object behind a session fd.
     fn object(&self, fd: i32) -> Option<&NewObject>;
+
+    /// The kernel the session's perf events live in.
+    fn kernel(&self) -> &dyn Kernel;
 }
 
 fn is_perf_event(fds: &dyn PerfFds, fd: i32) -> bool {
@@ -109,22 +113,11 @@ pub fn open(
     // (config1, for string PMUs) points at `string`, alive until after the
     // call.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_mut_ptr(),
-            pid as libc::c_long,
-            cpu as libc::c_long,
-            group as libc::c_long,
-            flags as libc::c_long,
-        )
+        fds.kernel()
+            .perf_event_open(&mut attr, pid, cpu, group, flags)
     };
     drop(string);
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    Ok(ret)
+    ret
 }
 
 /// The object a successful `open` created.
@@ -173,14 +166,9 @@ pub fn ioctl(
     };
     // SAFETY: `fd` is a perf event of this session; pointer arguments point
     // to `word` or `text`, live locals of the sizes the command uses.
-    let ret = unsafe { libc::ioctl(fd, cmd as libc::c_ulong, raw_arg) };
+    let ret = unsafe { fds.kernel().ioctl(fd, cmd, raw_arg as u64) }?;
     drop(text);
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    Ok((ret as i64, (kind == IoctlArg::OutU64).then_some(word)))
+    Ok((ret, (kind == IoctlArg::OutU64).then_some(word)))
 }
 
 /// Largest map snapshot served.

@@ -23,8 +23,8 @@ use telebpf_abi::insn::{self, Call, MapRef};
 use telebpf_abi::{read_u32, ObjectKind};
 
 use crate::bpf_exec::SessionFds;
+use crate::kernel::Kernel;
 use crate::policy::{Denied, Policy};
-use crate::sys;
 
 /// The kernel's own BTF.
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -55,10 +55,10 @@ fn vmlinux() -> Option<&'static Btf> {
 }
 
 /// The bytes of the BTF object behind guest fd `fd`.
-fn btf_bytes(fd: i32) -> Option<Vec<u8>> {
+fn btf_bytes(fd: i32, kernel: &dyn Kernel) -> Option<Vec<u8>> {
     // struct bpf_btf_info: btf (u64 pointer) @0, btf_size @8, id @12.
     let mut info = [0u8; 32];
-    sys::object_info(fd, &mut info).ok()?;
+    kernel.object_info(fd, &mut info).ok()?;
     let size = u32::from_le_bytes(info[8..12].try_into().ok()?) as usize;
     if size == 0 || size > telebpf_abi::MAX_BUFFER_LEN {
         return None;
@@ -75,7 +75,7 @@ fn btf_bytes(fd: i32) -> Option<Vec<u8>> {
     // whose `btf` pointer points to `data`, `size` bytes as `btf_size`
     // says; both outlive the call.
     unsafe {
-        sys::bpf(
+        kernel.bpf(
             telebpf_abi::cmd::BPF_OBJ_GET_INFO_BY_FD,
             attr.as_mut_ptr(),
             attr.len() as u32,
@@ -92,10 +92,10 @@ type ModuleCache = Mutex<Vec<(u32, Arc<Btf>)>>;
 
 /// A module's BTF (split on the kernel's), by BTF object id, kept for the
 /// next program that calls into the same module.
-fn module_btf(fd: i32) -> Option<Arc<Btf>> {
+fn module_btf(fd: i32, kernel: &dyn Kernel) -> Option<Arc<Btf>> {
     static CACHE: OnceLock<ModuleCache> = OnceLock::new();
     const KEEP: usize = 32;
-    let id = crate::ownership::object_id(fd, crate::ownership::Kind::Btf)?;
+    let id = crate::ownership::object_id(fd, crate::ownership::Kind::Btf, kernel)?;
     let cache = CACHE.get_or_init(Mutex::default);
     let hit = cache
         .lock()
@@ -106,7 +106,7 @@ fn module_btf(fd: i32) -> Option<Arc<Btf>> {
     if hit.is_some() {
         return hit;
     }
-    let btf = Arc::new(Btf::parse_split(btf_bytes(fd)?, vmlinux()?).ok()?);
+    let btf = Arc::new(Btf::parse_split(btf_bytes(fd, kernel)?, vmlinux()?).ok()?);
     let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
     if c.len() >= KEEP {
         c.remove(0);
@@ -118,7 +118,13 @@ fn module_btf(fd: i32) -> Option<Arc<Btf>> {
 /// The name of the kfunc a call names, resolved in the kernel's BTF or
 /// in the module BTF of `fd_array[module]` (which must be a BTF object of
 /// the session).
-fn kfunc_name(prog: &Program, btf_id: u32, module: i16, fds: &dyn SessionFds) -> Option<String> {
+fn kfunc_name(
+    prog: &Program,
+    btf_id: u32,
+    module: i16,
+    fds: &dyn SessionFds,
+    kernel: &dyn Kernel,
+) -> Option<String> {
     let base = vmlinux()?;
     if module == 0 {
         return base.func_name(btf_id, None).map(str::to_string);
@@ -127,14 +133,19 @@ fn kfunc_name(prog: &Program, btf_id: u32, module: i16, fds: &dyn SessionFds) ->
     if !fds.owns(fd) || fds.kind(fd) != Some(ObjectKind::Btf) {
         return None;
     }
-    module_btf(fd)?
+    module_btf(fd, kernel)?
         .func_name(btf_id, Some(base))
         .map(str::to_string)
 }
 
 /// Checks every helper and kfunc call of `prog` against `policy`; the
 /// first call it refuses is the answer.
-pub fn check_calls(prog: &Program, policy: &Policy, fds: &dyn SessionFds) -> Result<(), Denied> {
+pub fn check_calls(
+    prog: &Program,
+    policy: &Policy,
+    fds: &dyn SessionFds,
+    kernel: &dyn Kernel,
+) -> Result<(), Denied> {
     if policy.allows_every_call() {
         return Ok(());
     }
@@ -157,7 +168,7 @@ pub fn check_calls(prog: &Program, policy: &Policy, fds: &dyn SessionFds) -> Res
         })
         .collect();
     for (btf_id, module) in kfuncs {
-        let name = kfunc_name(prog, btf_id, module, fds);
+        let name = kfunc_name(prog, btf_id, module, fds, kernel);
         let described = if module == 0 {
             format!("BTF id {btf_id} of the kernel")
         } else {

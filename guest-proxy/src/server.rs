@@ -29,9 +29,10 @@ use tokio::task::JoinSet;
 
 use crate::audit::{Audit, Event, Scope};
 use crate::handshakes::{Backoff, Handshakes, Pending};
+use crate::kernel::{Kernel, RealKernel};
 use crate::limits::LimitArgs;
 use crate::policy::{self, KeyGrant, PolicyError};
-use crate::session::Context;
+use crate::session::{Context, StartError};
 use crate::throttle::{peer_group, Summary, Throttle};
 use crate::{facts, log, session, sys};
 
@@ -62,6 +63,9 @@ pub struct Config {
     pub spin: Duration,
     /// Limits and timeouts (defaults unless the command line sets them).
     pub limits: LimitArgs,
+    /// The kernel sessions act on: the machine's own ([`RealKernel`])
+    /// unless a test gives another.
+    pub kernel: Arc<dyn Kernel>,
 }
 
 /// The command line does not describe a runnable proxy.
@@ -154,6 +158,7 @@ impl Config {
             audit: None,
             spin: Duration::from_micros(spin_us),
             limits: LimitArgs::default(),
+            kernel: Arc::new(RealKernel),
         };
         let full = Arc::new(policy::Policy::full());
         for p in key_files {
@@ -354,8 +359,8 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             g.policy.name()
         ));
     }
-    let mut ctx =
-        Context::new(config.keys, facts::gather(), config.spin).with_limits(config.limits.clone());
+    let mut ctx = Context::new(config.keys, facts::gather(), config.spin, config.kernel)
+        .with_limits(config.limits.clone());
     ctx.grants = config.grants;
     ctx.audit = audit;
     let ctx = Arc::new(ctx);
@@ -374,7 +379,7 @@ async fn serve(config: Config) -> Result<(), ServerError> {
     ));
 
     // Handshakes in progress; a task ends once its session thread runs.
-    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<(), StartError>> = JoinSet::new();
     let mut pending = Handshakes::new(ctx.governor.args.max_handshakes);
     let mut failures: Throttle<String> = Throttle::default();
     let mut backoff = Backoff::default();
@@ -444,13 +449,13 @@ async fn serve(config: Config) -> Result<(), ServerError> {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (task, result) = match done {
                     Ok((task, result)) => (task, result),
-                    Err(e) if e.is_panic() => (e.id(), Err("handshake task panicked".to_string())),
+                    Err(e) if e.is_panic() => (e.id(), Err(StartError::Panicked)),
                     // Aborted: evicted, and recorded then.
                     Err(e) => (e.id(), Ok(())),
                 };
                 if let Some(p) = pending.remove(task) {
                     if let Err(error) = result {
-                        handshake_failed(&ctx, &mut failures, p.id, &p.peer, &error);
+                        handshake_failed(&ctx, &mut failures, p.id, &p.peer, &error.to_string());
                     }
                 }
             }

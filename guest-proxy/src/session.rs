@@ -34,13 +34,14 @@ use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
+use crate::kernel::Kernel;
 use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
 use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log, sys};
+use crate::{bulk, files, hangup, log};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -50,6 +51,8 @@ const MAX_READ: u32 = 1 << 20;
 pub struct Session {
     id: u64,
     possible_cpus: u32,
+    /// The kernel its calls go to, and its objects live in.
+    kernel: Arc<dyn Kernel>,
     objects: HashMap<i32, NewObject>,
     /// Which of the session's fds stream connections may attach to.
     owner: Arc<Owner>,
@@ -75,6 +78,10 @@ pub struct Session {
 impl PerfFds for Session {
     fn object(&self, fd: i32) -> Option<&NewObject> {
         self.objects.get(&fd)
+    }
+
+    fn kernel(&self) -> &dyn Kernel {
+        &*self.kernel
     }
 }
 
@@ -111,17 +118,25 @@ impl SessionFds for Session {
 }
 
 impl Session {
-    /// A session with no objects yet, not reachable by streams.
-    pub fn new(id: u64, possible_cpus: u32) -> Session {
-        Session::with_owner(id, possible_cpus, Arc::default())
+    /// A session with no objects yet in `kernel`, not reachable by
+    /// streams.
+    pub fn new(id: u64, possible_cpus: u32, kernel: Arc<dyn Kernel>) -> Session {
+        Session::with_owner(id, possible_cpus, Arc::default(), kernel)
     }
 
-    /// A session whose rings stream connections may attach to via `owner`.
-    /// It may do everything (the full policy) until [`Session::governed`].
-    pub fn with_owner(id: u64, possible_cpus: u32, owner: Arc<Owner>) -> Session {
+    /// A session whose rings stream connections may attach to via `owner`,
+    /// calling `kernel`. It may do everything (the full policy) until
+    /// [`Session::governed`].
+    pub fn with_owner(
+        id: u64,
+        possible_cpus: u32,
+        owner: Arc<Owner>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Session {
         Session {
             id,
             possible_cpus,
+            kernel,
             objects: HashMap::new(),
             owner,
             budget: SessionBudget::default(),
@@ -159,7 +174,7 @@ impl Session {
             .grant
             .policy
             .check(req)
-            .and_then(|()| crate::guard::check(req, &self.grant, self))
+            .and_then(|()| crate::guard::check(req, &self.grant, self, &*self.kernel))
             .err()?;
         Some(self.refuse(denied))
     }
@@ -320,7 +335,7 @@ impl Session {
                 };
                 let mut outcome = {
                     let _busy = self.watch.as_ref().map(|w| w.busy());
-                    bpf_exec::execute(&call, self)
+                    bpf_exec::execute(&call, self, &*self.kernel)
                 };
                 if let (Some(charge), Ok(o)) = (charge, outcome.as_mut()) {
                     charge.settle(&call, o);
@@ -343,7 +358,7 @@ impl Session {
                             (outcome.new_fd, outcome.result.object.as_ref())
                         {
                             self.adopt(fd, obj.clone());
-                            crate::guard::created(&call, fd, &self.grant);
+                            crate::guard::created(&call, fd, &self.grant, &*self.kernel);
                         }
                         Reply::Bpf(outcome.result)
                     }
@@ -354,7 +369,7 @@ impl Session {
                 if self.objects.remove(&fd).is_some() {
                     self.budget.objects_removed(1);
                     self.owner.remove(fd);
-                    sys::close(fd);
+                    self.kernel.close(fd);
                 }
                 None
             }
@@ -363,15 +378,13 @@ impl Session {
                     return Some(Reply::Read(Err(e)));
                 }
                 Some(Reply::Read(match self.objects.get(&fd).map(|o| &o.kind) {
-                    Some(ObjectKind::Iter) => sys::read(fd, len.min(MAX_READ) as usize),
+                    Some(ObjectKind::Iter) => self.kernel.read(fd, len.min(MAX_READ) as usize),
                     Some(_) => Err(libc::EINVAL),
                     None => Err(libc::EBADF),
                 }))
             }
             Request::File(FileOp::Fdinfo { fd }) => Some(Reply::File(if self.owns(fd) {
-                std::fs::read(format!("/proc/self/fdinfo/{fd}"))
-                    .map(message::FileReply::Data)
-                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                self.kernel.fdinfo(fd).map(message::FileReply::Data)
             } else {
                 Err(libc::EBADF)
             })),
@@ -521,7 +534,7 @@ impl Session {
         self.owner.end();
         self.budget.objects_removed(self.objects.len());
         for (fd, _) in self.objects.drain() {
-            sys::close(fd);
+            self.kernel.close(fd);
         }
     }
 }
@@ -557,12 +570,14 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// The limits and what is used of them.
     pub governor: Arc<Governor>,
+    /// The kernel the sessions call.
+    pub kernel: Arc<dyn Kernel>,
 }
 
 impl Context {
-    /// The context for `keys` and `facts`; every key may do everything
-    /// until `grants` says otherwise.
-    pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration) -> Context {
+    /// The context for `keys` and `facts`, its sessions calling `kernel`;
+    /// every key may do everything until `grants` says otherwise.
+    pub fn new(keys: Vec<Psk>, facts: Facts, spin: Duration, kernel: Arc<dyn Kernel>) -> Context {
         let grants = (0..keys.len())
             .map(|i| {
                 Arc::new(KeyGrant {
@@ -580,15 +595,47 @@ impl Context {
             streams: Streams::default(),
             spin,
             registry: Arc::new(Registry::new()),
-            governor: Governor::new(LimitArgs::default()),
+            governor: Governor::new(LimitArgs::default(), kernel.clone()),
+            kernel,
         }
     }
 
     /// The same context under `limits`.
     pub fn with_limits(mut self, limits: LimitArgs) -> Context {
-        self.governor = Governor::new(limits);
+        self.governor = Governor::new(limits, self.kernel.clone());
         self
     }
+}
+
+/// Why a connection did not become a session (what the server logs and
+/// audits as a failed handshake).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The handshake failed or timed out.
+    #[error(transparent)]
+    Handshake(ChannelError),
+    /// The last session place was taken while the handshake ran.
+    #[error("refused after the handshake, {sessions} sessions (--max-sessions)")]
+    Full {
+        /// Sessions at the time.
+        sessions: usize,
+    },
+    /// The channel could not leave the async runtime.
+    #[error(transparent)]
+    Parts(ChannelError),
+    /// The connection could not become a blocking socket, or its handle
+    /// for the registry could not be made.
+    #[error(transparent)]
+    Blocking(std::io::Error),
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` could not be set.
+    #[error("cannot set socket timeouts: {0}")]
+    Timeouts(#[source] std::io::Error),
+    /// The proxy is stopping.
+    #[error("refused, proxy shutting down")]
+    ShuttingDown,
+    /// The handshake task panicked.
+    #[error("handshake task panicked")]
+    Panicked,
 }
 
 /// Runs one connection's handshake, then hands the connection to a thread
@@ -603,37 +650,36 @@ pub async fn start(
     ctx: Arc<Context>,
     id: u64,
     answered: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let timeout = ctx.governor.args.handshake_timeout();
     let stream = crate::handshakes::Tracked::new(stream, answered);
     let (chan, key_index) = AsyncChannel::server_with_timeout(stream, &ctx.keys, timeout)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Handshake)?;
     let Some(slot) = ctx.governor.admit_connection() else {
-        return Err(format!(
-            "refused after the handshake, {} sessions (--max-sessions)",
-            ctx.governor.connections()
-        ));
+        return Err(StartError::Full {
+            sessions: ctx.governor.connections(),
+        });
     };
     let (stream, handle, sealer, opener, buffered) =
-        chan.into_parts().map_err(|e| e.to_string()).and_then(|p| {
+        chan.into_parts().map_err(StartError::Parts).and_then(|p| {
             let stream = p
                 .stream
                 .into_inner()
                 .into_blocking()
-                .map_err(|e| e.to_string())?;
-            let handle = stream.try_clone().map_err(|e| e.to_string())?;
+                .map_err(StartError::Blocking)?;
+            let handle = stream.try_clone().map_err(StartError::Blocking)?;
             let args = &ctx.governor.args;
             limits::set_socket_timeouts(
                 std::os::fd::AsRawFd::as_raw_fd(&stream),
                 args.tick(),
                 args.stall_timeout(),
             )
-            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+            .map_err(StartError::Timeouts)?;
             Ok((stream, handle, p.sealer, p.opener, p.buffered))
         })?;
     let Some(registration) = ctx.registry.register(id, handle) else {
-        return Err("refused, proxy shutting down".to_string());
+        return Err(StartError::ShuttingDown);
     };
     let grant = ctx.grants[key_index].clone();
     log::info(format_args!(
@@ -690,7 +736,7 @@ fn run(
             return;
         }
     };
-    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner)
+    let mut session = Session::with_owner(id, ctx.facts.possible_cpus, owner, ctx.kernel.clone())
         .governed(grant.clone(), ctx.audit.clone());
     session.set_budget(ctx.governor.session());
     if let Some(watcher) = hangup::Watcher::get() {
@@ -907,5 +953,443 @@ fn converse(
             }
         }
         session.budget.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Session logic over [`FakeKernel`]: what reaches the kernel, what is
+    //! refused before it, and what the session closes when it ends.
+
+    use std::path::Path;
+
+    use telebpf_abi::{map_type, off, write_u32, write_u64};
+    use telebpf_protocol::message::{IoctlValue, WireBuffer};
+
+    use super::*;
+    use crate::testing::{bpf_request as bpf, load_calling as prog_load, Answer, Call, FakeKernel};
+
+    /// A session on a fresh fake kernel, and the kernel.
+    fn session() -> (Session, Arc<FakeKernel>) {
+        let kernel = Arc::new(FakeKernel::default());
+        (Session::new(1, 2, kernel.clone()), kernel)
+    }
+
+    /// The same under `limits`.
+    fn limited(limits: LimitArgs) -> (Session, Arc<FakeKernel>, Arc<Governor>) {
+        let kernel = Arc::new(FakeKernel::default());
+        let gov = Governor::new(limits, kernel.clone());
+        let mut s = Session::new(1, 2, kernel.clone());
+        s.set_budget(gov.session());
+        (s, kernel, gov)
+    }
+
+    /// The same under the policy of `toml`, for key `k`.
+    fn governed(toml: &str) -> (Session, Arc<FakeKernel>) {
+        governed_as("k", toml)
+    }
+
+    /// The same for key `key` (keys' ledgers of created objects outlive
+    /// their sessions: tests that record objects use a key of their own).
+    fn governed_as(key: &str, toml: &str) -> (Session, Arc<FakeKernel>) {
+        let file = Policy::parse_file(toml, Path::new("/etc/telebpf/test.toml")).unwrap();
+        let grant = Arc::new(KeyGrant {
+            name: key.into(),
+            file: Default::default(),
+            policy: file.rules,
+        });
+        let (s, kernel) = session();
+        (s.governed(grant, None), kernel)
+    }
+
+    /// `BPF_MAP_CREATE` of `entries` values of 1 KiB in a map of `kind`.
+    fn map_create(kind: u32, entries: u32) -> Request {
+        let mut attr = vec![0u8; 72];
+        write_u32(&mut attr, off::map_create::MAP_TYPE, kind);
+        write_u32(&mut attr, off::map_create::KEY_SIZE, 4);
+        write_u32(&mut attr, off::map_create::VALUE_SIZE, 1024);
+        write_u32(&mut attr, off::map_create::MAX_ENTRIES, entries);
+        bpf(cmd::BPF_MAP_CREATE, attr, vec![])
+    }
+
+    fn array(entries: u32) -> Request {
+        map_create(map_type::BPF_MAP_TYPE_ARRAY, entries)
+    }
+
+    /// The new fd of a reply that created an object.
+    fn created(reply: Option<Reply>) -> i32 {
+        match reply {
+            Some(Reply::Bpf(r)) if r.ret >= 0 => r.ret as i32,
+            Some(Reply::Opened(Ok((fd, _)))) => fd as i32,
+            other => panic!("no object created: {other:?}"),
+        }
+    }
+
+    /// The errno of a failed bpf reply.
+    fn errno(reply: Option<Reply>) -> i32 {
+        match reply {
+            Some(Reply::Bpf(r)) if r.ret < 0 => r.errno,
+            other => panic!("not a failed call: {other:?}"),
+        }
+    }
+
+    fn perf_event_open() -> Request {
+        Request::PerfEventOpen {
+            attr: vec![0u8; telebpf_abi::perf::ATTR_SIZE_VER0],
+            pid: -1,
+            cpu: 0,
+            group_fd: -1,
+            flags: 0,
+            config1_string: None,
+        }
+    }
+
+    #[test]
+    fn a_new_object_is_described_by_the_kernel_that_made_it() {
+        let (mut s, kernel) = session();
+        let reply = s.handle(array(4));
+        let Some(Reply::Bpf(r)) = reply else {
+            panic!("{reply:?}")
+        };
+        let object = r.object.expect("a new map is described");
+        assert_eq!(object.link, "anon_inode:bpf-map");
+        match object.kind {
+            ObjectKind::Map(m) => {
+                assert_eq!(m.map_type, map_type::BPF_MAP_TYPE_ARRAY);
+                assert_eq!((m.value_size, m.max_entries), (1024, 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kernel.open_fds(), vec![r.ret as i32]);
+        assert_eq!(s.object_count(), 1);
+    }
+
+    #[test]
+    fn ending_a_session_closes_every_object_it_created_once() {
+        let (mut s, kernel) = session();
+        let maps: Vec<i32> = (0..3).map(|_| created(s.handle(array(1)))).collect();
+        let prog = created(s.handle(prog_load(5)));
+        let perf = created(s.handle(perf_event_open()));
+        assert_eq!(s.object_count(), 5);
+        // One closed by the client: closed now, and not again at the end.
+        assert_eq!(s.handle(Request::Close { fd: maps[0] }), None);
+        assert_eq!(kernel.closed(), vec![maps[0]]);
+        assert_eq!(s.object_count(), 4);
+        // A close of an fd the session does not hold reaches nothing.
+        assert_eq!(s.handle(Request::Close { fd: 3 }), None);
+        assert_eq!(kernel.closed(), vec![maps[0]]);
+        drop(s);
+        let mut closed = kernel.closed();
+        closed.sort_unstable();
+        let mut all = vec![maps[0], maps[1], maps[2], prog, perf];
+        all.sort_unstable();
+        assert_eq!(closed, all, "each object closed exactly once");
+        assert!(kernel.open_fds().is_empty(), "nothing left open");
+    }
+
+    #[test]
+    fn objects_are_accounted_until_the_session_ends() {
+        let limits = LimitArgs {
+            max_objects_per_session: 2,
+            max_objects: 3,
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, gov) = limited(limits);
+        created(s.handle(array(1)));
+        let second = created(s.handle(perf_event_open()));
+        let creates = kernel.calls().len();
+        // The third object is refused before the kernel sees it.
+        assert_eq!(errno(s.handle(array(1))), libc::EMFILE);
+        assert_eq!(
+            s.handle(perf_event_open()),
+            Some(Reply::Opened(Err(libc::EMFILE)))
+        );
+        assert_eq!(kernel.calls().len(), creates, "refused before the call");
+        // A close gives the place back.
+        s.handle(Request::Close { fd: second });
+        created(s.handle(array(1)));
+        // Another session gets what is left of the proxy's objects...
+        let mut other = Session::new(2, 2, kernel.clone());
+        other.set_budget(gov.session());
+        created(other.handle(array(1)));
+        assert_eq!(errno(other.handle(array(1))), libc::ENFILE);
+        // ... and, once this one ended, its places.
+        drop(s);
+        created(other.handle(array(1)));
+    }
+
+    /// Kernel memory: a MiB per session, two in all.
+    fn mib_per_session() -> LimitArgs {
+        LimitArgs {
+            max_map_memory_per_session: Some(1 << 20),
+            max_map_memory: Some(2 << 20),
+            ..LimitArgs::default()
+        }
+    }
+
+    #[test]
+    fn kernel_memory_is_reserved_before_the_call_and_freed_after() {
+        let (mut s, kernel, _gov) = limited(mib_per_session());
+        // 600 KiB fits the session's MiB once, not twice.
+        let first = created(s.handle(array(600)));
+        let calls = kernel.calls().len();
+        assert_eq!(errno(s.handle(array(600))), libc::ENOMEM);
+        assert!(
+            !kernel.calls()[calls..]
+                .iter()
+                .any(|c| matches!(c, Call::Bpf { cmd, .. } if *cmd == cmd::BPF_MAP_CREATE)),
+            "refused before the kernel allocated anything"
+        );
+        // Closed, the map's memory is the session's again (the census
+        // finds it gone).
+        s.handle(Request::Close { fd: first });
+        created(s.handle(array(600)));
+    }
+
+    #[test]
+    fn an_object_larger_than_its_estimate_is_closed_when_over_the_budget() {
+        let (mut s, kernel, _gov) = limited(mib_per_session());
+        // The kernel says the map took 4 MiB: more than the budget.
+        kernel.set_memlock(4 << 20);
+        assert_eq!(errno(s.handle(array(1))), libc::ENOMEM);
+        assert_eq!(s.object_count(), 0);
+        assert_eq!(kernel.closed().len(), 1, "the new map was closed");
+        assert!(kernel.open_fds().is_empty());
+        kernel.set_memlock(0);
+        created(s.handle(array(1)));
+    }
+
+    const ARRAYS_ONLY: &str = r#"
+        name = "arrays"
+        commands = ["map_create", "prog_load"]
+        map_types = ["array"]
+        prog_types = ["tracepoint"]
+        change_foreign_objects = true
+        [helpers]
+        allow = ["*"]
+        deny = ["probe_write_user"]
+    "#;
+
+    #[test]
+    fn what_the_policy_refuses_never_reaches_the_kernel() {
+        let (mut s, kernel) = governed(ARRAYS_ONLY);
+        let refused = [
+            // A map type the policy does not list.
+            (
+                map_create(map_type::BPF_MAP_TYPE_HASH, 1),
+                "'hash' is not in map_types",
+            ),
+            // A command it does not list.
+            (
+                bpf(cmd::BPF_MAP_LOOKUP_ELEM, vec![0u8; 32], vec![]),
+                "'map_lookup_elem' is not in commands",
+            ),
+            // A helper it denies (bpf_probe_write_user is 36).
+            (prog_load(36), "'probe_write_user' is in helpers.deny"),
+            // A request that is no bpf() call.
+            (perf_event_open(), "perf_events is false"),
+        ];
+        for (req, rule) in refused {
+            match s.handle(req) {
+                Some(Reply::Refused(r)) => {
+                    assert_eq!(r.rule, rule);
+                    assert_eq!((r.key.as_str(), r.policy.as_str()), ("k", "arrays"));
+                }
+                other => panic!("not refused ({rule}): {other:?}"),
+            }
+        }
+        assert_eq!(kernel.calls(), Vec::new(), "the kernel saw nothing");
+        // What it allows runs.
+        created(s.handle(array(1)));
+        created(s.handle(prog_load(5)));
+        // (Each new object is then described: `BPF_OBJ_GET_INFO_BY_FD`.)
+        let made: Vec<u32> = kernel
+            .bpf_commands()
+            .into_iter()
+            .filter(|&c| c != cmd::BPF_OBJ_GET_INFO_BY_FD)
+            .collect();
+        assert_eq!(made, vec![cmd::BPF_MAP_CREATE, cmd::BPF_PROG_LOAD]);
+    }
+
+    #[test]
+    fn objects_a_key_did_not_create_are_not_changed() {
+        let (mut s, kernel) = governed_as(
+            "own-objects",
+            r#"
+            commands = ["map_create", "map_get_fd_by_id", "map_update_elem"]
+            map_types = ["array"]
+            "#,
+        );
+        kernel.answer(cmd::BPF_MAP_UPDATE_ELEM, Answer::Ret(0));
+        let update = |fd: i32| {
+            let mut attr = vec![0u8; 32];
+            write_u32(&mut attr, off::map_elem::MAP_FD, fd as u32);
+            write_u64(&mut attr, off::map_elem::KEY, 0x1000);
+            write_u64(&mut attr, off::map_elem::VALUE, 0x2000);
+            let buffers = vec![
+                WireBuffer::Data(vec![0; 4]),
+                WireBuffer::Data(vec![0; 1024]),
+            ];
+            bpf(cmd::BPF_MAP_UPDATE_ELEM, attr, buffers)
+        };
+        // Its own map: updated.
+        let own = created(s.handle(array(1)));
+        match s.handle(update(own)) {
+            Some(Reply::Bpf(r)) => assert_eq!(r.ret, 0),
+            other => panic!("{other:?}"),
+        }
+        // A map opened by id (the guest's, another key's): refused before
+        // the kernel sees the update.
+        kernel.answer(
+            cmd::BPF_MAP_GET_FD_BY_ID,
+            Answer::NewFd(crate::testing::Object::Map {
+                map_type: map_type::BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: 1024,
+                max_entries: 1,
+                map_flags: 0,
+            }),
+        );
+        let foreign = created(s.handle(bpf(cmd::BPF_MAP_GET_FD_BY_ID, vec![0u8; 12], vec![])));
+        let updates = |k: &FakeKernel| {
+            k.bpf_commands()
+                .iter()
+                .filter(|&&c| c == cmd::BPF_MAP_UPDATE_ELEM)
+                .count()
+        };
+        assert_eq!(updates(&kernel), 1);
+        match s.handle(update(foreign)) {
+            Some(Reply::Refused(r)) => {
+                assert_eq!(r.rule, "change_foreign_objects is false");
+                assert!(
+                    r.what.starts_with("BPF_MAP_UPDATE_ELEM on map "),
+                    "{}",
+                    r.what
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(updates(&kernel), 1, "the kernel saw no second update");
+    }
+
+    /// A whole session over a socket pair, as the server runs it: the
+    /// handshake, the Welcome, one call; then the client hangs up, and the
+    /// session's thread closes what it created before it deregisters.
+    #[test]
+    fn a_client_that_hangs_up_leaves_nothing_open() {
+        let kernel = Arc::new(FakeKernel::default());
+        let psk = Psk::from_bytes([7; telebpf_protocol::key::KEY_LEN]);
+        let facts = crate::facts::gather();
+        let ctx = Context::new(vec![psk.clone()], facts, Duration::ZERO, kernel.clone());
+        let ctx = Arc::new(ctx);
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut chan = SyncChannel::client(client, &psk).unwrap();
+            let welcome: Reply = message::decode(&chan.recv().unwrap()).unwrap();
+            assert!(matches!(welcome, Reply::Welcome(_)), "{welcome:?}");
+            chan.send(&message::encode(&array(1)).unwrap()).unwrap();
+            let reply: Reply = message::decode(&chan.recv().unwrap()).unwrap();
+            created(Some(reply))
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(async {
+                server.set_nonblocking(true).unwrap();
+                let server = tokio::net::UnixStream::from_std(server).unwrap();
+                let stream = telebpf_protocol::transport::ServerStream::Unix(server);
+                start(stream, "pair".into(), ctx.clone(), 1, Arc::default()).await
+            })
+            .unwrap();
+        let map = client.join().unwrap();
+        assert_eq!(ctx.registry.wait_empty(Duration::from_secs(10)), 0);
+        assert_eq!(kernel.closed(), vec![map]);
+        assert!(kernel.open_fds().is_empty());
+    }
+
+    #[test]
+    fn start_errors_read_as_the_log_has_always_said() {
+        use std::error::Error;
+
+        let full = StartError::Full { sessions: 3 };
+        assert_eq!(
+            full.to_string(),
+            "refused after the handshake, 3 sessions (--max-sessions)"
+        );
+        assert_eq!(
+            StartError::ShuttingDown.to_string(),
+            "refused, proxy shutting down"
+        );
+        let ebadf = || std::io::Error::from_raw_os_error(libc::EBADF);
+        let timeouts = StartError::Timeouts(ebadf());
+        assert_eq!(
+            timeouts.to_string(),
+            format!("cannot set socket timeouts: {}", ebadf())
+        );
+        assert!(timeouts.source().is_some(), "the cause is kept");
+        let closed = StartError::Handshake(ChannelError::Closed);
+        assert_eq!(closed.to_string(), ChannelError::Closed.to_string());
+    }
+
+    #[test]
+    fn the_kernels_errno_is_the_reply_and_nothing_is_held() {
+        let (mut s, kernel) = session();
+        kernel.answer(cmd::BPF_MAP_CREATE, Answer::Errno(libc::EPERM));
+        assert_eq!(errno(s.handle(array(1))), libc::EPERM);
+        assert_eq!(s.object_count(), 0);
+        kernel.answer_perf(Answer::Errno(libc::ENOENT));
+        assert_eq!(
+            s.handle(perf_event_open()),
+            Some(Reply::Opened(Err(libc::ENOENT)))
+        );
+        assert_eq!(s.object_count(), 0);
+    }
+
+    #[test]
+    fn fds_the_session_does_not_hold_reach_no_kernel() {
+        let (mut s, kernel) = session();
+        let map = created(s.handle(array(1)));
+        let perf = created(s.handle(perf_event_open()));
+        let before = kernel.calls();
+        // A map is no iterator, an unknown fd nothing at all.
+        assert_eq!(
+            s.handle(Request::Read { fd: map, len: 8 }),
+            Some(Reply::Read(Err(libc::EINVAL)))
+        );
+        assert_eq!(
+            s.handle(Request::Read { fd: 77, len: 8 }),
+            Some(Reply::Read(Err(libc::EBADF)))
+        );
+        // Perf-event ioctls run on the session's perf events only.
+        let enable = telebpf_abi::perf::IOC_ENABLE;
+        let ioctl = |fd| Request::Ioctl {
+            fd,
+            cmd: enable,
+            arg: IoctlValue::Value(0),
+        };
+        assert_eq!(s.handle(ioctl(map)), Some(Reply::Ioctl(Err(libc::ENOTTY))));
+        assert_eq!(s.handle(ioctl(77)), Some(Reply::Ioctl(Err(libc::EBADF))));
+        assert_eq!(
+            s.handle(Request::File(FileOp::Fdinfo { fd: 77 })),
+            Some(Reply::File(Err(libc::EBADF)))
+        );
+        assert_eq!(kernel.calls(), before, "none of these reached the kernel");
+        assert_eq!(s.handle(ioctl(perf)), Some(Reply::Ioctl(Ok((0, None)))));
+        assert_eq!(
+            kernel.calls().last(),
+            Some(&Call::Ioctl {
+                fd: perf,
+                request: enable
+            })
+        );
+        // The fdinfo of its own fd is the kernel's.
+        match s.handle(Request::File(FileOp::Fdinfo { fd: map })) {
+            Some(Reply::File(Ok(message::FileReply::Data(text)))) => {
+                assert!(String::from_utf8_lossy(&text).contains("memlock:"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -38,13 +38,20 @@ pub unsafe fn bpf(
     }
 }
 
-/// `BPF_OBJ_GET_INFO_BY_FD` into `info`, returning the length the kernel
-/// filled.
-pub fn object_info(fd: i32, info: &mut [u8]) -> Result<usize, i32> {
+/// The attr of `BPF_OBJ_GET_INFO_BY_FD` of `fd` into `info`; after the
+/// call, bytes 4..8 hold the length the kernel filled.
+pub fn info_attr(fd: i32, info: &mut [u8]) -> [u8; 16] {
     let mut attr = [0u8; 16];
     attr[0..4].copy_from_slice(&(fd as u32).to_le_bytes());
     attr[4..8].copy_from_slice(&(info.len() as u32).to_le_bytes());
     attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_le_bytes());
+    attr
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info`, returning the length the kernel
+/// filled.
+pub fn object_info(fd: i32, info: &mut [u8]) -> Result<usize, i32> {
+    let mut attr = info_attr(fd, info);
     // SAFETY: `attr.info` points to `info`, which is valid for `info_len`
     // bytes and outlives the call.
     unsafe {
@@ -87,6 +94,59 @@ pub fn close(fd: i32) {
     unsafe {
         libc::close(fd);
     }
+}
+
+/// `perf_event_open(attr, pid, cpu, group_fd, flags)` returning the new fd
+/// or the errno.
+///
+/// # Safety
+///
+/// `attr` must hold the bytes its `size` field gives, and a pointer inside
+/// it (`config1` of a string PMU) must point to a NUL-terminated string
+/// alive for the call.
+pub unsafe fn perf_event_open(
+    attr: &mut [u8],
+    pid: i32,
+    cpu: i32,
+    group_fd: i32,
+    flags: u64,
+) -> Result<i64, i32> {
+    // SAFETY: the caller guarantees `attr` and what it points to are valid
+    // for the kernel to read.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_mut_ptr(),
+            pid as libc::c_long,
+            cpu as libc::c_long,
+            group_fd as libc::c_long,
+            flags as libc::c_long,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(ret)
+}
+
+/// `ioctl(fd, request, arg)` returning the result or the errno.
+///
+/// # Safety
+///
+/// When `request` takes a pointer, `arg` must point to memory of the size
+/// it reads or writes, alive for the call.
+pub unsafe fn ioctl(fd: i32, request: u64, arg: u64) -> Result<i64, i32> {
+    // SAFETY: the caller guarantees a pointer argument is valid for what
+    // the request accesses.
+    let ret = unsafe { libc::ioctl(fd, request as libc::c_ulong, arg as libc::c_ulong) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(ret as i64)
 }
 
 /// `read(fd)` of at most `len` bytes.
@@ -220,44 +280,6 @@ pub fn memory_limit() -> u64 {
         }
     }
     limit
-}
-
-/// The ids of every live object a `BPF_*_GET_NEXT_ID` command lists.
-pub fn live_ids(command: u32) -> std::collections::HashSet<u32> {
-    let mut ids = std::collections::HashSet::new();
-    let mut id = 0u32;
-    loop {
-        let mut attr = [0u8; 12];
-        attr[0..4].copy_from_slice(&id.to_le_bytes());
-        // SAFETY: the attr of GET_NEXT_ID holds no pointer; the kernel
-        // reads and writes its 12 bytes.
-        match unsafe {
-            bpf(
-                command,
-                attr.as_mut_ptr(),
-                attr.len() as u32,
-                std::ptr::null_mut(),
-                0,
-            )
-        } {
-            Ok(_) => {
-                id = u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]);
-                ids.insert(id);
-            }
-            Err(_) => return ids,
-        }
-    }
-}
-
-/// The `memlock:` figure of an fd's fdinfo (maps and programs), in bytes.
-pub fn fdinfo_memlock(fd: i32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("memlock:"))?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The page size.

@@ -6,8 +6,11 @@
 //! exercises every decoding and checking path). Objects a random call
 //! happens to create are closed when the session is dropped.
 
+use std::sync::Arc;
+
 use telebpf_abi::cmd;
 use telebpf_protocol::message::{self, BpfCall, FileOp, Reply, Request, WireBuffer, FOREIGN_FD};
+use telebpf_proxy::kernel::RealKernel;
 use telebpf_proxy::session::Session;
 
 /// xorshift64*: deterministic, so a failure can be replayed.
@@ -147,7 +150,7 @@ fn random_request(r: &mut Rng) -> Request {
 #[test]
 fn random_requests_never_panic() {
     let mut r = Rng(0x5eed_1234_abcd_0001);
-    let mut session = Session::new(1, 2);
+    let mut session = Session::new(1, 2, Arc::new(RealKernel));
     let mut answered = 0;
     for _ in 0..20_000 {
         let req = random_request(&mut r);
@@ -177,7 +180,7 @@ fn random_requests_never_panic() {
 #[test]
 fn never_owned_or_foreign_fds_are_not_reachable() {
     // fd 0..=2 of the proxy and FOREIGN_FD are never an object of a session.
-    let mut session = Session::new(2, 2);
+    let mut session = Session::new(2, 2, Arc::new(RealKernel));
     for fd in [0, 1, 2, FOREIGN_FD, -1, 1_000_000] {
         assert_eq!(
             session.handle(Request::Read { fd, len: 16 }),

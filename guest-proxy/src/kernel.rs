@@ -1,0 +1,220 @@
+//! The guest kernel as the proxy sees it: one interface, chosen at start.
+//!
+//! Every call a session makes into the guest kernel on a client's behalf —
+//! `bpf()`, `perf_event_open`, the perf-event `ioctl`s, `read` of an
+//! iterator, `close`, and what `/proc/self/fd` and `/proc/self/fdinfo` say
+//! about an fd — goes through a [`Kernel`] the server is given at
+//! construction ([`crate::Config::kernel`]) and hands to every session.
+//! [`RealKernel`] makes the syscalls; tests give a fake one
+//! (`testing::FakeKernel`, in test builds) that answers per command, so session
+//! logic, policy and limits are tested without a kernel and without root.
+//! As in aya's `sys/fake.rs`, the swap is at the syscall itself, below every
+//! decision the proxy makes: a test exercises the code that runs.
+//!
+//! The errors are the kernel's errnos, unchanged: they travel back to the
+//! client as the errno of its own call (the ABI edge), so there is nothing
+//! to add to them on the way.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use telebpf_abi::cmd;
+
+use crate::sys;
+
+/// The kernel calls a session makes for its client.
+pub trait Kernel: Send + Sync + fmt::Debug {
+    /// `bpf(cmd, attr, size, common, common_size)`: the raw result, or the
+    /// errno.
+    ///
+    /// # Safety
+    ///
+    /// `attr` must point to `size` bytes the kernel may read and write, and
+    /// every pointer inside it must point to memory of the length the
+    /// command gives it, alive until the call returns; `common` likewise
+    /// for `common_size` bytes (or be null, or an address that is never
+    /// mapped when the caller's own could not be read).
+    unsafe fn bpf(
+        &self,
+        cmd: u32,
+        attr: *mut u8,
+        size: u32,
+        common: *mut u8,
+        common_size: u32,
+    ) -> Result<i64, i32>;
+
+    /// `perf_event_open(attr, pid, cpu, group_fd, flags)`: a new fd, or the
+    /// errno.
+    ///
+    /// # Safety
+    ///
+    /// `attr` must hold the `size` bytes its `size` field gives, and a
+    /// pointer inside it (`config1` of the kprobe and uprobe PMUs) must
+    /// point to a NUL-terminated string alive until the call returns.
+    unsafe fn perf_event_open(
+        &self,
+        attr: &mut [u8],
+        pid: i32,
+        cpu: i32,
+        group_fd: i32,
+        flags: u64,
+    ) -> Result<i64, i32>;
+
+    /// `ioctl(fd, request, arg)` on a perf event.
+    ///
+    /// # Safety
+    ///
+    /// When `request` takes a pointer, `arg` must point to memory of the
+    /// size `request` reads or writes, alive until the call returns.
+    unsafe fn ioctl(&self, fd: i32, request: u64, arg: u64) -> Result<i64, i32>;
+
+    /// `read(fd)` of at most `len` bytes (an iterator's output).
+    fn read(&self, fd: i32, len: usize) -> Result<Vec<u8>, i32>;
+
+    /// Closes an fd the proxy holds for a client (each exactly once).
+    fn close(&self, fd: i32);
+
+    /// What `readlink("/proc/self/fd/<fd>")` says (`anon_inode:bpf-map`,
+    /// …), if anything.
+    fn fd_link(&self, fd: i32) -> Option<String>;
+
+    /// The text of `/proc/self/fdinfo/<fd>`.
+    fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32>;
+
+    /// `BPF_OBJ_GET_INFO_BY_FD` into `info`: the length the kernel filled.
+    fn object_info(&self, fd: i32, info: &mut [u8]) -> Result<usize, i32> {
+        let mut attr = sys::info_attr(fd, info);
+        // SAFETY: `attr.info` points to `info`, valid for `info_len` bytes
+        // and alive for the call; the attr holds no other pointer.
+        unsafe {
+            self.bpf(
+                cmd::BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+                std::ptr::null_mut(),
+                0,
+            )
+        }?;
+        Ok(u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]) as usize)
+    }
+
+    /// The ids of every live object a `BPF_*_GET_NEXT_ID` command lists.
+    fn live_ids(&self, command: u32) -> Listing {
+        let mut ids = HashSet::new();
+        let mut id = 0u32;
+        loop {
+            let mut attr = [0u8; 12];
+            attr[0..4].copy_from_slice(&id.to_le_bytes());
+            // SAFETY: the attr of GET_NEXT_ID holds no pointer; the kernel
+            // reads and writes its 12 bytes.
+            let listed = unsafe {
+                self.bpf(
+                    command,
+                    attr.as_mut_ptr(),
+                    attr.len() as u32,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            match listed {
+                Ok(_) => {
+                    let next = u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]);
+                    // The kernel lists ids in increasing order; anything
+                    // else would loop for ever.
+                    if next <= id {
+                        return Listing { ids, failed: None };
+                    }
+                    ids.insert(next);
+                    id = next;
+                }
+                Err(libc::ENOENT) => return Listing { ids, failed: None },
+                Err(e) => {
+                    return Listing {
+                        ids,
+                        failed: Some(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `memlock:` figure of an fd's fdinfo (maps and programs), in
+    /// bytes.
+    fn fdinfo_memlock(&self, fd: i32) -> Option<u64> {
+        let text = self.fdinfo(fd).ok()?;
+        std::str::from_utf8(&text)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// What a `BPF_*_GET_NEXT_ID` walk found ([`Kernel::live_ids`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The ids listed.
+    pub ids: HashSet<u32>,
+    /// The errno that ended the walk before the end of the list (`ENOENT`
+    /// is the end), if any: then `ids` may miss live objects.
+    pub failed: Option<i32>,
+}
+
+/// The machine's own kernel, through the syscalls of `crate::sys`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealKernel;
+
+impl Kernel for RealKernel {
+    unsafe fn bpf(
+        &self,
+        cmd: u32,
+        attr: *mut u8,
+        size: u32,
+        common: *mut u8,
+        common_size: u32,
+    ) -> Result<i64, i32> {
+        // SAFETY: the caller upholds `sys::bpf`'s contract, which is this
+        // method's.
+        unsafe { sys::bpf(cmd, attr, size, common, common_size) }
+    }
+
+    unsafe fn perf_event_open(
+        &self,
+        attr: &mut [u8],
+        pid: i32,
+        cpu: i32,
+        group_fd: i32,
+        flags: u64,
+    ) -> Result<i64, i32> {
+        // SAFETY: the caller upholds `sys::perf_event_open`'s contract,
+        // which is this method's.
+        unsafe { sys::perf_event_open(attr, pid, cpu, group_fd, flags) }
+    }
+
+    unsafe fn ioctl(&self, fd: i32, request: u64, arg: u64) -> Result<i64, i32> {
+        // SAFETY: the caller upholds `sys::ioctl`'s contract, which is this
+        // method's.
+        unsafe { sys::ioctl(fd, request, arg) }
+    }
+
+    fn read(&self, fd: i32, len: usize) -> Result<Vec<u8>, i32> {
+        sys::read(fd, len)
+    }
+
+    fn close(&self, fd: i32) {
+        sys::close(fd);
+    }
+
+    fn fd_link(&self, fd: i32) -> Option<String> {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32> {
+        std::fs::read(format!("/proc/self/fdinfo/{fd}"))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}

@@ -1,0 +1,526 @@
+//! A fake kernel for unit tests of what sits above the syscall.
+//!
+//! [`FakeKernel`] implements [`Kernel`] without making a syscall: it hands
+//! out fds from a fake fd space (numbers no real fd of the process can
+//! have, so a stray real syscall on one fails), keeps the objects behind
+//! them, answers each `bpf()` command as a test chose ([`FakeKernel::answer`])
+//! or, by default, as a kernel would for the few commands session logic
+//! depends on (create a map, a program, BTF, a link; describe an object;
+//! list ids), and records every call ([`FakeKernel::calls`]) so a test can
+//! say what reached the kernel, and what never did. Any other command fails
+//! with `EINVAL`, as in aya's `sys/fake.rs`. [`bpf_request`] and
+//! [`load_calling`] build the requests tests send.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use telebpf_abi::{cmd, flags, off, prog_type, read_u32, write_u32, write_u64};
+use telebpf_protocol::message::{BpfCall, Request, WireBuffer, PERF_EVENT_LINK};
+
+use crate::kernel::Kernel;
+
+/// The first fd the fake hands out: `fs.nr_open` is at most 2^20 by
+/// default, so no real fd has this number or a larger one.
+pub const FIRST_FD: i32 = 1 << 20;
+
+/// What a fake fd stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A map, as `BPF_MAP_CREATE` described it.
+    Map {
+        /// `map_type`.
+        map_type: u32,
+        /// `key_size`.
+        key_size: u32,
+        /// `value_size`.
+        value_size: u32,
+        /// `max_entries`.
+        max_entries: u32,
+        /// `map_flags`.
+        map_flags: u32,
+    },
+    /// A program of `prog_type`.
+    Prog {
+        /// `prog_type`.
+        prog_type: u32,
+    },
+    /// A BTF object.
+    Btf,
+    /// A link of `link_type`.
+    Link {
+        /// `link_type`.
+        link_type: u32,
+    },
+    /// An iterator.
+    Iter,
+    /// A perf event.
+    PerfEvent,
+}
+
+impl Object {
+    /// What `readlink("/proc/self/fd/N")` says of such an fd.
+    fn link(&self) -> &'static str {
+        match self {
+            Object::Map { .. } => "anon_inode:bpf-map",
+            Object::Prog { .. } => "anon_inode:bpf-prog",
+            Object::Btf => "anon_inode:btf",
+            Object::Link { .. } => "anon_inode:bpf-link",
+            Object::Iter => "anon_inode:bpf-iter",
+            Object::PerfEvent => PERF_EVENT_LINK,
+        }
+    }
+
+    /// The `BPF_*_GET_NEXT_ID` command that lists such objects.
+    fn next_id_cmd(&self) -> Option<u32> {
+        match self {
+            Object::Map { .. } => Some(cmd::BPF_MAP_GET_NEXT_ID),
+            Object::Prog { .. } => Some(cmd::BPF_PROG_GET_NEXT_ID),
+            Object::Btf => Some(cmd::BPF_BTF_GET_NEXT_ID),
+            Object::Link { .. } => Some(cmd::BPF_LINK_GET_NEXT_ID),
+            Object::Iter | Object::PerfEvent => None,
+        }
+    }
+
+    /// The leading fields of its `bpf_*_info`, as the kernel fills them.
+    fn info(&self, id: u32) -> Vec<u8> {
+        let words: Vec<u32> = match *self {
+            Object::Map {
+                map_type,
+                key_size,
+                value_size,
+                max_entries,
+                map_flags,
+            } => vec![map_type, id, key_size, value_size, max_entries, map_flags],
+            Object::Prog { prog_type } => vec![prog_type, id],
+            // `bpf_btf_info`: btf (a pointer), btf_size, id.
+            Object::Btf => vec![0, 0, 0, id],
+            Object::Link { link_type } => vec![link_type, id],
+            Object::Iter | Object::PerfEvent => Vec::new(),
+        };
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+}
+
+/// How the fake answers a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Success with this value.
+    Ret(i64),
+    /// Failure with this errno.
+    Errno(i32),
+    /// A new fd standing for this object.
+    NewFd(Object),
+}
+
+/// One call that reached the fake kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `bpf(cmd, attr)`, the attr as the proxy passed it.
+    Bpf {
+        /// The command, as passed.
+        cmd: u32,
+        /// The attr's bytes before the call.
+        attr: Vec<u8>,
+    },
+    /// `perf_event_open`.
+    PerfEventOpen {
+        /// Its `group_fd` argument.
+        group_fd: i32,
+    },
+    /// `ioctl(fd, request)`.
+    Ioctl {
+        /// The fd.
+        fd: i32,
+        /// The request.
+        request: u64,
+    },
+    /// `read(fd, len)`.
+    Read {
+        /// The fd.
+        fd: i32,
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// `close(fd)`.
+    Close(i32),
+}
+
+#[derive(Debug)]
+struct Held {
+    id: u32,
+    object: Object,
+}
+
+#[derive(Debug)]
+struct State {
+    next_fd: i32,
+    next_id: u32,
+    open: BTreeMap<i32, Held>,
+    answers: BTreeMap<u32, Answer>,
+    perf_answer: Option<Answer>,
+    memlock: u64,
+    calls: Vec<Call>,
+}
+
+/// A kernel that answers per command from a fake fd space (see the module
+/// doc).
+#[derive(Debug)]
+pub struct FakeKernel {
+    state: Mutex<State>,
+}
+
+impl Default for FakeKernel {
+    fn default() -> Self {
+        FakeKernel {
+            state: Mutex::new(State {
+                next_fd: FIRST_FD,
+                next_id: 1,
+                open: BTreeMap::new(),
+                answers: BTreeMap::new(),
+                perf_answer: None,
+                memlock: 0,
+                calls: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl FakeKernel {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// From now on, answers `bpf(command)` with `answer` (instead of the
+    /// default).
+    pub fn answer(&self, command: u32, answer: Answer) {
+        self.state().answers.insert(command, answer);
+    }
+
+    /// From now on, answers `perf_event_open` with `answer` (by default a
+    /// new perf event).
+    pub fn answer_perf(&self, answer: Answer) {
+        self.state().perf_answer = Some(answer);
+    }
+
+    /// The `memlock:` figure fdinfo gives for every object (0 unless set).
+    pub fn set_memlock(&self, bytes: u64) {
+        self.state().memlock = bytes;
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The `bpf()` commands called so far, in order.
+    pub fn bpf_commands(&self) -> Vec<u32> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Bpf { cmd, .. } => Some(*cmd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The fds closed so far, in order.
+    pub fn closed(&self) -> Vec<i32> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Close(fd) => Some(*fd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The fds open now.
+    pub fn open_fds(&self) -> Vec<i32> {
+        self.state().open.keys().copied().collect()
+    }
+
+    /// Gives an fd to a new `object`.
+    fn new_fd(state: &mut State, object: Object) -> i64 {
+        let fd = state.next_fd;
+        state.next_fd += 1;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.open.insert(fd, Held { id, object });
+        i64::from(fd)
+    }
+
+    /// The default answer to `command` on `attr`: the commands session
+    /// logic depends on, as a kernel answers them.
+    fn default_answer(state: &State, command: u32, attr: &[u8]) -> Answer {
+        let word = |at: usize| {
+            if attr.len() >= at + 4 {
+                read_u32(attr, at)
+            } else {
+                0
+            }
+        };
+        match command {
+            cmd::BPF_MAP_CREATE => Answer::NewFd(Object::Map {
+                map_type: word(off::map_create::MAP_TYPE),
+                key_size: word(off::map_create::KEY_SIZE),
+                value_size: word(off::map_create::VALUE_SIZE),
+                max_entries: word(off::map_create::MAX_ENTRIES),
+                map_flags: word(off::map_create::MAP_FLAGS),
+            }),
+            cmd::BPF_PROG_LOAD => Answer::NewFd(Object::Prog {
+                prog_type: word(off::prog_load::PROG_TYPE),
+            }),
+            cmd::BPF_BTF_LOAD => Answer::NewFd(Object::Btf),
+            cmd::BPF_LINK_CREATE => Answer::NewFd(Object::Link { link_type: 0 }),
+            cmd::BPF_MAP_GET_NEXT_ID
+            | cmd::BPF_PROG_GET_NEXT_ID
+            | cmd::BPF_BTF_GET_NEXT_ID
+            | cmd::BPF_LINK_GET_NEXT_ID => {
+                let start = word(0);
+                match state
+                    .open
+                    .values()
+                    .filter(|h| h.object.next_id_cmd() == Some(command) && h.id > start)
+                    .map(|h| h.id)
+                    .min()
+                {
+                    Some(_) => Answer::Ret(0),
+                    None => Answer::Errno(libc::ENOENT),
+                }
+            }
+            cmd::BPF_OBJ_GET_INFO_BY_FD => match state.open.get(&(word(0) as i32)) {
+                Some(_) => Answer::Ret(0),
+                None => Answer::Errno(libc::EBADF),
+            },
+            _ => Answer::Errno(libc::EINVAL),
+        }
+    }
+}
+
+impl Kernel for FakeKernel {
+    unsafe fn bpf(
+        &self,
+        command: u32,
+        attr: *mut u8,
+        size: u32,
+        _common: *mut u8,
+        _common_size: u32,
+    ) -> Result<i64, i32> {
+        // SAFETY: the caller guarantees `attr` points to `size` bytes we may
+        // read and write, as the kernel may.
+        let attr = unsafe { std::slice::from_raw_parts_mut(attr, size as usize) };
+        let mut state = self.state();
+        state.calls.push(Call::Bpf {
+            cmd: command,
+            attr: attr.to_vec(),
+        });
+        let plain = command & !cmd::BPF_COMMON_ATTRS;
+        let answer = match state.answers.get(&plain) {
+            Some(a) => a.clone(),
+            None => Self::default_answer(&state, plain, attr),
+        };
+        match answer {
+            Answer::Errno(e) => Err(e),
+            Answer::NewFd(object) => Ok(Self::new_fd(&mut state, object)),
+            Answer::Ret(ret) => {
+                // The two default successes that write into the attr.
+                let start = if attr.len() >= 4 {
+                    read_u32(attr, 0)
+                } else {
+                    0
+                };
+                if plain == cmd::BPF_OBJ_GET_INFO_BY_FD && attr.len() >= 16 {
+                    if let Some(held) = state.open.get(&(start as i32)) {
+                        let info = held.object.info(held.id);
+                        let n = info.len().min(read_u32(attr, 4) as usize);
+                        let ptr = u64::from_le_bytes(attr[8..16].try_into().unwrap_or([0; 8]));
+                        // SAFETY: the caller guarantees `attr.info` points to
+                        // `info_len` writable bytes; `n` is at most that.
+                        unsafe { std::ptr::copy_nonoverlapping(info.as_ptr(), ptr as *mut u8, n) };
+                        attr[4..8].copy_from_slice(&(n as u32).to_le_bytes());
+                    }
+                } else if attr.len() >= 8 {
+                    let next = state
+                        .open
+                        .values()
+                        .filter(|h| h.object.next_id_cmd() == Some(plain) && h.id > start)
+                        .map(|h| h.id)
+                        .min();
+                    if let Some(next) = next {
+                        attr[4..8].copy_from_slice(&next.to_le_bytes());
+                    }
+                }
+                Ok(ret)
+            }
+        }
+    }
+
+    unsafe fn perf_event_open(
+        &self,
+        _attr: &mut [u8],
+        _pid: i32,
+        _cpu: i32,
+        group_fd: i32,
+        _flags: u64,
+    ) -> Result<i64, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::PerfEventOpen { group_fd });
+        match state
+            .perf_answer
+            .clone()
+            .unwrap_or(Answer::NewFd(Object::PerfEvent))
+        {
+            Answer::Errno(e) => Err(e),
+            Answer::Ret(r) => Ok(r),
+            Answer::NewFd(object) => Ok(Self::new_fd(&mut state, object)),
+        }
+    }
+
+    unsafe fn ioctl(&self, fd: i32, request: u64, _arg: u64) -> Result<i64, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Ioctl { fd, request });
+        if state.open.contains_key(&fd) {
+            Ok(0)
+        } else {
+            Err(libc::EBADF)
+        }
+    }
+
+    fn read(&self, fd: i32, len: usize) -> Result<Vec<u8>, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Read { fd, len });
+        match state.open.get(&fd).map(|h| &h.object) {
+            Some(Object::Iter) => Ok(Vec::new()),
+            Some(_) => Err(libc::EINVAL),
+            None => Err(libc::EBADF),
+        }
+    }
+
+    fn close(&self, fd: i32) {
+        let mut state = self.state();
+        state.calls.push(Call::Close(fd));
+        state.open.remove(&fd);
+    }
+
+    fn fd_link(&self, fd: i32) -> Option<String> {
+        self.state()
+            .open
+            .get(&fd)
+            .map(|h| h.object.link().to_string())
+    }
+
+    fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32> {
+        let state = self.state();
+        let held = state.open.get(&fd).ok_or(libc::EBADF)?;
+        Ok(format!(
+            "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nmemlock:\t{}\nid:\t{}\n",
+            state.memlock, held.id
+        )
+        .into_bytes())
+    }
+}
+
+/// A forwarded `bpf(command, attr)` with the buffers of its plan.
+pub fn bpf_request(command: u32, attr: Vec<u8>, buffers: Vec<WireBuffer>) -> Request {
+    Request::Bpf(BpfCall {
+        cmd: command,
+        size: attr.len() as u32,
+        attr,
+        common: None,
+        common_size: 0,
+        buffers,
+    })
+}
+
+/// A forwarded `BPF_PROG_LOAD` of a tracepoint program that calls helper
+/// `id`, then returns 0.
+pub fn load_calling(id: u32) -> Request {
+    let mut insns = Vec::new();
+    for (code, imm) in [(flags::BPF_JMP_CALL, id), (0xb7, 0), (0x95, 0)] {
+        let mut b = [0u8; 8];
+        b[0] = code;
+        b[4..8].copy_from_slice(&imm.to_le_bytes());
+        insns.extend_from_slice(&b);
+    }
+    let mut attr = vec![0u8; 152];
+    write_u32(
+        &mut attr,
+        off::prog_load::PROG_TYPE,
+        prog_type::BPF_PROG_TYPE_TRACEPOINT,
+    );
+    write_u32(&mut attr, off::prog_load::INSN_CNT, 3);
+    write_u64(&mut attr, off::prog_load::INSNS, 0x1000);
+    write_u64(&mut attr, off::prog_load::LICENSE, 0x2000);
+    bpf_request(
+        cmd::BPF_PROG_LOAD,
+        attr,
+        vec![WireBuffer::Data(insns), WireBuffer::Data(b"GPL\0".to_vec())],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use telebpf_abi::map_type;
+
+    use super::*;
+
+    /// `BPF_MAP_CREATE` of an array of `entries` 8-byte values.
+    fn create(k: &FakeKernel, entries: u32) -> i32 {
+        let mut attr = [0u8; 72];
+        write_u32(
+            &mut attr,
+            off::map_create::MAP_TYPE,
+            map_type::BPF_MAP_TYPE_ARRAY,
+        );
+        write_u32(&mut attr, off::map_create::KEY_SIZE, 4);
+        write_u32(&mut attr, off::map_create::VALUE_SIZE, 8);
+        write_u32(&mut attr, off::map_create::MAX_ENTRIES, entries);
+        // SAFETY: `attr` is 72 bytes, and its pointer fields are zero.
+        let fd = unsafe {
+            k.bpf(
+                cmd::BPF_MAP_CREATE,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        fd.expect("a map") as i32
+    }
+
+    #[test]
+    fn the_provided_calls_work_over_the_fake() {
+        let k = FakeKernel::default();
+        let a = create(&k, 3);
+        let b = create(&k, 5);
+        assert_eq!((a, b), (FIRST_FD, FIRST_FD + 1));
+        // object_info: the map's info, its length as the kernel gives it.
+        let mut info = [0u8; 24];
+        assert_eq!(k.object_info(b, &mut info), Ok(24));
+        assert_eq!(read_u32(&info, 0), map_type::BPF_MAP_TYPE_ARRAY);
+        assert_eq!(read_u32(&info, 16), 5);
+        assert_eq!(k.object_info(7, &mut info), Err(libc::EBADF));
+        // live_ids: every map, until the list ends.
+        let listed = k.live_ids(cmd::BPF_MAP_GET_NEXT_ID);
+        assert_eq!(listed.ids, [1, 2].into());
+        assert_eq!(listed.failed, None);
+        k.close(a);
+        assert_eq!(k.live_ids(cmd::BPF_MAP_GET_NEXT_ID).ids, [2].into());
+        assert!(k.live_ids(cmd::BPF_PROG_GET_NEXT_ID).ids.is_empty());
+        // A walk that fails early says so.
+        k.answer(cmd::BPF_MAP_GET_NEXT_ID, Answer::Errno(libc::EPERM));
+        assert_eq!(
+            k.live_ids(cmd::BPF_MAP_GET_NEXT_ID).failed,
+            Some(libc::EPERM)
+        );
+        // fdinfo and its memlock figure.
+        k.set_memlock(4096);
+        assert_eq!(k.fdinfo_memlock(b), Some(4096));
+        assert_eq!(k.fdinfo_memlock(a), None, "closed");
+        assert_eq!(k.fd_link(b).as_deref(), Some("anon_inode:bpf-map"));
+        assert_eq!(k.open_fds(), vec![b]);
+        assert_eq!(k.closed(), vec![a]);
+    }
+}
