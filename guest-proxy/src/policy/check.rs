@@ -450,6 +450,42 @@ mod tests {
     use crate::policy::testing::*;
 
     #[test]
+    fn the_monitor_profile_lists_programs_and_reads_kernel_memory_and_nothing_else() {
+        let m = resolve("monitor", Path::new("/")).unwrap().rules;
+        assert_eq!(m.name(), "monitor");
+        assert!(m.check(&Request::Programs).is_ok());
+        assert!(m.check(&Request::Peek(vec![])).is_ok());
+        for refused in [
+            cmd::BPF_PROG_LOAD,
+            cmd::BPF_MAP_CREATE,
+            cmd::BPF_LINK_CREATE,
+            cmd::BPF_OBJ_PIN,
+            cmd::BPF_OBJ_GET,
+            cmd::BPF_MAP_UPDATE_ELEM,
+            cmd::BPF_MAP_LOOKUP_ELEM,
+        ] {
+            assert!(
+                !m.commands.contains(refused),
+                "monitor allows command {refused}"
+            );
+        }
+        assert!(m
+            .check(&Request::MapSnapshot {
+                fd: 3,
+                len: 8,
+                offset: 0
+            })
+            .is_err());
+        // Listing programs needs all three commands it stands for.
+        let nothing = resolve("read-only", Path::new("/")).unwrap().rules;
+        assert!(nothing.check(&Request::Programs).is_ok());
+        let mut partial = (*nothing).clone();
+        partial.commands = Default::default();
+        let denied = partial.check(&Request::Programs).unwrap_err();
+        assert!(denied.rule.contains("prog_get_next_id"), "{denied:?}");
+    }
+
+    #[test]
     fn uprobe_definitions_with_a_reference_counter() {
         for with in [
             &b"p:g/e /bin/x:0x10(0x20)"[..],
