@@ -61,6 +61,46 @@ impl Sink for SyncSender<Event> {
     }
 }
 
+/// One connected guest: its session and what it looked like last round.
+pub struct Watched {
+    inspector: Inspector,
+    observer: Observer,
+    mode: Mode,
+}
+
+impl Watched {
+    /// Connects to `guest` (fetching its BTF, from the cache when the
+    /// guest's digest matches one fetched before).
+    pub fn connect(guest: &Guest, mode: Mode) -> Result<Watched, String> {
+        let settings = Settings::new(&guest.target, guest.key_file.clone())
+            .map_err(|e| one_line(&e.to_string()))?;
+        let mut inspector = Inspector::connect(&settings).map_err(|e| one_line(&e.to_string()))?;
+        inspector.set_call_limit(Some(NO_ANSWER));
+        Ok(Watched {
+            inspector,
+            observer: Observer::new(),
+            mode,
+        })
+    }
+
+    /// The guest kernel's release.
+    pub fn kernel(&self) -> &str {
+        &self.inspector.facts().uname[2]
+    }
+
+    /// One round: what changed since the last. `Err(reason)` when the
+    /// connection is gone.
+    pub fn round(&mut self) -> Result<Vec<Kind>, String> {
+        let round = read_round(&mut self.inspector, self.mode)?;
+        Ok(self.observer.observe(round))
+    }
+
+    /// Waits until `until`, watching the connection (see [`idle`]).
+    fn idle(&mut self, until: Instant, stop: &AtomicBool) -> Result<(), String> {
+        idle(&mut self.inspector, until, stop)
+    }
+}
+
 /// Watches `guest` until `stop` is set (or `options.rounds` are done).
 pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBool) {
     let emit = |kind: Kind| sink.event(Event::now(&guest.name, kind));
@@ -70,16 +110,13 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
     let mut said_lost = false;
     let mut rounds = 0u64;
     while !stop.load(Ordering::Relaxed) && options.rounds.is_none_or(|n| rounds < n) {
-        let connected = Settings::new(&guest.target, guest.key_file.clone())
-            .map_err(IdsError::from)
-            .and_then(|s| Inspector::connect(&s));
-        let mut inspector = match connected {
-            Ok(i) => i,
-            Err(e) => {
+        let mut watched = match Watched::connect(guest, options.mode) {
+            Ok(w) => w,
+            Err(reason) => {
                 if !said_lost {
                     emit(Kind::GuestLost {
                         target: guest.target.clone(),
-                        reason: one_line(&e.to_string()),
+                        reason,
                     });
                     said_lost = true;
                 }
@@ -91,28 +128,23 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
                 continue;
             }
         };
-        inspector.set_call_limit(Some(NO_ANSWER));
         backoff = FIRST_BACKOFF;
         emit(Kind::GuestUp {
             target: guest.target.clone(),
-            kernel: inspector.facts().uname[2].clone(),
+            kernel: watched.kernel().to_string(),
         });
-        let mut observer = Observer::new();
         let lost = loop {
             let start = Instant::now();
-            let round = match read_round(&mut inspector, options.mode) {
-                Ok(r) => r,
+            match watched.round() {
+                Ok(events) => events.into_iter().for_each(emit),
                 Err(reason) => break reason,
-            };
-            for kind in observer.observe(round) {
-                emit(kind);
             }
             sink.round(&guest.name, start.elapsed());
             rounds += 1;
             if options.rounds.is_some_and(|n| rounds >= n) {
                 return;
             }
-            if let Err(reason) = idle(&mut inspector, start + options.interval, stop) {
+            if let Err(reason) = watched.idle(start + options.interval, stop) {
                 break reason;
             }
             if stop.load(Ordering::Relaxed) {
