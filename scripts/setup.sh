@@ -15,6 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # bpftool, libbpf-tools, bpftrace: the unmodified tools the tests drive.
 # clang, llvm, libbpf-dev: build the eBPF test objects (bpf/tests/*.bpf.c).
+# clang-format: scripts/test.sh checks the format of that C (.clang-format).
 # libelf-dev, zlib1g-dev, pkg-config, build-essential: C toolchain and
 # libraries for the build. util-linux: setpriv (tests drop to nobody),
 # mountpoint. ca-certificates: cargo's HTTPS to crates.io.
@@ -24,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive
 # (strip, readelf) comes with build-essential.
 packages=(
     bpftool libbpf-tools bpftrace
-    clang llvm libbpf-dev
+    clang llvm libbpf-dev clang-format
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates
 )
@@ -82,6 +83,16 @@ if vhost-device-vsock --version 2>/dev/null | grep -qF " $vhost_version"; then
     echo "setup.sh: vhost-device-vsock $vhost_version already installed"
 else
     cargo install --locked vhost-device-vsock --version "$vhost_version"
+fi
+
+# cargo-deny: scripts/test.sh checks the dependencies' licences, bans and
+# sources with it (deny.toml). Pinned, so that a new release's new checks
+# never fail an unchanged tree.
+deny_version=0.20.2
+if cargo deny --version 2>/dev/null | grep -qxF "cargo-deny $deny_version"; then
+    echo "setup.sh: cargo-deny $deny_version already installed"
+else
+    cargo install --locked cargo-deny --version "$deny_version"
 fi
 
 # The guest's kernel (Debian 12's cloud kernel, downloaded once), the static

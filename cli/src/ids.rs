@@ -9,6 +9,8 @@ use telebpf_client::Settings;
 use telebpf_collectors::Collector;
 use telebpf_ids::{render, Inspector, Mode};
 
+use crate::error::CliError;
+
 /// What to list.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum What {
@@ -40,13 +42,11 @@ pub fn run(
     mode: Mode,
     json: bool,
     watch: Option<(Duration, Option<u64>)>,
-) -> Result<(), String> {
-    let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
-    let mut inspector = Inspector::connect(&settings).map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let settings = Settings::new(target, key_file.to_path_buf())?;
+    let mut inspector = Inspector::connect(&settings)?;
     let Some((interval, count)) = watch else {
-        let walk = inspector
-            .walk(what.collector(), mode)
-            .map_err(|e| e.to_string())?;
+        let walk = inspector.walk(what.collector(), mode)?;
         if json {
             println!("{}", render::json(&walk.rows));
         } else {
@@ -56,9 +56,7 @@ pub fn run(
     };
     let mut stdout = std::io::stdout().lock();
     for n in 1..=count.unwrap_or(u64::MAX) {
-        let walk = inspector
-            .walk(what.collector(), mode)
-            .map_err(|e| e.to_string())?;
+        let walk = inspector.walk(what.collector(), mode)?;
         let c = walk.cost;
         let written = if json {
             writeln!(

@@ -20,7 +20,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::CliError;
+
 mod bench;
+mod error;
 mod exec;
 mod ids;
 mod monitor;
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out } => telebpf_protocol::key::Psk::write_new(&out)
             .map(|_| ())
-            .map_err(|e| format!("cannot write {}: {e}", out.display())),
+            .map_err(|source| CliError::WriteKey { path: out, source }),
         Command::Exec {
             target,
             key_file,
@@ -160,8 +163,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("telebpf: {msg}");
+        Err(err) => {
+            eprintln!("telebpf: {err}");
             ExitCode::FAILURE
         }
     }

@@ -36,14 +36,14 @@
 
 /* The BPF_PROG_TEST_RUN context, in and out. */
 struct collect_ctx {
-	__u64 mode;	/* in */
-	__u64 gen;	/* in: non-zero, different for every run */
-	__u64 root_in;	/* in: a start address the proxy knows (modules) */
-	__u64 root;	/* out: where the walk starts */
-	__u64 records;	/* out: records written */
-	__u64 dropped;	/* out: records lost to a full ring */
-	__u64 visited;	/* out: objects visited */
-	__u64 status;	/* out: STATUS_* */
+	__u64 mode;    /* in */
+	__u64 gen;     /* in: non-zero, different for every run */
+	__u64 root_in; /* in: a start address the proxy knows (modules) */
+	__u64 root;    /* out: where the walk starts */
+	__u64 records; /* out: records written */
+	__u64 dropped; /* out: records lost to a full ring */
+	__u64 visited; /* out: objects visited */
+	__u64 status;  /* out: STATUS_* */
 };
 
 /* Every ring record starts with this; data mode appends `len` bytes. */
@@ -213,14 +213,13 @@ static __always_inline void note(__u64 addr, __u32 len, const void *copy, int un
 }
 
 /* Reads a value of the destination's own type and records the read. */
-#define READ_AS(dst, src_addr, unique)                                         \
-	({                                                                     \
-		__u64 __a = (__u64)(src_addr);                                 \
-		long __r = bpf_probe_read_kernel(&(dst), sizeof(dst),          \
-						 (const void *)__a);           \
-		if (!__r)                                                      \
-			note(__a, sizeof(dst), &(dst), unique);                \
-		__r;                                                           \
+#define READ_AS(dst, src_addr, unique)                                                    \
+	({                                                                                \
+		__u64 __a = (__u64)(src_addr);                                            \
+		long __r = bpf_probe_read_kernel(&(dst), sizeof(dst), (const void *)__a); \
+		if (!__r)                                                                 \
+			note(__a, sizeof(dst), &(dst), unique);                           \
+		__r;                                                                      \
 	})
 /* A read another step of the walk may repeat (a shared object). */
 #define READ(dst, src_addr) READ_AS(dst, src_addr, 0)

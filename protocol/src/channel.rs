@@ -1,20 +1,22 @@
-//! The authenticated, sealed channel on top of a byte stream: a blocking
-//! side ([`SyncChannel`], and its halves [`SyncReceiver`] / [`SyncSender`])
-//! and an async (tokio) server side ([`AsyncChannel`]).
+//! The authenticated, sealed channel on top of a byte stream.
 //!
-//! The proxy runs the handshake asynchronously (many clients, one time limit
-//! each) and then serves each session with a blocking loop on its own
-//! thread: [`AsyncChannel::into_parts`] hands over the stream, the session
-//! keys and the bytes already read past the handshake, and
-//! [`SyncChannel::from_parts`] continues from there.
+//! Both ends exchange sealed frames through the blocking [`SyncChannel`]
+//! (and its halves [`SyncReceiver`] / [`SyncSender`]): the host side (the
+//! preload library, the CLI) from its own handshake
+//! ([`SyncChannel::client`]), the proxy's sessions after an asynchronous
+//! handshake. The proxy accepts many clients on one tokio runtime and gives
+//! each handshake a time limit there ([`AsyncChannel::server`]), then serves
+//! each session with a blocking loop on its own thread:
+//! [`AsyncChannel::into_parts`] hands over the stream, the session keys and
+//! the bytes already read past the handshake, and
+//! [`SyncChannel::from_parts`] continues from there. So there is one sealed
+//! frame reader, with the receiver's limits and gate, and no async one.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::error::ChannelError;
 use crate::handshake::{handshake_body_len, ClientHandshake, ServerHandshake, ServerHelloStep};
@@ -24,7 +26,7 @@ use crate::seal::{frame_body_len, Opener, Sealer, LEN_PREFIX};
 /// Default time limit for a whole handshake, on either side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A blocking byte stream the client side runs on. Implemented for every
+/// A blocking byte stream a [`SyncChannel`] runs on. Implemented for every
 /// `Read + Write + Send + AsRawFd` type (e.g. `UnixStream`, [`crate::ClientStream`]).
 ///
 /// The raw fd is used to `poll(2)` for readability (handshake timeout) and,
@@ -330,7 +332,10 @@ impl FrameReader {
     }
 }
 
-/// Blocking client side of a channel (used by the preload library and the CLI).
+/// Blocking side of a channel, at either end: the host side's (the preload
+/// library, the CLI: [`client`](Self::client) runs the handshake) and the
+/// proxy's sessions ([`from_parts`](Self::from_parts) after
+/// [`AsyncChannel::server`]).
 pub struct SyncChannel<S: SyncStream> {
     stream: S,
     reader: FrameReader,
@@ -594,62 +599,6 @@ impl<W: Write + Send> SyncSender<W> {
     }
 }
 
-/// Reads one sealed frame; `Ok(None)` on EOF before its first byte.
-async fn read_sealed<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    opener: &mut Opener,
-) -> Result<Option<Vec<u8>>, ChannelError> {
-    let mut prefix = [0u8; 4];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        let n = reader
-            .read(&mut prefix[got..])
-            .await
-            .map_err(ChannelError::Read)?;
-        if n == 0 {
-            if got == 0 {
-                return Ok(None);
-            }
-            return Err(ChannelError::Truncated {
-                expected: LEN_PREFIX,
-                got,
-            });
-        }
-        got += n;
-    }
-    let len = frame_body_len(prefix)?;
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = reader
-            .read(&mut body[got..])
-            .await
-            .map_err(ChannelError::Read)?;
-        if n == 0 {
-            return Err(ChannelError::Truncated {
-                expected: LEN_PREFIX + len,
-                got: LEN_PREFIX + got,
-            });
-        }
-        got += n;
-    }
-    opener.open_in_place(&mut body, prefix)?;
-    Ok(Some(body))
-}
-
-async fn write_sealed<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    sealer: &mut Sealer,
-    msg: &[u8],
-) -> Result<(), ChannelError> {
-    let frame = sealer.try_seal(msg)?;
-    writer
-        .write_all(&frame)
-        .await
-        .map_err(ChannelError::Write)?;
-    writer.flush().await.map_err(ChannelError::Write)
-}
-
 /// Reads one clear-text handshake frame body.
 async fn read_handshake<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, ChannelError> {
     let eof = |e: io::Error| {
@@ -677,25 +626,22 @@ async fn write_handshake<W: AsyncWrite + Unpin>(
     writer.flush().await.map_err(ChannelError::HandshakeWrite)
 }
 
-/// Async server side of a channel (the proxy).
+/// The proxy's side of a channel during its handshake, run asynchronously
+/// so that one runtime serves many handshakes, each with a time limit. It
+/// carries no sealed frames: once authenticated, [`into_parts`](Self::into_parts)
+/// hands the session to a [`SyncChannel`].
 pub struct AsyncChannel<S: AsyncRead + AsyncWrite + Unpin + Send> {
+    /// Buffered, so the read-ahead past the client's proof is kept (the
+    /// client may send sealed frames right after it).
     stream: BufReader<S>,
     sealer: Sealer,
     opener: Opener,
-    broken: bool,
 }
-
-/// Read half of a split [`AsyncChannel`]'s stream.
-pub type ChannelReadHalf<S> = ReadHalf<BufReader<S>>;
-/// Write half of a split [`AsyncChannel`]'s stream.
-pub type ChannelWriteHalf<S> = WriteHalf<BufReader<S>>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> std::fmt::Debug for AsyncChannel<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncChannel")
-            .field("sent", &self.sealer.counter())
-            .field("received", &self.opener.counter())
-            .field("broken", &self.broken)
+            .field("buffered", &self.stream.buffer().len())
             .finish_non_exhaustive()
     }
 }
@@ -739,50 +685,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncChannel<S> {
                 stream,
                 sealer: session.sealer,
                 opener: session.opener,
-                broken: false,
             },
             index,
         ))
-    }
-
-    /// Seals and sends one message.
-    pub async fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
-        if self.broken {
-            return Err(ChannelError::Broken);
-        }
-        if msg.len() > crate::MAX_PLAINTEXT {
-            return Err(ChannelError::MessageTooLarge(msg.len()));
-        }
-        self.broken = true;
-        write_sealed(&mut self.stream, &mut self.sealer, msg).await?;
-        self.broken = false;
-        Ok(())
-    }
-
-    /// Receives and opens one message; `Ok(None)` when the client closed the
-    /// connection cleanly between frames.
-    ///
-    /// Not cancel-safe: if the future is dropped midway the channel is broken.
-    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        if self.broken {
-            return Err(ChannelError::Broken);
-        }
-        self.broken = true;
-        let r = read_sealed(&mut self.stream, &mut self.opener).await?;
-        self.broken = false;
-        Ok(r)
     }
 
     /// Takes the channel apart to continue synchronously
     /// ([`SyncChannel::from_parts`]): the stream, the session's sealer and
     /// opener, and the bytes already read from the stream but not consumed
     /// (the client may send sealed frames right after its proof, so the
-    /// handshake's read-ahead can hold some). Fails with
-    /// [`ChannelError::Broken`] after an earlier error.
+    /// handshake's read-ahead can hold some).
+    ///
+    /// It never fails today: the channel carries no frames, so nothing can
+    /// have broken it since its handshake. The `Result` leaves the proxy's
+    /// caller, which chains it with fallible steps, as it is.
     pub fn into_parts(self) -> Result<ChannelParts<S>, ChannelError> {
-        if self.broken {
-            return Err(ChannelError::Broken);
-        }
         let buffered = self.stream.buffer().to_vec();
         Ok(ChannelParts {
             stream: self.stream.into_inner(),
@@ -790,29 +707,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncChannel<S> {
             opener: self.opener,
             buffered,
         })
-    }
-
-    /// Splits into independent receiving and sending halves (e.g. to push
-    /// unsolicited frames while a task reads). Bytes already buffered are kept.
-    pub fn into_split(
-        self,
-    ) -> (
-        AsyncReceiver<ChannelReadHalf<S>>,
-        AsyncSender<ChannelWriteHalf<S>>,
-    ) {
-        let (r, w) = tokio::io::split(self.stream);
-        (
-            AsyncReceiver {
-                reader: r,
-                opener: self.opener,
-                broken: self.broken,
-            },
-            AsyncSender {
-                writer: w,
-                sealer: self.sealer,
-                broken: self.broken,
-            },
-        )
     }
 }
 
@@ -835,72 +729,5 @@ impl<S> std::fmt::Debug for ChannelParts<S> {
             .field("opener", &self.opener)
             .field("buffered", &self.buffered.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// Receiving half of a split [`AsyncChannel`].
-pub struct AsyncReceiver<R: AsyncRead + Unpin + Send> {
-    reader: R,
-    opener: Opener,
-    broken: bool,
-}
-
-impl<R: AsyncRead + Unpin + Send> std::fmt::Debug for AsyncReceiver<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncReceiver")
-            .field("received", &self.opener.counter())
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> AsyncReceiver<R> {
-    /// Receives and opens one message; `Ok(None)` on clean EOF between frames.
-    /// Not cancel-safe (see [`AsyncChannel::recv`]).
-    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        if self.broken {
-            return Err(ChannelError::Broken);
-        }
-        self.broken = true;
-        let r = read_sealed(&mut self.reader, &mut self.opener).await?;
-        self.broken = false;
-        Ok(r)
-    }
-}
-
-/// Sending half of a split [`AsyncChannel`].
-pub struct AsyncSender<W: AsyncWrite + Unpin + Send> {
-    writer: W,
-    sealer: Sealer,
-    broken: bool,
-}
-
-impl<W: AsyncWrite + Unpin + Send> std::fmt::Debug for AsyncSender<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncSender")
-            .field("sent", &self.sealer.counter())
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<W: AsyncWrite + Unpin + Send> AsyncSender<W> {
-    /// Seals and sends one message.
-    pub async fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
-        if self.broken {
-            return Err(ChannelError::Broken);
-        }
-        if msg.len() > crate::MAX_PLAINTEXT {
-            return Err(ChannelError::MessageTooLarge(msg.len()));
-        }
-        self.broken = true;
-        write_sealed(&mut self.writer, &mut self.sealer, msg).await?;
-        self.broken = false;
-        Ok(())
-    }
-
-    /// Shuts the write direction down (the client sees EOF after the last frame).
-    pub async fn shutdown(&mut self) -> Result<(), ChannelError> {
-        self.writer.shutdown().await.map_err(ChannelError::Write)
     }
 }

@@ -58,15 +58,19 @@
 //! sealed with ChaCha20-Poly1305 (RFC 8439) under that direction's key with
 //! nonce `00 00 00 00 || counter: u64` and the 4 bytes of `len` as associated
 //! data. Each direction's `counter` is the number of frames sent before in
-//! that direction, starting at 0. A receiver rejects `len > 64 MiB`
+//! that direction, starting at 0. Both ends read sealed frames with one
+//! reader (the blocking [`SyncChannel`]; the proxy's asynchronous
+//! [`AsyncChannel`] only runs the handshake). It rejects `len > 64 MiB`
 //! ([`MAX_FRAME`]) or `len < 16` before allocating; a receiver may set a
 //! lower limit, a stall limit for a frame that started, and a gate for
 //! large frames ([`channel::ReceiveLimits`], [`channel::FrameGate`]: the
 //! proxy's session limits), and buffers only the bytes that arrived, never
 //! what a prefix announces. A frame that fails to
 //! open — altered, replayed, reordered, dropped, or cut short by end of
-//! stream — is an error that ends the session; there is no recovery or
-//! resynchronisation. End of stream exactly between frames is a clean close.
+//! stream ([`ChannelError::Truncated`]) — is an error that ends the
+//! session; there is no recovery or resynchronisation. End of stream
+//! exactly between frames is a clean close, reported as
+//! [`ChannelError::Closed`].
 //!
 //! ## Messages
 //!
@@ -114,8 +118,8 @@ pub mod transport;
 
 pub use address::{Address, AddressError};
 pub use channel::{
-    AsyncChannel, AsyncReceiver, AsyncSender, ChannelParts, ChannelReadHalf, ChannelWriteHalf,
-    SyncChannel, SyncReceiver, SyncSender, SyncStream, TryCloneStream, HANDSHAKE_TIMEOUT,
+    AsyncChannel, ChannelParts, SyncChannel, SyncReceiver, SyncSender, SyncStream, TryCloneStream,
+    HANDSHAKE_TIMEOUT,
 };
 pub use error::ChannelError;
 pub use handshake::{

@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 	attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
 	attr.insns = (uint64_t)(uintptr_t)insns;
 	attr.insn_cnt = 2;
-	attr.license = (uint64_t)(uintptr_t)"GPL";
+	attr.license = (uint64_t)(uintptr_t) "GPL";
 	strncpy(attr.prog_name, argv[1], sizeof(attr.prog_name) - 1);
 	fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
 	if (fd < 0) {

@@ -11,6 +11,7 @@ use telebpf_collectors::Collector;
 use telebpf_ids::direct::Direct;
 use telebpf_ids::{Cost, Inspector, Mode, Rows, Walk};
 
+use crate::error::CliError;
 use crate::stats::{percentile_us, summarize};
 
 /// A per-pointer walk makes hundreds of requests (a TCP walk one per 4 KiB
@@ -47,10 +48,10 @@ fn measure(
 }
 
 /// Runs the benchmark.
-pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Result<(), String> {
+pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Result<(), CliError> {
     let runs = runs.max(1);
-    let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
-    let mut inspector = Inspector::connect(&settings).map_err(|e| e.to_string())?;
+    let settings = Settings::new(target, key_file.to_path_buf())?;
+    let mut inspector = Inspector::connect(&settings)?;
     // The baseline runs the collectors in this machine's kernel: it means
     // something only when that is the proxy's kernel (a unix: target).
     let mut direct = if !target.starts_with("unix:") {
@@ -163,7 +164,10 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
         runs.min(PER_POINTER_RUNS)
     );
     if let Some(path) = csv {
-        std::fs::write(path, out).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, out).map_err(|source| CliError::WriteFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(())
 }

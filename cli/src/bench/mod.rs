@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::error::CliError;
+
 mod ids;
 mod ringbuf;
 mod rtt;
@@ -72,7 +74,7 @@ pub enum Bench {
 }
 
 /// Runs a benchmark.
-pub fn run(which: Bench) -> Result<(), String> {
+pub fn run(which: Bench) -> Result<(), CliError> {
     match which {
         Bench::Rtt {
             target,
@@ -100,11 +102,11 @@ pub fn run(which: Bench) -> Result<(), String> {
 }
 
 /// The measuring loop of a child process (see `rtt` and `ringbuf`).
-pub fn worker(what: &str, runs: usize) -> Result<(), String> {
+pub fn worker(what: &str, runs: usize) -> Result<(), CliError> {
     match what {
         "lookup" => rtt::lookup_worker(runs),
         "ringbuf" => ringbuf::worker(runs),
-        other => Err(format!("unknown bench worker {other:?}")),
+        other => Err(CliError::UnknownWorker(other.to_string())),
     }
 }
 
@@ -138,17 +140,19 @@ pub(crate) fn run_worker(
     what: &str,
     arg: usize,
     forwarded: Option<(&str, &std::path::Path)>,
-) -> Result<Figures, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+) -> Result<Figures, CliError> {
+    let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["bench-worker", what, &arg.to_string()]);
     if let Some((target, key_file)) = forwarded {
         cmd.envs(crate::exec::preload_env(target, key_file)?);
     }
-    let out = cmd.output().map_err(|e| e.to_string())?;
+    let out = cmd.output()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().last().unwrap_or("failed").trim().to_string());
+        return Err(CliError::Worker(
+            err.lines().last().unwrap_or("failed").trim().to_string(),
+        ));
     }
     Ok(Figures {
         text: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{libbpf_sys, MapCore, ObjectBuilder, RingBufferBuilder};
 
 use super::{run_worker, Figures};
+use crate::error::CliError;
 use crate::stats::{summarize, Summary};
 
 /// The producer object, built by `build.rs` (empty if clang failed).
@@ -158,7 +159,7 @@ impl Trigger {
 
     /// Runs the producer once: `count` records from sequence number
     /// `first_seq`; returns how many could not be reserved (ring full).
-    fn produce(self, count: u64, first_seq: u64) -> Result<u64, String> {
+    fn produce(self, count: u64, first_seq: u64) -> Result<u64, CliError> {
         // `struct rb_bench_ctx`. The kernel copies a syscall program's
         // context back into ctx_in, so it must be writable.
         let mut ctx = [count, first_seq];
@@ -195,10 +196,10 @@ impl Trigger {
         };
         match r {
             Ok(()) => Ok(u64::from(retval)),
-            Err(e) => Err(format!(
-                "BPF_PROG_TEST_RUN: {}",
-                std::io::Error::from_raw_os_error(e)
-            )),
+            Err(e) => Err(CliError::Bpf {
+                call: "BPF_PROG_TEST_RUN".to_string(),
+                source: std::io::Error::from_raw_os_error(e),
+            }),
         }
     }
 }
@@ -245,7 +246,7 @@ fn wait_for(mut cond: impl FnMut() -> bool, pause: Duration) -> bool {
     true
 }
 
-fn producer(trigger: Trigger, events: u64, progress: &Progress) -> Result<Produced, String> {
+fn producer(trigger: Trigger, events: u64, progress: &Progress) -> Result<Produced, CliError> {
     let t0_ns = monotonic_ns();
     let (mut next_seq, mut submitted, mut dropped) = (0u64, 0u64, 0u64);
     while next_seq < events {
@@ -336,25 +337,26 @@ fn summary_ns(ns: &[u64]) -> Summary {
 
 /// Child side: load the producer, consume with libbpf, print the figures
 /// as `key=value` words.
-pub fn worker(events: usize) -> Result<(), String> {
+pub fn worker(events: usize) -> Result<(), CliError> {
     if OBJECT.is_empty() {
-        return Err(format!(
-            "the bench's BPF object was not built: {OBJECT_ERROR}"
-        ));
+        return Err(CliError::NoBenchObject(OBJECT_ERROR));
     }
     let events = events.max(1) as u64;
     let obj = ObjectBuilder::default()
         .open_memory(OBJECT)
         .and_then(|o| o.load())
-        .map_err(|e| format!("loading the producer object: {e}"))?;
+        .map_err(|source| CliError::Libbpf {
+            what: "loading the producer object",
+            source,
+        })?;
     let map = obj
         .maps()
         .find(|m| m.name() == "rb_events")
-        .ok_or("no map rb_events in the object")?;
+        .ok_or(CliError::NotInObject("map rb_events"))?;
     let prog = obj
         .progs()
         .find(|p| p.name() == "rb_bench_produce")
-        .ok_or("no program rb_bench_produce in the object")?;
+        .ok_or(CliError::NotInObject("program rb_bench_produce"))?;
     let trigger = Trigger::for_prog(prog.as_fd().as_raw_fd());
 
     let progress = Arc::new(Progress::default());
@@ -372,11 +374,15 @@ pub fn worker(events: usize) -> Result<(), String> {
                 seen.sample(data, &progress);
                 0
             })
-            .map_err(|e| format!("ring_buffer__add: {e}"))?;
+            .map_err(|source| CliError::Libbpf {
+                what: "ring_buffer__add",
+                source,
+            })?;
     }
-    let rb = builder
-        .build()
-        .map_err(|e| format!("ring_buffer__new: {e}"))?;
+    let rb = builder.build().map_err(|source| CliError::Libbpf {
+        what: "ring_buffer__new",
+        source,
+    })?;
 
     // The producer gets the program's fd only; the object stays here.
     let producer_progress = progress.clone();
@@ -388,7 +394,10 @@ pub fn worker(events: usize) -> Result<(), String> {
     let mut last_progress = Instant::now();
     loop {
         rb.poll(Duration::from_millis(50))
-            .map_err(|e| format!("ring_buffer__poll: {e}"))?;
+            .map_err(|source| CliError::Libbpf {
+                what: "ring_buffer__poll",
+                source,
+            })?;
         let now_total = total(&progress);
         if now_total != last_total {
             last_total = now_total;
@@ -404,9 +413,7 @@ pub fn worker(events: usize) -> Result<(), String> {
         }
     }
     drop(rb);
-    let produced = producer
-        .join()
-        .map_err(|_| "the producer thread panicked".to_string())??;
+    let produced = producer.join().map_err(|_| CliError::ProducerPanicked)??;
     if let Trigger::Direct(fd) = trigger {
         // SAFETY: closing the fd Trigger::for_prog opened; nothing uses it now.
         unsafe { libc::close(fd) };
@@ -446,7 +453,7 @@ pub fn worker(events: usize) -> Result<(), String> {
 }
 
 /// Runs the worker as a child, with or without the preload.
-fn child(events: usize, forwarded: Option<(&str, &Path)>) -> Result<Figures, String> {
+fn child(events: usize, forwarded: Option<(&str, &Path)>) -> Result<Figures, CliError> {
     run_worker("ringbuf", events, forwarded)
 }
 
@@ -465,7 +472,7 @@ fn rates(runs: &[Figures]) -> String {
 }
 
 /// Runs the benchmark and prints the table.
-pub fn run(target: &str, key_file: &Path, events: usize, repeat: usize) -> Result<(), String> {
+pub fn run(target: &str, key_file: &Path, events: usize, repeat: usize) -> Result<(), CliError> {
     let events = events.max(1);
     let repeat = repeat.max(1);
     // Local and forwarded alternate, so that whatever else the machine does
@@ -491,7 +498,8 @@ pub fn run(target: &str, key_file: &Path, events: usize, repeat: usize) -> Resul
         rates(&forwardeds)
     );
     let local = if locals.is_empty() {
-        Err(local_err.unwrap_or_default())
+        // Every local run failed: the loop kept the first failure.
+        Err(local_err.unwrap_or_else(|| CliError::Worker(String::new())))
     } else {
         Ok(median_run(locals))
     };
@@ -501,7 +509,7 @@ pub fn run(target: &str, key_file: &Path, events: usize, repeat: usize) -> Resul
     };
     let (l, local_note) = match &local {
         Ok(f) => (f, None),
-        Err(e) => (&empty, Some(e.clone())),
+        Err(e) => (&empty, Some(e)),
     };
     let f = &forwarded;
     println!(

@@ -23,12 +23,13 @@ use telebpf_client::{Connection, Settings};
 use telebpf_protocol::message::{Reply, Request};
 
 use super::run_worker;
+use crate::error::CliError;
 use crate::stats::{summarize, Summary};
 
 const PAYLOAD: usize = 64;
 
-fn raw_echo(runs: usize) -> Result<Summary, String> {
-    let (mut a, mut b) = UnixStream::pair().map_err(|e| e.to_string())?;
+fn raw_echo(runs: usize) -> Result<Summary, CliError> {
+    let (mut a, mut b) = UnixStream::pair()?;
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; PAYLOAD];
         while b.read_exact(&mut buf).is_ok() {
@@ -41,8 +42,8 @@ fn raw_echo(runs: usize) -> Result<Summary, String> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        a.write_all(&buf).map_err(|e| e.to_string())?;
-        a.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        a.write_all(&buf)?;
+        a.read_exact(&mut buf)?;
         samples.push(t.elapsed());
     }
     drop(a);
@@ -50,16 +51,16 @@ fn raw_echo(runs: usize) -> Result<Summary, String> {
     Ok(summarize(&mut samples))
 }
 
-fn channel_ping(target: &str, key_file: &Path, runs: usize) -> Result<Summary, String> {
-    let settings = Settings::new(target, key_file.to_path_buf()).map_err(|e| e.to_string())?;
-    let mut conn = Connection::open(&settings).map_err(|e| e.to_string())?;
+fn channel_ping(target: &str, key_file: &Path, runs: usize) -> Result<Summary, CliError> {
+    let settings = Settings::new(target, key_file.to_path_buf())?;
+    let mut conn = Connection::open(&settings)?;
     let req = Request::Ping(vec![7u8; PAYLOAD]);
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        match conn.call(&req).map_err(|e| e.to_string())? {
+        match conn.call(&req)? {
             Reply::Pong(_) => {}
-            other => return Err(format!("unexpected reply to Ping: {other:?}")),
+            other => return Err(CliError::UnexpectedReply(format!("{other:?}"))),
         }
         samples.push(t.elapsed());
     }
@@ -67,12 +68,15 @@ fn channel_ping(target: &str, key_file: &Path, runs: usize) -> Result<Summary, S
 }
 
 /// Runs the lookup worker as a child, with or without the preload.
-fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary, String> {
+fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary, CliError> {
     let out = run_worker("lookup", runs, forwarded)?;
-    let field = |name: &str| -> Result<f64, String> {
+    let field = |name: &'static str| -> Result<f64, CliError> {
         out.word(name)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("worker output lacks {name}: {}", out.text))
+            .ok_or_else(|| CliError::WorkerOutput {
+                name,
+                output: out.text.clone(),
+            })
     };
     Ok(Summary {
         p50_us: field("p50_us")?,
@@ -81,7 +85,7 @@ fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary
     })
 }
 
-fn bpf(cmd: u32, attr: &mut [u8]) -> Result<i64, String> {
+fn bpf(cmd: u32, attr: &mut [u8]) -> Result<i64, CliError> {
     // SAFETY: `attr` is a valid buffer of its length; the pointer fields the
     // callers set point to live locals that outlive the call.
     let r = unsafe {
@@ -93,14 +97,17 @@ fn bpf(cmd: u32, attr: &mut [u8]) -> Result<i64, String> {
         )
     };
     if r < 0 {
-        Err(format!("bpf({cmd}): {}", std::io::Error::last_os_error()))
+        Err(CliError::Bpf {
+            call: format!("bpf({cmd})"),
+            source: std::io::Error::last_os_error(),
+        })
     } else {
         Ok(r)
     }
 }
 
 /// Child side: create an array map, then time lookups of key 0.
-pub fn lookup_worker(runs: usize) -> Result<(), String> {
+pub fn lookup_worker(runs: usize) -> Result<(), CliError> {
     const BPF_MAP_CREATE: u32 = 0;
     const BPF_MAP_LOOKUP_ELEM: u32 = 1;
     const BPF_MAP_UPDATE_ELEM: u32 = 2;
@@ -130,7 +137,7 @@ pub fn lookup_worker(runs: usize) -> Result<(), String> {
         bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
         samples.push(t.elapsed());
         if got != 0x1234_5678 {
-            return Err(format!("lookup returned {got:#x}, expected 0x12345678"));
+            return Err(CliError::WrongValue(got));
         }
     }
     // SAFETY: closing the map fd we created.
@@ -150,7 +157,7 @@ fn line(what: &str, s: &Summary, raw: f64) {
 }
 
 /// Runs the benchmark and prints the table.
-pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), String> {
+pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), CliError> {
     let runs = runs.max(1);
     // Warm up caches and the proxy's first-connection work.
     let _ = raw_echo(100)?;

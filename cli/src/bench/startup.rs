@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::error::CliError;
 use crate::exec::preload_env;
 
 /// The tool.
@@ -44,7 +45,7 @@ fn stop(child: &mut Child, sig: i32) {
 }
 
 /// One run: the time until the header line.
-fn once(forwarded: Option<(&str, &Path)>) -> Result<Duration, String> {
+fn once(forwarded: Option<(&str, &Path)>) -> Result<Duration, CliError> {
     std::thread::sleep(SETTLE);
     let mut cmd = Command::new("stdbuf");
     cmd.args(["-oL", EXECSNOOP])
@@ -55,9 +56,10 @@ fn once(forwarded: Option<(&str, &Path)>) -> Result<Duration, String> {
         cmd.envs(preload_env(target, key_file)?);
     }
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run stdbuf -oL {EXECSNOOP}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|source| CliError::Run {
+        program: format!("stdbuf -oL {EXECSNOOP}"),
+        source,
+    })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     // The reader blocks; a thread lets us time out.
@@ -77,15 +79,15 @@ fn once(forwarded: Option<(&str, &Path)>) -> Result<Duration, String> {
     result.map_err(|()| {
         let mut err = String::new();
         let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut err);
-        format!(
-            "execsnoop{} never printed its header: {}",
-            if forwarded.is_some() {
-                " (forwarded)"
-            } else {
-                ""
-            },
-            err.trim().lines().last().unwrap_or("no message")
-        )
+        CliError::NoHeader {
+            forwarded: forwarded.is_some(),
+            last_line: err
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("no message")
+                .to_string(),
+        }
     })
 }
 
@@ -113,7 +115,7 @@ fn spread(samples: &mut [Duration]) -> Spread {
 }
 
 /// Runs the benchmark and prints the table.
-pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), String> {
+pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), CliError> {
     let runs = runs.max(1);
     let fwd = Some((target, key_file));
     // SAFETY: geteuid has no preconditions.
@@ -125,7 +127,7 @@ pub fn run(target: &str, key_file: &Path, runs: usize) -> Result<(), String> {
             local_err = Some(e);
         }
     } else {
-        local_err = Some("needs root".to_string());
+        local_err = Some(CliError::NeedsRoot);
     }
     once(fwd)?;
     let (mut local, mut forwarded) = (Vec::new(), Vec::new());
