@@ -8,6 +8,8 @@ use std::time::Duration;
 use telebpf_ids::Mode;
 use telebpf_monitor::Options;
 
+use crate::error::CliError;
+
 /// Set by SIGTERM/SIGINT: every guest thread ends its round and stops.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -23,9 +25,9 @@ pub fn run(
     mode: Mode,
     output: Option<&PathBuf>,
     rounds: Option<u64>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     if interval_ms == 0 {
-        return Err("--interval must be at least 1 ms".into());
+        return Err(CliError::ZeroInterval);
     }
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic; installing it
@@ -37,6 +39,10 @@ pub fn run(
         mode,
         rounds,
     };
-    telebpf_monitor::run(guests, &options, output.map(PathBuf::as_path), &STOP)
-        .map_err(|e| e.to_string())
+    Ok(telebpf_monitor::run(
+        guests,
+        &options,
+        output.map(PathBuf::as_path),
+        &STOP,
+    )?)
 }

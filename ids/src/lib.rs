@@ -171,7 +171,16 @@ impl Layouts {
             }
             Collector::Tcp => {
                 let l = self.tcp.as_ref().map_err(Clone::clone)?;
-                Rows::Tcp(walk::tcp::walk(view, l, root)?)
+                Rows::Tcp(walk::tcp::walk(view, l, root, walk::tcp::Tables::Both)?)
+            }
+            Collector::Listeners => {
+                let l = self.tcp.as_ref().map_err(Clone::clone)?;
+                Rows::Tcp(walk::tcp::walk(
+                    view,
+                    l,
+                    root,
+                    walk::tcp::Tables::Listening,
+                )?)
             }
             Collector::Modules => {
                 let l = self.modules.as_ref().map_err(Clone::clone)?;

@@ -61,11 +61,50 @@ impl Sink for SyncSender<Event> {
     }
 }
 
+/// The calling thread's CPU time spent on each source of a round, summed
+/// over rounds (what `telebpf bench monitor` breaks the host's cost into).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Costs {
+    /// Per source, in the order of [`Costs::NAMES`].
+    pub cpu: [Duration; 5],
+}
+
+impl Costs {
+    /// The sources, as the bench names them.
+    pub const NAMES: [&'static str; 5] = [
+        "/proc listing (2x)",
+        "processes",
+        "modules",
+        "tcp",
+        "programs",
+    ];
+
+    fn time<T>(&mut self, i: usize, f: impl FnOnce() -> T) -> T {
+        let start = thread_cpu();
+        let r = f();
+        self.cpu[i] += thread_cpu().saturating_sub(start);
+        r
+    }
+}
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, a vDSO read).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// One connected guest: its session and what it looked like last round.
 pub struct Watched {
     inspector: Inspector,
     observer: Observer,
     mode: Mode,
+    /// Host CPU per source, over every round so far.
+    pub costs: Costs,
 }
 
 impl Watched {
@@ -80,6 +119,7 @@ impl Watched {
             inspector,
             observer: Observer::new(),
             mode,
+            costs: Costs::default(),
         })
     }
 
@@ -91,7 +131,7 @@ impl Watched {
     /// One round: what changed since the last. `Err(reason)` when the
     /// connection is gone.
     pub fn round(&mut self) -> Result<Vec<Kind>, String> {
-        let round = read_round(&mut self.inspector, self.mode)?;
+        let round = read_round(&mut self.inspector, self.mode, &mut self.costs)?;
         Ok(self.observer.observe(round))
     }
 
@@ -189,13 +229,17 @@ fn sleep(d: Duration, stop: &AtomicBool) {
 /// One round: every source once. `Err(reason)` if the connection is gone
 /// (the caller reports `guest_lost`); a source that fails otherwise is
 /// that source's failure, inside the round.
-fn read_round(inspector: &mut Inspector, mode: Mode) -> Result<Round, String> {
-    let before = source(inspector.proc_pids())?;
-    let processes = source(inspector.processes(mode).map(|w| w.rows))?;
-    let after = source(inspector.proc_pids())?;
-    let modules = source(inspector.walk(Collector::Modules, mode).map(|w| w.rows))?;
-    let tcp = source(inspector.walk(Collector::Tcp, mode).map(|w| w.rows))?;
-    let programs = source(inspector.programs())?;
+fn read_round(inspector: &mut Inspector, mode: Mode, costs: &mut Costs) -> Result<Round, String> {
+    let before = costs.time(0, || source(inspector.proc_pids()))?;
+    let processes = costs.time(1, || source(inspector.processes(mode).map(|w| w.rows)))?;
+    let after = costs.time(0, || source(inspector.proc_pids()))?;
+    let modules = costs.time(2, || {
+        source(inspector.walk(Collector::Modules, mode).map(|w| w.rows))
+    })?;
+    let tcp = costs.time(3, || {
+        source(inspector.walk(Collector::Listeners, mode).map(|w| w.rows))
+    })?;
+    let programs = costs.time(4, || source(inspector.programs()))?;
     let proc_pids = match (before, after) {
         (Ok(b), Ok(a)) => Ok((b, a)),
         (Err(e), _) | (_, Err(e)) => Err(e),

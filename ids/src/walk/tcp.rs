@@ -203,9 +203,23 @@ fn enqueue(queue: &mut VecDeque<u64>, node: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Walks both tables of the namespace of the task at `root`; returns the
+/// Which of the namespace's tables a walk reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// Listening and established: what /proc/net/tcp shows.
+    Both,
+    /// The listening table only (the `listeners` collector).
+    Listening,
+}
+
+/// Walks the tables of the namespace of the task at `root`; returns the
 /// namespace's sockets (other namespaces' are skipped, as /proc does).
-pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>, Error> {
+pub fn walk(
+    view: &mut View<'_>,
+    l: &Layout,
+    root: u64,
+    tables: Tables,
+) -> Result<Vec<TcpSocket>, Error> {
     view.load(root + l.task_nsproxy, 8)?;
     let nsproxy = view.u64(root + l.task_nsproxy)?;
     view.load(nsproxy + l.nsproxy_net, 8)?;
@@ -233,14 +247,16 @@ pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>
         l.listen_head,
         &mut queue,
     )?;
-    scan(
-        view,
-        ehash,
-        ehash_mask + 1,
-        l.established_bucket,
-        l.established_head,
-        &mut queue,
-    )?;
+    if tables == Tables::Both {
+        scan(
+            view,
+            ehash,
+            ehash_mask + 1,
+            l.established_bucket,
+            l.established_head,
+            &mut queue,
+        )?;
+    }
 
     let (lo, len) = span(&[
         (l.nulls_node, 8),
