@@ -939,8 +939,16 @@ fn monitor_watches_three_guests() {
         took < Duration::from_secs(5) + Duration::from_millis(500),
         "guest_lost took {took:?}"
     );
-    // Meanwhile guest 1 still reports: its program goes away.
-    clients[0].run("rm", &["-r", &dir]).expect_success();
+    // Meanwhile guest 1 still reports: its program goes away (its one pin
+    // removed; bpffs directories are not listed through the proxy, so not
+    // `rm -r`).
+    clients[0]
+        .run(
+            "rm",
+            &[&format!("{dir}/{}", telebpf_tests::forward_test::PROG)],
+        )
+        .expect_success();
+    clients[0].run("rmdir", &[&dir]).expect_success();
     wait(before, "bpf_program_unloaded in g1", &|v| {
         is(v, "g1", "bpf_program_unloaded") && v["id"] == loaded["id"]
     });
