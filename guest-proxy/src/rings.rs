@@ -13,10 +13,11 @@
 
 use std::os::fd::RawFd;
 
+pub use ringbuf_mirror::guest::Geometry;
 use ringbuf_mirror::guest::PerfLayout;
 use ringbuf_mirror::BpfRingLayout;
 use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
-use telebpf_abi::ObjectKind;
+use telebpf_abi::{perf, ObjectKind};
 use telebpf_protocol::message::{StreamKind, PERF_EVENT_LINK};
 
 use crate::{bpf_exec, sys};
@@ -33,9 +34,6 @@ const PERF_MLOCK_KB: &str = "/proc/sys/kernel/perf_event_mlock_kb";
 /// The kernel's default of [`PERF_MLOCK_KB`] (512 KiB and one page), used
 /// when the file cannot be read.
 const PERF_MLOCK_KB_DEFAULT: usize = 516;
-
-/// `PERF_EVENT_IOC_ID`: the event's unique id, its identity.
-const PERF_EVENT_IOC_ID: libc::c_ulong = 0x8008_2407;
 
 /// A ring as the kernel describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,17 +77,6 @@ pub enum RingKey {
     Map(u32),
     /// A perf event, by its event id.
     Perf(u64),
-}
-
-/// How the proxy maps a ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Geometry {
-    /// A ring buffer map.
-    Ringbuf(BpfRingLayout),
-    /// A user ring buffer map.
-    UserRingbuf(BpfRingLayout),
-    /// A perf event's ring.
-    Perf(PerfLayout),
 }
 
 /// Why a stream is refused before it starts.
@@ -194,8 +181,9 @@ pub fn inspect(fd: RawFd) -> Result<RingObject, Refused> {
         }
         _ if described.link == PERF_EVENT_LINK => {
             let mut id = 0u64;
+            // The event's unique id (PERF_EVENT_IOC_ID) is its identity.
             // SAFETY: PERF_EVENT_IOC_ID writes one u64 to a live local.
-            if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_ID, &mut id as *mut u64) } != 0 {
+            if unsafe { libc::ioctl(fd, perf::IOC_ID as libc::c_ulong, &mut id as *mut u64) } != 0 {
                 return Err(Refused::Info(
                     std::io::Error::last_os_error()
                         .raw_os_error()
@@ -244,7 +232,7 @@ pub fn geometry(
                 return Err(Refused::PerfPages(*pages));
             }
             let pages = (*pages as usize).min(perf_cap.max(1));
-            PerfLayout::new(sys::page_size(), pages)
+            PerfLayout::new(ringbuf_mirror::page_size(), pages)
                 .map(Geometry::Perf)
                 .map_err(|_| Refused::PerfPages(pages as u32))
         }
@@ -269,7 +257,7 @@ pub fn perf_page_cap() -> usize {
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .unwrap_or(PERF_MLOCK_KB_DEFAULT);
-    pages_for_kb(kb, sys::page_size())
+    pages_for_kb(kb, ringbuf_mirror::page_size())
 }
 
 fn pages_for_kb(kb: usize, page: usize) -> usize {

@@ -782,7 +782,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// Why a send failed, naming a peer that stopped reading (the socket's
 /// send timeout, [`limits::set_socket_timeouts`], passed) as such.
-fn send_failure(e: &ChannelError) -> String {
+pub(crate) fn send_failure(e: &ChannelError) -> String {
     match e {
         ChannelError::Write(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
             "peer stalled: it stopped reading and a send made no progress within the stall timeout"
@@ -793,15 +793,15 @@ fn send_failure(e: &ChannelError) -> String {
 }
 
 impl<W: std::io::Write + Send> streams::Push for telebpf_protocol::SyncSender<W> {
-    fn push(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.send(frame).map_err(|e| send_failure(&e))
+    fn push(&mut self, frame: &[u8]) -> Result<(), streams::SendFailed> {
+        self.send(frame).map_err(streams::SendFailed)
     }
 }
 
 impl<R: std::io::Read + Send + std::os::fd::AsRawFd> streams::Pull
     for telebpf_protocol::SyncReceiver<R>
 {
-    fn pull(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn pull(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
         loop {
             return match self.recv() {
                 Ok(b) => Ok(Some(b)),
@@ -809,7 +809,7 @@ impl<R: std::io::Read + Send + std::os::fd::AsRawFd> streams::Pull
                 // A user ring buffer the host program does not write to is
                 // not idle in any sense that should end it.
                 Err(ChannelError::Idle) => continue,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
         }
     }

@@ -1,21 +1,21 @@
 //! Push streams: the records of a guest ring, sent to the host as the guest
-//! produces them.
+//! produces them; this module is their session glue.
 //!
 //! A client mirrors a ring (a perf event's BPF-output ring, or a
 //! `BPF_MAP_TYPE_RINGBUF` map) over a connection of its own whose first
 //! request is [`Request::Stream`](telebpf_protocol::message::Request)
 //! naming the owning session by its secret token. The stream's thread maps
 //! the guest ring, sleeps in `poll` until the kernel signals new data (event
-//! notification: no polling period), consumes everything that is there —
-//! advancing the guest ring's consumer position as soon as a frame's worth
-//! is copied, so the guest never waits for the network — and sends it in
-//! frames of at most [`FRAME_BYTES`] of records. Flow control towards
-//! the host program is the host mirror's business (a full host ring counts
-//! the records as lost, as the kernel does).
-//!
-//! A user ring buffer's stream runs the other way ([`serve_user`]): the
-//! host sends the records its program submitted and we produce them into
-//! the guest ring as libbpf's producer does.
+//! notification: no polling period) and runs the ring's loop,
+//! [`ringbuf_mirror::guest::pump`], which consumes everything that is there
+//! and sends it in frames. A user ring buffer's stream runs the other way
+//! ([`serve_user`], [`ringbuf_mirror::guest::feed`]): the host sends the
+//! records its program submitted and the loop produces them into the guest
+//! ring as libbpf's producer does. The loops, the framing and the ring
+//! checks live in `ringbuf_mirror::guest` (so that crate's tests run them
+//! over a simulated ring); what stays here is what needs the session: who
+//! owns the ring, the claim that makes one stream per ring, the kernel's
+//! word on what the ring is ([`crate::rings`]), `poll` and the socket.
 //!
 //! A stream holds a duplicate of the ring's fd, so it must never outlive its
 //! owner's interest: every stream registers a [`Stop`] with the owning
@@ -31,20 +31,23 @@
 //! position and record header they read from the shared pages before they
 //! copy; a failed check ends that stream with the check named in the log,
 //! never the process. Every way a stream ends is logged by the session
-//! that carried it (`session N: ended (stream of fd F …)`).
+//! that carried it (`session N: ended (stream of fd F …)`, the text of an
+//! [`Ended`]).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use ringbuf_mirror::guest::{
-    Consumed, GuestMapping, PerfConsumer, Produced, RecordSink, RingbufConsumer, UserRingProducer,
-    Violation,
+    self as ring, FrameSink, FrameSource, Geometry, GuestRing, Ready, StreamEnd, Wait, Woken,
 };
-use telebpf_protocol::message::{self, Reply, SessionToken, StreamRequest};
+use telebpf_protocol::message::{self, SessionToken, StreamRequest};
+use telebpf_protocol::ChannelError;
 
 use crate::limits::SessionBudget;
-use crate::rings::{self, Geometry, Refused, RingKey};
+use crate::rings::{self, Refused, RingKey};
 
 /// Wakes and ends a stream.
 #[derive(Debug)]
@@ -225,32 +228,28 @@ impl<'a> Attached<'a> {
         req: &StreamRequest,
         streams: &'a Streams,
         may: &Consume<'_>,
-    ) -> Result<Attached<'a>, String> {
-        let refused = |e: &dyn std::fmt::Display, errno: i32| {
-            format!("stream of fd {} refused: {e} (errno {errno})", req.fd)
-        };
+    ) -> Result<Attached<'a>, Ended> {
+        let refused = |why: Refusal| Ended::Refused { fd: req.fd, why };
         let Some(owner) = streams.find(&req.session) else {
-            return Err("stream for an unknown session refused".into());
+            return Err(Ended::UnknownSession);
         };
         let (fd, stop) = owner
             .attach(req.fd)
-            .map_err(|e| refused(&"cannot hold the session's fd", e))?;
+            .map_err(|e| refused(Refusal::Hold(e)))?;
         let hold = Hold {
             fd,
             stop,
             owner,
             owner_fd: req.fd,
         };
-        let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(&e, e.errno()))?;
+        let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(e.into()))?;
         // Decided on the ring held, not on the fd number the request
         // named: the owning session may have closed that number and
         // opened another ring under it since the request was checked.
-        may(real.key()).map_err(|why| refused(&why, libc::EPERM))?;
+        may(real.key()).map_err(|why| refused(Refusal::Policy(why)))?;
         let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap())
-            .map_err(|e| refused(&e, e.errno()))?;
-        let claim = streams
-            .claim(real.key())
-            .map_err(|e| refused(&e, e.errno()))?;
+            .map_err(|e| refused(e.into()))?;
+        let claim = streams.claim(real.key()).map_err(|e| refused(e.into()))?;
         if let (message::StreamKind::Perf { pages }, Geometry::Perf(l)) = (&req.kind, &geometry) {
             if *pages as usize != l.data_pages() {
                 crate::log::info(format_args!(
@@ -271,8 +270,141 @@ impl<'a> Attached<'a> {
         &self.hold.fd
     }
 
-    fn stop(&self) -> &Stop {
-        &self.hold.stop
+    /// How the stream's loop sleeps on this ring.
+    fn waiter(&self) -> Waiter<'_> {
+        Waiter {
+            ring: &self.hold.fd,
+            stop: &self.hold.stop,
+        }
+    }
+}
+
+/// Why a stream was refused before it started.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The owning session's fd could not be duplicated (or it holds no
+    /// such ring fd).
+    #[error("cannot hold the session's fd")]
+    Hold(i32),
+    /// The ring is not what the request says, or is streamed already.
+    #[error(transparent)]
+    Ring(#[from] Refused),
+    /// The stream's key may not consume this ring (the policy's words).
+    #[error("{0}")]
+    Policy(String),
+}
+
+impl Refusal {
+    /// The errno the log line names.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Refusal::Hold(errno) => *errno,
+            Refusal::Ring(r) => r.errno(),
+            Refusal::Policy(_) => libc::EPERM,
+        }
+    }
+}
+
+/// Why a stream ended or never started: the session logs its text.
+#[derive(Debug, thiserror::Error)]
+pub enum Ended {
+    /// The request's token names no live session.
+    #[error("stream for an unknown session refused")]
+    UnknownSession,
+    /// The stream was refused before it started.
+    #[error("stream of fd {fd} refused: {why} (errno {})", why.errno())]
+    Refused {
+        /// The owning session's fd.
+        fd: i32,
+        /// Why.
+        #[source]
+        why: Refusal,
+    },
+    /// A perf ring the session's kernel-memory budget cannot hold.
+    #[error(
+        "stream of fd {fd}: its perf ring of {len} bytes does not fit the kernel-memory budget \
+         (errno {errno})"
+    )]
+    Budget {
+        /// The owning session's fd.
+        fd: i32,
+        /// Bytes of the perf ring's mapping.
+        len: usize,
+        /// The budget's errno.
+        errno: i32,
+    },
+    /// A stream towards the host ended.
+    #[error("stream of fd {fd}: {end}")]
+    Pushed {
+        /// The owning session's fd.
+        fd: i32,
+        /// Why.
+        #[source]
+        end: StreamEnd<SendFailed>,
+    },
+    /// A user ring buffer's stream ended.
+    #[error("stream of fd {fd}: {end}")]
+    Fed {
+        /// The owning session's fd.
+        fd: i32,
+        /// Why.
+        #[source]
+        end: StreamEnd<ChannelError>,
+    },
+}
+
+/// Sleeps on a ring fd and on its stream's [`Stop`].
+struct Waiter<'a> {
+    ring: &'a OwnedFd,
+    stop: &'a Stop,
+}
+
+impl Wait for Waiter<'_> {
+    fn wait(&mut self, ready: Ready, timeout: Option<Duration>) -> std::io::Result<Woken> {
+        let events = match ready {
+            Ready::Data => libc::POLLIN,
+            Ready::Room => libc::POLLOUT,
+        };
+        let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.ring.as_raw_fd(),
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.stop.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(Woken::Timeout)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(if pfds[1].revents != 0 {
+            Woken::Stop
+        } else if pfds[0].revents != 0 {
+            Woken::Ring
+        } else {
+            Woken::Timeout
+        })
+    }
+
+    fn stopped(&mut self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.stop.event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
     }
 }
 
@@ -280,10 +412,23 @@ impl<'a> Attached<'a> {
 /// ring of another key's: `Err` with why not).
 pub type Consume<'a> = dyn Fn(RingKey) -> Result<(), String> + 'a;
 
-/// Where pushed frames go.
+/// A pushed frame the host's connection did not take.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", crate::session::send_failure(.0))]
+pub struct SendFailed(#[source] pub ChannelError);
+
+/// Where pushed frames go (the stream's connection).
 pub trait Push {
     /// Sends one encoded frame; an error ends the stream.
-    fn push(&mut self, frame: &[u8]) -> Result<(), String>;
+    fn push(&mut self, frame: &[u8]) -> Result<(), SendFailed>;
+}
+
+impl FrameSink for dyn Push + '_ {
+    type Error = SendFailed;
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendFailed> {
+        self.push(frame)
+    }
 }
 
 /// Serves a stream connection until the ring's owner lets go of it, the
@@ -299,123 +444,76 @@ pub fn serve(
     budget: &SessionBudget,
     may: &Consume<'_>,
 ) -> String {
+    pushed(req, streams, out, budget, may).to_string()
+}
+
+fn pushed(
+    req: &StreamRequest,
+    streams: &Streams,
+    out: &mut dyn Push,
+    budget: &SessionBudget,
+    may: &Consume<'_>,
+) -> Ended {
     let attached = match Attached::new(req, streams, may) {
         Ok(a) => a,
         Err(why) => return why,
     };
-    let ended = |why: &dyn std::fmt::Display| format!("stream of fd {}: {why}", req.fd);
+    let fd = req.fd;
     let _held = match attached.geometry {
         Geometry::Perf(l) => match budget.hold_kernel_memory(l.mapping_len() as u64) {
             Ok(held) => held,
             Err(errno) => {
-                return ended(&format!(
-                    "its perf ring of {} bytes does not fit the kernel-memory budget \
-                     (errno {errno})",
-                    l.mapping_len()
-                ))
+                return Ended::Budget {
+                    fd,
+                    len: l.mapping_len(),
+                    errno,
+                }
             }
         },
         _ => None,
     };
-    let mut ring = match GuestRing::map(&attached) {
-        Ok(r) => r,
-        Err(why) => return ended(&why),
+    let end = match GuestRing::map(attached.fd().as_raw_fd(), &attached.geometry) {
+        Ok(mut guest) => ring::pump(&mut guest, &mut attached.waiter(), out),
+        Err(e) => e.into(),
     };
-    let mut frame = RecordsFrame::new();
-    loop {
-        match wait(attached.fd(), libc::POLLIN, attached.stop(), -1) {
-            Woken::Stop => return ended(&"ring closed by its owner"),
-            Woken::Failed => return ended(&"poll failed"),
-            Woken::Ring | Woken::Timeout => {}
-        }
-        // Everything the guest has committed, in frames of at most
-        // FRAME_BYTES of records, each sent as soon as it is full so that
-        // the host works on one while we fill the next.
-        loop {
-            let consumed = ring.consume(&mut frame, FRAME_BYTES);
-            // Records taken before a failed check passed every check: they
-            // go out, then the stream ends.
-            if frame.count > 0 {
-                if let Err(e) = out.push(frame.finish()) {
-                    return ended(&e);
-                }
-            }
-            let Consumed { more, lost } = match consumed {
-                Ok(c) => c,
-                Err(v) => return ended(&broken(&v)),
-            };
-            if lost > 0 {
-                let msg = message::encode(&Reply::Lost(lost)).expect("lost encodes");
-                if let Err(e) = out.push(&msg) {
-                    return ended(&e);
-                }
-            }
-            if !more {
-                break;
-            }
-        }
-    }
-}
-
-/// The log text of a failed ring check.
-fn broken(v: &Violation) -> String {
-    format!("ring check '{}' failed: {v}; stream ended", v.check())
-}
-
-/// What ended a wait on a ring.
-enum Woken {
-    /// The ring is ready.
-    Ring,
-    /// The owner let go of the ring.
-    Stop,
-    /// The timeout passed.
-    Timeout,
-    /// `poll` failed (not `EINTR`).
-    Failed,
-}
-
-/// Sleeps until `fd` reports `events`, `stop` fires or `ms` pass (-1: no
-/// limit).
-fn wait(fd: &OwnedFd, events: i16, stop: &Stop, ms: i32) -> Woken {
-    let mut pfds = [
-        libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.event.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: two valid pollfds.
-    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
-    if n < 0 {
-        return if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            Woken::Timeout
-        } else {
-            Woken::Failed
-        };
-    }
-    if pfds[1].revents != 0 {
-        Woken::Stop
-    } else if pfds[0].revents != 0 {
-        Woken::Ring
-    } else {
-        Woken::Timeout
-    }
+    Ended::Pushed { fd, end }
 }
 
 /// Where a user ring buffer stream's frames come from.
 pub trait Pull {
     /// The next frame; `None` when the host closed the connection.
-    fn pull(&mut self) -> Result<Option<Vec<u8>>, String>;
+    fn pull(&mut self) -> Result<Option<Vec<u8>>, ChannelError>;
 }
 
-/// How long one record waits for the guest's consumer (a BPF program
-/// calling `bpf_user_ringbuf_drain`) to make room before it is dropped.
-pub const USER_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A user ring buffer stream's frames, each released from the session's
+/// budget once produced.
+struct Input<'a> {
+    pull: &'a mut dyn Pull,
+    budget: &'a SessionBudget,
+    fd: i32,
+}
+
+impl FrameSource for Input<'_> {
+    type Error = ChannelError;
+
+    fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        self.pull.pull()
+    }
+
+    fn done(&mut self, dropped: u64) {
+        // What the frame's receiver charged is free again (a request
+        // session frees it with each reply; kept, it added up to the
+        // session's share after 64 MiB of frames over 64 KiB, and the next
+        // such frame ended the stream).
+        self.budget.release();
+        if dropped > 0 {
+            crate::log::debug(format_args!(
+                "user ring of fd {}: {dropped} records dropped so far (guest ring full)",
+                self.fd
+            ));
+        }
+    }
+}
 
 /// Serves a user ring buffer stream: the host sends the records its
 /// program submitted ([`message::Request::Records`]) and we produce them
@@ -429,239 +527,38 @@ pub fn serve_user(
     budget: &SessionBudget,
     may: &Consume<'_>,
 ) -> String {
+    fed(req, streams, input, budget, may).to_string()
+}
+
+fn fed(
+    req: &StreamRequest,
+    streams: &Streams,
+    input: &mut dyn Pull,
+    budget: &SessionBudget,
+    may: &Consume<'_>,
+) -> Ended {
     let attached = match Attached::new(req, streams, may) {
         Ok(a) => a,
         Err(why) => return why,
     };
-    let ended = |why: &dyn std::fmt::Display| format!("stream of fd {}: {why}", req.fd);
-    let Geometry::UserRingbuf(layout) = attached.geometry else {
-        return ended(&"not a user ring buffer: its records flow to the host");
+    let fd = req.fd;
+    let end = match ring::map_user_ring(attached.fd().as_raw_fd(), &attached.geometry) {
+        Ok(mut guest) => {
+            let mut input = Input {
+                pull: input,
+                budget,
+                fd,
+            };
+            ring::feed(
+                &mut guest,
+                &mut attached.waiter(),
+                &mut input,
+                ring::USER_ROOM_WAIT,
+            )
+        }
+        Err(e) => e.into(),
     };
-    let (page, size) = (layout.page_size(), layout.max_entries());
-    let raw = attached.fd().as_raw_fd();
-    let ring = GuestMapping::map(raw, page, false, 0, "consumer").and_then(|consumer| {
-        GuestMapping::map(raw, page + 2 * size, true, page, "producer").map(|p| (consumer, p))
-    });
-    let mut ring = match ring {
-        Ok((consumer, producer)) => match UserRingProducer::new(consumer, producer, layout) {
-            Ok(r) => r,
-            Err(v) => return ended(&broken(&v)),
-        },
-        Err(e) => return ended(&format!("cannot map the guest user ring: errno {e}")),
-    };
-    let mut dropped = 0u64;
-    loop {
-        let frame = match input.pull() {
-            Ok(Some(f)) => f,
-            Ok(None) => return ended(&"client closed the connection"),
-            Err(e) => return ended(&e),
-        };
-        // Read in place: decoded into a `Vec` each, a frame of empty
-        // records would take three times its size.
-        let Some(records) = message::request_records_in(&frame) else {
-            return ended(&"unexpected frame on a user ring buffer stream");
-        };
-        for r in records {
-            match produce(&mut ring, r, &attached) {
-                Ok(true) => {}
-                Ok(false) => dropped += 1,
-                Err(why) => return ended(&why),
-            }
-        }
-        // The frame is done with: what its receiver charged is free again
-        // (a request session frees it with each reply; kept, it added up
-        // to the session's share after 64 MiB of frames over 64 KiB, and
-        // the next such frame ended the stream).
-        drop(frame);
-        budget.release();
-        if stop_fired(attached.stop()) {
-            return ended(&"ring closed by its owner");
-        }
-        if dropped > 0 {
-            crate::log::debug(format_args!(
-                "user ring of fd {}: {dropped} records dropped so far (guest ring full)",
-                req.fd
-            ));
-        }
-    }
-}
-
-/// Writes one record, waiting up to [`USER_ROOM_WAIT`] for room: whether it
-/// was written (`false`: dropped), or why the stream ends.
-fn produce(
-    ring: &mut UserRingProducer<GuestMapping>,
-    record: &[u8],
-    attached: &Attached<'_>,
-) -> Result<bool, String> {
-    let deadline = std::time::Instant::now() + USER_ROOM_WAIT;
-    loop {
-        match ring.try_produce(record) {
-            Ok(Produced::Written) => return Ok(true),
-            Ok(Produced::TooLarge) => return Ok(false),
-            Ok(Produced::NoRoom) => {}
-            Err(v) => return Err(broken(&v)),
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        // The kernel wakes the map fd (EPOLLOUT) after a drain; it also
-        // reports EPOLLOUT while any byte is free, so a record that still
-        // does not fit sleeps a little instead of spinning.
-        let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
-        match wait(attached.fd(), libc::POLLOUT, attached.stop(), ms) {
-            Woken::Stop => return Err("ring closed by its owner".into()),
-            Woken::Ring => std::thread::sleep(std::time::Duration::from_micros(100)),
-            Woken::Timeout | Woken::Failed => {}
-        }
-    }
-}
-
-fn stop_fired(stop: &Stop) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: stop.event.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
-}
-
-/// Record bytes per pushed frame. Large enough that the per-frame costs
-/// (a sealed write, a wake-up and a read on the host) are spread over
-/// hundreds of records; small enough that the host starts mirroring the
-/// first records of a burst while the later ones are still being framed,
-/// and that a frame stays far below `MAX_PLAINTEXT`.
-pub const FRAME_BYTES: usize = 64 << 10;
-
-/// A [`Reply::Records`] frame built in place: its bytes are exactly
-/// `message::encode(&Reply::Records(records))`, without a `Vec` per record
-/// or serde's byte-at-a-time encoding of each `Vec<u8>` (which cost more
-/// than everything else the stream does per record). The buffer is reused
-/// from frame to frame.
-#[derive(Debug)]
-pub struct RecordsFrame {
-    buf: Vec<u8>,
-    /// Length of the encoding of `Reply::Records(vec![])`: the variant tag,
-    /// then the record count (u64, bincode's fixed-width little endian).
-    head: usize,
-    /// Records in the frame.
-    pub count: u64,
-}
-
-impl Default for RecordsFrame {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RecordsFrame {
-    /// An empty frame.
-    pub fn new() -> RecordsFrame {
-        let buf = message::encode(&Reply::Records(Vec::new())).expect("records encode");
-        let head = buf.len();
-        assert!(
-            head >= 8 && buf[head - 8..] == [0; 8],
-            "Reply::Records must encode as a tag and a u64 count"
-        );
-        RecordsFrame {
-            buf,
-            head,
-            count: 0,
-        }
-    }
-
-    /// Record bytes (with their length prefixes) in the frame.
-    pub fn payload_len(&self) -> usize {
-        self.buf.len() - self.head
-    }
-
-    /// Appends one record given in two parts (a wrapped ring's tail and
-    /// head; `b` is empty otherwise).
-    pub fn push(&mut self, a: &[u8], b: &[u8]) {
-        self.buf
-            .extend_from_slice(&((a.len() + b.len()) as u64).to_le_bytes());
-        self.buf.extend_from_slice(a);
-        self.buf.extend_from_slice(b);
-        self.count += 1;
-    }
-
-    /// The encoded frame; the next `push` starts a new one.
-    pub fn finish(&mut self) -> &[u8] {
-        let head = self.head;
-        self.buf[head - 8..head].copy_from_slice(&self.count.to_le_bytes());
-        self.count = 0;
-        &self.buf
-    }
-
-    /// Empties the frame.
-    fn start(&mut self) {
-        self.buf.truncate(self.head);
-        self.count = 0;
-    }
-}
-
-impl RecordSink for RecordsFrame {
-    fn taken(&self) -> usize {
-        self.payload_len()
-    }
-
-    fn record(&mut self, len: usize) -> &mut [u8] {
-        self.buf.extend_from_slice(&(len as u64).to_le_bytes());
-        let start = self.buf.len();
-        self.buf.resize(start + len, 0);
-        self.count += 1;
-        &mut self.buf[start..]
-    }
-}
-
-/// A guest ring mapped by the proxy, with its checked consumer.
-enum GuestRing {
-    Perf(PerfConsumer<GuestMapping>),
-    Bpf(RingbufConsumer<GuestMapping>),
-}
-
-impl GuestRing {
-    /// Maps the attached ring as libbpf would, with the kernel's geometry:
-    /// a perf event in one read-write mapping; a ring buffer as its
-    /// read-write consumer page and its read-only producer page and data
-    /// (mapped twice by the kernel).
-    fn map(attached: &Attached<'_>) -> Result<GuestRing, String> {
-        let fd = attached.fd().as_raw_fd();
-        let cannot = |e: i32| format!("cannot map the guest ring: errno {e}");
-        match attached.geometry {
-            Geometry::Perf(l) => {
-                let mem =
-                    GuestMapping::map(fd, l.mapping_len(), true, 0, "perf").map_err(cannot)?;
-                PerfConsumer::new(mem, l)
-                    .map(GuestRing::Perf)
-                    .map_err(|v| broken(&v))
-            }
-            Geometry::Ringbuf(l) => {
-                let page = l.page_size();
-                let consumer = GuestMapping::map(fd, page, true, 0, "consumer").map_err(cannot)?;
-                let producer =
-                    GuestMapping::map(fd, page + 2 * l.max_entries(), false, page, "producer")
-                        .map_err(cannot)?;
-                RingbufConsumer::new(consumer, producer, l)
-                    .map(GuestRing::Bpf)
-                    .map_err(|v| broken(&v))
-            }
-            Geometry::UserRingbuf(_) => {
-                Err("a user ring buffer stream carries records to the guest".into())
-            }
-        }
-    }
-
-    /// Moves committed records into `frame` (started afresh) until it holds
-    /// `limit` bytes of them or the ring is empty.
-    fn consume(&mut self, frame: &mut RecordsFrame, limit: usize) -> Result<Consumed, Violation> {
-        frame.start();
-        match self {
-            GuestRing::Perf(r) => r.consume(frame, limit),
-            GuestRing::Bpf(r) => r.consume(frame, limit),
-        }
-    }
+    Ended::Fed { fd, end }
 }
 
 #[cfg(test)]
@@ -672,7 +569,7 @@ mod tests {
     struct Nowhere;
 
     impl Push for Nowhere {
-        fn push(&mut self, _: &[u8]) -> Result<(), String> {
+        fn push(&mut self, _: &[u8]) -> Result<(), SendFailed> {
             panic!("a refused stream pushed a frame");
         }
     }
@@ -729,53 +626,71 @@ mod tests {
         crate::sys::close(fd);
     }
 
+    /// The log texts of the ways a stream ends, which the end-to-end tests
+    /// and the README quote (`stream of fd F: ring check '…' failed`,
+    /// `peer stalled`, `ring closed by its owner`).
     #[test]
-    fn records_frame_is_the_encoding_of_reply_records() {
-        let mut frame = RecordsFrame::new();
-        for records in [
-            vec![],
-            vec![vec![]],
-            vec![vec![1u8; 64]],
-            (0..300u32)
-                .map(|i| (0..i % 97).map(|b| (b ^ i) as u8).collect())
-                .collect::<Vec<Vec<u8>>>(),
-        ] {
-            frame.start();
-            for r in &records {
-                let (a, b) = r.split_at(r.len() / 3);
-                frame.push(a, b);
-            }
-            let want = message::encode(&Reply::Records(records.clone())).unwrap();
-            assert_eq!(frame.finish(), &want[..]);
-            let back: Reply = message::decode(&want).unwrap();
-            assert_eq!(back, Reply::Records(records));
+    fn ends_render_as_the_session_logs_them() {
+        use ringbuf_mirror::guest::{RingError, Violation};
+        let cases: Vec<(Ended, &str)> = vec![
+            (
+                Ended::Refused {
+                    fd: 5,
+                    why: Refused::Busy.into(),
+                },
+                "stream of fd 5 refused: another stream already serves this ring (errno 16)",
+            ),
+            (
+                Ended::Refused {
+                    fd: 5,
+                    why: Refusal::Hold(libc::EBADF),
+                },
+                "stream of fd 5 refused: cannot hold the session's fd (errno 9)",
+            ),
+            (
+                Ended::Budget {
+                    fd: 6,
+                    len: 8192,
+                    errno: libc::ENOMEM,
+                },
+                "stream of fd 6: its perf ring of 8192 bytes does not fit the kernel-memory \
+                 budget (errno 12)",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: StreamEnd::Stopped,
+                },
+                "stream of fd 7: ring closed by its owner",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: StreamEnd::Transport(SendFailed(ChannelError::Write(
+                        std::io::ErrorKind::WouldBlock.into(),
+                    ))),
+                },
+                "stream of fd 7: peer stalled: it stopped reading and a send made no progress \
+                 within the stall timeout",
+            ),
+            (
+                Ended::Pushed {
+                    fd: 7,
+                    end: RingError::Check(Violation::ConsumerAhead { cons: 16, prod: 8 }).into(),
+                },
+                "stream of fd 7: ring check 'cons <= prod' failed: consumer position 0x10 is \
+                 ahead of producer position 0x8; stream ended",
+            ),
+            (
+                Ended::Fed {
+                    fd: 8,
+                    end: StreamEnd::Closed,
+                },
+                "stream of fd 8: client closed the connection",
+            ),
+        ];
+        for (ended, text) in cases {
+            assert_eq!(ended.to_string(), text);
         }
-    }
-
-    /// What a consumer fills through `RecordSink` encodes as the same
-    /// `Reply::Records` as the records themselves.
-    #[test]
-    fn records_taken_as_a_sink_encode_as_reply_records() {
-        let mut frame = RecordsFrame::new();
-        let records = vec![b"abc".to_vec(), vec![], vec![7u8; 300]];
-        for r in &records {
-            frame.record(r.len()).copy_from_slice(r);
-        }
-        assert_eq!(frame.taken(), 3 * 8 + 3 + 300);
-        let want = message::encode(&Reply::Records(records)).unwrap();
-        assert_eq!(frame.finish(), &want[..]);
-    }
-
-    #[test]
-    fn finished_frames_start_afresh() {
-        let mut frame = RecordsFrame::new();
-        frame.push(b"abc", b"");
-        let _ = frame.finish();
-        frame.start();
-        frame.push(b"de", b"f");
-        assert_eq!(
-            frame.finish(),
-            &message::encode(&Reply::Records(vec![b"def".to_vec()])).unwrap()[..]
-        );
     }
 }

@@ -69,3 +69,16 @@ pub fn inside() -> bool {
 pub fn hold_for_thread() {
     INSIDE.with(|f| f.set(true));
 }
+
+/// Makes every thread the host side starts (mirrors, map sync, keep-alive)
+/// the library's own from its first instruction on ([`hold_for_thread`]).
+/// Run by the dynamic loader when the library is loaded, before any
+/// interposed call can start such a thread; it only stores a function
+/// pointer.
+extern "C" fn mark_library_threads() {
+    telebpf_host::sys::set_thread_start(hold_for_thread);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static MARK_LIBRARY_THREADS: extern "C" fn() = mark_library_threads;

@@ -8,27 +8,15 @@
 //! `TELEBPF_TARGET`, authenticated with the key in `TELEBPF_KEY_FILE`.
 //! Without `TELEBPF_TARGET` it stays out of the way.
 //!
-//! Layout: [`hooks`] are the exported C functions; [`guard`] is the single
-//! way into the library (re-entrancy, panics, errno); [`bpf`] is the one
-//! place a `bpf()` call is decoded and answered; [`objects`] maps host fds to
-//! guest objects; [`vfs`] turns guest files into real fds; [`state`] holds the
-//! connection (lazy, per process, renewed after `fork`); [`memory`] touches
-//! the program's memory without ever faulting; [`real`] finds libc's
-//! functions; [`perf`] forwards `perf_event_open` and its ioctls; [`mirror`]
-//! presents guest rings and mmapable maps to `mmap`; [`lost`] is what a
-//! program sees once its proxy is gone, and [`watchdog`] the keep-alive
-//! thread that finds that out for a quiet program.
+//! This crate is only the `extern "C"` layer: `hooks` are the exported C
+//! functions; [`guard`] is the single way into the library (re-entrancy,
+//! panics, errno); [`real`] finds libc's functions; [`errno`] reads and
+//! sets the caller's errno. Everything they forward to — the connection,
+//! the fd table, guest files, ring mirrors, map sync, perf events, the
+//! lost-proxy handling — is the `telebpf-host` crate, which a front-end
+//! that does not live inside the program can use as well.
 
-pub mod bpf;
 pub mod errno;
 pub mod guard;
 mod hooks;
-pub mod lost;
-pub mod memory;
-pub mod mirror;
-pub mod objects;
-pub mod perf;
 pub mod real;
-pub mod state;
-pub mod vfs;
-pub mod watchdog;

@@ -78,6 +78,7 @@ real! {
     fn mkdir(path: *const c_char, mode: mode_t) -> c_int, fail -1;
     fn unlink(path: *const c_char) -> c_int, fail -1;
     fn rmdir(path: *const c_char) -> c_int, fail -1;
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int, fail -1;
     fn uname(buf: *mut libc::utsname) -> c_int, fail -1;
     fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int, fail -1;
     fn setrlimit(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;

@@ -1,9 +1,15 @@
-//! Host-side mirror of a guest's BPF ring buffers and perf buffers.
+//! Both ends of ring mirroring: the guest proxy's side, which consumes the
+//! guest kernel's BPF ring buffers and perf buffers (and produces into its
+//! user ring buffers) and streams the records ([`guest`]), and the host
+//! side, which writes them into memory an unmodified libbpf consumer has
+//! `mmap`ed, with the kernel's layout and header semantics (the rest of
+//! this crate). Neither end opens a socket or starts a thread: the proxy
+//! and the preload bring those, so the tests here drive one whole stream,
+//! guest ring to libbpf, over simulated guest memory.
 //!
-//! The guest proxy consumes the guest kernel's rings and streams their records
-//! to the host; this crate writes them into host memory that an unmodified
-//! libbpf consumer has `mmap`ed, with the kernel's layout and header
-//! semantics. It is pure logic over a memfd: no sockets, no threads.
+//! The host rings share one core (a sealed memfd, the kernel's `mmap` rules
+//! for the ring's fd, the single writer or reader; `host.rs`) and differ in
+//! their shape and their end:
 //!
 //! * [`HostRingbuf`] mirrors `BPF_MAP_TYPE_RINGBUF` (`kernel/bpf/ringbuf.c`).
 //!   Memfd: `[consumer page][producer page][data: max_entries]`. The
@@ -27,7 +33,8 @@
 //!
 //! The [`guest`] module is the other end: the guest proxy's consumers of the
 //! guest kernel's rings (and its producer into a user ring), which trust
-//! nothing they read from the ring.
+//! nothing they read from the ring, and the stream loops that carry their
+//! records in frames ([`guest::stream`]).
 //!
 //! Each ring has one writer (the mirror thread) and is read concurrently by
 //! libbpf in another thread of the same process; the two sides synchronise
@@ -37,6 +44,7 @@
 //! running kernel's.
 
 pub mod guest;
+mod host;
 mod mmap;
 mod perf;
 mod ringbuf;

@@ -1,14 +1,18 @@
 //! Test-only ports of libbpf's consumers (`src/ringbuf.c`
 //! `ring_buffer__add`/`ringbuf_process_ring`, `src/libbpf.c`
 //! `perf_buffer__open_cpu_buf`/`perf_event_read_simple`/
-//! `perf_buffer__process_record`), reading only through the mappings
+//! `perf_buffer__process_record`) and of its user ring buffer producer
+//! (`user_ring_buffer__reserve`/`__submit`), using only the mappings
 //! `map_for` returns, with libbpf's atomics. Plus record payload helpers.
 
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::{HostPerfRing, HostRingbuf, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT};
+use crate::{
+    HostPerfRing, HostRingbuf, HostUserRing, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+};
 
 /// libbpf's `struct ring` for one ring buffer map.
 pub(crate) struct LibbpfRing {
@@ -175,6 +179,111 @@ pub(crate) enum PerfEvent<'a> {
     Sample { misc: u16, data: &'a [u8] },
     /// `lost_cb(ctx, cpu, s->lost)`, plus the id.
     Lost { id: u64, lost: u64 },
+}
+
+/// libbpf's `user_ring_buffer__reserve` + `__submit`/`__discard` on a
+/// mapping made by `map_for` exactly as `user_ring_buffer__new` makes it.
+pub(crate) struct LibbpfProducer {
+    consumer: *mut u8,
+    producer: *mut u8,
+    page: usize,
+    mask: usize,
+}
+
+// SAFETY: plain shared memory used by one thread at a time.
+unsafe impl Send for LibbpfProducer {}
+
+impl LibbpfProducer {
+    pub(crate) fn new(r: &HostUserRing) -> LibbpfProducer {
+        let l = r.layout();
+        let page = l.page_size();
+        let consumer = r
+            .map_for(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                0,
+            )
+            .unwrap();
+        let producer = r
+            .map_for(
+                std::ptr::null_mut(),
+                page + 2 * l.max_entries(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                page as i64,
+            )
+            .unwrap();
+        LibbpfProducer {
+            consumer: consumer.cast(),
+            producer: producer.cast(),
+            page,
+            mask: l.mask(),
+        }
+    }
+
+    /// `(header offset in the producer mapping, sample pointer)`.
+    pub(crate) fn reserve(&self, size: usize) -> Option<(usize, *mut u8)> {
+        // SAFETY: both position words are mapped and aligned.
+        let (cons_pos, prod_pos) = unsafe {
+            (
+                &*self.consumer.cast::<AtomicUsize>(),
+                &*self.producer.cast::<AtomicUsize>(),
+            )
+        };
+        // Acquire pairs with the reader's store-release of consumer_pos
+        // (libbpf: smp_load_acquire in user_ring_buffer__reserve).
+        let cons = cons_pos.load(Ordering::Acquire);
+        // Acquire: libbpf's smp_load_acquire(rb->producer_pos).
+        let prod = prod_pos.load(Ordering::Acquire);
+        let max = self.mask + 1;
+        let avail = max - (prod - cons);
+        let total = (size + BPF_RINGBUF_HDR_SZ + 7) & !7;
+        if total > max || avail < total {
+            return None;
+        }
+        let hdr = self.page + (prod & self.mask);
+        // SAFETY: the header lies inside the writable data area.
+        unsafe {
+            self.producer
+                .add(hdr)
+                .cast::<u32>()
+                .write(size as u32 | BPF_RINGBUF_BUSY_BIT);
+            self.producer.add(hdr + 4).cast::<u32>().write(0);
+        }
+        // Release pairs with the reader's acquire of producer_pos
+        // (libbpf: smp_store_release in user_ring_buffer__reserve).
+        prod_pos.store(prod + total, Ordering::Release);
+        let sample = self.page + ((prod + BPF_RINGBUF_HDR_SZ) & self.mask);
+        // SAFETY: inside the double-mapped data area.
+        Some((hdr, unsafe { self.producer.add(sample) }))
+    }
+
+    pub(crate) fn commit(&self, hdr: usize, discard: bool) {
+        // SAFETY: the header reserved above, aligned.
+        let len = unsafe { &*self.producer.add(hdr).cast::<AtomicU32>() };
+        // Relaxed: we wrote it ourselves.
+        let mut v = len.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
+        if discard {
+            v |= BPF_RINGBUF_DISCARD_BIT;
+        }
+        // Release pairs with the reader's acquire of the header (libbpf:
+        // smp_store_release in user_ringbuf_commit).
+        len.store(v, Ordering::Release);
+    }
+
+    /// `user_ring_buffer__reserve` then `__submit` of `data`; whether it fit.
+    pub(crate) fn submit(&self, data: &[u8]) -> bool {
+        let Some((hdr, sample)) = self.reserve(data.len()) else {
+            return false;
+        };
+        // SAFETY: the sample reserved above has `data.len()` bytes, inside
+        // the double-mapped data area; the source is a distinct slice.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), sample, data.len()) };
+        self.commit(hdr, false);
+        true
+    }
 }
 
 /// libbpf's `struct perf_cpu_buf` for one perf ring.

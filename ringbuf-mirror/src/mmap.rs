@@ -15,6 +15,19 @@ pub(crate) struct MmapRequest {
     pub(crate) offset: i64,
 }
 
+impl MmapRequest {
+    /// The request of `mmap(addr, len, prot, flags, fd, offset)`.
+    pub(crate) fn new(addr: *mut c_void, len: usize, prot: i32, flags: i32, offset: i64) -> Self {
+        MmapRequest {
+            addr,
+            len,
+            prot,
+            flags,
+            offset,
+        }
+    }
+}
+
 /// A request that passed the generic checks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Checked {

@@ -3,11 +3,10 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::mmap::{generic_checks, map_runs, Checked, MmapRequest, Run};
-use crate::shm::SharedMem;
+use crate::host::{HostRing, PerfShape};
 use crate::{page_size, Push};
 
 /// `PERF_RECORD_LOST`: `{header, u64 id, u64 lost}`.
@@ -43,12 +42,9 @@ pub(crate) const LOST_SIZE: usize = 24;
 /// [`HostPerfRing::pending`]) and the single [`PerfWriter`].
 #[derive(Debug)]
 pub struct HostPerfRing {
-    page_size: usize,
-    page_cnt: usize,
+    ring: HostRing<PerfShape>,
     event_id: u64,
-    mem: SharedMem,
     lost_total: AtomicU64,
-    writer_taken: AtomicBool,
 }
 
 impl HostPerfRing {
@@ -59,43 +55,46 @@ impl HostPerfRing {
     /// page_size`, `data_size = page_cnt * page_size`, `size`,
     /// `cap_bit0_is_deprecated`; head and tail 0.
     pub fn new(page_cnt: usize, event_id: u64) -> io::Result<Self> {
-        let page = page_size();
+        let page_size = page_size();
         if !page_cnt.is_power_of_two() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let total = page_cnt
+        page_cnt
             .checked_add(1)
-            .and_then(|n| n.checked_mul(page))
+            .and_then(|n| n.checked_mul(page_size))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
-        let mem = SharedMem::new("telebpf-perf", total)?;
         let ring = HostPerfRing {
-            page_size: page,
-            page_cnt,
+            ring: HostRing::new(PerfShape {
+                page_size,
+                page_cnt,
+            })?,
             event_id,
-            mem,
             lost_total: AtomicU64::new(0),
-            writer_taken: AtomicBool::new(false),
         };
         ring.put_u64(CAPABILITIES, CAP_BIT0_IS_DEPRECATED);
         ring.put_u32(USERPAGE_SIZE_FIELD, USERPAGE_SIZE);
-        ring.put_u64(DATA_OFFSET, page as u64);
+        ring.put_u64(DATA_OFFSET, page_size as u64);
         ring.put_u64(DATA_SIZE, ring.data_size() as u64);
         Ok(ring)
     }
 
+    fn page_size(&self) -> usize {
+        self.ring.shape().page_size
+    }
+
     /// Number of data pages.
     pub fn page_cnt(&self) -> usize {
-        self.page_cnt
+        self.ring.shape().page_cnt
     }
 
     /// Size of the data area in bytes (`data_size`).
     pub fn data_size(&self) -> usize {
-        self.page_cnt * self.page_size
+        self.page_cnt() * self.page_size()
     }
 
     /// Length of the one mapping libbpf makes: `(1 + page_cnt) * page_size`.
     pub fn mmap_len(&self) -> usize {
-        (1 + self.page_cnt) * self.page_size
+        self.ring.shape().mmap_len()
     }
 
     /// The kernel's verdict on `mmap(addr, len, prot, flags, perf_fd,
@@ -112,22 +111,7 @@ impl HostPerfRing {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
-        self.check(&req).map(|_| ())
-    }
-
-    fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
-        let c = generic_checks(req, self.page_size)?;
-        if !c.shared || c.pgoff != 0 || c.len != self.mmap_len() {
-            return Err(libc::EINVAL);
-        }
-        Ok(c)
+        self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
     /// Performs libbpf's `mmap(NULL, (1 + page_cnt) * page, PROT_READ |
@@ -143,19 +127,7 @@ impl HostPerfRing {
         flags: i32,
         offset: i64,
     ) -> Result<*mut c_void, i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
-        let checked = self.check(&req)?;
-        let run = Run {
-            file_off: 0,
-            len: checked.len,
-        };
-        map_runs(&req, &checked, self.mem.fd_for(prot), &[run])
+        self.ring.map_for(addr, len, prot, flags, offset)
     }
 
     /// Whether the consumer has not consumed everything: `data_head !=
@@ -183,7 +155,7 @@ impl HostPerfRing {
 
     /// The ring's only producer; `None` once it has been taken.
     pub fn take_writer(self: &Arc<Self>) -> Option<PerfWriter> {
-        if self.writer_taken.swap(true, Ordering::AcqRel) {
+        if !self.ring.take_end() {
             return None;
         }
         let head = self.data_head();
@@ -195,12 +167,7 @@ impl HostPerfRing {
     }
 
     fn atomic(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off & 7 == 0 && off + 8 <= self.page_size);
-        // SAFETY: `off` is an 8-aligned field of the metadata page, inside the
-        // page-aligned mapping that lives as long as `self`; data_head and
-        // data_tail are only ever accessed atomically (the consumer uses
-        // smp_load_acquire/smp_store_release or single aligned loads).
-        unsafe { &*self.mem.base().add(off).cast::<AtomicU64>() }
+        self.ring.page_u64(off, self.page_size())
     }
 
     fn put_u64(&self, off: usize, v: u64) {
@@ -208,10 +175,10 @@ impl HostPerfRing {
     }
 
     fn put_u32(&self, off: usize, v: u32) {
-        debug_assert!(off & 3 == 0 && off + 4 <= self.page_size);
+        debug_assert!(off & 3 == 0 && off + 4 <= self.page_size());
         // SAFETY: an aligned u32 field of the metadata page, written before
         // the ring is shared with anyone.
-        unsafe { self.mem.base().add(off).cast::<u32>().write(v) }
+        unsafe { self.ring.base().add(off).cast::<u32>().write(v) }
     }
 
     /// Copies `bytes` into the data area at position `pos`, wrapping at its
@@ -226,7 +193,7 @@ impl HostPerfRing {
         // limit checked against data_tail, so the consumer does not read them
         // until the release store of data_head.
         unsafe {
-            let data = self.mem.base().add(self.page_size);
+            let data = self.ring.base().add(self.page_size());
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off), first);
             std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
         }

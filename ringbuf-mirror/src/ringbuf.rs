@@ -2,11 +2,11 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::mmap::{generic_checks, map_runs, Checked, MmapRequest, Run};
-use crate::shm::SharedMem;
+use crate::host::{BpfShape, HostRing};
+use crate::mmap::{generic_checks, Checked, MmapRequest, Run};
 use crate::{page_size, Push};
 
 /// Record header flag: the record is reserved but not yet committed
@@ -123,13 +123,7 @@ impl BpfRingLayout {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         self.check(&req).map(|_| ())
     }
 
@@ -151,21 +145,8 @@ impl BpfRingLayout {
         }
     }
 
-    /// The file ranges behind user-visible bytes `[start, start + len)`.
-    /// Maps the part of `[consumer][producer][data][data]` that a request
-    /// the kernel's rules accepted names (the data pages twice, back to
-    /// back), from `mem`, shared by both kinds of BPF ring.
-    pub(crate) fn map_checked(
-        &self,
-        mem: &SharedMem,
-        req: &MmapRequest,
-        checked: &Checked,
-    ) -> Result<*mut c_void, i32> {
-        let start = checked.pgoff as usize * self.page_size;
-        let runs = self.runs(start, checked.len);
-        map_runs(req, checked, mem.fd_for(req.prot), &runs)
-    }
-
+    /// The file ranges behind user-visible bytes `[start, start + len)`:
+    /// the data pages twice, back to back.
     pub(crate) fn runs(&self, start: usize, len: usize) -> Vec<Run> {
         let end = start + len;
         // End of the first copy of the data area; beyond it the same file
@@ -196,10 +177,8 @@ impl BpfRingLayout {
 /// [`RingWriter`] the mirror thread drives.
 #[derive(Debug)]
 pub struct HostRingbuf {
-    layout: BpfRingLayout,
-    mem: SharedMem,
+    ring: HostRing<BpfShape>,
     overflow: AtomicU64,
-    writer_taken: AtomicBool,
 }
 
 impl HostRingbuf {
@@ -207,18 +186,18 @@ impl HostRingbuf {
     /// positions 0). Fails with EINVAL/E2BIG for sizes the kernel refuses.
     pub fn new(max_entries: u32) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
-        let mem = SharedMem::new("telebpf-ringbuf", layout.file_len())?;
         Ok(HostRingbuf {
-            layout,
-            mem,
+            ring: HostRing::new(BpfShape {
+                layout,
+                user: false,
+            })?,
             overflow: AtomicU64::new(0),
-            writer_taken: AtomicBool::new(false),
         })
     }
 
     /// The ring's geometry.
     pub fn layout(&self) -> BpfRingLayout {
-        self.layout
+        self.ring.shape().layout
     }
 
     /// Performs `mmap(addr, len, prot, flags, map_fd, offset)` as the kernel
@@ -238,15 +217,7 @@ impl HostRingbuf {
         flags: i32,
         offset: i64,
     ) -> Result<*mut c_void, i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
-        let checked = self.layout.check(&req)?;
-        self.layout.map_checked(&self.mem, &req, &checked)
+        self.ring.map_for(addr, len, prot, flags, offset)
     }
 
     /// Whether the consumer has not consumed everything yet: producer and
@@ -260,14 +231,14 @@ impl HostRingbuf {
     pub fn consumer_pos(&self) -> usize {
         // Pairs with the smp_store_release(r->consumer_pos) in libbpf's
         // ringbuf_process_ring; only the value is used.
-        self.consumer_pos_atomic().load(Ordering::Acquire)
+        self.ring.consumer_pos().load(Ordering::Acquire)
     }
 
     /// The producer position (load-acquire, as `ringbuf_avail_data_sz`).
     pub fn producer_pos(&self) -> usize {
         // Pairs with the writer's store-release in RingWriter::reserve; only
         // the value is used.
-        self.producer_pos_atomic().load(Ordering::Acquire)
+        self.ring.producer_pos().load(Ordering::Acquire)
     }
 
     /// Records dropped because the ring was full (see [`Push::Full`]).
@@ -277,7 +248,7 @@ impl HostRingbuf {
 
     /// The ring's only producer; `None` once it has been taken.
     pub fn take_writer(self: &Arc<Self>) -> Option<RingWriter> {
-        if self.writer_taken.swap(true, Ordering::AcqRel) {
+        if !self.ring.take_end() {
             return None;
         }
         let prod = self.producer_pos();
@@ -285,53 +256,6 @@ impl HostRingbuf {
             rb: Arc::clone(self),
             prod,
         })
-    }
-
-    fn consumer_pos_atomic(&self) -> &AtomicUsize {
-        // SAFETY: the mapping is page-aligned, at least `file_len` bytes long
-        // and lives as long as `self`; `unsigned long consumer_pos` sits at
-        // offset 0 and every access to it, here and by the consumer, is atomic.
-        unsafe { &*self.mem.base().cast::<AtomicUsize>() }
-    }
-
-    fn producer_pos_atomic(&self) -> &AtomicUsize {
-        // SAFETY: as for consumer_pos_atomic; `producer_pos` sits at the start
-        // of the second page, inside the mapping.
-        unsafe {
-            &*self
-                .mem
-                .base()
-                .add(self.layout.page_size)
-                .cast::<AtomicUsize>()
-        }
-    }
-
-    fn data(&self) -> *mut u8 {
-        debug_assert!(self.mem.len() == self.layout.file_len());
-        // SAFETY: the data area starts after the two position pages, inside
-        // the mapping.
-        unsafe {
-            self.mem
-                .base()
-                .add(RINGBUF_POS_PAGES * self.layout.page_size)
-        }
-    }
-
-    /// The `len` word of the header at data offset `off` (8-byte aligned,
-    /// below `max_entries`).
-    fn hdr_len(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off & 7 == 0 && off < self.layout.max_entries);
-        // SAFETY: `off` is inside the data area and 8-byte aligned; the
-        // consumer reads this word with smp_load_acquire, we only access it
-        // atomically.
-        unsafe { &*self.data().add(off).cast::<AtomicU32>() }
-    }
-
-    /// The `pg_off` word of the header at data offset `off`.
-    fn hdr_pg_off(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off & 7 == 0 && off < self.layout.max_entries);
-        // SAFETY: as for hdr_len, four bytes further, still inside the area.
-        unsafe { &*self.data().add(off + 4).cast::<AtomicU32>() }
     }
 }
 
@@ -393,7 +317,7 @@ impl RingWriter {
     /// rule as [`RingWriter::push`], without counting an overflow when it
     /// would not (for a caller that prefers to wait for the consumer).
     pub fn fits(&self, size: usize) -> bool {
-        record_len(size, &self.rb.layout).is_ok_and(|len| self.has_room(len))
+        record_len(size, &self.rb.layout()).is_ok_and(|len| self.has_room(len))
     }
 
     /// `__bpf_ringbuf_reserve`'s test: full when `new_prod - cons > mask`.
@@ -403,8 +327,8 @@ impl RingWriter {
         // has read the record: every byte below this position has been read
         // before we overwrite it. (Kernel: smp_load_acquire in
         // __bpf_ringbuf_reserve.)
-        let cons = self.rb.consumer_pos_atomic().load(Ordering::Acquire);
-        self.prod.wrapping_add(len).wrapping_sub(cons) <= self.rb.layout.mask()
+        let cons = self.rb.ring.consumer_pos().load(Ordering::Acquire);
+        self.prod.wrapping_add(len).wrapping_sub(cons) <= self.rb.layout().mask()
     }
 
     /// The ring this writer produces into.
@@ -426,7 +350,7 @@ impl RingWriter {
     /// writes the header `size | BUSY` and `pg_off`, publishes the new
     /// producer position.
     pub(crate) fn reserve(&mut self, size: usize) -> Result<Reservation, Push> {
-        let layout = self.rb.layout;
+        let layout = self.rb.layout();
         let len = record_len(size, &layout)?;
         if !self.has_room(len) {
             self.rb.overflow.fetch_add(1, Ordering::Relaxed);
@@ -439,9 +363,11 @@ impl RingWriter {
         // producer position stored below, whose release orders these stores
         // before it (kernel: plain stores hdr->len, hdr->pg_off).
         self.rb
+            .ring
             .hdr_len(off)
             .store(size as u32 | BPF_RINGBUF_BUSY_BIT, Ordering::Relaxed);
         self.rb
+            .ring
             .hdr_pg_off(off)
             .store(layout.record_pg_off(prod), Ordering::Relaxed);
         // Release pairs with smp_load_acquire(r->producer_pos) in
@@ -449,7 +375,8 @@ impl RingWriter {
         // sees the BUSY header, so it stops there instead of reading stale
         // bytes (kernel: smp_store_release in __bpf_ringbuf_reserve).
         self.rb
-            .producer_pos_atomic()
+            .ring
+            .producer_pos()
             .store(new_prod, Ordering::Release);
         self.prod = new_prod;
         Ok(Reservation {
@@ -462,8 +389,8 @@ impl RingWriter {
     /// (BUSY cleared, DISCARD set if asked) stored with release.
     pub(crate) fn commit(&mut self, r: Reservation, data: &[u8], discard: bool) {
         debug_assert_eq!(data.len(), r.size as usize);
-        let layout = self.rb.layout;
-        let data_ptr = self.rb.data();
+        let layout = self.rb.layout();
+        let data_ptr = self.rb.ring.data();
         let max = layout.max_entries;
         let start = (r.pos + BPF_RINGBUF_HDR_SZ) & layout.mask();
         let first = data.len().min(max - start);
@@ -484,6 +411,7 @@ impl RingWriter {
         // above (kernel: xchg(&hdr->len, new_len) in bpf_ringbuf_commit, a
         // full barrier of which the consumer relies on the release half only).
         self.rb
+            .ring
             .hdr_len(r.pos & layout.mask())
             .store(new_len, Ordering::Release);
     }

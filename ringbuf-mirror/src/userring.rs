@@ -4,12 +4,12 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::host::{BpfShape, HostRing};
 use crate::mmap::{generic_checks, MmapRequest};
-use crate::ringbuf::{BpfRingLayout, RINGBUF_POS_PAGES};
-use crate::shm::SharedMem;
+use crate::ringbuf::BpfRingLayout;
 use crate::{BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ};
 
 impl BpfRingLayout {
@@ -27,17 +27,11 @@ impl BpfRingLayout {
         flags: i32,
         offset: i64,
     ) -> Result<(), i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
+        let req = MmapRequest::new(addr, len, prot, flags, offset);
         self.check_user(&req).map(|_| ())
     }
 
-    fn check_user(&self, req: &MmapRequest) -> Result<crate::mmap::Checked, i32> {
+    pub(crate) fn check_user(&self, req: &MmapRequest) -> Result<crate::mmap::Checked, i32> {
         let c = generic_checks(req, self.page_size())?;
         if !c.shared {
             return Err(libc::EINVAL);
@@ -62,9 +56,7 @@ impl BpfRingLayout {
 /// [`UserRingReader`] consumes what the program submits.
 #[derive(Debug)]
 pub struct HostUserRing {
-    layout: BpfRingLayout,
-    mem: SharedMem,
-    reader_taken: AtomicBool,
+    ring: HostRing<BpfShape>,
 }
 
 impl HostUserRing {
@@ -72,17 +64,14 @@ impl HostUserRing {
     /// EINVAL/E2BIG for sizes the kernel refuses.
     pub fn new(max_entries: u32) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
-        let mem = SharedMem::new("telebpf-user-ringbuf", layout.file_len())?;
         Ok(HostUserRing {
-            layout,
-            mem,
-            reader_taken: AtomicBool::new(false),
+            ring: HostRing::new(BpfShape { layout, user: true })?,
         })
     }
 
     /// The ring's geometry.
     pub fn layout(&self) -> BpfRingLayout {
-        self.layout
+        self.ring.shape().layout
     }
 
     /// Performs `mmap` as the kernel would for the user ring buffer map (see
@@ -97,21 +86,13 @@ impl HostUserRing {
         flags: i32,
         offset: i64,
     ) -> Result<*mut c_void, i32> {
-        let req = MmapRequest {
-            addr,
-            len,
-            prot,
-            flags,
-            offset,
-        };
-        let checked = self.layout.check_user(&req)?;
-        self.layout.map_checked(&self.mem, &req, &checked)
+        self.ring.map_for(addr, len, prot, flags, offset)
     }
 
     /// Whether the producer has free space: the condition of the kernel's
     /// `ringbuf_map_poll_user` for `EPOLLOUT` (data size below the ring size).
     pub fn has_space(&self) -> bool {
-        self.producer_pos().wrapping_sub(self.consumer_pos()) < self.layout.max_entries()
+        self.producer_pos().wrapping_sub(self.consumer_pos()) < self.layout().max_entries()
     }
 
     /// Whether submitted or reserved records are waiting to be read.
@@ -123,61 +104,24 @@ impl HostUserRing {
     pub fn consumer_pos(&self) -> usize {
         // Pairs with our own store-release in UserRingReader::take (the
         // kernel's __bpf_user_ringbuf_sample_release); only the value is used.
-        self.consumer_pos_atomic().load(Ordering::Acquire)
+        self.ring.consumer_pos().load(Ordering::Acquire)
     }
 
     /// The producer position.
     pub fn producer_pos(&self) -> usize {
         // Pairs with smp_store_release(rb->producer_pos) in libbpf's
         // user_ring_buffer__reserve; only the value is used.
-        self.producer_pos_atomic().load(Ordering::Acquire)
+        self.ring.producer_pos().load(Ordering::Acquire)
     }
 
     /// The ring's only consumer; `None` once it has been taken.
     pub fn take_reader(self: &Arc<Self>) -> Option<UserRingReader> {
-        if self.reader_taken.swap(true, Ordering::AcqRel) {
+        if !self.ring.take_end() {
             return None;
         }
         Some(UserRingReader {
             ring: Arc::clone(self),
         })
-    }
-
-    fn consumer_pos_atomic(&self) -> &AtomicUsize {
-        // SAFETY: the mapping is page-aligned, at least `file_len` bytes long
-        // and lives as long as `self`; `consumer_pos` sits at offset 0 and
-        // every access to it is atomic.
-        unsafe { &*self.mem.base().cast::<AtomicUsize>() }
-    }
-
-    fn producer_pos_atomic(&self) -> &AtomicUsize {
-        // SAFETY: as for consumer_pos_atomic; `producer_pos` sits at the start
-        // of the second page, inside the mapping.
-        unsafe {
-            &*self
-                .mem
-                .base()
-                .add(self.layout.page_size())
-                .cast::<AtomicUsize>()
-        }
-    }
-
-    fn data(&self) -> *mut u8 {
-        // SAFETY: the data area starts after the two position pages, inside
-        // the mapping.
-        unsafe {
-            self.mem
-                .base()
-                .add(RINGBUF_POS_PAGES * self.layout.page_size())
-        }
-    }
-
-    fn hdr_len(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off & 7 == 0 && off < self.layout.max_entries());
-        // SAFETY: `off` is inside the data area and 8-byte aligned; the
-        // producer stores this word with smp_store_release, we only access
-        // it atomically.
-        unsafe { &*self.data().add(off).cast::<AtomicU32>() }
     }
 }
 
@@ -198,16 +142,17 @@ impl UserRingReader {
     /// at a record still BUSY (or a header the kernel would refuse), and
     /// publishes the new consumer position so the producer sees the space.
     pub fn take(&mut self) -> Vec<Vec<u8>> {
-        let r = &*self.ring;
-        let mask = r.layout.mask();
-        let max = r.layout.max_entries();
+        let r = &self.ring.ring;
+        let layout = r.shape().layout;
+        let mask = layout.mask();
+        let max = layout.max_entries();
         let mut out = Vec::new();
         // Relaxed: we are the only writer of consumer_pos.
-        let mut cons = r.consumer_pos_atomic().load(Ordering::Relaxed);
+        let mut cons = r.consumer_pos().load(Ordering::Relaxed);
         // Acquire pairs with smp_store_release(rb->producer_pos) in libbpf's
         // user_ring_buffer__reserve: the BUSY headers below it are visible
         // (kernel: smp_load_acquire in __bpf_user_ringbuf_peek).
-        let prod = r.producer_pos_atomic().load(Ordering::Acquire);
+        let prod = r.producer_pos().load(Ordering::Acquire);
         while cons != prod {
             if prod.wrapping_sub(cons) > max || !prod.is_multiple_of(8) {
                 break; // corrupt positions: the kernel answers EINVAL
@@ -245,7 +190,7 @@ impl UserRingReader {
         // user_ring_buffer__reserve: the space is reused only after our
         // copies (kernel: smp_store_release in
         // __bpf_user_ringbuf_sample_release).
-        r.consumer_pos_atomic().store(cons, Ordering::Release);
+        r.consumer_pos().store(cons, Ordering::Release);
         out
     }
 }
@@ -253,99 +198,7 @@ impl UserRingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// libbpf's `user_ring_buffer__reserve` + `__submit`/`__discard` on a
-    /// mapping made by `map_for` exactly as `user_ring_buffer__new` makes it.
-    struct LibbpfProducer {
-        consumer: *mut u8,
-        producer: *mut u8,
-        page: usize,
-        mask: usize,
-    }
-
-    // SAFETY: plain shared memory used by one thread at a time.
-    unsafe impl Send for LibbpfProducer {}
-
-    impl LibbpfProducer {
-        fn new(r: &HostUserRing) -> LibbpfProducer {
-            let l = r.layout();
-            let page = l.page_size();
-            let consumer = r
-                .map_for(
-                    std::ptr::null_mut(),
-                    page,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    0,
-                )
-                .unwrap();
-            let producer = r
-                .map_for(
-                    std::ptr::null_mut(),
-                    page + 2 * l.max_entries(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    page as i64,
-                )
-                .unwrap();
-            LibbpfProducer {
-                consumer: consumer.cast(),
-                producer: producer.cast(),
-                page,
-                mask: l.mask(),
-            }
-        }
-
-        /// `(header offset in the producer mapping, sample pointer)`.
-        fn reserve(&self, size: usize) -> Option<(usize, *mut u8)> {
-            // SAFETY: both position words are mapped and aligned.
-            let (cons_pos, prod_pos) = unsafe {
-                (
-                    &*self.consumer.cast::<AtomicUsize>(),
-                    &*self.producer.cast::<AtomicUsize>(),
-                )
-            };
-            // Acquire pairs with the reader's store-release of consumer_pos
-            // (libbpf: smp_load_acquire in user_ring_buffer__reserve).
-            let cons = cons_pos.load(Ordering::Acquire);
-            // Acquire: libbpf's smp_load_acquire(rb->producer_pos).
-            let prod = prod_pos.load(Ordering::Acquire);
-            let max = self.mask + 1;
-            let avail = max - (prod - cons);
-            let total = (size + BPF_RINGBUF_HDR_SZ + 7) & !7;
-            if total > max || avail < total {
-                return None;
-            }
-            let hdr = self.page + (prod & self.mask);
-            // SAFETY: the header lies inside the writable data area.
-            unsafe {
-                self.producer
-                    .add(hdr)
-                    .cast::<u32>()
-                    .write(size as u32 | BPF_RINGBUF_BUSY_BIT);
-                self.producer.add(hdr + 4).cast::<u32>().write(0);
-            }
-            // Release pairs with the reader's acquire of producer_pos
-            // (libbpf: smp_store_release in user_ring_buffer__reserve).
-            prod_pos.store(prod + total, Ordering::Release);
-            let sample = self.page + ((prod + BPF_RINGBUF_HDR_SZ) & self.mask);
-            // SAFETY: inside the double-mapped data area.
-            Some((hdr, unsafe { self.producer.add(sample) }))
-        }
-
-        fn commit(&self, hdr: usize, discard: bool) {
-            // SAFETY: the header reserved above, aligned.
-            let len = unsafe { &*self.producer.add(hdr).cast::<AtomicU32>() };
-            // Relaxed: we wrote it ourselves.
-            let mut v = len.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
-            if discard {
-                v |= BPF_RINGBUF_DISCARD_BIT;
-            }
-            // Release pairs with the reader's acquire of the header (libbpf:
-            // smp_store_release in user_ringbuf_commit).
-            len.store(v, Ordering::Release);
-        }
-    }
+    use crate::libbpf_port::LibbpfProducer;
 
     fn record(i: u32) -> Vec<u8> {
         (0..(i % 61)).map(|b| (b ^ i) as u8).collect()

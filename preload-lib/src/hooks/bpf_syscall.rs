@@ -8,9 +8,10 @@
 //! before libbpf closes the old one.
 
 use libc::{c_int, c_long};
+use telebpf_host::{bpf, perf, state};
 
 use super::action;
-use crate::{bpf, guard, perf, real, state};
+use crate::{guard, real};
 
 /// Interposed `syscall`. `SYS_dup*` go to the `dup*` hooks; everything but
 /// them, `SYS_bpf` and `SYS_perf_event_open` goes straight to libc

@@ -2,46 +2,13 @@
 //! operations on guest-object fds themselves (`read` of iterators, `mmap`).
 //! The waits (`epoll_wait`, `poll`, `select`) are in `waits`.
 
-use std::sync::Arc;
-
 use libc::{c_int, c_long, c_uint, c_void, off_t, size_t, ssize_t};
-use telebpf_abi::ObjectKind;
-use telebpf_protocol::message::{Reply, Request};
+use telebpf_host::objects::{alias, forget};
+use telebpf_host::{fdtable, memory, state, vfs};
 
-use super::keep_errno;
+use super::{action, keep_errno};
 use crate::guard::{self, Action};
-use crate::objects::{self, GuestObject};
-use crate::state::Failure;
-use crate::{memory, mirror, real, state};
-
-/// Records that `new` now refers to whatever `old` refers to, and drops
-/// what `new` referred to before.
-fn alias(old: c_int, new: c_int) {
-    let st = state::get();
-    let (obj, last) = {
-        let mut table = st.table();
-        let obj: Option<Arc<GuestObject>> = table.get(old).cloned();
-        let last = table.remove(new);
-        if let Some(o) = &obj {
-            table.insert(new, o.clone());
-        }
-        (obj, last)
-    };
-    drop(obj);
-    if let Some(guest_fd) = last {
-        st.notify(&Request::Close { fd: guest_fd });
-    }
-}
-
-/// Forgets host fd `fd`, closing its guest object if it was the last
-/// reference.
-fn forget(fd: c_int) {
-    let st = state::get();
-    let last = st.table().remove(fd);
-    if let Some(guest_fd) = last {
-        st.notify(&Request::Close { fd: guest_fd });
-    }
-}
+use crate::real;
 
 /// Interposed `close`.
 ///
@@ -52,14 +19,14 @@ fn forget(fd: c_int) {
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::close(fd) };
-    if !objects::maybe_ours(fd) {
+    if !fdtable::maybe_ours(fd) {
         return pass();
     }
     guard::enter(
         pass,
         || {
             forget(fd);
-            crate::vfs::flush_append(fd);
+            vfs::flush_append(fd);
             keep_errno(pass())
         },
         -1,
@@ -101,7 +68,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::dup(old) };
-    if !objects::maybe_ours(old) {
+    if !fdtable::maybe_ours(old) {
         return pass();
     }
     guard::enter(
@@ -118,7 +85,7 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 }
 
 fn dup_to(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
-    if (!objects::maybe_ours(old) && !objects::maybe_ours(new)) || old == new {
+    if (!fdtable::maybe_ours(old) && !fdtable::maybe_ours(new)) || old == new {
         return call();
     }
     // `call` runs exactly once on every path below; wrap it so both
@@ -161,7 +128,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 }
 
 fn fcntl_common(fd: c_int, cmd: c_int, call: impl Fn() -> c_int) -> c_int {
-    if !(cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) || !objects::maybe_ours(fd) {
+    if !(cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) || !fdtable::maybe_ours(fd) {
         return call();
     }
     guard::enter(
@@ -208,34 +175,22 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::read(fd, buf, n) };
-    if !objects::maybe_ours(fd) {
+    if !fdtable::maybe_ours(fd) {
         return pass();
     }
     guard::enter(
         pass,
         || {
-            let st = state::get();
-            let Some(obj) = st.table().get(fd).cloned() else {
+            let Some(obj) = state::get().table().get(fd).cloned() else {
                 return Action::Pass;
             };
-            if obj.kind != ObjectKind::Iter {
-                return Action::Fail(libc::EINVAL, -1);
-            }
-            let req = Request::Read {
-                fd: obj.guest_fd,
-                len: n.min(u32::MAX as usize) as u32,
+            let bytes = match telebpf_host::objects::read(&obj, n) {
+                Ok(bytes) => bytes,
+                Err(e) => return Action::Fail(e.errno(), -1),
             };
-            match st.call(&req) {
-                // Never more than the caller's buffer holds, whatever the
-                // reply says.
-                Ok(Reply::Read(Ok(bytes))) if bytes.len() > n => Action::Fail(libc::EPROTO, -1),
-                Ok(Reply::Read(Ok(bytes))) => match memory::write(buf as u64, &bytes) {
-                    Ok(()) => Action::Done(bytes.len() as ssize_t),
-                    Err(e) => Action::Fail(e, -1),
-                },
-                Ok(Reply::Read(Err(e))) => Action::Fail(e, -1),
-                Ok(_) => Action::Fail(libc::EPROTO, -1),
-                Err(f) => Action::Fail(f.0, -1),
+            match memory::write(buf as u64, &bytes) {
+                Ok(()) => Action::Done(bytes.len() as ssize_t),
+                Err(e) => Action::Fail(e, -1),
             }
         },
         -1,
@@ -251,7 +206,7 @@ fn mmap_common(
     off: off_t,
     call: impl Fn() -> *mut c_void,
 ) -> *mut c_void {
-    if !objects::maybe_ours(fd) {
+    if !fdtable::maybe_ours(fd) {
         return call();
     }
     guard::enter(
@@ -260,10 +215,10 @@ fn mmap_common(
             let Some(obj) = state::get().table().get(fd).cloned() else {
                 return Action::Pass;
             };
-            match mirror::mmap(&obj, addr, len, prot, flags, off) {
-                Ok(p) => Action::Done(p),
-                Err(Failure(e)) => Action::Fail(e, libc::MAP_FAILED),
-            }
+            action(
+                telebpf_host::mmap::mmap(&obj, addr, len, prot, flags, off),
+                libc::MAP_FAILED,
+            )
         },
         libc::MAP_FAILED,
     )
@@ -320,7 +275,7 @@ pub unsafe extern "C" fn mmap64(
 pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::ioctl(fd, request, arg) };
-    if !objects::maybe_ours(fd) {
+    if !fdtable::maybe_ours(fd) {
         return pass();
     }
     guard::enter(
@@ -329,10 +284,10 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_u
             let Some(guest) = state::get().table().get(fd).map(|o| o.guest_fd) else {
                 return Action::Pass;
             };
-            match crate::perf::ioctl(guest, request, arg) {
-                Ok(r) => Action::Done(r as c_int),
-                Err(Failure(e)) => Action::Fail(e, -1),
-            }
+            action(
+                telebpf_host::perf::ioctl(guest, request, arg).map(|r| r as c_int),
+                -1,
+            )
         },
         -1,
     )

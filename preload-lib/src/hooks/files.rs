@@ -1,15 +1,16 @@
 //! Paths that describe the guest kernel: `open`/`fopen`/`stat`/`access`/
-//! `statfs`/`readlink`, and `mkdir`/`unlink`/`rmdir` in bpffs.
+//! `statfs`/`readlink`, and `mkdir`/`unlink`/`unlinkat`/`rmdir` in bpffs.
 
 use libc::{c_char, c_int, mode_t, size_t, ssize_t};
+use telebpf_host::error::{Error, Result};
+use telebpf_host::vfs::{self, Route};
+use telebpf_host::{memory, state};
 use telebpf_protocol::message::{FileOp, FileReply};
 use telebpf_protocol::paths;
 
 use super::action;
 use crate::guard::{self, Action};
-use crate::state::Failure;
-use crate::vfs::{self, Route};
-use crate::{real, state};
+use crate::real;
 
 /// The route of a path, or `Local` when the library itself is the caller.
 ///
@@ -34,7 +35,7 @@ fn open_routed(route: Route, flags: c_int) -> Action<c_int> {
         Route::Fdinfo(fd) => match vfs::open_fdinfo(fd) {
             Ok(Some(fd)) => Action::Done(fd),
             Ok(None) => Action::Pass,
-            Err(Failure(e)) => Action::Fail(e, -1),
+            Err(e) => Action::Fail(e.errno(), -1),
         },
     }
 }
@@ -101,7 +102,7 @@ fn fopen_routed(route: Route, mode: *const c_char) -> Action<*mut libc::FILE> {
 fn guest_op(
     route: Route,
     op: impl FnOnce(String) -> FileOp,
-    done: impl FnOnce(FileReply) -> Result<c_int, Failure>,
+    done: impl FnOnce(FileReply) -> Result<c_int>,
 ) -> Action<c_int> {
     match route {
         Route::Guest(p) => action(vfs::file_op(op(p)).and_then(done), -1),
@@ -119,7 +120,7 @@ fn stat_routed(route: Route, follow: bool, buf: *mut libc::stat) -> Action<c_int
         |path| FileOp::Stat { path, follow },
         |r| match r {
             FileReply::Stat(info) => vfs::fill_stat(&info, buf).map(|()| 0),
-            _ => Err(Failure(libc::EPROTO)),
+            _ => Err(Error::Protocol("a stat request")),
         },
     )
 }
@@ -130,7 +131,7 @@ fn statfs_routed(route: Route, buf: *mut libc::statfs) -> Action<c_int> {
         |path| FileOp::Statfs { path },
         |r| match r {
             FileReply::Statfs(info) => vfs::fill_statfs(&info, buf).map(|()| 0),
-            _ => Err(Failure(libc::EPROTO)),
+            _ => Err(Error::Protocol("a statfs request")),
         },
     )
 }
@@ -144,13 +145,13 @@ fn readlink_routed(route: Route, buf: *mut c_char, size: size_t) -> Action<ssize
         Route::Guest(path) => match vfs::file_op(FileOp::Readlink { path }) {
             Ok(FileReply::Link(t)) => t,
             Ok(_) => return Action::Fail(libc::EPROTO, -1),
-            Err(Failure(e)) => return Action::Fail(e, -1),
+            Err(e) => return Action::Fail(e.errno(), -1),
         },
         _ => return Action::Pass,
     };
     // readlink truncates silently and does not terminate.
     let bytes = &target.as_bytes()[..target.len().min(size)];
-    match crate::memory::write(buf as u64, bytes) {
+    match memory::write(buf as u64, bytes) {
         Ok(()) => Action::Done(bytes.len() as ssize_t),
         Err(e) => Action::Fail(e, -1),
     }
@@ -269,6 +270,18 @@ path_hook!(
     /// Interposed `unlink` (removing a pin).
     fn unlink(path: *const c_char) -> c_int,
     path = path, on_panic = -1, |route| guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
+);
+path_hook!(
+    /// Interposed `unlinkat` (coreutils' `rm` and `rm -r` remove with it):
+    /// `AT_REMOVEDIR` is `rmdir`, anything else `unlink`. Only an absolute
+    /// path can name the guest's bpffs, so `dirfd` plays no part.
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int,
+    path = path, on_panic = -1,
+    |route| if flags & libc::AT_REMOVEDIR != 0 {
+        guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0))
+    } else {
+        guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
+    }
 );
 path_hook!(
     /// Interposed `rmdir`.

@@ -2,11 +2,12 @@
 //! answered for the guest, where the forwarded calls run.
 
 use libc::{c_int, c_void};
+use telebpf_host::error::Error;
+use telebpf_host::{facts, memory, state};
 
 use super::action;
 use crate::guard::{self, Action};
-use crate::state::Failure;
-use crate::{memory, real, state};
+use crate::real;
 
 /// Interposed `uname`: the guest's release, version and machine (bpftool
 /// builds `/boot/config-<release>` from it; libbpf derives the kernel
@@ -26,22 +27,7 @@ pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
         pass,
         || {
             let r = state::get().facts().and_then(|facts| {
-                // SAFETY: utsname is plain data; all-zero is valid.
-                let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-                let fields = [
-                    &mut u.sysname,
-                    &mut u.nodename,
-                    &mut u.release,
-                    &mut u.version,
-                    &mut u.machine,
-                    &mut u.domainname,
-                ];
-                for (dst, src) in fields.into_iter().zip(&facts.uname) {
-                    let n = src.len().min(dst.len() - 1);
-                    for (d, s) in dst.iter_mut().zip(&src.as_bytes()[..n]) {
-                        *d = *s as libc::c_char;
-                    }
-                }
+                let u = facts::utsname(facts);
                 // SAFETY: `u` is a live local of its size.
                 let bytes = unsafe {
                     std::slice::from_raw_parts(
@@ -51,17 +37,13 @@ pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
                 };
                 memory::write(buf as u64, bytes)
                     .map(|()| 0)
-                    .map_err(Failure)
+                    .map_err(Error::Memory)
             });
             action(r, -1)
         },
         -1,
     )
 }
-
-const CAP_V1: u32 = 0x1998_0330;
-const CAP_V2: u32 = 0x2007_1026;
-const CAP_V3: u32 = 0x2008_0522;
 
 /// Interposed `capget`: the capabilities the forwarded calls run with (the
 /// proxy's), so tools that check for CAP_BPF/CAP_SYS_ADMIN before working
@@ -89,22 +71,17 @@ pub unsafe extern "C" fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int {
             if pid != 0 && pid != unsafe { libc::getpid() } {
                 return Action::Pass;
             }
-            let words = match version {
-                CAP_V1 => 1,
-                CAP_V2 | CAP_V3 => 2,
+            if ![facts::CAP_V1, facts::CAP_V2, facts::CAP_V3].contains(&version) {
                 // Unknown version: libc reports the preferred one.
-                _ => return Action::Pass,
-            };
-            let facts = match state::get().facts() {
-                Ok(f) => f,
-                Err(Failure(e)) => return Action::Fail(e, -1),
-            };
-            let mut out = Vec::with_capacity(words * 12);
-            for w in 0..words {
-                for set in &facts.caps {
-                    out.extend_from_slice(&set[w].to_le_bytes());
-                }
+                return Action::Pass;
             }
+            let guest = match state::get().facts() {
+                Ok(f) => f,
+                Err(e) => return Action::Fail(e.errno(), -1),
+            };
+            let Some(out) = facts::cap_data(guest, version) else {
+                return Action::Pass;
+            };
             match memory::write(data as u64, &out) {
                 Ok(()) => Action::Done(0),
                 Err(e) => Action::Fail(e, -1),

@@ -14,8 +14,9 @@ mod files;
 mod kernel;
 mod waits;
 
+use telebpf_host::error::Error;
+
 use crate::guard::Action;
-use crate::state::Failure;
 
 /// Turns a real call's result into an action that keeps its errno.
 fn keep_errno<R: PartialOrd + Default>(r: R) -> Action<R> {
@@ -26,10 +27,11 @@ fn keep_errno<R: PartialOrd + Default>(r: R) -> Action<R> {
     }
 }
 
-/// Turns a library result into an action with `err` as the error value.
-fn action<R>(r: Result<R, Failure>, err: R) -> Action<R> {
+/// Turns a library result into an action with `err` as the error value:
+/// the one place a host-side error becomes the program's errno.
+fn action<R>(r: Result<R, Error>, err: R) -> Action<R> {
     match r {
         Ok(v) => Action::Done(v),
-        Err(Failure(e)) => Action::Fail(e, err),
+        Err(e) => Action::Fail(e.errno(), err),
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! * **Readiness.** A program waits once it has consumed what it wanted, so
 //!   this is where the readiness of fully consumed rings is lowered
-//!   (`mirror::before_wait`): the next wait sleeps until the mirror pushes.
-//! * **A lost proxy** ([`crate::lost`]). A wait that involves a mirrored
+//!   (`rings::before_wait`): the next wait sleeps until the mirror pushes.
+//! * **A lost proxy** ([`telebpf_host::lost`]). A wait that involves a mirrored
 //!   ring's fd fails with the lost errno instead of sleeping on a ring that
 //!   will never fill: libbpf's `ring_buffer__poll`/`perf_buffer__poll`
 //!   return it and the tool ends with its own error. The ring fds are the
@@ -17,7 +17,7 @@
 //!   whose `tfd:` lines carry each watched file's inode (and a nested epoll
 //!   set is followed) — on this path only, never on the hot one. A program
 //!   asleep in the real wait when the loss is declared is woken by the
-//!   rings' readiness, which is raised and stays so (`mirror::wake_all`).
+//!   rings' readiness, which is raised and stays so (`rings::wake_all`).
 //!
 //!   Waits that involve no ring fd are left alone: the program's own
 //!   sockets, timers, signalfds and stdin still work, so it can still shut
@@ -26,9 +26,11 @@
 //!   on its stderr.
 
 use libc::{c_int, size_t};
+use telebpf_host::sys::inode_of;
+use telebpf_host::{lost, memory, rings, state};
 
 use crate::guard::{self, Action};
-use crate::{lost, memory, mirror, objects, real, state};
+use crate::real;
 
 /// What every wait does first; `Some(errno)` fails the wait with it
 /// (`involves_ring` says whether the wait involves a ring's fd, asked only
@@ -36,7 +38,7 @@ use crate::{lost, memory, mirror, objects, real, state};
 /// whole cost of the hook, one relaxed load.
 #[inline(always)]
 fn before(involves_ring: impl FnOnce() -> bool) -> Option<c_int> {
-    if !mirror::any() {
+    if !rings::any() {
         return None;
     }
     let mut involves_ring = Some(involves_ring);
@@ -61,7 +63,7 @@ fn before_mirrored(involves_ring: &mut dyn FnMut() -> bool) -> Option<c_int> {
                 // Once lost, readiness stays raised: no lowering.
                 return Action::Done(());
             }
-            mirror::before_wait();
+            rings::before_wait();
             Action::Done(())
         },
         (),
@@ -94,7 +96,7 @@ fn ring_inodes() -> Vec<(u64, u64)> {
 
 /// Whether the open fd `fd` is one of `rings`.
 fn fd_is_ring(fd: c_int, rings: &[(u64, u64)]) -> bool {
-    fd >= 0 && objects::inode_of(fd).is_some_and(|i| rings.contains(&i))
+    fd >= 0 && inode_of(fd).is_some_and(|i| rings.contains(&i))
 }
 
 /// Whether any of the `n` pollfds at `fds` is a ring's fd (an unreadable
@@ -143,7 +145,7 @@ fn epoll_watches(epfd: c_int, rings: &[(u64, u64)], depth: u32) -> bool {
     epoll_targets(&info).into_iter().any(|t| {
         rings.contains(&t.inode)
             || (depth < EPOLL_MAX_NESTS
-                && objects::inode_of(t.fd) == Some(t.inode)
+                && inode_of(t.fd) == Some(t.inode)
                 && is_epoll(t.fd)
                 && epoll_watches(t.fd, rings, depth + 1))
     })
@@ -411,7 +413,7 @@ mod tests {
         let targets = epoll_targets(&info);
         assert_eq!(targets.len(), 1, "{info}");
         assert_eq!(targets[0].fd, p[0]);
-        assert_eq!(Some(targets[0].inode), objects::inode_of(p[0]), "{info}");
+        assert_eq!(Some(targets[0].inode), inode_of(p[0]), "{info}");
         let file = std::fs::File::open("/proc/self/status").unwrap();
         assert!(is_epoll(ep) && !is_epoll(file.as_raw_fd()));
         for fd in [p[0], p[1], ep] {

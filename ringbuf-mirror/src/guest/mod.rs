@@ -33,13 +33,20 @@
 //!   `user_ring_buffer__reserve` and `__submit`; the guest's consumer
 //!   position is untrusted too).
 //!
-//! The consumers are generic over [`RingMemory`] so that the fuzz target
-//! (`fuzz/`, `ring_consumer`) drives the same code over fake memory that a
-//! hostile writer changes between reads.
+//! [`stream`] runs them: the loop that drains a ring into frames for the
+//! host ([`pump`]) and the one that produces the host's records into a user
+//! ring ([`feed`]), with the framing ([`RecordsFrame`]) and the mapping of a
+//! ring's fd ([`GuestRing::map`], [`map_user_ring`]).
+//!
+//! The consumers and the loops are generic over [`RingMemory`] so that the
+//! fuzz target (`fuzz/`, `ring_consumer`) and the tests drive the same code
+//! over fake memory that a hostile writer changes between reads, with the
+//! guest kernel's side simulated (`sim`, feature `fuzzing`).
 
 mod memory;
 mod perf;
 mod ringbuf;
+pub mod stream;
 mod user;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -50,6 +57,10 @@ mod tests;
 pub use memory::{GuestMapping, RawRegion, RingMemory};
 pub use perf::{PerfConsumer, PerfLayout};
 pub use ringbuf::RingbufConsumer;
+pub use stream::{
+    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, Ready, RecordsFrame,
+    RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
+};
 pub use user::{Produced, UserRingProducer};
 
 /// Where a consumer puts the records it takes.

@@ -1,4 +1,5 @@
-//! `mmap` of guest objects: mirrored rings and map snapshots.
+//! Mirrored rings: guest ring buffers and perf buffers as host memory with
+//! the kernel's layout, and user ring buffers the other way round.
 //!
 //! * A **perf event** (per-CPU BPF output ring) or a **ring-buffer map**:
 //!   the host program gets memory laid out exactly as the kernel's (see the
@@ -13,11 +14,9 @@
 //!   looks at it (libbpf's `submit` makes no syscall), takes committed
 //!   records and sends them on the stream connection, and the proxy
 //!   produces them into the guest ring for `bpf_user_ringbuf_drain`.
-//! * An **mmapable map** (`.rodata`, `.bss`, `.data`, `BPF_F_MMAPABLE`
-//!   arrays): host memory holding the guest map's bytes at `mmap` time.
-//!   `.rodata` is frozen before libbpf maps it (read-only), so that copy is
-//!   exact. A writable mapping is kept in step both ways every
-//!   `TELEBPF_MAP_SYNC_MS` (see [`start_sync`] and the README's limits).
+//!
+//! Before a mirror makes records visible it brings the writable map
+//! mappings up to date ([`mapsync::refresh_maps`]).
 //!
 //! When the proxy is lost ([`crate::lost`]) every mirrored ring's fd is
 //! made ready and stays so, and its stream is shut down: a program asleep
@@ -33,17 +32,15 @@ use std::time::Duration;
 
 use libc::{c_int, c_void, size_t};
 use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
-use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
+use telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF;
 use telebpf_abi::ObjectKind;
 use telebpf_client::{Connection, Settings};
-use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest, PERF_EVENT_LINK};
+use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest};
 
-use crate::objects::{GuestObject, Signal};
-use crate::state::{self, Failure};
-use crate::{lost, vfs};
-
-/// `BPF_F_MMAPABLE`.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
+use crate::error::{Error, Result};
+use crate::fdtable::{GuestObject, MirroredRing, Signal};
+use crate::sys::spawn_library_thread;
+use crate::{lost, mapsync, state};
 
 /// How often an idle mirror re-checks whether the program consumed
 /// everything (to make the fd unreadable again). Only while data is pending.
@@ -71,6 +68,23 @@ impl std::fmt::Debug for Ring {
     }
 }
 
+impl MirroredRing for Ring {
+    fn map_for(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<*mut c_void, i32> {
+        match self {
+            Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset),
+            Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset),
+            Ring::User(r) => r.map_for(addr, len, prot, flags, offset),
+        }
+    }
+}
+
 impl Ring {
     fn pending(&self) -> bool {
         match self {
@@ -82,273 +96,32 @@ impl Ring {
     }
 }
 
-/// `mmap` of a host fd standing for `obj`.
-pub fn mmap(
+/// `mmap` of a ring's fd (a ring-buffer or user ring buffer map, a perf
+/// event): the host ring, made and mirrored on the first `mmap`, kept with
+/// the object for the later ones.
+pub fn ring_mmap(
     obj: &Arc<GuestObject>,
     addr: *mut c_void,
     len: size_t,
     prot: c_int,
     flags: c_int,
     offset: i64,
-) -> Result<*mut c_void, Failure> {
-    match &obj.kind {
-        ObjectKind::Map(m)
-            if m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF =>
-        {
-            ring_mmap(obj, addr, len, prot, flags, offset)
-        }
-        ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => {
-            snapshot_mmap(obj, addr, len, prot, flags, offset)
-        }
-        ObjectKind::Map(_) => Err(Failure(libc::ENODEV)),
-        _ if obj.link == PERF_EVENT_LINK => ring_mmap(obj, addr, len, prot, flags, offset),
-        _ => Err(Failure(libc::ENODEV)),
-    }
-}
-
-fn snapshot_mmap(
-    obj: &Arc<GuestObject>,
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    offset: i64,
-) -> Result<*mut c_void, Failure> {
-    let bytes = fetch(obj.guest_fd, len, offset as u64)?;
-    let fd = vfs::memfd_with("bpf-map-mmap", &bytes, false)?;
-    // SAFETY: mapping our own memfd with the caller's address, length,
-    // protection and flags (MAP_FIXED included, as libbpf asks); the memfd
-    // holds exactly `len` bytes.
-    let p = unsafe { crate::real::mmap(addr, len, prot, flags, fd.as_raw_fd(), 0) };
-    if p == libc::MAP_FAILED {
-        return Err(Failure(crate::errno::get()));
-    }
-    if prot & libc::PROT_WRITE != 0 {
-        start_sync(Arc::downgrade(obj), fd, len, offset as u64, bytes)?;
-    }
-    Ok(p)
-}
-
-/// The guest map's bytes as `mmap` would show them now.
-fn fetch(guest_fd: i32, len: usize, offset: u64) -> Result<Vec<u8>, Failure> {
-    match state::get().call(&Request::MapSnapshot {
-        fd: guest_fd,
-        len: len as u64,
-        offset,
-    })? {
-        Reply::Snapshot(Ok(b)) if b.len() == len => Ok(b),
-        Reply::Snapshot(Err(e)) => Err(Failure(e)),
-        _ => Err(Failure(libc::EPROTO)),
-    }
-}
-
-/// How often a writable map mapping is synchronised both ways
-/// (`TELEBPF_MAP_SYNC_MS`, default 20).
-fn sync_period() -> Duration {
-    let ms = std::env::var("TELEBPF_MAP_SYNC_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20u64);
-    Duration::from_millis(ms.max(1))
-}
-
-/// Keeps a writable mapping of a guest map (`.bss`, `.data`, an mmapable
-/// array) and the guest map in step, every [`sync_period`]: bytes the host
-/// program changed since the last round are written to the guest; bytes
-/// the guest changed are copied into the host mapping where the host did
-/// not write. Stops when the map's last host fd is closed.
-fn start_sync(
-    obj: Weak<GuestObject>,
-    memfd: OwnedFd,
-    len: usize,
-    offset: u64,
-    initial: Vec<u8>,
-) -> Result<(), Failure> {
-    // SAFETY: the library's own shared view of the memfd the program also
-    // maps; it stays mapped as long as the `MapSync` owning it.
-    let view = unsafe {
-        crate::real::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            memfd.as_raw_fd(),
-            0,
-        )
-    };
-    if view == libc::MAP_FAILED {
-        return Err(Failure(crate::errno::get()));
-    }
-    let sync = Arc::new(MapSync {
-        obj,
-        view: view as usize,
-        len,
-        offset,
-        last: Mutex::new(initial),
-        _memfd: memfd,
-    });
-    SYNCS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Arc::downgrade(&sync));
-    spawn_library_thread("telebpf-mapsync", move || {
-        let period = sync_period();
-        loop {
-            std::thread::sleep(period);
-            if sync.round().is_err() {
-                break;
-            }
-        }
-    })
-}
-
-/// Starts a thread of the library's own: everything it calls goes straight
-/// to libc (see [`crate::guard::hold_for_thread`]).
-fn spawn_library_thread(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Failure> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            crate::guard::hold_for_thread();
-            body();
-        })
-        .map(drop)
-        .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EAGAIN)))
-}
-
-/// One writable mapping of a guest map and what both sides last agreed on.
-struct MapSync {
-    obj: Weak<GuestObject>,
-    view: usize,
-    len: usize,
-    offset: u64,
-    last: Mutex<Vec<u8>>,
-    _memfd: OwnedFd,
-}
-
-impl MapSync {
-    /// One two-way round; an error (the map or the session is gone) ends
-    /// the sync.
-    fn round(&self) -> Result<(), Failure> {
-        let obj = self.obj.upgrade().ok_or(Failure(libc::EBADF))?;
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: `view` is our live mapping of `len` bytes.
-        let host = unsafe { std::slice::from_raw_parts_mut(self.view as *mut u8, self.len) };
-        let seen = host.to_vec();
-        sync_round(obj.guest_fd, self.offset, host, &seen, &mut last)
-    }
-}
-
-impl Drop for MapSync {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own view, made in `start_sync`.
-        unsafe { libc::munmap(self.view as *mut c_void, self.len) };
-    }
-}
-
-/// Live writable map mappings of this process.
-static SYNCS: Mutex<Vec<Weak<MapSync>>> = Mutex::new(Vec::new());
-
-/// Brings every writable map mapping up to date now. The ring mirrors call
-/// it before they make records visible: what the guest program wrote into
-/// `.bss` before it submitted a record is then visible to the host program
-/// when it reads that record, as with a local kernel (the records were
-/// consumed in the guest before this runs, so the maps are at least as new).
-fn refresh_maps() {
-    let syncs: Vec<Arc<MapSync>> = {
-        let mut all = SYNCS.lock().unwrap_or_else(|p| p.into_inner());
-        all.retain(|w| w.strong_count() > 0);
-        all.iter().filter_map(Weak::upgrade).collect()
-    };
-    for s in syncs {
-        let _ = s.round();
-    }
-}
-
-/// The runs `[start, end)` where `a` and `b` differ.
-fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] == b[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < a.len() && a[i] != b[i] {
-            i += 1;
-        }
-        runs.push((start, i));
-    }
-    runs
-}
-
-/// One round of the two-way sync. `host` is the live mapping, `seen` a copy
-/// of it taken at the start of the round, `last` what both sides agreed on
-/// after the previous round.
-fn sync_round(
-    guest_fd: i32,
-    offset: u64,
-    host: &mut [u8],
-    seen: &[u8],
-    last: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    for (start, end) in changed_runs(seen, last) {
-        let req = Request::MapWrite {
-            fd: guest_fd,
-            offset: offset + start as u64,
-            data: seen[start..end].to_vec(),
-        };
-        match state::get().call(&req)? {
-            Reply::Snapshot(Ok(_)) => {}
-            Reply::Snapshot(Err(e)) => return Err(Failure(e)),
-            _ => return Err(Failure(libc::EPROTO)),
-        }
-    }
-    let guest = fetch(guest_fd, host.len(), offset)?;
-    let agreed = merge(seen, last, &guest);
-    for (start, end) in changed_runs(&agreed, seen) {
-        host[start..end].copy_from_slice(&agreed[start..end]);
-    }
-    *last = agreed;
-    Ok(())
-}
-
-/// What both sides hold after a round: the host's view, with the guest's
-/// changes since `last` applied wherever the host did not itself write
-/// (the host's writes of the round win; they were just sent to the guest).
-fn merge(seen: &[u8], last: &[u8], guest: &[u8]) -> Vec<u8> {
-    seen.iter()
-        .zip(last)
-        .zip(guest)
-        .map(|((&h, &l), &g)| if h == l { g } else { h })
-        .collect()
-}
-
-fn ring_mmap(
-    obj: &Arc<GuestObject>,
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    offset: i64,
-) -> Result<*mut c_void, Failure> {
+) -> Result<*mut c_void> {
     let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
-        *slot = Some(start_ring(obj, len, offset)?);
+        *slot = Some(Arc::new(start_ring(obj, len, offset)?));
     }
-    match slot.as_ref().expect("just set") {
-        Ring::Bpf(r) => r.map_for(addr, len, prot, flags, offset),
-        Ring::Perf(r) => r.map_for(addr, len, prot, flags, offset),
-        Ring::User(r) => r.map_for(addr, len, prot, flags, offset),
-    }
-    .map_err(Failure)
+    slot.as_ref()
+        .expect("just set")
+        .map_for(addr, len, prot, flags, offset)
+        .map_err(|e| Error::kernel(e, "a mapping of a ring the kernel would refuse"))
 }
 
 /// The host ring for `obj` (sized from the map, or for a perf event from the
 /// first `mmap`'s length), with its stream connection to the proxy open and
 /// its mirror thread running.
-fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, Failure> {
-    let no_mem = |e: std::io::Error| Failure(e.raw_os_error().unwrap_or(libc::ENOMEM));
+fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring> {
+    let no_mem = |e: std::io::Error| Error::os("making a host ring", e, libc::ENOMEM);
     let (ring, kind) = match &obj.kind {
         ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => (
             Ring::User(Arc::new(HostUserRing::new(m.max_entries).map_err(no_mem)?)),
@@ -369,7 +142,10 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, 
                 || !len.is_multiple_of(page)
                 || !(len / page - 1).is_power_of_two()
             {
-                return Err(Failure(libc::EINVAL));
+                return Err(Error::kernel(
+                    libc::EINVAL,
+                    "a perf ring mapping that is not 1 + 2^n pages at offset 0",
+                ));
             }
             let pages = len / page - 1;
             (
@@ -383,7 +159,7 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring, 
     let (conn, signal) = open_stream(obj, kind)?;
     ANY_MIRROR.store(true, Ordering::Relaxed);
     lost::on_declare(wake_all);
-    let busy = || Failure(libc::EBUSY);
+    let busy = || Error::kernel(libc::EBUSY, "a ring whose mirror is taken");
     let owner = Arc::downgrade(obj);
     match &ring {
         Ring::User(r) => {
@@ -447,24 +223,23 @@ fn wake_all() {
 
 /// Opens `obj`'s stream connection to the proxy (bound to this process's
 /// session) and duplicates the ends of its readiness pipe for the mirror.
-fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signal), Failure> {
+fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signal)> {
     let st = state::get();
     let session = st.session_token()?;
-    let settings = Settings::from_env().map_err(|e| Failure(e.errno()))?;
-    let mut conn = Connection::open(&settings).map_err(|e| {
-        st.warn(&e.to_string());
-        Failure(e.errno())
-    })?;
+    let settings = Settings::from_env()?;
+    let mut conn = Connection::open(&settings).inspect_err(|e| st.warn(&e.to_string()))?;
     conn.notify(&Request::Stream(StreamRequest {
         session,
         fd: obj.guest_fd,
         kind,
-    }))
-    .map_err(|e| Failure(e.errno()))?;
+    }))?;
     let signal = obj
         .signal
         .as_ref()
-        .ok_or(Failure(libc::ENODEV))?
+        .ok_or(Error::kernel(
+            libc::ENODEV,
+            "a ring without a readiness pipe",
+        ))?
         .try_clone()?;
     Ok((conn, signal))
 }
@@ -745,7 +520,7 @@ fn forward(
         };
         if let Some(records) = telebpf_protocol::message::records_in(&frame) {
             if !records.is_empty() {
-                refresh_maps();
+                mapsync::refresh_maps();
             }
             for r in records {
                 push_waiting(writer, ready, r);
@@ -769,21 +544,5 @@ fn forward(
         if ready.ring.pending() {
             ready.raise();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_and_merge() {
-        assert_eq!(changed_runs(&[1, 2, 3, 4], &[1, 9, 9, 4]), vec![(1, 3)]);
-        assert_eq!(changed_runs(&[1, 2], &[1, 2]), vec![]);
-        // last: 0 0 0 0; host wrote byte 0; guest wrote bytes 0 and 3.
-        assert_eq!(
-            merge(&[5, 0, 0, 0], &[0, 0, 0, 0], &[7, 0, 0, 8]),
-            vec![5, 0, 0, 8]
-        );
     }
 }

@@ -37,16 +37,42 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::lost;
-use crate::state::{self, KEEPALIVE, KEEPALIVE_ANSWER};
+
+/// How long a quiet session goes without a sign of life from the proxy
+/// before the keep-alive asks for one: one small frame each way per this
+/// period, and only while the process holds guest objects.
+pub const KEEPALIVE: Duration = Duration::from_secs(3);
+/// How long the keep-alive waits for the proxy's answer. A live proxy
+/// answers a `Ping` in well under a millisecond; with [`KEEPALIVE`], a
+/// frozen one is found within 7 s.
+pub const KEEPALIVE_ANSWER: Duration = Duration::from_secs(4);
+
+/// The session the keep-alive watches (the process's `State`): the thread
+/// only asks it what is due and tells it what it found, so this module
+/// stays below the session's own.
+pub trait Watched: Sync {
+    /// Whether any host fd still stands for a guest object.
+    fn holds_objects(&self) -> bool;
+    /// Whether a call waits for its reply now.
+    fn call_in_flight(&self) -> bool;
+    /// How long until the keep-alive has something to do (zero when due).
+    fn keepalive_due_in(&self) -> Duration;
+    /// One keep-alive round, the proxy's answer due within `limit`.
+    fn keep_alive(&self, limit: Duration);
+    /// The session socket's fd, if connected and still ours.
+    fn session_socket(&self) -> Option<i32>;
+    /// The session socket hung up.
+    fn hung_up(&self);
+}
 
 /// The pid whose watchdog runs (a child after `fork` has none yet).
 static RUNNING_FOR: AtomicI32 = AtomicI32::new(0);
 
 /// Starts this process's watchdog thread unless it runs; called (through
-/// `State::watch`) on the process's first forwarded call. Without a thread
-/// (none can be started: `false`) a loss is still found by the program's
-/// own calls and rings.
-pub fn start() -> bool {
+/// `State::watch`) on the process's first forwarded call, with the way to
+/// this process's session. Without a thread (none can be started: `false`)
+/// a loss is still found by the program's own calls and rings.
+pub fn start(session: fn() -> &'static dyn Watched) -> bool {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let was = RUNNING_FOR.load(Ordering::Relaxed);
@@ -57,12 +83,7 @@ pub fn start() -> bool {
     {
         return true;
     }
-    let spawned = std::thread::Builder::new()
-        .name("telebpf-keepalive".into())
-        .spawn(|| {
-            crate::guard::hold_for_thread();
-            run();
-        });
+    let spawned = crate::sys::spawn_library_thread("telebpf-keepalive", move || run(session));
     if spawned.is_err() {
         RUNNING_FOR.store(0, Ordering::Relaxed);
         return false;
@@ -74,9 +95,9 @@ pub fn start() -> bool {
 /// of it waits for a reply.
 const CALL_LOOK: Duration = Duration::from_secs(1);
 
-fn run() {
+fn run(session: fn() -> &'static dyn Watched) {
     loop {
-        let st = state::get();
+        let st = session();
         if lost::errno().is_some() {
             // Nothing to guard now; look again later (the program may
             // close the lost session's last fd).

@@ -20,8 +20,8 @@
 //! one that still holds fds that name nothing never does.
 //!
 //! This module sits at the bottom of the library's imports: the modules
-//! that notice a loss (`state`, `mirror`, `watchdog`) call [`declare`]; the
-//! ring mirrors, which must wake programs already asleep on a ring, register
+//! that notice a loss (`state`, `rings`) call [`declare`]; the ring
+//! mirrors, which must wake programs already asleep on a ring, register
 //! with [`on_declare`].
 
 use std::sync::atomic::{AtomicI32, Ordering};

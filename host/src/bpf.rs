@@ -23,10 +23,10 @@ use telebpf_protocol::message::{
     BpfCall, BpfResult, NewObject, Reply, Request, WireBuffer, FOREIGN_FD, MAX_ATTR, PREFILL_MAX,
 };
 
-use crate::memory;
-use crate::objects::{inode_of, GuestObject, Signal, Table};
-use crate::state::{self, Failure};
-use crate::vfs;
+use crate::error::{Error, Result};
+use crate::fdtable::{FdTable, GuestObject, Signal};
+use crate::sys::{self, inode_of};
+use crate::{memory, state};
 
 /// What the plan needs to know about host fds.
 ///
@@ -34,7 +34,7 @@ use crate::vfs;
 /// translation); each table look-up checks the fd with an `fstat`, so the
 /// answers are kept for the call.
 struct HostView<'a> {
-    table: &'a Table,
+    table: &'a dyn FdTable,
     possible_cpus: u32,
     seen: std::cell::RefCell<Vec<(i32, Option<Arc<GuestObject>>)>>,
 }
@@ -84,13 +84,16 @@ pub fn forward(
     size: u32,
     common_addr: u64,
     common_size: u32,
-) -> Result<i64, Failure> {
+) -> Result<i64> {
     let st = state::get();
     if size as usize > MAX_ATTR {
-        return Err(Failure(libc::E2BIG));
+        return Err(Error::kernel(
+            libc::E2BIG,
+            "a bpf_attr larger than any the kernel knows",
+        ));
     }
     let has_common = raw_cmd & cmd::BPF_COMMON_ATTRS != 0;
-    let mut attr = memory::read(attr_addr, size as usize).map_err(Failure)?;
+    let mut attr = memory::read(attr_addr, size as usize).map_err(Error::Memory)?;
     // Unreadable common attributes are the guest kernel's to judge (one
     // without them ignores them): they travel as `None`.
     let mut common = if has_common && common_size as usize <= MAX_ATTR {
@@ -103,12 +106,11 @@ pub fn forward(
     let (plan, mut buffers) = {
         let table = st.table();
         let view = HostView {
-            table: &table,
+            table: &**table,
             possible_cpus,
             seen: Default::default(),
         };
-        let mut plan =
-            Plan::new(raw_cmd, &attr, common.as_deref(), &view).map_err(|e| Failure(e.errno()))?;
+        let mut plan = Plan::new(raw_cmd, &attr, common.as_deref(), &view)?;
         let mut buffers: Vec<WireBuffer> = Vec::with_capacity(plan.buffers.len());
         let mut i = 0;
         while i < plan.buffers.len() {
@@ -126,17 +128,16 @@ pub fn forward(
                 }
                 (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
                 (Length::Bytes(n), _) => {
-                    WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Failure)?)
+                    WireBuffer::Data(memory::read(spec.ptr, *n).map_err(Error::Memory)?)
                 }
                 (Length::CString { max }, _) => {
-                    WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Failure)?)
+                    WireBuffer::Data(memory::read_cstr(spec.ptr, *max).map_err(Error::Memory)?)
                 }
             };
             // Out buffers may carry the caller's current bytes; they hold
             // nothing to expand.
             if let (WireBuffer::Data(content), false) = (&wire, spec.dir == Direction::Out) {
-                plan.expand(i, content, &view)
-                    .map_err(|e| Failure(e.errno()))?;
+                plan.expand(i, content, &view)?;
             }
             buffers.push(wire);
             i += 1;
@@ -172,13 +173,10 @@ pub fn forward(
         common_size: if has_common { common_size } else { 0 },
         buffers: std::mem::take(&mut buffers),
     };
-    let result = match st.call(&Request::Bpf(call))? {
-        Reply::Bpf(r) => r,
-        other => {
-            st.warn(&format!("unexpected reply to bpf(): {other:?}"));
-            return Err(Failure(libc::EPROTO));
-        }
-    };
+    let result = st.ask(&Request::Bpf(call), "bpf()", |r| match r {
+        Reply::Bpf(r) => Ok(Ok(r)),
+        other => Err(Box::new(other)),
+    })?;
     let written = write_back(
         &plan,
         &result,
@@ -190,7 +188,7 @@ pub fn forward(
     if result.ret < 0 {
         // The kernel failed: its errno is the answer, whatever could or
         // could not be copied back (it may never have written there).
-        return Err(Failure(if result.errno > 0 {
+        return Err(Error::Guest(if result.errno > 0 {
             result.errno
         } else {
             libc::EIO
@@ -223,27 +221,27 @@ fn write_back(
     sent_attr: &[u8],
     common_addr: u64,
     sent_common: Option<&[u8]>,
-) -> Result<(), Failure> {
+) -> Result<()> {
     write_changed(attr_addr, sent_attr, &result.attr)?;
     if let (Some(sent), Some(got)) = (sent_common, result.common.as_deref()) {
         write_changed(common_addr, sent, got)?;
     }
     for (index, content) in &result.out {
         let Some(spec) = plan.buffers.get(*index as usize) else {
-            return Err(Failure(libc::EPROTO));
+            return Err(Error::Protocol("bpf() (an output buffer the plan lacks)"));
         };
         if content.len() > spec.alloc_len() || matches!(spec.dir, Direction::In) {
-            return Err(Failure(libc::EPROTO));
+            return Err(Error::Protocol("bpf() (an output buffer out of bounds)"));
         }
-        memory::write(spec.ptr, content).map_err(Failure)?;
+        memory::write(spec.ptr, content).map_err(Error::Memory)?;
     }
     Ok(())
 }
 
 /// Writes the runs of `got` that differ from `sent` to `addr`.
-fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
+fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<()> {
     if got.len() != sent.len() {
-        return Err(Failure(libc::EPROTO));
+        return Err(Error::Protocol("bpf() (an attr of another size)"));
     }
     let mut i = 0;
     while i < got.len() {
@@ -255,7 +253,7 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
         while i < got.len() && got[i] != sent[i] {
             i += 1;
         }
-        memory::write(addr + start as u64, &got[start..i]).map_err(Failure)?;
+        memory::write(addr + start as u64, &got[start..i]).map_err(Error::Memory)?;
     }
     Ok(())
 }
@@ -263,13 +261,13 @@ fn write_changed(addr: u64, sent: &[u8], got: &[u8]) -> Result<(), Failure> {
 /// A host fd in the guest's numbering: the guest fd of our object, else
 /// [`FOREIGN_FD`] for an fd that is open but no guest object, else `-1`
 /// (also for the fd of an object of a lost session: `EBADF`, as closed).
-pub fn to_guest_fd(table: &Table, host_fd: i32) -> i32 {
+pub fn to_guest_fd(table: &dyn FdTable, host_fd: i32) -> i32 {
     guest_number(table, table.get(host_fd).map(|o| o.guest_fd), host_fd)
 }
 
 /// The translation rule: `guest` when `host_fd` is ours, else
 /// [`FOREIGN_FD`] when it is open (and no object of a lost session), else `-1`.
-fn guest_number(table: &Table, guest: Option<i32>, host_fd: i32) -> i32 {
+fn guest_number(table: &dyn FdTable, guest: Option<i32>, host_fd: i32) -> i32 {
     match guest {
         Some(g) => g,
         None if fd_is_open(host_fd) && !table.is_stale(host_fd) => FOREIGN_FD,
@@ -293,11 +291,11 @@ fn is_user_ring(obj: &NewObject) -> bool {
 /// A pipe: (read end for the program, write end for the mirror). Both
 /// close-on-exec like a kernel bpf/perf fd; the read end non-blocking so a
 /// program that reads it (none should) never hangs.
-fn signal_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
+fn signal_pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two fds pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(Failure(crate::errno::get()));
+        return Err(Error::last_os("pipe2"));
     }
     // SAFETY: pipe2 returned two new fds that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -305,7 +303,7 @@ fn signal_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
 
 /// Gives a new guest fd a host fd of its own: a memfd (a real fd with its
 /// own inode), or a pipe for objects a program polls.
-pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
+pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32> {
     let st = state::get();
     let name = obj
         .link
@@ -318,18 +316,18 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32, Failure> {
         signal_pipe().and_then(|(r, w)| {
             let write = w
                 .try_clone()
-                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+                .map_err(|e| Error::os("duplicating a pipe", e, libc::EMFILE))?;
             Ok((w, Some(Signal { write, read: r })))
         })
     } else if obj.is_ring() {
         signal_pipe().and_then(|(r, w)| {
             let read = r
                 .try_clone()
-                .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+                .map_err(|e| Error::os("duplicating a pipe", e, libc::EMFILE))?;
             Ok((r, Some(Signal { write: w, read })))
         })
     } else {
-        vfs::memfd_with(&name, &[], false).map(|fd| (fd, None))
+        sys::memfd_with(&name, &[], false).map(|fd| (fd, None))
     };
     let (fd, signal) = match made {
         Ok(x) => x,

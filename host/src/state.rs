@@ -1,4 +1,5 @@
-//! Per-process state: the connection to the proxy and the fd table.
+//! Per-process state: the connection to the proxy, the program's memory
+//! and the fd table.
 //!
 //! Created on first use. After `fork` the child sees a different pid and
 //! starts from a fresh state: its own session (made lazily, like the
@@ -23,16 +24,20 @@ use std::time::{Duration, Instant};
 use telebpf_client::{ClientError, Connection, Settings};
 use telebpf_protocol::message::{ErrorReply, Facts, Refusal, Reply, Request};
 
-use crate::lost;
-use crate::objects::{inode_of, Table};
+use telebpf_abi::memory::Memory;
 
-/// A failure the host program sees as an errno, with a line on stderr.
-#[derive(Debug)]
-pub struct Failure(pub i32);
+use crate::error::{Error, Result};
+use crate::fdtable::{FdTable, Table};
+use crate::lost;
+use crate::memory::ProcessMemory;
+use crate::sys::inode_of;
+use crate::watchdog::{self, Watched, KEEPALIVE, KEEPALIVE_ANSWER};
 
 /// The state of one process.
 pub struct State {
     pid: i32,
+    /// The program's memory (this process's: the state is per process).
+    memory: ProcessMemory,
     conn: Mutex<Option<Connection>>,
     /// Inode of `conn`'s socket, recorded when it connected: the program
     /// may close every fd it did not open itself (`closefrom`,
@@ -51,10 +56,10 @@ pub struct State {
     /// (ms since `born`, plus one; 0 never).
     probed_ms: AtomicU64,
     /// Host fds standing for guest objects.
-    pub table: Mutex<Table>,
+    table: Mutex<Box<dyn FdTable>>,
     /// Immutable guest files already fetched, as sealed memfds, with the
     /// memfd's `(dev, ino)` to tell whether the program closed it.
-    pub cache: Mutex<HashMap<String, CachedFile>>,
+    cache: Mutex<HashMap<String, CachedFile>>,
     facts: OnceLock<Facts>,
     warned: AtomicBool,
     /// When the connection last carried a call (ms since the state was
@@ -72,14 +77,6 @@ pub struct State {
 /// whether the proxy closed the session before sending into it.
 const QUIET_MS: u64 = 20;
 
-/// How long a quiet session goes without a sign of life from the proxy
-/// before the keep-alive asks for one: one small frame each way per this
-/// period, and only while the process holds guest objects.
-pub const KEEPALIVE: Duration = Duration::from_secs(3);
-/// How long the keep-alive waits for the proxy's answer. A live proxy
-/// answers a `Ping` in well under a millisecond; with [`KEEPALIVE`], a
-/// frozen one is found within 7 s.
-pub const KEEPALIVE_ANSWER: Duration = Duration::from_secs(4);
 /// After a ring's stream ended, how long to wait for the session's own
 /// hang-up before asking the proxy whether it still lives.
 const STREAM_END_GRACE: Duration = Duration::from_millis(500);
@@ -133,13 +130,14 @@ pub fn get() -> &'static State {
     }
     let fresh = Box::into_raw(Box::new(State {
         pid,
+        memory: ProcessMemory { pid },
         conn: Mutex::new(None),
         conn_ino: AtomicU64::new(0),
         conn_fd: AtomicI32::new(-1),
         call_since_ms: AtomicU64::new(0),
         answered_ms: AtomicU64::new(0),
         probed_ms: AtomicU64::new(0),
-        table: Mutex::new(Table::default()),
+        table: Mutex::new(Box::new(Table::default())),
         cache: Mutex::new(HashMap::new()),
         facts: OnceLock::new(),
         warned: AtomicBool::new(false),
@@ -173,12 +171,9 @@ impl State {
         }
     }
 
-    fn connection<'a>(
-        &self,
-        guard: &'a mut Option<Connection>,
-    ) -> Result<&'a mut Connection, Failure> {
-        if let Some(e) = self.lost_errno() {
-            return Err(Failure(e));
+    fn connection<'a>(&self, guard: &'a mut Option<Connection>) -> Result<&'a mut Connection> {
+        if self.lost_errno().is_some() {
+            return Err(Error::Lost);
         }
         if guard.as_ref().is_some_and(|c| !self.still_ours(c)) {
             // The program closed our socket: the proxy ended that session
@@ -189,7 +184,7 @@ impl State {
         if guard.is_none() {
             let conn = Settings::from_env()
                 .and_then(|s| Connection::open(&s))
-                .map_err(|e| self.fail(&e))?;
+                .map_err(|e| self.fail(e))?;
             let _ = self.facts.set(conn.facts().clone());
             self.warned.store(false, Ordering::Relaxed);
             self.conn_ino.store(
@@ -229,7 +224,7 @@ impl State {
     /// held, the proxy is lost (one line on stderr, the lost errno from now
     /// on) and that failure is returned; otherwise the connection is
     /// dropped and the next call opens a new session, as before (`None`).
-    fn broken(&self, guard: &mut Option<Connection>, cause: &str) -> Option<Failure> {
+    fn broken(&self, guard: &mut Option<Connection>, cause: &str) -> Option<Error> {
         if !self.holds_objects() {
             self.discard(guard);
             return None;
@@ -246,17 +241,17 @@ impl State {
                 std::mem::forget(conn);
             }
         }
-        Some(Failure(lost::ERRNO))
+        Some(Error::Lost)
     }
 
     /// A request the proxy's policy refused: `EPERM`, and one line on
     /// stderr per kind of request, so the user learns why a tool fails
     /// without a line per retried call.
-    pub fn refused(&self, refusal: &Refusal) -> Failure {
+    pub fn refused(&self, refusal: &Refusal) -> Error {
         if lock(&self.refused).insert(refusal.what.clone()) {
             eprintln!("telebpf: {refusal}");
         }
-        Failure(libc::EPERM)
+        Error::Refused
     }
 
     /// Whether `conn`'s fd number still names the socket it connected
@@ -279,20 +274,21 @@ impl State {
         lock(&self.table).clear();
     }
 
-    fn fail(&self, e: &ClientError) -> Failure {
+    /// Reaching the proxy failed: one line on stderr, and the error.
+    fn fail(&self, e: ClientError) -> Error {
         self.warn(&e.to_string());
-        Failure(e.errno())
+        Error::Client(e)
     }
 
     /// This process's session token (connects if needed), which binds
     /// stream connections to the session that owns their rings.
-    pub fn session_token(&self) -> Result<telebpf_protocol::message::SessionToken, Failure> {
+    pub fn session_token(&self) -> Result<telebpf_protocol::message::SessionToken> {
         let mut guard = lock(&self.conn);
         Ok(self.connection(&mut guard)?.session())
     }
 
     /// The guest's facts (connects if needed).
-    pub fn facts(&self) -> Result<&Facts, Failure> {
+    pub fn facts(&self) -> Result<&Facts> {
         if let Some(f) = self.facts.get() {
             return Ok(f);
         }
@@ -303,14 +299,14 @@ impl State {
 
     /// Sends a request and returns its reply. A broken connection is
     /// dropped and, since the proxy closed that session's objects, the
-    /// proxy is lost if the session held any ([`broken`](Self::broken));
+    /// proxy is lost if the session held any (`broken`);
     /// otherwise the next call reconnects.
     ///
     /// After a quiet spell it first checks whether the proxy ended the
     /// session meanwhile (idle timeout, proxy restart): then the request
     /// goes to a new session at once instead of failing — if the session
     /// held nothing.
-    pub fn call(&self, req: &Request) -> Result<Reply, Failure> {
+    pub fn call(&self, req: &Request) -> Result<Reply> {
         // A call a frozen proxy holds must fail, objects held or not.
         self.watch();
         let mut guard = lock(&self.conn);
@@ -335,7 +331,7 @@ impl State {
         match result {
             Ok(Reply::Error(ErrorReply { errno, message })) => {
                 self.warn(&format!("proxy refused the request: {message}"));
-                Err(Failure(errno))
+                Err(Error::Guest(errno))
             }
             Ok(Reply::Refused(refusal)) => Err(self.refused(&refusal)),
             Ok(reply) => Ok(reply),
@@ -343,11 +339,39 @@ impl State {
             // down under this call (see `probe_beside_call`).
             Err(_) if lost::errno().is_some() => {
                 let _ = self.broken(&mut guard, "");
-                Err(Failure(lost::ERRNO))
+                Err(Error::Lost)
             }
-            Err(e) => Err(self
-                .broken(&mut guard, &cause_of(&e))
-                .unwrap_or_else(|| self.fail(&e))),
+            Err(e) => match self.broken(&mut guard, &cause_of(&e)) {
+                Some(lost) => Err(lost),
+                None => Err(self.fail(e)),
+            },
+        }
+    }
+
+    /// Sends `req` and takes the answer out of the one kind of reply it
+    /// expects: `take` gives the reply's result when the reply is of that
+    /// kind and hands any other back (boxed: it is the rare path), which is
+    /// a protocol error (`EPROTO`, with a line on stderr naming what was
+    /// asked). A guest errno in the result is [`Error::Guest`].
+    ///
+    /// ```ignore
+    /// let bytes = st.ask(&req, "a map snapshot", |r| match r {
+    ///     Reply::Snapshot(answer) => Ok(answer),
+    ///     other => Err(Box::new(other)),
+    /// })?;
+    /// ```
+    pub fn ask<T>(
+        &self,
+        req: &Request,
+        what: &'static str,
+        take: impl FnOnce(Reply) -> std::result::Result<std::result::Result<T, i32>, Box<Reply>>,
+    ) -> Result<T> {
+        match take(self.call(req)?) {
+            Ok(answer) => answer.map_err(Error::Guest),
+            Err(other) => {
+                self.warn(&format!("unexpected reply to {what}: {other:?}"));
+                Err(Error::Protocol(what))
+            }
         }
     }
 
@@ -372,7 +396,7 @@ impl State {
     pub fn watch(&self) {
         if !self.watching.load(Ordering::Relaxed)
             && !self.watching.swap(true, Ordering::AcqRel)
-            && !crate::watchdog::start()
+            && !watchdog::start(watched)
         {
             // No thread now: the next call tries again.
             self.watching.store(false, Ordering::Relaxed);
@@ -410,7 +434,7 @@ impl State {
     }
 
     /// The session socket hung up: the proxy closed the session (or the
-    /// program closed our socket, which [`connection`](Self::connection)
+    /// program closed our socket, which `connection`
     /// notices). Waits for a call in flight, which sees the end itself.
     pub fn hung_up(&self) {
         let mut guard = lock(&self.conn);
@@ -585,13 +609,49 @@ impl State {
         }
     }
 
+    /// The program's memory, where the addresses it passes point.
+    pub fn memory(&self) -> &dyn Memory {
+        &self.memory
+    }
+
     /// The fd table, locked.
-    pub fn table(&self) -> MutexGuard<'_, Table> {
+    pub fn table(&self) -> MutexGuard<'_, Box<dyn FdTable>> {
         lock(&self.table)
     }
 
     /// The file cache, locked.
     pub fn cache(&self) -> MutexGuard<'_, HashMap<String, CachedFile>> {
         lock(&self.cache)
+    }
+}
+
+/// This process's session, as the keep-alive thread watches it.
+fn watched() -> &'static dyn Watched {
+    get()
+}
+
+impl Watched for State {
+    fn holds_objects(&self) -> bool {
+        State::holds_objects(self)
+    }
+
+    fn call_in_flight(&self) -> bool {
+        State::call_in_flight(self)
+    }
+
+    fn keepalive_due_in(&self) -> Duration {
+        State::keepalive_due_in(self)
+    }
+
+    fn keep_alive(&self, limit: Duration) {
+        State::keep_alive(self, limit)
+    }
+
+    fn session_socket(&self) -> Option<i32> {
+        State::session_socket(self)
+    }
+
+    fn hung_up(&self) {
+        State::hung_up(self)
     }
 }

@@ -16,15 +16,16 @@
 //! offset, as opening the path again would.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use telebpf_client::cache::Cached;
 use telebpf_protocol::message::{FileOp, FileReply, Reply, Request, StatInfo, StatfsInfo};
 use telebpf_protocol::paths;
 
-use crate::state::{self, Failure};
-use crate::{objects, real};
+use crate::error::{Error, Result};
+use crate::sys::{inode_of, memfd_with};
+use crate::{fdtable, state};
 
 /// Where an intercepted path leads.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub unsafe fn route(path: *const libc::c_char) -> Route {
     };
     if s.starts_with("/proc/") {
         if let Some((info, fd)) = proc_fd(s) {
-            if objects::maybe_ours(fd) {
+            if fdtable::maybe_ours(fd) {
                 return if info {
                     Route::Fdinfo(fd)
                 } else {
@@ -94,59 +95,21 @@ pub unsafe fn route(path: *const libc::c_char) -> Route {
 }
 
 /// Runs a file operation in the guest.
-pub fn file_op(op: FileOp) -> Result<FileReply, Failure> {
-    match state::get().call(&Request::File(op))? {
-        Reply::File(Ok(r)) => Ok(r),
-        Reply::File(Err(errno)) => Err(Failure(errno)),
-        other => {
-            state::get().warn(&format!("unexpected reply to a file request: {other:?}"));
-            Err(Failure(libc::EPROTO))
-        }
-    }
-}
-
-/// A memfd holding `content`, positioned at 0.
-pub fn memfd_with(name: &str, content: &[u8], seal: bool) -> Result<OwnedFd, Failure> {
-    let cname =
-        std::ffi::CString::new(format!("telebpf:{name}")).map_err(|_| Failure(libc::EINVAL))?;
-    let flags = libc::MFD_CLOEXEC | if seal { libc::MFD_ALLOW_SEALING } else { 0 };
-    // SAFETY: `cname` is NUL-terminated.
-    let raw = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
-    if raw < 0 {
-        return Err(Failure(crate::errno::get()));
-    }
-    // SAFETY: memfd_create returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut off = 0;
-    while off < content.len() {
-        // SAFETY: the slice is valid for reads of its length.
-        let n = unsafe { libc::write(raw, content[off..].as_ptr().cast(), content.len() - off) };
-        if n <= 0 {
-            return Err(Failure(libc::EIO));
-        }
-        off += n as usize;
-    }
-    // SAFETY: lseek/fcntl on our own fd.
-    unsafe {
-        libc::lseek(raw, 0, libc::SEEK_SET);
-        if seal {
-            libc::fcntl(
-                raw,
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL,
-            );
-        }
-    }
-    Ok(fd)
+pub fn file_op(op: FileOp) -> Result<FileReply> {
+    state::get().ask(&Request::File(op), "a file request", |r| match r {
+        Reply::File(answer) => Ok(answer),
+        other => Err(Box::new(other)),
+    })
 }
 
 /// Opens a new file description on a cached memfd (own offset).
-fn reopen(fd: &OwnedFd) -> Result<i32, Failure> {
+fn reopen(fd: &OwnedFd) -> Result<i32> {
     let p = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
-    // SAFETY: `p` is NUL-terminated; the real open cannot re-enter us.
-    let raw = unsafe { real::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    // SAFETY: `p` is NUL-terminated. Called from inside the library, the
+    // preload's `open` hands this straight to libc (see `crate::sys`).
+    let raw = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
     if raw < 0 {
-        return Err(Failure(crate::errno::get()));
+        return Err(Error::last_os("reopening a cached guest file"));
     }
     Ok(raw)
 }
@@ -160,24 +123,27 @@ fn apply_cloexec(fd: i32, flags: i32) {
 }
 
 /// `open` of a guest path: an fd holding the guest file's content.
-pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
+pub fn open_guest(path: &str, flags: i32) -> Result<i32> {
     if flags & libc::O_ACCMODE != libc::O_RDONLY && paths::is_appendable(path) {
         return open_appendable(path, flags);
     }
     if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
         // Guest files are served read-only: writing sysctls or creating
         // files in the guest is not something a monitoring tool may do.
-        return Err(Failure(libc::EACCES));
+        return Err(Error::kernel(libc::EACCES, "writing a guest file"));
     }
     if flags & libc::O_DIRECTORY != 0 {
-        return Err(Failure(libc::ENOTDIR));
+        return Err(Error::kernel(
+            libc::ENOTDIR,
+            "a guest file opened as a directory",
+        ));
     }
     let st = state::get();
     let immutable = paths::is_immutable(path);
     if immutable {
         let cached = st.cache().get(path).cloned();
         if let Some((fd, inode)) = cached {
-            if crate::objects::inode_of(fd.as_raw_fd()) == Some(inode) {
+            if inode_of(fd.as_raw_fd()) == Some(inode) {
                 let raw = reopen(&fd)?;
                 apply_cloexec(raw, flags);
                 return Ok(raw);
@@ -196,7 +162,7 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
         None => memfd_with(path, &read_whole(path)?, immutable)?,
     };
     let raw = if immutable {
-        let inode = crate::objects::inode_of(fd.as_raw_fd()).unwrap_or_default();
+        let inode = inode_of(fd.as_raw_fd()).unwrap_or_default();
         let fd = Arc::new(fd);
         st.cache().insert(path.to_string(), (fd.clone(), inode));
         reopen(&fd)?
@@ -209,16 +175,17 @@ pub fn open_guest(path: &str, flags: i32) -> Result<i32, Failure> {
 
 /// The whole content of guest file `path`, range by range (see
 /// [`telebpf_client::ranges`]).
-fn read_whole(path: &str) -> Result<Vec<u8>, Failure> {
+fn read_whole(path: &str) -> Result<Vec<u8>> {
     telebpf_client::ranges::read_whole(path, file_op, malformed, stale)
 }
 
-fn malformed() -> Failure {
-    Failure(libc::EPROTO)
+fn malformed() -> Error {
+    Error::Protocol("a guest file's ranges")
 }
 
-fn stale(f: &Failure) -> bool {
-    f.0 == libc::ESTALE
+/// Whether the guest file changed while it was read (start again).
+fn stale(e: &Error) -> bool {
+    matches!(e, Error::Guest(libc::ESTALE))
 }
 
 /// Where immutable guest files are kept across processes (see
@@ -230,11 +197,11 @@ fn cache_dir() -> Option<std::path::PathBuf> {
 /// An immutable guest file from the host cache, keyed by the guest's
 /// SHA-256 of it: one small round trip instead of megabytes when another
 /// process already fetched it (see [`telebpf_client::cache::fetch`]).
-fn cached_file(dir: &std::path::Path, path: &str) -> Result<OwnedFd, Failure> {
+fn cached_file(dir: &std::path::Path, path: &str) -> Result<OwnedFd> {
     match telebpf_client::cache::fetch(dir, path, file_op, malformed, stale)? {
         Cached::File(file) => std::fs::File::open(&file)
             .map(OwnedFd::from)
-            .map_err(|e| Failure(e.raw_os_error().unwrap_or(libc::EIO))),
+            .map_err(|e| Error::os("opening a cached guest file", e, libc::EIO)),
         Cached::Fresh(content) => memfd_with(path, &content, true),
     }
 }
@@ -251,14 +218,14 @@ static APPENDS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
 /// are appended in the guest when the fd is closed; an error the guest's
 /// write gives then is not reported to the program (libbpf finds the probe
 /// missing afterwards instead).
-fn open_appendable(path: &str, flags: i32) -> Result<i32, Failure> {
+fn open_appendable(path: &str, flags: i32) -> Result<i32> {
     file_op(FileOp::Access {
         path: path.to_string(),
         mode: libc::W_OK,
     })?;
     let fd = std::os::fd::IntoRawFd::into_raw_fd(memfd_with("probe-events", &[], false)?);
     apply_cloexec(fd, flags);
-    crate::objects::mark(fd);
+    fdtable::mark(fd);
     APPENDS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -295,19 +262,19 @@ pub fn flush_append(fd: i32) {
 
 /// `open` of `/proc/self/fdinfo/N` for a host fd standing for a guest
 /// object: the guest's fdinfo of that object.
-pub fn open_fdinfo(host_fd: i32) -> Result<Option<i32>, Failure> {
+pub fn open_fdinfo(host_fd: i32) -> Result<Option<i32>> {
     let Some(guest_fd) = state::get().table().get(host_fd).map(|o| o.guest_fd) else {
         return Ok(None);
     };
     let FileReply::Data(content) = file_op(FileOp::Fdinfo { fd: guest_fd })? else {
-        return Err(Failure(libc::EPROTO));
+        return Err(Error::Protocol("an fdinfo request"));
     };
     let fd = memfd_with("fdinfo", &content, false)?;
     Ok(Some(std::os::fd::IntoRawFd::into_raw_fd(fd)))
 }
 
 /// Fills a `struct stat` from the guest's answer.
-pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<(), Failure> {
+pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<()> {
     // SAFETY: stat is plain data; all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     st.st_dev = info.dev;
@@ -330,7 +297,7 @@ pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<(), Failure> {
 }
 
 /// Fills a `struct statfs` from the guest's answer.
-pub fn fill_statfs(info: &StatfsInfo, buf: *mut libc::statfs) -> Result<(), Failure> {
+pub fn fill_statfs(info: &StatfsInfo, buf: *mut libc::statfs) -> Result<()> {
     // SAFETY: statfs is plain data; all-zero is valid.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
     s.f_type = info.fs_type;
@@ -342,12 +309,15 @@ pub fn fill_statfs(info: &StatfsInfo, buf: *mut libc::statfs) -> Result<(), Fail
 }
 
 /// Copies a struct into caller memory, `EFAULT` on a bad pointer.
-fn write_out<T: Copy>(buf: *mut T, value: T) -> Result<(), Failure> {
+fn write_out<T: Copy>(buf: *mut T, value: T) -> Result<()> {
     // SAFETY: `value` is a live local of `size_of::<T>()` bytes.
     let bytes = unsafe {
         std::slice::from_raw_parts((&value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     };
-    crate::memory::write(buf as u64, bytes).map_err(Failure)
+    state::get()
+        .memory()
+        .write(buf as u64, bytes)
+        .map_err(Error::Memory)
 }
 
 #[cfg(test)]
@@ -367,14 +337,5 @@ mod tests {
         );
         assert_eq!(proc_fd("/proc/self/maps"), None);
         assert_eq!(proc_fd("/proc/self/fd/x"), None);
-    }
-
-    #[test]
-    fn memfd_holds_content() {
-        let fd = memfd_with("t", b"abc", true).unwrap();
-        let mut buf = [0u8; 8];
-        // SAFETY: reading into a local buffer from our own fd.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-        assert_eq!(&buf[..n as usize], b"abc");
     }
 }

@@ -4,11 +4,58 @@
 //! The addresses come from the program and may be wrong. Dereferencing them
 //! would crash the program where the kernel would have answered `EFAULT`,
 //! so every access goes through `process_vm_readv`/`process_vm_writev` on
-//! our own pid, which fail with `EFAULT` exactly where the kernel's
-//! `copy_from_user` would.
+//! the program's pid, which fail with `EFAULT` exactly where the kernel's
+//! `copy_from_user` would. [`ProcessMemory`] is that access for any pid
+//! (the preload's own; a supervisor's tool) behind
+//! [`telebpf_abi::memory::Memory`]; the free functions are the calling
+//! process's own memory.
 
-/// Reads `len` bytes at `addr`.
+use telebpf_abi::memory::Memory;
+
+/// The memory of process `pid`, through `process_vm_readv`/`writev`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessMemory {
+    /// The process whose memory this is.
+    pub pid: i32,
+}
+
+impl ProcessMemory {
+    /// The calling process's own memory.
+    pub fn current() -> ProcessMemory {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        ProcessMemory { pid }
+    }
+}
+
+impl Memory for ProcessMemory {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+        read_in(self.pid, addr, len)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), i32> {
+        write_in(self.pid, addr, data)
+    }
+}
+
+/// Reads `len` bytes at `addr` of the calling process.
 pub fn read(addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    ProcessMemory::current().read(addr, len)
+}
+
+/// Reads a NUL-terminated string of at most `max` bytes (NUL included) at
+/// `addr` of the calling process (see [`Memory::read_cstr`]).
+pub fn read_cstr(addr: u64, max: usize) -> Result<Vec<u8>, i32> {
+    ProcessMemory::current().read_cstr(addr, max)
+}
+
+/// Writes `data` at `addr` of the calling process.
+pub fn write(addr: u64, data: &[u8]) -> Result<(), i32> {
+    ProcessMemory::current().write(addr, data)
+}
+
+/// Reads `len` bytes at `addr` of process `pid`.
+fn read_in(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     let mut buf = vec![0u8; len];
     if len == 0 {
         return Ok(buf);
@@ -23,40 +70,15 @@ pub fn read(addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     };
     // SAFETY: `local` describes `buf`, which we own; the kernel validates
     // `remote` and reports a bad address as EFAULT instead of faulting.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     if n != len as isize {
         return Err(libc::EFAULT);
     }
     Ok(buf)
 }
 
-/// Reads a NUL-terminated string of at most `max` bytes (NUL included) at
-/// `addr`. A longer string comes back as exactly `max` bytes with no NUL,
-/// so the guest kernel meets the same over-long string the local kernel
-/// would have, and answers with the same errno.
-pub fn read_cstr(addr: u64, max: usize) -> Result<Vec<u8>, i32> {
-    const PAGE: u64 = 4096;
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < max {
-        // Never read across a page boundary in one call: the string may end
-        // just before an unmapped page.
-        let room = (PAGE - at % PAGE) as usize;
-        let want = room.min(max - out.len());
-        let chunk = read(at, want)?;
-        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..nul]);
-            out.push(0);
-            return Ok(out);
-        }
-        out.extend_from_slice(&chunk);
-        at = at.checked_add(want as u64).ok_or(libc::EFAULT)?;
-    }
-    Ok(out)
-}
-
-/// Writes `data` at `addr`.
-pub fn write(addr: u64, data: &[u8]) -> Result<(), i32> {
+/// Writes `data` at `addr` of process `pid`.
+fn write_in(pid: i32, addr: u64, data: &[u8]) -> Result<(), i32> {
     if data.is_empty() {
         return Ok(());
     }
@@ -70,7 +92,7 @@ pub fn write(addr: u64, data: &[u8]) -> Result<(), i32> {
     };
     // SAFETY: `local` describes `data` (only read by the kernel); the kernel
     // validates `remote`.
-    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
     if n != data.len() as isize {
         return Err(libc::EFAULT);
     }

@@ -4,15 +4,42 @@
 //! memfd), so the fd number space, `close`-on-exec, `dup*` and `fcntl`
 //! behave as with a real bpf fd. The table maps host fd numbers to the
 //! object; several numbers share one object after `dup`, and the guest fd is
-//! closed when the last of them goes. Each entry remembers the memfd's inode,
-//! so a number that was closed behind our back (a raw `syscall(SYS_close)`)
-//! and reused for another file is recognised as stale instead of misrouted.
+//! closed when the last of them goes.
+//!
+//! [`FdTable`] is how a front-end keeps that table for the program it
+//! serves: the preload for its own process ([`Table`]), a supervisor for
+//! another process. [`Table`] remembers each entry's memfd inode, so a
+//! number that was closed behind our back (a raw `syscall(SYS_close)`) and
+//! reused for another file is recognised as stale instead of misrouted.
+//!
+//! An object's mirrored ring is kept here as a [`MirroredRing`] trait
+//! object: the table does not know the ring types (`crate::rings` does),
+//! so it stays below them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use libc::c_void;
 use telebpf_abi::ObjectKind;
+
+use crate::error::{Error, Result};
+use crate::sys::inode_of;
+
+/// The host side of a mirrored ring, as the fd table keeps it: what a
+/// later `mmap` of the same object needs (libbpf maps a ring buffer twice).
+pub trait MirroredRing: Send + Sync + std::fmt::Debug {
+    /// Maps the ring for the program, as `mmap(addr, len, prot, flags, fd,
+    /// offset)` of the object's fd would; `Err` is the kernel's errno.
+    fn map_for(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<*mut c_void, i32>;
+}
 
 /// One guest object.
 #[derive(Debug)]
@@ -36,7 +63,7 @@ pub struct GuestObject {
     pub signal: Option<Signal>,
     /// The host ring of a mirrored perf event or ring-buffer map, made on
     /// its first `mmap`.
-    pub ring: std::sync::Mutex<Option<crate::mirror::Ring>>,
+    pub ring: Mutex<Option<Arc<dyn MirroredRing>>>,
 }
 
 /// The two library-held ends of a pollable object's pipe.
@@ -50,10 +77,10 @@ pub struct Signal {
 
 impl Signal {
     /// Duplicates both ends (for the mirror thread).
-    pub fn try_clone(&self) -> Result<Signal, crate::state::Failure> {
+    pub fn try_clone(&self) -> Result<Signal> {
         let dup = |fd: &std::os::fd::OwnedFd| {
             fd.try_clone()
-                .map_err(|e| crate::state::Failure(e.raw_os_error().unwrap_or(libc::EMFILE)))
+                .map_err(|e| Error::os("duplicating a readiness pipe", e, libc::EMFILE))
         };
         Ok(Signal {
             write: dup(&self.write)?,
@@ -92,18 +119,32 @@ pub fn mark(fd: i32) {
     }
 }
 
-/// `(st_dev, st_ino)` of an open host fd.
-pub fn inode_of(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: stat is plain data; all-zero is valid.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid buffer; fstat on any integer is harmless.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return None;
-    }
-    Some((st.st_dev, st.st_ino))
+/// Which of a program's fds stand for guest objects, as the front-end
+/// serving that program keeps it.
+///
+/// Numbers are the program's. An implementation must tell a number that
+/// still names the host file it registered from one closed behind its back
+/// and reused ([`get`](Self::get) answers `None` for the latter).
+pub trait FdTable: Send + std::fmt::Debug {
+    /// Registers `host_fd` as standing for `obj`.
+    fn insert(&mut self, host_fd: i32, obj: Arc<GuestObject>);
+    /// The object behind `host_fd`, if the number still names the file
+    /// registered for it.
+    fn get(&self, host_fd: i32) -> Option<&Arc<GuestObject>>;
+    /// Forgets `host_fd`; returns the guest fd to close when it was the
+    /// last host reference to its object.
+    fn remove(&mut self, host_fd: i32) -> Option<i32>;
+    /// Host fds in `first..=last` that are registered.
+    fn in_range(&self, first: u32, last: u32) -> Vec<i32>;
+    /// Forgets everything (the session that owned the objects is gone);
+    /// the host fds are remembered as stale ([`is_stale`](Self::is_stale)).
+    fn clear(&mut self);
+    /// Whether `host_fd` still names a file of an object of a lost session.
+    fn is_stale(&self, host_fd: i32) -> bool;
 }
 
-/// The table of one process.
+/// The table of the calling process (the preload's): fds checked with
+/// `fstat` against the inode recorded at insertion.
 #[derive(Debug, Default)]
 pub struct Table {
     by_host: HashMap<i32, Arc<GuestObject>>,
@@ -113,9 +154,8 @@ pub struct Table {
     stale: HashMap<i32, (u64, u64)>,
 }
 
-impl Table {
-    /// Registers `host_fd` as standing for `obj`.
-    pub fn insert(&mut self, host_fd: i32, obj: Arc<GuestObject>) {
+impl FdTable for Table {
+    fn insert(&mut self, host_fd: i32, obj: Arc<GuestObject>) {
         mark(host_fd);
         self.stale.remove(&host_fd);
         self.by_host.insert(host_fd, obj);
@@ -124,21 +164,21 @@ impl Table {
     /// The object behind `host_fd`, if the fd still is the memfd we made.
     /// A number closed behind our back and reused for another file is not
     /// ours; its entry goes when that number is closed.
-    pub fn get(&self, host_fd: i32) -> Option<&Arc<GuestObject>> {
+    fn get(&self, host_fd: i32) -> Option<&Arc<GuestObject>> {
         let obj = self.by_host.get(&host_fd)?;
         (inode_of(host_fd) == Some(obj.inode)).then_some(obj)
     }
 
     /// Forgets `host_fd`; returns the guest fd to close when it was the
     /// last host reference to its object.
-    pub fn remove(&mut self, host_fd: i32) -> Option<i32> {
+    fn remove(&mut self, host_fd: i32) -> Option<i32> {
         self.stale.remove(&host_fd);
         let obj = self.by_host.remove(&host_fd)?;
         (Arc::strong_count(&obj) == 1).then_some(obj.guest_fd)
     }
 
     /// Host fds in `first..=last` that are ours.
-    pub fn in_range(&self, first: u32, last: u32) -> Vec<i32> {
+    fn in_range(&self, first: u32, last: u32) -> Vec<i32> {
         self.by_host
             .keys()
             .copied()
@@ -148,18 +188,33 @@ impl Table {
 
     /// Forgets everything (the session that owned the objects is gone);
     /// the host fds are remembered as stale ([`is_stale`](Self::is_stale)).
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         for (fd, obj) in self.by_host.drain() {
             self.stale.insert(fd, obj.inode);
         }
     }
 
     /// Whether `host_fd` still is a memfd of an object of a lost session.
-    pub fn is_stale(&self, host_fd: i32) -> bool {
+    fn is_stale(&self, host_fd: i32) -> bool {
         self.stale
             .get(&host_fd)
             .is_some_and(|inode| inode_of(host_fd) == Some(*inode))
     }
+}
+
+/// A guest object of `kind` with `link` text and no host fd of its own,
+/// for unit tests above the table.
+#[cfg(test)]
+pub(crate) fn test_object(kind: ObjectKind, link: &str) -> Arc<GuestObject> {
+    Arc::new(GuestObject {
+        guest_fd: 7,
+        kind,
+        link: link.into(),
+        link_type: None,
+        inode: (0, 0),
+        signal: None,
+        ring: Default::default(),
+    })
 }
 
 #[cfg(test)]
@@ -169,12 +224,8 @@ mod tests {
     fn obj(guest_fd: i32, inode: (u64, u64)) -> Arc<GuestObject> {
         Arc::new(GuestObject {
             guest_fd,
-            kind: ObjectKind::Link,
-            link: String::new(),
-            link_type: None,
             inode,
-            signal: None,
-            ring: Default::default(),
+            ..Arc::into_inner(test_object(ObjectKind::Link, "")).expect("sole owner")
         })
     }
 
@@ -196,5 +247,23 @@ mod tests {
         // fd 0 is open in the test process but is not a memfd with inode (1, 1).
         t.insert(0, obj(3, (1, 1)));
         assert!(t.get(0).is_none());
+    }
+
+    #[test]
+    fn a_cleared_table_keeps_its_numbers_as_stale_through_the_trait() {
+        let fd = crate::sys::memfd_with("t", b"", false).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let inode = inode_of(raw).unwrap();
+        let mut t: Box<dyn FdTable> = Box::new(Table::default());
+        t.insert(raw, obj(5, inode));
+        assert_eq!(t.get(raw).map(|o| o.guest_fd), Some(5));
+        assert_eq!(t.in_range(0, u32::MAX), vec![raw]);
+        t.clear();
+        assert!(t.get(raw).is_none() && t.is_stale(raw));
+        drop(fd);
+        assert!(
+            !t.is_stale(raw),
+            "a closed number is no longer the lost object's"
+        );
     }
 }

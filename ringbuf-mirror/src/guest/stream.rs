@@ -1,0 +1,458 @@
+//! One ring stream, without the kernel: the loop that drains a guest ring
+//! into [`Reply::Records`] frames for the host ([`pump`]), and the loop that
+//! produces the host's [`Request::Records`](message::Request) into a guest
+//! user ring ([`feed`]).
+//!
+//! The proxy runs these loops on a thread per stream; what they need from
+//! the world is behind three small traits, so that the crate's tests drive
+//! the very same loops over a simulated guest ring (`guest::sim`) and a
+//! real host mirror:
+//!
+//! * [`Wait`]: sleep until the ring has data (or room) or the stream must
+//!   stop. The proxy's is `poll` on the ring's fd and on the eventfd the
+//!   ring's owning session fires; a test's is the fake kernel producing the
+//!   next records.
+//! * [`FrameSink`] / [`FrameSource`]: the stream's connection.
+//!
+//! The ring memory is [`RingMemory`]: a [`GuestMapping`] of the ring's fd in
+//! the proxy ([`GuestRing::map`], [`map_user_ring`]), heap memory in tests.
+//!
+//! Records are framed in place ([`RecordsFrame`]), at most [`FRAME_BYTES`] of
+//! them per frame, and the guest ring's consumer position moves on as soon as
+//! a frame's worth is copied, so the guest never waits for the network. Flow
+//! control towards the host program is the host mirror's business (a full
+//! host ring counts the records as lost, as the kernel does).
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use telebpf_protocol::message::{self, Reply};
+
+use super::{
+    Consumed, GuestMapping, PerfConsumer, PerfLayout, Produced, RecordSink, RingMemory,
+    RingbufConsumer, UserRingProducer, Violation,
+};
+use crate::BpfRingLayout;
+
+/// Record bytes per pushed frame. Large enough that the per-frame costs
+/// (a sealed write, a wake-up and a read on the host) are spread over
+/// hundreds of records; small enough that the host starts mirroring the
+/// first records of a burst while the later ones are still being framed,
+/// and that a frame stays far below `MAX_PLAINTEXT`.
+pub const FRAME_BYTES: usize = 64 << 10;
+
+/// How long one record waits for the guest's consumer (a BPF program
+/// calling `bpf_user_ringbuf_drain`) to make room before it is dropped.
+pub const USER_ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// How the proxy maps a ring: the geometry the guest kernel gave for it
+/// (never the client's word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Geometry {
+    /// A ring buffer map.
+    Ringbuf(BpfRingLayout),
+    /// A user ring buffer map.
+    UserRingbuf(BpfRingLayout),
+    /// A perf event's ring.
+    Perf(PerfLayout),
+}
+
+/// What a stream waits for on its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// Committed records to consume (`POLLIN`).
+    Data,
+    /// Free space to produce into (`POLLOUT`).
+    Room,
+}
+
+/// What ended a [`Wait::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// The ring reports what was waited for.
+    Ring,
+    /// The ring's owner let go of it: the stream ends.
+    Stop,
+    /// The timeout passed (or the wait was interrupted).
+    Timeout,
+}
+
+/// How a stream sleeps: on its ring and on the signal that ends it.
+pub trait Wait {
+    /// Sleeps until the ring is [`Ready`], the stream must stop or
+    /// `timeout` passes (`None`: no limit). An error ends a consuming
+    /// stream; a producing one only waits again.
+    fn wait(&mut self, ready: Ready, timeout: Option<Duration>) -> std::io::Result<Woken>;
+
+    /// Whether the stream must stop, without sleeping.
+    fn stopped(&mut self) -> bool;
+}
+
+/// Where a consuming stream's frames go (its connection to the host).
+pub trait FrameSink {
+    /// Why a send failed.
+    type Error: std::error::Error + 'static;
+
+    /// Sends one encoded frame; an error ends the stream.
+    fn send(&mut self, frame: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Where a producing stream's frames come from (its connection from the
+/// host).
+pub trait FrameSource {
+    /// Why a receive failed.
+    type Error: std::error::Error + 'static;
+
+    /// The next frame; `None` when the host closed the connection.
+    fn recv(&mut self) -> Result<Option<Vec<u8>>, Self::Error>;
+
+    /// The last frame received has been produced into the ring and dropped:
+    /// whatever its receipt charged is free again. `dropped` counts the
+    /// records dropped so far (the guest ring stayed full, or a record can
+    /// never fit it).
+    fn done(&mut self, dropped: u64) {
+        let _ = dropped;
+    }
+}
+
+/// Why a ring cannot be streamed any more: the ring's side of a
+/// [`StreamEnd`].
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// `mmap` of the guest ring's fd failed.
+    #[error("cannot map the guest {what}: errno {errno}")]
+    Map {
+        /// Which ring (`ring`, `user ring`).
+        what: &'static str,
+        /// The kernel's errno.
+        errno: i32,
+    },
+    /// A check on the ring's memory failed (see [`Violation::check`]).
+    #[error("ring check '{}' failed: {}; stream ended", .0.check(), .0)]
+    Check(#[from] Violation),
+    /// A consuming stream asked of a user ring buffer.
+    #[error("a user ring buffer stream carries records to the guest")]
+    ToGuest,
+    /// A producing stream asked of a ring whose records flow to the host.
+    #[error("not a user ring buffer: its records flow to the host")]
+    ToHost,
+}
+
+/// Why a stream ended. Every stream ends with one of these (a stream has no
+/// successful end: it runs until something stops it); the proxy logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd<E: std::error::Error + 'static> {
+    /// The ring's owner let go of it.
+    #[error("ring closed by its owner")]
+    Stopped,
+    /// The host closed the stream's connection.
+    #[error("client closed the connection")]
+    Closed,
+    /// Waiting on the ring failed.
+    #[error("poll failed")]
+    Wait(#[source] std::io::Error),
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(E),
+    /// A frame other than records came on a user ring buffer's stream.
+    #[error("unexpected frame on a user ring buffer stream")]
+    UnexpectedFrame,
+    /// The ring cannot be streamed.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+}
+
+/// A [`Reply::Records`] frame built in place: its bytes are exactly
+/// `message::encode(&Reply::Records(records))`, without a `Vec` per record
+/// or serde's byte-at-a-time encoding of each `Vec<u8>` (which cost more
+/// than everything else the stream does per record). The buffer is reused
+/// from frame to frame.
+#[derive(Debug)]
+pub struct RecordsFrame {
+    buf: Vec<u8>,
+    /// Length of the encoding of `Reply::Records(vec![])`: the variant tag,
+    /// then the record count (u64, bincode's fixed-width little endian).
+    head: usize,
+    /// Records in the frame.
+    count: u64,
+}
+
+impl Default for RecordsFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordsFrame {
+    /// An empty frame.
+    pub fn new() -> RecordsFrame {
+        let buf = message::encode(&Reply::Records(Vec::new())).expect("records encode");
+        let head = buf.len();
+        assert!(
+            head >= 8 && buf[head - 8..] == [0; 8],
+            "Reply::Records must encode as a tag and a u64 count"
+        );
+        RecordsFrame {
+            buf,
+            head,
+            count: 0,
+        }
+    }
+
+    /// Records in the frame.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Record bytes (with their length prefixes) in the frame.
+    pub fn payload_len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Appends one record given in two parts (a wrapped ring's tail and
+    /// head; `b` is empty otherwise).
+    pub fn push(&mut self, a: &[u8], b: &[u8]) {
+        self.buf
+            .extend_from_slice(&((a.len() + b.len()) as u64).to_le_bytes());
+        self.buf.extend_from_slice(a);
+        self.buf.extend_from_slice(b);
+        self.count += 1;
+    }
+
+    /// The encoded frame; the next `push` starts a new one.
+    pub fn finish(&mut self) -> &[u8] {
+        let head = self.head;
+        self.buf[head - 8..head].copy_from_slice(&self.count.to_le_bytes());
+        self.count = 0;
+        &self.buf
+    }
+
+    /// Empties the frame.
+    pub fn start(&mut self) {
+        self.buf.truncate(self.head);
+        self.count = 0;
+    }
+}
+
+impl RecordSink for RecordsFrame {
+    fn taken(&self) -> usize {
+        self.payload_len()
+    }
+
+    fn record(&mut self, len: usize) -> &mut [u8] {
+        self.buf.extend_from_slice(&(len as u64).to_le_bytes());
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.count += 1;
+        &mut self.buf[start..]
+    }
+}
+
+/// A guest ring whose records flow to the host, with its checked consumer.
+#[derive(Debug)]
+pub enum GuestRing<M> {
+    /// A perf event's ring.
+    Perf(PerfConsumer<M>),
+    /// A `BPF_MAP_TYPE_RINGBUF` map.
+    Bpf(RingbufConsumer<M>),
+}
+
+impl GuestRing<GuestMapping> {
+    /// Maps the ring behind `fd` as libbpf would, with the kernel's
+    /// `geometry`: a perf event in one read-write mapping; a ring buffer as
+    /// its read-write consumer page and its read-only producer page and
+    /// data (mapped twice by the kernel).
+    pub fn map(fd: RawFd, geometry: &Geometry) -> Result<Self, RingError> {
+        let cannot = |errno| RingError::Map {
+            what: "ring",
+            errno,
+        };
+        match *geometry {
+            Geometry::Perf(l) => {
+                let mem =
+                    GuestMapping::map(fd, l.mapping_len(), true, 0, "perf").map_err(cannot)?;
+                Ok(GuestRing::Perf(PerfConsumer::new(mem, l)?))
+            }
+            Geometry::Ringbuf(l) => {
+                let page = l.page_size();
+                let consumer = GuestMapping::map(fd, page, true, 0, "consumer").map_err(cannot)?;
+                let producer =
+                    GuestMapping::map(fd, page + 2 * l.max_entries(), false, page, "producer")
+                        .map_err(cannot)?;
+                Ok(GuestRing::Bpf(RingbufConsumer::new(consumer, producer, l)?))
+            }
+            Geometry::UserRingbuf(_) => Err(RingError::ToGuest),
+        }
+    }
+}
+
+impl<M: RingMemory> GuestRing<M> {
+    /// Moves committed records into `frame` (started afresh) until it holds
+    /// `limit` bytes of them or the ring is empty.
+    pub fn consume(
+        &mut self,
+        frame: &mut RecordsFrame,
+        limit: usize,
+    ) -> Result<Consumed, Violation> {
+        frame.start();
+        match self {
+            GuestRing::Perf(r) => r.consume(frame, limit),
+            GuestRing::Bpf(r) => r.consume(frame, limit),
+        }
+    }
+}
+
+/// Maps the user ring buffer behind `fd` as libbpf's
+/// `user_ring_buffer__new` does: its consumer page read-only, its producer
+/// page and data (mapped twice by the kernel) read-write.
+pub fn map_user_ring(
+    fd: RawFd,
+    geometry: &Geometry,
+) -> Result<UserRingProducer<GuestMapping>, RingError> {
+    let Geometry::UserRingbuf(layout) = *geometry else {
+        return Err(RingError::ToHost);
+    };
+    let (page, size) = (layout.page_size(), layout.max_entries());
+    let cannot = |errno| RingError::Map {
+        what: "user ring",
+        errno,
+    };
+    let consumer = GuestMapping::map(fd, page, false, 0, "consumer").map_err(cannot)?;
+    let producer =
+        GuestMapping::map(fd, page + 2 * size, true, page, "producer").map_err(cannot)?;
+    Ok(UserRingProducer::new(consumer, producer, layout)?)
+}
+
+/// Drains `ring` into frames sent to `out`, as the guest commits records,
+/// until the stream stops, the connection fails or the ring fails a check;
+/// returns why it ended.
+///
+/// Each wake-up takes everything committed, in frames of at most
+/// [`FRAME_BYTES`] of records, each sent as soon as it is full so that the
+/// host works on one while the next is filled; samples the guest ring
+/// reported lost follow as a [`Reply::Lost`].
+pub fn pump<M, W, S>(ring: &mut GuestRing<M>, wait: &mut W, out: &mut S) -> StreamEnd<S::Error>
+where
+    M: RingMemory,
+    W: Wait + ?Sized,
+    S: FrameSink + ?Sized,
+{
+    let mut frame = RecordsFrame::new();
+    loop {
+        match wait.wait(Ready::Data, None) {
+            Ok(Woken::Stop) => return StreamEnd::Stopped,
+            Err(e) => return StreamEnd::Wait(e),
+            Ok(Woken::Ring | Woken::Timeout) => {}
+        }
+        loop {
+            let consumed = ring.consume(&mut frame, FRAME_BYTES);
+            // Records taken before a failed check passed every check: they
+            // go out, then the stream ends.
+            if frame.count() > 0 {
+                if let Err(e) = out.send(frame.finish()) {
+                    return StreamEnd::Transport(e);
+                }
+            }
+            let Consumed { more, lost } = match consumed {
+                Ok(c) => c,
+                Err(v) => return RingError::Check(v).into(),
+            };
+            if lost > 0 {
+                let msg = message::encode(&Reply::Lost(lost)).expect("lost encodes");
+                if let Err(e) = out.send(&msg) {
+                    return StreamEnd::Transport(e);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+}
+
+/// Produces the records of the frames `input` carries into `ring`, as
+/// libbpf's `user_ring_buffer__reserve` and `__submit` would, until the
+/// host closes the connection, the stream stops or the ring fails a check;
+/// returns why it ended. A record waits up to `room_wait` (the proxy:
+/// [`USER_ROOM_WAIT`]) for the guest to make room, and is dropped (counted,
+/// see [`FrameSource::done`]) if none comes.
+pub fn feed<M, W, S>(
+    ring: &mut UserRingProducer<M>,
+    wait: &mut W,
+    input: &mut S,
+    room_wait: Duration,
+) -> StreamEnd<S::Error>
+where
+    M: RingMemory,
+    W: Wait + ?Sized,
+    S: FrameSource + ?Sized,
+{
+    let mut dropped = 0u64;
+    loop {
+        let frame = match input.recv() {
+            Ok(Some(f)) => f,
+            Ok(None) => return StreamEnd::Closed,
+            Err(e) => return StreamEnd::Transport(e),
+        };
+        // Read in place: decoded into a `Vec` each, a frame of empty
+        // records would take three times its size.
+        let Some(records) = message::request_records_in(&frame) else {
+            return StreamEnd::UnexpectedFrame;
+        };
+        for r in records {
+            match produce(ring, r, wait, room_wait) {
+                Ok(true) => {}
+                Ok(false) => dropped += 1,
+                Err(end) => return end,
+            }
+        }
+        // The frame is done with: what its receiver charged is free again
+        // (kept, frames would add up to the session's share and end the
+        // stream).
+        drop(frame);
+        input.done(dropped);
+        if wait.stopped() {
+            return StreamEnd::Stopped;
+        }
+    }
+}
+
+/// Writes one record, waiting up to `room_wait` for room: whether it was
+/// written (`false`: dropped), or why the stream ends.
+fn produce<M, W, E>(
+    ring: &mut UserRingProducer<M>,
+    record: &[u8],
+    wait: &mut W,
+    room_wait: Duration,
+) -> Result<bool, StreamEnd<E>>
+where
+    M: RingMemory,
+    W: Wait + ?Sized,
+    E: std::error::Error + 'static,
+{
+    let deadline = Instant::now() + room_wait;
+    loop {
+        match ring.try_produce(record).map_err(RingError::Check)? {
+            Produced::Written => return Ok(true),
+            Produced::TooLarge => return Ok(false),
+            Produced::NoRoom => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        // The kernel wakes the map fd (EPOLLOUT) after a drain; it also
+        // reports EPOLLOUT while any byte is free, so a record that still
+        // does not fit sleeps a little instead of spinning. A failed wait
+        // only waits again, until the deadline.
+        let left = (deadline - now).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        match wait.wait(Ready::Room, Some(left)) {
+            Ok(Woken::Stop) => return Err(StreamEnd::Stopped),
+            Ok(Woken::Ring) => std::thread::sleep(Duration::from_micros(100)),
+            Ok(Woken::Timeout) | Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
