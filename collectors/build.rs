@@ -13,7 +13,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OBJECTS: [&str; 4] = ["processes", "modules", "tcp", "reader"];
+const OBJECTS: [&str; 5] = ["processes", "modules", "tcp", "listeners", "reader"];
 
 fn main() {
     let manifest_dir =

@@ -95,9 +95,12 @@ else
     cargo install --locked cargo-deny --version "$deny_version"
 fi
 
-# The guest's kernel (Debian 12's cloud kernel, downloaded once), the static
+# The guests' kernels (Debian 12's cloud kernel, downloaded once), the static
 # proxy and the initramfs, cached so that the tests do not download.
 bash tests/vm/guest.sh prepare
+# The second kernel of the monitor's three-guest test (tests/vm.rs), from
+# bookworm-backports.
+bash tests/vm/guest.sh prepare --kernel 6.12
 
 # cargo-fuzz (from crates.io) for the fuzz targets of fuzz/, which
 # scripts/fuzz.sh builds with the stable toolchain; build them now too.

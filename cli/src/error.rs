@@ -55,6 +55,15 @@ pub enum CliError {
     /// unset.
     #[error("{0} not found (set {ENV_PRELOAD})")]
     NoPreload(PathBuf),
+    /// A benchmark could not set up or run (the text says what).
+    #[error("{0}")]
+    Bench(String),
+    /// `monitor` stopped: its guests file, its output.
+    #[error(transparent)]
+    Monitor(#[from] telebpf_monitor::Error),
+    /// `monitor --interval 0`.
+    #[error("--interval must be at least 1 ms")]
+    ZeroInterval,
     /// `exec` without a program.
     #[error("no command given")]
     NoCommand,

@@ -3,6 +3,8 @@
 //! * `telebpf keygen --out FILE` — a fresh pre-shared key.
 //! * `telebpf exec --target ADDR --key-file FILE -- CMD…` — run an unmodified
 //!   program against the guest.
+//! * `telebpf monitor --guests FILE [--interval MS] [--mode M] [--output
+//!   FILE]` — watch many guests, events as JSON lines.
 //! * `telebpf bench rtt --target ADDR --key-file FILE` — round-trip figures.
 //! * `telebpf bench ringbuf --target ADDR --key-file FILE` — guest ring-buffer
 //!   records on the host: events/s and latency, local vs forwarded.
@@ -24,6 +26,7 @@ mod bench;
 mod error;
 mod exec;
 mod ids;
+mod monitor;
 mod program;
 mod stats;
 
@@ -85,6 +88,27 @@ enum Command {
         #[arg(long, requires = "watch")]
         count: Option<u64>,
     },
+    /// Watch many guests: their processes, modules, TCP listeners and BPF
+    /// programs, as JSON lines (one event per line).
+    Monitor {
+        /// The guests file (TOML: `[[guest]]` with `name`, `target`,
+        /// `key-file`).
+        #[arg(long, value_name = "FILE")]
+        guests: PathBuf,
+        /// Time between the starts of two rounds, per guest.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval: u64,
+        /// How to read guest memory: bulk-data, bulk-page or per-pointer.
+        #[arg(long, default_value = "bulk-data")]
+        mode: telebpf_ids::Mode,
+        /// Append events here instead of writing them to stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Stop after this many rounds per guest (default: run until
+        /// SIGTERM/SIGINT).
+        #[arg(long, value_name = "N")]
+        rounds: Option<u64>,
+    },
     /// Measure.
     Bench {
         #[command(subcommand)]
@@ -127,6 +151,13 @@ fn main() -> ExitCode {
             json,
             watch.map(|ms| (std::time::Duration::from_millis(ms), count)),
         ),
+        Command::Monitor {
+            guests,
+            interval,
+            mode,
+            output,
+            rounds,
+        } => monitor::run(&guests, interval, mode, output.as_ref(), rounds),
         Command::Bench { which } => bench::run(which),
         Command::BenchWorker { what, runs } => bench::worker(&what, runs),
     };

@@ -9,6 +9,11 @@
  * 512 established buckets) and queues the first socket of every non-empty
  * chain (a head with bit 0 set is a nulls marker: an empty chain); phase 2 visits the queued sockets and queues each one's successor.
  * The host-side walker (ids/src/walk/tcp.rs) makes the same reads.
+ *
+ * Built a second time as listeners.bpf.c with TCP_LISTENERS_ONLY: the
+ * listening table only. A monitor that reports listeners needs no more, and
+ * the established table of an idle machine is 2 MiB of empty buckets
+ * (256k of them) read every round.
  */
 #include "collector.h"
 
@@ -190,8 +195,10 @@ int collect_tcp(struct collect_ctx *ctx)
 	}
 	scan(lhash2, (__u64)lhash2_mask + 1, bpf_core_type_size(struct inet_listen_hashbucket),
 	     bpf_core_field_offset(struct inet_listen_hashbucket, nulls_head));
+#ifndef TCP_LISTENERS_ONLY
 	scan(ehash, (__u64)ehash_mask + 1, bpf_core_type_size(struct inet_ehash_bucket),
 	     bpf_core_field_offset(struct inet_ehash_bucket, chain));
+#endif
 	bpf_loop(1 << 23, visit, 0, 0);
 out:
 	end(ctx);

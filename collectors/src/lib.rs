@@ -9,6 +9,7 @@
 
 pub mod loader;
 pub mod pages;
+pub mod programs;
 pub mod record;
 mod ring;
 
@@ -23,11 +24,18 @@ pub enum Collector {
     Modules,
     /// The TCP listening and established hash tables.
     Tcp,
+    /// The TCP listening hash table only.
+    Listeners,
 }
 
 impl Collector {
     /// Every collector.
-    pub const ALL: [Collector; 3] = [Collector::Processes, Collector::Modules, Collector::Tcp];
+    pub const ALL: [Collector; 4] = [
+        Collector::Processes,
+        Collector::Modules,
+        Collector::Tcp,
+        Collector::Listeners,
+    ];
 
     /// The collector's name on the command line (`ps`, `modules`, `tcp`).
     pub fn name(self) -> &'static str {
@@ -35,6 +43,7 @@ impl Collector {
             Collector::Processes => "ps",
             Collector::Modules => "modules",
             Collector::Tcp => "tcp",
+            Collector::Listeners => "listeners",
         }
     }
 
@@ -46,13 +55,14 @@ impl Collector {
             }
             Collector::Modules => include_bytes!(concat!(env!("OUT_DIR"), "/modules.bpf.o")),
             Collector::Tcp => include_bytes!(concat!(env!("OUT_DIR"), "/tcp.bpf.o")),
+            Collector::Listeners => include_bytes!(concat!(env!("OUT_DIR"), "/listeners.bpf.o")),
         }
     }
 
     /// The id the proxy knows the object by: the SHA-256 of its bytes
     /// (computed once: every request names its collector by it).
     pub fn id(self) -> [u8; 32] {
-        static IDS: std::sync::OnceLock<[[u8; 32]; 3]> = std::sync::OnceLock::new();
+        static IDS: std::sync::OnceLock<[[u8; 32]; 4]> = std::sync::OnceLock::new();
         let ids = IDS.get_or_init(|| Collector::ALL.map(|c| object_id(c.object())));
         ids[self as usize]
     }

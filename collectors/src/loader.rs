@@ -114,6 +114,12 @@ impl LoadedCollector {
         })
     }
 
+    /// The ids of its programs (a monitor listing the guest's programs
+    /// leaves the proxy's own out).
+    pub fn program_ids(&self) -> Vec<u32> {
+        program_ids(&self.object)
+    }
+
     /// Runs the collector once (BPF_PROG_TEST_RUN) and drains its records.
     pub fn run(&mut self, mode: Mode, root_in: u64) -> Result<Run, RunError> {
         self.gen += 1;
@@ -151,6 +157,13 @@ fn run_syscall_program(object: &mut Object, ctx: &mut [u8]) -> Result<(), RunErr
     Ok(())
 }
 
+fn program_ids(object: &Object) -> Vec<u32> {
+    object
+        .progs()
+        .filter_map(|p| crate::programs::id_of(&p.as_fd()).ok())
+        .collect()
+}
+
 /// The kernel-memory reader (`bpf/reader.bpf.c`): reads lists of kernel
 /// address ranges with bpf_probe_read_kernel, one program run per list.
 pub struct KernelReader {
@@ -182,6 +195,11 @@ impl KernelReader {
             ranges,
             slots,
         })
+    }
+
+    /// The ids of its programs.
+    pub fn program_ids(&self) -> Vec<u32> {
+        program_ids(&self.object)
     }
 
     /// Reads each `(addr, len)` range, appending their bytes to `out` in

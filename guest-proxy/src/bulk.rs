@@ -23,7 +23,7 @@ use telebpf_collectors::object_id;
 use telebpf_collectors::pages::PageSet;
 use telebpf_collectors::record::Mode;
 use telebpf_protocol::message::{
-    Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, Start,
+    Batch, CollectError, CollectMode, CollectRequest, Memory, MemoryRange, ProgramInfo, Start,
 };
 
 use crate::log;
@@ -104,6 +104,31 @@ impl Drop for PageBases {
 /// against the session's `bases`.
 pub fn collect(req: CollectRequest, bases: &mut PageBases) -> Result<Batch, CollectError> {
     worker().collect(req, bases)
+}
+
+/// The guest's BPF programs, without the proxy's own (its collectors and
+/// kernel-memory reader). The worker's lock is held meanwhile, so that no
+/// collector is loaded between learning the proxy's ids and listing.
+pub fn programs() -> Result<Vec<ProgramInfo>, i32> {
+    let worker = worker();
+    let own: Vec<u32> = worker
+        .collectors
+        .values()
+        .flat_map(LoadedCollector::program_ids)
+        .chain(worker.reader.iter().flat_map(KernelReader::program_ids))
+        .collect();
+    let listed = telebpf_collectors::programs::list(&own)?;
+    drop(worker);
+    Ok(listed
+        .into_iter()
+        .map(|p| ProgramInfo {
+            id: p.id,
+            prog_type: p.prog_type,
+            name: p.name,
+            tag: p.tag,
+            uid: p.uid,
+        })
+        .collect())
 }
 
 /// Reads kernel memory, one range after another.

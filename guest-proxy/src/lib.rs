@@ -43,6 +43,7 @@
 pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
+pub mod caps;
 pub mod facts;
 pub mod files;
 pub mod guard;

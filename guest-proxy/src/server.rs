@@ -110,6 +110,9 @@ pub enum ConfigError {
 /// The proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// Capabilities the proxy does not need could not be dropped.
+    #[error(transparent)]
+    Caps(#[from] crate::caps::CapsError),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -227,6 +230,32 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     // escaping log like every other line.
     telebpf_collectors::route_libbpf_messages(|m| log::info(format_args!("{m}")));
     let nofile = sys::raise_nofile();
+    // Limits raised: from here on the proxy needs only its BPF
+    // capabilities (the Welcome's facts, gathered later, report these).
+    let dropped = crate::caps::drop_unneeded().map_err(ServerError::Caps)?;
+    log::info(format_args!(
+        "capabilities kept: {}{}; {} others dropped from the bounding set",
+        dropped
+            .kept
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if dropped.missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (not held at start: {})",
+                dropped
+                    .missing
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        dropped.bounding_dropped
+    ));
     let plan = config.limits.fit_to_fds(nofile.now);
     let memory = sys::memory_limit();
     let (per_session, total) = config.limits.map_memory(memory);

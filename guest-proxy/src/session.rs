@@ -512,6 +512,15 @@ impl Session {
                 }
                 Some(Reply::Memory(read))
             }
+            Request::Programs => {
+                let listed = bulk::programs().and_then(|list| {
+                    // Charged like any reply whose size the guest decides.
+                    let size: usize = list.iter().map(|p| 32 + p.name.len()).sum();
+                    self.budget.reserve(size)?;
+                    Ok(list)
+                });
+                Some(Reply::Programs(listed))
+            }
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,

@@ -171,7 +171,16 @@ impl Layouts {
             }
             Collector::Tcp => {
                 let l = self.tcp.as_ref().map_err(Clone::clone)?;
-                Rows::Tcp(walk::tcp::walk(view, l, root)?)
+                Rows::Tcp(walk::tcp::walk(view, l, root, walk::tcp::Tables::Both)?)
+            }
+            Collector::Listeners => {
+                let l = self.tcp.as_ref().map_err(Clone::clone)?;
+                Rows::Tcp(walk::tcp::walk(
+                    view,
+                    l,
+                    root,
+                    walk::tcp::Tables::Listening,
+                )?)
             }
             Collector::Modules => {
                 let l = self.modules.as_ref().map_err(Clone::clone)?;
@@ -262,6 +271,8 @@ pub struct Inspector {
     /// proxy keeps them under: the next page batch sends only the pages
     /// that changed since.
     page_bases: std::collections::HashMap<Collector, (u64, PageSet)>,
+    /// How long each request may wait for its reply (none: forever).
+    limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -272,11 +283,25 @@ impl std::fmt::Debug for Inspector {
 
 struct Remote<'c> {
     conn: &'c mut Connection,
+    limit: Option<Duration>,
+}
+
+/// One request and its reply, within `limit` if there is one (the
+/// connection is then out of step on a timeout and must be dropped).
+fn call(
+    conn: &mut Connection,
+    limit: Option<Duration>,
+    req: &Request,
+) -> Result<Reply, ClientError> {
+    match limit {
+        Some(limit) => conn.call_within(req, limit),
+        None => conn.call(req),
+    }
 }
 
 impl Source for Remote<'_> {
     fn peek(&mut self, ranges: &[MemoryRange]) -> Result<Memory, Error> {
-        match self.conn.call(&Request::Peek(ranges.to_vec()))? {
+        match call(self.conn, self.limit, &Request::Peek(ranges.to_vec()))? {
             Reply::Memory(Ok(m)) => Ok(m),
             Reply::Memory(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
             Reply::Refused(r) => Err(Error::Refused(r)),
@@ -310,7 +335,46 @@ impl Inspector {
             conn,
             layouts,
             page_bases: std::collections::HashMap::new(),
+            limit: None,
         })
+    }
+
+    /// From now on, every request waits at most `limit` for its reply and
+    /// fails with [`ClientError::Timeout`] after that (a monitor tells a
+    /// guest that stopped answering from one that is slow). After a
+    /// timeout the inspector is out of step: drop it and connect again.
+    pub fn set_call_limit(&mut self, limit: Option<Duration>) {
+        self.limit = limit;
+    }
+
+    /// What the proxy said of its guest when the session began.
+    pub fn facts(&self) -> &telebpf_protocol::message::Facts {
+        self.conn.facts()
+    }
+
+    /// The guest's BPF programs, the proxy's own collectors left out (one
+    /// request).
+    pub fn programs(&mut self) -> Result<Vec<telebpf_protocol::message::ProgramInfo>, Error> {
+        match call(&mut self.conn, self.limit, &Request::Programs)? {
+            Reply::Programs(Ok(p)) => Ok(p),
+            Reply::Programs(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
+            Reply::Refused(r) => Err(Error::Refused(r)),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// A keep-alive: `Ok` if the proxy answers within `limit`.
+    pub fn ping(&mut self, limit: Duration) -> Result<(), Error> {
+        match self.conn.call_within(&Request::Ping(Vec::new()), limit)? {
+            Reply::Pong(_) => Ok(()),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Whether the proxy closed the connection (see
+    /// [`Connection::peer_closed`]).
+    pub fn peer_closed(&self) -> bool {
+        self.conn.peer_closed()
     }
 
     /// Runs `collector` in the guest: one request (two the first time a
@@ -333,7 +397,7 @@ impl Inspector {
             },
         };
         loop {
-            match self.conn.call(&Request::Collect(req.clone()))? {
+            match call(&mut self.conn, self.limit, &Request::Collect(req.clone()))? {
                 Reply::Collected(Ok(batch)) => {
                     check_status(batch.status)?;
                     return Ok(batch);
@@ -379,6 +443,7 @@ impl Inspector {
         };
         let mut remote = Remote {
             conn: &mut self.conn,
+            limit: self.limit,
         };
         let mut view = View::new(memory, &mut remote, mode == Mode::PerPointer);
         let rows = self.layouts.walk(collector, &mut view, root)?;
@@ -410,7 +475,7 @@ impl Inspector {
         let op = FileOp::ReadDir {
             path: "/proc".into(),
         };
-        match self.conn.call(&Request::File(op))? {
+        match call(&mut self.conn, self.limit, &Request::File(op))? {
             Reply::File(Ok(FileReply::Entries(names))) => {
                 Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
             }

@@ -152,6 +152,11 @@ pub enum Request {
     /// Read guest kernel memory: one forwarded read per range, as a
     /// per-pointer walk does. Reply: [`Reply::Memory`].
     Peek(Vec<MemoryRange>),
+    /// List the guest's BPF programs in one request (what
+    /// `BPF_PROG_GET_NEXT_ID`, `BPF_PROG_GET_FD_BY_ID` and
+    /// `BPF_OBJ_GET_INFO_BY_FD` tell, one call each per program), leaving
+    /// out the proxy's own collectors. Reply: [`Reply::Programs`].
+    Programs,
 }
 
 /// Which collector to run, and how.
@@ -532,6 +537,23 @@ pub enum Reply {
     /// gets `EPERM`, and the preload prints the refusal once per
     /// [`Refusal::what`].
     Refused(Refusal),
+    /// The programs of a [`Request::Programs`], by id, or the errno.
+    Programs(Result<Vec<ProgramInfo>, i32>),
+}
+
+/// One BPF program of the guest, as [`Request::Programs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    /// Its id.
+    pub id: u32,
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// Its name (at most 15 bytes, as the kernel keeps it).
+    pub name: String,
+    /// Its tag (a hash of its instructions).
+    pub tag: [u8; 8],
+    /// The uid that loaded it.
+    pub uid: u32,
 }
 
 /// Why the proxy's policy refused a request.

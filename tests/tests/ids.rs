@@ -363,8 +363,10 @@ fn proc_tcp() -> BTreeSet<(u8, String, String, String)> {
 }
 
 fn hex_v4(addr: &str) -> String {
-    let ip: std::net::Ipv6Addr = addr.parse().expect("an address");
-    let v4 = ip.to_ipv4_mapped().expect("IPv4-mapped");
+    // An IPv4 socket's address is written in IPv4's own form.
+    let v4: std::net::Ipv4Addr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("an IPv4 address, not {addr:?}: {e}"));
     format!("{:08X}", u32::from_ne_bytes(v4.octets()))
 }
 

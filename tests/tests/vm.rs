@@ -95,6 +95,13 @@ fn guest_script() -> PathBuf {
 }
 
 fn boot_guest() -> Result<Guest, String> {
+    let kernel = std::env::var("TELEBPF_VM_KERNEL").ok();
+    boot_guest_with(kernel.as_deref())
+}
+
+/// Boots a guest of its own with `kernel` (`6.1`, `6.12`; `None`: the
+/// default), stopped when this test process ends.
+fn boot_guest_with(kernel: Option<&str>) -> Result<Guest, String> {
     let dir = std::env::temp_dir().join(unique_name("telebpf-vm"));
     fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     // 0755: nobody's client must reach vm.vsock inside it.
@@ -110,7 +117,7 @@ fn boot_guest() -> Result<Guest, String> {
         .arg("up")
         .arg(&dir)
         .env("TELEBPF_BIN_DIR", bin_dir());
-    if let Some(series) = std::env::var_os("TELEBPF_VM_KERNEL") {
+    if let Some(series) = kernel {
         cmd.arg("--kernel").arg(series);
     }
     let out = run_with_timeout(cmd, "tests/vm/guest.sh up", GUEST_UP_TIMEOUT);
@@ -183,7 +190,13 @@ struct Client<'a> {
 impl<'a> Client<'a> {
     /// A client of the guest with a copy of its key that nobody can read.
     fn new(h: &'a Harness, g: &Guest) -> Client<'a> {
-        let key = h.dir().join("guest.key");
+        Client::named(h, g, "guest")
+    }
+
+    /// [`Client::new`] for one of several guests: its key copy is
+    /// `NAME.key`.
+    fn named(h: &'a Harness, g: &Guest, name: &str) -> Client<'a> {
+        let key = h.dir().join(format!("{name}.key"));
         fs::copy(g.dir.join("key"), &key).expect("copy the guest's key");
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
         std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).expect("chown key");
@@ -776,4 +789,200 @@ fn ids_modules_lists_the_guest_modules() {
         );
     }
     h.finish();
+}
+
+// ---------------------------------------------------------------- monitor
+
+/// How long a monitor event may take from three emulated guests.
+const MONITOR_EVENT: Duration = Duration::from_secs(180);
+
+/// `telebpf monitor` as nobody over three guests at once (kernels 6.1,
+/// 6.12 and 6.1): a process started in guest 2 is reported for guest 2
+/// only, a listener opened in guest 3 likewise, a BPF program loaded in
+/// guest 1 through its proxy for guest 1 only; when guest 3's proxy is
+/// killed, `guest_lost` comes within 5 s while guest 1 keeps reporting (a
+/// listener opened there meanwhile), and when it is back, `guest_up`.
+/// Every line fits the schema.
+#[test]
+fn monitor_watches_three_guests() {
+    let Some(h) = Harness::start_without_proxy("vm_monitor_watches_three_guests") else {
+        return;
+    };
+    let g1 = guest();
+    let (g2, g3) = std::thread::scope(|s| {
+        let a = s.spawn(|| boot_guest_with(Some("6.12")));
+        let b = s.spawn(|| boot_guest_with(Some("6.1")));
+        (a.join().expect("boot"), b.join().expect("boot"))
+    });
+    let g2 = g2.unwrap_or_else(|e| panic!("guest 2 did not start: {e}"));
+    let g3 = g3.unwrap_or_else(|e| panic!("guest 3 did not start: {e}"));
+    say(&format!(
+        "vm: three guests: {}, {}, {}",
+        g1.fact("release"),
+        g2.fact("release"),
+        g3.fact("release")
+    ));
+    let clients = [
+        Client::named(&h, g1, "g1"),
+        Client::named(&h, &g2, "g2"),
+        Client::named(&h, &g3, "g3"),
+    ];
+    let mut guests = String::new();
+    for (i, c) in clients.iter().enumerate() {
+        guests.push_str(&format!(
+            "[[guest]]\nname = \"g{}\"\ntarget = {:?}\nkey-file = {:?}\n\n",
+            i + 1,
+            c.target,
+            c.key.display().to_string()
+        ));
+    }
+    let file = h.nobody_dir().join("guests.toml");
+    fs::write(&file, guests).expect("guests.toml");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let argv = vec![
+        "monitor".to_string(),
+        "--guests".into(),
+        file.display().to_string(),
+        "--interval".into(),
+        "1000".into(),
+    ];
+    let mut cmd = h.nobody_command(&h.dir().join("telebpf"), &argv);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut monitor = KillOnDrop(cmd.spawn().expect("start telebpf monitor"));
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let sink = lines.clone();
+    let stdout = monitor.0.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push((Instant::now(), l));
+        }
+    });
+    let all = || -> Vec<String> {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    };
+    let wait =
+        |from: usize, what: &str, pred: &dyn Fn(&Value) -> bool| -> (usize, Instant, Value) {
+            let deadline = Instant::now() + MONITOR_EVENT;
+            loop {
+                {
+                    let got = lines.lock().unwrap();
+                    for (i, (at, l)) in got.iter().enumerate().skip(from) {
+                        if let Ok(v) = serde_json::from_str::<Value>(l) {
+                            if pred(&v) {
+                                return (i, *at, v);
+                            }
+                        }
+                    }
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "no {what} within {MONITOR_EVENT:?}; events:\n{}",
+                        all().join("\n")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+    let is = |v: &Value, g: &str, e: &str| v["guest"] == g && v["event"] == e;
+
+    for g in ["g1", "g2", "g3"] {
+        wait(0, &format!("snapshot of {g}"), &|v| is(v, g, "snapshot"));
+    }
+    let start = all().len();
+
+    // A process in guest 2.
+    clients[1]
+        .run("mkdir", &["/sys/fs/bpf/telebpf-start-process"])
+        .expect_success();
+    wait(start, "process_started in g2", &|v| {
+        is(v, "g2", "process_started") && v["comm"] == "telebpf-guest-p"
+    });
+    // A listener in guest 3.
+    clients[2]
+        .run("mkdir", &["/sys/fs/bpf/telebpf-open-listener"])
+        .expect_success();
+    let (_, _, opened) = wait(start, "listener_opened in g3", &|v| {
+        is(v, "g3", "listener_opened") && v["port"] == 7778
+    });
+    say(&format!("vm: {opened}"));
+    // A program in guest 1, loaded through its proxy.
+    let dir = format!("/sys/fs/bpf/{}", unique_name("tbmon"));
+    clients[0]
+        .bpftool(&["prog", "loadall", &h.object("forward_test"), &dir])
+        .expect_success();
+    let (_, _, loaded) = wait(start, "bpf_program_loaded in g1", &|v| {
+        is(v, "g1", "bpf_program_loaded") && v["name"] == telebpf_tests::forward_test::PROG
+    });
+    say(&format!("vm: {loaded}"));
+
+    // Guest 3's proxy dies and comes back.
+    let before = all().len();
+    clients[2]
+        .run("mkdir", &["/sys/fs/bpf/telebpf-restart-proxy"])
+        .expect_success();
+    let asked = Instant::now();
+    let (_, at, lost) = wait(before, "guest_lost of g3", &|v| is(v, "g3", "guest_lost"));
+    let took = at.duration_since(asked);
+    say(&format!(
+        "vm: guest_lost {took:?} after the proxy restart was asked: {lost}"
+    ));
+    // The proxy is killed within half a second of the request (the
+    // trigger polls twice a second).
+    assert!(
+        took < Duration::from_secs(5) + Duration::from_millis(500),
+        "guest_lost took {took:?}"
+    );
+    // Meanwhile guest 1 still reports: a listener opens there.
+    clients[0]
+        .run("mkdir", &["/sys/fs/bpf/telebpf-open-listener"])
+        .expect_success();
+    wait(before, "listener_opened in g1 while g3 is down", &|v| {
+        is(v, "g1", "listener_opened") && v["port"] == 7778
+    });
+    wait(before, "guest_up of g3 again", &|v| is(v, "g3", "guest_up"));
+
+    drop(monitor);
+    std::thread::sleep(Duration::from_millis(200));
+    let events = all();
+    for l in &events {
+        telebpf_monitor::schema::check(l).unwrap_or_else(|e| panic!("off-schema event: {e}"));
+    }
+    // Each event in its own guest only.
+    for l in &events {
+        let v: Value = serde_json::from_str(l).expect("JSON");
+        if v["event"] == "process_started" && v["comm"] == "telebpf-guest-p" {
+            assert_eq!(v["guest"], "g2", "{l}");
+        }
+        if v["event"] == "listener_opened" && v["port"] == 7778 {
+            assert_ne!(v["guest"], "g2", "{l}");
+        }
+        if v["event"] == "bpf_program_loaded" && v["name"] == telebpf_tests::forward_test::PROG {
+            assert_eq!(v["guest"], "g1", "{l}");
+        }
+    }
+    say(&format!(
+        "vm: monitor wrote {} events over three guests",
+        events.len()
+    ));
+    h.finish();
+}
+
+/// A child killed and reaped when dropped, also when a test panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -222,7 +222,8 @@ base_initramfs() {
     if ldd "$busybox" >/dev/null 2>&1; then
         die "$busybox is dynamically linked: the guest needs busybox-static"
     fi
-    hash=$(cat "$busybox" "$proxy" "$here/init.sh" "$here/mark.sh" "$kdir/modules.order" "$kdir/vmlinuz" |
+    hash=$(cat "$busybox" "$proxy" "$here/init.sh" "$here/mark.sh" "$here/triggers.sh" "$here/proc.sh" \
+        "$kdir/modules.order" "$kdir/vmlinuz" |
         sha256sum | cut -c1-16)
     out=$cache/initramfs/base-$hash.cpio.gz
     if [ -f "$out" ]; then
@@ -244,6 +245,8 @@ base_initramfs() {
     strip --strip-debug -o "$stage/bin/telebpf-proxy" "$proxy"
     install -m 0755 "$here/init.sh" "$stage/init"
     install -m 0755 "$here/mark.sh" "$stage/bin/telebpf-guest-mark"
+    install -m 0755 "$here/triggers.sh" "$stage/bin/telebpf-guest-triggers"
+    install -m 0755 "$here/proc.sh" "$stage/bin/telebpf-guest-proc"
     echo telebpf-guest-mark >"$stage/etc/telebpf-guest-mark"
     cp "$kdir"/modules/*.ko "$stage/lib/modules/" 2>/dev/null || true
     cp "$kdir/modules.order" "$stage/etc/telebpf-vm/modules.order"

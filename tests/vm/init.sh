@@ -11,7 +11,9 @@
 # 4. starts the activity the tests look for: a process that execs
 #    `/bin/true telebpf-guest-mark` and opens /etc/telebpf-guest-mark once
 #    a second (tests/vm/mark.sh), and a TCP listener on port 7777;
-# 5. starts `telebpf-proxy --listen vsock:5000 --key-file /key` (the key
+# 5. starts tests/vm/triggers.sh, which starts a process, a listener or a
+#    proxy restart when a test makes a directory in bpffs through the proxy;
+# 6. starts `telebpf-proxy --listen vsock:5000 --key-file /key` (the key
 #    comes from the per-boot cpio guest.sh appends to the initramfs, never
 #    from the kernel command line) and, once it listens, writes
 #    `telebpf-guest-ready` to ttyS1.
@@ -71,7 +73,10 @@ httpd -f -p 7777 -h /srv/www &
 
 /bin/telebpf-proxy --listen vsock:5000 --key-file /key 2>/run/proxy.log &
 proxy=$!
-tail -f /run/proxy.log &
+echo "$proxy" >/run/proxy.pid
+tail -F /run/proxy.log &
+# Activity a test starts on demand (tests/vm/triggers.sh).
+/bin/telebpf-guest-triggers &
 
 n=0
 while ! grep -q 'listening on' /run/proxy.log; do

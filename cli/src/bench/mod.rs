@@ -7,6 +7,7 @@ use clap::Subcommand;
 use crate::error::CliError;
 
 mod ids;
+mod monitor;
 mod ringbuf;
 mod rtt;
 mod startup;
@@ -71,6 +72,24 @@ pub enum Bench {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// What `telebpf monitor` costs the host for N guests: host CPU per
+    /// guest per round, wall time per round (starts its own proxies, one
+    /// per guest, on Unix sockets: run as root).
+    Monitor {
+        /// The guest counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        counts: Vec<usize>,
+        /// Rounds per guest and count.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// How the walks read guest memory.
+        #[arg(long, default_value = "bulk-data")]
+        mode: telebpf_ids::Mode,
+        /// The proxy to start (default: `telebpf-proxy` beside this
+        /// executable).
+        #[arg(long, value_name = "PATH")]
+        proxy: Option<PathBuf>,
+    },
 }
 
 /// Runs a benchmark.
@@ -98,6 +117,12 @@ pub fn run(which: Bench) -> Result<(), CliError> {
             runs,
             csv,
         } => ids::run(&target, &key_file, runs, csv.as_deref()),
+        Bench::Monitor {
+            counts,
+            rounds,
+            mode,
+            proxy,
+        } => monitor::run(&counts, rounds, mode, proxy.as_deref()),
     }
 }
 

@@ -146,6 +146,18 @@ impl Policy {
                 "ring_streams is false".into(),
             ),
             Request::Records(_) => Ok(()),
+            // The listing tells exactly what the three commands it stands
+            // for would, one program at a time: the key needs all three.
+            Request::Programs => {
+                let lists = self.commands.contains(cmd::BPF_PROG_GET_NEXT_ID)
+                    && self.commands.contains(cmd::BPF_PROG_GET_FD_BY_ID)
+                    && self.commands.contains(cmd::BPF_OBJ_GET_INFO_BY_FD);
+                allow(
+                    lists,
+                    "listing the guest's programs",
+                    "it needs prog_get_next_id, prog_get_fd_by_id and obj_get_info_by_fd".into(),
+                )
+            }
             Request::Peek(_) => self.check_kernel_memory_read("reading kernel memory"),
             Request::Collect(c) => {
                 self.check_kernel_memory_read("running a collector")?;
@@ -436,6 +448,42 @@ mod tests {
     use super::*;
     use crate::policy::resolve;
     use crate::policy::testing::*;
+
+    #[test]
+    fn the_monitor_profile_lists_programs_and_reads_kernel_memory_and_nothing_else() {
+        let m = resolve("monitor", Path::new("/")).unwrap().rules;
+        assert_eq!(m.name(), "monitor");
+        assert!(m.check(&Request::Programs).is_ok());
+        assert!(m.check(&Request::Peek(vec![])).is_ok());
+        for refused in [
+            cmd::BPF_PROG_LOAD,
+            cmd::BPF_MAP_CREATE,
+            cmd::BPF_LINK_CREATE,
+            cmd::BPF_OBJ_PIN,
+            cmd::BPF_OBJ_GET,
+            cmd::BPF_MAP_UPDATE_ELEM,
+            cmd::BPF_MAP_LOOKUP_ELEM,
+        ] {
+            assert!(
+                !m.commands.contains(refused),
+                "monitor allows command {refused}"
+            );
+        }
+        assert!(m
+            .check(&Request::MapSnapshot {
+                fd: 3,
+                len: 8,
+                offset: 0
+            })
+            .is_err());
+        // Listing programs needs all three commands it stands for.
+        let nothing = resolve("read-only", Path::new("/")).unwrap().rules;
+        assert!(nothing.check(&Request::Programs).is_ok());
+        let mut partial = (*nothing).clone();
+        partial.commands = Default::default();
+        let denied = partial.check(&Request::Programs).unwrap_err();
+        assert!(denied.rule.contains("prog_get_next_id"), "{denied:?}");
+    }
 
     #[test]
     fn uprobe_definitions_with_a_reference_counter() {

@@ -22,6 +22,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
     ("tracing", include_str!("../../../policies/tracing.toml")),
     ("observe", include_str!("../../../policies/observe.toml")),
+    ("monitor", include_str!("../../../policies/monitor.toml")),
 ];
 
 /// A policy file cannot be used.

@@ -13,12 +13,14 @@ use crate::Error;
 
 const AF_INET6: u16 = 10;
 const TCP_TIME_WAIT: u8 = 6;
+const TCP_LISTEN: u8 = 10;
 const TCP_NEW_SYN_RECV: u8 = 12;
 const QUEUE_LEN: usize = 65536;
 const CHUNK: u64 = 4096;
 
-/// One TCP socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One TCP socket. In JSON, `local` and `remote` are written in the
+/// socket's family's form (`127.0.0.1` for IPv4, not `::ffff:127.0.0.1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpSocket {
     /// 4 or 6.
     pub family: u8,
@@ -42,6 +44,42 @@ impl TcpSocket {
     /// The local IPv4 address, for an IPv4 socket.
     pub fn local_v4(&self) -> Option<Ipv4Addr> {
         self.local.to_ipv4_mapped()
+    }
+
+    /// The local address as text in the socket's family's form.
+    pub fn local_text(&self) -> String {
+        address_text(self.family, &self.local)
+    }
+
+    /// Whether the socket is listening (`TCP_LISTEN`, `0A` in /proc).
+    pub fn is_listening(&self) -> bool {
+        self.state == TCP_LISTEN
+    }
+}
+
+/// `addr` as its family writes it: an IPv4 socket's address is held
+/// IPv4-mapped but is `a.b.c.d`; an IPv6 socket's stays IPv6 (even a
+/// v4-mapped one: that is how an IPv6 socket sees an IPv4 peer).
+pub fn address_text(family: u8, addr: &Ipv6Addr) -> String {
+    match (family, addr.to_ipv4_mapped()) {
+        (4, Some(v4)) => v4.to_string(),
+        _ => addr.to_string(),
+    }
+}
+
+impl Serialize for TcpSocket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("TcpSocket", 8)?;
+        st.serialize_field("family", &self.family)?;
+        st.serialize_field("local", &address_text(self.family, &self.local))?;
+        st.serialize_field("local_port", &self.local_port)?;
+        st.serialize_field("remote", &address_text(self.family, &self.remote))?;
+        st.serialize_field("remote_port", &self.remote_port)?;
+        st.serialize_field("state", &self.state)?;
+        st.serialize_field("uid", &self.uid)?;
+        st.serialize_field("sock", &self.sock)?;
+        st.end()
     }
 }
 
@@ -165,9 +203,23 @@ fn enqueue(queue: &mut VecDeque<u64>, node: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Walks both tables of the namespace of the task at `root`; returns the
+/// Which of the namespace's tables a walk reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// Listening and established: what /proc/net/tcp shows.
+    Both,
+    /// The listening table only (the `listeners` collector).
+    Listening,
+}
+
+/// Walks the tables of the namespace of the task at `root`; returns the
 /// namespace's sockets (other namespaces' are skipped, as /proc does).
-pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>, Error> {
+pub fn walk(
+    view: &mut View<'_>,
+    l: &Layout,
+    root: u64,
+    tables: Tables,
+) -> Result<Vec<TcpSocket>, Error> {
     view.load(root + l.task_nsproxy, 8)?;
     let nsproxy = view.u64(root + l.task_nsproxy)?;
     view.load(nsproxy + l.nsproxy_net, 8)?;
@@ -195,14 +247,16 @@ pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>
         l.listen_head,
         &mut queue,
     )?;
-    scan(
-        view,
-        ehash,
-        ehash_mask + 1,
-        l.established_bucket,
-        l.established_head,
-        &mut queue,
-    )?;
+    if tables == Tables::Both {
+        scan(
+            view,
+            ehash,
+            ehash_mask + 1,
+            l.established_bucket,
+            l.established_head,
+            &mut queue,
+        )?;
+    }
 
     let (lo, len) = span(&[
         (l.nulls_node, 8),
@@ -258,4 +312,36 @@ pub fn walk(view: &mut View<'_>, l: &Layout, root: u64) -> Result<Vec<TcpSocket>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_in_their_familys_form() {
+        let v4 = TcpSocket {
+            family: 4,
+            local: Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(),
+            local_port: 22,
+            remote: Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(),
+            remote_port: 0,
+            state: TCP_LISTEN,
+            uid: 0,
+            sock: 1,
+        };
+        let json = serde_json::to_value(&v4).unwrap();
+        assert_eq!(json["local"], "0.0.0.0");
+        assert_eq!(json["remote"], "10.0.0.1");
+        let v6 = TcpSocket {
+            family: 6,
+            local: Ipv6Addr::UNSPECIFIED,
+            ..v4.clone()
+        };
+        let json = serde_json::to_value(&v6).unwrap();
+        assert_eq!(json["local"], "::");
+        // A dual-stack socket's IPv4 peer stays as IPv6 shows it.
+        assert_eq!(json["remote"], "::ffff:10.0.0.1");
+        assert_eq!(json.as_object().unwrap().len(), 8);
+    }
 }
