@@ -82,6 +82,19 @@
 //! (`FileOp::ReadRange`), every range of one read from the same content;
 //! a whole-file `FileOp::Read` of a larger file answers `EFBIG`.
 //!
+//! ## Who speaks it
+//!
+//! On the host, `telebpf-client` holds one session ([`channel::SyncChannel`]
+//! over a [`transport`] stream); `telebpf-host` forwards a program's calls
+//! over it (the preload is its `extern "C"` face, a supervisor may be
+//! another); `telebpf-marshal` turns a `bpf()` call into a
+//! [`message::BpfCall`] and a [`message::BpfResult`] back into the caller's
+//! memory, on both ends; `ringbuf-mirror` frames and unframes ring records
+//! ([`message::Reply::Records`]). In the guest, `telebpf-proxy` runs the
+//! handshake asynchronously and then each session on a blocking
+//! `SyncChannel` of its own. `docs/ARCHITECTURE.md` follows one call and
+//! one record through every file.
+//!
 //! ## Versioning
 //!
 //! [`PROTOCOL_VERSION`] is 2. A version change covers anything after
@@ -96,6 +109,11 @@
 //!   answers `EFBIG`. A version-1 host side could not read BTF from a
 //!   version-2 proxy, so the two refuse each other at the handshake with
 //!   "proxy speaks protocol v2, we speak v1" instead.
+//!
+//! Appended within version 2 (a peer that predates a variant cannot decode
+//! it and ends the session): [`message::Request::Programs`] /
+//! [`message::Reply::Programs`], the guest's BPF programs in one request
+//! (`telebpf monitor`).
 //!
 //! ## Errors
 //!
