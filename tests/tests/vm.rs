@@ -814,8 +814,12 @@ fn monitor_watches_three_guests() {
         let b = s.spawn(|| boot_guest_with(Some("6.1")));
         (a.join().expect("boot"), b.join().expect("boot"))
     });
-    let g2 = g2.unwrap_or_else(|e| panic!("guest 2 did not start: {e}"));
-    let g3 = g3.unwrap_or_else(|e| panic!("guest 3 did not start: {e}"));
+    // Stopped as soon as this test ends (not only when the binary does):
+    // three emulated guests on this machine's cores would slow the suite's
+    // other tests past their time limits.
+    let g2 = Stopped(g2.unwrap_or_else(|e| panic!("guest 2 did not start: {e}")));
+    let g3 = Stopped(g3.unwrap_or_else(|e| panic!("guest 3 did not start: {e}")));
+    let (g2, g3) = (&g2.0, &g3.0);
     say(&format!(
         "vm: three guests: {}, {}, {}",
         g1.fact("release"),
@@ -824,8 +828,8 @@ fn monitor_watches_three_guests() {
     ));
     let clients = [
         Client::named(&h, g1, "g1"),
-        Client::named(&h, &g2, "g2"),
-        Client::named(&h, &g3, "g3"),
+        Client::named(&h, g2, "g2"),
+        Client::named(&h, g3, "g3"),
     ];
     let mut guests = String::new();
     for (i, c) in clients.iter().enumerate() {
@@ -975,6 +979,23 @@ fn monitor_watches_three_guests() {
         events.len()
     ));
     h.finish();
+}
+
+/// A guest of one test, stopped (`guest.sh down`) when dropped, also when
+/// the test panics.
+struct Stopped(Guest);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(guest_script())
+            .arg("down")
+            .arg(&self.0.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A child killed and reaped when dropped, also when a test panics.
