@@ -583,7 +583,7 @@ impl Context {
             grants,
             audit: None,
             facts,
-            streams: Streams::default(),
+            streams: Streams::new(kernel.clone()),
             spin,
             registry: Arc::new(Registry::new()),
             governor: Governor::new(LimitArgs::default(), kernel.clone()),
