@@ -565,45 +565,6 @@ mod tests {
         crate::testing::bpf_request(telebpf_abi::cmd::BPF_MAP_CREATE, attr, vec![])
     }
 
-    /// A session of `ctx` over a socket pair, as the server starts one:
-    /// the client's end of the channel, and the session's token (from the
-    /// Welcome).
-    fn connect(
-        ctx: &Arc<crate::session::Context>,
-        psk: &telebpf_protocol::key::Psk,
-        id: u64,
-    ) -> (
-        telebpf_protocol::SyncChannel<std::os::unix::net::UnixStream>,
-        SessionToken,
-    ) {
-        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-        // A stream that stops sending fails the test instead of hanging it.
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let psk = psk.clone();
-        let client = std::thread::spawn(move || {
-            telebpf_protocol::SyncChannel::client(client, &psk).unwrap()
-        });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime
-            .block_on(async {
-                server.set_nonblocking(true).unwrap();
-                let server = tokio::net::UnixStream::from_std(server).unwrap();
-                let stream = telebpf_protocol::transport::ServerStream::Unix(server);
-                crate::session::start(stream, "pair".into(), ctx.clone(), id, Arc::default()).await
-            })
-            .unwrap();
-        let mut chan = client.join().unwrap();
-        match message::decode(&chan.recv().unwrap()).unwrap() {
-            message::Reply::Welcome(w) => (chan, w.session),
-            other => panic!("{other:?}"),
-        }
-    }
-
     /// The record a test's guest program outputs `i`-th: its number, then
     /// bytes up to a length that varies from 4 to 300.
     fn record(i: u32) -> Vec<u8> {
@@ -622,7 +583,7 @@ mod tests {
     /// the ring.
     #[test]
     fn a_ring_buffer_streams_every_record_until_its_owner_closes_it() {
-        use crate::testing::{Call, FakeKernel};
+        use crate::testing::{connect, Call, FakeKernel};
 
         let kernel = Arc::new(FakeKernel::default());
         let psk = telebpf_protocol::key::Psk::from_bytes([9; telebpf_protocol::key::KEY_LEN]);

@@ -9,7 +9,8 @@
 //! list ids), and records every call ([`FakeKernel::calls`]) so a test can
 //! say what reached the kernel, and what never did. Any other command fails
 //! with `EINVAL`, as in aya's `sys/fake.rs`. [`bpf_request`] and
-//! [`load_calling`] build the requests tests send.
+//! [`load_calling`] build the requests tests send; [`connect`] starts a
+//! session over a socket pair as the server would.
 //!
 //! A `BPF_MAP_TYPE_RINGBUF` map of the fake is a simulated ring
 //! (`ringbuf_mirror::guest::sim`): a stream maps it as it would the real one
@@ -25,10 +26,18 @@ use std::time::{Duration, Instant};
 use ringbuf_mirror::guest::sim::{SimRegion, SimRingbuf};
 use ringbuf_mirror::guest::{MapRegion, Ready, RingMemory, Violation, Wait, Woken};
 use ringbuf_mirror::BpfRingLayout;
+use std::os::unix::net::UnixStream;
 use telebpf_abi::{cmd, flags, map_type, off, perf, prog_type, read_u32, write_u32, write_u64};
-use telebpf_protocol::message::{BpfCall, Request, WireBuffer, PERF_EVENT_LINK};
+
+use telebpf_protocol::key::Psk;
+use telebpf_protocol::message::{
+    self, BpfCall, Reply, Request, SessionToken, WireBuffer, PERF_EVENT_LINK,
+};
+use telebpf_protocol::transport::ServerStream;
+use telebpf_protocol::SyncChannel;
 
 use crate::kernel::{Kernel, Stop};
+use crate::session::Context;
 
 /// The first fd the fake hands out: `fs.nr_open` is at most 2^20 by
 /// default, so no real fd has this number or a larger one.
@@ -689,6 +698,37 @@ impl Wait for FakeWaiter<'_> {
 
     fn stopped(&mut self) -> bool {
         self.stop.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// A session of `ctx` over a socket pair, started as the server starts
+/// one (the handshake under key `psk`, then the session's own thread):
+/// the client's end of the channel, and the session's token from its
+/// Welcome. A read of the client's end fails after 20 s instead of
+/// hanging the test.
+pub fn connect(ctx: &Arc<Context>, psk: &Psk, id: u64) -> (SyncChannel<UnixStream>, SessionToken) {
+    let (client, server) = UnixStream::pair().expect("a socket pair");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    let psk = psk.clone();
+    let client = std::thread::spawn(move || SyncChannel::client(client, &psk).expect("handshake"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime
+        .block_on(async {
+            server.set_nonblocking(true).expect("non-blocking");
+            let server = tokio::net::UnixStream::from_std(server).expect("a tokio socket");
+            let stream = ServerStream::Unix(server);
+            crate::session::start(stream, "pair".into(), ctx.clone(), id, Arc::default()).await
+        })
+        .expect("a session");
+    let mut chan = client.join().expect("the client's handshake");
+    match message::decode(&chan.recv().expect("the Welcome")).expect("a reply") {
+        Reply::Welcome(w) => (chan, w.session),
+        other => panic!("no Welcome: {other:?}"),
     }
 }
 
