@@ -21,10 +21,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringbuf_mirror::guest::{GuestMapping, MapRegion, Ready, RingMemory, Wait, Woken};
+use ringbuf_mirror::guest::{GuestMapping, MapRegion, Ready, RingMemory, Violation, Wait, Woken};
 use telebpf_abi::cmd;
 
 use crate::sys;
@@ -98,7 +99,7 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     /// Maps `region` of ring fd `fd` (`mmap`, shared), unmapped when the
     /// result drops; the errno is the kernel's (it checks the region
     /// against the object).
-    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<Box<dyn RingMemory>, i32>;
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32>;
 
     /// `/proc/sys/kernel/perf_event_mlock_kb`: KiB of perf ring an
     /// unprivileged user may lock per CPU, if it can be read.
@@ -187,6 +188,70 @@ pub trait Stop: Send + Sync + fmt::Debug {
     fn waiter(&self, ring: i32) -> Box<dyn Wait + '_>;
 }
 
+/// One mapped region of a guest ring ([`Kernel::map_ring`]): the real
+/// kernel's shared mapping or, in unit tests, a fake kernel's simulated
+/// ring. An enum rather than a trait object so that the consumers' accesses
+/// (a few per record) stay direct calls in the proxy, whose build has only
+/// the first kind.
+pub enum RingRegion {
+    /// A shared mapping of the ring's fd.
+    Mapped(GuestMapping),
+    /// A region of a fake kernel (`testing::FakeKernel`).
+    #[cfg(test)]
+    Fake(Box<dyn RingMemory>),
+}
+
+impl fmt::Debug for RingRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingRegion::Mapped(m) => f.debug_tuple("Mapped").field(m).finish(),
+            #[cfg(test)]
+            RingRegion::Fake(m) => write!(f, "Fake({} bytes)", m.size()),
+        }
+    }
+}
+
+/// `$body` with `$m` bound to the region, whichever kind it is.
+macro_rules! on_region {
+    ($region:expr, $m:ident => $body:expr) => {
+        match $region {
+            RingRegion::Mapped($m) => $body,
+            #[cfg(test)]
+            RingRegion::Fake($m) => $body,
+        }
+    };
+}
+
+impl RingMemory for RingRegion {
+    fn size(&self) -> usize {
+        on_region!(self, m => m.size())
+    }
+
+    fn load_u64(&self, off: usize, order: Ordering) -> Result<u64, Violation> {
+        on_region!(self, m => m.load_u64(off, order))
+    }
+
+    fn load_u32(&self, off: usize, order: Ordering) -> Result<u32, Violation> {
+        on_region!(self, m => m.load_u32(off, order))
+    }
+
+    fn store_u64(&self, off: usize, value: u64, order: Ordering) -> Result<(), Violation> {
+        on_region!(self, m => m.store_u64(off, value, order))
+    }
+
+    fn store_u32(&self, off: usize, value: u32, order: Ordering) -> Result<(), Violation> {
+        on_region!(self, m => m.store_u32(off, value, order))
+    }
+
+    fn read(&self, off: usize, out: &mut [u8]) -> Result<(), Violation> {
+        on_region!(self, m => m.read(off, out))
+    }
+
+    fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation> {
+        on_region!(self, m => m.write(off, data))
+    }
+}
+
 /// What a `BPF_*_GET_NEXT_ID` walk found ([`Kernel::live_ids`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -269,16 +334,15 @@ impl Kernel for RealKernel {
         Ok(Arc::new(EventStop::new()?))
     }
 
-    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<Box<dyn RingMemory>, i32> {
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32> {
         let MapRegion {
             len,
             writable,
             offset,
             name,
         } = region;
-        Ok(Box::new(GuestMapping::map(
-            fd, len, writable, offset, name,
-        )?))
+        let mapping = GuestMapping::map(fd, len, writable, offset, name)?;
+        Ok(RingRegion::Mapped(mapping))
     }
 
     fn perf_mlock_kb(&self) -> Option<usize> {

@@ -44,7 +44,7 @@ use ringbuf_mirror::guest::{self as ring, FrameSink, FrameSource, Geometry, Gues
 use telebpf_protocol::message::{self, SessionToken, StreamRequest};
 use telebpf_protocol::ChannelError;
 
-use crate::kernel::{Kernel, Stop};
+use crate::kernel::{Kernel, RingRegion, Stop};
 use crate::limits::SessionBudget;
 use crate::rings::{self, Refused, RingKey};
 
@@ -254,7 +254,7 @@ impl<'a> Attached<'a> {
     }
 
     /// Maps `region` of the ring held.
-    fn map(&self, region: ring::MapRegion) -> Result<Box<dyn ring::RingMemory>, i32> {
+    fn map(&self, region: ring::MapRegion) -> Result<RingRegion, i32> {
         self.hold.kernel.map_ring(self.hold.fd, region)
     }
 

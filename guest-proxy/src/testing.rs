@@ -36,7 +36,7 @@ use telebpf_protocol::message::{
 use telebpf_protocol::transport::ServerStream;
 use telebpf_protocol::SyncChannel;
 
-use crate::kernel::{Kernel, Stop};
+use crate::kernel::{Kernel, RingRegion, Stop};
 use crate::session::Context;
 
 /// The first fd the fake hands out: `fs.nr_open` is at most 2^20 by
@@ -540,7 +540,7 @@ impl Kernel for FakeKernel {
     /// A ring buffer's two regions as libbpf maps them (the consumer page
     /// read-write, the producer page and data read-only); any other region,
     /// or the fd of another object, fails as the kernel's mmap would.
-    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<Box<dyn RingMemory>, i32> {
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32> {
         let mut state = self.state();
         state.calls.push(Call::Map { fd, region });
         let held = state.open.get(&fd).ok_or(libc::EBADF)?;
@@ -554,11 +554,11 @@ impl Kernel for FakeKernel {
             _ => return Err(libc::EINVAL),
         };
         self.shared.mapped.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(SimMapping {
+        Ok(RingRegion::Fake(Box::new(SimMapping {
             ring,
             producer,
             shared: self.shared.clone(),
-        }))
+        })))
     }
 
     fn perf_mlock_kb(&self) -> Option<usize> {

@@ -41,49 +41,36 @@ pub trait RingMemory {
     fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation>;
 }
 
-/// `RingMemory` of a pointer to a region: the region's own.
-macro_rules! forward_ring_memory {
-    ($($(#[$doc:meta])* $pointer:ty;)*) => {$(
-        $(#[$doc])*
-        impl<T: RingMemory + ?Sized> RingMemory for $pointer {
-            fn size(&self) -> usize {
-                (**self).size()
-            }
+/// A region borrowed by a consumer while its owner keeps writing it (tests,
+/// the fuzz target).
+impl<T: RingMemory + ?Sized> RingMemory for &T {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
 
-            fn load_u64(&self, off: usize, order: Ordering) -> Result<u64, Violation> {
-                (**self).load_u64(off, order)
-            }
+    fn load_u64(&self, off: usize, order: Ordering) -> Result<u64, Violation> {
+        (**self).load_u64(off, order)
+    }
 
-            fn load_u32(&self, off: usize, order: Ordering) -> Result<u32, Violation> {
-                (**self).load_u32(off, order)
-            }
+    fn load_u32(&self, off: usize, order: Ordering) -> Result<u32, Violation> {
+        (**self).load_u32(off, order)
+    }
 
-            fn store_u64(&self, off: usize, value: u64, order: Ordering) -> Result<(), Violation> {
-                (**self).store_u64(off, value, order)
-            }
+    fn store_u64(&self, off: usize, value: u64, order: Ordering) -> Result<(), Violation> {
+        (**self).store_u64(off, value, order)
+    }
 
-            fn store_u32(&self, off: usize, value: u32, order: Ordering) -> Result<(), Violation> {
-                (**self).store_u32(off, value, order)
-            }
+    fn store_u32(&self, off: usize, value: u32, order: Ordering) -> Result<(), Violation> {
+        (**self).store_u32(off, value, order)
+    }
 
-            fn read(&self, off: usize, out: &mut [u8]) -> Result<(), Violation> {
-                (**self).read(off, out)
-            }
+    fn read(&self, off: usize, out: &mut [u8]) -> Result<(), Violation> {
+        (**self).read(off, out)
+    }
 
-            fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation> {
-                (**self).write(off, data)
-            }
-        }
-    )*};
-}
-
-forward_ring_memory! {
-    /// A region borrowed by a consumer while its owner keeps writing it
-    /// (tests, the fuzz target).
-    &T;
-    /// A region whose type the caller chose at run time (the proxy's kernel
-    /// maps a real fd or, in its tests, a simulated ring).
-    Box<T>;
+    fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation> {
+        (**self).write(off, data)
+    }
 }
 
 /// A bounds-checked view of `len` bytes at `base`.
