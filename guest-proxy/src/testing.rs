@@ -19,6 +19,7 @@
 //! produces into it as the guest kernel would ([`FakeKernel::ring_output`]).
 
 use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,9 +27,7 @@ use std::time::{Duration, Instant};
 use ringbuf_mirror::guest::sim::{SimRegion, SimRingbuf};
 use ringbuf_mirror::guest::{MapRegion, Ready, RingMemory, Violation, Wait, Woken};
 use ringbuf_mirror::BpfRingLayout;
-use std::os::unix::net::UnixStream;
 use telebpf_abi::{cmd, flags, map_type, off, perf, prog_type, read_u32, write_u32, write_u64};
-
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
     self, BpfCall, Reply, Request, SessionToken, WireBuffer, PERF_EVENT_LINK,
