@@ -3,11 +3,14 @@
 //! Every call a session makes into the guest kernel on a client's behalf —
 //! `bpf()`, `perf_event_open`, the perf-event `ioctl`s, `read` of an
 //! iterator, `close`, and what `/proc/self/fd` and `/proc/self/fdinfo` say
-//! about an fd — goes through a [`Kernel`] the server is given at
-//! construction ([`crate::Config::kernel`]) and hands to every session.
+//! about an fd — and every call a ring stream makes (a duplicate of the
+//! ring's fd, its mappings, the [`Stop`] its owner fires and the sleep on
+//! both, the perf-ring lock limit) goes through a [`Kernel`] the server is
+//! given at construction ([`crate::Config::kernel`]) and hands to every session.
 //! [`RealKernel`] makes the syscalls; tests give a fake one
 //! (`testing::FakeKernel`, in test builds) that answers per command, so session
-//! logic, policy and limits are tested without a kernel and without root.
+//! logic, policy, limits and streams are tested without a kernel and without
+//! root.
 //! As in aya's `sys/fake.rs`, the swap is at the syscall itself, below every
 //! decision the proxy makes: a test exercises the code that runs.
 //!
@@ -17,7 +20,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
+use ringbuf_mirror::guest::{GuestMapping, MapRegion, Ready, RingMemory, Violation, Wait, Woken};
 use telebpf_abi::cmd;
 
 use crate::sys;
@@ -80,6 +88,22 @@ pub trait Kernel: Send + Sync + fmt::Debug {
 
     /// The text of `/proc/self/fdinfo/<fd>`.
     fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32>;
+
+    /// `fcntl(fd, F_DUPFD_CLOEXEC, 3)`: a duplicate of `fd` a stream holds
+    /// while it lives (closed with [`Kernel::close`]), or the errno.
+    fn dup(&self, fd: i32) -> Result<i32, i32>;
+
+    /// A new [`Stop`] for a stream, or the errno.
+    fn stop(&self) -> Result<Arc<dyn Stop>, i32>;
+
+    /// Maps `region` of ring fd `fd` (`mmap`, shared), unmapped when the
+    /// result drops; the errno is the kernel's (it checks the region
+    /// against the object).
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32>;
+
+    /// `/proc/sys/kernel/perf_event_mlock_kb`: KiB of perf ring an
+    /// unprivileged user may lock per CPU, if it can be read.
+    fn perf_mlock_kb(&self) -> Option<usize>;
 
     /// `BPF_OBJ_GET_INFO_BY_FD` into `info`: the length the kernel filled.
     fn object_info(&self, fd: i32, info: &mut [u8]) -> Result<usize, i32> {
@@ -152,6 +176,82 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     }
 }
 
+/// The signal that ends a ring stream: the owning session fires it when it
+/// closes the ring's fd or ends, and the stream sleeps on it beside the ring,
+/// so that it wakes at once.
+pub trait Stop: Send + Sync + fmt::Debug {
+    /// Wakes the stream and makes it end (any number of times).
+    fn fire(&self);
+
+    /// How a stream sleeps on ring fd `ring` (its own duplicate) and on
+    /// this stop.
+    fn waiter(&self, ring: i32) -> Box<dyn Wait + '_>;
+}
+
+/// One mapped region of a guest ring ([`Kernel::map_ring`]): the real
+/// kernel's shared mapping or, in unit tests, a fake kernel's simulated
+/// ring. An enum rather than a trait object so that the consumers' accesses
+/// (a few per record) stay direct calls in the proxy, whose build has only
+/// the first kind.
+pub enum RingRegion {
+    /// A shared mapping of the ring's fd.
+    Mapped(GuestMapping),
+    /// A region of a fake kernel (`testing::FakeKernel`).
+    #[cfg(test)]
+    Fake(Box<dyn RingMemory>),
+}
+
+impl fmt::Debug for RingRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingRegion::Mapped(m) => f.debug_tuple("Mapped").field(m).finish(),
+            #[cfg(test)]
+            RingRegion::Fake(m) => write!(f, "Fake({} bytes)", m.size()),
+        }
+    }
+}
+
+/// `$body` with `$m` bound to the region, whichever kind it is.
+macro_rules! on_region {
+    ($region:expr, $m:ident => $body:expr) => {
+        match $region {
+            RingRegion::Mapped($m) => $body,
+            #[cfg(test)]
+            RingRegion::Fake($m) => $body,
+        }
+    };
+}
+
+impl RingMemory for RingRegion {
+    fn size(&self) -> usize {
+        on_region!(self, m => m.size())
+    }
+
+    fn load_u64(&self, off: usize, order: Ordering) -> Result<u64, Violation> {
+        on_region!(self, m => m.load_u64(off, order))
+    }
+
+    fn load_u32(&self, off: usize, order: Ordering) -> Result<u32, Violation> {
+        on_region!(self, m => m.load_u32(off, order))
+    }
+
+    fn store_u64(&self, off: usize, value: u64, order: Ordering) -> Result<(), Violation> {
+        on_region!(self, m => m.store_u64(off, value, order))
+    }
+
+    fn store_u32(&self, off: usize, value: u32, order: Ordering) -> Result<(), Violation> {
+        on_region!(self, m => m.store_u32(off, value, order))
+    }
+
+    fn read(&self, off: usize, out: &mut [u8]) -> Result<(), Violation> {
+        on_region!(self, m => m.read(off, out))
+    }
+
+    fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation> {
+        on_region!(self, m => m.write(off, data))
+    }
+}
+
 /// What a `BPF_*_GET_NEXT_ID` walk found ([`Kernel::live_ids`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -216,5 +316,130 @@ impl Kernel for RealKernel {
     fn fdinfo(&self, fd: i32) -> Result<Vec<u8>, i32> {
         std::fs::read(format!("/proc/self/fdinfo/{fd}"))
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    fn dup(&self, fd: i32) -> Result<i32, i32> {
+        // SAFETY: F_DUPFD_CLOEXEC touches no memory; the caller holds `fd`
+        // open (see `streams::Owner::attach`).
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EMFILE));
+        }
+        Ok(dup)
+    }
+
+    fn stop(&self) -> Result<Arc<dyn Stop>, i32> {
+        Ok(Arc::new(EventStop::new()?))
+    }
+
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32> {
+        let MapRegion {
+            len,
+            writable,
+            offset,
+            name,
+        } = region;
+        let mapping = GuestMapping::map(fd, len, writable, offset, name)?;
+        Ok(RingRegion::Mapped(mapping))
+    }
+
+    fn perf_mlock_kb(&self) -> Option<usize> {
+        std::fs::read_to_string(PERF_MLOCK_KB)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    }
+}
+
+/// `/proc/sys/kernel/perf_event_mlock_kb` ([`Kernel::perf_mlock_kb`]).
+const PERF_MLOCK_KB: &str = "/proc/sys/kernel/perf_event_mlock_kb";
+
+/// A [`Stop`] of the real kernel: an eventfd, which the stream polls beside
+/// its ring.
+#[derive(Debug)]
+struct EventStop {
+    event: OwnedFd,
+}
+
+impl EventStop {
+    fn new() -> Result<EventStop, i32> {
+        // SAFETY: eventfd with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EMFILE));
+        }
+        // SAFETY: a new fd nobody else owns.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventStop { event })
+    }
+}
+
+impl Stop for EventStop {
+    fn fire(&self) {
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a local to our eventfd.
+        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn waiter(&self, ring: i32) -> Box<dyn Wait + '_> {
+        Box::new(Poller { ring, stop: self })
+    }
+}
+
+/// Sleeps in `poll` on a ring fd and on its stream's [`EventStop`].
+struct Poller<'a> {
+    ring: i32,
+    stop: &'a EventStop,
+}
+
+impl Wait for Poller<'_> {
+    fn wait(&mut self, ready: Ready, timeout: Option<Duration>) -> std::io::Result<Woken> {
+        let events = match ready {
+            Ready::Data => libc::POLLIN,
+            Ready::Room => libc::POLLOUT,
+        };
+        let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.ring,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.stop.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(Woken::Timeout)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(if pfds[1].revents != 0 {
+            Woken::Stop
+        } else if pfds[0].revents != 0 {
+            Woken::Ring
+        } else {
+            Woken::Timeout
+        })
+    }
+
+    fn stopped(&mut self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.stop.event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
     }
 }

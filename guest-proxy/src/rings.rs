@@ -11,8 +11,6 @@
 //! kernel lets an unprivileged user lock for one perf ring
 //! (`perf_event_mlock_kb`), since the proxy maps it as root.
 
-use std::os::fd::RawFd;
-
 pub use ringbuf_mirror::guest::Geometry;
 use ringbuf_mirror::guest::PerfLayout;
 use ringbuf_mirror::BpfRingLayout;
@@ -20,19 +18,16 @@ use telebpf_abi::map_type::{BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_USER_RINGBUF};
 use telebpf_abi::{perf, ObjectKind};
 use telebpf_protocol::message::{StreamKind, PERF_EVENT_LINK};
 
-use crate::{bpf_exec, sys};
+use crate::bpf_exec;
+use crate::kernel::Kernel;
 
 /// `BPF_F_NUMA_NODE`, the one creation flag a ring buffer of the layout the
 /// consumers know may carry. Any other (`BPF_F_RB_OVERWRITE` of 6.19
 /// kernels lets the producer overrun the consumer) changes the protocol.
 const BPF_F_NUMA_NODE: u32 = 1 << 2;
 
-/// `/proc/sys/kernel/perf_event_mlock_kb`: KiB of perf ring an unprivileged
-/// user may lock per CPU.
-const PERF_MLOCK_KB: &str = "/proc/sys/kernel/perf_event_mlock_kb";
-
-/// The kernel's default of [`PERF_MLOCK_KB`] (512 KiB and one page), used
-/// when the file cannot be read.
+/// The kernel's default of `perf_event_mlock_kb` (512 KiB and one page),
+/// used when it cannot be read ([`Kernel::perf_mlock_kb`]).
 const PERF_MLOCK_KB_DEFAULT: usize = 516;
 
 /// A ring as the kernel describes it.
@@ -144,9 +139,9 @@ fn kind_name(kind: &StreamKind) -> &'static str {
     }
 }
 
-/// Asks the kernel what `fd` is.
-pub fn inspect(fd: RawFd) -> Result<RingObject, Refused> {
-    let described = bpf_exec::describe(fd);
+/// Asks `kernel` what its `fd` is.
+pub fn inspect(kernel: &dyn Kernel, fd: i32) -> Result<RingObject, Refused> {
+    let described = bpf_exec::describe_in(fd, kernel);
     match described.kind {
         ObjectKind::Map(m)
             if m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF =>
@@ -165,7 +160,7 @@ pub fn inspect(fd: RawFd) -> Result<RingObject, Refused> {
             }
             // struct bpf_map_info: type, id.
             let mut info = [0u8; 8];
-            sys::object_info(fd, &mut info).map_err(Refused::Info)?;
+            kernel.object_info(fd, &mut info).map_err(Refused::Info)?;
             let id = u32::from_le_bytes([info[4], info[5], info[6], info[7]]);
             Ok(if m.map_type == BPF_MAP_TYPE_RINGBUF {
                 RingObject::Ringbuf {
@@ -183,13 +178,8 @@ pub fn inspect(fd: RawFd) -> Result<RingObject, Refused> {
             let mut id = 0u64;
             // The event's unique id (PERF_EVENT_IOC_ID) is its identity.
             // SAFETY: PERF_EVENT_IOC_ID writes one u64 to a live local.
-            if unsafe { libc::ioctl(fd, perf::IOC_ID as libc::c_ulong, &mut id as *mut u64) } != 0 {
-                return Err(Refused::Info(
-                    std::io::Error::last_os_error()
-                        .raw_os_error()
-                        .unwrap_or(libc::EIO),
-                ));
-            }
+            unsafe { kernel.ioctl(fd, perf::IOC_ID, &mut id as *mut u64 as u64) }
+                .map_err(Refused::Info)?;
             Ok(RingObject::Perf { id })
         }
         ObjectKind::Map(m) => Err(Refused::NotARing(format!("a map of type {}", m.map_type))),
@@ -252,11 +242,8 @@ pub fn geometry(
 /// which counts the metadata page too), rounded down to a power of two,
 /// at least one. With the kernel's default (516 KiB, 4 KiB pages) that is
 /// 128 pages (512 KiB); libbpf-tools ask for 16 to 64, bpftrace for 64.
-pub fn perf_page_cap() -> usize {
-    let kb = std::fs::read_to_string(PERF_MLOCK_KB)
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(PERF_MLOCK_KB_DEFAULT);
+pub fn perf_page_cap(kernel: &dyn Kernel) -> usize {
+    let kb = kernel.perf_mlock_kb().unwrap_or(PERF_MLOCK_KB_DEFAULT);
     pages_for_kb(kb, ringbuf_mirror::page_size())
 }
 

@@ -592,7 +592,7 @@ impl Context {
             grants,
             audit: None,
             facts,
-            streams: Streams::default(),
+            streams: Streams::new(kernel.clone()),
             spin,
             registry: Arc::new(Registry::new()),
             governor: Governor::new(LimitArgs::default(), kernel.clone()),
@@ -1282,28 +1282,10 @@ mod tests {
         let facts = crate::facts::gather();
         let ctx = Context::new(vec![psk.clone()], facts, Duration::ZERO, kernel.clone());
         let ctx = Arc::new(ctx);
-        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-        let client = std::thread::spawn(move || {
-            let mut chan = SyncChannel::client(client, &psk).unwrap();
-            let welcome: Reply = message::decode(&chan.recv().unwrap()).unwrap();
-            assert!(matches!(welcome, Reply::Welcome(_)), "{welcome:?}");
-            chan.send(&message::encode(&array(1)).unwrap()).unwrap();
-            let reply: Reply = message::decode(&chan.recv().unwrap()).unwrap();
-            created(Some(reply))
-        });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime
-            .block_on(async {
-                server.set_nonblocking(true).unwrap();
-                let server = tokio::net::UnixStream::from_std(server).unwrap();
-                let stream = telebpf_protocol::transport::ServerStream::Unix(server);
-                start(stream, "pair".into(), ctx.clone(), 1, Arc::default()).await
-            })
-            .unwrap();
-        let map = client.join().unwrap();
+        let (mut chan, _) = crate::testing::connect(&ctx, &psk, 1);
+        chan.send(&message::encode(&array(1)).unwrap()).unwrap();
+        let map = created(Some(message::decode(&chan.recv().unwrap()).unwrap()));
+        drop(chan);
         assert_eq!(ctx.registry.wait_empty(Duration::from_secs(10)), 0);
         assert_eq!(kernel.closed(), vec![map]);
         assert!(kernel.open_fds().is_empty());

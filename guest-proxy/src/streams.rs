@@ -5,8 +5,8 @@
 //! `BPF_MAP_TYPE_RINGBUF` map) over a connection of its own whose first
 //! request is [`Request::Stream`](telebpf_protocol::message::Request)
 //! naming the owning session by its secret token. The stream's thread maps
-//! the guest ring, sleeps in `poll` until the kernel signals new data (event
-//! notification: no polling period) and runs the ring's loop,
+//! the guest ring, sleeps (in `poll`) until the kernel signals new data
+//! (event notification: no polling period) and runs the ring's loop,
 //! [`ringbuf_mirror::guest::pump`], which consumes everything that is there
 //! and sends it in frames. A user ring buffer's stream runs the other way
 //! ([`serve_user`], [`ringbuf_mirror::guest::feed`]): the host sends the
@@ -15,12 +15,15 @@
 //! checks live in `ringbuf_mirror::guest` (so that crate's tests run them
 //! over a simulated ring); what stays here is what needs the session: who
 //! owns the ring, the claim that makes one stream per ring, the kernel's
-//! word on what the ring is ([`crate::rings`]), `poll` and the socket.
+//! word on what the ring is ([`crate::rings`]) and the socket. Every call
+//! into the kernel (the duplicate of the ring's fd, its mappings, the stop
+//! and the sleep) goes through the [`Kernel`] the streams were given, so
+//! that a whole stream is tested over the fake kernel's simulated ring.
 //!
 //! A stream holds a duplicate of the ring's fd, so it must never outlive its
 //! owner's interest: every stream registers a [`Stop`] with the owning
 //! session's [`Owner`], which fires when that session closes the fd or
-//! ends, and wakes the stream's `poll` at once.
+//! ends, and wakes the stream at once.
 //!
 //! **What a stream trusts: nothing of the request, nothing of the ring.**
 //! The ring's kind, identity and size come from the kernel
@@ -35,55 +38,28 @@
 //! [`Ended`]).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
-
-use ringbuf_mirror::guest::{
-    self as ring, FrameSink, FrameSource, Geometry, GuestRing, Ready, StreamEnd, Wait, Woken,
-};
+use ringbuf_mirror::guest::{self as ring, FrameSink, FrameSource, Geometry, GuestRing, StreamEnd};
 use telebpf_protocol::message::{self, SessionToken, StreamRequest};
 use telebpf_protocol::ChannelError;
 
+use crate::kernel::{Kernel, RingRegion, Stop};
 use crate::limits::SessionBudget;
 use crate::rings::{self, Refused, RingKey};
 
-/// Wakes and ends a stream.
-#[derive(Debug)]
-pub struct Stop {
-    event: OwnedFd,
-}
-
-impl Stop {
-    fn new() -> Result<Arc<Stop>, i32> {
-        // SAFETY: eventfd with valid flags; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EMFILE));
-        }
-        // SAFETY: a new fd nobody else owns.
-        let event = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Stop { event }))
-    }
-
-    fn fire(&self) {
-        let one = 1u64;
-        // SAFETY: writing 8 bytes from a local to our eventfd.
-        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-}
+/// Each streamable fd of a session with the stops of its streams (`None`
+/// once the session ended).
+type Stops = Option<HashMap<i32, Vec<Arc<dyn Stop>>>>;
 
 /// One session's streamable fds and the streams attached to them.
 #[derive(Debug, Default)]
 pub struct Owner {
-    fds: Mutex<Option<HashMap<i32, Vec<Arc<Stop>>>>>,
+    fds: Mutex<Stops>,
 }
 
 impl Owner {
-    fn fds(&self) -> std::sync::MutexGuard<'_, Option<HashMap<i32, Vec<Arc<Stop>>>>> {
+    fn fds(&self) -> std::sync::MutexGuard<'_, Stops> {
         self.fds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,45 +85,51 @@ impl Owner {
     }
 
     /// A stream of `fd` ended: forget its stop.
-    fn detach(&self, fd: i32, stop: &Arc<Stop>) {
+    fn detach(&self, fd: i32, stop: &Arc<dyn Stop>) {
         if let Some(stops) = self.fds().as_mut().and_then(|f| f.get_mut(&fd)) {
             stops.retain(|s| !Arc::ptr_eq(s, stop));
         }
     }
 
-    /// A duplicate of `fd` for a new stream, with its stop, if the session
-    /// still owns it.
-    fn attach(&self, fd: i32) -> Result<(OwnedFd, Arc<Stop>), i32> {
+    /// A duplicate of `fd` in `kernel` for a new stream (the caller closes
+    /// it), with its stop, if the session still owns it.
+    fn attach(&self, fd: i32, kernel: &dyn Kernel) -> Result<(i32, Arc<dyn Stop>), i32> {
         let mut guard = self.fds();
         let stops = guard
             .as_mut()
             .and_then(|f| f.get_mut(&fd))
             .ok_or(libc::EBADF)?;
-        let stop = Stop::new()?;
-        // SAFETY: `fd` is open: the owning session holds it and cannot close
-        // it while we hold its lock (`remove` takes the same lock first).
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EMFILE));
-        }
+        let stop = kernel.stop()?;
+        // `fd` is open: the owning session holds it and cannot close it
+        // while we hold its lock (`remove` takes the same lock first).
+        let dup = kernel.dup(fd)?;
         stops.push(stop.clone());
-        // SAFETY: a new fd nobody else owns.
-        Ok((unsafe { OwnedFd::from_raw_fd(dup) }, stop))
+        Ok((dup, stop))
     }
 }
 
-/// All live sessions' owners, by token, and the rings being streamed.
-#[derive(Debug, Default)]
+/// All live sessions' owners, by token, the rings being streamed and the
+/// kernel they live in.
+#[derive(Debug)]
 pub struct Streams {
     owners: Mutex<HashMap<SessionToken, Arc<Owner>>>,
     /// Rings with a live stream: one stream per ring, whichever session
     /// holds an fd of it.
     busy: Mutex<HashSet<RingKey>>,
+    /// The kernel the sessions' rings live in (the sessions' own).
+    kernel: Arc<dyn Kernel>,
 }
 
 impl Streams {
+    /// No sessions yet; their rings live in `kernel`.
+    pub fn new(kernel: Arc<dyn Kernel>) -> Streams {
+        Streams {
+            owners: Mutex::default(),
+            busy: Mutex::default(),
+            kernel,
+        }
+    }
+
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<SessionToken, Arc<Owner>>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -198,24 +180,27 @@ impl Drop for Claim<'_> {
 }
 
 /// A stream's hold on a ring fd of its owning session: a duplicate of the
-/// fd and the stop the owner fires; dropping it forgets the stop.
-struct Hold {
-    fd: OwnedFd,
-    stop: Arc<Stop>,
+/// fd and the stop the owner fires; dropping it forgets the stop and closes
+/// the duplicate.
+struct Hold<'a> {
+    fd: i32,
+    stop: Arc<dyn Stop>,
     owner: Arc<Owner>,
     owner_fd: i32,
+    kernel: &'a dyn Kernel,
 }
 
-impl Drop for Hold {
+impl Drop for Hold<'_> {
     fn drop(&mut self) {
         self.owner.detach(self.owner_fd, &self.stop);
+        self.kernel.close(self.fd);
     }
 }
 
 /// A stream attached to its ring: its hold on the fd, its claim on the ring
 /// and the geometry the kernel gave. Dropping it lets go of all.
 struct Attached<'a> {
-    hold: Hold,
+    hold: Hold<'a>,
     geometry: Geometry,
     _claim: Claim<'a>,
 }
@@ -233,21 +218,23 @@ impl<'a> Attached<'a> {
         let Some(owner) = streams.find(&req.session) else {
             return Err(Ended::UnknownSession);
         };
+        let kernel = &*streams.kernel;
         let (fd, stop) = owner
-            .attach(req.fd)
+            .attach(req.fd, kernel)
             .map_err(|e| refused(Refusal::Hold(e)))?;
         let hold = Hold {
             fd,
             stop,
             owner,
             owner_fd: req.fd,
+            kernel,
         };
-        let real = rings::inspect(hold.fd.as_raw_fd()).map_err(|e| refused(e.into()))?;
+        let real = rings::inspect(kernel, hold.fd).map_err(|e| refused(e.into()))?;
         // Decided on the ring held, not on the fd number the request
         // named: the owning session may have closed that number and
         // opened another ring under it since the request was checked.
         may(real.key()).map_err(|why| refused(Refusal::Policy(why)))?;
-        let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap())
+        let geometry = rings::geometry(&req.kind, &real, rings::perf_page_cap(kernel))
             .map_err(|e| refused(e.into()))?;
         let claim = streams.claim(real.key()).map_err(|e| refused(e.into()))?;
         if let (message::StreamKind::Perf { pages }, Geometry::Perf(l)) = (&req.kind, &geometry) {
@@ -266,16 +253,14 @@ impl<'a> Attached<'a> {
         })
     }
 
-    fn fd(&self) -> &OwnedFd {
-        &self.hold.fd
+    /// Maps `region` of the ring held.
+    fn map(&self, region: ring::MapRegion) -> Result<RingRegion, i32> {
+        self.hold.kernel.map_ring(self.hold.fd, region)
     }
 
     /// How the stream's loop sleeps on this ring.
-    fn waiter(&self) -> Waiter<'_> {
-        Waiter {
-            ring: &self.hold.fd,
-            stop: &self.hold.stop,
-        }
+    fn waiter(&self) -> Box<dyn ring::Wait + '_> {
+        self.hold.stop.waiter(self.hold.fd)
     }
 }
 
@@ -353,61 +338,6 @@ pub enum Ended {
     },
 }
 
-/// Sleeps on a ring fd and on its stream's [`Stop`].
-struct Waiter<'a> {
-    ring: &'a OwnedFd,
-    stop: &'a Stop,
-}
-
-impl Wait for Waiter<'_> {
-    fn wait(&mut self, ready: Ready, timeout: Option<Duration>) -> std::io::Result<Woken> {
-        let events = match ready {
-            Ready::Data => libc::POLLIN,
-            Ready::Room => libc::POLLOUT,
-        };
-        let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
-        let mut pfds = [
-            libc::pollfd {
-                fd: self.ring.as_raw_fd(),
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.stop.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EINTR) {
-                Ok(Woken::Timeout)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(if pfds[1].revents != 0 {
-            Woken::Stop
-        } else if pfds[0].revents != 0 {
-            Woken::Ring
-        } else {
-            Woken::Timeout
-        })
-    }
-
-    fn stopped(&mut self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.stop.event.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
-    }
-}
-
 /// Whether the stream's key may consume the ring of this identity (a
 /// ring of another key's: `Err` with why not).
 pub type Consume<'a> = dyn Fn(RingKey) -> Result<(), String> + 'a;
@@ -472,8 +402,8 @@ fn pushed(
         },
         _ => None,
     };
-    let end = match GuestRing::map(attached.fd().as_raw_fd(), &attached.geometry) {
-        Ok(mut guest) => ring::pump(&mut guest, &mut attached.waiter(), out),
+    let end = match GuestRing::map(&attached.geometry, |r| attached.map(r)) {
+        Ok(mut guest) => ring::pump(&mut guest, &mut *attached.waiter(), out),
         Err(e) => e.into(),
     };
     Ended::Pushed { fd, end }
@@ -542,7 +472,7 @@ fn fed(
         Err(why) => return why,
     };
     let fd = req.fd;
-    let end = match ring::map_user_ring(attached.fd().as_raw_fd(), &attached.geometry) {
+    let end = match ring::map_user_ring(&attached.geometry, |r| attached.map(r)) {
         Ok(mut guest) => {
             let mut input = Input {
                 pull: input,
@@ -551,7 +481,7 @@ fn fed(
             };
             ring::feed(
                 &mut guest,
-                &mut attached.waiter(),
+                &mut *attached.waiter(),
                 &mut input,
                 ring::USER_ROOM_WAIT,
             )
@@ -596,7 +526,7 @@ mod tests {
             Ok(fd) => fd as i32,
             Err(_) => return,
         };
-        let streams = Streams::default();
+        let streams = Streams::new(Arc::new(crate::kernel::RealKernel));
         let (token, owner) = streams.open().unwrap();
         owner.add(fd);
         let req = StreamRequest {
@@ -624,6 +554,164 @@ mod tests {
         // The refused stream holds nothing: the ring is free for another.
         assert!(streams.busy.lock().unwrap().is_empty());
         crate::sys::close(fd);
+    }
+
+    /// A 4 KiB ring buffer map, as a client creates it.
+    fn ringbuf_create() -> message::Request {
+        let mut attr = vec![0u8; 72];
+        let ringbuf = telebpf_abi::map_type::BPF_MAP_TYPE_RINGBUF;
+        telebpf_abi::write_u32(&mut attr, telebpf_abi::off::map_create::MAP_TYPE, ringbuf);
+        telebpf_abi::write_u32(&mut attr, telebpf_abi::off::map_create::MAX_ENTRIES, 4096);
+        crate::testing::bpf_request(telebpf_abi::cmd::BPF_MAP_CREATE, attr, vec![])
+    }
+
+    /// The record a test's guest program outputs `i`-th: its number, then
+    /// bytes up to a length that varies from 4 to 300.
+    fn record(i: u32) -> Vec<u8> {
+        let mut r = i.to_le_bytes().to_vec();
+        r.resize(4 + (i as usize * 37) % 297, i as u8);
+        r
+    }
+
+    /// One whole stream over the fake kernel, as the proxy serves it: a
+    /// session creates a ring buffer map (the fake's simulated ring), a
+    /// second connection asks to stream it, the guest side outputs records
+    /// (around the ring's end many times) and every record arrives in
+    /// `Reply::Records` frames on the stream's socket, in order. When the
+    /// owning session closes the map, the stream ends and lets go of
+    /// everything it held: its duplicate fd, both mappings, its claim on
+    /// the ring.
+    #[test]
+    fn a_ring_buffer_streams_every_record_until_its_owner_closes_it() {
+        use crate::testing::{connect, Call, FakeKernel};
+
+        let kernel = Arc::new(FakeKernel::default());
+        let psk = telebpf_protocol::key::Psk::from_bytes([9; telebpf_protocol::key::KEY_LEN]);
+        let facts = crate::facts::gather();
+        let ctx = crate::session::Context::new(
+            vec![psk.clone()],
+            facts,
+            std::time::Duration::ZERO,
+            kernel.clone(),
+        );
+        let ctx = Arc::new(ctx);
+        let (mut owner, token) = connect(&ctx, &psk, 1);
+        owner
+            .send(&message::encode(&ringbuf_create()).unwrap())
+            .unwrap();
+        let fd = match message::decode(&owner.recv().unwrap()).unwrap() {
+            message::Reply::Bpf(r) if r.ret >= 0 => r.ret as i32,
+            other => panic!("{other:?}"),
+        };
+        let ring = kernel.ring(fd).expect("a simulated ring");
+        let (mut stream, _) = connect(&ctx, &psk, 2);
+        let ask = message::Request::Stream(StreamRequest {
+            session: token,
+            fd,
+            kind: message::StreamKind::Ringbuf { max_entries: 4096 },
+        });
+        stream.send(&message::encode(&ask).unwrap()).unwrap();
+
+        // Batches of records that fit the ring's 4 KiB; each is read back
+        // before the next is output, so the ring wraps again and again.
+        let (mut sent, mut got, mut wrapped) = (0u32, Vec::new(), 0);
+        for _ in 0..40 {
+            let mut batch = 0;
+            while batch < 2048 {
+                let r = record(sent);
+                let pos = ring.lock().unwrap().producer.peek_u64(0);
+                let total = (r.len() as u64 + 8 + 7) & !7;
+                if pos % 4096 + total > 4096 {
+                    wrapped += 1;
+                }
+                assert!(kernel.ring_output(fd, &r), "record {sent} fits");
+                batch += total;
+                sent += 1;
+            }
+            while got.len() < sent as usize {
+                match message::decode(&stream.recv().unwrap()).unwrap() {
+                    message::Reply::Records(records) => got.extend(records),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(
+            wrapped >= 10,
+            "records ran around the ring's end {wrapped} times"
+        );
+        assert_eq!(got, (0..sent).map(record).collect::<Vec<_>>());
+
+        // While it streams, the stream holds a duplicate of the fd and both
+        // regions of the ring.
+        assert_eq!(kernel.open_fds().len(), 2);
+        assert_eq!(kernel.mapped(), 2);
+        let maps = |k: &FakeKernel| {
+            k.calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Map { .. }))
+                .count()
+        };
+        assert_eq!(maps(&kernel), 2);
+        // The owner closes the map: the stream ends (its connection closes)
+        // and lets go of all it held.
+        owner
+            .send(&message::encode(&message::Request::Close { fd }).unwrap())
+            .unwrap();
+        match stream.recv() {
+            Err(ChannelError::Closed) => {}
+            other => panic!("the stream goes on: {other:?}"),
+        }
+        assert!(kernel.open_fds().is_empty(), "{:?}", kernel.open_fds());
+        assert_eq!(kernel.mapped(), 0, "both regions unmapped");
+        assert!(ctx.streams.busy.lock().unwrap().is_empty());
+        drop(owner);
+        assert_eq!(
+            ctx.registry.wait_empty(std::time::Duration::from_secs(10)),
+            0
+        );
+    }
+
+    /// A request that misdescribes the ring's size is refused before the
+    /// ring is mapped, and the refused stream holds nothing.
+    #[test]
+    fn a_request_of_the_wrong_size_is_refused_unmapped() {
+        use crate::testing::{Call, FakeKernel};
+
+        let kernel = Arc::new(FakeKernel::default());
+        let streams = Streams::new(kernel.clone());
+        let (token, owner) = streams.open().unwrap();
+        let mut session = crate::session::Session::with_owner(1, 2, owner, kernel.clone());
+        let fd = match session.handle(ringbuf_create()) {
+            Some(message::Reply::Bpf(r)) if r.ret >= 0 => r.ret as i32,
+            other => panic!("{other:?}"),
+        };
+        let req = StreamRequest {
+            session: token,
+            fd,
+            kind: message::StreamKind::Ringbuf { max_entries: 8192 },
+        };
+        let why = serve(
+            &req,
+            &streams,
+            &mut Nowhere,
+            &SessionBudget::default(),
+            &|_| Ok(()),
+        );
+        assert_eq!(
+            why,
+            format!(
+                "stream of fd {fd} refused: the ring buffer has max_entries 4096, the request \
+                 says 8192 (errno 22)"
+            )
+        );
+        let calls = kernel.calls();
+        assert!(calls.contains(&Call::Dup(fd)), "{calls:?}");
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::Map { .. })),
+            "never mapped: {calls:?}"
+        );
+        assert_eq!(kernel.open_fds(), vec![fd], "the duplicate is closed");
+        assert!(streams.busy.lock().unwrap().is_empty());
     }
 
     /// The log texts of the ways a stream ends, which the end-to-end tests

@@ -9,15 +9,34 @@
 //! list ids), and records every call ([`FakeKernel::calls`]) so a test can
 //! say what reached the kernel, and what never did. Any other command fails
 //! with `EINVAL`, as in aya's `sys/fake.rs`. [`bpf_request`] and
-//! [`load_calling`] build the requests tests send.
+//! [`load_calling`] build the requests tests send; [`connect`] starts a
+//! session over a socket pair as the server would.
+//!
+//! A `BPF_MAP_TYPE_RINGBUF` map of the fake is a simulated ring
+//! (`ringbuf_mirror::guest::sim`): a stream maps it as it would the real one
+//! ([`Kernel::map_ring`] checks each region against the map), sleeps until it
+//! holds data or the stream's [`Stop`] fires, and consumes what the test
+//! produces into it as the guest kernel would ([`FakeKernel::ring_output`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use telebpf_abi::{cmd, flags, off, prog_type, read_u32, write_u32, write_u64};
-use telebpf_protocol::message::{BpfCall, Request, WireBuffer, PERF_EVENT_LINK};
+use ringbuf_mirror::guest::sim::{SimRegion, SimRingbuf};
+use ringbuf_mirror::guest::{MapRegion, Ready, RingMemory, Violation, Wait, Woken};
+use ringbuf_mirror::BpfRingLayout;
+use telebpf_abi::{cmd, flags, map_type, off, perf, prog_type, read_u32, write_u32, write_u64};
+use telebpf_protocol::key::Psk;
+use telebpf_protocol::message::{
+    self, BpfCall, Reply, Request, SessionToken, WireBuffer, PERF_EVENT_LINK,
+};
+use telebpf_protocol::transport::ServerStream;
+use telebpf_protocol::SyncChannel;
 
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, RingRegion, Stop};
+use crate::session::Context;
 
 /// The first fd the fake hands out: `fs.nr_open` is at most 2^20 by
 /// default, so no real fd has this number or a larger one.
@@ -143,6 +162,15 @@ pub enum Call {
     },
     /// `close(fd)`.
     Close(i32),
+    /// `fcntl(fd, F_DUPFD_CLOEXEC)`.
+    Dup(i32),
+    /// `mmap` of a ring's region.
+    Map {
+        /// The fd.
+        fd: i32,
+        /// The region asked for.
+        region: MapRegion,
+    },
 }
 
 #[derive(Debug)]
@@ -160,26 +188,50 @@ struct State {
     perf_answer: Option<Answer>,
     memlock: u64,
     calls: Vec<Call>,
+    /// The simulated rings of `BPF_MAP_TYPE_RINGBUF` maps, by map id.
+    rings: BTreeMap<u32, Arc<Mutex<SimRingbuf>>>,
+}
+
+/// The fake's state, and the condition its streams sleep on (a ring's
+/// producer and a stream's stop notify it).
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Ring regions mapped now.
+    mapped: AtomicUsize,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A kernel that answers per command from a fake fd space (see the module
 /// doc).
 #[derive(Debug)]
 pub struct FakeKernel {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
 }
 
 impl Default for FakeKernel {
     fn default() -> Self {
+        let state = State {
+            next_fd: FIRST_FD,
+            next_id: 1,
+            open: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            perf_answer: None,
+            memlock: 0,
+            calls: Vec::new(),
+            rings: BTreeMap::new(),
+        };
         FakeKernel {
-            state: Mutex::new(State {
-                next_fd: FIRST_FD,
-                next_id: 1,
-                open: BTreeMap::new(),
-                answers: BTreeMap::new(),
-                perf_answer: None,
-                memlock: 0,
-                calls: Vec::new(),
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                wake: Condvar::new(),
+                mapped: AtomicUsize::new(0),
             }),
         }
     }
@@ -187,7 +239,35 @@ impl Default for FakeKernel {
 
 impl FakeKernel {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.state()
+    }
+
+    /// The simulated ring behind `fd` (a ring buffer map), if any.
+    pub fn ring(&self, fd: i32) -> Option<Arc<Mutex<SimRingbuf>>> {
+        let state = self.state();
+        let held = state.open.get(&fd)?;
+        state.rings.get(&held.id).cloned()
+    }
+
+    /// `bpf_ringbuf_output` of `data` into the ring behind `fd`, waking
+    /// the streams that sleep on it; whether it fit. Panics if `fd` is no
+    /// ring buffer map.
+    pub fn ring_output(&self, fd: i32, data: &[u8]) -> bool {
+        let ring = self.ring(fd).expect("a ring buffer map");
+        let fit = ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .output(data, false);
+        // Notified under the state's lock, which a sleeper holds from its
+        // check until it sleeps: no wake-up is lost.
+        let _state = self.state();
+        self.shared.wake.notify_all();
+        fit
+    }
+
+    /// Ring regions mapped now (and not yet unmapped).
+    pub fn mapped(&self) -> usize {
+        self.shared.mapped.load(Ordering::SeqCst)
     }
 
     /// From now on, answers `bpf(command)` with `answer` (instead of the
@@ -241,12 +321,24 @@ impl FakeKernel {
         self.state().open.keys().copied().collect()
     }
 
-    /// Gives an fd to a new `object`.
+    /// Gives an fd to a new `object` (a ring buffer map gets its
+    /// simulated ring).
     fn new_fd(state: &mut State, object: Object) -> i64 {
         let fd = state.next_fd;
         state.next_fd += 1;
         let id = state.next_id;
         state.next_id += 1;
+        if let Object::Map {
+            map_type: map_type::BPF_MAP_TYPE_RINGBUF,
+            max_entries,
+            ..
+        } = object
+        {
+            if let Ok(layout) = BpfRingLayout::new(max_entries) {
+                let ring = Arc::new(Mutex::new(SimRingbuf::new(layout)));
+                state.rings.insert(id, ring);
+            }
+        }
         state.open.insert(fd, Held { id, object });
         i64::from(fd)
     }
@@ -378,14 +470,16 @@ impl Kernel for FakeKernel {
         }
     }
 
-    unsafe fn ioctl(&self, fd: i32, request: u64, _arg: u64) -> Result<i64, i32> {
+    unsafe fn ioctl(&self, fd: i32, request: u64, arg: u64) -> Result<i64, i32> {
         let mut state = self.state();
         state.calls.push(Call::Ioctl { fd, request });
-        if state.open.contains_key(&fd) {
-            Ok(0)
-        } else {
-            Err(libc::EBADF)
+        let held = state.open.get(&fd).ok_or(libc::EBADF)?;
+        if request == perf::IOC_ID {
+            // SAFETY: the caller guarantees that `arg` points to the u64
+            // PERF_EVENT_IOC_ID writes.
+            unsafe { (arg as *mut u64).write_unaligned(u64::from(held.id)) };
         }
+        Ok(0)
     }
 
     fn read(&self, fd: i32, len: usize) -> Result<Vec<u8>, i32> {
@@ -419,6 +513,221 @@ impl Kernel for FakeKernel {
             state.memlock, held.id
         )
         .into_bytes())
+    }
+
+    fn dup(&self, fd: i32) -> Result<i32, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Dup(fd));
+        let held = state.open.get(&fd).ok_or(libc::EBADF)?;
+        let held = Held {
+            id: held.id,
+            object: held.object.clone(),
+        };
+        let dup = state.next_fd;
+        state.next_fd += 1;
+        state.open.insert(dup, held);
+        Ok(dup)
+    }
+
+    fn stop(&self) -> Result<Arc<dyn Stop>, i32> {
+        Ok(Arc::new(FakeStop {
+            fired: AtomicBool::new(false),
+            shared: self.shared.clone(),
+        }))
+    }
+
+    /// A ring buffer's two regions as libbpf maps them (the consumer page
+    /// read-write, the producer page and data read-only); any other region,
+    /// or the fd of another object, fails as the kernel's mmap would.
+    fn map_ring(&self, fd: i32, region: MapRegion) -> Result<RingRegion, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::Map { fd, region });
+        let held = state.open.get(&fd).ok_or(libc::EBADF)?;
+        let ring = state.rings.get(&held.id).ok_or(libc::ENODEV)?.clone();
+        let layout = ring.lock().unwrap_or_else(PoisonError::into_inner).layout();
+        let page = layout.page_size();
+        let producer = match (region.offset, region.len, region.writable) {
+            (0, len, true) if len == page => false,
+            (off, len, false) if off == page && len == page + 2 * layout.max_entries() => true,
+            (_, _, true) => return Err(libc::EPERM),
+            _ => return Err(libc::EINVAL),
+        };
+        self.shared.mapped.fetch_add(1, Ordering::SeqCst);
+        Ok(RingRegion::Fake(Box::new(SimMapping {
+            ring,
+            producer,
+            shared: self.shared.clone(),
+        })))
+    }
+
+    fn perf_mlock_kb(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// One mapped region of a simulated ring: every access takes the ring's
+/// lock, so the test's producer writes between the stream's accesses.
+#[derive(Debug)]
+struct SimMapping {
+    ring: Arc<Mutex<SimRingbuf>>,
+    /// The producer page and data (else the consumer page).
+    producer: bool,
+    shared: Arc<Shared>,
+}
+
+impl Drop for SimMapping {
+    fn drop(&mut self) {
+        self.shared.mapped.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl SimMapping {
+    fn with<T>(&self, access: impl FnOnce(&SimRegion) -> T) -> T {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        access(if self.producer {
+            &ring.producer
+        } else {
+            &ring.consumer
+        })
+    }
+}
+
+impl RingMemory for SimMapping {
+    fn size(&self) -> usize {
+        self.with(|r| r.size())
+    }
+
+    fn load_u64(&self, off: usize, order: Ordering) -> Result<u64, Violation> {
+        self.with(|r| r.load_u64(off, order))
+    }
+
+    fn load_u32(&self, off: usize, order: Ordering) -> Result<u32, Violation> {
+        self.with(|r| r.load_u32(off, order))
+    }
+
+    fn store_u64(&self, off: usize, value: u64, order: Ordering) -> Result<(), Violation> {
+        self.with(|r| r.store_u64(off, value, order))
+    }
+
+    fn store_u32(&self, off: usize, value: u32, order: Ordering) -> Result<(), Violation> {
+        self.with(|r| r.store_u32(off, value, order))
+    }
+
+    fn read(&self, off: usize, out: &mut [u8]) -> Result<(), Violation> {
+        self.with(|r| r.read(off, out))
+    }
+
+    fn write(&self, off: usize, data: &[u8]) -> Result<(), Violation> {
+        self.with(|r| r.write(off, data))
+    }
+}
+
+/// A stream's [`Stop`] in the fake: a flag, and a wake-up of the sleepers.
+#[derive(Debug)]
+struct FakeStop {
+    fired: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Stop for FakeStop {
+    fn fire(&self) {
+        let _state = self.shared.state();
+        self.fired.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+    }
+
+    fn waiter(&self, ring: i32) -> Box<dyn Wait + '_> {
+        Box::new(FakeWaiter { stop: self, ring })
+    }
+}
+
+/// Sleeps until the simulated ring behind `ring` holds data (level
+/// triggered, as `poll` on a ring buffer map is) or the stop fires. Only
+/// ring buffers are simulated: nothing reports room.
+struct FakeWaiter<'a> {
+    stop: &'a FakeStop,
+    ring: i32,
+}
+
+impl FakeWaiter<'_> {
+    fn ready(&self, state: &State, ready: Ready) -> bool {
+        let Some(ring) = state
+            .open
+            .get(&self.ring)
+            .and_then(|h| state.rings.get(&h.id))
+        else {
+            return false;
+        };
+        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ready == Ready::Data && ring.consumer.peek_u64(0) != ring.producer.peek_u64(0)
+    }
+}
+
+impl Wait for FakeWaiter<'_> {
+    fn wait(&mut self, ready: Ready, timeout: Option<Duration>) -> std::io::Result<Woken> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = &self.stop.shared;
+        let mut state = shared.state();
+        loop {
+            if self.stop.fired.load(Ordering::SeqCst) {
+                return Ok(Woken::Stop);
+            }
+            if self.ready(&state, ready) {
+                return Ok(Woken::Ring);
+            }
+            state = match deadline {
+                None => shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Woken::Timeout);
+                    }
+                    shared
+                        .wake
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    fn stopped(&mut self) -> bool {
+        self.stop.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// A session of `ctx` over a socket pair, started as the server starts
+/// one (the handshake under key `psk`, then the session's own thread):
+/// the client's end of the channel, and the session's token from its
+/// Welcome. A read of the client's end fails after 20 s instead of
+/// hanging the test.
+pub fn connect(ctx: &Arc<Context>, psk: &Psk, id: u64) -> (SyncChannel<UnixStream>, SessionToken) {
+    let (client, server) = UnixStream::pair().expect("a socket pair");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    let psk = psk.clone();
+    let client = std::thread::spawn(move || SyncChannel::client(client, &psk).expect("handshake"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime
+        .block_on(async {
+            server.set_nonblocking(true).expect("non-blocking");
+            let server = tokio::net::UnixStream::from_std(server).expect("a tokio socket");
+            let stream = ServerStream::Unix(server);
+            crate::session::start(stream, "pair".into(), ctx.clone(), id, Arc::default()).await
+        })
+        .expect("a session");
+    let mut chan = client.join().expect("the client's handshake");
+    match message::decode(&chan.recv().expect("the Welcome")).expect("a reply") {
+        Reply::Welcome(w) => (chan, w.session),
+        other => panic!("no Welcome: {other:?}"),
     }
 }
 
@@ -462,8 +771,6 @@ pub fn load_calling(id: u32) -> Request {
 
 #[cfg(test)]
 mod tests {
-    use telebpf_abi::map_type;
-
     use super::*;
 
     /// `BPF_MAP_CREATE` of an array of `entries` 8-byte values.

@@ -36,7 +36,8 @@
 //! [`stream`] runs them: the loop that drains a ring into frames for the
 //! host ([`pump`]) and the one that produces the host's records into a user
 //! ring ([`feed`]), with the framing ([`RecordsFrame`]) and the mapping of a
-//! ring's fd ([`GuestRing::map`], [`map_user_ring`]).
+//! regions a ring needs ([`GuestRing::map`], [`map_user_ring`], each region
+//! a [`MapRegion`] the caller maps).
 //!
 //! The consumers and the loops are generic over [`RingMemory`] so that the
 //! fuzz target (`fuzz/`, `ring_consumer`) and the tests drive the same code
@@ -58,8 +59,8 @@ pub use memory::{GuestMapping, RawRegion, RingMemory};
 pub use perf::{PerfConsumer, PerfLayout};
 pub use ringbuf::RingbufConsumer;
 pub use stream::{
-    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, Ready, RecordsFrame,
-    RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
+    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, MapRegion, Ready,
+    RecordsFrame, RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
 };
 pub use user::{Produced, UserRingProducer};
 

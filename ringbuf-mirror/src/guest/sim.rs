@@ -53,6 +53,12 @@ pub struct SimRegion {
     accesses: Cell<u64>,
 }
 
+// SAFETY: the region owns its heap allocation alone (as a `Box` would);
+// `raw` points into it and moves with it. Its cells are `Send`. A ring moved
+// to the thread that consumes it (the proxy's tests hand one out behind a
+// mutex) is still used by one thread at a time.
+unsafe impl Send for SimRegion {}
+
 impl Drop for SimRegion {
     fn drop(&mut self) {
         // SAFETY: `heap` came from `Box::into_raw` in `new` and is freed

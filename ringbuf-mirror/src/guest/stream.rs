@@ -14,8 +14,11 @@
 //!   next records.
 //! * [`FrameSink`] / [`FrameSource`]: the stream's connection.
 //!
-//! The ring memory is [`RingMemory`]: a [`GuestMapping`] of the ring's fd in
-//! the proxy ([`GuestRing::map`], [`map_user_ring`]), heap memory in tests.
+//! The ring memory is [`RingMemory`], mapped region by region
+//! ([`MapRegion`]) through a function the caller gives
+//! ([`GuestRing::map`], [`map_user_ring`]): in the proxy its kernel's
+//! (a [`GuestMapping`](super::GuestMapping) of the ring's fd, or a simulated
+//! ring in its tests), heap memory in this crate's tests.
 //!
 //! Records are framed in place ([`RecordsFrame`]), at most [`FRAME_BYTES`] of
 //! them per frame, and the guest ring's consumer position moves on as soon as
@@ -23,14 +26,13 @@
 //! control towards the host program is the host mirror's business (a full
 //! host ring counts the records as lost, as the kernel does).
 
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use telebpf_protocol::message::{self, Reply};
 
 use super::{
-    Consumed, GuestMapping, PerfConsumer, PerfLayout, Produced, RecordSink, RingMemory,
-    RingbufConsumer, UserRingProducer, Violation,
+    Consumed, PerfConsumer, PerfLayout, Produced, RecordSink, RingMemory, RingbufConsumer,
+    UserRingProducer, Violation,
 };
 use crate::BpfRingLayout;
 
@@ -257,36 +259,68 @@ pub enum GuestRing<M> {
     Bpf(RingbufConsumer<M>),
 }
 
-impl GuestRing<GuestMapping> {
-    /// Maps the ring behind `fd` as libbpf would, with the kernel's
-    /// `geometry`: a perf event in one read-write mapping; a ring buffer as
-    /// its read-write consumer page and its read-only producer page and
-    /// data (mapped twice by the kernel).
-    pub fn map(fd: RawFd, geometry: &Geometry) -> Result<Self, RingError> {
+/// One region a ring maps of its fd: `mmap(NULL, len, PROT_READ [|
+/// PROT_WRITE], MAP_SHARED, fd, offset)`, named `name` in violations. The
+/// proxy maps it through its kernel ([`GuestMapping::map`] in production, a
+/// simulated ring in its tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRegion {
+    /// Bytes to map.
+    pub len: usize,
+    /// Read-write (else read-only).
+    pub writable: bool,
+    /// Offset in the fd's mapping space.
+    pub offset: usize,
+    /// The region's name in violations (`consumer`, `producer`, `perf`).
+    pub name: &'static str,
+}
+
+impl MapRegion {
+    fn new(len: usize, writable: bool, offset: usize, name: &'static str) -> MapRegion {
+        MapRegion {
+            len,
+            writable,
+            offset,
+            name,
+        }
+    }
+}
+
+impl<M: RingMemory> GuestRing<M> {
+    /// Maps the ring as libbpf would, with the kernel's `geometry`, each
+    /// region through `map` (the kernel's errno on failure): a perf event in
+    /// one read-write mapping; a ring buffer as its read-write consumer page
+    /// and its read-only producer page and data (mapped twice by the
+    /// kernel).
+    pub fn map(
+        geometry: &Geometry,
+        mut map: impl FnMut(MapRegion) -> Result<M, i32>,
+    ) -> Result<Self, RingError> {
         let cannot = |errno| RingError::Map {
             what: "ring",
             errno,
         };
         match *geometry {
             Geometry::Perf(l) => {
-                let mem =
-                    GuestMapping::map(fd, l.mapping_len(), true, 0, "perf").map_err(cannot)?;
+                let mem = map(MapRegion::new(l.mapping_len(), true, 0, "perf")).map_err(cannot)?;
                 Ok(GuestRing::Perf(PerfConsumer::new(mem, l)?))
             }
             Geometry::Ringbuf(l) => {
                 let page = l.page_size();
-                let consumer = GuestMapping::map(fd, page, true, 0, "consumer").map_err(cannot)?;
-                let producer =
-                    GuestMapping::map(fd, page + 2 * l.max_entries(), false, page, "producer")
-                        .map_err(cannot)?;
+                let consumer = map(MapRegion::new(page, true, 0, "consumer")).map_err(cannot)?;
+                let producer = map(MapRegion::new(
+                    page + 2 * l.max_entries(),
+                    false,
+                    page,
+                    "producer",
+                ))
+                .map_err(cannot)?;
                 Ok(GuestRing::Bpf(RingbufConsumer::new(consumer, producer, l)?))
             }
             Geometry::UserRingbuf(_) => Err(RingError::ToGuest),
         }
     }
-}
 
-impl<M: RingMemory> GuestRing<M> {
     /// Moves committed records into `frame` (started afresh) until it holds
     /// `limit` bytes of them or the ring is empty.
     pub fn consume(
@@ -302,13 +336,13 @@ impl<M: RingMemory> GuestRing<M> {
     }
 }
 
-/// Maps the user ring buffer behind `fd` as libbpf's
-/// `user_ring_buffer__new` does: its consumer page read-only, its producer
-/// page and data (mapped twice by the kernel) read-write.
-pub fn map_user_ring(
-    fd: RawFd,
+/// Maps a user ring buffer as libbpf's `user_ring_buffer__new` does, each
+/// region through `map`: its consumer page read-only, its producer page and
+/// data (mapped twice by the kernel) read-write.
+pub fn map_user_ring<M: RingMemory>(
     geometry: &Geometry,
-) -> Result<UserRingProducer<GuestMapping>, RingError> {
+    mut map: impl FnMut(MapRegion) -> Result<M, i32>,
+) -> Result<UserRingProducer<M>, RingError> {
     let Geometry::UserRingbuf(layout) = *geometry else {
         return Err(RingError::ToHost);
     };
@@ -317,9 +351,8 @@ pub fn map_user_ring(
         what: "user ring",
         errno,
     };
-    let consumer = GuestMapping::map(fd, page, false, 0, "consumer").map_err(cannot)?;
-    let producer =
-        GuestMapping::map(fd, page + 2 * size, true, page, "producer").map_err(cannot)?;
+    let consumer = map(MapRegion::new(page, false, 0, "consumer")).map_err(cannot)?;
+    let producer = map(MapRegion::new(page + 2 * size, true, page, "producer")).map_err(cannot)?;
     Ok(UserRingProducer::new(consumer, producer, layout)?)
 }
 
