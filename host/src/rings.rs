@@ -28,7 +28,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void, size_t};
 use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
@@ -41,6 +41,13 @@ use crate::error::{Error, Result};
 use crate::fdtable::{GuestObject, MirroredRing, Signal};
 use crate::sys::spawn_library_thread;
 use crate::{lost, mapsync, state};
+
+/// How long the mirror keeps looking for the stream's next frame after one
+/// came, before it sleeps in `poll`: the host half of the proxy's
+/// [`ringbuf_mirror::guest::STREAM_SPIN`] (see there why, and what it
+/// costs). A record that follows within it crosses the socket without
+/// waking this thread; an idle ring's mirror sleeps from then on.
+const MIRROR_SPIN: Duration = ringbuf_mirror::guest::STREAM_SPIN;
 
 /// How often an idle mirror re-checks whether the program consumed
 /// everything (to make the fd unreadable again). Only while data is pending.
@@ -494,12 +501,12 @@ fn forward(
     ready: &Readiness,
     stream_fd: c_int,
 ) -> &'static str {
+    // When the last frame came (none yet: no spin before the first).
+    let mut last_frame = None::<Instant>;
     loop {
-        let mut pfd = libc::pollfd {
-            fd: stream_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        // Soon after a frame, look for the next one without sleeping (see
+        // [`MIRROR_SPIN`]); then sleep in `poll`.
+        let spun = last_frame.is_some_and(|t| frame_within(stream_fd, t + MIRROR_SPIN));
         // While records wait, also look every millisecond whether they were
         // consumed, for programs that consume without waiting in
         // epoll/poll (busy `ring_buffer__consume` loops).
@@ -508,11 +515,11 @@ fn forward(
         } else {
             -1
         };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, timeout) } == 0 {
+        if !spun && !readable(stream_fd, timeout) {
             ready.lower_if_consumed();
             continue;
         }
+        last_frame = Some(Instant::now());
         let frame = match conn.recv_frame() {
             Ok(b) => b,
             // The session or the proxy is gone: nothing more will come.
@@ -543,6 +550,36 @@ fn forward(
         }
         if ready.ring.pending() {
             ready.raise();
+        }
+    }
+}
+
+/// Whether `fd` is readable (or hung up) within `timeout_ms` (`-1`: no
+/// limit); an interrupted or failed `poll` says no (the caller looks again).
+fn readable(fd: c_int, timeout_ms: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+}
+
+/// Looks at `fd` without sleeping, yielding the CPU between looks, until it
+/// is readable (`true`), `until` passed or another thread wants the CPU
+/// (`false`: the caller sleeps; see [`ringbuf_mirror::guest::yield_idle`]).
+fn frame_within(fd: c_int, until: Instant) -> bool {
+    loop {
+        if readable(fd, 0) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        if !ringbuf_mirror::guest::yield_idle() {
+            // One last look: what came while others ran is taken now.
+            return readable(fd, 0);
         }
     }
 }

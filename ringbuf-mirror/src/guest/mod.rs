@@ -58,8 +58,8 @@ pub use memory::{GuestMapping, RawRegion, RingMemory};
 pub use perf::{PerfConsumer, PerfLayout};
 pub use ringbuf::RingbufConsumer;
 pub use stream::{
-    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, Ready, RecordsFrame,
-    RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
+    feed, map_user_ring, pump, yield_idle, FrameSink, FrameSource, Geometry, GuestRing, Ready,
+    RecordsFrame, RingError, StreamEnd, Wait, Woken, FRAME_BYTES, STREAM_SPIN, USER_ROOM_WAIT,
 };
 pub use user::{Produced, UserRingProducer};
 
