@@ -9,6 +9,9 @@
 //!   wake-ups: no polling period). A mirror thread writes them into the host
 //!   ring and keeps the object's fd readable exactly while records are
 //!   unconsumed, so the program's unmodified `epoll_wait` wakes for them.
+//!   After a frame, the proxy's loop and the mirror thread both look for
+//!   more for a moment before they sleep ([`mirror_spin`]): a record that
+//!   follows closely then costs the program one wake-up, as a local one.
 //! * A **user ring buffer map**: the other way round. The host program
 //!   produces into host memory with the kernel's layout; a mirror thread
 //!   looks at it (libbpf's `submit` makes no syscall), takes committed
@@ -45,9 +48,12 @@ use crate::{lost, mapsync, state};
 /// How long the mirror keeps looking for the stream's next frame after one
 /// came, before it sleeps in `poll`: the host half of the proxy's
 /// [`ringbuf_mirror::guest::STREAM_SPIN`] (see there why, and what it
-/// costs). A record that follows within it crosses the socket without
-/// waking this thread; an idle ring's mirror sleeps from then on.
-const MIRROR_SPIN: Duration = ringbuf_mirror::guest::STREAM_SPIN;
+/// costs), set by the same `TELEBPF_RING_SPIN_US`. A record that follows
+/// within it crosses the socket without waking this thread; an idle ring's
+/// mirror sleeps from then on.
+fn mirror_spin() -> Duration {
+    ringbuf_mirror::guest::ring_spin()
+}
 
 /// How often an idle mirror re-checks whether the program consumed
 /// everything (to make the fd unreadable again). Only while data is pending.
@@ -505,8 +511,8 @@ fn forward(
     let mut last_frame = None::<Instant>;
     loop {
         // Soon after a frame, look for the next one without sleeping (see
-        // [`MIRROR_SPIN`]); then sleep in `poll`.
-        let spun = last_frame.is_some_and(|t| frame_within(stream_fd, t + MIRROR_SPIN));
+        // [`mirror_spin`]); then sleep in `poll`.
+        let spun = last_frame.is_some_and(|t| frame_within(stream_fd, t + mirror_spin()));
         // While records wait, also look every millisecond whether they were
         // consumed, for programs that consume without waiting in
         // epoll/poll (busy `ring_buffer__consume` loops).

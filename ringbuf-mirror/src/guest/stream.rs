@@ -42,8 +42,8 @@ use crate::BpfRingLayout;
 pub const FRAME_BYTES: usize = 64 << 10;
 
 /// How long a consuming stream keeps looking at a quiet ring after its last
-/// record before it sleeps in [`Wait::wait`] (the default of
-/// [`Wait::spin`]).
+/// record before it sleeps in [`Wait::wait`], unless [`ENV_RING_SPIN_US`]
+/// says otherwise (see [`ring_spin`], the default of [`Wait::spin`]).
 ///
 /// A sleeping stream costs a forwarded record a wake-up on each side of the
 /// connection (the guest ring's `poll` here, the socket's in the host's
@@ -55,8 +55,27 @@ pub const FRAME_BYTES: usize = 64 << 10;
 /// put on the same core (the guest's producer, the host's consumer) runs at
 /// once, it ends as soon as another thread wants the CPU ([`yield_idle`]),
 /// and a stream with nothing to carry sleeps from then on: an idle ring
-/// costs no CPU.
+/// costs no CPU. Records that keep coming a little apart (a system-wide
+/// tracer on a busy machine) keep both ends spinning much of the time:
+/// that is where [`ENV_RING_SPIN_US`] trades latency back for CPU.
 pub const STREAM_SPIN: Duration = Duration::from_micros(500);
+
+/// Environment variable: the ring streams' spin in µs, for the proxy's
+/// stream loops and the host's mirror threads alike (default
+/// [`STREAM_SPIN`]; `0` turns it off: every record then wakes both).
+pub const ENV_RING_SPIN_US: &str = "TELEBPF_RING_SPIN_US";
+
+/// The ring streams' spin: [`ENV_RING_SPIN_US`] when it is a number of
+/// µs, else [`STREAM_SPIN`]; read once per process.
+pub fn ring_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var(ENV_RING_SPIN_US)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(STREAM_SPIN, Duration::from_micros)
+    })
+}
 
 /// A yield that took longer than this gave the CPU to another thread for
 /// more than a record's short work (the host consumer's callback, the
@@ -125,10 +144,10 @@ pub trait Wait {
     fn stopped(&mut self) -> bool;
 
     /// How long a consuming stream looks again and again at its quiet ring
-    /// before it sleeps in [`Wait::wait`] (see [`STREAM_SPIN`]); zero: it
-    /// sleeps at once.
+    /// before it sleeps in [`Wait::wait`] (see [`STREAM_SPIN`];
+    /// [`ring_spin`] by default); zero: it sleeps at once.
     fn spin(&self) -> Duration {
-        STREAM_SPIN
+        ring_spin()
     }
 }
 
