@@ -492,6 +492,15 @@ fn rates(runs: &[Figures]) -> String {
         .join(" ")
 }
 
+/// Each run's one-at-a-time p50, in µs: the table shows only the run with
+/// the median rate, and on a busy machine single runs differ a lot.
+fn idle_p50s(runs: &[Figures]) -> String {
+    runs.iter()
+        .map(|f| format!("{:.1}", f.get("idle_p50_us")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs the benchmark and prints the table.
 pub fn run(
     target: &str,
@@ -523,6 +532,11 @@ pub fn run(
         "events/s of each run: local [{}], forwarded [{}]; the table shows each side's median run",
         rates(&locals),
         rates(&forwardeds)
+    );
+    println!(
+        "one-at-a-time p50 (µs) of each run: local [{}], forwarded [{}]",
+        idle_p50s(&locals),
+        idle_p50s(&forwardeds)
     );
     let local = if locals.is_empty() {
         // Every local run failed: the loop kept the first failure.
@@ -575,11 +589,11 @@ pub fn run(
     }
     let rate = f.get("rate");
     println!(
-        "forwarded: {:.2} M events/s (target >= 1 M/s: {}), {:.0}% of local (target >= 50%: {})",
+        "forwarded: {:.2} M events/s (target >= 1 M/s: {}), {:.0}% of local (target >= 100%: {})",
         rate / 1e6,
         if rate >= 1e6 { "met" } else { "NOT met" },
         100.0 * rate / l.get("rate"),
-        if rate >= 0.5 * l.get("rate") {
+        if rate >= l.get("rate") {
             "met"
         } else {
             "NOT met"
