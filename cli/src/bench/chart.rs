@@ -37,6 +37,36 @@ fn canvas(path: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>, CliError> {
     Ok(root)
 }
 
+/// A chart on `root` with its title and the sizes of its axes' label areas.
+fn builder<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    x_labels: u32,
+    y_labels: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(x_labels)
+        .y_label_area_size(y_labels);
+    b
+}
+
+/// A logarithmic axis' range for `values` (those above zero), widened by
+/// `margin` times on both ends; `1..10` when there is nothing to show.
+fn log_range(values: impl Iterator<Item = f64>, margin: f64) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo.is_finite() {
+        (lo / margin, hi * margin)
+    } else {
+        (1.0, 10.0)
+    }
+}
+
 /// One line of a distribution chart: a name and its latencies at the
 /// percentiles 0, 1, …, 100 (µs).
 pub struct Distribution<'a> {
@@ -50,20 +80,12 @@ pub struct Distribution<'a> {
 /// of samples (y, %) at or below a latency (x, µs, logarithmic, so a 10 µs
 /// and a 1 ms tail are both readable).
 pub fn distribution(path: &Path, title: &str, series: &[Distribution<'_>]) -> Result<(), CliError> {
-    let all = || series.iter().flat_map(|s| s.percentiles.iter().copied());
-    let lo = all().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
-    let hi = all().fold(0.0, f64::max);
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo * 0.8, hi * 1.25)
-    } else {
-        (1.0, 10.0)
-    };
+    let (lo, hi) = log_range(
+        series.iter().flat_map(|s| s.percentiles.iter().copied()),
+        1.25,
+    );
     let root = canvas(path)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
+    let mut chart = builder(&root, title, 45, 55)
         .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)
         .map_err(|e| failed(path, e))?;
     chart
@@ -113,24 +135,14 @@ pub fn bars(
     series: &[&str],
     value: impl Fn(usize, usize) -> Option<f64>,
 ) -> Result<(), CliError> {
-    let values = || {
+    let (lo, hi) = log_range(
         (0..groups.len())
             .flat_map(|g| (0..series.len()).map(move |s| (g, s)))
-            .filter_map(|(g, s)| value(g, s).filter(|v| *v > 0.0))
-    };
-    let lo = values().fold(f64::INFINITY, f64::min);
-    let hi = values().fold(0.0, f64::max);
-    let (lo, hi) = if lo.is_finite() && hi >= lo {
-        (lo / 2.0, hi * 2.0)
-    } else {
-        (1.0, 10.0)
-    };
+            .filter_map(|(g, s)| value(g, s)),
+        2.0,
+    );
     let root = canvas(path)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(65)
+    let mut chart = builder(&root, title, 35, 65)
         .build_cartesian_2d(-0.5..groups.len() as f64 - 0.5, (lo..hi).log_scale())
         .map_err(|e| failed(path, e))?;
     chart
