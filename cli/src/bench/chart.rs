@@ -158,6 +158,7 @@ pub fn bars(
             }
         })
         .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| failed(path, e))?;
     // Each group spans 0.8 of its unit, split evenly between the series.
