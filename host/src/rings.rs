@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void, size_t};
+use ringbuf_mirror::guest::Contention;
 use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
 use telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF;
 use telebpf_abi::ObjectKind;
@@ -509,10 +510,13 @@ fn forward(
 ) -> &'static str {
     // When the last frame came (none yet: no spin before the first).
     let mut last_frame = None::<Instant>;
+    let mut contention = Contention::default();
     loop {
         // Soon after a frame, look for the next one without sleeping (see
         // [`mirror_spin`]); then sleep in `poll`.
-        let spun = last_frame.is_some_and(|t| frame_within(stream_fd, t + mirror_spin()));
+        let spun = contention.calm()
+            && last_frame
+                .is_some_and(|t| frame_within(stream_fd, t + mirror_spin(), &mut contention));
         // While records wait, also look every millisecond whether they were
         // consumed, for programs that consume without waiting in
         // epoll/poll (busy `ring_buffer__consume` loops).
@@ -574,8 +578,8 @@ fn readable(fd: c_int, timeout_ms: c_int) -> bool {
 
 /// Looks at `fd` without sleeping, yielding the CPU between looks, until it
 /// is readable (`true`), `until` passed or another thread wants the CPU
-/// (`false`: the caller sleeps; see [`ringbuf_mirror::guest::yield_idle`]).
-fn frame_within(fd: c_int, until: Instant) -> bool {
+/// (`false`: the caller sleeps; see [`Contention`]).
+fn frame_within(fd: c_int, until: Instant, contention: &mut Contention) -> bool {
     loop {
         if readable(fd, 0) {
             return true;
@@ -583,7 +587,7 @@ fn frame_within(fd: c_int, until: Instant) -> bool {
         if Instant::now() >= until {
             return false;
         }
-        if !ringbuf_mirror::guest::yield_idle() {
+        if !contention.yield_now() {
             // One last look: what came while others ran is taken now.
             return readable(fd, 0);
         }

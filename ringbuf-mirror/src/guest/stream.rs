@@ -97,6 +97,41 @@ pub fn yield_idle() -> bool {
     t.elapsed() < YIELD_GAVE_WAY
 }
 
+/// How long streams stop spinning once a yield showed the CPU wanted (see
+/// [`Contention`]).
+pub const CONTENDED_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether a spinning thread's CPU was lately wanted by others: then it
+/// sleeps at once for [`CONTENDED_PAUSE`] rather than spin and give way
+/// again. Each yield that gives way is a chance for a record to come while
+/// another process holds the CPU for its whole time slice (milliseconds);
+/// a thread asleep on its fd instead is woken for the record at once. So
+/// on a busy machine the streams take the wake-ups, and spin again only
+/// once the CPU has been free for a while.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Contention {
+    /// When a yield last gave way.
+    gave_way: Option<Instant>,
+}
+
+impl Contention {
+    /// Whether spinning is worth it now: no yield gave way for
+    /// [`CONTENDED_PAUSE`].
+    pub fn calm(&self) -> bool {
+        self.gave_way.is_none_or(|t| t.elapsed() >= CONTENDED_PAUSE)
+    }
+
+    /// Yields once ([`yield_idle`]); a yield that gave way starts a pause.
+    /// Whether the CPU came back at once.
+    pub fn yield_now(&mut self) -> bool {
+        let idle = yield_idle();
+        if !idle {
+            self.gave_way = Some(Instant::now());
+        }
+        idle
+    }
+}
+
 /// How long one record waits for the guest's consumer (a BPF program
 /// calling `bpf_user_ringbuf_drain`) to make room before it is dropped.
 pub const USER_ROOM_WAIT: Duration = Duration::from_secs(1);
@@ -406,16 +441,15 @@ where
 {
     let mut frame = RecordsFrame::new();
     let spin = wait.spin();
+    let mut contention = Contention::default();
     loop {
         match wait.wait(Ready::Data, None) {
             Ok(Woken::Stop) => return StreamEnd::Stopped,
             Err(e) => return StreamEnd::Wait(e),
             Ok(Woken::Ring | Woken::Timeout) => {}
         }
-        // Since when the ring has had nothing for us, and whether the last
-        // yield showed the CPU wanted elsewhere (then: one last look).
+        // Since when the ring has had nothing for us.
         let mut quiet = None::<Instant>;
-        let mut wanted = false;
         loop {
             let consumed = ring.consume(&mut frame, FRAME_BYTES);
             let took = frame.count() > 0;
@@ -440,21 +474,18 @@ where
                 continue;
             }
             // The ring is empty: look again until it has been quiet for
-            // `spin` or the CPU is wanted, then sleep. Every yield is
-            // followed by a look, so nothing committed before the stream
-            // sleeps waits for a wake-up. A stopped stream notices at its
-            // next wait, at most `spin` later.
+            // `spin` or the CPU is wanted ([`Contention`]), then sleep.
+            // Every yield is followed by a look, so nothing committed
+            // before the stream sleeps waits for a wake-up. A stopped
+            // stream notices at its next wait, at most `spin` later.
             let since = match quiet {
                 Some(t) if !took => t,
-                _ => {
-                    wanted = false;
-                    *quiet.insert(Instant::now())
-                }
+                _ => *quiet.insert(Instant::now()),
             };
-            if wanted || since.elapsed() >= spin {
+            if since.elapsed() >= spin || !contention.calm() {
                 break;
             }
-            wanted = !yield_idle();
+            contention.yield_now();
         }
     }
 }

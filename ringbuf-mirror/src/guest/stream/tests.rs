@@ -599,3 +599,22 @@ fn the_default_spin_is_brief() {
     }
     assert!(STREAM_SPIN <= Duration::from_millis(1));
 }
+
+/// Spinning pauses for [`CONTENDED_PAUSE`] after a yield gave way, and
+/// only then.
+#[test]
+fn a_yield_that_gave_way_pauses_spinning() {
+    assert!(Contention::default().calm());
+    let now = Instant::now();
+    assert!(!Contention {
+        gave_way: Some(now)
+    }
+    .calm());
+    let long_ago = now
+        .checked_sub(CONTENDED_PAUSE)
+        .expect("a monotonic clock past the pause");
+    assert!(Contention {
+        gave_way: Some(long_ago)
+    }
+    .calm());
+}
