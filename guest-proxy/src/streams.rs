@@ -6,7 +6,9 @@
 //! request is [`Request::Stream`](telebpf_protocol::message::Request)
 //! naming the owning session by its secret token. The stream's thread maps
 //! the guest ring, sleeps (in `poll`) until the kernel signals new data
-//! (event notification: no polling period) and runs the ring's loop,
+//! (event notification: no polling period; after a frame it first looks
+//! again for up to `TELEBPF_RING_SPIN_US` before it sleeps, see
+//! [`ringbuf_mirror::guest::ring_spin`]) and runs the ring's loop,
 //! [`ringbuf_mirror::guest::pump`], which consumes everything that is there
 //! and sends it in frames. A user ring buffer's stream runs the other way
 //! ([`serve_user`], [`ringbuf_mirror::guest::feed`]): the host sends the

@@ -9,6 +9,9 @@
 //!   wake-ups: no polling period). A mirror thread writes them into the host
 //!   ring and keeps the object's fd readable exactly while records are
 //!   unconsumed, so the program's unmodified `epoll_wait` wakes for them.
+//!   After a frame, the proxy's loop and the mirror thread both look for
+//!   more for a moment before they sleep ([`mirror_spin`]): a record that
+//!   follows closely then costs the program one wake-up, as a local one.
 //! * A **user ring buffer map**: the other way round. The host program
 //!   produces into host memory with the kernel's layout; a mirror thread
 //!   looks at it (libbpf's `submit` makes no syscall), takes committed
@@ -28,9 +31,10 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void, size_t};
+use ringbuf_mirror::guest::Contention;
 use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
 use telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF;
 use telebpf_abi::ObjectKind;
@@ -41,6 +45,16 @@ use crate::error::{Error, Result};
 use crate::fdtable::{GuestObject, MirroredRing, Signal};
 use crate::sys::spawn_library_thread;
 use crate::{lost, mapsync, state};
+
+/// How long the mirror keeps looking for the stream's next frame after one
+/// came, before it sleeps in `poll`: the host half of the proxy's
+/// [`ringbuf_mirror::guest::STREAM_SPIN`] (see there why, and what it
+/// costs), set by the same `TELEBPF_RING_SPIN_US`. A record that follows
+/// within it crosses the socket without waking this thread; an idle ring's
+/// mirror sleeps from then on.
+fn mirror_spin() -> Duration {
+    ringbuf_mirror::guest::ring_spin()
+}
 
 /// How often an idle mirror re-checks whether the program consumed
 /// everything (to make the fd unreadable again). Only while data is pending.
@@ -494,12 +508,15 @@ fn forward(
     ready: &Readiness,
     stream_fd: c_int,
 ) -> &'static str {
+    // When the last frame came (none yet: no spin before the first).
+    let mut last_frame = None::<Instant>;
+    let mut contention = Contention::default();
     loop {
-        let mut pfd = libc::pollfd {
-            fd: stream_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        // Soon after a frame, look for the next one without sleeping (see
+        // [`mirror_spin`]); then sleep in `poll`.
+        let spun = contention.calm()
+            && last_frame
+                .is_some_and(|t| frame_within(stream_fd, t + mirror_spin(), &mut contention));
         // While records wait, also look every millisecond whether they were
         // consumed, for programs that consume without waiting in
         // epoll/poll (busy `ring_buffer__consume` loops).
@@ -508,11 +525,11 @@ fn forward(
         } else {
             -1
         };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, timeout) } == 0 {
+        if !spun && !readable(stream_fd, timeout) {
             ready.lower_if_consumed();
             continue;
         }
+        last_frame = Some(Instant::now());
         let frame = match conn.recv_frame() {
             Ok(b) => b,
             // The session or the proxy is gone: nothing more will come.
@@ -543,6 +560,36 @@ fn forward(
         }
         if ready.ring.pending() {
             ready.raise();
+        }
+    }
+}
+
+/// Whether `fd` is readable (or hung up) within `timeout_ms` (`-1`: no
+/// limit); an interrupted or failed `poll` says no (the caller looks again).
+fn readable(fd: c_int, timeout_ms: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+}
+
+/// Looks at `fd` without sleeping, yielding the CPU between looks, until it
+/// is readable (`true`), `until` passed or another thread wants the CPU
+/// (`false`: the caller sleeps; see [`Contention`]).
+fn frame_within(fd: c_int, until: Instant, contention: &mut Contention) -> bool {
+    loop {
+        if readable(fd, 0) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        if !contention.yield_now() {
+            // One last look: what came while others ran is taken now.
+            return readable(fd, 0);
         }
     }
 }

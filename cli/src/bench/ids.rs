@@ -11,6 +11,7 @@ use telebpf_collectors::Collector;
 use telebpf_ids::direct::Direct;
 use telebpf_ids::{Cost, Inspector, Mode, Rows, Walk};
 
+use super::chart;
 use crate::error::CliError;
 use crate::stats::{percentile_us, summarize};
 
@@ -48,7 +49,13 @@ fn measure(
 }
 
 /// Runs the benchmark.
-pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Result<(), CliError> {
+pub fn run(
+    target: &str,
+    key_file: &Path,
+    runs: usize,
+    csv: Option<&Path>,
+    svg: Option<&Path>,
+) -> Result<(), CliError> {
     let runs = runs.max(1);
     let settings = Settings::new(target, key_file.to_path_buf())?;
     let mut inspector = Inspector::connect(&settings)?;
@@ -169,5 +176,36 @@ pub fn run(target: &str, key_file: &Path, runs: usize, csv: Option<&Path>) -> Re
             source,
         })?;
     }
+    if let Some(path) = svg {
+        draw(path, &rows, runs)?;
+        println!("chart written to {}", path.display());
+    }
     Ok(())
+}
+
+/// Draws each collector's median walk per mode as grouped bars: the direct
+/// walk (the floor) first, then per-pointer (what bulk reads replace), then
+/// the bulk modes.
+fn draw(path: &Path, rows: &[Row], runs: usize) -> Result<(), CliError> {
+    let mut collectors: Vec<&str> = Vec::new();
+    for r in rows {
+        if !collectors.contains(&r.collector) {
+            collectors.push(r.collector);
+        }
+    }
+    let mut modes = vec!["direct"];
+    modes.extend(Mode::ALL.iter().map(|m| m.name()));
+    modes.retain(|m| rows.iter().any(|r| r.mode == *m));
+    chart::bars(
+        path,
+        &format!("bench ids: median walk per collector and mode ({runs} runs)"),
+        "median walk (µs, log scale)",
+        &collectors,
+        &modes,
+        |c, m| {
+            rows.iter()
+                .find(|r| r.collector == collectors[c] && r.mode == modes[m])
+                .map(|r| r.median_us)
+        },
+    )
 }

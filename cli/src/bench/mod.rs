@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use crate::error::CliError;
 
+mod chart;
 mod ids;
 mod monitor;
 mod ringbuf;
@@ -42,6 +43,10 @@ pub enum Bench {
         /// Runs of each side (alternating); the median run is shown.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Also draw the one-at-a-time latency distributions (local and
+        /// forwarded, each side's median run) as an SVG chart here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Startup of Debian's execsnoop until its header line, local vs
     /// forwarded.
@@ -71,6 +76,10 @@ pub enum Bench {
         /// Also write the table as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Also draw each collector's median walk per mode, with the direct
+        /// and per-pointer bases, as an SVG chart here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// What `telebpf monitor` costs the host for N guests: host CPU per
     /// guest per round, wall time per round (starts its own proxies, one
@@ -105,7 +114,8 @@ pub fn run(which: Bench) -> Result<(), CliError> {
             key_file,
             events,
             repeat,
-        } => ringbuf::run(&target, &key_file, events, repeat),
+            svg,
+        } => ringbuf::run(&target, &key_file, events, repeat, svg.as_deref()),
         Bench::Startup {
             target,
             key_file,
@@ -116,7 +126,8 @@ pub fn run(which: Bench) -> Result<(), CliError> {
             key_file,
             runs,
             csv,
-        } => ids::run(&target, &key_file, runs, csv.as_deref()),
+            svg,
+        } => ids::run(&target, &key_file, runs, csv.as_deref(), svg.as_deref()),
         Bench::Monitor {
             counts,
             rounds,

@@ -59,8 +59,9 @@ pub use memory::{GuestMapping, RawRegion, RingMemory};
 pub use perf::{PerfConsumer, PerfLayout};
 pub use ringbuf::RingbufConsumer;
 pub use stream::{
-    feed, map_user_ring, pump, FrameSink, FrameSource, Geometry, GuestRing, MapRegion, Ready,
-    RecordsFrame, RingError, StreamEnd, Wait, Woken, FRAME_BYTES, USER_ROOM_WAIT,
+    feed, map_user_ring, pump, ring_spin, yield_idle, Contention, FrameSink, FrameSource, Geometry,
+    GuestRing, MapRegion, Ready, RecordsFrame, RingError, StreamEnd, Wait, Woken, CONTENDED_PAUSE,
+    ENV_RING_SPIN_US, FRAME_BYTES, STREAM_SPIN, USER_ROOM_WAIT,
 };
 pub use user::{Produced, UserRingProducer};
 

@@ -43,6 +43,98 @@ use crate::BpfRingLayout;
 /// and that a frame stays far below `MAX_PLAINTEXT`.
 pub const FRAME_BYTES: usize = 64 << 10;
 
+/// How long a consuming stream keeps looking at a quiet ring after its last
+/// record before it sleeps in [`Wait::wait`], unless [`ENV_RING_SPIN_US`]
+/// says otherwise (see [`ring_spin`], the default of [`Wait::spin`]).
+///
+/// A sleeping stream costs a forwarded record a wake-up on each side of the
+/// connection (the guest ring's `poll` here, the socket's in the host's
+/// mirror), and on an idle CPU each costs several times the work done for
+/// the record on that hop (10-30 µs measured here, against 2-4 µs for the
+/// host's mirror to read, open and push a record). A record that comes
+/// within this time of the previous one is taken without either. The price
+/// is up to this much CPU after each burst; the spin yields the CPU between
+/// looks, so a thread the scheduler put on the same core (the guest's
+/// producer, the host's consumer) runs at once, it ends as soon as another
+/// thread wants the CPU and pauses for a while then ([`Contention`]), and a
+/// stream with nothing to carry sleeps from then on: an idle ring costs no
+/// CPU. Records that keep coming a little apart (a system-wide
+/// tracer on a busy machine) keep both ends spinning much of the time:
+/// that is where [`ENV_RING_SPIN_US`] trades latency back for CPU.
+pub const STREAM_SPIN: Duration = Duration::from_micros(500);
+
+/// Environment variable: the ring streams' spin in µs, for the proxy's
+/// stream loops and the host's mirror threads alike (default
+/// [`STREAM_SPIN`]; `0` turns it off: every record then wakes both).
+pub const ENV_RING_SPIN_US: &str = "TELEBPF_RING_SPIN_US";
+
+/// The ring streams' spin: [`ENV_RING_SPIN_US`] when it is a number of
+/// µs, else [`STREAM_SPIN`]; read once per process.
+pub fn ring_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var(ENV_RING_SPIN_US)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(STREAM_SPIN, Duration::from_micros)
+    })
+}
+
+/// A yield that took longer than this gave the CPU to another thread for
+/// more than a record's short work (the host consumer's callback, the
+/// guest's producer): the CPU is wanted, see [`yield_idle`].
+const YIELD_GAVE_WAY: Duration = Duration::from_micros(50);
+
+/// Yields the CPU once, as a spinning stream does between looks; whether it
+/// came back at once, i.e. whether spinning on costs nobody anything.
+///
+/// A spinning thread is not asleep on its fd, so a record that comes while
+/// the scheduler runs another thread in its place waits for that thread's
+/// whole time slice (milliseconds behind a compiler), where a sleeping
+/// stream would have been woken at once. So a spin ends, and the stream
+/// sleeps, as soon as a yield shows that the CPU is wanted: a spin uses
+/// only time that no other thread wanted.
+pub fn yield_idle() -> bool {
+    let t = Instant::now();
+    std::thread::yield_now();
+    t.elapsed() < YIELD_GAVE_WAY
+}
+
+/// How long streams stop spinning once a yield showed the CPU wanted (see
+/// [`Contention`]).
+pub const CONTENDED_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether a spinning thread's CPU was lately wanted by others: then it
+/// sleeps at once for [`CONTENDED_PAUSE`] rather than spin and give way
+/// again. Each yield that gives way is a chance for a record to come while
+/// another process holds the CPU for its whole time slice (milliseconds);
+/// a thread asleep on its fd instead is woken for the record at once. So
+/// on a busy machine the streams take the wake-ups, and spin again only
+/// once the CPU has been free for a while.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Contention {
+    /// When a yield last gave way.
+    gave_way: Option<Instant>,
+}
+
+impl Contention {
+    /// Whether spinning is worth it now: no yield gave way for
+    /// [`CONTENDED_PAUSE`].
+    pub fn calm(&self) -> bool {
+        self.gave_way.is_none_or(|t| t.elapsed() >= CONTENDED_PAUSE)
+    }
+
+    /// Yields once ([`yield_idle`]); a yield that gave way starts a pause.
+    /// Whether the CPU came back at once.
+    pub fn yield_now(&mut self) -> bool {
+        let idle = yield_idle();
+        if !idle {
+            self.gave_way = Some(Instant::now());
+        }
+        idle
+    }
+}
+
 /// How long one record waits for the guest's consumer (a BPF program
 /// calling `bpf_user_ringbuf_drain`) to make room before it is dropped.
 pub const USER_ROOM_WAIT: Duration = Duration::from_secs(1);
@@ -88,6 +180,13 @@ pub trait Wait {
 
     /// Whether the stream must stop, without sleeping.
     fn stopped(&mut self) -> bool;
+
+    /// How long a consuming stream looks again and again at its quiet ring
+    /// before it sleeps in [`Wait::wait`] (see [`STREAM_SPIN`];
+    /// [`ring_spin`] by default); zero: it sleeps at once.
+    fn spin(&self) -> Duration {
+        ring_spin()
+    }
 }
 
 /// Where a consuming stream's frames go (its connection to the host).
@@ -363,7 +462,11 @@ pub fn map_user_ring<M: RingMemory>(
 /// Each wake-up takes everything committed, in frames of at most
 /// [`FRAME_BYTES`] of records, each sent as soon as it is full so that the
 /// host works on one while the next is filled; samples the guest ring
-/// reported lost follow as a [`Reply::Lost`].
+/// reported lost follow as a [`Reply::Lost`]. A frame leaves as soon as the
+/// ring has nothing more, so a quiet ring's record is never held back for
+/// company. Once the ring is empty the loop keeps looking for
+/// [`Wait::spin`] (yielding the CPU between looks) before it sleeps again:
+/// records that follow closely are sent without a wake-up.
 pub fn pump<M, W, S>(ring: &mut GuestRing<M>, wait: &mut W, out: &mut S) -> StreamEnd<S::Error>
 where
     M: RingMemory,
@@ -371,17 +474,22 @@ where
     S: FrameSink + ?Sized,
 {
     let mut frame = RecordsFrame::new();
+    let spin = wait.spin();
+    let mut contention = Contention::default();
     loop {
         match wait.wait(Ready::Data, None) {
             Ok(Woken::Stop) => return StreamEnd::Stopped,
             Err(e) => return StreamEnd::Wait(e),
             Ok(Woken::Ring | Woken::Timeout) => {}
         }
+        // Since when the ring has had nothing for us.
+        let mut quiet = None::<Instant>;
         loop {
             let consumed = ring.consume(&mut frame, FRAME_BYTES);
+            let took = frame.count() > 0;
             // Records taken before a failed check passed every check: they
             // go out, then the stream ends.
-            if frame.count() > 0 {
+            if took {
                 if let Err(e) = out.send(frame.finish()) {
                     return StreamEnd::Transport(e);
                 }
@@ -396,9 +504,22 @@ where
                     return StreamEnd::Transport(e);
                 }
             }
-            if !more {
+            if more {
+                continue;
+            }
+            // The ring is empty: look again until it has been quiet for
+            // `spin` or the CPU is wanted ([`Contention`]), then sleep.
+            // Every yield is followed by a look, so nothing committed
+            // before the stream sleeps waits for a wake-up. A stopped
+            // stream notices at its next wait, at most `spin` later.
+            let since = match quiet {
+                Some(t) if !took => t,
+                _ => *quiet.insert(Instant::now()),
+            };
+            if since.elapsed() >= spin || !contention.calm() {
                 break;
             }
+            contention.yield_now();
         }
     }
 }

@@ -504,3 +504,117 @@ fn stream_ends_render_as_the_proxy_logs_them() {
         "the cause is kept"
     );
 }
+
+/// A fake kernel for the spin: the first wait finds one record; every
+/// later wait ends the stream. `spin` is the stream's spin.
+struct OneWake {
+    waits: usize,
+    spin: Duration,
+}
+
+impl Wait for OneWake {
+    fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
+        self.waits += 1;
+        Ok(if self.waits == 1 {
+            Woken::Ring
+        } else {
+            Woken::Stop
+        })
+    }
+
+    fn stopped(&mut self) -> bool {
+        self.waits > 1
+    }
+
+    fn spin(&self) -> Duration {
+        self.spin
+    }
+}
+
+/// The host's end for the spin: counts records per frame; its first frame
+/// makes the guest commit one more record, as a guest program would while
+/// the stream is still busy with the first.
+struct ProducesOnFirstFrame<'a> {
+    sim: &'a SimRingbuf,
+    frames: Vec<usize>,
+}
+
+impl FrameSink for ProducesOnFirstFrame<'_> {
+    type Error = Infallible;
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), Infallible> {
+        self.frames
+            .push(message::records_in(frame).expect("records").count());
+        if self.frames.len() == 1 {
+            assert!(self.sim.output(b"second", false));
+        }
+        Ok(())
+    }
+}
+
+/// A record committed while the stream spins goes out at once, without a
+/// wait (in the proxy: without a wake-up on the guest ring); with no spin
+/// the stream sleeps as soon as the ring is empty, and the record waits for
+/// the next wake-up.
+#[test]
+fn a_record_that_comes_during_the_spin_is_sent_without_a_wait() {
+    for (spin, frames) in [
+        (Duration::from_secs(5), vec![1, 1]),
+        (Duration::ZERO, vec![1]),
+    ] {
+        let layout = one_page();
+        let sim = SimRingbuf::new(layout);
+        assert!(sim.output(b"first", false));
+        let mut wait = OneWake { waits: 0, spin };
+        let mut out = ProducesOnFirstFrame {
+            sim: &sim,
+            frames: Vec::new(),
+        };
+        let mut guest =
+            GuestRing::Bpf(RingbufConsumer::new(&sim.consumer, &sim.producer, layout).unwrap());
+        let end = pump(&mut guest, &mut wait, &mut out);
+        assert!(matches!(end, StreamEnd::Stopped), "{end}");
+        assert_eq!(out.frames, frames, "spin {spin:?}");
+        // Woken once for the first record, then once more to stop.
+        assert_eq!(wait.waits, 2, "spin {spin:?}");
+    }
+}
+
+/// The default spin is the ring streams' (the environment's, else
+/// [`STREAM_SPIN`]): brief, so an idle stream sleeps soon.
+#[test]
+fn the_default_spin_is_brief() {
+    struct Default;
+    impl Wait for Default {
+        fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
+            Ok(Woken::Stop)
+        }
+        fn stopped(&mut self) -> bool {
+            true
+        }
+    }
+    assert_eq!(Default.spin(), ring_spin());
+    if std::env::var_os(ENV_RING_SPIN_US).is_none() {
+        assert_eq!(ring_spin(), STREAM_SPIN);
+    }
+    assert!(STREAM_SPIN <= Duration::from_millis(1));
+}
+
+/// Spinning pauses for [`CONTENDED_PAUSE`] after a yield gave way, and
+/// only then.
+#[test]
+fn a_yield_that_gave_way_pauses_spinning() {
+    assert!(Contention::default().calm());
+    let now = Instant::now();
+    assert!(!Contention {
+        gave_way: Some(now)
+    }
+    .calm());
+    let long_ago = now
+        .checked_sub(CONTENDED_PAUSE)
+        .expect("a monotonic clock past the pause");
+    assert!(Contention {
+        gave_way: Some(long_ago)
+    }
+    .calm());
+}
