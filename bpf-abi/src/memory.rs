@@ -52,7 +52,10 @@ pub trait Memory {
     /// are system calls may read them all in one (one forwarded call then
     /// costs one `process_vm_readv` for its buffers, not one per buffer).
     fn read_each(&self, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>, i32>> {
-        ranges.iter().map(|&(addr, len)| self.read(addr, len)).collect()
+        ranges
+            .iter()
+            .map(|&(addr, len)| self.read(addr, len))
+            .collect()
     }
 }
 

@@ -37,7 +37,7 @@ pub fn run(addr: &Address, spin: Duration) -> Result<(), ServerError> {
             addr: addr.clone(),
             source,
         };
-        let listener = Listener::bind(&addr).await.map_err(listen_err)?;
+        let listener = Listener::bind(addr).await.map_err(listen_err)?;
         crate::log::info(format_args!("echo listening on {addr}"));
         let live = Arc::new(AtomicUsize::new(0));
         loop {

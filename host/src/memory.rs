@@ -169,10 +169,7 @@ mod tests {
         // A bad range fails alone, as its own read would.
         let ranges = [(a.as_ptr() as u64, 4), (8, 4), (b.as_ptr() as u64, 2)];
         let got = ProcessMemory::current().read_each(&ranges);
-        assert_eq!(
-            got,
-            vec![Ok(a.to_vec()), Err(libc::EFAULT), Ok(vec![5, 5])]
-        );
+        assert_eq!(got, vec![Ok(a.to_vec()), Err(libc::EFAULT), Ok(vec![5, 5])]);
     }
 
     #[test]

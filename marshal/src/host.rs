@@ -232,7 +232,7 @@ pub fn gather(mem: &dyn Memory, fds: &dyn HostFds, attrs: Attrs) -> Result<Gathe
     // go (a lookup's key and value: one system call, not two). Reads have
     // no effect, so reading ahead changes no outcome; a buffer whose
     // range an expansion changed is read again.
-    let mut ahead: Vec<Option<((u64, usize), Result<Vec<u8>, i32>)>> = {
+    let mut ahead: Vec<Option<ReadAhead>> = {
         let ranges: Vec<Option<(u64, usize)>> = plan
             .buffers
             .iter()
@@ -314,6 +314,10 @@ pub fn gather(mem: &dyn Memory, fds: &dyn HostFds, attrs: Attrs) -> Result<Gathe
     };
     Ok(Gathered { call, sent })
 }
+
+/// A buffer [`gather`] read ahead: the range `(ptr, len)` it read, and
+/// what the read gave.
+type ReadAhead = ((u64, usize), Result<Vec<u8>, i32>);
 
 /// Whether [`gather`] reads a buffer of `n` bytes from the caller: every
 /// `In`/`InOut` buffer, and an `Out` buffer small enough to carry the

@@ -119,7 +119,12 @@ mod tests {
 
     use super::*;
 
-    fn echo_pair(wait: Wait) -> (EchoClient<UnixStream>, std::thread::JoinHandle<io::Result<()>>) {
+    fn echo_pair(
+        wait: Wait,
+    ) -> (
+        EchoClient<UnixStream>,
+        std::thread::JoinHandle<io::Result<()>>,
+    ) {
         let (a, b) = UnixStream::pair().unwrap();
         let server = std::thread::spawn(move || serve(b, Duration::from_micros(50)));
         let client = EchoClient::start(a, wait, Duration::from_micros(50)).unwrap();

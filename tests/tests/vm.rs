@@ -675,7 +675,10 @@ fn bench_rtt_measures_the_guests_raw_vsock_echo() {
         "forwarded BPF_MAP_LOOKUP_ELEM",
         "forwarded lookup / spinning raw echo:",
     ] {
-        assert!(text.contains(want), "bench rtt printed no {want:?}:\n{text}");
+        assert!(
+            text.contains(want),
+            "bench rtt printed no {want:?}:\n{text}"
+        );
     }
     say(&format!("vm: bench rtt against the guest:\n{text}"));
     h.finish();

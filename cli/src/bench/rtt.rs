@@ -51,7 +51,10 @@ const ENV_PROXY_SPIN_US: &str = "TELEBPF_PROXY_SPIN_US";
 /// a vsock target the same CID or muxer socket one port up (the test
 /// guest's proxy listens on 5000, its echo on 5001); `None` for a Unix
 /// target, whose echo runs in this process.
-pub fn raw_echo_address(target: &Address, given: Option<&str>) -> Result<Option<Address>, CliError> {
+pub fn raw_echo_address(
+    target: &Address,
+    given: Option<&str>,
+) -> Result<Option<Address>, CliError> {
     if let Some(addr) = given {
         return addr
             .parse()
@@ -115,12 +118,13 @@ fn raw_echo(
             summary
         }
         Some(addr) => {
-            let stream = telebpf_protocol::connect(addr, settings.connect_timeout).map_err(
-                |source| CliError::RawEcho {
-                    addr: addr.clone(),
-                    source,
-                },
-            )?;
+            let stream =
+                telebpf_protocol::connect(addr, settings.connect_timeout).map_err(|source| {
+                    CliError::RawEcho {
+                        addr: addr.clone(),
+                        source,
+                    }
+                })?;
             time_echo(EchoClient::start(stream, wait, settings.spin)?, runs)
         }
     }
@@ -275,9 +279,10 @@ pub fn run(
     println!("telebpf bench rtt: {runs} round trips each, target {target}");
     println!(
         "raw echo: {}; spin budget {} µs here ({})",
-        echo_at.map_or("a thread of this process over a socket pair".to_string(), |a| {
-            format!("the echo service at {a}")
-        }),
+        echo_at.map_or(
+            "a thread of this process over a socket pair".to_string(),
+            |a| { format!("the echo service at {a}") }
+        ),
         settings.spin.as_micros(),
         telebpf_client::ENV_SPIN_US,
     );
