@@ -36,9 +36,9 @@ fn table() -> Table {
     }
 }
 
-#[test]
-fn map_lookup_travels_and_only_the_value_comes_back() {
-    let table = table();
+/// A lookup of key 7 in host fd 3: its attr, and memory holding the attr,
+/// the key and a value buffer of `0xaa`s.
+fn lookup_of_key_7() -> (Vec<u8>, FakeMemory) {
     let mut attr = vec![0u8; 32];
     write_u32(&mut attr, off::map_elem::MAP_FD, 3);
     write_u64(&mut attr, off::map_elem::KEY, KEY);
@@ -48,6 +48,13 @@ fn map_lookup_travels_and_only_the_value_comes_back() {
         (KEY, vec![7, 0, 0, 0]),
         (VALUE, vec![0xaa; 8]),
     ]);
+    (attr, mem)
+}
+
+#[test]
+fn map_lookup_travels_and_only_the_value_comes_back() {
+    let table = table();
+    let (attr, mem) = lookup_of_key_7();
 
     // Host: the key is copied, the small value buffer carries the caller's
     // bytes (what a kernel that does not write leaves), the map fd is the
@@ -214,16 +221,9 @@ impl Memory for CountingMemory {
 #[test]
 fn a_lookups_key_and_value_are_read_in_one_batch() {
     let table = table();
-    let mut attr = vec![0u8; 32];
-    write_u32(&mut attr, off::map_elem::MAP_FD, 3);
-    write_u64(&mut attr, off::map_elem::KEY, KEY);
-    write_u64(&mut attr, off::map_elem::VALUE, VALUE);
+    let (mut attr, inner) = lookup_of_key_7();
     let mem = CountingMemory {
-        inner: FakeMemory::with(&[
-            (ATTR, attr.clone()),
-            (KEY, vec![7, 0, 0, 0]),
-            (VALUE, vec![0xaa; 8]),
-        ]),
+        inner,
         reads: Default::default(),
         batches: Default::default(),
     };
