@@ -46,6 +46,17 @@ pub trait Memory {
         }
         Ok(out)
     }
+
+    /// Reads several ranges, each result as [`Memory::read`] would give
+    /// it. The default reads them one by one; an implementation whose reads
+    /// are system calls may read them all in one (one forwarded call then
+    /// costs one `process_vm_readv` for its buffers, not one per buffer).
+    fn read_each(&self, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>, i32>> {
+        ranges
+            .iter()
+            .map(|&(addr, len)| self.read(addr, len))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,23 @@ pub enum CliError {
         /// The errno.
         source: io::Error,
     },
+    /// `bench rtt --raw-echo` is not an address.
+    #[error("bad --raw-echo address {addr:?}: {source}")]
+    RawEchoAddress {
+        /// What was given.
+        addr: String,
+        /// Why it does not parse.
+        source: AddressError,
+    },
+    /// The raw echo of `bench rtt` cannot be reached (for a vsock target:
+    /// the guest runs none, see `tests/vm/init.sh`; give `--raw-echo`).
+    #[error("cannot reach the raw echo at {addr}: {source}")]
+    RawEcho {
+        /// Its address.
+        addr: telebpf_protocol::Address,
+        /// Why.
+        source: telebpf_protocol::TransportError,
+    },
     /// The rtt bench's lookup read back another value than it wrote.
     #[error("lookup returned {0:#x}, expected 0x12345678")]
     WrongValue(u64),

@@ -44,6 +44,7 @@ pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
 pub mod caps;
+pub mod echo;
 pub mod facts;
 pub mod files;
 pub mod guard;

@@ -9,8 +9,12 @@ use clap::Parser;
 #[command(name = "telebpf-proxy", version)]
 struct Args {
     /// Where to listen: `unix:PATH` or `vsock:PORT`.
-    #[arg(long)]
-    listen: String,
+    #[arg(long, required_unless_present = "echo")]
+    listen: Option<String>,
+    /// Instead of the proxy, run a plain echo on ADDR (the raw base of
+    /// `telebpf bench rtt`, see `echo.rs`): no key, no kernel access.
+    #[arg(long, value_name = "ADDR", hide = true, conflicts_with = "listen")]
+    echo: Option<String>,
     /// Pre-shared key file (see `telebpf keygen`); may be given more than
     /// once. These keys get the rules of `--policy` (all rights without it).
     #[arg(long = "key-file")]
@@ -29,7 +33,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = telebpf_proxy::Config::new(&args.listen, &args.key_file).and_then(|mut c| {
+    if let Some(addr) = &args.echo {
+        return echo(addr);
+    }
+    let listen = args.listen.as_deref().unwrap_or_default();
+    let config = telebpf_proxy::Config::new(listen, &args.key_file).and_then(|mut c| {
         if let Some(spec) = &args.policy {
             c.set_policy(spec)?;
         }
@@ -46,6 +54,24 @@ fn main() -> ExitCode {
         }
     };
     match telebpf_proxy::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            telebpf_proxy::log::info(format_args!("{e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--echo ADDR`: the address and spin budget read as the proxy's.
+fn echo(addr: &str) -> ExitCode {
+    let result = match telebpf_proxy::Config::new(addr, &[]) {
+        Ok(c) => telebpf_proxy::echo::run(&c.listen, c.spin).map_err(|e| e.to_string()),
+        Err(e) => {
+            telebpf_proxy::log::info(format_args!("{e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             telebpf_proxy::log::info(format_args!("{e}"));

@@ -228,25 +228,45 @@ pub fn gather(mem: &dyn Memory, fds: &dyn HostFds, attrs: Attrs) -> Result<Gathe
     } = attrs;
     let mut plan = Plan::new(raw_cmd, &attr, common.as_deref(), fds)?;
     let mut buffers: Vec<WireBuffer> = Vec::with_capacity(plan.buffers.len());
+    // The byte buffers the plan names before any expansion, read in one
+    // go (a lookup's key and value: one system call, not two). Reads have
+    // no effect, so reading ahead changes no outcome; a buffer whose
+    // range an expansion changed is read again.
+    let mut ahead: Vec<Option<ReadAhead>> = {
+        let ranges: Vec<Option<(u64, usize)>> = plan
+            .buffers
+            .iter()
+            .map(|spec| match spec.len {
+                Length::Bytes(n) if reads_bytes(spec, n) => Some((spec.ptr, n)),
+                _ => None,
+            })
+            .collect();
+        let wanted: Vec<(u64, usize)> = ranges.iter().flatten().copied().collect();
+        let mut got = mem.read_each(&wanted).into_iter();
+        ranges
+            .into_iter()
+            .map(|r| r.and_then(|range| Some((range, got.next()?))))
+            .collect()
+    };
     // Expanding a buffer appends the buffers nested in it: the plan grows
     // while it is walked.
     let mut i = 0;
     while i < plan.buffers.len() {
         let spec = &plan.buffers[i];
         let read_in = |errno| GatherError::Buffer { index: i, errno };
+        let mut read = |n: usize| match ahead.get_mut(i).and_then(Option::take) {
+            Some((range, r)) if range == (spec.ptr, n) => r,
+            _ => mem.read(spec.ptr, n),
+        };
         let wire = match (&spec.len, &spec.dir) {
-            (Length::Bytes(n), Direction::Out)
-                if *n <= PREFILL_MAX && spec.content != Content::Log =>
-            {
-                match mem.read(spec.ptr, *n) {
-                    Ok(current) => WireBuffer::Data(current),
-                    // The kernel may never write there (a failing lookup):
-                    // let it decide, and fault on write-back.
-                    Err(_) => WireBuffer::Out(*n as u64),
-                }
-            }
+            (Length::Bytes(n), Direction::Out) if reads_bytes(spec, *n) => match read(*n) {
+                Ok(current) => WireBuffer::Data(current),
+                // The kernel may never write there (a failing lookup):
+                // let it decide, and fault on write-back.
+                Err(_) => WireBuffer::Out(*n as u64),
+            },
             (Length::Bytes(n), Direction::Out) => WireBuffer::Out(*n as u64),
-            (Length::Bytes(n), _) => WireBuffer::Data(mem.read(spec.ptr, *n).map_err(read_in)?),
+            (Length::Bytes(n), _) => WireBuffer::Data(read(*n).map_err(read_in)?),
             (Length::CString { max }, _) => {
                 WireBuffer::Data(mem.read_cstr(spec.ptr, *max).map_err(read_in)?)
             }
@@ -293,6 +313,17 @@ pub fn gather(mem: &dyn Memory, fds: &dyn HostFds, attrs: Attrs) -> Result<Gathe
         buffers,
     };
     Ok(Gathered { call, sent })
+}
+
+/// A buffer [`gather`] read ahead: the range `(ptr, len)` it read, and
+/// what the read gave.
+type ReadAhead = ((u64, usize), Result<Vec<u8>, i32>);
+
+/// Whether [`gather`] reads a buffer of `n` bytes from the caller: every
+/// `In`/`InOut` buffer, and an `Out` buffer small enough to carry the
+/// caller's current bytes (not a log: the kernel writes it from the start).
+fn reads_bytes(spec: &telebpf_abi::BufferSpec, n: usize) -> bool {
+    spec.dir != Direction::Out || (n <= PREFILL_MAX && spec.content != Content::Log)
 }
 
 /// Writes back what the kernel wrote: attr bytes that differ from what was

@@ -36,9 +36,9 @@ fn table() -> Table {
     }
 }
 
-#[test]
-fn map_lookup_travels_and_only_the_value_comes_back() {
-    let table = table();
+/// A lookup of key 7 in host fd 3: its attr, and memory holding the attr,
+/// the key and a value buffer of `0xaa`s.
+fn lookup_of_key_7() -> (Vec<u8>, FakeMemory) {
     let mut attr = vec![0u8; 32];
     write_u32(&mut attr, off::map_elem::MAP_FD, 3);
     write_u64(&mut attr, off::map_elem::KEY, KEY);
@@ -48,6 +48,13 @@ fn map_lookup_travels_and_only_the_value_comes_back() {
         (KEY, vec![7, 0, 0, 0]),
         (VALUE, vec![0xaa; 8]),
     ]);
+    (attr, mem)
+}
+
+#[test]
+fn map_lookup_travels_and_only_the_value_comes_back() {
+    let table = table();
+    let (attr, mem) = lookup_of_key_7();
 
     // Host: the key is copied, the small value buffer carries the caller's
     // bytes (what a kernel that does not write leaves), the map fd is the
@@ -187,4 +194,63 @@ fn a_bad_pointer_is_efault_on_either_way() {
     let attrs = read_attrs(&mem, BPF_MAP_LOOKUP_ELEM, ATTR, 32, 0, 0).unwrap();
     let e = gather(&mem, &table.host(), attrs).unwrap_err();
     assert_eq!(e.errno(), 14, "{e}");
+}
+
+/// A [`FakeMemory`] that counts the host's reads: single reads, and
+/// batches of [`Memory::read_each`] with their ranges.
+struct CountingMemory {
+    inner: FakeMemory,
+    reads: std::cell::Cell<usize>,
+    batches: std::cell::RefCell<Vec<Vec<(u64, usize)>>>,
+}
+
+impl Memory for CountingMemory {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read(addr, len)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), i32> {
+        self.inner.write(addr, data)
+    }
+    fn read_each(&self, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>, i32>> {
+        self.batches.borrow_mut().push(ranges.to_vec());
+        ranges.iter().map(|&(a, n)| self.inner.read(a, n)).collect()
+    }
+}
+
+#[test]
+fn a_lookups_key_and_value_are_read_in_one_batch() {
+    let table = table();
+    let (mut attr, inner) = lookup_of_key_7();
+    let mem = CountingMemory {
+        inner,
+        reads: Default::default(),
+        batches: Default::default(),
+    };
+    let attrs = read_attrs(&mem, BPF_MAP_LOOKUP_ELEM, ATTR, 32, 0, 0).unwrap();
+    assert_eq!(mem.reads.get(), 1, "the attr");
+    let sent = gather(&mem, &table.host(), attrs).unwrap();
+    assert_eq!(mem.reads.get(), 1, "no single read after the attr");
+    assert_eq!(*mem.batches.borrow(), vec![vec![(KEY, 4), (VALUE, 8)]]);
+    assert_eq!(
+        sent.call.buffers,
+        vec![
+            WireBuffer::Data(vec![7, 0, 0, 0]),
+            WireBuffer::Data(vec![0xaa; 8])
+        ]
+    );
+
+    // Read ahead or not, an unreadable value buffer (below the fake's
+    // mapped memory) still travels as its length, and an unreadable key
+    // is still the caller's EFAULT.
+    write_u64(&mut attr, off::map_elem::VALUE, 8);
+    mem.inner.put(ATTR, &attr);
+    let attrs = read_attrs(&mem, BPF_MAP_LOOKUP_ELEM, ATTR, 32, 0, 0).unwrap();
+    let sent = gather(&mem, &table.host(), attrs).unwrap();
+    assert_eq!(sent.call.buffers[1], WireBuffer::Out(8));
+    write_u64(&mut attr, off::map_elem::KEY, 16);
+    mem.inner.put(ATTR, &attr);
+    let attrs = read_attrs(&mem, BPF_MAP_LOOKUP_ELEM, ATTR, 32, 0, 0).unwrap();
+    let err = gather(&mem, &table.host(), attrs).unwrap_err();
+    assert_eq!(err.errno(), libc::EFAULT);
 }

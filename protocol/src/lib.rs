@@ -126,6 +126,7 @@
 
 pub mod address;
 pub mod channel;
+pub mod echo;
 pub mod error;
 pub mod handshake;
 pub mod key;

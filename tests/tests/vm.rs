@@ -647,6 +647,43 @@ fn kprobe_tool_works_against_the_guest() {
     h.finish();
 }
 
+/// The guest runs a plain echo beside its proxy (`telebpf-proxy --echo`,
+/// its port in `guest-facts`): `telebpf bench rtt` against the guest finds
+/// it one port above the proxy's and prints the raw vsock round trips and
+/// the forwarded lookup's ratio to them — the base a forwarded call over
+/// vsock is judged against.
+#[test]
+fn bench_rtt_measures_the_guests_raw_vsock_echo() {
+    let Some(h) = Harness::start_without_proxy("vm_bench_rtt_measures_the_guests_raw_vsock_echo")
+    else {
+        return;
+    };
+    let g = guest();
+    assert_eq!(
+        g.fact("echo_port"),
+        (GUEST_PORT + 1).to_string(),
+        "the guest's echo is not where bench rtt looks for it"
+    );
+    let c = Client::new(&h, g);
+    let out = c.telebpf(&["bench", "rtt", "--runs", "200"]);
+    out.expect_success();
+    let text = out.stdout_text();
+    for want in [
+        "raw vsock echo, 64 B",
+        "raw vsock echo, spin-then-block, 64 B",
+        "sealed channel ping, 64 B",
+        "forwarded BPF_MAP_LOOKUP_ELEM",
+        "forwarded lookup / spinning raw echo:",
+    ] {
+        assert!(
+            text.contains(want),
+            "bench rtt printed no {want:?}:\n{text}"
+        );
+    }
+    say(&format!("vm: bench rtt against the guest:\n{text}"));
+    h.finish();
+}
+
 // ------------------------------------------------------------ bulk reads
 
 /// The modes of `telebpf ids`.

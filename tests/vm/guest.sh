@@ -10,7 +10,8 @@
 #   vm.vsock      the hybrid-vsock Unix socket: `telebpf exec --target
 #                 vsock-uds:DIR/vm.vsock:5000 --key-file DIR/key -- bpftool prog list`
 #   key           the fresh pre-shared key the guest's proxy was started with
-#   guest-facts   lines release=, cpus=, btf_md5=, modules=, written by the guest
+#   guest-facts   lines release=, cpus=, btf_md5=, modules=, echo_port= (the
+#                 raw echo of `telebpf bench rtt`), written by the guest
 #   console.log   the guest's console (kernel, init, proxy log)
 #   qemu.log, vsockd.log, *.pid   the host-side processes
 #
@@ -417,7 +418,7 @@ cmd_up() {
         fi
         sleep 0.2
     done
-    grep -E '^(release|cpus|btf_md5|modules)=' "$dir/facts.serial" >"$dir/guest-facts"
+    grep -E '^(release|cpus|btf_md5|modules|echo_port)=' "$dir/facts.serial" >"$dir/guest-facts"
     [ -S "$dir/vm.vsock" ] || {
         cmd_down "$dir"
         die "$dir/vm.vsock is missing"

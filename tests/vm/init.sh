@@ -13,7 +13,10 @@
 #    a second (tests/vm/mark.sh), and a TCP listener on port 7777;
 # 5. starts tests/vm/triggers.sh, which starts a process, a listener or a
 #    proxy restart when a test makes a directory in bpffs through the proxy;
-# 6. starts `telebpf-proxy --listen vsock:5000 --key-file /key` (the key
+# 6. starts a plain echo on vsock port 5001 (`telebpf-proxy --echo`, the
+#    raw base of `telebpf bench rtt`; no key, no kernel access) and says
+#    `echo_port=5001` on ttyS1 once it listens;
+# 7. starts `telebpf-proxy --listen vsock:5000 --key-file /key` (the key
 #    comes from the per-boot cpio guest.sh appends to the initramfs, never
 #    from the kernel command line) and, once it listens, writes
 #    `telebpf-guest-ready` to ttyS1.
@@ -70,6 +73,23 @@ say "possible CPUs $possible, modules: $(cut -d' ' -f1 /proc/modules | tr '\n' '
 mkdir -p /srv/www
 echo telebpf-guest >/srv/www/index.html
 httpd -f -p 7777 -h /srv/www &
+
+# The raw echo beside the proxy, waiting as the proxy does (the same
+# TELEBPF_PROXY_SPIN_US). Its port is a fact once it listens, said before
+# the proxy starts so that guest.sh (which reads the facts at
+# telebpf-guest-ready) sees it; a failed echo is said, not fatal: the
+# proxy's tests do not need it.
+/bin/telebpf-proxy --echo vsock:5001 2>/run/echo.log &
+n=0
+while [ "$n" -lt 100 ] && ! grep -q 'echo listening on' /run/echo.log; do
+    n=$((n + 1))
+    sleep 0.1
+done
+if grep -q 'echo listening on' /run/echo.log; then
+    facts "echo_port=5001"
+else
+    say "the echo did not listen: $(cat /run/echo.log)"
+fi
 
 /bin/telebpf-proxy --listen vsock:5000 --key-file /key 2>/run/proxy.log &
 proxy=$!

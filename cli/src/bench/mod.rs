@@ -16,7 +16,8 @@ mod startup;
 /// The benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum Bench {
-    /// Raw transport round trip vs a forwarded BPF_MAP_LOOKUP_ELEM.
+    /// Raw transport round trips (blocking, spin-then-block) and the sealed
+    /// ping vs a forwarded BPF_MAP_LOOKUP_ELEM.
     Rtt {
         /// Proxy address.
         #[arg(long)]
@@ -27,6 +28,11 @@ pub enum Bench {
         /// Round trips per measurement.
         #[arg(long, default_value_t = 5000)]
         runs: usize,
+        /// The raw echo to measure the transport with (`telebpf-proxy
+        /// --echo ADDR`); default: for a vsock target the same path one
+        /// port up (the test guest's), for a Unix target a thread here.
+        #[arg(long = "raw-echo", value_name = "ADDR")]
+        raw_echo: Option<String>,
     },
     /// Guest ring-buffer records consumed on the host: events/s and latency,
     /// local vs forwarded.
@@ -108,7 +114,8 @@ pub fn run(which: Bench) -> Result<(), CliError> {
             target,
             key_file,
             runs,
-        } => rtt::run(&target, &key_file, runs),
+            raw_echo,
+        } => rtt::run(&target, &key_file, runs, raw_echo.as_deref()),
         Bench::Ringbuf {
             target,
             key_file,
