@@ -280,7 +280,7 @@ fn leaf(path: &[u8]) -> &[u8] {
 pub fn may_be_guest_file(path: &[u8]) -> bool {
     if let Some(rest) = path.strip_prefix(b"/proc/") {
         match rest.strip_prefix(b"sys/") {
-            Some(sys) => sys.starts_with(b"kernel/") || sys.starts_with(b"net/"),
+            Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
             None => matches!(
                 leaf(rest),
                 b"kallsyms" | b"version" | b"version_signature" | b"config.gz"
@@ -289,12 +289,12 @@ pub fn may_be_guest_file(path: &[u8]) -> bool {
     } else if let Some(rest) = path.strip_prefix(b"/sys/") {
         match rest.first() {
             Some(b'k') => {
-                rest.starts_with(b"kernel/btf")
-                    || rest.starts_with(b"kernel/tracing")
-                    || rest.starts_with(b"kernel/debug/tracing")
+                starts(rest, b"kernel/btf")
+                    || starts(rest, b"kernel/tracing")
+                    || starts(rest, b"kernel/debug/tracing")
             }
-            Some(b'f') => rest.starts_with(b"fs/bpf"),
-            Some(b'b') => rest.starts_with(b"bus/event_source/devices/"),
+            Some(b'f') => starts(rest, b"fs/bpf"),
+            Some(b'b') => starts(rest, b"bus/event_source/devices/"),
             // Only the CPU lists: the other files under `/sys/devices`
             // (`cpu0/topology/…`, `system/node/…`) are read often.
             Some(b'd') => matches!(
@@ -306,8 +306,17 @@ pub fn may_be_guest_file(path: &[u8]) -> bool {
             _ => false,
         }
     } else {
-        path.starts_with(b"/boot/config-")
+        starts(path, b"/boot/config-")
     }
+}
+
+/// Whether `s` starts with `prefix`: as `starts_with`, but with the length
+/// known at compile time, so that each compare stays a few inline loads
+/// (`starts_with` calls of different lengths get merged into one `bcmp`
+/// call).
+#[inline(always)]
+fn starts<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
+    s.first_chunk::<N>() == Some(prefix)
 }
 
 /// The entry that serves `path`, if any. Cheap for the paths the preload
