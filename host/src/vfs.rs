@@ -40,15 +40,14 @@ pub enum Route {
     FdLink(i32),
 }
 
-/// Parses `/proc/{self,thread-self,<our pid>}/{fd,fdinfo}/N`, on raw bytes.
-/// Only a path of that shape with a number for the process costs a
-/// `getpid`.
+/// Parses what follows `/proc/` in `/proc/{self,thread-self,<our
+/// pid>}/{fd,fdinfo}/N`, on raw bytes. Only a path of that shape with a
+/// number for the process costs a `getpid`.
 #[inline(always)]
-fn proc_fd(path: &[u8]) -> Option<(bool, i32)> {
-    let rest = path.strip_prefix(b"/proc/")?;
-    let (rest, pid) = if let Some(rest) = rest.strip_prefix(b"self/") {
+fn proc_fd(rest: &[u8]) -> Option<(bool, i32)> {
+    let (rest, pid) = if let Some(rest) = rest.strip_prefix(b"self/fd") {
         (rest, None)
-    } else if let Some(rest) = rest.strip_prefix(b"thread-self/") {
+    } else if let Some(rest) = rest.strip_prefix(b"thread-self/fd") {
         (rest, None)
     } else if rest
         .first()
@@ -57,11 +56,10 @@ fn proc_fd(path: &[u8]) -> Option<(bool, i32)> {
         // What `str::parse::<i32>` takes: digits after an optional sign
         // (a `-` cannot be a pid).
         let slash = rest.iter().position(|&b| b == b'/')?;
-        (&rest[slash + 1..], Some(&rest[..slash]))
+        (rest[slash + 1..].strip_prefix(b"fd")?, Some(&rest[..slash]))
     } else {
         return None;
     };
-    let rest = rest.strip_prefix(b"fd")?;
     let (info, n) = match rest.strip_prefix(b"/") {
         Some(n) => (false, n),
         None => (true, rest.strip_prefix(b"info/")?),
@@ -127,14 +125,20 @@ unsafe fn route_configured(path: *const libc::c_char) -> Route {
 /// a host path costs no call beyond `strlen`.
 #[inline(always)]
 fn route_bytes(bytes: &[u8]) -> Route {
-    if let Some((info, fd)) = proc_fd(bytes) {
-        return match (fdtable::maybe_ours(fd), info) {
-            (false, _) => Route::Local,
-            (true, true) => Route::Fdinfo(fd),
-            (true, false) => Route::FdLink(fd),
-        };
-    }
-    if !paths::may_be_guest_file(bytes) {
+    let may_be_guest = match bytes.strip_prefix(b"/proc/") {
+        Some(rest) => {
+            if let Some((info, fd)) = proc_fd(rest) {
+                return match (fdtable::maybe_ours(fd), info) {
+                    (false, _) => Route::Local,
+                    (true, true) => Route::Fdinfo(fd),
+                    (true, false) => Route::FdLink(fd),
+                };
+            }
+            paths::may_be_guest_file_in_proc(rest)
+        }
+        None => paths::may_be_guest_file(bytes),
+    };
+    if !may_be_guest {
         return Route::Local;
     }
     guest_route(bytes)
@@ -383,7 +387,7 @@ mod tests {
 
     #[test]
     fn proc_fd_paths() {
-        let parse = |p: &str| proc_fd(p.as_bytes());
+        let parse = |p: &str| proc_fd(p.strip_prefix("/proc/").expect("in /proc").as_bytes());
         assert_eq!(parse("/proc/self/fdinfo/5"), Some((true, 5)));
         assert_eq!(parse("/proc/thread-self/fd/12"), Some((false, 12)));
         // SAFETY: getpid has no preconditions.

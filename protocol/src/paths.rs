@@ -279,13 +279,7 @@ fn leaf(path: &[u8]) -> &[u8] {
 #[inline(always)]
 pub fn may_be_guest_file(path: &[u8]) -> bool {
     if let Some(rest) = path.strip_prefix(b"/proc/") {
-        match rest.strip_prefix(b"sys/") {
-            Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
-            None => matches!(
-                leaf(rest),
-                b"kallsyms" | b"version" | b"version_signature" | b"config.gz"
-            ),
-        }
+        may_be_guest_file_in_proc(rest)
     } else if let Some(rest) = path.strip_prefix(b"/sys/") {
         match rest.first() {
             Some(b'k') => {
@@ -307,6 +301,20 @@ pub fn may_be_guest_file(path: &[u8]) -> bool {
         }
     } else {
         starts(path, b"/boot/config-")
+    }
+}
+
+/// [`may_be_guest_file`] of `/proc/` followed by `rest`, for a caller that
+/// has already looked at that root (the preload's routing, which first
+/// looks for `/proc/self/fd/N`).
+#[inline(always)]
+pub fn may_be_guest_file_in_proc(rest: &[u8]) -> bool {
+    match rest.strip_prefix(b"sys/") {
+        Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
+        None => matches!(
+            leaf(rest),
+            b"kallsyms" | b"version" | b"version_signature" | b"config.gz"
+        ),
     }
 }
 
