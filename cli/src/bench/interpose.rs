@@ -32,10 +32,15 @@ const TARGET: &str = "unix:/nonexistent/telebpf-bench-interpose.sock";
 
 /// One measured case: what the table calls it, and the program's arguments.
 struct Case {
+    /// The table's row name.
     name: &'static str,
+    /// The program's OP argument.
     op: &'static str,
+    /// The program's PATH argument (for `open`).
     path: Option<&'static str>,
 }
+
+/// The cases, in the table's order.
 
 const CASES: &[Case] = &[
     Case {
@@ -80,7 +85,8 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// Runs `program` (exiting 0) and returns its stdout and stderr.
+/// Runs `cmd`, which must exit 0, and returns its stderr (where callgrind
+/// writes its summary); `what` names it in errors.
 fn run_tool(cmd: &mut Command, what: &str) -> Result<String, CliError> {
     let out = cmd.output().map_err(|source| CliError::Run {
         program: what.to_string(),
@@ -130,13 +136,17 @@ fn measure(exe: &Path, case: &Case, calls: u64, preload: Option<&Path>) -> Resul
             .env(telebpf_client::ENV_TARGET, TARGET);
     }
     let log = run_tool(&mut cmd, &format!("valgrind … {} {}", case.op, calls))?;
-    // callgrind's summary: "==PID== Collected : N".
-    let collected = log
-        .lines()
-        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim()))
-        .and_then(|n| n.parse::<u64>().ok())
+    let collected = collected(&log)
         .ok_or_else(|| CliError::Bench(format!("no callgrind summary in: {log}")))?;
     Ok(collected as f64 / calls as f64)
+}
+
+/// The instruction count of callgrind's summary line on stderr,
+/// `==PID== Collected : N`.
+fn collected(log: &str) -> Option<u64> {
+    log.lines()
+        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim()))
+        .and_then(|n| n.parse().ok())
 }
 
 /// Runs the benchmark: `calls` per case, the preload beside this executable
@@ -185,4 +195,19 @@ pub fn run(calls: u64, baseline: Option<&Path>) -> Result<(), CliError> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_callgrind_summary() {
+        let log = "==16713== Callgrind, a call-graph generating cache profiler\n\
+                   ==16713== Events    : Ir\n\
+                   ==16713== Collected : 3980019\n\
+                   ==16713== I   refs:      3,980,019\n";
+        assert_eq!(collected(log), Some(3_980_019));
+        assert_eq!(collected("==1== Events : Ir\n"), None);
+    }
 }
