@@ -41,7 +41,6 @@ struct Case {
 }
 
 /// The cases, in the table's order.
-
 const CASES: &[Case] = &[
     Case {
         name: "read (1 B of /dev/zero)",
