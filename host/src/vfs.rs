@@ -45,20 +45,16 @@ pub enum Route {
 /// number for the process costs a `getpid`.
 #[inline(always)]
 fn proc_fd(rest: &[u8]) -> Option<(bool, i32)> {
-    let (rest, pid) = if let Some(rest) = rest.strip_prefix(b"self/fd") {
-        (rest, None)
-    } else if let Some(rest) = rest.strip_prefix(b"thread-self/fd") {
-        (rest, None)
-    } else if rest
-        .first()
-        .is_some_and(|b| b.is_ascii_digit() || *b == b'+')
-    {
+    let (rest, pid) = match rest.first()? {
+        b's' => (rest.strip_prefix(b"self/fd")?, None),
+        b't' => (rest.strip_prefix(b"thread-self/fd")?, None),
         // What `str::parse::<i32>` takes: digits after an optional sign
         // (a `-` cannot be a pid).
-        let slash = rest.iter().position(|&b| b == b'/')?;
-        (rest[slash + 1..].strip_prefix(b"fd")?, Some(&rest[..slash]))
-    } else {
-        return None;
+        b'0'..=b'9' | b'+' => {
+            let slash = rest.iter().position(|&b| b == b'/')?;
+            (rest[slash + 1..].strip_prefix(b"fd")?, Some(&rest[..slash]))
+        }
+        _ => return None,
     };
     let (info, n) = match rest.strip_prefix(b"/") {
         Some(n) => (false, n),

@@ -309,12 +309,18 @@ pub fn may_be_guest_file(path: &[u8]) -> bool {
 /// looks for `/proc/self/fd/N`).
 #[inline(always)]
 pub fn may_be_guest_file_in_proc(rest: &[u8]) -> bool {
-    match rest.strip_prefix(b"sys/") {
-        Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
-        None => matches!(
+    // By the first byte, so that `/proc/self/…` and `/proc/<pid>/…` are
+    // turned away by one compare or two.
+    match rest.first() {
+        Some(b's') => match rest.strip_prefix(b"sys/") {
+            Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
+            None => false,
+        },
+        Some(b'k' | b'v' | b'c') => matches!(
             leaf(rest),
             b"kallsyms" | b"version" | b"version_signature" | b"config.gz"
         ),
+        _ => false,
     }
 }
 
