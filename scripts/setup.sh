@@ -23,11 +23,14 @@ export DEBIAN_FRONTEND=noninteractive
 # busybox-static and cpio (its initramfs), kmod (depmod for the guest
 # kernel's modules), xz-utils and zstd (compressed modules), binutils
 # (strip, readelf) comes with build-essential.
+# valgrind: `telebpf bench interpose` counts instructions with callgrind
+# (no test needs it).
 packages=(
     bpftool libbpf-tools bpftrace
     clang llvm libbpf-dev clang-format
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates
+    valgrind
 )
 vm_packages=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 

@@ -14,6 +14,8 @@
 //!   the guest kernel's processes, modules or TCP sockets.
 //! * `telebpf bench ids --target ADDR --key-file FILE` — those walks in
 //!   every mode, against the same collectors run directly.
+//! * `telebpf bench interpose [--baseline LIB]` — instructions the preload
+//!   adds to calls that do not concern the guest (callgrind).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

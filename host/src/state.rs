@@ -112,6 +112,7 @@ static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Whether forwarding is configured at all; without `TELEBPF_TARGET` the
 /// library stays out of the way.
+#[inline]
 pub fn configured() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var_os(telebpf_client::ENV_TARGET).is_some())

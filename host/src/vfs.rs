@@ -40,57 +40,114 @@ pub enum Route {
     FdLink(i32),
 }
 
-/// Parses `/proc/{self,thread-self,<our pid>}/{fd,fdinfo}/N`.
-fn proc_fd(path: &str) -> Option<(bool, i32)> {
-    let rest = path.strip_prefix("/proc/")?;
-    let (who, rest) = rest.split_once('/')?;
-    let ours = who == "self" || who == "thread-self" || {
-        // SAFETY: getpid has no preconditions.
-        who.parse::<i32>().ok() == Some(unsafe { libc::getpid() })
+/// Parses what follows `/proc/` in `/proc/{self,thread-self,<our
+/// pid>}/{fd,fdinfo}/N`, on raw bytes. Only a path of that shape with a
+/// number for the process costs a `getpid`.
+#[inline(always)]
+fn proc_fd(rest: &[u8]) -> Option<(bool, i32)> {
+    let (rest, pid) = match rest.first()? {
+        b's' => (rest.strip_prefix(b"self/fd")?, None),
+        b't' => (rest.strip_prefix(b"thread-self/fd")?, None),
+        // What `str::parse::<i32>` takes: digits after an optional sign
+        // (a `-` cannot be a pid).
+        b'0'..=b'9' | b'+' => {
+            let slash = rest.iter().position(|&b| b == b'/')?;
+            (rest[slash + 1..].strip_prefix(b"fd")?, Some(&rest[..slash]))
+        }
+        _ => return None,
     };
-    if !ours {
-        return None;
-    }
-    let (dir, n) = rest.split_once('/')?;
-    let fd = n.parse::<i32>().ok()?;
-    match dir {
-        "fdinfo" => Some((true, fd)),
-        "fd" => Some((false, fd)),
-        _ => None,
+    let (info, n) = match rest.strip_prefix(b"/") {
+        Some(n) => (false, n),
+        None => (true, rest.strip_prefix(b"info/")?),
+    };
+    proc_fd_numbers(info, n, pid)
+}
+
+/// The numbers of a path [`proc_fd`] found the shape of: the fd, and the
+/// process when it is not `self`.
+#[cold]
+#[inline(never)]
+fn proc_fd_numbers(info: bool, n: &[u8], pid: Option<&[u8]>) -> Option<(bool, i32)> {
+    let number = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<i32>().ok();
+    let fd = number(n)?;
+    match pid {
+        // SAFETY: getpid has no preconditions.
+        Some(pid) if number(pid) != Some(unsafe { libc::getpid() }) => None,
+        _ => Some((info, fd)),
     }
 }
 
-/// Classifies a path given to an interposed function. Cheap for host paths:
-/// no allocation unless the path is the guest's.
+/// Classifies a path given to an interposed function. Cheap for host paths,
+/// with no UTF-8 check, no allocation and no lock unless the path is the
+/// guest's:
+///
+/// * every path that is not `Local` starts with `/proc/`, `/sys/` or
+///   `/boot/`, so the first two bytes turn nearly all others away, before
+///   the path's length is known;
+/// * the rest are decided from their first components
+///   ([`paths::may_be_guest_file`]), and only those that pass are checked
+///   against the list.
 ///
 /// # Safety
 ///
 /// `path` must be null or point to a NUL-terminated string.
+#[inline(always)]
 pub unsafe fn route(path: *const libc::c_char) -> Route {
     if path.is_null() || !state::configured() {
         return Route::Local;
     }
     // SAFETY: non-null and NUL-terminated per the caller's contract.
-    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
-    let Ok(s) = std::str::from_utf8(bytes) else {
+    unsafe { route_configured(path) }
+}
+
+/// [`route`] with a target set.
+///
+/// # Safety
+///
+/// `path` must point to a NUL-terminated string.
+#[inline(always)]
+unsafe fn route_configured(path: *const libc::c_char) -> Route {
+    // SAFETY: the string is NUL-terminated, so its first byte can be read,
+    // and its second too when the first is not the NUL.
+    let second = unsafe { (*path == b'/' as libc::c_char).then(|| *path.add(1) as u8) };
+    if !matches!(second, Some(b'p' | b's' | b'b')) {
         return Route::Local;
-    };
-    if s.starts_with("/proc/") {
-        if let Some((info, fd)) = proc_fd(s) {
-            if fdtable::maybe_ours(fd) {
-                return if info {
-                    Route::Fdinfo(fd)
-                } else {
-                    Route::FdLink(fd)
+    }
+    // SAFETY: NUL-terminated per the caller's contract.
+    route_bytes(unsafe { CStr::from_ptr(path) }.to_bytes())
+}
+
+/// [`route`] of a path's bytes, with a target set. Inlined into the hooks:
+/// a host path costs no call beyond `strlen`.
+#[inline(always)]
+fn route_bytes(bytes: &[u8]) -> Route {
+    let may_be_guest = match bytes.strip_prefix(b"/proc/") {
+        Some(rest) => {
+            if let Some((info, fd)) = proc_fd(rest) {
+                return match (fdtable::maybe_ours(fd), info) {
+                    (false, _) => Route::Local,
+                    (true, true) => Route::Fdinfo(fd),
+                    (true, false) => Route::FdLink(fd),
                 };
             }
-            return Route::Local;
+            paths::may_be_guest_file_in_proc(rest)
         }
+        None => paths::may_be_guest_file(bytes),
+    };
+    if !may_be_guest {
+        return Route::Local;
     }
-    if paths::is_guest_file(s) {
-        Route::Guest(s.to_string())
-    } else {
-        Route::Local
+    guest_route(bytes)
+}
+
+/// [`route_bytes`] of a path that passed [`paths::may_be_guest_file`]:
+/// the full check.
+#[cold]
+#[inline(never)]
+fn guest_route(bytes: &[u8]) -> Route {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if paths::is_guest_file(s) => Route::Guest(s.to_string()),
+        _ => Route::Local,
     }
 }
 
@@ -326,16 +383,147 @@ mod tests {
 
     #[test]
     fn proc_fd_paths() {
-        assert_eq!(proc_fd("/proc/self/fdinfo/5"), Some((true, 5)));
-        assert_eq!(proc_fd("/proc/thread-self/fd/12"), Some((false, 12)));
+        let parse = |p: &str| proc_fd(p.strip_prefix("/proc/").expect("in /proc").as_bytes());
+        assert_eq!(parse("/proc/self/fdinfo/5"), Some((true, 5)));
+        assert_eq!(parse("/proc/thread-self/fd/12"), Some((false, 12)));
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
-        assert_eq!(proc_fd(&format!("/proc/{me}/fd/3")), Some((false, 3)));
+        assert_eq!(parse(&format!("/proc/{me}/fd/3")), Some((false, 3)));
         assert_eq!(
-            proc_fd("/proc/1/fd/3"),
+            parse("/proc/1/fd/3"),
             if me == 1 { Some((false, 3)) } else { None }
         );
-        assert_eq!(proc_fd("/proc/self/maps"), None);
-        assert_eq!(proc_fd("/proc/self/fd/x"), None);
+        assert_eq!(parse("/proc/self/maps"), None);
+        assert_eq!(parse("/proc/self/fd/x"), None);
+    }
+
+    /// `route` as it was before the byte-level pre-checks, after its
+    /// null and target checks: the reference the fast one must equal.
+    fn route_reference(bytes: &[u8]) -> Route {
+        fn proc_fd_str(path: &str) -> Option<(bool, i32)> {
+            let rest = path.strip_prefix("/proc/")?;
+            let (who, rest) = rest.split_once('/')?;
+            let ours = who == "self" || who == "thread-self" || {
+                // SAFETY: getpid has no preconditions.
+                who.parse::<i32>().ok() == Some(unsafe { libc::getpid() })
+            };
+            if !ours {
+                return None;
+            }
+            let (dir, n) = rest.split_once('/')?;
+            let fd = n.parse::<i32>().ok()?;
+            match dir {
+                "fdinfo" => Some((true, fd)),
+                "fd" => Some((false, fd)),
+                _ => None,
+            }
+        }
+        let Ok(s) = std::str::from_utf8(bytes) else {
+            return Route::Local;
+        };
+        if s.starts_with("/proc/") {
+            if let Some((info, fd)) = proc_fd_str(s) {
+                if fdtable::maybe_ours(fd) {
+                    return if info {
+                        Route::Fdinfo(fd)
+                    } else {
+                        Route::FdLink(fd)
+                    };
+                }
+                return Route::Local;
+            }
+        }
+        if paths::is_guest_file(s) {
+            Route::Guest(s.to_string())
+        } else {
+            Route::Local
+        }
+    }
+
+    #[test]
+    fn the_fast_route_is_the_old_route() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // Some fds this process may stand for guest objects with, some not.
+        fdtable::mark(40_000);
+        fdtable::mark(70_000);
+        let mut heads: Vec<Vec<u8>> = Vec::new();
+        for who in [
+            "self".to_string(),
+            "thread-self".into(),
+            me.to_string(),
+            format!("+{me}"),
+            format!("0{me}"),
+            format!("-{me}"),
+            format!("{me}x"),
+            (me + 1).to_string(),
+            "1".into(),
+            "".into(),
+            "selfx".into(),
+        ] {
+            for dir in ["fd", "fdinfo", "fdx", "", "fd/", "maps"] {
+                for n in [
+                    "0",
+                    "3",
+                    "-1",
+                    "+3",
+                    "40000",
+                    "70000",
+                    "2147483648",
+                    "x",
+                    "",
+                    "3/",
+                    "3\u{ff}",
+                ] {
+                    heads.push(format!("/proc/{who}/{dir}/{n}").into_bytes());
+                }
+            }
+        }
+        heads.push(b"/proc/self/fd/3\xff".to_vec());
+        heads.push(b"/proc/\xff/fd/3".to_vec());
+        for p in [
+            "/sys/kernel/btf/vmlinux",
+            "/sys/kernel/btf/",
+            "//sys/kernel/btf/vmlinux",
+            "/sys/../sys/kernel/btf/vmlinux",
+            "/sysx",
+            "/sys/fs/bpf/a",
+            "/sys/fs/bpf/a/../b",
+            "/proc/kallsyms",
+            "/proc/self/stat",
+            "/proc/1/maps",
+            "relative/path",
+            "",
+            "/",
+            "/boot/config-6.1",
+            "/etc/passwd",
+            "/sys/kernel/tracing/events/sched/x/id",
+            "/s",
+            "/p",
+            "/b",
+            "/bin/sh",
+            "/srv",
+            "/sys/devices/system/cpu/online",
+            "/sys/devices/system/cpu/online/",
+            "/sys/devices/system/cpu/cpu0/online",
+        ] {
+            heads.push(p.as_bytes().to_vec());
+        }
+        heads.push(b"/sys/kernel/btf/\xff".to_vec());
+        heads.push(b"/sys/fs/bpf/\xc3".to_vec());
+        for p in &heads {
+            let c = std::ffi::CString::new(p.clone()).expect("no NUL");
+            // SAFETY: a NUL-terminated string.
+            let fast = unsafe { route_configured(c.as_ptr()) };
+            assert_eq!(fast, route_reference(p), "{:?}", String::from_utf8_lossy(p));
+        }
+        assert_eq!(
+            route_bytes(b"/proc/self/fdinfo/40000"),
+            Route::Fdinfo(40_000)
+        );
+        assert_eq!(
+            route_bytes(b"/sys/kernel/btf/vmlinux"),
+            Route::Guest("/sys/kernel/btf/vmlinux".into())
+        );
     }
 }

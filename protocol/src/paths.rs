@@ -257,15 +257,95 @@ fn trimmed(path: &str) -> &str {
     }
 }
 
+/// `path` without one final `/`.
+#[inline(always)]
+fn leaf(path: &[u8]) -> &[u8] {
+    path.strip_suffix(b"/").unwrap_or(path)
+}
+
+/// Whether `path` may be served: true for every path [`is_guest_file`]
+/// accepts, false for nearly every other in a few dozen instructions, on
+/// raw bytes (no UTF-8 check, no normalisation, no scan of the list).
+///
+/// The preload asks this for every path a program opens or stats, so it
+/// compares only the path's head with the literal heads of the list's
+/// patterns: the root (`/proc/`, `/sys/`, `/boot/`), then, by the next
+/// byte, the one or two directories the patterns lie under (`kernel/btf`,
+/// `fs/bpf`, …), or the whole rest where the list names single files
+/// (`/proc/kallsyms`, the CPU lists under `/sys/devices`). A path that
+/// gets past it is decided by [`is_guest_file`]. The unit tests keep it a
+/// superset of the full check: every pattern of the list, and a large set
+/// of tricky paths, must pass whenever the full check accepts them.
+#[inline(always)]
+pub fn may_be_guest_file(path: &[u8]) -> bool {
+    if let Some(rest) = path.strip_prefix(b"/proc/") {
+        may_be_guest_file_in_proc(rest)
+    } else if let Some(rest) = path.strip_prefix(b"/sys/") {
+        match rest.first() {
+            Some(b'k') => {
+                starts(rest, b"kernel/btf")
+                    || starts(rest, b"kernel/tracing")
+                    || starts(rest, b"kernel/debug/tracing")
+            }
+            Some(b'f') => starts(rest, b"fs/bpf"),
+            Some(b'b') => starts(rest, b"bus/event_source/devices/"),
+            // Only the CPU lists: the other files under `/sys/devices`
+            // (`cpu0/topology/…`, `system/node/…`) are read often.
+            Some(b'd') => matches!(
+                leaf(rest),
+                b"devices/system/cpu/possible"
+                    | b"devices/system/cpu/online"
+                    | b"devices/system/cpu/present"
+            ),
+            _ => false,
+        }
+    } else {
+        starts(path, b"/boot/config-")
+    }
+}
+
+/// [`may_be_guest_file`] of `/proc/` followed by `rest`, for a caller that
+/// has already looked at that root (the preload's routing, which first
+/// looks for `/proc/self/fd/N`).
+#[inline(always)]
+pub fn may_be_guest_file_in_proc(rest: &[u8]) -> bool {
+    // By the first byte, so that `/proc/self/…` and `/proc/<pid>/…` are
+    // turned away by one compare or two.
+    match rest.first() {
+        Some(b's') => match rest.strip_prefix(b"sys/") {
+            Some(sys) => starts(sys, b"kernel/") || starts(sys, b"net/"),
+            None => false,
+        },
+        Some(b'k' | b'v' | b'c') => matches!(
+            leaf(rest),
+            b"kallsyms" | b"version" | b"version_signature" | b"config.gz"
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `s` starts with `prefix`: as `starts_with`, but with the length
+/// known at compile time, so that each compare stays a few inline loads
+/// (`starts_with` calls of different lengths get merged into one `bcmp`
+/// call).
+#[inline(always)]
+fn starts<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
+    s.first_chunk::<N>() == Some(prefix)
+}
+
 /// The entry that serves `path`, if any. Cheap for the paths the preload
-/// sees all the time (it asks for every path a program opens): only
-/// `/proc/`, `/sys/` and `/boot/` get past the first test, and an entry
-/// whose literal head the path does not start with costs one compare.
+/// sees all the time (it asks for every path a program opens): only paths
+/// that pass [`may_be_guest_file`] are matched against the list.
 fn entry(path: &str) -> Option<&'static Entry> {
-    let b = path.as_bytes();
-    if !(b.starts_with(b"/proc/") || b.starts_with(b"/sys/") || b.starts_with(b"/boot/")) {
+    if !may_be_guest_file(path.as_bytes()) {
         return None;
     }
+    scan(path)
+}
+
+/// The entry that serves `path`, by the list alone (what [`entry`] answers
+/// for a path that passes [`may_be_guest_file`]).
+fn scan(path: &str) -> Option<&'static Entry> {
     let inner = trimmed(path);
     let e = ENTRIES.iter().find(|e| {
         if e.head == e.pattern.len() {
@@ -464,6 +544,247 @@ mod tests {
         assert!(matches("/a/**", "/a/b"));
         assert!(matches("/a/**", "/a/b/c"));
         assert!(!matches("/a/**", "/a"));
+    }
+
+    /// The full check as it was before [`may_be_guest_file`]: the three
+    /// roots, then the list.
+    fn full_check(path: &str) -> bool {
+        let b = path.as_bytes();
+        (b.starts_with(b"/proc/") || b.starts_with(b"/sys/") || b.starts_with(b"/boot/"))
+            && scan(path).is_some()
+    }
+
+    /// A pattern with each `*` replaced by `text` (and `**` by two
+    /// components).
+    fn instance(pattern: &str, text: &str) -> String {
+        pattern
+            .replace("**", &format!("{text}/{text}"))
+            .replace('*', text)
+    }
+
+    #[test]
+    fn every_pattern_passes_the_pre_check() {
+        for e in ENTRIES {
+            for text in ["x", "sched", "config-6.1", "a.b-c_d"] {
+                let path = instance(e.pattern, text);
+                for path in [path.clone(), format!("{path}/")] {
+                    assert!(
+                        may_be_guest_file(path.as_bytes()),
+                        "{path}: served by {} but rejected by the pre-check",
+                        e.pattern
+                    );
+                }
+            }
+        }
+    }
+
+    /// Words that paths are built from: every component of the list's
+    /// patterns (`*` as `x`), and tricky ones (empty, `.`, `..`, near
+    /// misses, a NUL, bytes that are not UTF-8).
+    fn words() -> Vec<Vec<u8>> {
+        let mut words: Vec<Vec<u8>> = ENTRIES
+            .iter()
+            .flat_map(|e| e.pattern.split('/'))
+            .map(|c| c.replace('*', "x").into_bytes())
+            .collect();
+        for extra in [
+            "",
+            ".",
+            "..",
+            "sysx",
+            "sys ",
+            "SYS",
+            "proc",
+            "self",
+            "fd",
+            "fdinfo",
+            "3",
+            "-1",
+            "+4",
+            "thread-self",
+            "config-",
+            "configX",
+            "bpf\0",
+            "b\u{ff}pf",
+            "version_",
+            "kallsyms.",
+        ] {
+            words.push(extra.as_bytes().to_vec());
+        }
+        words.extend([
+            b"\xff\xfe".to_vec(),
+            b"btf\x80".to_vec(),
+            b"bpf\xc3".to_vec(),
+            b"\xff".to_vec(),
+        ]);
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    /// Joins components into a path with a leading `/`.
+    fn join(components: &[&[u8]]) -> Vec<u8> {
+        components.iter().fold(Vec::new(), |mut p, c| {
+            p.push(b'/');
+            p.extend_from_slice(c);
+            p
+        })
+    }
+
+    /// Many paths, served and not: every two-word path; every pattern
+    /// instance with one component replaced, inserted or dropped (any
+    /// word), or two replaced (a few tricky words); each of them also
+    /// relative, with a doubled, a final or a `//` tail, and with `/..`
+    /// appended; hand-picked ones; and seeded pseudo-random bytes.
+    fn tricky_paths() -> Vec<Vec<u8>> {
+        let words = words();
+        let mut paths = Vec::new();
+        for a in &words {
+            paths.push(join(&[a]));
+            for b in &words {
+                paths.push(join(&[a, b]));
+            }
+        }
+        let few: Vec<&[u8]> = ["", "..", ".", "x", "sysx", "\u{ff}"]
+            .iter()
+            .map(|w| w.as_bytes())
+            .chain([b"\xff".as_slice()])
+            .collect();
+        for e in ENTRIES {
+            let instance = instance(e.pattern, "x");
+            let comps: Vec<&[u8]> = instance.as_bytes()[1..].split(|&b| b == b'/').collect();
+            for i in 0..=comps.len() {
+                paths.push(join(&comps[..i]));
+                let mut dropped = comps.clone();
+                if i < comps.len() {
+                    dropped.remove(i);
+                    paths.push(join(&dropped));
+                }
+                for w in &words {
+                    let mut inserted = comps.clone();
+                    inserted.insert(i, w);
+                    paths.push(join(&inserted));
+                    if i < comps.len() {
+                        let mut replaced = comps.clone();
+                        replaced[i] = w;
+                        paths.push(join(&replaced));
+                    }
+                }
+                for j in i + 1..comps.len() {
+                    for a in &few {
+                        for b in &few {
+                            let mut replaced = comps.clone();
+                            replaced[i] = a;
+                            replaced[j] = b;
+                            paths.push(join(&replaced));
+                        }
+                    }
+                }
+            }
+        }
+        let mut all = Vec::with_capacity(paths.len() * 6);
+        for p in paths {
+            all.push([b"/".as_slice(), &p].concat());
+            all.push([&p, b"/".as_slice()].concat());
+            all.push([&p, b"//".as_slice()].concat());
+            all.push([&p, b"/..".as_slice()].concat());
+            all.push(p.strip_prefix(b"/").unwrap_or(&p).to_vec());
+            all.push(p);
+        }
+        for p in [
+            "//sys",
+            "//sys/kernel/btf/vmlinux",
+            "/sys/../sys",
+            "/sys/../sys/kernel/btf/vmlinux",
+            "/proc/self/fd/3",
+            "/proc/self/fdinfo/3",
+            "/proc/1/fd/3",
+            "sys/kernel/btf/vmlinux",
+            "./sys/kernel/btf",
+            "/sysx",
+            "/sysx/kernel/btf",
+            "/sys",
+            "/proc",
+            "/boot",
+            "/boot/config-",
+            "/boot/config-6.1/",
+            "/boot/config-6.1//",
+            "/./sys/fs/bpf",
+            "/sys/fs/bpf/a\0b",
+            "/sys/fs/bpf/\u{ff}",
+            "/proc/kallsyms/",
+            "/proc/kallsyms//",
+            "/sys/kernel/debug/tracing/events/a/b/id",
+            "/sys/bus/event_source/devices/k/format/r",
+        ] {
+            all.push(p.as_bytes().to_vec());
+        }
+        all.push(b"/sys/fs/bpf/\xff".to_vec());
+        all.push(b"/sys/kernel/btf/vmlinux\xff".to_vec());
+        // Pseudo-random bytes over a small alphabet, seeded: the same set
+        // on every run.
+        let alphabet = b"/sykernlbtfpocdvu.-_*x\xff0";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            let mut p = b"/".to_vec();
+            for _ in 0..(seed % 40) {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                p.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            all.push(p);
+        }
+        all
+    }
+
+    #[test]
+    fn the_pre_check_never_rejects_what_the_full_check_accepts() {
+        let paths = tricky_paths();
+        assert!(paths.len() > 100_000, "{} paths", paths.len());
+        let (mut accepted, mut passed) = (0, 0);
+        for p in &paths {
+            let fast = may_be_guest_file(p);
+            passed += usize::from(fast);
+            let Ok(s) = std::str::from_utf8(p) else {
+                continue;
+            };
+            let full = full_check(s);
+            accepted += usize::from(full);
+            assert!(
+                fast || !full,
+                "{s:?} is served but the pre-check rejects it"
+            );
+            assert_eq!(is_guest_file(s), full, "{s:?}");
+        }
+        // The set exercises both answers of both checks.
+        eprintln!("{} paths, {accepted} served, {passed} passed", paths.len());
+        assert!(accepted > 1_000, "{accepted} served paths");
+        assert!(passed < paths.len() / 2, "{passed} passed the pre-check");
+    }
+
+    #[test]
+    fn the_pre_check_rejects_at_the_first_components() {
+        for p in [
+            "/etc/passwd",
+            "/proc/self/stat",
+            "/proc/1/maps",
+            "/proc/meminfo",
+            "/sysx/kernel/btf",
+            "/sys/fs/cgroup/cpu.max",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+            "//sys/fs/bpf",
+            "sys/fs/bpf",
+            "/boot/vmlinuz",
+            "/sys/devices/system/cpu/cpu0/topology/core_id",
+            "/sys/devices/system/cpu/online/x",
+            "/sys/devices/system/node/online",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "",
+            "/",
+        ] {
+            assert!(!may_be_guest_file(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

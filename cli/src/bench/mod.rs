@@ -8,6 +8,7 @@ use crate::error::CliError;
 
 mod chart;
 mod ids;
+mod interpose;
 mod monitor;
 mod ringbuf;
 mod rtt;
@@ -105,6 +106,19 @@ pub enum Bench {
         #[arg(long, value_name = "PATH")]
         proxy: Option<PathBuf>,
     },
+    /// Instructions the preload adds to calls that do not concern the
+    /// guest (read, fstat, open+close, mmap+munmap, dup+close,
+    /// syscall(getpid)), counted by callgrind with and without it; needs
+    /// `valgrind` and `cc`.
+    Interpose {
+        /// Calls per case.
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+        /// Another build of the preload to count beside this one (e.g. the
+        /// base branch's).
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<PathBuf>,
+    },
 }
 
 /// Runs a benchmark.
@@ -141,6 +155,7 @@ pub fn run(which: Bench) -> Result<(), CliError> {
             mode,
             proxy,
         } => monitor::run(&counts, rounds, mode, proxy.as_deref()),
+        Bench::Interpose { calls, baseline } => interpose::run(calls, baseline.as_deref()),
     }
 }
 

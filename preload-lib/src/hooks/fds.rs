@@ -17,11 +17,20 @@ use crate::real;
 /// Same contract as libc's `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::close(fd) };
     if !fdtable::maybe_ours(fd) {
-        return pass();
+        // SAFETY: forwarded under the caller's contract.
+        return unsafe { real::close(fd) };
     }
+    close_ours(fd)
+}
+
+/// [`close`] of an fd that may stand for a guest object. Out of line, so
+/// that closing a host fd is the bitmap look-up and the real call only.
+#[cold]
+#[inline(never)]
+fn close_ours(fd: c_int) -> c_int {
+    // SAFETY: forwarded under `close`'s contract.
+    let pass = || unsafe { real::close(fd) };
     guard::enter(
         pass,
         || {
@@ -66,11 +75,20 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// Same contract as libc's `dup`.
 #[no_mangle]
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    // SAFETY: forwarded under the caller's contract.
-    let pass = || unsafe { real::dup(old) };
     if !fdtable::maybe_ours(old) {
-        return pass();
+        // SAFETY: forwarded under the caller's contract.
+        return unsafe { real::dup(old) };
     }
+    dup_ours(old)
+}
+
+/// [`dup`] of an fd that may stand for a guest object (out of line, as
+/// [`close_ours`]).
+#[cold]
+#[inline(never)]
+fn dup_ours(old: c_int) -> c_int {
+    // SAFETY: forwarded under `dup`'s contract.
+    let pass = || unsafe { real::dup(old) };
     guard::enter(
         pass,
         || {

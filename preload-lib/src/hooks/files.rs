@@ -13,16 +13,22 @@ use crate::guard::{self, Action};
 use crate::real;
 
 /// The route of a path, or `Local` when the library itself is the caller.
+/// The path is looked at first: a host path (nearly every call) is decided
+/// from its first bytes, without the thread-local look-up of the guard
+/// (`__tls_get_addr` in a shared library); routing takes no lock, so
+/// asking it from inside the library is harmless.
 ///
 /// # Safety
 ///
 /// `path` must be null or NUL-terminated.
+#[inline(always)]
 unsafe fn route_of(path: *const c_char) -> Route {
-    if guard::inside() {
-        return Route::Local;
-    }
     // SAFETY: per this function's contract.
-    unsafe { vfs::route(path) }
+    match unsafe { vfs::route(path) } {
+        Route::Local => Route::Local,
+        _ if guard::inside() => Route::Local,
+        route => route,
+    }
 }
 
 fn open_routed(route: Route, flags: c_int) -> Action<c_int> {
@@ -53,14 +59,23 @@ macro_rules! path_hook {
         /// Same contract as the libc function of that name.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            // SAFETY: forwarded under the caller's contract.
-            let pass = || unsafe { real::$name($($arg),*) };
-            // SAFETY: the caller passes a NUL-terminated path (or null).
-            let $route = unsafe { route_of($path) };
-            if $route == Route::Local {
-                return pass();
+            /// The path is the guest's: handled under the guard. Out of
+            /// line, so that a host path's call is the route and the real
+            /// function only.
+            #[cold]
+            #[inline(never)]
+            unsafe fn routed($route: Route, $($arg: $ty),*) -> $ret {
+                // SAFETY: forwarded under the caller's contract.
+                let pass = || unsafe { real::$name($($arg),*) };
+                guard::enter(pass, || $handle, $err)
             }
-            guard::enter(pass, || $handle, $err)
+            // SAFETY: the caller passes a NUL-terminated path (or null).
+            match unsafe { route_of($path) } {
+                // SAFETY: forwarded under the caller's contract.
+                Route::Local => unsafe { real::$name($($arg),*) },
+                // SAFETY: as this function's.
+                route => unsafe { routed(route, $($arg),*) },
+            }
         }
     };
 }
