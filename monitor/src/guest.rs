@@ -75,7 +75,7 @@ impl Costs {
         "/proc listing (2x)",
         "processes",
         "modules",
-        "tcp",
+        "listeners",
         "programs",
     ];
 
