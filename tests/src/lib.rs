@@ -1833,6 +1833,24 @@ pub fn histogram_total(out: &str) -> u64 {
 }
 
 impl Harness {
+    /// A copy of `sleep` under a unique name made from `tag` (at most 15
+    /// characters: a comm), running for 600 s; its child and its name.
+    pub fn marked_sleeper(&self, tag: &str) -> (std::process::Child, String) {
+        let name: String = unique_name(tag)
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .take(15)
+            .collect();
+        let path = self.dir().join(&name);
+        fs::copy("/bin/sleep", &path).expect("copy sleep");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let child = Command::new(&path)
+            .arg("600")
+            .spawn()
+            .expect("start the marked process");
+        (child, name)
+    }
+
     /// Starts Debian's libbpf-tool `tool` as nobody through this test's
     /// proxy and key ([`Harness::start_exec_tool`]); `None`, with a SKIP
     /// line, when it is not installed.

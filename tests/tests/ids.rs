@@ -6,11 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
-use telebpf_tests::{say, unique_name, Harness};
+use telebpf_tests::{say, Harness};
 
 const MODES: [&str; 3] = ["per-pointer", "bulk-page", "bulk-data"];
 
@@ -133,30 +132,13 @@ fn ids_ps_agrees_with_proc_in_every_mode() {
     h.finish();
 }
 
-/// A process whose comm is unique: a copy of sleep under a marked name.
-fn marked_sleeper(h: &Harness) -> (Child, String) {
-    let name: String = unique_name("tbm")
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .take(15)
-        .collect();
-    let path = h.dir().join(&name);
-    std::fs::copy("/bin/sleep", &path).expect("copy sleep");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let child = Command::new(&path)
-        .arg("600")
-        .spawn()
-        .expect("start the marked process");
-    (child, name)
-}
-
 #[test]
 fn ids_ps_finds_a_marked_process_and_no_longer_after_it_ends() {
     let Some(h) = Harness::start("ids_ps_finds_a_marked_process_and_no_longer_after_it_ends")
     else {
         return;
     };
-    let (mut child, name) = marked_sleeper(&h);
+    let (mut child, name) = h.marked_sleeper("tbm");
     let pid = child.id();
     for mode in MODES {
         let seen = ids_processes(&h, mode);
@@ -202,7 +184,7 @@ fn ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale() {
     else {
         return;
     };
-    let (mut marked, name) = marked_sleeper(&h);
+    let (mut marked, name) = h.marked_sleeper("tbm");
     let pid = marked.id();
     let (target, key) = (h.target(), h.nobody_key(h.key()).display().to_string());
     let args = [
@@ -285,7 +267,7 @@ fn ids_watch_in_page_mode_resends_only_changed_pages_and_nothing_stale() {
     }
 
     // A process started now must show up as soon as its pages change.
-    let (mut fresh, fresh_name) = marked_sleeper(&h);
+    let (mut fresh, fresh_name) = h.marked_sleeper("tbm");
     let fresh_pid = fresh.id();
     let mut found = false;
     for _ in 0..5 {
@@ -620,7 +602,7 @@ fn hiddenproc_flags_a_process_the_guests_proc_does_not_show() {
             Err("no socket yet".to_string())
         }
     });
-    let (mut marked, name) = marked_sleeper(&h);
+    let (mut marked, name) = h.marked_sleeper("tbm");
     let result = ready.map(|()| hiddenproc(&h, &target));
     marked.kill().ok();
     marked.wait().ok();

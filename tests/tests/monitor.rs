@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use telebpf_tests::{forward_test, say, unique_name, wait_until, Harness, PinDir, COMMAND_TIMEOUT};
+use telebpf_tests::{forward_test, say, wait_until, Harness, PinDir, COMMAND_TIMEOUT};
 
 /// How long an event may take to show up (rounds every 300 ms).
 const EVENT: Duration = Duration::from_secs(15);
@@ -124,23 +124,6 @@ fn guests_file(h: &Harness, guests: &[(&str, String, &Path)]) -> PathBuf {
     path
 }
 
-/// A copy of `sleep` under a unique name, running.
-fn marked_sleeper(h: &Harness) -> (Child, String) {
-    let name: String = unique_name("tbmon")
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .take(15)
-        .collect();
-    let path = h.dir().join(&name);
-    std::fs::copy("/bin/sleep", &path).expect("copy sleep");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let child = Command::new(&path)
-        .arg("600")
-        .spawn()
-        .expect("start the marked process");
-    (child, name)
-}
-
 #[test]
 fn monitor_reports_processes_listeners_programs_and_a_lost_guest() {
     let Some(mut h) = Harness::start_without_proxy("monitor_reports") else {
@@ -169,7 +152,7 @@ fn monitor_reports_processes_listeners_programs_and_a_lost_guest() {
     assert!(snap["listeners"].is_u64(), "{snap}");
 
     // A process starts and ends.
-    let (mut child, name) = marked_sleeper(&h);
+    let (mut child, name) = h.marked_sleeper("tbmon");
     let pid = child.id() as u64;
     let (_, _, started) = m.wait(snap_at, "process_started", |v| {
         is(v, "main", "process_started") && v["pid"] == pid
@@ -334,7 +317,7 @@ fn monitor_reports_a_hidden_process() {
         }
     })
     .expect("the pid-namespace proxy did not start");
-    let (mut marked, name) = marked_sleeper(&h);
+    let (mut marked, name) = h.marked_sleeper("tbmon");
     let nobody_key = h.nobody_key(&key);
     let guests = guests_file(&h, &[("hidden", target, &nobody_key)]);
     let m = Monitor::start(&h, &guests, &["--interval", "300"]);
