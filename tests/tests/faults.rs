@@ -1592,6 +1592,42 @@ fn audit_total(records: &[serde_json::Value], event: &str) -> (u64, u64) {
     (detailed, summed)
 }
 
+/// Starts the proxy with the read-only profile and an audit log; the
+/// audit log's path.
+fn start_read_only_audited(h: &mut Harness) -> std::path::PathBuf {
+    let audit = h.dir().join("audit.jsonl");
+    h.start_proxy_with(&[
+        "--policy".into(),
+        "read-only".into(),
+        "--audit".into(),
+        audit.display().to_string(),
+    ]);
+    audit
+}
+
+/// How the proxy accounted for refusals, in its audit log and its stderr.
+struct Refusals {
+    /// `refused` records written in full.
+    detailed: u64,
+    /// Refusals counted in `suppressed` records.
+    summed: u64,
+    /// Refusal lines written in full.
+    lines: u64,
+    /// Refusals counted in summary lines.
+    line_counts: u64,
+}
+
+/// The refusals of the proxy's log `log` and of the audit log at `audit`.
+fn refusals_logged(log: &str, audit: &std::path::Path) -> Refusals {
+    let (detailed, summed) = audit_total(&audit_records(audit), "refused");
+    Refusals {
+        detailed,
+        summed,
+        lines: log.lines().filter(|l| l.contains(" refuses ")).count() as u64,
+        line_counts: log_suppressed(log, "refused"),
+    }
+}
+
 /// The counts of the proxy's summary lines `…: N more 'KIND' lines
 /// suppressed …`.
 fn log_suppressed(log: &str, kind: &str) -> u64 {
@@ -1969,13 +2005,7 @@ fn refusal_flood_bounded_audit_and_log_counts_add_up() {
     };
     const PER_SESSION: u64 = 30_000;
     const BOUND_BYTES: u64 = 256 << 10;
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        "read-only".into(),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_read_only_audited(&mut h);
     let log_path = h.dir().join("proxy.stderr");
     let (log0, audit0) = (file_len(&log_path), file_len(&audit));
     let key = h.key().to_path_buf();
@@ -1999,10 +2029,12 @@ fn refusal_flood_bounded_audit_and_log_counts_add_up() {
     let log = h.proxy_log();
     let log_grew = file_len(&log_path).saturating_sub(log0);
     let audit_grew = file_len(&audit).saturating_sub(audit0);
-    let records = audit_records(&audit);
-    let (detailed, summed) = audit_total(&records, "refused");
-    let lines = log.lines().filter(|l| l.contains(" refuses ")).count() as u64;
-    let line_counts = log_suppressed(&log, "refused");
+    let Refusals {
+        detailed,
+        summed,
+        lines,
+        line_counts,
+    } = refusals_logged(&log, &audit);
     say(&format!(
         "refusal flood: {refused} refusals in {took:?}; audit +{audit_grew} bytes, stderr \
          +{log_grew} bytes (bound {BOUND_BYTES} each); audit: {detailed} records + {summed} \
@@ -2034,13 +2066,7 @@ fn client_strings_cannot_forge_log_lines() {
     let Some(mut h) = Harness::start_without_proxy("log_forging") else {
         return;
     };
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        "read-only".into(),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_read_only_audited(&mut h);
     let key = h.key().to_path_buf();
     let mut c = attack(&h, Some(&key), &["forge"]);
     let sent = attack_num(&mut c, "sent");
@@ -2117,13 +2143,7 @@ fn refusals_over_many_sessions_of_a_key_are_throttled_together() {
     const BOUND_BYTES: u64 = 64 << 10;
     // Full lines per kind and 10 s interval (`throttle::BURST`).
     const BURST: u64 = 20;
-    let audit = h.dir().join("audit.jsonl");
-    h.start_proxy_with(&[
-        "--policy".into(),
-        "read-only".into(),
-        "--audit".into(),
-        audit.display().to_string(),
-    ]);
+    let audit = start_read_only_audited(&mut h);
     let log_path = h.dir().join("proxy.stderr");
     let key = h.key().to_path_buf();
     let t0 = Instant::now();
@@ -2136,10 +2156,12 @@ fn refusals_over_many_sessions_of_a_key_are_throttled_together() {
     let took = t0.elapsed();
     h.stop_proxy_checked();
     let log = h.proxy_log();
-    let records = audit_records(&audit);
-    let (detailed, summed) = audit_total(&records, "refused");
-    let lines = log.lines().filter(|l| l.contains(" refuses ")).count() as u64;
-    let line_counts = log_suppressed(&log, "refused");
+    let Refusals {
+        detailed,
+        summed,
+        lines,
+        line_counts,
+    } = refusals_logged(&log, &audit);
     // Bytes of the refusal lines and records (the sessions' own
     // open/close lines are another matter, see SECURITY.md).
     let refusal_bytes: u64 = log

@@ -1727,6 +1727,14 @@ impl Local {
         fs::read_to_string(&self.out).unwrap_or_default()
     }
 
+    /// Every distinct `V` of the `prefix: V` lines it printed so far.
+    fn values(&self, prefix: &str) -> BTreeSet<String> {
+        self.output()
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .collect()
+    }
+
     /// The hex value of `name: V` in its output, waiting up to 5 s for it.
     fn hex(&self, name: &str) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1842,11 +1850,7 @@ fn perf_events_cannot_signal_or_write_a_process() {
         say("SKIP uprobe part: this kernel has no uprobe PMU");
     } else {
         std::thread::sleep(Duration::from_millis(200));
-        let seen: BTreeSet<String> = victim
-            .output()
-            .lines()
-            .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
-            .collect();
+        let seen = victim.values("counter: ");
         say(&format!("counter values seen: {seen:?}"));
         if seen != BTreeSet::from(["5".to_string()]) {
             wrong.push(format!(
@@ -1880,11 +1884,7 @@ fn perf_events_cannot_signal_or_write_a_process() {
     );
     say(&out.describe());
     std::thread::sleep(Duration::from_millis(200));
-    let seen: BTreeSet<String> = victim
-        .output()
-        .lines()
-        .filter_map(|l| l.strip_prefix("counter: ").map(str::to_string))
-        .collect();
+    let seen = victim.values("counter: ");
     if seen != BTreeSet::from(["5".to_string()]) {
         wrong.push(format!(
             "the observe key's uprobe_multi link wrote into a root process: its counter, 5, \
