@@ -45,7 +45,8 @@ fn process_cpu(pid: u32) -> Duration {
         return Duration::ZERO;
     };
     // Fields after the command name (which may hold spaces): state is the
-    // 3rd field, utime the 14th, stime the 15th.
+    // 3rd field, utime the 14th, stime the 15th; with state skipped, the
+    // 4th field is at index 0, so utime is at 10 and stime at 11.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return Duration::ZERO;
     };
@@ -56,7 +57,7 @@ fn process_cpu(pid: u32) -> Duration {
         .collect();
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
