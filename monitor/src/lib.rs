@@ -70,7 +70,12 @@ pub fn run(
             std::thread::Builder::new()
                 .name(format!("guest {}", g.name))
                 .spawn_scoped(scope, move || guest::watch(g, options, &tx, stop))
-                .map_err(Error::Thread)?;
+                .map_err(|e| {
+                    // The guests already started must end, or the scope
+                    // would wait for them for ever.
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Error::Thread(e)
+                })?;
         }
         drop(tx);
         // Every event is its own line, flushed at once: a log shipper
