@@ -78,6 +78,44 @@ pub enum Error {
     Btf(String),
 }
 
+/// The error of a reply that does not answer the request. Its text is at
+/// most [`UNEXPECTED_TEXT`] bytes of the reply's debug form: the reply
+/// comes from the guest's side, which may send a frame of 64 MiB, and the
+/// text ends up in logs and in a monitor's events.
+fn unexpected(reply: &Reply) -> Error {
+    /// A `fmt::Write` that stops, with an error, once it holds `limit` bytes.
+    struct Bounded {
+        text: String,
+        limit: usize,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.limit - self.text.len();
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.text.push_str(&s[..cut]);
+            self.text.push('…');
+            Err(std::fmt::Error)
+        }
+    }
+    let mut out = Bounded {
+        text: String::new(),
+        limit: UNEXPECTED_TEXT,
+    };
+    // An error here only means the text was cut.
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{reply:?}"));
+    Error::Protocol(out.text)
+}
+
+/// How much of an unexpected reply an error quotes.
+pub const UNEXPECTED_TEXT: usize = 256;
+
 /// How the memory of a walk is obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -305,7 +343,7 @@ impl Source for Remote<'_> {
             Reply::Memory(Ok(m)) => Ok(m),
             Reply::Memory(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
             Reply::Refused(r) => Err(Error::Refused(r)),
-            other => Err(Error::Protocol(format!("{other:?}"))),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -359,7 +397,7 @@ impl Inspector {
             Reply::Programs(Ok(p)) => Ok(p),
             Reply::Programs(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
             Reply::Refused(r) => Err(Error::Refused(r)),
-            other => Err(Error::Protocol(format!("{other:?}"))),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -367,7 +405,7 @@ impl Inspector {
     pub fn ping(&mut self, limit: Duration) -> Result<(), Error> {
         match self.conn.call_within(&Request::Ping(Vec::new()), limit)? {
             Reply::Pong(_) => Ok(()),
-            other => Err(Error::Protocol(format!("{other:?}"))),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -413,7 +451,7 @@ impl Inspector {
                 }
                 Reply::Collected(Err(e)) => return Err(Error::Collector(format!("{e:?}"))),
                 Reply::Refused(r) => return Err(Error::Refused(r)),
-                other => return Err(Error::Protocol(format!("{other:?}"))),
+                other => return Err(unexpected(&other)),
             }
         }
     }
@@ -480,7 +518,30 @@ impl Inspector {
                 Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
             }
             Reply::File(Err(errno)) => Err(Error::Client(ClientError::Remote(errno))),
-            other => Err(Error::Protocol(format!("{other:?}"))),
+            other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_reply_is_quoted_in_a_bounded_text() {
+        let huge = Reply::Pong(vec![7; 1 << 20]);
+        let Error::Protocol(text) = unexpected(&huge) else {
+            panic!("not a protocol error");
+        };
+        assert!(text.starts_with("Pong("), "{text}");
+        assert!(
+            text.len() <= UNEXPECTED_TEXT + '…'.len_utf8(),
+            "{}",
+            text.len()
+        );
+        let Error::Protocol(small) = unexpected(&Reply::Pong(vec![1])) else {
+            panic!("not a protocol error");
+        };
+        assert_eq!(small, "Pong([1])");
     }
 }

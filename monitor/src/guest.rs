@@ -46,12 +46,10 @@ pub struct Options {
     pub rounds: Option<u64>,
 }
 
-/// Where a guest thread's events and round costs go.
+/// Where a guest thread's events go.
 pub trait Sink: Send + Sync {
     /// One event.
     fn event(&self, event: Event);
-    /// One round completed, with the time it took.
-    fn round(&self, _guest: &str, _took: Duration) {}
 }
 
 impl Sink for SyncSender<Event> {
@@ -123,9 +121,10 @@ impl Watched {
         })
     }
 
-    /// The guest kernel's release.
-    pub fn kernel(&self) -> &str {
-        &self.inspector.facts().uname[2]
+    /// The guest kernel's release (at most [`MAX_RELEASE`] bytes: it comes
+    /// from the guest's side).
+    pub fn kernel(&self) -> String {
+        clamp(&self.inspector.facts().uname[2], MAX_RELEASE)
     }
 
     /// One round: what changed since the last. `Err(reason)` when the
@@ -135,9 +134,23 @@ impl Watched {
         Ok(self.observer.observe(round))
     }
 
-    /// Waits until `until`, watching the connection (see [`idle`]).
+    /// Waits until `until`, watching the connection: `Err(reason)` as soon
+    /// as the proxy closes it or stops answering pings.
     fn idle(&mut self, until: Instant, stop: &AtomicBool) -> Result<(), String> {
-        idle(&mut self.inspector, until, stop)
+        let mut last_answer = Instant::now();
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            if self.inspector.peer_closed() {
+                return Err("the proxy closed the connection".into());
+            }
+            if last_answer.elapsed() >= QUIET {
+                self.inspector
+                    .ping(NO_ANSWER)
+                    .map_err(|e| one_line(&e.to_string()))?;
+                last_answer = Instant::now();
+            }
+            std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+        }
+        Ok(())
     }
 }
 
@@ -171,7 +184,7 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
         backoff = FIRST_BACKOFF;
         emit(Kind::GuestUp {
             target: guest.target.clone(),
-            kernel: watched.kernel().to_string(),
+            kernel: watched.kernel(),
         });
         let lost = loop {
             let start = Instant::now();
@@ -179,7 +192,6 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
                 Ok(events) => events.into_iter().for_each(emit),
                 Err(reason) => break reason,
             }
-            sink.round(&guest.name, start.elapsed());
             rounds += 1;
             if options.rounds.is_some_and(|n| rounds >= n) {
                 return;
@@ -198,25 +210,6 @@ pub fn watch(guest: &Guest, options: &Options, sink: &dyn Sink, stop: &AtomicBoo
         said_lost = true;
         sleep(backoff, stop);
     }
-}
-
-/// Waits until `until`, watching the connection: `Err(reason)` as soon as
-/// the proxy closes it or stops answering pings.
-fn idle(inspector: &mut Inspector, until: Instant, stop: &AtomicBool) -> Result<(), String> {
-    let mut last_answer = Instant::now();
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        if inspector.peer_closed() {
-            return Err("the proxy closed the connection".into());
-        }
-        if last_answer.elapsed() >= QUIET {
-            inspector
-                .ping(NO_ANSWER)
-                .map_err(|e| one_line(&e.to_string()))?;
-            last_answer = Instant::now();
-        }
-        std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
-    }
-    Ok(())
 }
 
 fn sleep(d: Duration, stop: &AtomicBool) {
@@ -311,13 +304,58 @@ fn program(p: telebpf_protocol::message::ProgramInfo) -> event::Program {
         id: p.id,
         prog_type: telebpf_abi::prog_type::short_name(p.prog_type)
             .map_or_else(|| p.prog_type.to_string(), str::to_string),
-        name: p.name,
+        name: clamp(&p.name, MAX_PROGRAM_NAME),
         tag: p.tag.iter().map(|b| format!("{b:02x}")).collect(),
         uid: p.uid,
     }
 }
 
 /// `s` on one line (an event's reason is one line of its JSON).
+/// Guest-supplied reasons are cut to this many bytes (an error quoting a
+/// hostile proxy's reply must not make a line of megabytes).
+pub const MAX_REASON: usize = 512;
+/// A kernel release is at most this long (`uname`'s field is 65 bytes).
+pub const MAX_RELEASE: usize = 64;
+/// A BPF program's name is at most this long (`BPF_OBJ_NAME_LEN` - 1).
+pub const MAX_PROGRAM_NAME: usize = 15;
+
+/// `s` on one line (an event's reason is one line of its JSON), at most
+/// [`MAX_REASON`] bytes.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::new();
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() >= MAX_REASON {
+            break;
+        }
+    }
+    clamp(&out, MAX_REASON)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn clamp(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_supplied_text_is_bounded_and_on_one_line() {
+        let long = "a b\n".repeat(10_000);
+        let line = one_line(&long);
+        assert!(line.len() <= MAX_REASON && !line.contains('\n'));
+        assert_eq!(one_line(" x \n y "), "x y");
+        assert_eq!(clamp("é".repeat(20).as_str(), MAX_PROGRAM_NAME).len(), 14);
+        assert_eq!(clamp("tb_getpid", MAX_PROGRAM_NAME), "tb_getpid");
+    }
 }

@@ -34,15 +34,6 @@ pub struct Round {
     pub programs: Reading<Vec<Program>>,
 }
 
-/// The sources, by the name events give them.
-pub const SOURCES: [&str; 5] = [
-    "processes",
-    "hidden",
-    "modules",
-    "listeners",
-    "bpf_programs",
-];
-
 /// The state of one guest between rounds.
 #[derive(Debug, Default)]
 pub struct Observer {
