@@ -60,7 +60,7 @@ impl Objects for HostView<'_> {
             // Open, but not a guest object: the kernel would say "wrong
             // kind of fd" (EINVAL), not "no such fd" (EBADF) — unless it
             // stood for an object of a lost session, which is closed.
-            None if fd_is_open(fd) && !self.table.is_stale(fd) => Some(ObjectKind::Other),
+            None if is_foreign(self.table, fd) => Some(ObjectKind::Other),
             None => None,
         }
     }
@@ -138,9 +138,15 @@ pub fn to_guest_fd(table: &dyn FdTable, host_fd: i32) -> i32 {
 fn guest_number(table: &dyn FdTable, guest: Option<i32>, host_fd: i32) -> i32 {
     match guest {
         Some(g) => g,
-        None if fd_is_open(host_fd) && !table.is_stale(host_fd) => FOREIGN_FD,
+        None if is_foreign(table, host_fd) => FOREIGN_FD,
         None => -1,
     }
+}
+
+/// Whether `fd`, no guest object of ours, is open in this process as
+/// something else (and is not the number of an object of a lost session).
+fn is_foreign(table: &dyn FdTable, fd: i32) -> bool {
+    fd_is_open(fd) && !table.is_stale(fd)
 }
 
 /// Whether `fd` is open in this process.
@@ -215,8 +221,7 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32> {
         signal,
         ring: Default::default(),
     });
+    // (The call that returned it started the watchdog: `State::call`.)
     st.table().insert(raw, object);
-    // The process holds a guest object now: watch its proxy.
-    st.watch();
     Ok(raw)
 }

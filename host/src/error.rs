@@ -10,7 +10,6 @@
 
 use std::io;
 
-use telebpf_abi::AbiError;
 use telebpf_client::ClientError;
 
 /// A failure of the host side; [`errno`](Error::errno) is what the host
@@ -41,10 +40,6 @@ pub enum Error {
     /// `copy_from_user`/`copy_to_user` would fail.
     #[error("the program's memory is not accessible: {}", io::Error::from_raw_os_error(*.0))]
     Memory(i32),
-    /// No `bpf()` plan could be made for the call's attr (the errno the
-    /// kernel would give for the same attr).
-    #[error("bpf() attr: {0}")]
-    Plan(#[from] AbiError),
     /// The call could not be marshalled (a bad pointer, an attr too large,
     /// a plan the kernel would refuse).
     #[error(transparent)]
@@ -82,7 +77,6 @@ impl Error {
             Error::Lost => crate::lost::ERRNO,
             Error::Client(e) => e.errno(),
             Error::Protocol(_) => libc::EPROTO,
-            Error::Plan(e) => e.errno(),
             Error::Gather(e) => e.errno(),
             Error::Scatter(e) => e.errno(),
             Error::Kernel { errno, .. } => *errno,
@@ -126,7 +120,9 @@ mod tests {
         assert_eq!(Error::Lost.errno(), libc::EIO);
         assert_eq!(Error::Protocol("a file request").errno(), libc::EPROTO);
         assert_eq!(Error::Memory(libc::EFAULT).errno(), libc::EFAULT);
-        assert_eq!(Error::from(AbiError::BadFd { fd: 3 }).errno(), libc::EBADF);
+        // A call no plan can be made for answers the kernel's errno.
+        let plan = telebpf_marshal::GatherError::from(telebpf_abi::AbiError::BadFd { fd: 3 });
+        assert_eq!(Error::from(plan).errno(), libc::EBADF);
         assert_eq!(Error::kernel(libc::ENODEV, "x").errno(), libc::ENODEV);
         let e = Error::os("dup", io::Error::other("no code"), libc::EMFILE);
         assert_eq!(e.errno(), libc::EMFILE);

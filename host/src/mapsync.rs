@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use libc::{c_int, c_void, size_t};
+use telebpf_marshal::host::changed_runs;
 use telebpf_protocol::message::{Reply, Request};
 
 use crate::error::{Error, Result};
@@ -177,24 +178,6 @@ pub fn refresh_maps() {
     for s in syncs {
         let _ = s.round();
     }
-}
-
-/// The runs `[start, end)` where `a` and `b` differ.
-fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] == b[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < a.len() && a[i] != b[i] {
-            i += 1;
-        }
-        runs.push((start, i));
-    }
-    runs
 }
 
 /// One round of the two-way sync. `host` is the live mapping, `seen` a copy

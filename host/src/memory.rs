@@ -95,12 +95,6 @@ pub fn read(addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     ProcessMemory::current().read(addr, len)
 }
 
-/// Reads a NUL-terminated string of at most `max` bytes (NUL included) at
-/// `addr` of the calling process (see [`Memory::read_cstr`]).
-pub fn read_cstr(addr: u64, max: usize) -> Result<Vec<u8>, i32> {
-    ProcessMemory::current().read_cstr(addr, max)
-}
-
 /// Writes `data` at `addr` of the calling process.
 pub fn write(addr: u64, data: &[u8]) -> Result<(), i32> {
     ProcessMemory::current().write(addr, data)
@@ -184,14 +178,32 @@ mod tests {
     fn bad_addresses_are_efault() {
         assert_eq!(read(8, 4), Err(libc::EFAULT));
         assert_eq!(write(8, &[1]), Err(libc::EFAULT));
-        assert_eq!(read_cstr(16, 100), Err(libc::EFAULT));
+        assert_eq!(
+            ProcessMemory::current().read_cstr(16, 100),
+            Err(libc::EFAULT)
+        );
     }
 
     #[test]
     fn cstr_bounded() {
         let s = b"hello\0world";
-        assert_eq!(read_cstr(s.as_ptr() as u64, 64).unwrap(), b"hello\0");
-        assert_eq!(read_cstr(s.as_ptr() as u64, 4).unwrap(), b"hell");
-        assert_eq!(read_cstr(s.as_ptr() as u64, 6).unwrap(), b"hello\0");
+        assert_eq!(
+            ProcessMemory::current()
+                .read_cstr(s.as_ptr() as u64, 64)
+                .unwrap(),
+            b"hello\0"
+        );
+        assert_eq!(
+            ProcessMemory::current()
+                .read_cstr(s.as_ptr() as u64, 4)
+                .unwrap(),
+            b"hell"
+        );
+        assert_eq!(
+            ProcessMemory::current()
+                .read_cstr(s.as_ptr() as u64, 6)
+                .unwrap(),
+            b"hello\0"
+        );
     }
 }

@@ -349,6 +349,26 @@ pub fn scatter(mem: &dyn Memory, sent: &Sent, result: &BpfResult) -> Result<(), 
     Ok(())
 }
 
+/// The runs `[start, end)` where `a` and `b` (of one length) differ: what
+/// is written back of an attr, and what a two-way map sync exchanges.
+pub fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
+    let len = a.len().min(b.len());
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < len {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < len && a[i] != b[i] {
+            i += 1;
+        }
+        runs.push((start, i));
+    }
+    runs
+}
+
 /// Writes the runs of `got` that differ from `sent` to `addr`.
 fn write_changed(
     mem: &dyn Memory,
@@ -364,17 +384,8 @@ fn write_changed(
             got: got.len(),
         });
     }
-    let mut i = 0;
-    while i < got.len() {
-        if got[i] == sent[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < got.len() && got[i] != sent[i] {
-            i += 1;
-        }
-        mem.write(addr + start as u64, &got[start..i])
+    for (start, end) in changed_runs(sent, got) {
+        mem.write(addr + start as u64, &got[start..end])
             .map_err(|errno| ScatterError::Fault { errno })?;
     }
     Ok(())

@@ -292,11 +292,15 @@ path_hook!(
     /// path can name the guest's bpffs, so `dirfd` plays no part.
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int,
     path = path, on_panic = -1,
-    |route| if flags & libc::AT_REMOVEDIR != 0 {
-        guest_op(route, |path| FileOp::Rmdir { path }, |_| Ok(0))
-    } else {
-        guest_op(route, |path| FileOp::Unlink { path }, |_| Ok(0))
-    }
+    |route| guest_op(
+        route,
+        |path| if flags & libc::AT_REMOVEDIR != 0 {
+            FileOp::Rmdir { path }
+        } else {
+            FileOp::Unlink { path }
+        },
+        |_| Ok(0)
+    )
 );
 path_hook!(
     /// Interposed `rmdir`.
