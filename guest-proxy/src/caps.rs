@@ -59,7 +59,18 @@ fn err(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> CapsError 
 
 /// Drops every capability not in [`KEEP`] (see the module doc).
 pub fn drop_unneeded() -> Result<Dropped, CapsError> {
-    let keep: CapsHashSet = KEEP.iter().map(|(c, _)| *c).collect();
+    drop_all_but(KEEP.iter().map(|(c, _)| *c).collect())
+}
+
+/// Drops every capability, for a mode of the binary that needs none (the
+/// `--echo` base of `telebpf bench rtt`, which anyone may connect to).
+pub fn drop_all() -> Result<Dropped, CapsError> {
+    drop_all_but(CapsHashSet::new())
+}
+
+/// Drops every capability not in `keep` from every set and sets
+/// `no_new_privs`.
+fn drop_all_but(keep: CapsHashSet) -> Result<Dropped, CapsError> {
     let permitted = caps::read(None, CapSet::Permitted).map_err(err("read permitted"))?;
     let held: CapsHashSet = keep.intersection(&permitted).copied().collect();
     let mut missing: Vec<Capability> = keep.difference(&permitted).copied().collect();
