@@ -160,7 +160,7 @@ fn run_syscall_program(object: &mut Object, ctx: &mut [u8]) -> Result<(), RunErr
 fn program_ids(object: &Object) -> Vec<u32> {
     object
         .progs()
-        .filter_map(|p| crate::programs::id_of(&p.as_fd()).ok())
+        .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
         .collect()
 }
 

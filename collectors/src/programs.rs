@@ -70,11 +70,6 @@ pub fn list(except: &[u32]) -> Result<Vec<Listed>, i32> {
     }
 }
 
-/// The id of the program behind `fd`.
-pub fn id_of(fd: &impl AsRawFd) -> Result<u32, i32> {
-    info(fd.as_raw_fd()).map(|i| i.id)
-}
-
 fn describe(id: u32) -> Result<Listed, i32> {
     // SAFETY: a plain syscall wrapper; it returns a new fd or -errno.
     let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };

@@ -195,7 +195,7 @@ fn mmapable_len(fd: i32, fds: &dyn PerfFds) -> Result<u64, i32> {
     // struct bpf_map_info: type, id, key_size, value_size, max_entries,
     // map_flags.
     let mut info = [0u8; 24];
-    sys::object_info(fd, &mut info)?;
+    fds.kernel().object_info(fd, &mut info)?;
     let u = |o: usize| u32::from_le_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
     let (map_type, value_size, max_entries, flags) = (u(0), u(12), u(16), u(20));
     if map_type != BPF_MAP_TYPE_ARRAY {
@@ -205,7 +205,7 @@ fn mmapable_len(fd: i32, fds: &dyn PerfFds) -> Result<u64, i32> {
         return Err(libc::EINVAL);
     }
     let elem = u64::from(value_size).next_multiple_of(8);
-    let page = sys::page_size() as u64;
+    let page = ringbuf_mirror::page_size() as u64;
     Ok((u64::from(max_entries) * elem).next_multiple_of(page))
 }
 

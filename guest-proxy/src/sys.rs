@@ -48,24 +48,6 @@ pub fn info_attr(fd: i32, info: &mut [u8]) -> [u8; 16] {
     attr
 }
 
-/// `BPF_OBJ_GET_INFO_BY_FD` into `info`, returning the length the kernel
-/// filled.
-pub fn object_info(fd: i32, info: &mut [u8]) -> Result<usize, i32> {
-    let mut attr = info_attr(fd, info);
-    // SAFETY: `attr.info` points to `info`, which is valid for `info_len`
-    // bytes and outlives the call.
-    unsafe {
-        bpf(
-            telebpf_abi::cmd::BPF_OBJ_GET_INFO_BY_FD,
-            attr.as_mut_ptr(),
-            attr.len() as u32,
-            std::ptr::null_mut(),
-            0,
-        )
-    }?;
-    Ok(u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]) as usize)
-}
-
 /// `BPF_OBJ_GET` of `path` (read-write, as root): the object pinned there.
 pub fn obj_get(path: &std::ffi::CStr) -> Result<std::os::fd::OwnedFd, i32> {
     use std::os::fd::FromRawFd;
@@ -282,12 +264,6 @@ pub fn memory_limit() -> u64 {
     limit
 }
 
-/// The page size.
-pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
 /// A shared mapping of an fd the proxy holds, unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
@@ -350,7 +326,7 @@ impl Drop for Mapping {
 
 /// Writes `data` at `offset` of what `mmap(fd, …, MAP_SHARED)` shows.
 pub fn write_mapping(fd: i32, offset: u64, data: &[u8]) -> Result<(), i32> {
-    let page = page_size() as u64;
+    let page = ringbuf_mirror::page_size() as u64;
     let start = offset - offset % page;
     let skip = (offset - start) as usize;
     let mut m = Mapping::new(
