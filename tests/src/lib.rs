@@ -234,6 +234,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     path
 }
 
+pub mod monitor;
 pub mod raw_bpf;
 
 /// Names in `bpf/tests/forward_test.bpf.c`.

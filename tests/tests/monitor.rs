@@ -3,98 +3,17 @@
 //! See docs/TESTING.md. Root-only, like every suite here.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use telebpf_tests::monitor::{guests_file, is, Monitor};
 use telebpf_tests::{forward_test, say, wait_until, Harness, PinDir, COMMAND_TIMEOUT};
 
 /// How long an event may take to show up (rounds every 300 ms).
 const EVENT: Duration = Duration::from_secs(15);
-
-/// A running `telebpf monitor`, its events collected as they come.
-struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Monitor {
-    /// Starts `telebpf monitor --guests FILE ARGS…` as nobody.
-    fn start(h: &Harness, guests: &Path, args: &[&str]) -> Monitor {
-        let mut all = vec![
-            "monitor".to_string(),
-            "--guests".into(),
-            guests.display().to_string(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        let mut cmd = h.nobody_command(&h.dir().join("telebpf"), &all);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("start telebpf monitor");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        Monitor { child, lines }
-    }
-
-    /// Every line so far.
-    fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
-    }
-
-    /// The first event after line `from` that `pred` accepts, with when it
-    /// arrived and its index.
-    fn wait(
-        &self,
-        from: usize,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> (usize, Instant, Value) {
-        wait_until(EVENT, || {
-            let lines = self.lines.lock().unwrap();
-            for (i, (at, line)) in lines.iter().enumerate().skip(from) {
-                let v: Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
-                if pred(&v) {
-                    return Ok((i, *at, v));
-                }
-            }
-            Err(format!("no {what} yet"))
-        })
-        .unwrap_or_else(|e| panic!("{e}; events:\n{}", self.lines().join("\n")))
-    }
-
-    /// Stops the monitor; checks every line against the schema.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for the monitor");
-        std::thread::sleep(Duration::from_millis(100));
-        let lines = self.lines();
-        for l in &lines {
-            telebpf_monitor::schema::check(l).unwrap_or_else(|e| panic!("off-schema event: {e}"));
-        }
-        say(&format!("monitor: {} events, exit {status}", lines.len()));
-        lines
-    }
-}
-
-fn is(v: &Value, guest: &str, event: &str) -> bool {
-    v["guest"] == guest && v["event"] == event
-}
 
 /// A key under the `monitor` policy, and a policy file giving the
 /// harness's own key nothing.
@@ -107,21 +26,6 @@ fn monitor_key(h: &Harness) -> (PathBuf, PathBuf) {
     )
     .expect("write keys.toml");
     (key, policy)
-}
-
-/// A guests file for nobody.
-fn guests_file(h: &Harness, guests: &[(&str, String, &Path)]) -> PathBuf {
-    let mut text = String::new();
-    for (name, target, key) in guests {
-        text.push_str(&format!(
-            "[[guest]]\nname = {name:?}\ntarget = {target:?}\nkey-file = {:?}\n\n",
-            key.display().to_string()
-        ));
-    }
-    let path = h.nobody_dir().join("guests.toml");
-    std::fs::write(&path, text).expect("write guests.toml");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    path
 }
 
 #[test]
@@ -141,7 +45,7 @@ fn monitor_reports_processes_listeners_programs_and_a_lost_guest() {
             ("dead", dead, &nobody_key),
         ],
     );
-    let m = Monitor::start(&h, &guests, &["--interval", "300"]);
+    let m = Monitor::start(&h, &guests, &["--interval", "300"], EVENT);
 
     m.wait(0, "guest_up of main", |v| is(v, "main", "guest_up"));
     m.wait(0, "guest_lost of dead", |v| is(v, "dead", "guest_lost"));
@@ -320,7 +224,7 @@ fn monitor_reports_a_hidden_process() {
     let (mut marked, name) = h.marked_sleeper("tbmon");
     let nobody_key = h.nobody_key(&key);
     let guests = guests_file(&h, &[("hidden", target, &nobody_key)]);
-    let m = Monitor::start(&h, &guests, &["--interval", "300"]);
+    let m = Monitor::start(&h, &guests, &["--interval", "300"], EVENT);
     let pid = marked.id() as u64;
     let (_, _, found) = m.wait(0, "hidden_process", |v| {
         is(v, "hidden", "hidden_process") && v["pid"] == pid
@@ -354,7 +258,7 @@ fn monitor_memory_stays_flat_over_1000_rounds() {
     let nobody_key = h.nobody_key(&key);
     let guests = guests_file(&h, &[("main", h.target(), &nobody_key)]);
     const ROUNDS: &str = "1000";
-    let mut m = Monitor::start(&h, &guests, &["--interval", "1", "--rounds", ROUNDS]);
+    let mut m = Monitor::start(&h, &guests, &["--interval", "1", "--rounds", ROUNDS], EVENT);
     let pid = m.child.id();
     let start = Instant::now();
     let mut samples: Vec<(Duration, u64)> = Vec::new();

@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use telebpf_tests::monitor::{guests_file, is, Monitor};
 use telebpf_tests::{
     bin_dir, compare_text, find_program, fingerprint, run_with_timeout, say, unique_name,
     workspace_root, CmdOutput, ExecTool, Harness, COMMAND_TIMEOUT, NOBODY,
@@ -868,73 +869,16 @@ fn monitor_watches_three_guests() {
         Client::named(&h, g2, "g2"),
         Client::named(&h, g3, "g3"),
     ];
-    let mut guests = String::new();
-    for (i, c) in clients.iter().enumerate() {
-        guests.push_str(&format!(
-            "[[guest]]\nname = \"g{}\"\ntarget = {:?}\nkey-file = {:?}\n\n",
-            i + 1,
-            c.target,
-            c.key.display().to_string()
-        ));
-    }
-    let file = h.nobody_dir().join("guests.toml");
-    fs::write(&file, guests).expect("guests.toml");
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-
-    let argv = vec![
-        "monitor".to_string(),
-        "--guests".into(),
-        file.display().to_string(),
-        "--interval".into(),
-        "1000".into(),
-    ];
-    let mut cmd = h.nobody_command(&h.dir().join("telebpf"), &argv);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut monitor = KillOnDrop(cmd.spawn().expect("start telebpf monitor"));
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
-    let sink = lines.clone();
-    let stdout = monitor.0.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().unwrap().push((Instant::now(), l));
-        }
-    });
-    let all = || -> Vec<String> {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
-    };
-    let wait =
-        |from: usize, what: &str, pred: &dyn Fn(&Value) -> bool| -> (usize, Instant, Value) {
-            let deadline = Instant::now() + MONITOR_EVENT;
-            loop {
-                {
-                    let got = lines.lock().unwrap();
-                    for (i, (at, l)) in got.iter().enumerate().skip(from) {
-                        if let Ok(v) = serde_json::from_str::<Value>(l) {
-                            if pred(&v) {
-                                return (i, *at, v);
-                            }
-                        }
-                    }
-                }
-                if Instant::now() > deadline {
-                    panic!(
-                        "no {what} within {MONITOR_EVENT:?}; events:\n{}",
-                        all().join("\n")
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        };
-    let is = |v: &Value, g: &str, e: &str| v["guest"] == g && v["event"] == e;
+    let names = ["g1", "g2", "g3"];
+    let triples: Vec<(&str, String, &Path)> = names
+        .iter()
+        .zip(&clients)
+        .map(|(n, c)| (*n, c.target.clone(), c.key.as_path()))
+        .collect();
+    let file = guests_file(&h, &triples);
+    let m = Monitor::start(&h, &file, &["--interval", "1000"], MONITOR_EVENT);
+    let wait = |from: usize, what: &str, pred: &dyn Fn(&Value) -> bool| m.wait(from, what, pred);
+    let all = || m.lines();
 
     for g in ["g1", "g2", "g3"] {
         wait(0, &format!("snapshot of {g}"), &|v| is(v, g, "snapshot"));
@@ -992,12 +936,8 @@ fn monitor_watches_three_guests() {
     });
     wait(before, "guest_up of g3 again", &|v| is(v, "g3", "guest_up"));
 
-    drop(monitor);
-    std::thread::sleep(Duration::from_millis(200));
-    let events = all();
-    for l in &events {
-        telebpf_monitor::schema::check(l).unwrap_or_else(|e| panic!("off-schema event: {e}"));
-    }
+    // Stopped, every line checked against the schema.
+    let events = m.stop();
     // Each event in its own guest only.
     for l in &events {
         let v: Value = serde_json::from_str(l).expect("JSON");
@@ -1032,15 +972,5 @@ impl Drop for Stopped {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-    }
-}
-
-/// A child killed and reaped when dropped, also when a test panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
