@@ -247,6 +247,17 @@ fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signa
         fd: obj.guest_fd,
         kind,
     }))?;
+    // The proxy's first frame says it mapped the guest ring (or why not):
+    // a perf event nobody mapped drops what the program's BPF code outputs,
+    // so the program must not go on, enable and trigger events, before it.
+    // The frame stays for the mirror thread to read.
+    if !readable_within(conn.raw_fd(), settings.connect_timeout) {
+        st.warn(&format!(
+            "the proxy did not start streaming a ring within {:?}: \
+             what the program's BPF code outputs before it does may be lost",
+            settings.connect_timeout
+        ));
+    }
     let signal = obj
         .signal
         .as_ref()
@@ -375,6 +386,14 @@ struct Readiness {
 
 impl Readiness {
     fn raise(&self) {
+        // The records were pushed (a store of the ring's head) before this
+        // looks at `raised`; `lower_if_consumed` stores `raised` before it
+        // looks at the head. Store then load on both sides is Dekker's
+        // pattern: without a SeqCst fence on each side both loads may see
+        // the old values (x86 lets a load pass an earlier store), the push
+        // then writes no byte and the lowering drops its readiness: a
+        // record would sit unseen until the next one.
+        std::sync::atomic::fence(Ordering::SeqCst);
         // AcqRel: pairs with the store in `lower`, so a cleared flag is
         // never overwritten without its byte.
         if !self.raised.swap(true, Ordering::AcqRel) {
@@ -391,6 +410,8 @@ impl Readiness {
         }
         drain_pipe(&self.signal);
         self.raised.store(false, Ordering::Release);
+        // The other half of the fence in `raise`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.ring.pending() {
             self.raise();
         }
@@ -560,6 +581,21 @@ fn forward(
         }
         if ready.ring.pending() {
             ready.raise();
+        }
+    }
+}
+
+/// Whether `fd` becomes readable (or hangs up) within `limit`, a signal
+/// in between or not.
+fn readable_within(fd: c_int, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if readable(fd, left.as_millis().clamp(1, c_int::MAX as u128) as c_int) {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
         }
     }
 }

@@ -139,7 +139,11 @@ pub enum Request {
     /// First and only request of a stream connection: turn it into a push
     /// stream of the records of a ring owned by another session of this
     /// client. Replies are [`Reply::Records`] and [`Reply::Lost`], pushed as
-    /// the guest produces them, until the ring's owner closes it.
+    /// the guest produces them, until the ring's owner closes it. The first
+    /// is an empty [`Reply::Records`] as soon as the proxy has mapped the
+    /// ring (a refusal instead, if it will not): the host waits for it
+    /// before its `mmap` returns, because a perf event that nobody mapped
+    /// yet drops what a program outputs.
     Stream(StreamRequest),
     /// On a [`StreamKind::UserRingbuf`] stream connection (after its
     /// [`Request::Stream`]): records the host program submitted to the user

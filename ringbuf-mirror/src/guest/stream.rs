@@ -474,6 +474,13 @@ where
     S: FrameSink + ?Sized,
 {
     let mut frame = RecordsFrame::new();
+    // The first frame, empty, says the ring is mapped. Until a perf event
+    // is mapped it has no ring buffer and the kernel drops what a program
+    // outputs to it, so the host's `mmap` returns to the program only once
+    // this frame is there: whatever the program triggers after it is kept.
+    if let Err(e) = out.send(frame.finish()) {
+        return StreamEnd::Transport(e);
+    }
     let spin = wait.spin();
     let mut contention = Contention::default();
     loop {

@@ -532,8 +532,9 @@ impl Wait for OneWake {
 }
 
 /// The host's end for the spin: counts records per frame; its first frame
-/// makes the guest commit one more record, as a guest program would while
-/// the stream is still busy with the first.
+/// of records (after the empty one that says the ring is mapped) makes the
+/// guest commit one more record, as a guest program would while the stream
+/// is still busy with the first.
 struct ProducesOnFirstFrame<'a> {
     sim: &'a SimRingbuf,
     frames: Vec<usize>,
@@ -545,7 +546,7 @@ impl FrameSink for ProducesOnFirstFrame<'_> {
     fn send(&mut self, frame: &[u8]) -> Result<(), Infallible> {
         self.frames
             .push(message::records_in(frame).expect("records").count());
-        if self.frames.len() == 1 {
+        if self.frames.len() == 2 {
             assert!(self.sim.output(b"second", false));
         }
         Ok(())
@@ -559,8 +560,8 @@ impl FrameSink for ProducesOnFirstFrame<'_> {
 #[test]
 fn a_record_that_comes_during_the_spin_is_sent_without_a_wait() {
     for (spin, frames) in [
-        (Duration::from_secs(5), vec![1, 1]),
-        (Duration::ZERO, vec![1]),
+        (Duration::from_secs(5), vec![0, 1, 1]),
+        (Duration::ZERO, vec![0, 1]),
     ] {
         let layout = one_page();
         let sim = SimRingbuf::new(layout);
@@ -578,6 +579,39 @@ fn a_record_that_comes_during_the_spin_is_sent_without_a_wait() {
         // Woken once for the first record, then once more to stop.
         assert_eq!(wait.waits, 2, "spin {spin:?}");
     }
+}
+
+/// The stream's first frame is empty and goes out before the stream ever
+/// waits: it tells the host that the ring is mapped (a perf event nobody
+/// mapped drops its output), and the host's `mmap` returns only then.
+#[test]
+fn the_first_frame_says_the_ring_is_mapped_before_any_wait() {
+    struct NeverWakes;
+    impl Wait for NeverWakes {
+        fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
+            Ok(Woken::Stop)
+        }
+        fn stopped(&mut self) -> bool {
+            true
+        }
+    }
+    struct Frames(Vec<usize>);
+    impl FrameSink for Frames {
+        type Error = Infallible;
+        fn send(&mut self, frame: &[u8]) -> Result<(), Infallible> {
+            self.0
+                .push(message::records_in(frame).expect("records").count());
+            Ok(())
+        }
+    }
+    let layout = one_page();
+    let sim = SimRingbuf::new(layout);
+    let mut guest =
+        GuestRing::Bpf(RingbufConsumer::new(&sim.consumer, &sim.producer, layout).unwrap());
+    let mut out = Frames(Vec::new());
+    let end = pump(&mut guest, &mut NeverWakes, &mut out);
+    assert!(matches!(end, StreamEnd::Stopped), "{end}");
+    assert_eq!(out.0, vec![0]);
 }
 
 /// The default spin is the ring streams' (the environment's, else
