@@ -1809,6 +1809,10 @@ pub fn wait_until<T>(
     }
 }
 
+/// How often [`ExecTool::wait_for_event`] makes a new marked event while
+/// none has been printed.
+pub const EVENT_RETRY: Duration = Duration::from_millis(500);
+
 /// A program running as nobody through `telebpf exec`, line buffered
 /// (`stdbuf -oL`), its stdout and stderr in a file; killed on drop if still
 /// running (a test that fails half-way must not leave it behind).
@@ -1913,6 +1917,53 @@ impl ExecTool {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// Makes a marked event with `make` (which returns the text that
+    /// shows it in the tool's output) and waits for it; makes a new one
+    /// every [`EVENT_RETRY`] until one is printed or `timeout` passes.
+    /// Returns the text of the event seen; the error tells why none was,
+    /// with the output.
+    ///
+    /// Once is not enough: the libbpf-tools print their header *before*
+    /// they set up their perf buffer (execsnoop, opensnoop, tcplife…), and
+    /// an event that comes before the buffer's entry for its CPU exists is
+    /// dropped by the kernel, locally as through telebpf. Locally that
+    /// window is microseconds; through the proxy it is several round trips,
+    /// and on a loaded machine long enough for a test's one event.
+    pub fn wait_for_event(
+        &mut self,
+        timeout: Duration,
+        mut make: impl FnMut() -> String,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut made = Vec::new();
+        loop {
+            made.push(make());
+            let next = (Instant::now() + EVENT_RETRY).min(deadline);
+            loop {
+                let out = self.output();
+                if let Some(seen) = made.iter().find(|m| out.contains(m.as_str())) {
+                    return Ok(seen.clone());
+                }
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Err(format!(
+                        "{} exited ({status}) before printing any of {made:?}:\n{out}",
+                        self.name
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{} printed none of {made:?} within {timeout:?}:\n{out}",
+                        self.name
+                    ));
+                }
+                if Instant::now() >= next {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Waits until the output contains `needle`; the error tells why not,

@@ -318,10 +318,13 @@ fn tracing_profile_is_enough_for_execsnoop() {
     let audit = start_audited(&mut h, profile("tracing"));
     let mut tool = h.start_exec_tool(&h.target(), h.key(), &execsnoop, &[]);
     tool.wait_for("PCOMM", Duration::from_secs(60)).unwrap();
-    let mark = unique_name("tbpolicy");
-    let status = Command::new("/bin/true").arg(&mark).status().expect("exec");
-    assert!(status.success());
-    tool.wait_for(&mark, Duration::from_secs(15)).unwrap();
+    tool.wait_for_event(Duration::from_secs(15), || {
+        let mark = unique_name("tbpolicy");
+        let status = Command::new("/bin/true").arg(&mark).status().expect("exec");
+        assert!(status.success());
+        mark
+    })
+    .unwrap();
     let text = tool.stop(libc::SIGINT, Duration::from_secs(20));
     assert!(!text.contains(REFUSAL), "{text}");
     assert!(
@@ -1102,21 +1105,27 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
 
     if let Some(mut tool) = h.start_tool("execsnoop", &[]) {
         tool.wait_for("PCOMM", ready).unwrap();
-        let mark = unique_name("tbobserve");
-        assert!(Command::new("/bin/true")
-            .arg(&mark)
-            .status()
-            .unwrap()
-            .success());
-        tool.wait_for(&mark, event).unwrap();
+        tool.wait_for_event(event, || {
+            let mark = unique_name("tbobserve");
+            assert!(Command::new("/bin/true")
+                .arg(&mark)
+                .status()
+                .unwrap()
+                .success());
+            mark
+        })
+        .unwrap();
         let out = tool.stop(libc::SIGINT, stop);
         assert!(!out.contains(REFUSAL), "{out}");
     }
     if let Some(mut tool) = h.start_tool("opensnoop", &[]) {
         tool.wait_for("PATH", ready).unwrap();
-        let path = h.dir().join(unique_name("tbobserve"));
-        fs::write(&path, b"x").unwrap();
-        tool.wait_for(&path.display().to_string(), event).unwrap();
+        tool.wait_for_event(event, || {
+            let path = h.dir().join(unique_name("tbobserve"));
+            fs::write(&path, b"x").unwrap();
+            path.display().to_string()
+        })
+        .unwrap();
         let out = tool.stop(libc::SIGINT, stop);
         assert!(!out.contains(REFUSAL), "{out}");
     }

@@ -81,9 +81,12 @@ fn execsnoop_sees_a_marked_exec() {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
-    let mark = unique_name("tbexec");
-    provoke("/bin/true", &[&mark]);
-    tool.wait_for(&mark, EVENT).unwrap();
+    tool.wait_for_event(EVENT, || {
+        let mark = unique_name("tbexec");
+        provoke("/bin/true", &[&mark]);
+        mark
+    })
+    .unwrap();
     tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
@@ -97,9 +100,12 @@ fn opensnoop_sees_a_marked_open() {
         return;
     };
     tool.wait_for("PATH", READY).unwrap();
-    let path = h.dir().join(unique_name("tbopen"));
-    fs::write(&path, b"x").unwrap();
-    tool.wait_for(&path.display().to_string(), EVENT).unwrap();
+    tool.wait_for_event(EVENT, || {
+        let path = h.dir().join(unique_name("tbopen"));
+        fs::write(&path, b"x").unwrap();
+        path.display().to_string()
+    })
+    .unwrap();
     tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
@@ -115,20 +121,23 @@ fn exitsnoop_sees_a_marked_exit_code() {
     tool.wait_for("PCOMM", READY).unwrap();
     let name = "tbexit77";
     let sh = marked_binary(h.dir(), name, "/bin/sh");
-    let status = Command::new(&sh).args(["-c", "exit 77"]).status().unwrap();
-    assert_eq!(status.code(), Some(77));
-    let deadline = Instant::now() + EVENT;
-    loop {
-        let out = tool.output();
-        if out.lines().any(|l| l.starts_with(name) && l.contains("77")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exitsnoop missed {name} exiting with 77:\n{out}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut n = 0;
+    let seen = tool
+        .wait_for_event(EVENT, || {
+            // The line's start (the comm) and its pid mark each exit.
+            let mut child = Command::new(&sh).args(["-c", "exit 77"]).spawn().unwrap();
+            let pid = child.id();
+            assert_eq!(child.wait().unwrap().code(), Some(77));
+            n += 1;
+            format!("{name:<16} {pid:<7}")
+        })
+        .unwrap_or_else(|e| panic!("exitsnoop missed {name} exiting with 77 ({n} tries): {e}"));
+    let out = tool.output();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&seen) && l.contains("77")),
+        "exitsnoop's line for {name} lacks its exit code 77:\n{out}"
+    );
     tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
@@ -142,17 +151,18 @@ fn tcplife_sees_a_marked_connection() {
         return;
     };
     tool.wait_for("PID", READY).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    {
+    tool.wait_for_event(EVENT, || {
         use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (mut a, _) = listener.accept().unwrap();
         c.write_all(&[7u8; 3000]).unwrap();
         let mut buf = [0u8; 3000];
         a.read_exact(&mut buf).unwrap();
-    }
-    tool.wait_for(&format!(" {port} "), EVENT).unwrap();
+        format!(" {port} ")
+    })
+    .unwrap();
     tool.stop(libc::SIGINT, STOP);
     h.finish();
 }
@@ -262,9 +272,12 @@ fn sigkill_mid_stream_leaves_nothing_behind() {
         return;
     };
     tool.wait_for("PCOMM", READY).unwrap();
-    let mark = unique_name("tbkill");
-    provoke("/bin/true", &[&mark]);
-    tool.wait_for(&mark, EVENT).unwrap();
+    tool.wait_for_event(EVENT, || {
+        let mark = unique_name("tbkill");
+        provoke("/bin/true", &[&mark]);
+        mark
+    })
+    .unwrap();
     // Still streaming: keep events coming while it dies.
     let mut provoker = Command::new("sh")
         .args(["-c", "while true; do /bin/true; done"])
