@@ -113,8 +113,35 @@ unsafe fn route_configured(path: *const libc::c_char) -> Route {
     if !matches!(second, Some(b'p' | b's' | b'b')) {
         return Route::Local;
     }
+    // `/proc/self/` then anything but `f` (`fd/`, `fdinfo/`) is never ours
+    // (`maps`, `stat`, `status`, `mountinfo`…, which programs open
+    // often): decided without `strlen`.
+    // SAFETY: NUL-terminated per the caller's contract.
+    if unsafe { c_starts(path, b"/proc/self/") } {
+        // SAFETY: the 11 bytes before it are not NUL, so byte 11 is in the
+        // string (its NUL at worst).
+        if unsafe { *path.add(11) } as u8 != b'f' {
+            return Route::Local;
+        }
+    }
     // SAFETY: NUL-terminated per the caller's contract.
     route_bytes(unsafe { CStr::from_ptr(path) }.to_bytes())
+}
+
+/// Whether the C string `s` starts with `prefix` (which has no NUL), read
+/// byte by byte: a byte is read only after the ones before it matched, so
+/// never past the string's NUL, which matches no byte of `prefix`.
+///
+/// # Safety
+///
+/// `s` must point to a NUL-terminated string.
+#[inline(always)]
+unsafe fn c_starts<const N: usize>(s: *const libc::c_char, prefix: &[u8; N]) -> bool {
+    prefix.iter().enumerate().all(|(i, &b)| {
+        // SAFETY: bytes 0..i matched `prefix`, none is NUL, so the string
+        // goes on at least to byte i.
+        (unsafe { *s.add(i) }) as u8 == b
+    })
 }
 
 /// [`route`] of a path's bytes, with a target set. Inlined into the hooks:
@@ -482,6 +509,11 @@ mod tests {
         heads.push(b"/proc/self/fd/3\xff".to_vec());
         heads.push(b"/proc/\xff/fd/3".to_vec());
         for p in [
+            "/proc/self/",
+            "/proc/self",
+            "/proc/self/f",
+            "/proc/self/status",
+            "/proc/selff/fd/3",
             "/sys/kernel/btf/vmlinux",
             "/sys/kernel/btf/",
             "//sys/kernel/btf/vmlinux",
