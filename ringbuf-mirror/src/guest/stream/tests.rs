@@ -581,20 +581,24 @@ fn a_record_that_comes_during_the_spin_is_sent_without_a_wait() {
     }
 }
 
+/// A wait that stops the stream at once, with the default spin.
+struct StopsAtOnce;
+
+impl Wait for StopsAtOnce {
+    fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
+        Ok(Woken::Stop)
+    }
+
+    fn stopped(&mut self) -> bool {
+        true
+    }
+}
+
 /// The stream's first frame is empty and goes out before the stream ever
 /// waits: it tells the host that the ring is mapped (a perf event nobody
 /// mapped drops its output), and the host's `mmap` returns only then.
 #[test]
 fn the_first_frame_says_the_ring_is_mapped_before_any_wait() {
-    struct NeverWakes;
-    impl Wait for NeverWakes {
-        fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
-            Ok(Woken::Stop)
-        }
-        fn stopped(&mut self) -> bool {
-            true
-        }
-    }
     struct Frames(Vec<usize>);
     impl FrameSink for Frames {
         type Error = Infallible;
@@ -609,7 +613,7 @@ fn the_first_frame_says_the_ring_is_mapped_before_any_wait() {
     let mut guest =
         GuestRing::Bpf(RingbufConsumer::new(&sim.consumer, &sim.producer, layout).unwrap());
     let mut out = Frames(Vec::new());
-    let end = pump(&mut guest, &mut NeverWakes, &mut out);
+    let end = pump(&mut guest, &mut StopsAtOnce, &mut out);
     assert!(matches!(end, StreamEnd::Stopped), "{end}");
     assert_eq!(out.0, vec![0]);
 }
@@ -618,16 +622,7 @@ fn the_first_frame_says_the_ring_is_mapped_before_any_wait() {
 /// [`STREAM_SPIN`]): brief, so an idle stream sleeps soon.
 #[test]
 fn the_default_spin_is_brief() {
-    struct Default;
-    impl Wait for Default {
-        fn wait(&mut self, _: Ready, _: Option<Duration>) -> std::io::Result<Woken> {
-            Ok(Woken::Stop)
-        }
-        fn stopped(&mut self) -> bool {
-            true
-        }
-    }
-    assert_eq!(Default.spin(), ring_spin());
+    assert_eq!(StopsAtOnce.spin(), ring_spin());
     if std::env::var_os(ENV_RING_SPIN_US).is_none() {
         assert_eq!(ring_spin(), STREAM_SPIN);
     }
