@@ -19,14 +19,9 @@ use crate::exec::ENV_PRELOAD;
 /// Why a `telebpf` subcommand failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// `keygen` could not write the new key.
-    #[error("cannot write {path}: {source}")]
-    WriteKey {
-        /// The `--out` file.
-        path: PathBuf,
-        /// Why.
-        source: KeyError,
-    },
+    /// `keygen` could not write the new key (the key error names the file).
+    #[error(transparent)]
+    WriteKey(KeyError),
     /// A key file is unreadable, malformed or unsafe (its message names it).
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -182,14 +177,11 @@ mod tests {
         let io = || io::Error::from_raw_os_error(libc::ENOENT);
         let cases = [
             (
-                CliError::WriteKey {
+                CliError::WriteKey(KeyError::Write {
                     path: "/k".into(),
-                    source: KeyError::Read {
-                        path: "/k".into(),
-                        source: io(),
-                    },
-                },
-                "cannot write /k: ",
+                    source: io(),
+                }),
+                "cannot write key file /k: No such file or directory (os error 2)",
             ),
             (
                 CliError::OwnExecutable(io()),

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { out } => telebpf_protocol::key::Psk::write_new(&out)
             .map(|_| ())
-            .map_err(|source| CliError::WriteKey { path: out, source }),
+            .map_err(CliError::WriteKey),
         Command::Exec {
             target,
             key_file,

@@ -132,10 +132,7 @@ pub fn run(
     std::fs::create_dir_all(&dir)?;
     let result = (|| {
         let key = dir.join("key");
-        telebpf_protocol::key::Psk::write_new(&key).map_err(|source| CliError::WriteKey {
-            path: key.clone(),
-            source,
-        })?;
+        telebpf_protocol::key::Psk::write_new(&key).map_err(CliError::WriteKey)?;
         let proxies = start_proxies(&dir, &exe, &key, max)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!(
