@@ -26,8 +26,8 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
-    SessionToken, Welcome, FOREIGN_FD,
+    self, CollectError, ErrorReply, Facts, FileOp, NetlinkOp, NetlinkReply, NewObject, Refusal,
+    Reply, Request, SessionToken, Welcome, FOREIGN_FD, NETLINK_LINK,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
@@ -41,7 +41,7 @@ use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log};
+use crate::{bulk, files, hangup, log, netlink};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -110,6 +110,23 @@ impl SessionFds for Session {
 
     fn may_create(&self) -> Result<(), i32> {
         self.budget.may_create()
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), i32> {
+        self.budget.reserve(bytes)
+    }
+}
+
+impl netlink::NetlinkFds for Session {
+    fn netlink(&self, fd: i32) -> Option<bool> {
+        self.objects.get(&fd).map(|o| o.link == NETLINK_LINK)
+    }
+
+    fn program(&self, fd: i32) -> bool {
+        matches!(
+            self.objects.get(&fd).map(|o| &o.kind),
+            Some(ObjectKind::Prog { .. })
+        )
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), i32> {
@@ -526,6 +543,18 @@ impl Session {
                 errno: libc::EPROTO,
                 message: "records outside a user ring buffer stream".into(),
             })),
+            Request::Netlink(NetlinkOp::Open) => {
+                if let Err(e) = self.budget.may_create() {
+                    return Some(Reply::Netlink(Err(e)));
+                }
+                Some(Reply::Netlink(netlink::open().map(|fd| {
+                    let obj = netlink::describe();
+                    self.adopt(fd, obj.clone());
+                    NetlinkReply::Opened(fd, obj)
+                })))
+            }
+            Request::Netlink(op) => Some(Reply::Netlink(netlink::execute(&op, self))),
+            Request::Interface(op) => Some(Reply::Interface(netlink::interface(&op))),
         }
     }
 

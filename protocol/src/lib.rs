@@ -113,7 +113,10 @@
 //! Appended within version 2 (a peer that predates a variant cannot decode
 //! it and ends the session): [`message::Request::Programs`] /
 //! [`message::Reply::Programs`], the guest's BPF programs in one request
-//! (`telebpf monitor`).
+//! (`telebpf monitor`); [`message::Request::Netlink`] /
+//! [`message::Reply::Netlink`], a relayed `NETLINK_ROUTE` socket, and
+//! [`message::Request::Interface`] / [`message::Reply::Interface`], guest
+//! interface names and indexes.
 //!
 //! ## Errors
 //!

@@ -6,7 +6,7 @@
 //! each with a detail (a type, a path) that tells what was done.
 
 use telebpf_abi::{attach_type, cmd, map_type, off, prog_type, read_u32};
-use telebpf_protocol::message::{BpfCall, FileOp, Request};
+use telebpf_protocol::message::{BpfCall, FileOp, NetlinkOp, Request};
 
 use super::{command_name, obj_path, type_name};
 
@@ -75,6 +75,9 @@ pub fn audited(req: &Request) -> Option<(String, Option<String>)> {
             Some(format!("{path}: {}", text_line(data))),
         )),
         Request::Stream(s) => Some(("ring_stream".into(), Some(format!("fd {}", s.fd)))),
+        Request::Netlink(NetlinkOp::Send { data, .. }) => {
+            crate::netlink::change(data).map(|change| ("netlink".into(), Some(change)))
+        }
         // Reads, but of the guest kernel's memory: worth a line each.
         Request::Collect(c) => Some((
             "collect".into(),
