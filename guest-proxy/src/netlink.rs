@@ -19,24 +19,15 @@
 //! The proxy runs as root with every session's objects open, so a datagram
 //! is never trusted ([`check_datagram`]):
 //!
-//! * every message in it is walked with its length checked against what
-//!   is left, and its type must be one of the queries (links, addresses,
-//!   routes, qdiscs, classes, filters, chains), or one of the changes a
-//!   BPF attach makes: `RTM_SETLINK`/`RTM_NEWLINK` of an existing link
-//!   (XDP), `RTM_NEWQDISC`/`RTM_DELQDISC` (the `clsact` hook),
-//!   `RTM_NEWTFILTER` of kind `bpf` and `RTM_DELTFILTER` (tc programs).
-//!   Anything else (making or deleting links, addresses, routes, tc
-//!   actions) answers `EOPNOTSUPP`: the relay exists to attach programs,
-//!   and every other change is one more way to name an fd the proxy would
-//!   have to check;
-//! * an fd the kernel takes from an attribute — `IFLA_XDP_FD`,
-//!   `IFLA_XDP_EXPECTED_FD`, `TCA_BPF_FD` — must be a program of this
+//! * the datagram's messages and attributes are walked with every length
+//!   checked, and only the message types a BPF attach needs pass
+//!   (`telebpf_abi::netlink::fd_offsets`: queries, XDP on an existing link,
+//!   the `clsact` qdisc, `bpf` tc filters); anything else answers
+//!   `EOPNOTSUPP`;
+//! * every fd the kernel takes from an attribute (`IFLA_XDP_FD`,
+//!   `IFLA_XDP_EXPECTED_FD`, `TCA_BPF_FD`) must be a program of this
 //!   session (negative values, "none", go to the kernel as they are), else
-//!   `EBADF` as the kernel answers for an fd that is not open; attributes
-//!   that name a namespace by fd or pid (`IFLA_NET_NS_FD`,
-//!   `IFLA_NET_NS_PID`, `IFLA_TARGET_NETNSID`), link creation
-//!   (`IFLA_LINKINFO`) and a `bpf` filter's actions (`TCA_BPF_ACT`,
-//!   `TCA_BPF_POLICE`) answer `EOPNOTSUPP`;
+//!   `EBADF`, as the kernel answers for an fd that is not open;
 //! * only datagrams to the guest kernel travel (the request carries no
 //!   address);
 //! * a datagram is at most [`NETLINK_SEND_MAX`] bytes (`EMSGSIZE` beyond,
@@ -64,7 +55,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
-use telebpf_abi::ObjectKind;
+use telebpf_abi::{netlink, ObjectKind};
 use telebpf_protocol::message::{
     InterfaceOp, InterfaceReply, NetlinkOp, NetlinkReply, NewObject, NETLINK_LINK,
     NETLINK_RECV_MAX, NETLINK_SEND_MAX,
@@ -72,53 +63,6 @@ use telebpf_protocol::message::{
 
 /// Longest a receive waits for a datagram (see the module doc).
 pub const RECV_WAIT: Duration = Duration::from_secs(1);
-
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct ifinfomsg)`.
-const IFINFOMSG_LEN: usize = 16;
-/// `sizeof(struct tcmsg)`.
-const TCMSG_LEN: usize = 20;
-/// `NLA_TYPE_MASK`: an attribute's type without `NLA_F_NESTED` and
-/// `NLA_F_NET_BYTEORDER`.
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-/// Message types below this are netlink's own (`NLMSG_NOOP`, …), which
-/// rtnetlink skips.
-const NLMSG_MIN_TYPE: u16 = 0x10;
-
-// rtnetlink message types (`linux/rtnetlink.h`).
-const RTM_NEWLINK: u16 = 16;
-const RTM_GETLINK: u16 = 18;
-const RTM_SETLINK: u16 = 19;
-const RTM_GETADDR: u16 = 22;
-const RTM_GETROUTE: u16 = 26;
-const RTM_NEWQDISC: u16 = 36;
-const RTM_DELQDISC: u16 = 37;
-const RTM_GETQDISC: u16 = 38;
-const RTM_GETTCLASS: u16 = 42;
-const RTM_NEWTFILTER: u16 = 44;
-const RTM_DELTFILTER: u16 = 45;
-const RTM_GETTFILTER: u16 = 46;
-const RTM_GETCHAIN: u16 = 102;
-
-// `IFLA_*` attributes of a link message.
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_NET_NS_PID: u16 = 19;
-const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_XDP: u16 = 43;
-const IFLA_TARGET_NETNSID: u16 = 46;
-// `IFLA_XDP_*` attributes nested in `IFLA_XDP`.
-const IFLA_XDP_FD: u16 = 1;
-const IFLA_XDP_EXPECTED_FD: u16 = 8;
-
-// `TCA_*` attributes of a tc message, and `TCA_BPF_*` nested in a `bpf`
-// filter's `TCA_OPTIONS`.
-const TCA_KIND: u16 = 1;
-const TCA_OPTIONS: u16 = 2;
-const TCA_BPF_ACT: u16 = 1;
-const TCA_BPF_POLICE: u16 = 2;
-const TCA_BPF_FD: u16 = 6;
 
 /// The `SOL_NETLINK` options a request-reply client sets.
 const OPTIONS: [i32; 3] = [
@@ -301,141 +245,19 @@ fn name(fd: i32) -> Result<NetlinkReply, i32> {
     Ok(NetlinkReply::Name(addr.nl_pid, addr.nl_groups))
 }
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_ne_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-/// Netlink's 4-byte alignment.
-fn align(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Splits `data` into `(type, payload)` records of `header` bytes each
-/// (16 for messages, 4 for attributes), the length in the first two
-/// (attributes) or four (messages) bytes, each checked against what is
-/// left; `EINVAL` for a length that does not fit, as the kernel answers.
-fn records(data: &[u8], header: usize) -> Result<Vec<(u16, &[u8])>, i32> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while data.len() - at >= header {
-        let (len, kind) = if header == NLMSG_HDRLEN {
-            (u32_at(data, at) as usize, u16_at(data, at + 4))
-        } else {
-            (u16_at(data, at) as usize, u16_at(data, at + 2))
-        };
-        if len < header || len > data.len() - at {
-            return Err(libc::EINVAL);
-        }
-        out.push((kind, &data[at..at + len]));
-        at = at.saturating_add(align(len)).min(data.len());
-    }
-    Ok(out)
-}
-
-/// The attributes after a message's fixed header of `fixed` bytes.
-fn attributes(message: &[u8], fixed: usize) -> Result<Vec<(u16, &[u8])>, i32> {
-    let start = NLMSG_HDRLEN + fixed;
-    if message.len() < start {
-        return Err(libc::EINVAL);
-    }
-    Ok(records(&message[start..], 4)?
-        .into_iter()
-        .map(|(t, a)| (t & NLA_TYPE_MASK, &a[4..]))
-        .collect())
-}
-
-/// Checks a fd attribute's value: a negative one ("none") goes to the
-/// kernel, a non-negative one must be a program of the session.
-fn check_fd(value: &[u8], program: &dyn Fn(i32) -> bool) -> Result<(), i32> {
-    if value.len() < 4 {
-        return Err(libc::EINVAL);
-    }
-    let fd = u32_at(value, 0) as i32;
-    if fd >= 0 && !program(fd) {
-        return Err(libc::EBADF);
-    }
-    Ok(())
-}
-
-/// Checks every message of a datagram the client wants sent to the guest
-/// kernel (see the module doc): `Ok` when it may go, else the errno the
-/// client's `send` fails with.
+/// Checks a datagram the client wants sent to the guest kernel (see the
+/// module doc): `Ok` when it may go, else the errno its `send` fails with.
 pub fn check_datagram(data: &[u8], program: &dyn Fn(i32) -> bool) -> Result<(), i32> {
     if data.len() > NETLINK_SEND_MAX {
         return Err(libc::EMSGSIZE);
     }
-    for (kind, message) in records(data, NLMSG_HDRLEN)? {
-        match kind {
-            k if k < NLMSG_MIN_TYPE => {}
-            RTM_GETLINK | RTM_GETADDR | RTM_GETROUTE | RTM_GETQDISC | RTM_GETTCLASS
-            | RTM_GETTFILTER | RTM_GETCHAIN => {}
-            RTM_NEWQDISC | RTM_DELQDISC | RTM_DELTFILTER => {}
-            RTM_SETLINK | RTM_NEWLINK => check_link(message, program)?,
-            RTM_NEWTFILTER => check_filter(message, program)?,
-            _ => return Err(libc::EOPNOTSUPP),
+    for at in netlink::fd_offsets(data).map_err(|e| e.errno())? {
+        let fd = i32::from_ne_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+        if fd >= 0 && !program(fd) {
+            return Err(libc::EBADF);
         }
     }
     Ok(())
-}
-
-/// A link change: XDP fds checked, namespaces and link creation refused.
-fn check_link(message: &[u8], program: &dyn Fn(i32) -> bool) -> Result<(), i32> {
-    for (kind, value) in attributes(message, IFINFOMSG_LEN)? {
-        match kind {
-            IFLA_LINKINFO | IFLA_NET_NS_PID | IFLA_NET_NS_FD | IFLA_TARGET_NETNSID => {
-                return Err(libc::EOPNOTSUPP)
-            }
-            IFLA_XDP => {
-                for (inner, v) in records(value, 4)? {
-                    if matches!(inner & NLA_TYPE_MASK, IFLA_XDP_FD | IFLA_XDP_EXPECTED_FD) {
-                        check_fd(&v[4..], program)?;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// A new tc filter: only `bpf` (cls_bpf), its program checked, without
-/// actions.
-fn check_filter(message: &[u8], program: &dyn Fn(i32) -> bool) -> Result<(), i32> {
-    let attrs = attributes(message, TCMSG_LEN)?;
-    let kind = attrs.iter().find(|(t, _)| *t == TCA_KIND).map(|(_, v)| *v);
-    if kind.map(|k| k.strip_suffix(&[0]).unwrap_or(k)) != Some(b"bpf") {
-        return Err(libc::EOPNOTSUPP);
-    }
-    for (_, options) in attrs.iter().filter(|(t, _)| *t == TCA_OPTIONS) {
-        for (inner, v) in records(options, 4)? {
-            match inner & NLA_TYPE_MASK {
-                TCA_BPF_ACT | TCA_BPF_POLICE => return Err(libc::EOPNOTSUPP),
-                TCA_BPF_FD => check_fd(&v[4..], program)?,
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// For the audit log: the change a datagram asks for (its first message
-/// that is not a query), `None` for queries.
-pub fn change(data: &[u8]) -> Option<String> {
-    let records = records(data, NLMSG_HDRLEN).ok()?;
-    let name = records.iter().find_map(|(kind, _)| match *kind {
-        RTM_NEWLINK => Some("RTM_NEWLINK"),
-        RTM_SETLINK => Some("RTM_SETLINK"),
-        RTM_NEWQDISC => Some("RTM_NEWQDISC"),
-        RTM_DELQDISC => Some("RTM_DELQDISC"),
-        RTM_NEWTFILTER => Some("RTM_NEWTFILTER"),
-        RTM_DELTFILTER => Some("RTM_DELTFILTER"),
-        _ => None,
-    })?;
-    Some(name.to_string())
 }
 
 /// Answers an interface lookup from the proxy's network namespace.
@@ -470,104 +292,26 @@ pub fn interface(op: &InterfaceOp) -> Result<InterfaceReply, i32> {
 
 #[cfg(test)]
 mod tests {
+    use telebpf_abi::netlink::build::{attr, filter, xdp};
+    use telebpf_abi::netlink::TCA_BPF_FD;
+
     use super::*;
-
-    fn message(kind: u16, fixed: usize, attrs: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + fixed + attrs.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&vec![0; fixed]);
-        m.extend_from_slice(attrs);
-        m
-    }
-
-    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(value);
-        a.resize(align(a.len()), 0);
-        a
-    }
-
-    fn xdp(fd: i32) -> Vec<u8> {
-        message(
-            RTM_SETLINK,
-            IFINFOMSG_LEN,
-            &attr(IFLA_XDP | 0x8000, &attr(IFLA_XDP_FD, &fd.to_ne_bytes())),
-        )
-    }
-
-    fn filter(kind: &[u8], options: &[u8]) -> Vec<u8> {
-        let mut attrs = attr(TCA_KIND, kind);
-        attrs.extend(attr(TCA_OPTIONS | 0x8000, options));
-        message(RTM_NEWTFILTER, TCMSG_LEN, &attrs)
-    }
 
     fn only_7(fd: i32) -> bool {
         fd == 7
     }
 
     #[test]
-    fn queries_pass_and_unknown_changes_do_not() {
-        let dump = message(RTM_GETLINK, IFINFOMSG_LEN, &[]);
-        assert_eq!(check_datagram(&dump, &only_7), Ok(()));
-        let new_addr = message(20, 8, &[]);
-        assert_eq!(check_datagram(&new_addr, &only_7), Err(libc::EOPNOTSUPP));
-        // Two messages in one datagram: the second is checked too.
-        let mut both = dump.clone();
-        both.extend(new_addr);
-        assert_eq!(check_datagram(&both, &only_7), Err(libc::EOPNOTSUPP));
-    }
-
-    #[test]
-    fn an_xdp_attach_names_a_program_of_the_session() {
+    fn fds_in_a_datagram_are_programs_of_the_session() {
         assert_eq!(check_datagram(&xdp(7), &only_7), Ok(()));
         assert_eq!(check_datagram(&xdp(-1), &only_7), Ok(()), "detach");
         assert_eq!(check_datagram(&xdp(3), &only_7), Err(libc::EBADF));
-    }
-
-    #[test]
-    fn namespaces_and_new_links_are_refused() {
-        for kind in [IFLA_NET_NS_FD, IFLA_NET_NS_PID, IFLA_LINKINFO] {
-            let m = message(RTM_NEWLINK, IFINFOMSG_LEN, &attr(kind, &[0; 4]));
-            assert_eq!(check_datagram(&m, &only_7), Err(libc::EOPNOTSUPP));
-        }
-    }
-
-    #[test]
-    fn tc_filters_are_bpf_without_actions() {
-        let ok = filter(b"bpf\0", &attr(TCA_BPF_FD, &7u32.to_ne_bytes()));
-        assert_eq!(check_datagram(&ok, &only_7), Ok(()));
-        let other = filter(b"bpf\0", &attr(TCA_BPF_FD, &4u32.to_ne_bytes()));
-        assert_eq!(check_datagram(&other, &only_7), Err(libc::EBADF));
-        let act = filter(b"bpf\0", &attr(TCA_BPF_ACT, &[0; 4]));
-        assert_eq!(check_datagram(&act, &only_7), Err(libc::EOPNOTSUPP));
-        let u32f = filter(b"u32\0", &[]);
-        assert_eq!(check_datagram(&u32f, &only_7), Err(libc::EOPNOTSUPP));
-    }
-
-    #[test]
-    fn lengths_are_checked_before_anything_is_read() {
-        let mut m = xdp(7);
-        m[0] = 200; // longer than the datagram
-        assert_eq!(check_datagram(&m, &only_7), Err(libc::EINVAL));
-        let mut m = xdp(7);
-        m[NLMSG_HDRLEN + IFINFOMSG_LEN] = 60; // attribute past the message
-        assert_eq!(check_datagram(&m, &only_7), Err(libc::EINVAL));
-        let short = message(RTM_SETLINK, 4, &[]);
-        assert_eq!(check_datagram(&short, &only_7), Err(libc::EINVAL));
+        let tc = filter(b"bpf\0", &attr(TCA_BPF_FD, &4u32.to_ne_bytes()));
+        assert_eq!(check_datagram(&tc, &only_7), Err(libc::EBADF));
         let big = vec![0u8; NETLINK_SEND_MAX + 1];
         assert_eq!(check_datagram(&big, &only_7), Err(libc::EMSGSIZE));
-        assert_eq!(check_datagram(&[1, 2, 3], &only_7), Ok(()), "kernel's to judge");
-    }
-
-    #[test]
-    fn changes_are_named_for_the_audit_log() {
-        assert_eq!(change(&xdp(7)).as_deref(), Some("RTM_SETLINK"));
-        assert_eq!(change(&message(RTM_GETLINK, IFINFOMSG_LEN, &[])), None);
+        let u32f = filter(b"u32\0", &[]);
+        assert_eq!(check_datagram(&u32f, &only_7), Err(libc::EOPNOTSUPP));
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn audited(req: &Request) -> Option<(String, Option<String>)> {
         )),
         Request::Stream(s) => Some(("ring_stream".into(), Some(format!("fd {}", s.fd)))),
         Request::Netlink(NetlinkOp::Send { data, .. }) => {
-            crate::netlink::change(data).map(|change| ("netlink".into(), Some(change)))
+            telebpf_abi::netlink::change(data).map(|change| ("netlink".into(), Some(change.into())))
         }
         // Reads, but of the guest kernel's memory: worth a line each.
         Request::Collect(c) => Some((
