@@ -134,14 +134,22 @@ struct Record {
 /// Splits `data[from..to]` into records of `header` bytes of header each
 /// (a message's length is its first four bytes, an attribute's its first
 /// two), each length checked against what is left.
-fn records(data: &[u8], from: usize, to: usize, header: usize) -> Result<Vec<Record>, NetlinkError> {
+fn records(
+    data: &[u8],
+    from: usize,
+    to: usize,
+    header: usize,
+) -> Result<Vec<Record>, NetlinkError> {
     let mut out = Vec::new();
     let mut at = from;
     while to - at >= header {
         let (len, kind) = if header == NLMSG_HDRLEN {
             (u32_at(data, at) as usize, u16_at(data, at + 4))
         } else {
-            (u16_at(data, at) as usize, u16_at(data, at + 2) & NLA_TYPE_MASK)
+            (
+                u16_at(data, at) as usize,
+                u16_at(data, at + 2) & NLA_TYPE_MASK,
+            )
         };
         if len < header || len > to - at {
             return Err(NetlinkError::Malformed);
@@ -226,7 +234,9 @@ fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), 
         .find(|a| a.kind == TCA_KIND)
         .map(|a| &data[a.start + NLA_HDRLEN..a.end]);
     if kind.map(|k| k.strip_suffix(&[0]).unwrap_or(k)) != Some(b"bpf") {
-        return Err(NetlinkError::NotRelayed("a tc filter of another kind than bpf"));
+        return Err(NetlinkError::NotRelayed(
+            "a tc filter of another kind than bpf",
+        ));
     }
     for options in attrs.iter().filter(|a| a.kind == TCA_OPTIONS) {
         for inner in nested(data, *options)? {

@@ -232,13 +232,8 @@ fn name(fd: i32) -> Result<NetlinkReply, i32> {
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
     // SAFETY: `addr` and `len` are live and `len` is `addr`'s size.
-    let r = unsafe {
-        libc::getsockname(
-            fd,
-            (&mut addr as *mut libc::sockaddr_nl).cast(),
-            &mut len,
-        )
-    };
+    let r =
+        unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len) };
     if r < 0 {
         return Err(errno());
     }

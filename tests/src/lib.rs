@@ -227,6 +227,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     let path = match stem {
         "forward_test" => env!("TELEBPF_TEST_OBJ_FORWARD_TEST"),
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
+        "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -254,6 +255,14 @@ pub mod forward_test {
 pub mod iter_test {
     /// The iterator program.
     pub const PROG: &str = "tb_iter_maps";
+}
+
+/// Names in `bpf/tests/net_test.bpf.c`.
+pub mod net_test {
+    /// The XDP program.
+    pub const XDP_PROG: &str = "tb_xdp_pass";
+    /// The tc classifier.
+    pub const TC_PROG: &str = "tb_tc_pass";
 }
 
 /// Lossy text of a byte buffer.
@@ -767,6 +776,9 @@ pub struct Harness {
     /// `RLIMIT_NOFILE` (soft = hard) of later proxies
     /// ([`Harness::set_proxy_nofile`]).
     proxy_nofile: Option<u64>,
+    /// `unshare(2)` flags later proxies start with
+    /// ([`Harness::set_proxy_unshare`]).
+    proxy_unshare: libc::c_int,
     _lock: TestLock,
 }
 
@@ -814,9 +826,10 @@ impl Harness {
             proxy_checked: false,
             proxy_args: Vec::new(),
             proxy_nofile: None,
+            proxy_unshare: 0,
             _lock: lock,
         };
-        for stem in ["forward_test", "iter_test"] {
+        for stem in ["forward_test", "iter_test", "net_test"] {
             let dst = h.dir.join(format!("{stem}.bpf.o"));
             fs::copy(built_object(stem), &dst).expect("copy test object");
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
@@ -1017,6 +1030,20 @@ impl Harness {
                 });
             }
         }
+        if self.proxy_unshare != 0 {
+            let flags = self.proxy_unshare;
+            // SAFETY: unshare is a plain syscall on the child's own
+            // namespaces, run before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::unshare(flags) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", proxy_bin.display()));
@@ -1061,6 +1088,13 @@ impl Harness {
             "proxy socket has mode {:o}, want 0666",
             mode & 0o777
         );
+    }
+
+    /// Later proxies start in namespaces of their own (`unshare(2)` flags,
+    /// e.g. `CLONE_NEWNET`: the proxy's "guest" then differs from the host
+    /// where the test looks).
+    pub fn set_proxy_unshare(&mut self, flags: libc::c_int) {
+        self.proxy_unshare = flags;
     }
 
     /// Extra arguments for every later [`Harness::start_proxy`] (limits,
