@@ -1147,6 +1147,141 @@ mod tests {
         created(other.handle(array(1)));
     }
 
+    /// A relayed netlink socket is a real rtnetlink socket of the session:
+    /// counted as an object, a dump comes back whole with its sequence
+    /// number and port id, a receive with nothing queued is bounded, and
+    /// operations on fds that are no relayed socket reach nothing.
+    #[test]
+    fn a_netlink_socket_is_an_object_of_the_session() {
+        use std::time::Instant;
+
+        use telebpf_abi::netlink::{build, RTM_GETLINK};
+
+        let limits = LimitArgs {
+            max_objects_per_session: 2,
+            ..LimitArgs::default()
+        };
+        let (mut s, _kernel, _gov) = limited(limits);
+        let nl = |s: &mut Session, op| match s.handle(Request::Netlink(op)) {
+            Some(Reply::Netlink(r)) => r,
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let Ok(NetlinkReply::Opened(fd, obj)) = nl(&mut s, NetlinkOp::Open) else {
+            panic!("no socket");
+        };
+        assert_eq!(obj.link, NETLINK_LINK);
+        assert_eq!(s.object_count(), 1);
+        let map = created(s.handle(array(1)));
+        assert_eq!(
+            nl(&mut s, NetlinkOp::Open),
+            Err(libc::EMFILE),
+            "object limit"
+        );
+
+        assert_eq!(
+            nl(
+                &mut s,
+                NetlinkOp::Bind {
+                    fd,
+                    pid: 0,
+                    groups: 0
+                }
+            ),
+            Ok(NetlinkReply::Done)
+        );
+        let Ok(NetlinkReply::Name(port, 0)) = nl(&mut s, NetlinkOp::Name { fd }) else {
+            panic!("no name");
+        };
+        let mut dump = build::message(RTM_GETLINK, 16, &[]);
+        dump[6..8]
+            .copy_from_slice(&(libc::NLM_F_REQUEST as u16 | libc::NLM_F_DUMP as u16).to_ne_bytes());
+        dump[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        let sent = nl(
+            &mut s,
+            NetlinkOp::Send {
+                fd,
+                data: dump.clone(),
+            },
+        );
+        assert_eq!(sent, Ok(NetlinkReply::Sent(dump.len() as u32)));
+        // Sizing with MSG_PEEK|MSG_TRUNC, as libbpf does: the real length.
+        let Ok(NetlinkReply::Received { data, len }) = nl(
+            &mut s,
+            NetlinkOp::Recv {
+                fd,
+                len: 0,
+                peek: true,
+                dont_wait: false,
+            },
+        ) else {
+            panic!("no peek");
+        };
+        assert!(data.is_empty() && len > 0, "{len}");
+        let mut done = false;
+        while !done {
+            let Ok(NetlinkReply::Received { data, len }) = nl(
+                &mut s,
+                NetlinkOp::Recv {
+                    fd,
+                    len: 1 << 20,
+                    peek: false,
+                    dont_wait: false,
+                },
+            ) else {
+                panic!("dump cut short");
+            };
+            assert_eq!(data.len(), len as usize, "never cut: {len}");
+            assert!(data.len() <= message::NETLINK_RECV_MAX);
+            let mut at = 0;
+            while at + 16 <= data.len() {
+                let mlen = u32::from_ne_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(data[at + 4..at + 6].try_into().unwrap());
+                assert_eq!(
+                    &data[at + 8..at + 12],
+                    &7u32.to_ne_bytes(),
+                    "sequence number"
+                );
+                assert_eq!(&data[at + 12..at + 16], &port.to_ne_bytes(), "port id");
+                done |= kind == libc::NLMSG_DONE as u16;
+                at += (mlen + 3) & !3;
+            }
+        }
+        // Nothing queued: EAGAIN at once, or after the bounded wait.
+        let idle = NetlinkOp::Recv {
+            fd,
+            len: 64,
+            peek: false,
+            dont_wait: true,
+        };
+        assert_eq!(nl(&mut s, idle), Err(libc::EAGAIN));
+        let started = Instant::now();
+        let idle = NetlinkOp::Recv {
+            fd,
+            len: 64,
+            peek: false,
+            dont_wait: false,
+        };
+        assert_eq!(nl(&mut s, idle), Err(libc::EAGAIN));
+        let waited = started.elapsed();
+        eprintln!(
+            "an idle receive waited {waited:?} (bound {:?})",
+            netlink::RECV_WAIT
+        );
+        assert!(waited < netlink::RECV_WAIT * 3, "{waited:?}");
+
+        let on = |fd| NetlinkOp::Name { fd };
+        assert_eq!(nl(&mut s, on(map)), Err(libc::ENOTSOCK));
+        assert_eq!(nl(&mut s, on(9999)), Err(libc::EBADF));
+        let bad = NetlinkOp::SetOption {
+            fd,
+            option: libc::NETLINK_ADD_MEMBERSHIP,
+            value: 1,
+        };
+        assert_eq!(nl(&mut s, bad), Err(libc::ENOPROTOOPT));
+        s.handle(Request::Close { fd });
+        assert_eq!(s.object_count(), 1);
+    }
+
     /// Kernel memory: a MiB per session, two in all.
     fn mib_per_session() -> LimitArgs {
         LimitArgs {

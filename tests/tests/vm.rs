@@ -974,3 +974,69 @@ impl Drop for Stopped {
             .status();
     }
 }
+
+/// `(devname, program id)` of every XDP attachment in `bpftool net list
+/// --json` output.
+fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("xdp").and_then(Value::as_array))
+        .flatten()
+        .map(|x| {
+            (
+                x["devname"].as_str().unwrap_or("").to_string(),
+                x["id"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// `bpftool net attach xdpgeneric id N dev lo` as nobody lands on the
+/// guest's `lo`: `bpftool net list` through telebpf shows it, the host's
+/// own does not; `net detach` removes it and nothing is left on the guest.
+/// The program is loaded in the guest first (its id is a guest id, `dev
+/// lo` is resolved by the guest, the rtnetlink request goes to the
+/// guest's kernel with the program's guest fd).
+#[test]
+fn bpftool_net_attach_xdp_lands_on_the_guests_lo() {
+    let Some(h) = Harness::start_without_proxy("vm_bpftool_net_attach_xdp") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let dir = format!("/sys/fs/bpf/{}", unique_name("tbvm_net"));
+    c.bpftool(&["prog", "loadall", &h.object("net_test"), &dir])
+        .expect_success();
+    let xdp = format!("{dir}/{}", telebpf_tests::net_test::XDP_PROG);
+    let id = json(&c.bpftool(&["prog", "show", "pinned", &xdp, "--json"]))["id"]
+        .as_u64()
+        .expect("prog id");
+    let id_text = id.to_string();
+
+    c.bpftool(&["net", "attach", "xdpgeneric", "id", &id_text, "dev", "lo"])
+        .expect_success();
+    let guest_list = xdp_attachments(&json(&c.bpftool(&["net", "list", "--json"])));
+    assert!(
+        guest_list.contains(&("lo".to_string(), id)),
+        "the guest's net list shows program {id} on lo: {guest_list:?}"
+    );
+    let host_list = xdp_attachments(&h.local(&["net", "list", "--json"]).json());
+    assert!(
+        host_list.iter().all(|(dev, i)| *i != id && dev != "lo"),
+        "the host's net list shows nothing of it: {host_list:?}"
+    );
+
+    c.bpftool(&["net", "detach", "xdpgeneric", "dev", "lo"])
+        .expect_success();
+    let left = xdp_attachments(&json(&c.bpftool(&["net", "list", "--json"])));
+    assert!(left.is_empty(), "nothing left on the guest: {left:?}");
+    for prog in [
+        telebpf_tests::net_test::XDP_PROG,
+        telebpf_tests::net_test::TC_PROG,
+    ] {
+        c.run("rm", &[&format!("{dir}/{prog}")]).expect_success();
+    }
+    c.run("rmdir", &[&dir]).expect_success();
+    h.finish();
+}

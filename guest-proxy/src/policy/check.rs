@@ -957,4 +957,39 @@ mod tests {
             assert!(full.check(r).is_ok());
         }
     }
+
+    #[test]
+    fn netlink_is_for_the_full_profile_only() {
+        use std::path::Path;
+
+        use telebpf_protocol::message::{InterfaceOp, NetlinkOp};
+
+        let open = Request::Netlink(NetlinkOp::Open);
+        let send = Request::Netlink(NetlinkOp::Send {
+            fd: 3,
+            data: Vec::new(),
+        });
+        let lookup = Request::Interface(InterfaceOp::Index("lo".into()));
+        for name in ["read-only", "tracing", "observe", "monitor"] {
+            let p = super::super::resolve(name, Path::new("/")).unwrap().rules;
+            for r in [&open, &send] {
+                let d = p.check(r).unwrap_err();
+                assert_eq!(d.what, "a NETLINK_ROUTE socket", "{name}");
+                assert_eq!(d.rule, "netlink is false", "{name}");
+            }
+            assert!(p.check(&lookup).is_ok(), "{name}");
+        }
+        assert!(
+            parse("").unwrap().rules.check(&open).is_err(),
+            "off by default"
+        );
+        assert!(parse("netlink = true\n")
+            .unwrap()
+            .rules
+            .check(&open)
+            .is_ok());
+        for r in [&open, &send, &lookup] {
+            assert!(Policy::full().check(r).is_ok());
+        }
+    }
 }
