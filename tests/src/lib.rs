@@ -265,6 +265,22 @@ pub mod net_test {
     pub const TC_PROG: &str = "tb_tc_pass";
 }
 
+/// Builds `tests/c/net-attach.c` (a libbpf program attaching
+/// `net_test.bpf.o`'s programs with `bpf_xdp_attach` or the tc hook API)
+/// into `dir`, linked with Debian's libbpf; returns its path.
+pub fn build_net_attach(dir: &Path) -> PathBuf {
+    let src = workspace_root().join("tests/c/net-attach.c");
+    let out = dir.join("net-attach");
+    let mut cmd = Command::new("cc");
+    cmd.args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lbpf");
+    run_with_timeout(cmd, "cc net-attach.c -lbpf", COMMAND_TIMEOUT).expect_success();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod net-attach");
+    out
+}
+
 /// Lossy text of a byte buffer.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

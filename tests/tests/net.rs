@@ -10,6 +10,7 @@
 //! every suite here; bpftool runs as nobody through `telebpf exec`.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use telebpf_tests::{
@@ -119,6 +120,85 @@ fn bpftool_net_attach_lands_on_the_proxys_lo() {
         listed.is_empty(),
         "nothing listed through telebpf: {listed:?}"
     );
+}
+
+/// `(devname, kind, program id)` of every tc attachment in `bpftool net
+/// list --json` output.
+fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("tc").and_then(Value::as_array))
+        .flatten()
+        .map(|x| {
+            let field = |k: &str| x.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            (field("devname"), field("kind"), json_u64(x, "id"))
+        })
+        .collect()
+}
+
+/// The program id and the id the kernel reported attached, from
+/// net-attach's `attached ID query QID` line.
+fn attached_ids(output: &str) -> (u64, u64) {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("attached "))
+        .unwrap_or_else(|| panic!("no attached line: {output}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (
+        words[1].parse().expect("id"),
+        words[3].parse().expect("query id"),
+    )
+}
+
+/// libbpf's own API, unmodified, as nobody: `bpf_xdp_attach` and the tc
+/// hook API (`bpf_tc_hook_create`, `bpf_tc_attach`, `bpf_tc_query`) land on
+/// the proxy's `lo` and report the program they attached; detaching on
+/// exit (`bpf_xdp_detach`, `bpf_tc_detach`, `bpf_tc_hook_destroy`) leaves
+/// nothing, and the host's `lo` never had anything.
+#[test]
+fn libbpf_xdp_and_tc_attach_land_on_the_proxys_lo() {
+    let Some(h) = netns_harness("libbpf_xdp_and_tc_attach_land_on_the_proxys_lo") else {
+        return;
+    };
+    let program = telebpf_tests::build_net_attach(h.dir());
+    for mode in ["xdp", "tc"] {
+        let obj = h.object("net_test");
+        let mut tool = h.start_exec_tool(&h.target(), h.key(), &program, &[mode, &obj, "lo"]);
+        if let Err(e) = tool.wait_for("attached ", Duration::from_secs(60)) {
+            panic!("{mode}: {e}");
+        }
+        let (id, queried) = attached_ids(&tool.output());
+        assert_eq!(id, queried, "{mode}: libbpf's query names the program");
+        let guest = in_proxy_netns(&h, &["net", "list", "--json"]).json();
+        let host = h.local(&["net", "list", "--json"]).json();
+        if mode == "xdp" {
+            assert!(
+                xdp_attachments(&guest).contains(&("lo".to_string(), id)),
+                "xdp program {id} on the proxy's lo: {guest}"
+            );
+            assert!(
+                xdp_attachments(&host).iter().all(|(_, i)| *i != id),
+                "{host}"
+            );
+        } else {
+            assert!(
+                tc_attachments(&guest).contains(&("lo".into(), "clsact/ingress".into(), id)),
+                "tc program {id} on the proxy's lo ingress: {guest}"
+            );
+            assert!(
+                tc_attachments(&host).iter().all(|(_, _, i)| *i != id),
+                "{host}"
+            );
+        }
+        let out = tool.stop(libc::SIGINT, Duration::from_secs(30));
+        assert!(out.contains("detached"), "{mode}: {out}");
+        let after = in_proxy_netns(&h, &["net", "list", "--json"]).json();
+        assert!(
+            xdp_attachments(&after).is_empty() && tc_attachments(&after).is_empty(),
+            "{mode}: nothing left: {after}"
+        );
+    }
 }
 
 /// A key whose policy has no `netlink` (the shipped `tracing` profile) gets
