@@ -163,6 +163,14 @@ mod tests {
         .unwrap();
         assert_eq!(op, "BPF_MAP_CREATE");
         assert_eq!(detail.as_deref(), Some("map type ringbuf"));
+        let attach = telebpf_abi::netlink::build::xdp(3);
+        let send = |data| Request::Netlink(NetlinkOp::Send { fd: 5, data });
+        assert_eq!(
+            audited(&send(attach)),
+            Some(("netlink".into(), Some("RTM_SETLINK".into())))
+        );
+        let dump = telebpf_abi::netlink::build::message(telebpf_abi::netlink::RTM_GETLINK, 16, &[]);
+        assert!(audited(&send(dump)).is_none(), "a query is not a change");
         assert!(audited(&Request::Ping(vec![])).is_none());
     }
 }

@@ -178,11 +178,23 @@ impl Policy {
                 )
             }
             Request::File(op) => self.check_file(op),
-            Request::Netlink(_) => allow(
-                self.netlink,
-                "a NETLINK_ROUTE socket",
-                "netlink is false".into(),
-            ),
+            // An interface's attachments are nobody's own: a relayed
+            // socket can detach or replace the guest's XDP and tc
+            // programs, so it needs change_foreign_objects too.
+            Request::Netlink(_) => {
+                allow(
+                    self.netlink,
+                    "a NETLINK_ROUTE socket",
+                    "netlink is false".into(),
+                )?;
+                allow(
+                    self.change_foreign_objects,
+                    "a NETLINK_ROUTE socket",
+                    "netlink needs change_foreign_objects: an interface's programs are not the \
+                     key's own"
+                        .into(),
+                )
+            }
             // A name and its index are what any guest user reads in
             // /sys/class/net: answered for every key.
             Request::Interface(_) => Ok(()),
@@ -983,11 +995,11 @@ mod tests {
             parse("").unwrap().rules.check(&open).is_err(),
             "off by default"
         );
-        assert!(parse("netlink = true\n")
-            .unwrap()
-            .rules
-            .check(&open)
-            .is_ok());
+        let alone = parse("netlink = true\n").unwrap().rules;
+        let d = alone.check(&open).unwrap_err();
+        assert!(d.rule.contains("change_foreign_objects"), "{}", d.rule);
+        let both = parse("netlink = true\nchange_foreign_objects = true\n").unwrap();
+        assert!(both.rules.check(&open).is_ok());
         for r in [&open, &send, &lookup] {
             assert!(Policy::full().check(r).is_ok());
         }

@@ -25,7 +25,8 @@
 //!   the host), `kernel_memory_read` (bulk reads of kernel memory),
 //!   `netlink` (a relayed `NETLINK_ROUTE` socket: listing and changing
 //!   the guest's interfaces, attaching XDP and tc programs;
-//!   [`crate::netlink`]);
+//!   [`crate::netlink`]; it needs `change_foreign_objects` too, since an
+//!   interface's programs are nobody's own);
 //! * `[helpers]` and `[kfuncs]` (`allow`, `deny`; deny wins): the
 //!   functions outside a program its instructions may call, checked in
 //!   every program a key loads ([`crate::progcheck`]);
