@@ -257,12 +257,104 @@ pub mod iter_test {
     pub const PROG: &str = "tb_iter_maps";
 }
 
-/// Names in `bpf/tests/net_test.bpf.c`.
+/// Names in `bpf/tests/net_test.bpf.c`, and what the guest-interface tests
+/// read of bpftool's and `tests/c/net-attach.c`'s output.
 pub mod net_test {
+    use serde_json::Value;
+
     /// The XDP program.
     pub const XDP_PROG: &str = "tb_xdp_pass";
     /// The tc classifier.
     pub const TC_PROG: &str = "tb_tc_pass";
+
+    /// The entries of one section (`"xdp"`, `"tc"`) of `bpftool net list
+    /// --json` output.
+    fn section<'a>(v: &'a Value, name: &'a str) -> impl Iterator<Item = &'a Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(move |entry| entry.get(name).and_then(Value::as_array))
+            .flatten()
+    }
+
+    fn text(v: &Value, field: &str) -> String {
+        v.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn id(v: &Value) -> u64 {
+        v.get("id").and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    /// `(devname, program id)` of every XDP attachment in `bpftool net
+    /// list --json` output.
+    pub fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
+        section(v, "xdp")
+            .map(|x| (text(x, "devname"), id(x)))
+            .collect()
+    }
+
+    /// `(devname, kind, program id)` of every tc attachment in `bpftool net
+    /// list --json` output (kind: `clsact/ingress`, …).
+    pub fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
+        section(v, "tc")
+            .map(|x| (text(x, "devname"), text(x, "kind"), id(x)))
+            .collect()
+    }
+
+    /// Checks that program `id` is attached to `lo` in the listing `there`
+    /// (XDP for `mode` "xdp", else tc `clsact/ingress`) and nowhere in the
+    /// listing `elsewhere`.
+    pub fn check_on_lo(
+        mode: &str,
+        there: &Value,
+        elsewhere: &Value,
+        id: u64,
+    ) -> Result<(), String> {
+        let (found, leaked) = if mode == "xdp" {
+            (
+                xdp_attachments(there).contains(&("lo".to_string(), id)),
+                xdp_attachments(elsewhere).iter().any(|(_, i)| *i == id),
+            )
+        } else {
+            let on_lo = ("lo".to_string(), "clsact/ingress".to_string(), id);
+            (
+                tc_attachments(there).contains(&on_lo),
+                tc_attachments(elsewhere).iter().any(|(_, _, i)| *i == id),
+            )
+        };
+        match (found, leaked) {
+            (true, false) => Ok(()),
+            (false, _) => Err(format!("{mode} program {id} is not on lo: {there}")),
+            (true, true) => Err(format!(
+                "{mode} program {id} is listed elsewhere too: {elsewhere}"
+            )),
+        }
+    }
+
+    /// Whether a listing has no XDP and no tc attachment.
+    pub fn nothing_attached(v: &Value) -> bool {
+        xdp_attachments(v).is_empty() && tc_attachments(v).is_empty()
+    }
+
+    /// The program id and the id the kernel reported attached, from
+    /// net-attach's `attached ID query QID` line.
+    pub fn attached_ids(output: &str) -> (u64, u64) {
+        let line = output
+            .lines()
+            .find(|l| l.starts_with("attached "))
+            .unwrap_or_else(|| panic!("no attached line: {output}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| -> u64 {
+            words
+                .get(i)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("malformed attached line: {line}"))
+        };
+        (number(1), number(3))
+    }
 }
 
 /// Builds `tests/c/net-attach.c` (a libbpf program attaching

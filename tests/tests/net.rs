@@ -12,33 +12,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use telebpf_tests::net_test::{self, attached_ids, nothing_attached, xdp_attachments};
 use telebpf_tests::{
-    find_program, json_u64, net_test, run_with_timeout, CmdOutput, Harness, PinDir, COMMAND_TIMEOUT,
+    find_program, json_u64, run_with_timeout, CmdOutput, Harness, PinDir, COMMAND_TIMEOUT,
 };
 
 /// The start of the line the preload prints for a refused request.
 const REFUSAL: &str = "telebpf: the proxy's policy refuses";
-
-/// `(devname, program id)` of every XDP attachment in `bpftool net list
-/// --json` output.
-fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("xdp").and_then(Value::as_array))
-        .flatten()
-        .map(|x| {
-            (
-                x.get("devname")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                json_u64(x, "id"),
-            )
-        })
-        .collect()
-}
 
 /// `bpftool ARGS` as root inside the proxy's network namespace (what the
 /// "guest" itself sees).
@@ -122,35 +102,6 @@ fn bpftool_net_attach_lands_on_the_proxys_lo() {
     );
 }
 
-/// `(devname, kind, program id)` of every tc attachment in `bpftool net
-/// list --json` output.
-fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("tc").and_then(Value::as_array))
-        .flatten()
-        .map(|x| {
-            let field = |k: &str| x.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            (field("devname"), field("kind"), json_u64(x, "id"))
-        })
-        .collect()
-}
-
-/// The program id and the id the kernel reported attached, from
-/// net-attach's `attached ID query QID` line.
-fn attached_ids(output: &str) -> (u64, u64) {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with("attached "))
-        .unwrap_or_else(|| panic!("no attached line: {output}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    (
-        words[1].parse().expect("id"),
-        words[3].parse().expect("query id"),
-    )
-}
-
 /// libbpf's own API, unmodified, as nobody: `bpf_xdp_attach` and the tc
 /// hook API (`bpf_tc_hook_create`, `bpf_tc_attach`, `bpf_tc_query`) land on
 /// the proxy's `lo` and report the program they attached; detaching on
@@ -172,32 +123,13 @@ fn libbpf_xdp_and_tc_attach_land_on_the_proxys_lo() {
         assert_eq!(id, queried, "{mode}: libbpf's query names the program");
         let guest = in_proxy_netns(&h, &["net", "list", "--json"]).json();
         let host = h.local(&["net", "list", "--json"]).json();
-        if mode == "xdp" {
-            assert!(
-                xdp_attachments(&guest).contains(&("lo".to_string(), id)),
-                "xdp program {id} on the proxy's lo: {guest}"
-            );
-            assert!(
-                xdp_attachments(&host).iter().all(|(_, i)| *i != id),
-                "{host}"
-            );
-        } else {
-            assert!(
-                tc_attachments(&guest).contains(&("lo".into(), "clsact/ingress".into(), id)),
-                "tc program {id} on the proxy's lo ingress: {guest}"
-            );
-            assert!(
-                tc_attachments(&host).iter().all(|(_, _, i)| *i != id),
-                "{host}"
-            );
+        if let Err(e) = net_test::check_on_lo(mode, &guest, &host, id) {
+            panic!("{e}");
         }
         let out = tool.stop(libc::SIGINT, Duration::from_secs(30));
         assert!(out.contains("detached"), "{mode}: {out}");
         let after = in_proxy_netns(&h, &["net", "list", "--json"]).json();
-        assert!(
-            xdp_attachments(&after).is_empty() && tc_attachments(&after).is_empty(),
-            "{mode}: nothing left: {after}"
-        );
+        assert!(nothing_attached(&after), "{mode}: nothing left: {after}");
     }
 }
 

@@ -975,23 +975,6 @@ impl Drop for Stopped {
     }
 }
 
-/// `(devname, program id)` of every XDP attachment in `bpftool net list
-/// --json` output.
-fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("xdp").and_then(Value::as_array))
-        .flatten()
-        .map(|x| {
-            (
-                x["devname"].as_str().unwrap_or("").to_string(),
-                x["id"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 /// `bpftool net attach xdpgeneric id N dev lo` as nobody lands on the
 /// guest's `lo`: `bpftool net list` through telebpf shows it, the host's
 /// own does not; `net detach` removes it and nothing is left on the guest.
@@ -1000,6 +983,8 @@ fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
 /// guest's kernel with the program's guest fd).
 #[test]
 fn bpftool_net_attach_xdp_lands_on_the_guests_lo() {
+    use telebpf_tests::net_test::xdp_attachments;
+
     let Some(h) = Harness::start_without_proxy("vm_bpftool_net_attach_xdp") else {
         return;
     };
@@ -1041,24 +1026,6 @@ fn bpftool_net_attach_xdp_lands_on_the_guests_lo() {
     h.finish();
 }
 
-/// `(devname, kind, program id)` of every tc attachment in `bpftool net
-/// list --json` output.
-fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("tc").and_then(Value::as_array))
-        .flatten()
-        .map(|x| {
-            (
-                x["devname"].as_str().unwrap_or("").to_string(),
-                x["kind"].as_str().unwrap_or("").to_string(),
-                x["id"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 /// A libbpf program using `bpf_xdp_attach`, and one using the tc hook API
 /// (`bpf_tc_hook_create`, `bpf_tc_attach`), run as nobody through telebpf,
 /// attach to the guest's `lo` (`bpftool net list` through telebpf shows
@@ -1066,6 +1033,8 @@ fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
 /// `bpf_tc_detach`, `bpf_tc_hook_destroy`) leaves nothing on the guest.
 #[test]
 fn libbpf_xdp_and_tc_attach_land_on_the_guests_lo() {
+    use telebpf_tests::net_test::{attached_ids, check_on_lo, nothing_attached};
+
     let Some(h) = Harness::start_without_proxy("vm_libbpf_xdp_and_tc_attach") else {
         return;
     };
@@ -1076,44 +1045,18 @@ fn libbpf_xdp_and_tc_attach_land_on_the_guests_lo() {
     for mode in ["xdp", "tc"] {
         let mut tool = h.start_exec_tool(&c.target, &c.key, &program, &[mode, &obj, "lo"]);
         wait_for(&mut tool, "attached ", READY);
-        let line = tool.output();
-        let words: Vec<&str> = line
-            .lines()
-            .find(|l| l.starts_with("attached "))
-            .expect("attached line")
-            .split_whitespace()
-            .collect();
-        let id: u64 = words[1].parse().expect("id");
-        assert_eq!(
-            words[3], words[1],
-            "{mode}: libbpf's query names it: {line}"
-        );
+        let (id, queried) = attached_ids(&tool.output());
+        assert_eq!(id, queried, "{mode}: libbpf's query names the program");
         let guest_list = json(&c.bpftool(&["net", "list", "--json"]));
         let host_list = h.local(&["net", "list", "--json"]).json();
-        if mode == "xdp" {
-            assert!(
-                xdp_attachments(&guest_list).contains(&("lo".to_string(), id)),
-                "xdp program {id} on the guest's lo: {guest_list}"
-            );
-            assert!(
-                xdp_attachments(&host_list).iter().all(|(_, i)| *i != id),
-                "{host_list}"
-            );
-        } else {
-            assert!(
-                tc_attachments(&guest_list).contains(&("lo".into(), "clsact/ingress".into(), id)),
-                "tc program {id} on the guest's lo ingress: {guest_list}"
-            );
-            assert!(
-                tc_attachments(&host_list).iter().all(|(_, _, i)| *i != id),
-                "{host_list}"
-            );
+        if let Err(e) = check_on_lo(mode, &guest_list, &host_list, id) {
+            panic!("{e}");
         }
         let out = stop(tool);
         assert!(out.contains("detached"), "{mode}: {out}");
         let after = json(&c.bpftool(&["net", "list", "--json"]));
         assert!(
-            xdp_attachments(&after).is_empty() && tc_attachments(&after).is_empty(),
+            nothing_attached(&after),
             "{mode}: nothing left on the guest: {after}"
         );
     }
