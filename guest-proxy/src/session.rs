@@ -248,6 +248,10 @@ impl Session {
             // The client has to send the object: no such collector yet.
             Some(Reply::Collected(Err(CollectError::UnknownCollector))) => (None, libc::ENOENT),
             Some(Reply::Collected(Err(_))) => (None, libc::EINVAL),
+            // A relayed datagram's outcome is the kernel's ack, which the
+            // client receives later: the record says it was sent.
+            Some(Reply::Netlink(Ok(NetlinkReply::Sent(n)))) => (Some(i64::from(*n)), 0),
+            Some(Reply::Netlink(Err(e))) => (None, *e),
             Some(
                 Reply::Opened(Err(e))
                 | Reply::Ioctl(Err(e))
