@@ -1273,6 +1273,21 @@ mod tests {
         );
         assert!(waited < netlink::RECV_WAIT * 3, "{waited:?}");
 
+        // A datagram naming an fd that is no program of the session (a
+        // map of it, a number it does not hold: the proxy's own sockets)
+        // is not sent.
+        for named in [map, 3, 9999] {
+            let attach = NetlinkOp::Send {
+                fd,
+                data: build::xdp(named),
+            };
+            assert_eq!(nl(&mut s, attach), Err(libc::EBADF), "fd {named}");
+        }
+        let new_addr = NetlinkOp::Send {
+            fd,
+            data: build::message(20, 8, &[]),
+        };
+        assert_eq!(nl(&mut s, new_addr), Err(libc::EOPNOTSUPP));
         let on = |fd| NetlinkOp::Name { fd };
         assert_eq!(nl(&mut s, on(map)), Err(libc::ENOTSOCK));
         assert_eq!(nl(&mut s, on(9999)), Err(libc::EBADF));
