@@ -27,7 +27,8 @@
 //! * every fd the kernel takes from an attribute (`IFLA_XDP_FD`,
 //!   `IFLA_XDP_EXPECTED_FD`, `TCA_BPF_FD`) must be a program of this
 //!   session (negative values, "none", go to the kernel as they are), else
-//!   `EBADF`, as the kernel answers for an fd that is not open;
+//!   `EBADF` (not held) or `EINVAL` (held, no program), as the kernel
+//!   answers;
 //! * only datagrams to the guest kernel travel (the request carries no
 //!   address);
 //! * a datagram is at most [`NETLINK_SEND_MAX`] bytes (`EMSGSIZE` beyond,
@@ -76,8 +77,11 @@ pub trait NetlinkFds {
     /// Whether `fd` is a relayed netlink socket of the session: `None`
     /// when the session does not hold it at all.
     fn netlink(&self, fd: i32) -> Option<bool>;
-    /// Whether `fd` is a BPF program the session holds.
-    fn program(&self, fd: i32) -> bool;
+    /// Whether `fd` is a BPF program the session holds: `EBADF` when it
+    /// holds no such fd, `EINVAL` when it is something else (the kernel's
+    /// answers for an fd that is not open, and for one that is no
+    /// program).
+    fn program(&self, fd: i32) -> Result<(), i32>;
     /// Charges `bytes` of the proxy's memory to the session for one
     /// request (`ENOMEM` over its budget).
     fn reserve(&self, bytes: usize) -> Result<(), i32>;
@@ -242,14 +246,14 @@ fn name(fd: i32) -> Result<NetlinkReply, i32> {
 
 /// Checks a datagram the client wants sent to the guest kernel (see the
 /// module doc): `Ok` when it may go, else the errno its `send` fails with.
-pub fn check_datagram(data: &[u8], program: &dyn Fn(i32) -> bool) -> Result<(), i32> {
+pub fn check_datagram(data: &[u8], program: &dyn Fn(i32) -> Result<(), i32>) -> Result<(), i32> {
     if data.len() > NETLINK_SEND_MAX {
         return Err(libc::EMSGSIZE);
     }
     for at in netlink::fd_offsets(data).map_err(|e| e.errno())? {
         let fd = i32::from_ne_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
-        if fd >= 0 && !program(fd) {
-            return Err(libc::EBADF);
+        if fd >= 0 {
+            program(fd)?;
         }
     }
     Ok(())
@@ -292,8 +296,12 @@ mod tests {
 
     use super::*;
 
-    fn only_7(fd: i32) -> bool {
-        fd == 7
+    fn only_7(fd: i32) -> Result<(), i32> {
+        match fd {
+            7 => Ok(()),
+            8 => Err(libc::EINVAL),
+            _ => Err(libc::EBADF),
+        }
     }
 
     #[test]
@@ -301,6 +309,11 @@ mod tests {
         assert_eq!(check_datagram(&xdp(7), &only_7), Ok(()));
         assert_eq!(check_datagram(&xdp(-1), &only_7), Ok(()), "detach");
         assert_eq!(check_datagram(&xdp(3), &only_7), Err(libc::EBADF));
+        assert_eq!(
+            check_datagram(&xdp(8), &only_7),
+            Err(libc::EINVAL),
+            "no program"
+        );
         let tc = filter(b"bpf\0", &attr(TCA_BPF_FD, &4u32.to_ne_bytes()));
         assert_eq!(check_datagram(&tc, &only_7), Err(libc::EBADF));
         let big = vec![0u8; NETLINK_SEND_MAX + 1];

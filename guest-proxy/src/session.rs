@@ -122,11 +122,12 @@ impl netlink::NetlinkFds for Session {
         self.objects.get(&fd).map(|o| o.link == NETLINK_LINK)
     }
 
-    fn program(&self, fd: i32) -> bool {
-        matches!(
-            self.objects.get(&fd).map(|o| &o.kind),
-            Some(ObjectKind::Prog { .. })
-        )
+    fn program(&self, fd: i32) -> Result<(), i32> {
+        match self.objects.get(&fd).map(|o| &o.kind) {
+            Some(ObjectKind::Prog { .. }) => Ok(()),
+            Some(_) => Err(libc::EINVAL),
+            None => Err(libc::EBADF),
+        }
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), i32> {
@@ -1274,14 +1275,14 @@ mod tests {
         assert!(waited < netlink::RECV_WAIT * 3, "{waited:?}");
 
         // A datagram naming an fd that is no program of the session (a
-        // map of it, a number it does not hold: the proxy's own sockets)
-        // is not sent.
-        for named in [map, 3, 9999] {
+        // map or the socket itself, a number it does not hold: the proxy's
+        // own fds) is not sent.
+        for (named, errno) in [(map, libc::EINVAL), (fd, libc::EINVAL), (9999, libc::EBADF)] {
             let attach = NetlinkOp::Send {
                 fd,
                 data: build::xdp(named),
             };
-            assert_eq!(nl(&mut s, attach), Err(libc::EBADF), "fd {named}");
+            assert_eq!(nl(&mut s, attach), Err(errno), "fd {named}");
         }
         let new_addr = NetlinkOp::Send {
             fd,
