@@ -292,7 +292,11 @@ pub fn recv(
 
 /// A `struct msghdr` as the program laid it out.
 struct MsgHdr {
+    /// `msg_name`.
     name: u64,
+    /// `msg_namelen`.
+    name_len: u32,
+    /// `msg_iov`: base and length of each.
     iov: Vec<(u64, usize)>,
 }
 
@@ -311,6 +315,7 @@ fn read_msghdr(memory: &dyn Memory, msg: u64) -> Result<MsgHdr> {
         .collect();
     Ok(MsgHdr {
         name: u64_at(&h, 0),
+        name_len: u32_at(&h, 8),
         iov,
     })
 }
@@ -331,10 +336,7 @@ pub fn sendmsg(guest: i32, msg: u64) -> Result<usize> {
     for &(base, len) in &hdr.iov {
         data.extend(memory.read(base, len).map_err(Error::Memory)?);
     }
-    let dest = (hdr.name != 0).then(|| {
-        let h = memory.read(msg + 8, 4).unwrap_or_default();
-        (hdr.name, h.get(..4).map_or(0, |b| u32_at(b, 0)))
-    });
+    let dest = (hdr.name != 0).then_some((hdr.name, hdr.name_len));
     send_bytes(guest, data, dest)
 }
 

@@ -12,12 +12,25 @@
  * kernel reports attached), waits for SIGINT or SIGTERM, then detaches
  * (bpf_xdp_detach; bpf_tc_detach and bpf_tc_hook_destroy) and prints
  * "detached". Any failure prints libbpf's error and exits 1.
+ *
+ *   net-attach links            the calls libbpf does not make: a
+ *                               RTM_GETLINK dump sent with sendmsg to an
+ *                               explicit kernel address and read with
+ *                               recvfrom; for each link, one line
+ *                               "link INDEX NAME IOCTLNAME IOCTLINDEX"
+ *                               (if_indextoname, then SIOCGIFNAME and
+ *                               SIOCGIFINDEX on an AF_INET socket), then
+ *                               "done".
  */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +49,75 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+/* Lists the links over a netlink socket of its own (see the header). */
+static int links(void)
+{
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }, from;
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} req = {
+		.nh = {
+			.nlmsg_len = sizeof(req),
+			.nlmsg_type = RTM_GETLINK,
+			.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+			.nlmsg_seq = 42,
+		},
+		.ifi = { .ifi_family = AF_UNSPEC },
+	};
+	struct iovec iov = { .iov_base = &req, .iov_len = sizeof(req) };
+	struct msghdr msg = {
+		.msg_name = &kernel,
+		.msg_namelen = sizeof(kernel),
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+	};
+	static char buf[32768];
+	socklen_t from_len;
+	struct nlmsghdr *nh;
+	struct ifreq ifr;
+	int nl, inet, len;
+
+	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	inet = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (nl < 0 || inet < 0)
+		return fail("socket", errno);
+	if (sendmsg(nl, &msg, 0) != sizeof(req))
+		return fail("sendmsg", errno);
+	for (;;) {
+		from_len = sizeof(from);
+		len = recvfrom(nl, buf, sizeof(buf), 0, (struct sockaddr *)&from, &from_len);
+		if (len < 0)
+			return fail("recvfrom", errno);
+		if (from_len != sizeof(from) || from.nl_family != AF_NETLINK || from.nl_pid)
+			return fail("recvfrom: not the kernel's address", EPROTO);
+		for (nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
+			struct ifinfomsg *ifi = NLMSG_DATA(nh);
+			char name[IF_NAMESIZE] = "";
+
+			if (nh->nlmsg_seq != 42)
+				return fail("sequence number", EPROTO);
+			if (nh->nlmsg_type == NLMSG_DONE) {
+				printf("done\n");
+				return 0;
+			}
+			if (nh->nlmsg_type != RTM_NEWLINK)
+				return fail("dump", EPROTO);
+			if (!if_indextoname(ifi->ifi_index, name))
+				return fail("if_indextoname", errno);
+			memset(&ifr, 0, sizeof(ifr));
+			ifr.ifr_ifindex = ifi->ifi_index;
+			if (ioctl(inet, SIOCGIFNAME, &ifr))
+				return fail("SIOCGIFNAME", errno);
+			ifr.ifr_ifindex = 0;
+			if (ioctl(inet, SIOCGIFINDEX, &ifr))
+				return fail("SIOCGIFINDEX", errno);
+			printf("link %d %s %s %d\n", ifi->ifi_index, name, ifr.ifr_name,
+			       ifr.ifr_ifindex);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct bpf_prog_info info = {};
@@ -46,8 +128,10 @@ int main(int argc, char **argv)
 	int xdp, ifindex, fd, err;
 	__u32 attached = 0;
 
+	if (argc == 2 && !strcmp(argv[1], "links"))
+		return links();
 	if (argc != 4 || (strcmp(argv[1], "xdp") && strcmp(argv[1], "tc"))) {
-		fprintf(stderr, "usage: net-attach xdp|tc OBJ IFNAME\n");
+		fprintf(stderr, "usage: net-attach xdp|tc OBJ IFNAME | net-attach links\n");
 		return 2;
 	}
 	xdp = !strcmp(argv[1], "xdp");

@@ -359,10 +359,14 @@ pub mod net_test {
 
 /// Builds `tests/c/net-attach.c` (a libbpf program attaching
 /// `net_test.bpf.o`'s programs with `bpf_xdp_attach` or the tc hook API)
-/// into `dir`, linked with Debian's libbpf; returns its path.
+/// into `dir/cc/` (where nobody can run it, and which `Harness::copy_in`
+/// does not copy onto), linked with Debian's libbpf; returns its path.
 pub fn build_net_attach(dir: &Path) -> PathBuf {
     let src = workspace_root().join("tests/c/net-attach.c");
-    let out = dir.join("net-attach");
+    let cc_dir = dir.join("cc");
+    fs::create_dir_all(&cc_dir).expect("mkdir cc");
+    fs::set_permissions(&cc_dir, fs::Permissions::from_mode(0o755)).expect("chmod cc");
+    let out = cc_dir.join("net-attach");
     let mut cmd = Command::new("cc");
     cmd.args(["-O2", "-Wall", "-o"])
         .arg(&out)

@@ -133,6 +133,45 @@ fn libbpf_xdp_and_tc_attach_land_on_the_proxys_lo() {
     }
 }
 
+/// The calls libbpf does not make, from a program of its own: a dump sent
+/// with `sendmsg` to an explicit kernel address and read with `recvfrom`
+/// (sequence number and sender checked by the program), and for each link
+/// `if_indextoname`, `SIOCGIFNAME` and `SIOCGIFINDEX` on an `AF_INET`
+/// socket. Through telebpf the links are the proxy's namespace's — `lo`
+/// only — and every name and index agrees; the host has more.
+#[test]
+fn a_link_dump_and_interface_ioctls_are_the_proxys() {
+    let Some(h) = netns_harness("a_link_dump_and_interface_ioctls_are_the_proxys") else {
+        return;
+    };
+    let program = telebpf_tests::build_net_attach(h.dir());
+    let out = h.remote_program(&program, &["links"]);
+    out.expect_success();
+    let links: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with("link "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(links, ["link 1 lo lo 1"], "{}", out.describe());
+    assert!(out.stdout_text().ends_with("done\n"), "{}", out.describe());
+    if host_only_interface().is_some() {
+        let mut cmd = Command::new(&program);
+        cmd.arg("links");
+        let local = run_with_timeout(cmd, "[root] net-attach links", COMMAND_TIMEOUT);
+        assert!(
+            local
+                .stdout_text()
+                .lines()
+                .filter(|l| l.starts_with("link "))
+                .count()
+                > 1,
+            "the host has more links: {}",
+            local.describe()
+        );
+    }
+}
+
 /// A key whose policy has no `netlink` (the shipped `tracing` profile) gets
 /// `EPERM` for the socket and the usual one line; nothing reaches the
 /// proxy's interfaces.
