@@ -100,6 +100,37 @@ fn bpftool_net_attach_lands_on_the_proxys_lo() {
         listed.is_empty(),
         "nothing listed through telebpf: {listed:?}"
     );
+
+    // By pin (BPF_OBJ_GET, then the relay), as the report tried.
+    let pinned = pins.join(&format!("progs/{}", net_test::XDP_PROG));
+    h.remote(&[
+        "net",
+        "attach",
+        "xdpgeneric",
+        "pinned",
+        &pinned,
+        "dev",
+        "lo",
+    ])
+    .expect_success();
+    let guest = xdp_attachments(&in_proxy_netns(&h, &["net", "list", "--json"]).json());
+    assert!(guest.contains(&("lo".to_string(), id)), "{guest:?}");
+    h.remote(&["net", "detach", "xdpgeneric", "dev", "lo"])
+        .expect_success();
+
+    // The kernel's error and its extended ack come back as they are: lo
+    // has no native XDP.
+    let native = h.remote(&["net", "attach", "xdpdrv", "id", &id_text, "dev", "lo"]);
+    let stderr = native.stderr_text();
+    assert!(
+        !native.success()
+            && stderr.contains("Kernel error message: Underlying driver does not support XDP")
+            && stderr.contains("Operation not supported"),
+        "{}",
+        native.describe()
+    );
+    let after = xdp_attachments(&in_proxy_netns(&h, &["net", "list", "--json"]).json());
+    assert!(after.is_empty(), "nothing left attached: {after:?}");
 }
 
 /// libbpf's own API, unmodified, as nobody: `bpf_xdp_attach` and the tc
