@@ -36,6 +36,7 @@ declare -A runs=(
     [request]=300000
     [handshake]=100000
     [ring_consumer]=200000
+    [netlink]=100000
 )
 scale=${FUZZ_RUNS_SCALE:-1}
 
@@ -45,7 +46,7 @@ cargo fuzz build "${asan_flags[@]}" ring_consumer
 work=$(mktemp -d /tmp/telebpf-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 total=0
-for target in bpf_attr frame request handshake ring_consumer; do
+for target in bpf_attr frame request handshake ring_consumer netlink; do
     if [ "$target" = ring_consumer ]; then
         target_flags=("${asan_flags[@]}")
     else

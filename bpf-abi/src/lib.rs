@@ -108,6 +108,7 @@ pub mod insn;
 pub mod link_type;
 pub mod map_type;
 pub mod memory;
+pub mod netlink;
 pub mod off;
 pub mod perf;
 pub mod prog_type;

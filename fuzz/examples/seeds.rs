@@ -422,6 +422,27 @@ fn marshal(call: &Call) -> (Vec<u8>, Request) {
 
 fn other_requests() -> Vec<(&'static str, Request)> {
     vec![
+        ("netlink_open", Request::Netlink(NetlinkOp::Open)),
+        (
+            "netlink_send",
+            Request::Netlink(NetlinkOp::Send {
+                fd: 1010,
+                data: telebpf_abi::netlink::build::xdp(1004),
+            }),
+        ),
+        (
+            "netlink_recv",
+            Request::Netlink(NetlinkOp::Recv {
+                fd: 1010,
+                len: 4096,
+                peek: true,
+                dont_wait: false,
+            }),
+        ),
+        (
+            "interface_index",
+            Request::Interface(InterfaceOp::Index("lo".into())),
+        ),
         ("close", Request::Close { fd: 1003 }),
         (
             "read_iter",
@@ -548,6 +569,17 @@ fn other_requests() -> Vec<(&'static str, Request)> {
 
 fn replies() -> Vec<(&'static str, Reply)> {
     vec![
+        (
+            "netlink_received",
+            Reply::Netlink(Ok(NetlinkReply::Received {
+                data: telebpf_abi::netlink::build::message(3, 4, &[]),
+                len: 20,
+            })),
+        ),
+        (
+            "interface_name",
+            Reply::Interface(Ok(InterfaceReply::Name("lo".into()))),
+        ),
         (
             "welcome",
             Reply::Welcome(Welcome {
@@ -819,21 +851,62 @@ fn ring_seeds() -> Vec<(&'static str, RingInput)> {
     ]
 }
 
+/// Datagrams libbpf and bpftool send over a relayed `NETLINK_ROUTE`
+/// socket, and ones the relay refuses.
+fn netlink_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use telebpf_abi::netlink::build::{attr, filter, message, xdp};
+    use telebpf_abi::netlink::{
+        IFLA_LINKINFO, IFLA_NET_NS_FD, RTM_GETLINK, RTM_NEWLINK, TCA_BPF_ACT, TCA_BPF_FD,
+    };
+
+    let mut two = xdp(4);
+    two.extend(xdp(-1));
+    vec![
+        ("getlink_dump", message(RTM_GETLINK, 16, &[])),
+        ("xdp_attach", xdp(4)),
+        ("xdp_detach", xdp(-1)),
+        ("two_messages", two),
+        (
+            "tc_bpf_filter",
+            filter(b"bpf\0", &attr(TCA_BPF_FD, &5u32.to_ne_bytes())),
+        ),
+        (
+            "tc_bpf_action",
+            filter(b"bpf\0", &attr(TCA_BPF_ACT, &[0; 4])),
+        ),
+        ("tc_u32_filter", filter(b"u32\0", &[])),
+        (
+            "newlink_netns",
+            message(RTM_NEWLINK, 16, &attr(IFLA_NET_NS_FD, &[3, 0, 0, 0])),
+        ),
+        (
+            "newlink_linkinfo",
+            message(RTM_NEWLINK, 16, &attr(IFLA_LINKINFO, &[])),
+        ),
+    ]
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("write seed");
 }
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let dirs: HashMap<&str, PathBuf> =
-        ["bpf_attr", "request", "frame", "handshake", "ring_consumer"]
-            .into_iter()
-            .map(|t| {
-                let d = root.join(t);
-                std::fs::create_dir_all(&d).expect("corpus dir");
-                (t, d)
-            })
-            .collect();
+    let dirs: HashMap<&str, PathBuf> = [
+        "bpf_attr",
+        "request",
+        "frame",
+        "handshake",
+        "ring_consumer",
+        "netlink",
+    ]
+    .into_iter()
+    .map(|t| {
+        let d = root.join(t);
+        std::fs::create_dir_all(&d).expect("corpus dir");
+        (t, d)
+    })
+    .collect();
 
     let mut requests = Vec::new();
     for call in calls() {
@@ -906,6 +979,10 @@ fn main() {
         assert_eq!(RingInput::decode(&bytes), input, "{name} round-trips");
         telebpf_fuzz::ring_consumer(&bytes);
         write(&dirs["ring_consumer"], name, &bytes);
+    }
+    for (name, datagram) in netlink_seeds() {
+        telebpf_fuzz::netlink(&datagram);
+        write(&dirs["netlink"], name, &datagram);
     }
 
     let total: usize = dirs

@@ -16,6 +16,9 @@
 //!   scatter (`telebpf_marshal::roundtrip::check`).
 //! * [`ring_consumer`]: the proxy's checked ring consumers over simulated
 //!   guest rings that a hostile writer changes at any moment.
+//! * [`netlink`]: the walk of a relayed rtnetlink datagram
+//!   (`telebpf_abi::netlink::fd_offsets`), which host and proxy both run on
+//!   bytes the host program chose.
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
@@ -474,6 +477,35 @@ pub fn bpf_attr(data: &[u8]) {
     if let Err(e) = verdict {
         panic!("{e}");
     }
+}
+
+// -------------------------------------------------------------- netlink ----
+
+/// Fuzz target: any datagram to the walk that finds a relayed rtnetlink
+/// datagram's program fds. It must not panic; every fd it finds lies
+/// inside the datagram, after the previous one; and rewriting the fds (as
+/// the host does, to the guest's numbering) leaves the same plan, so the
+/// proxy checks exactly the fds the host rewrote.
+pub fn netlink(data: &[u8]) {
+    use telebpf_abi::netlink::fd_offsets;
+
+    let Ok(offsets) = fd_offsets(data) else {
+        return;
+    };
+    let mut end = 0;
+    for &at in &offsets {
+        assert!(
+            at >= end && at + 4 <= data.len(),
+            "fd at {at} in {} bytes",
+            data.len()
+        );
+        end = at + 4;
+    }
+    let mut rewritten = data.to_vec();
+    for (i, &at) in offsets.iter().enumerate() {
+        rewritten[at..at + 4].copy_from_slice(&(i as i32 * 7 - 2).to_ne_bytes());
+    }
+    assert_eq!(fd_offsets(&rewritten), Ok(offsets));
 }
 
 // -------------------------------------------------------- ring_consumer ----

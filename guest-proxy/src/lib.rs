@@ -17,7 +17,8 @@
 //! [`resolve`] opens them without leaving the allow-list and
 //! [`shared_files`] keeps one copy of each immutable one; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
-//! `perf_event_open` and its ioctls; [`limits`] bounds what clients can make
+//! `perf_event_open` and its ioctls; [`netlink`] relays a client's
+//! `NETLINK_ROUTE` socket and answers interface lookups; [`limits`] bounds what clients can make
 //! the proxy hold (fds derived from `RLIMIT_NOFILE`) and ends sessions
 //! nobody drives; [`kmem`] budgets the kernel memory of the maps, programs
 //! and BTF clients create; [`handshakes`] bounds the connections that have
@@ -54,6 +55,7 @@ pub mod kernel;
 pub mod kmem;
 pub mod limits;
 pub mod log;
+pub mod netlink;
 pub mod ownership;
 pub mod perf;
 pub mod policy;

@@ -26,8 +26,8 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
-    SessionToken, Welcome, FOREIGN_FD,
+    self, CollectError, ErrorReply, Facts, FileOp, NetlinkOp, NetlinkReply, NewObject, Refusal,
+    Reply, Request, SessionToken, Welcome, FOREIGN_FD, NETLINK_LINK,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
@@ -41,7 +41,7 @@ use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log};
+use crate::{bulk, files, hangup, log, netlink};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -110,6 +110,24 @@ impl SessionFds for Session {
 
     fn may_create(&self) -> Result<(), i32> {
         self.budget.may_create()
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), i32> {
+        self.budget.reserve(bytes)
+    }
+}
+
+impl netlink::NetlinkFds for Session {
+    fn netlink(&self, fd: i32) -> Option<bool> {
+        self.objects.get(&fd).map(|o| o.link == NETLINK_LINK)
+    }
+
+    fn program(&self, fd: i32) -> Result<(), i32> {
+        match self.objects.get(&fd).map(|o| &o.kind) {
+            Some(ObjectKind::Prog { .. }) => Ok(()),
+            Some(_) => Err(libc::EINVAL),
+            None => Err(libc::EBADF),
+        }
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), i32> {
@@ -231,6 +249,10 @@ impl Session {
             // The client has to send the object: no such collector yet.
             Some(Reply::Collected(Err(CollectError::UnknownCollector))) => (None, libc::ENOENT),
             Some(Reply::Collected(Err(_))) => (None, libc::EINVAL),
+            // A relayed datagram's outcome is the kernel's ack, which the
+            // client receives later: the record says it was sent.
+            Some(Reply::Netlink(Ok(NetlinkReply::Sent(n)))) => (Some(i64::from(*n)), 0),
+            Some(Reply::Netlink(Err(e))) => (None, *e),
             Some(
                 Reply::Opened(Err(e))
                 | Reply::Ioctl(Err(e))
@@ -526,6 +548,18 @@ impl Session {
                 errno: libc::EPROTO,
                 message: "records outside a user ring buffer stream".into(),
             })),
+            Request::Netlink(NetlinkOp::Open) => {
+                if let Err(e) = self.budget.may_create() {
+                    return Some(Reply::Netlink(Err(e)));
+                }
+                Some(Reply::Netlink(netlink::open().map(|fd| {
+                    let obj = netlink::describe();
+                    self.adopt(fd, obj.clone());
+                    NetlinkReply::Opened(fd, obj)
+                })))
+            }
+            Request::Netlink(op) => Some(Reply::Netlink(netlink::execute(&op, self))),
+            Request::Interface(op) => Some(Reply::Interface(netlink::interface(&op))),
         }
     }
 
@@ -1116,6 +1150,156 @@ mod tests {
         // ... and, once this one ended, its places.
         drop(s);
         created(other.handle(array(1)));
+    }
+
+    /// A relayed netlink socket is a real rtnetlink socket of the session:
+    /// counted as an object, a dump comes back whole with its sequence
+    /// number and port id, a receive with nothing queued is bounded, and
+    /// operations on fds that are no relayed socket reach nothing.
+    #[test]
+    fn a_netlink_socket_is_an_object_of_the_session() {
+        use std::time::Instant;
+
+        use telebpf_abi::netlink::{build, RTM_GETLINK};
+
+        let limits = LimitArgs {
+            max_objects_per_session: 2,
+            ..LimitArgs::default()
+        };
+        let (mut s, _kernel, _gov) = limited(limits);
+        let nl = |s: &mut Session, op| match s.handle(Request::Netlink(op)) {
+            Some(Reply::Netlink(r)) => r,
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let Ok(NetlinkReply::Opened(fd, obj)) = nl(&mut s, NetlinkOp::Open) else {
+            panic!("no socket");
+        };
+        assert_eq!(obj.link, NETLINK_LINK);
+        assert_eq!(s.object_count(), 1);
+        let map = created(s.handle(array(1)));
+        assert_eq!(
+            nl(&mut s, NetlinkOp::Open),
+            Err(libc::EMFILE),
+            "object limit"
+        );
+
+        assert_eq!(
+            nl(
+                &mut s,
+                NetlinkOp::Bind {
+                    fd,
+                    pid: 0,
+                    groups: 0
+                }
+            ),
+            Ok(NetlinkReply::Done)
+        );
+        let Ok(NetlinkReply::Name(port, 0)) = nl(&mut s, NetlinkOp::Name { fd }) else {
+            panic!("no name");
+        };
+        let mut dump = build::message(RTM_GETLINK, 16, &[]);
+        dump[6..8]
+            .copy_from_slice(&(libc::NLM_F_REQUEST as u16 | libc::NLM_F_DUMP as u16).to_ne_bytes());
+        dump[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        let sent = nl(
+            &mut s,
+            NetlinkOp::Send {
+                fd,
+                data: dump.clone(),
+            },
+        );
+        assert_eq!(sent, Ok(NetlinkReply::Sent(dump.len() as u32)));
+        // Sizing with MSG_PEEK|MSG_TRUNC, as libbpf does: the real length.
+        let Ok(NetlinkReply::Received { data, len }) = nl(
+            &mut s,
+            NetlinkOp::Recv {
+                fd,
+                len: 0,
+                peek: true,
+                dont_wait: false,
+            },
+        ) else {
+            panic!("no peek");
+        };
+        assert!(data.is_empty() && len > 0, "{len}");
+        let mut done = false;
+        while !done {
+            let Ok(NetlinkReply::Received { data, len }) = nl(
+                &mut s,
+                NetlinkOp::Recv {
+                    fd,
+                    len: 1 << 20,
+                    peek: false,
+                    dont_wait: false,
+                },
+            ) else {
+                panic!("dump cut short");
+            };
+            assert_eq!(data.len(), len as usize, "never cut: {len}");
+            assert!(data.len() <= message::NETLINK_RECV_MAX);
+            let mut at = 0;
+            while at + 16 <= data.len() {
+                let mlen = u32::from_ne_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(data[at + 4..at + 6].try_into().unwrap());
+                assert_eq!(
+                    &data[at + 8..at + 12],
+                    &7u32.to_ne_bytes(),
+                    "sequence number"
+                );
+                assert_eq!(&data[at + 12..at + 16], &port.to_ne_bytes(), "port id");
+                done |= kind == libc::NLMSG_DONE as u16;
+                at += (mlen + 3) & !3;
+            }
+        }
+        // Nothing queued: EAGAIN at once, or after the bounded wait.
+        let idle = NetlinkOp::Recv {
+            fd,
+            len: 64,
+            peek: false,
+            dont_wait: true,
+        };
+        assert_eq!(nl(&mut s, idle), Err(libc::EAGAIN));
+        let started = Instant::now();
+        let idle = NetlinkOp::Recv {
+            fd,
+            len: 64,
+            peek: false,
+            dont_wait: false,
+        };
+        assert_eq!(nl(&mut s, idle), Err(libc::EAGAIN));
+        let waited = started.elapsed();
+        eprintln!(
+            "an idle receive waited {waited:?} (bound {:?})",
+            netlink::RECV_WAIT
+        );
+        assert!(waited < netlink::RECV_WAIT * 3, "{waited:?}");
+
+        // A datagram naming an fd that is no program of the session (a
+        // map or the socket itself, a number it does not hold: the proxy's
+        // own fds) is not sent.
+        for (named, errno) in [(map, libc::EINVAL), (fd, libc::EINVAL), (9999, libc::EBADF)] {
+            let attach = NetlinkOp::Send {
+                fd,
+                data: build::xdp(named),
+            };
+            assert_eq!(nl(&mut s, attach), Err(errno), "fd {named}");
+        }
+        let new_addr = NetlinkOp::Send {
+            fd,
+            data: build::message(20, 8, &[]),
+        };
+        assert_eq!(nl(&mut s, new_addr), Err(libc::EOPNOTSUPP));
+        let on = |fd| NetlinkOp::Name { fd };
+        assert_eq!(nl(&mut s, on(map)), Err(libc::ENOTSOCK));
+        assert_eq!(nl(&mut s, on(9999)), Err(libc::EBADF));
+        let bad = NetlinkOp::SetOption {
+            fd,
+            option: libc::NETLINK_ADD_MEMBERSHIP,
+            value: 1,
+        };
+        assert_eq!(nl(&mut s, bad), Err(libc::ENOPROTOOPT));
+        s.handle(Request::Close { fd });
+        assert_eq!(s.object_count(), 1);
     }
 
     /// Kernel memory: a MiB per session, two in all.

@@ -17,6 +17,8 @@
 //! * [`rings`]: mirrored ring buffers, perf buffers, user ring buffers;
 //! * [`mapsync`]: mmapable maps kept in step with the guest;
 //! * [`perf`]: `perf_event_open` and perf ioctls;
+//! * [`netlink`]: `NETLINK_ROUTE` sockets relayed to the guest, and guest
+//!   interface names and indexes;
 //! * [`bpf`]: the one place a `bpf()` call is decoded and answered;
 //! * [`vfs`]: guest files as real fds;
 //! * [`objects`]: `dup`, `close` and `read` of an object's fd;
@@ -41,6 +43,7 @@ pub mod lost;
 pub mod mapsync;
 pub mod memory;
 pub mod mmap;
+pub mod netlink;
 pub mod objects;
 pub mod perf;
 pub mod rings;

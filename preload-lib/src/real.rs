@@ -98,4 +98,16 @@ real! {
     fn pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int, fail -1;
     fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
     fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void, fail libc::MAP_FAILED;
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, fail -1;
+    fn bind(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int, fail -1;
+    fn getsockname(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> c_int, fail -1;
+    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: libc::socklen_t) -> c_int, fail -1;
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t, fail -1;
+    fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const libc::sockaddr, alen: libc::socklen_t) -> ssize_t, fail -1;
+    fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t, fail -1;
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t, fail -1;
+    fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut libc::sockaddr, alen: *mut libc::socklen_t) -> ssize_t, fail -1;
+    fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t, fail -1;
+    fn if_nametoindex(name: *const c_char) -> libc::c_uint, fail 0;
+    fn if_indextoname(index: libc::c_uint, buf: *mut c_char) -> *mut c_char, fail std::ptr::null_mut();
 }

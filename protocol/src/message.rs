@@ -45,6 +45,18 @@
 //! until the last range is served or the session ends. A snapshot the
 //! proxy no longer has (the file changed, the copy was let go) answers
 //! `ESTALE`, and the client starts again from offset 0.
+//!
+//! # Netlink
+//!
+//! A `NETLINK_ROUTE` socket a host program opens is relayed: the proxy
+//! opens one in the guest for the session ([`NetlinkOp::Open`], a guest
+//! object like any other, closed by [`Request::Close`] or the session's
+//! end) and each `bind`, `getsockname`, `setsockopt`, `send` and `recv` of
+//! the program is one [`NetlinkOp`] on it, answered before the next, so
+//! sequence numbers, acks, errors and multipart dumps arrive exactly as
+//! the guest kernel wrote them. Only datagrams to the guest kernel travel
+//! (no address is carried); fds inside a message (an XDP or tc program)
+//! travel in the guest's numbering and the proxy checks each one.
 
 use serde::{Deserialize, Serialize};
 use telebpf_abi::ObjectKind;
@@ -161,6 +173,123 @@ pub enum Request {
     /// `BPF_OBJ_GET_INFO_BY_FD` tell, one call each per program), leaving
     /// out the proxy's own collectors. Reply: [`Reply::Programs`].
     Programs,
+    /// An operation on a `NETLINK_ROUTE` socket the proxy holds in the
+    /// guest for this session (see "Netlink" above). Reply:
+    /// [`Reply::Netlink`].
+    Netlink(NetlinkOp),
+    /// A guest interface's index by name or name by index. Reply:
+    /// [`Reply::Interface`].
+    Interface(InterfaceOp),
+}
+
+/// What `readlink("/proc/self/fd/N")` of a relayed netlink socket says on
+/// the host; the proxy marks its sockets with it too (its [`NewObject::link`]).
+pub const NETLINK_LINK: &str = "socket:[netlink_route]";
+
+/// Largest netlink message batch one [`NetlinkOp::Send`] carries: far above
+/// any rtnetlink request (libbpf's are under 1 KiB), below the kernel's
+/// default send buffer (`net.core.wmem_default`, 208 KiB), beyond which the
+/// kernel answers `EMSGSIZE` too.
+pub const NETLINK_SEND_MAX: usize = 64 << 10;
+
+/// Most bytes one [`NetlinkOp::Recv`] returns: twice the largest datagram
+/// the kernel builds for a dump (`netlink_recvmsg` caps it at 32 KiB), so
+/// only a datagram no rtnetlink answer reaches is cut (`MSG_TRUNC` then
+/// tells its real length, as the kernel does).
+pub const NETLINK_RECV_MAX: usize = 64 << 10;
+
+/// An operation on a relayed `NETLINK_ROUTE` socket. `fd` is the guest fd
+/// [`NetlinkReply::Opened`] gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetlinkOp {
+    /// `socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)` in the guest.
+    Open,
+    /// `bind` with a `sockaddr_nl`'s port id and groups.
+    Bind {
+        /// The guest fd.
+        fd: i32,
+        /// `nl_pid` (0: the kernel picks one).
+        pid: u32,
+        /// `nl_groups`.
+        groups: u32,
+    },
+    /// `getsockname`: the port id the guest kernel gave the socket, which
+    /// every reply's `nlmsg_pid` carries (libbpf checks it).
+    Name {
+        /// The guest fd.
+        fd: i32,
+    },
+    /// `setsockopt(SOL_NETLINK, option, value)` for the integer options a
+    /// request-reply client uses (`NETLINK_EXT_ACK`,
+    /// `NETLINK_GET_STRICT_CHK`, `NETLINK_CAP_ACK`).
+    SetOption {
+        /// The guest fd.
+        fd: i32,
+        /// `NETLINK_*`.
+        option: i32,
+        /// The int value.
+        value: i32,
+    },
+    /// `send` of one datagram to the guest kernel, fds in its attributes
+    /// already in the guest's numbering.
+    Send {
+        /// The guest fd.
+        fd: i32,
+        /// The datagram (at most [`NETLINK_SEND_MAX`] bytes).
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// `recv` of one datagram.
+    Recv {
+        /// The guest fd.
+        fd: i32,
+        /// Bytes wanted at most (the proxy reads at most
+        /// [`NETLINK_RECV_MAX`]).
+        len: u32,
+        /// `MSG_PEEK`: leave the datagram queued.
+        peek: bool,
+        /// `MSG_DONTWAIT`: fail with `EAGAIN` instead of waiting.
+        dont_wait: bool,
+    },
+}
+
+/// A successful [`NetlinkOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetlinkReply {
+    /// [`NetlinkOp::Open`]: the guest fd and what it is.
+    Opened(i32, NewObject),
+    /// [`NetlinkOp::Bind`], [`NetlinkOp::SetOption`].
+    Done,
+    /// [`NetlinkOp::Name`]: `nl_pid` and `nl_groups`.
+    Name(u32, u32),
+    /// [`NetlinkOp::Send`]: bytes sent.
+    Sent(u32),
+    /// [`NetlinkOp::Recv`].
+    Received {
+        /// The datagram's bytes, at most the length asked.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Its real length (what `MSG_TRUNC` makes `recv` return).
+        len: u32,
+    },
+}
+
+/// A lookup of a guest network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InterfaceOp {
+    /// `if_nametoindex` / `SIOCGIFINDEX`: the name, without its NUL.
+    Index(String),
+    /// `if_indextoname` / `SIOCGIFNAME`.
+    Name(u32),
+}
+
+/// A successful [`InterfaceOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InterfaceReply {
+    /// The interface's index.
+    Index(u32),
+    /// The interface's name.
+    Name(String),
 }
 
 /// Which collector to run, and how.
@@ -543,6 +672,10 @@ pub enum Reply {
     Refused(Refusal),
     /// The programs of a [`Request::Programs`], by id, or the errno.
     Programs(Result<Vec<ProgramInfo>, i32>),
+    /// Answer to [`Request::Netlink`]: a result or an errno.
+    Netlink(Result<NetlinkReply, i32>),
+    /// Answer to [`Request::Interface`]: a result or an errno.
+    Interface(Result<InterfaceReply, i32>),
 }
 
 /// One BPF program of the guest, as [`Request::Programs`] lists it.

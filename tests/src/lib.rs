@@ -227,6 +227,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     let path = match stem {
         "forward_test" => env!("TELEBPF_TEST_OBJ_FORWARD_TEST"),
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
+        "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -254,6 +255,126 @@ pub mod forward_test {
 pub mod iter_test {
     /// The iterator program.
     pub const PROG: &str = "tb_iter_maps";
+}
+
+/// Names in `bpf/tests/net_test.bpf.c`, and what the guest-interface tests
+/// read of bpftool's and `tests/c/net-attach.c`'s output.
+pub mod net_test {
+    use serde_json::Value;
+
+    /// The XDP program.
+    pub const XDP_PROG: &str = "tb_xdp_pass";
+    /// The tc classifier.
+    pub const TC_PROG: &str = "tb_tc_pass";
+
+    /// The entries of one section (`"xdp"`, `"tc"`) of `bpftool net list
+    /// --json` output.
+    fn section<'a>(v: &'a Value, name: &'a str) -> impl Iterator<Item = &'a Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(move |entry| entry.get(name).and_then(Value::as_array))
+            .flatten()
+    }
+
+    fn text(v: &Value, field: &str) -> String {
+        v.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn id(v: &Value) -> u64 {
+        v.get("id").and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    /// `(devname, program id)` of every XDP attachment in `bpftool net
+    /// list --json` output.
+    pub fn xdp_attachments(v: &Value) -> Vec<(String, u64)> {
+        section(v, "xdp")
+            .map(|x| (text(x, "devname"), id(x)))
+            .collect()
+    }
+
+    /// `(devname, kind, program id)` of every tc attachment in `bpftool net
+    /// list --json` output (kind: `clsact/ingress`, …).
+    pub fn tc_attachments(v: &Value) -> Vec<(String, String, u64)> {
+        section(v, "tc")
+            .map(|x| (text(x, "devname"), text(x, "kind"), id(x)))
+            .collect()
+    }
+
+    /// Checks that program `id` is attached to `lo` in the listing `there`
+    /// (XDP for `mode` "xdp", else tc `clsact/ingress`) and nowhere in the
+    /// listing `elsewhere`.
+    pub fn check_on_lo(
+        mode: &str,
+        there: &Value,
+        elsewhere: &Value,
+        id: u64,
+    ) -> Result<(), String> {
+        let (found, leaked) = if mode == "xdp" {
+            (
+                xdp_attachments(there).contains(&("lo".to_string(), id)),
+                xdp_attachments(elsewhere).iter().any(|(_, i)| *i == id),
+            )
+        } else {
+            let on_lo = ("lo".to_string(), "clsact/ingress".to_string(), id);
+            (
+                tc_attachments(there).contains(&on_lo),
+                tc_attachments(elsewhere).iter().any(|(_, _, i)| *i == id),
+            )
+        };
+        match (found, leaked) {
+            (true, false) => Ok(()),
+            (false, _) => Err(format!("{mode} program {id} is not on lo: {there}")),
+            (true, true) => Err(format!(
+                "{mode} program {id} is listed elsewhere too: {elsewhere}"
+            )),
+        }
+    }
+
+    /// Whether a listing has no XDP and no tc attachment.
+    pub fn nothing_attached(v: &Value) -> bool {
+        xdp_attachments(v).is_empty() && tc_attachments(v).is_empty()
+    }
+
+    /// The program id and the id the kernel reported attached, from
+    /// net-attach's `attached ID query QID` line.
+    pub fn attached_ids(output: &str) -> (u64, u64) {
+        let line = output
+            .lines()
+            .find(|l| l.starts_with("attached "))
+            .unwrap_or_else(|| panic!("no attached line: {output}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| -> u64 {
+            words
+                .get(i)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("malformed attached line: {line}"))
+        };
+        (number(1), number(3))
+    }
+}
+
+/// Builds `tests/c/net-attach.c` (a libbpf program attaching
+/// `net_test.bpf.o`'s programs with `bpf_xdp_attach` or the tc hook API)
+/// into `dir/cc/` (where nobody can run it, and which `Harness::copy_in`
+/// does not copy onto), linked with Debian's libbpf; returns its path.
+pub fn build_net_attach(dir: &Path) -> PathBuf {
+    let src = workspace_root().join("tests/c/net-attach.c");
+    let cc_dir = dir.join("cc");
+    fs::create_dir_all(&cc_dir).expect("mkdir cc");
+    fs::set_permissions(&cc_dir, fs::Permissions::from_mode(0o755)).expect("chmod cc");
+    let out = cc_dir.join("net-attach");
+    let mut cmd = Command::new("cc");
+    cmd.args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lbpf");
+    run_with_timeout(cmd, "cc net-attach.c -lbpf", COMMAND_TIMEOUT).expect_success();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod net-attach");
+    out
 }
 
 /// Lossy text of a byte buffer.
@@ -767,6 +888,9 @@ pub struct Harness {
     /// `RLIMIT_NOFILE` (soft = hard) of later proxies
     /// ([`Harness::set_proxy_nofile`]).
     proxy_nofile: Option<u64>,
+    /// `unshare(2)` flags later proxies start with
+    /// ([`Harness::set_proxy_unshare`]).
+    proxy_unshare: libc::c_int,
     _lock: TestLock,
 }
 
@@ -814,9 +938,10 @@ impl Harness {
             proxy_checked: false,
             proxy_args: Vec::new(),
             proxy_nofile: None,
+            proxy_unshare: 0,
             _lock: lock,
         };
-        for stem in ["forward_test", "iter_test"] {
+        for stem in ["forward_test", "iter_test", "net_test"] {
             let dst = h.dir.join(format!("{stem}.bpf.o"));
             fs::copy(built_object(stem), &dst).expect("copy test object");
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
@@ -1017,6 +1142,20 @@ impl Harness {
                 });
             }
         }
+        if self.proxy_unshare != 0 {
+            let flags = self.proxy_unshare;
+            // SAFETY: unshare is a plain syscall on the child's own
+            // namespaces, run before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::unshare(flags) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", proxy_bin.display()));
@@ -1061,6 +1200,13 @@ impl Harness {
             "proxy socket has mode {:o}, want 0666",
             mode & 0o777
         );
+    }
+
+    /// Later proxies start in namespaces of their own (`unshare(2)` flags,
+    /// e.g. `CLONE_NEWNET`: the proxy's "guest" then differs from the host
+    /// where the test looks).
+    pub fn set_proxy_unshare(&mut self, flags: libc::c_int) {
+        self.proxy_unshare = flags;
     }
 
     /// Extra arguments for every later [`Harness::start_proxy`] (limits,

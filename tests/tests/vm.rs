@@ -974,3 +974,91 @@ impl Drop for Stopped {
             .status();
     }
 }
+
+/// `bpftool net attach xdpgeneric id N dev lo` as nobody lands on the
+/// guest's `lo`: `bpftool net list` through telebpf shows it, the host's
+/// own does not; `net detach` removes it and nothing is left on the guest.
+/// The program is loaded in the guest first (its id is a guest id, `dev
+/// lo` is resolved by the guest, the rtnetlink request goes to the
+/// guest's kernel with the program's guest fd).
+#[test]
+fn bpftool_net_attach_xdp_lands_on_the_guests_lo() {
+    use telebpf_tests::net_test::xdp_attachments;
+
+    let Some(h) = Harness::start_without_proxy("vm_bpftool_net_attach_xdp") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let dir = format!("/sys/fs/bpf/{}", unique_name("tbvm_net"));
+    c.bpftool(&["prog", "loadall", &h.object("net_test"), &dir])
+        .expect_success();
+    let xdp = format!("{dir}/{}", telebpf_tests::net_test::XDP_PROG);
+    let id = json(&c.bpftool(&["prog", "show", "pinned", &xdp, "--json"]))["id"]
+        .as_u64()
+        .expect("prog id");
+    let id_text = id.to_string();
+
+    c.bpftool(&["net", "attach", "xdpgeneric", "id", &id_text, "dev", "lo"])
+        .expect_success();
+    let guest_list = xdp_attachments(&json(&c.bpftool(&["net", "list", "--json"])));
+    assert!(
+        guest_list.contains(&("lo".to_string(), id)),
+        "the guest's net list shows program {id} on lo: {guest_list:?}"
+    );
+    let host_list = xdp_attachments(&h.local(&["net", "list", "--json"]).json());
+    assert!(
+        host_list.iter().all(|(dev, i)| *i != id && dev != "lo"),
+        "the host's net list shows nothing of it: {host_list:?}"
+    );
+
+    c.bpftool(&["net", "detach", "xdpgeneric", "dev", "lo"])
+        .expect_success();
+    let left = xdp_attachments(&json(&c.bpftool(&["net", "list", "--json"])));
+    assert!(left.is_empty(), "nothing left on the guest: {left:?}");
+    for prog in [
+        telebpf_tests::net_test::XDP_PROG,
+        telebpf_tests::net_test::TC_PROG,
+    ] {
+        c.run("rm", &[&format!("{dir}/{prog}")]).expect_success();
+    }
+    c.run("rmdir", &[&dir]).expect_success();
+    h.finish();
+}
+
+/// A libbpf program using `bpf_xdp_attach`, and one using the tc hook API
+/// (`bpf_tc_hook_create`, `bpf_tc_attach`), run as nobody through telebpf,
+/// attach to the guest's `lo` (`bpftool net list` through telebpf shows
+/// them, the host's does not); their detach on exit (`bpf_xdp_detach`,
+/// `bpf_tc_detach`, `bpf_tc_hook_destroy`) leaves nothing on the guest.
+#[test]
+fn libbpf_xdp_and_tc_attach_land_on_the_guests_lo() {
+    use telebpf_tests::net_test::{attached_ids, check_on_lo, nothing_attached};
+
+    let Some(h) = Harness::start_without_proxy("vm_libbpf_xdp_and_tc_attach") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let program = telebpf_tests::build_net_attach(h.dir());
+    let obj = h.object("net_test");
+    for mode in ["xdp", "tc"] {
+        let mut tool = h.start_exec_tool(&c.target, &c.key, &program, &[mode, &obj, "lo"]);
+        wait_for(&mut tool, "attached ", READY);
+        let (id, queried) = attached_ids(&tool.output());
+        assert_eq!(id, queried, "{mode}: libbpf's query names the program");
+        let guest_list = json(&c.bpftool(&["net", "list", "--json"]));
+        let host_list = h.local(&["net", "list", "--json"]).json();
+        if let Err(e) = check_on_lo(mode, &guest_list, &host_list, id) {
+            panic!("{e}");
+        }
+        let out = stop(tool);
+        assert!(out.contains("detached"), "{mode}: {out}");
+        let after = json(&c.bpftool(&["net", "list", "--json"]));
+        assert!(
+            nothing_attached(&after),
+            "{mode}: nothing left on the guest: {after}"
+        );
+    }
+    h.finish();
+}

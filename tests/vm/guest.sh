@@ -122,7 +122,8 @@ resolve_kernel_package() {
 kernel_dir() {
     local series=$1 pkg dir tmp deb opts=()
     pkg=$(resolve_kernel_package "$series")
-    if [ -n "$pkg" ] && [ -f "$cache/kernels/$pkg/.complete" ]; then
+    if [ -n "$pkg" ] && [ -f "$cache/kernels/$pkg/.complete" ] &&
+        [ "$(cat "$cache/kernels/$pkg/wanted" 2>/dev/null)" = "$guest_modules" ]; then
         echo "$cache/kernels/$pkg"
         return 0
     fi
@@ -149,18 +150,28 @@ kernel_dir() {
     echo "$dir"
 }
 
+# The modules the guest loads (with their dependencies): the PCI transport
+# of virtio and the virtio-vsock transport (in 6.12 virtio_pci is built in,
+# modules.builtin; in 6.1 it is a module), and the clsact qdisc and the bpf
+# tc classifier, which libbpf's tc hook API attaches with. A cached kernel
+# unpacked for another list is unpacked again.
+guest_modules="virtio_pci vmw_vsock_virtio_transport sch_ingress cls_bpf"
+
 # Unpacks a linux-image .deb into DEST: the kernel image, and the modules
 # the guest needs (decompressed, busybox's insmod takes plain .ko) with
 # their load order resolved from modules.dep.
 unpack_kernel() {
-    local deb=$1 dest=$2 x abi moddir
+    local deb=$1 final=$2 dest x abi moddir
+    # Unpacked beside it and moved in place whole: a guest booting from
+    # the cached kernel meanwhile never sees half of one.
+    mkdir -p "$cache/kernels"
+    dest=$(mktemp -d "$cache/kernels/unpacked.XXXXXX")
     x=$(mktemp -d "$cache/unpack.XXXXXX")
     dpkg-deb -x "$deb" "$x"
     abi=$(basename "$(ls -d "$x"/lib/modules/*)")
     moddir=$x/lib/modules/$abi
     # The package ships no modules.dep (its postinst runs depmod).
     depmod -b "$x" "$abi" || die "depmod for $abi failed"
-    rm -rf "$dest"
     mkdir -p "$dest/modules"
     cp "$x/boot/vmlinuz-$abi" "$dest/vmlinuz"
     cp "$x/boot/config-$abi" "$dest/config"
@@ -184,22 +195,23 @@ unpack_kernel() {
         esac
         echo "$name" >>"$dest/modules.order"
     }
-    # The PCI transport of virtio and the virtio-vsock transport; in 6.12
-    # virtio_pci is built in (modules.builtin), in 6.1 it is a module.
     local want rel
-    for want in virtio_pci vmw_vsock_virtio_transport; do
+    for want in $guest_modules; do
         rel=$(awk -F: -v w="$want" '{ n = $1; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); if (n == w) { print $1; exit } }' \
             "$moddir/modules.dep")
         if [ -n "$rel" ]; then
             visit "$rel"
         elif ! grep -q "/$want.ko\$" "$moddir/modules.builtin"; then
-            rm -rf "$x"
+            rm -rf "$x" "$dest"
             die "$abi has no $want, neither as a module nor built in"
         fi
     done
     echo "$abi" >"$dest/abi"
+    echo "$guest_modules" >"$dest/wanted"
     rm -rf "$x"
     touch "$dest/.complete"
+    rm -rf "$final"
+    mv "$dest" "$final"
 }
 
 # ----------------------------------------------------------------- image --

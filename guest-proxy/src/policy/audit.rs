@@ -6,7 +6,7 @@
 //! each with a detail (a type, a path) that tells what was done.
 
 use telebpf_abi::{attach_type, cmd, map_type, off, prog_type, read_u32};
-use telebpf_protocol::message::{BpfCall, FileOp, Request};
+use telebpf_protocol::message::{BpfCall, FileOp, NetlinkOp, Request};
 
 use super::{command_name, obj_path, type_name};
 
@@ -75,6 +75,9 @@ pub fn audited(req: &Request) -> Option<(String, Option<String>)> {
             Some(format!("{path}: {}", text_line(data))),
         )),
         Request::Stream(s) => Some(("ring_stream".into(), Some(format!("fd {}", s.fd)))),
+        Request::Netlink(NetlinkOp::Send { data, .. }) => {
+            telebpf_abi::netlink::change(data).map(|change| ("netlink".into(), Some(change.into())))
+        }
         // Reads, but of the guest kernel's memory: worth a line each.
         Request::Collect(c) => Some((
             "collect".into(),
@@ -160,6 +163,14 @@ mod tests {
         .unwrap();
         assert_eq!(op, "BPF_MAP_CREATE");
         assert_eq!(detail.as_deref(), Some("map type ringbuf"));
+        let attach = telebpf_abi::netlink::build::xdp(3);
+        let send = |data| Request::Netlink(NetlinkOp::Send { fd: 5, data });
+        assert_eq!(
+            audited(&send(attach)),
+            Some(("netlink".into(), Some("RTM_SETLINK".into())))
+        );
+        let dump = telebpf_abi::netlink::build::message(telebpf_abi::netlink::RTM_GETLINK, 16, &[]);
+        assert!(audited(&send(dump)).is_none(), "a query is not a change");
         assert!(audited(&Request::Ping(vec![])).is_none());
     }
 }

@@ -178,6 +178,26 @@ impl Policy {
                 )
             }
             Request::File(op) => self.check_file(op),
+            // An interface's attachments are nobody's own: a relayed
+            // socket can detach or replace the guest's XDP and tc
+            // programs, so it needs change_foreign_objects too.
+            Request::Netlink(_) => {
+                allow(
+                    self.netlink,
+                    "a NETLINK_ROUTE socket",
+                    "netlink is false".into(),
+                )?;
+                allow(
+                    self.change_foreign_objects,
+                    "a NETLINK_ROUTE socket",
+                    "netlink needs change_foreign_objects: an interface's programs are not the \
+                     key's own"
+                        .into(),
+                )
+            }
+            // A name and its index are what any guest user reads in
+            // /sys/class/net: answered for every key.
+            Request::Interface(_) => Ok(()),
             // Closing, iterator reads (the iterator was created under the
             // policy), and pings change nothing.
             Request::Close { .. } | Request::Read { .. } | Request::Ping(_) => Ok(()),
@@ -947,6 +967,41 @@ mod tests {
         let full = Policy::full();
         for r in [&shipped, &foreign, &peek] {
             assert!(full.check(r).is_ok());
+        }
+    }
+
+    #[test]
+    fn netlink_is_for_the_full_profile_only() {
+        use std::path::Path;
+
+        use telebpf_protocol::message::{InterfaceOp, NetlinkOp};
+
+        let open = Request::Netlink(NetlinkOp::Open);
+        let send = Request::Netlink(NetlinkOp::Send {
+            fd: 3,
+            data: Vec::new(),
+        });
+        let lookup = Request::Interface(InterfaceOp::Index("lo".into()));
+        for name in ["read-only", "tracing", "observe", "monitor"] {
+            let p = super::super::resolve(name, Path::new("/")).unwrap().rules;
+            for r in [&open, &send] {
+                let d = p.check(r).unwrap_err();
+                assert_eq!(d.what, "a NETLINK_ROUTE socket", "{name}");
+                assert_eq!(d.rule, "netlink is false", "{name}");
+            }
+            assert!(p.check(&lookup).is_ok(), "{name}");
+        }
+        assert!(
+            parse("").unwrap().rules.check(&open).is_err(),
+            "off by default"
+        );
+        let alone = parse("netlink = true\n").unwrap().rules;
+        let d = alone.check(&open).unwrap_err();
+        assert!(d.rule.contains("change_foreign_objects"), "{}", d.rule);
+        let both = parse("netlink = true\nchange_foreign_objects = true\n").unwrap();
+        assert!(both.rules.check(&open).is_ok());
+        for r in [&open, &send, &lookup] {
+            assert!(Policy::full().check(r).is_ok());
         }
     }
 }

@@ -22,7 +22,11 @@
 //!   (`perf_event_open` and its ioctls), `probe_events` (appends to
 //!   `kprobe_events`/`uprobe_events`), `map_mmap_read` and `map_mmap_write`
 //!   (a mapped map's memory), `ring_streams` (consuming a ring's records on
-//!   the host), `kernel_memory_read` (bulk reads of kernel memory);
+//!   the host), `kernel_memory_read` (bulk reads of kernel memory),
+//!   `netlink` (a relayed `NETLINK_ROUTE` socket: listing and changing
+//!   the guest's interfaces, attaching XDP and tc programs;
+//!   [`crate::netlink`]; it needs `change_foreign_objects` too, since an
+//!   interface's programs are nobody's own);
 //! * `[helpers]` and `[kfuncs]` (`allow`, `deny`; deny wins): the
 //!   functions outside a program its instructions may call, checked in
 //!   every program a key loads ([`crate::progcheck`]);
@@ -170,6 +174,7 @@ pub struct Policy {
     map_mmap_write: bool,
     ring_streams: bool,
     kernel_memory_read: bool,
+    netlink: bool,
     helpers: HelperRule,
     kfuncs: KfuncRule,
     change_foreign_objects: bool,
@@ -266,6 +271,7 @@ impl Policy {
             map_mmap_write: true,
             ring_streams: true,
             kernel_memory_read: true,
+            netlink: true,
             helpers: HelperRule {
                 allow: NumberSet::everything(),
                 deny: NumberSet::default(),

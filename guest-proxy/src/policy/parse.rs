@@ -123,6 +123,8 @@ struct RawFile {
     #[serde(default)]
     kernel_memory_read: bool,
     #[serde(default)]
+    netlink: bool,
+    #[serde(default)]
     helpers: RawCalls,
     #[serde(default)]
     kfuncs: RawCalls,
@@ -336,6 +338,7 @@ impl Policy {
             map_mmap_write: raw.map_mmap_write,
             ring_streams: raw.ring_streams,
             kernel_memory_read: raw.kernel_memory_read,
+            netlink: raw.netlink,
             helpers: HelperRule {
                 allow: helper_set(&raw.helpers.allow, "helpers.allow", path)?,
                 deny: helper_set(&raw.helpers.deny, "helpers.deny", path)?,

@@ -283,8 +283,9 @@ pub unsafe extern "C" fn mmap64(
 }
 
 /// Interposed `ioctl`: perf-event ioctls on guest perf events are
-/// forwarded; anything else on a guest object fails as the kernel would
-/// for a request the object does not know.
+/// forwarded, interface lookups on any socket answered for the guest
+/// (`super::net`); anything else on a guest object fails as the kernel
+/// would for a request the object does not know.
 ///
 /// # Safety
 ///
@@ -293,6 +294,9 @@ pub unsafe extern "C" fn mmap64(
 pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::ioctl(fd, request, arg) };
+    if super::net::is_interface_ioctl(request) {
+        return super::net::interface_ioctl(fd, request, arg, pass);
+    }
     if !fdtable::maybe_ours(fd) {
         return pass();
     }

@@ -12,6 +12,7 @@ mod bpf_syscall;
 mod fds;
 mod files;
 mod kernel;
+mod net;
 mod waits;
 
 use telebpf_host::error::Error;
