@@ -43,6 +43,7 @@
 pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
+pub mod cgroup;
 pub mod caps;
 pub mod echo;
 pub mod facts;

@@ -26,7 +26,7 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
+    self, CgroupOp, CgroupReply, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
     SessionToken, Welcome, FOREIGN_FD,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
@@ -41,7 +41,7 @@ use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log};
+use crate::{bulk, cgroup, files, hangup, log};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -521,12 +521,46 @@ impl Session {
                 });
                 Some(Reply::Programs(listed))
             }
+            Request::Cgroup(op) => Some(Reply::Cgroup(self.cgroup(&op))),
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
                 message: "records outside a user ring buffer stream".into(),
             })),
         }
+    }
+
+    /// A cgroup request the policy allowed ([`crate::cgroup`]): an opened
+    /// cgroup becomes a session object like a map or a program.
+    fn cgroup(&mut self, op: &CgroupOp) -> Result<CgroupReply, i32> {
+        if matches!(op, CgroupOp::Open { .. }) {
+            self.budget.may_create()?;
+        }
+        let answer = cgroup::execute(op);
+        log::debug(format_args!(
+            "session {}: cgroup {:?} {} -> {}",
+            self.id,
+            std::mem::discriminant(op),
+            cgroup::op_path(op).unwrap_or(""),
+            match &answer {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("errno {e}"),
+            }
+        ));
+        let reply = match answer? {
+            cgroup::Answer::Reply(reply) => reply,
+            cgroup::Answer::Opened(opened) => {
+                let (fd, object) = opened.into_parts();
+                self.adopt(fd, object.clone());
+                CgroupReply::Opened { fd, object }
+            }
+        };
+        // The listing's size is the guest's: charged like any such reply.
+        if let CgroupReply::Listing { entries, .. } = &reply {
+            let size: usize = entries.iter().map(|e| 128 + e.name.len()).sum();
+            self.budget.reserve(size)?;
+        }
+        Ok(reply)
     }
 
     /// Closes every guest fd still held.

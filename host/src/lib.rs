@@ -17,6 +17,8 @@
 //! * [`rings`]: mirrored ring buffers, perf buffers, user ring buffers;
 //! * [`mapsync`]: mmapable maps kept in step with the guest;
 //! * [`perf`]: `perf_event_open` and perf ioctls;
+//! * [`cgroup`]: the guest's cgroup2 tree (opened cgroups, walks, mount
+//!   tables);
 //! * [`bpf`]: the one place a `bpf()` call is decoded and answered;
 //! * [`vfs`]: guest files as real fds;
 //! * [`objects`]: `dup`, `close` and `read` of an object's fd;
@@ -34,6 +36,7 @@
 //! * [`facts`]: `uname` and `capget` answered from the guest's facts.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod error;
 pub mod facts;
 pub mod fdtable;

@@ -79,6 +79,8 @@ real! {
     fn unlink(path: *const c_char) -> c_int, fail -1;
     fn rmdir(path: *const c_char) -> c_int, fail -1;
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int, fail -1;
+    fn nftw(dir: *const c_char, f: Option<crate::hooks::dirs::NftwFn>, nopenfd: c_int, flags: c_int) -> c_int, fail -1;
+    fn nftw64(dir: *const c_char, f: Option<crate::hooks::dirs::NftwFn>, nopenfd: c_int, flags: c_int) -> c_int, fail -1;
     fn uname(buf: *mut libc::utsname) -> c_int, fail -1;
     fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int, fail -1;
     fn setrlimit(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;

@@ -113,7 +113,9 @@
 //! Appended within version 2 (a peer that predates a variant cannot decode
 //! it and ends the session): [`message::Request::Programs`] /
 //! [`message::Reply::Programs`], the guest's BPF programs in one request
-//! (`telebpf monitor`).
+//! (`telebpf monitor`); [`message::Request::Cgroup`] /
+//! [`message::Reply::Cgroup`], the guest's cgroup2 tree (mount lines,
+//! opening, listing and `stat` of cgroups).
 //!
 //! ## Errors
 //!

@@ -8,7 +8,7 @@
 //! rule says no.
 
 use telebpf_abi::{attach_type, cmd, helper, map_type, off, prog_type, read_u32};
-use telebpf_protocol::message::{BpfCall, FileOp, Request};
+use telebpf_protocol::message::{BpfCall, CgroupOp, FileOp, Request};
 use telebpf_protocol::paths;
 
 use super::{command_name, obj_path, type_name, Denied, NumberSet, Policy};
@@ -178,6 +178,7 @@ impl Policy {
                 )
             }
             Request::File(op) => self.check_file(op),
+            Request::Cgroup(op) => self.check_cgroup(op),
             // Closing, iterator reads (the iterator was created under the
             // policy), and pings change nothing.
             Request::Close { .. } | Request::Read { .. } | Request::Ping(_) => Ok(()),
@@ -309,6 +310,25 @@ impl Policy {
             }
             Pin::Other => Ok(()),
         }
+    }
+
+    /// The checks of a cgroup request: its path against `[cgroup] paths`
+    /// (the mount lines are always answered: they describe the guest as
+    /// `/proc/mounts` does, and name no cgroup).
+    fn check_cgroup(&self, op: &CgroupOp) -> Result<(), Denied> {
+        let (what, path) = match op {
+            CgroupOp::Mounts => return Ok(()),
+            CgroupOp::Open { path } => ("opening a cgroup", path),
+            CgroupOp::List { path } => ("listing a cgroup", path),
+            CgroupOp::Stat { path } => ("stat of a cgroup", path),
+        };
+        if self.allows_cgroup_path(path) {
+            return Ok(());
+        }
+        Err(Denied {
+            what: format!("{what} outside the allowed paths"),
+            rule: format!("{path:?} is not under cgroup.paths {:?}", self.cgroup_paths),
+        })
     }
 
     /// [`Policy::allows_bpffs_path`] as a check: the refusal of `what`.
