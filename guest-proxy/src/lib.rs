@@ -43,8 +43,8 @@
 pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
-pub mod cgroup;
 pub mod caps;
+pub mod cgroup;
 pub mod echo;
 pub mod facts;
 pub mod files;

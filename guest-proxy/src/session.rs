@@ -26,8 +26,8 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, CgroupOp, CgroupReply, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal, Reply, Request,
-    SessionToken, Welcome, FOREIGN_FD,
+    self, CgroupOp, CgroupReply, CollectError, ErrorReply, Facts, FileOp, NewObject, Refusal,
+    Reply, Request, SessionToken, Welcome, FOREIGN_FD,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};

@@ -227,6 +227,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     let path = match stem {
         "forward_test" => env!("TELEBPF_TEST_OBJ_FORWARD_TEST"),
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
+        "cgroup_test" => env!("TELEBPF_TEST_OBJ_CGROUP_TEST"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -764,6 +765,8 @@ pub struct Harness {
     proxy_checked: bool,
     /// Extra command-line arguments of the proxy ([`Harness::set_proxy_args`]).
     proxy_args: Vec<String>,
+    /// A command the proxy is started through ([`Harness::set_proxy_prefix`]).
+    proxy_prefix: Vec<String>,
     /// `RLIMIT_NOFILE` (soft = hard) of later proxies
     /// ([`Harness::set_proxy_nofile`]).
     proxy_nofile: Option<u64>,
@@ -813,10 +816,11 @@ impl Harness {
             proxy: None,
             proxy_checked: false,
             proxy_args: Vec::new(),
+            proxy_prefix: Vec::new(),
             proxy_nofile: None,
             _lock: lock,
         };
-        for stem in ["forward_test", "iter_test"] {
+        for stem in ["forward_test", "iter_test", "cgroup_test"] {
             let dst = h.dir.join(format!("{stem}.bpf.o"));
             fs::copy(built_object(stem), &dst).expect("copy test object");
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
@@ -986,7 +990,14 @@ impl Harness {
         let log = self.proxy_log_path();
         let stderr = File::create(&log).expect("create proxy log");
         let stdout = File::create(self.dir.join("proxy.stdout")).expect("create proxy stdout");
-        let mut cmd = Command::new(&proxy_bin);
+        let mut cmd = match self.proxy_prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&proxy_bin);
+                c
+            }
+            None => Command::new(&proxy_bin),
+        };
         cmd.arg("--listen")
             .arg(self.target())
             .arg("--key-file")
@@ -1067,6 +1078,13 @@ impl Harness {
     /// timeouts).
     pub fn set_proxy_args(&mut self, args: &[&str]) {
         self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Starts later proxies through `prefix` (a command that ends by
+    /// `exec`ing its arguments, e.g. `unshare -C -m …`), so a test can give
+    /// the proxy a view of its own.
+    pub fn set_proxy_prefix(&mut self, prefix: &[&str]) {
+        self.proxy_prefix = prefix.iter().map(|a| a.to_string()).collect();
     }
 
     /// Starts later proxies with `RLIMIT_NOFILE` `n:n` (as `prlimit

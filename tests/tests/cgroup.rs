@@ -1,0 +1,200 @@
+//! bpftool's cgroup subcommands through telebpf act on the proxy's cgroup
+//! tree (`telebpf_host::cgroup`, `telebpf_proxy::cgroup`).
+//!
+//! On this machine the proxy's kernel is the host's, so a tree that the
+//! host's walk would also find proves nothing. The proxy therefore runs in
+//! a cgroup namespace and mount namespace of its own (`unshare -C -m`, its
+//! cgroup2 remounted at `/sys/fs/cgroup`, rooted at a cgroup made for the
+//! test): its marked cgroup is `/sys/fs/cgroup/telebpf-mark-…` there and
+//! `/sys/fs/cgroup/unified/telebpf-e2e-…/telebpf-mark-…` (or wherever the
+//! host's cgroup2 is) here. Without the relay, bpftool as nobody would walk
+//! the host's tree and its queries would fail with `EBADF`; its attach
+//! would name a path that does not exist on the host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use telebpf_tests::{say, unique_name, Harness};
+
+/// The host's cgroup2 mount point.
+fn host_cgroup2() -> PathBuf {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let line = info
+        .lines()
+        .find(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, t)| t.starts_with("cgroup2 "))
+        })
+        .expect("cgroup2 is mounted on this machine");
+    PathBuf::from(line.split(' ').nth(4).expect("mount point"))
+}
+
+/// The test's cgroups on the host: the proxy's namespace root and the
+/// marked child; removed on drop (after the proxy left them).
+struct Cgroups {
+    outer: PathBuf,
+    mark: PathBuf,
+}
+
+impl Cgroups {
+    fn make(tag: &str) -> Cgroups {
+        let outer = host_cgroup2().join(format!("telebpf-e2e-{tag}"));
+        let mark = outer.join(format!("telebpf-mark-{tag}"));
+        fs::create_dir_all(&mark).expect("mkdir test cgroups");
+        Cgroups { outer, mark }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.mark);
+        let _ = fs::remove_dir(&self.outer);
+    }
+}
+
+/// Starts the proxy in its own cgroup and mount namespace rooted at
+/// `outer`, with only its cgroup2 at `/sys/fs/cgroup`.
+fn start_namespaced_proxy(h: &mut Harness, outer: &Path) {
+    let script = h.dir().join("proxy-ns.sh");
+    fs::write(
+        &script,
+        "outer=$1; shift\n\
+         echo $$ > \"$outer/cgroup.procs\" || exit 1\n\
+         exec unshare -C -m sh -c 'for m in /sys/fs/cgroup/*; do umount -l \"$m\" 2>/dev/null; done\n\
+         umount -l /sys/fs/cgroup 2>/dev/null\n\
+         mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"' sh \"$@\"\n",
+    )
+    .expect("write namespace script");
+    let script = script.display().to_string();
+    let outer = outer.display().to_string();
+    h.set_proxy_prefix(&["sh", &script, &outer]);
+    h.start_proxy();
+}
+
+/// The id `bpftool prog show pinned PIN` prints first.
+fn prog_id(h: &Harness, pin: &str) -> String {
+    let out = h.local(&["prog", "show", "pinned", pin]);
+    out.expect_success();
+    out.stdout_text()
+        .split(':')
+        .next()
+        .expect("an id")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn cgroup_tree_show_attach_detach_act_on_the_proxys_tree() {
+    let Some(mut h) = Harness::start_without_proxy("cgroup_tree") else {
+        return;
+    };
+    let tag = unique_name("cg");
+    let cg = Cgroups::make(&tag);
+    start_namespaced_proxy(&mut h, &cg.outer);
+    let pin = format!("/sys/fs/bpf/tb-cg-{tag}");
+    h.remote(&["prog", "load", &h.object("cgroup_test"), &pin])
+        .expect_success();
+    let id = prog_id(&h, &pin);
+    let guest_mark = format!("/sys/fs/cgroup/telebpf-mark-{tag}");
+
+    h.remote(&["cgroup", "attach", &guest_mark, "ingress", "id", &id])
+        .expect_success();
+    let tree = h.remote(&["cgroup", "tree"]);
+    tree.expect_success();
+    let text = tree.stdout_text();
+    say(&format!("bpftool cgroup tree through telebpf:\n{text}"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&guest_mark) || l.trim_start().starts_with(&id)),
+        "the proxy's marked cgroup is missing:\n{}",
+        tree.describe()
+    );
+    assert!(text.contains(&guest_mark), "{}", tree.describe());
+    assert!(
+        !text.contains("/sys/fs/cgroup/unified") && !text.contains(&format!("telebpf-e2e-{tag}")),
+        "the host's tree leaked in:\n{text}"
+    );
+    let show = h.remote(&["cgroup", "show", &guest_mark]);
+    show.expect_success();
+    let shown = show.stdout_text();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with(&id) && l.contains("cgroup_inet_ingress")),
+        "cgroup show misses program {id}:\n{shown}"
+    );
+    // The proxy's side has it, on the cgroup the namespace calls so.
+    let local = h.local(&["cgroup", "show", &cg.mark.display().to_string()]);
+    local.expect_success();
+    assert!(local.stdout_text().contains(&id), "{}", local.describe());
+    // The host's own cgroup2 root has nothing of it.
+    let root = h.local(&["cgroup", "show", &host_cgroup2().display().to_string()]);
+    assert!(!root.stdout_text().contains(&id), "{}", root.describe());
+
+    h.remote(&["cgroup", "detach", &guest_mark, "ingress", "id", &id])
+        .expect_success();
+    let after = h.remote(&["cgroup", "show", &guest_mark]);
+    after.expect_success();
+    assert!(!after.stdout_text().contains(&id), "{}", after.describe());
+    let _ = fs::remove_file(&pin);
+    h.stop_proxy_checked();
+    h.finish();
+}
+
+#[test]
+fn the_policy_refuses_cgroup_attach_and_paths() {
+    let Some(mut h) = Harness::start_without_proxy("cgroup_policy") else {
+        return;
+    };
+    let tag = unique_name("cgp");
+    let cg = Cgroups::make(&tag);
+    let policy = h.dir().join("no-cgroup.toml");
+    let root = host_cgroup2().display().to_string();
+    fs::write(
+        &policy,
+        format!(
+            "name = \"no-cgroup\"\ncommands = [\"*\"]\nprog_types = [\"*\"]\nmap_types = [\"*\"]\n\
+             attach_types = [\"trace_iter\"]\nchange_foreign_objects = true\n\
+             [cgroup]\npaths = [\"{}\"]\n",
+            cg.outer.display()
+        ),
+    )
+    .expect("write policy");
+    h.start_proxy_with(&["--policy".to_string(), policy.display().to_string()]);
+    let pin = format!("/sys/fs/bpf/tb-cgp-{tag}");
+    h.local(&["prog", "load", &h.object("cgroup_test"), &pin])
+        .expect_success();
+    let mark = cg.mark.display().to_string();
+
+    // The attach type is not the key's.
+    let attach = h.remote(&["cgroup", "attach", &mark, "ingress", "pinned", &pin]);
+    assert!(!attach.success(), "{}", attach.describe());
+    let err = attach.stderr_text();
+    assert!(
+        err.contains("telebpf: the proxy's policy refuses BPF_PROG_ATTACH")
+            && err.contains("'cgroup_inet_ingress' is not in attach_types"),
+        "{}",
+        attach.describe()
+    );
+    // A cgroup outside `[cgroup] paths` is not even opened.
+    let show = h.remote(&["cgroup", "show", &root]);
+    assert!(!show.success(), "{}", show.describe());
+    assert!(
+        show.stderr_text().contains(
+            "telebpf: the proxy's policy refuses opening a cgroup outside the allowed paths"
+        ),
+        "{}",
+        show.describe()
+    );
+    // Inside them it is.
+    h.remote(&["cgroup", "show", &mark]).expect_success();
+    let local = h.local(&["cgroup", "show", &mark]);
+    assert!(
+        local.stdout_text().trim().is_empty(),
+        "{}",
+        local.describe()
+    );
+    let _ = fs::remove_file(&pin);
+    h.stop_proxy_checked();
+    h.finish();
+}
