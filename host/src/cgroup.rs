@@ -431,9 +431,14 @@ mod tests {
 
     /// A tree: `/r` holds `f`, `a/` (holding `g`, `b/`) and `m` (another
     /// filesystem).
+    /// One callback: path, flag, base, level.
+    type Seen = (String, i32, i32, i32);
+    /// The callback's answer per path and flag.
+    type Answer = Box<dyn Fn(&str, i32) -> i32>;
+
     struct Fake {
-        seen: Vec<(String, i32, i32, i32)>,
-        answer: Box<dyn Fn(&str, i32) -> i32>,
+        seen: Vec<Seen>,
+        answer: Answer,
     }
 
     impl Walker for Fake {
@@ -467,7 +472,7 @@ mod tests {
     fn run(
         flags: i32,
         answer: impl Fn(&str, i32) -> i32 + 'static,
-    ) -> (Result<i32>, Vec<(String, i32, i32, i32)>) {
+    ) -> (Result<i32>, Vec<Seen>) {
         let mut f = Fake {
             seen: vec![],
             answer: Box::new(answer),
