@@ -469,10 +469,7 @@ mod tests {
         }
     }
 
-    fn run(
-        flags: i32,
-        answer: impl Fn(&str, i32) -> i32 + 'static,
-    ) -> (Result<i32>, Vec<Seen>) {
+    fn run(flags: i32, answer: impl Fn(&str, i32) -> i32 + 'static) -> (Result<i32>, Vec<Seen>) {
         let mut f = Fake {
             seen: vec![],
             answer: Box::new(answer),
