@@ -30,9 +30,8 @@
 //! the result must be cgroup2 (`fstatfs`), so an open never reaches a file
 //! outside the guest's cgroups.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use telebpf_abi::ObjectKind;
 use telebpf_protocol::message::{
@@ -41,6 +40,7 @@ use telebpf_protocol::message::{
 use telebpf_protocol::paths;
 
 use crate::files::stat_info;
+use crate::resolve::openat2;
 
 /// Most mount lines of each file [`CgroupOp::Mounts`] answers: a guest has
 /// one cgroup2 and one bpffs mount, a few more in containers; 64 bounds
@@ -144,30 +144,9 @@ fn fs_type(line: &str, type_field: usize) -> Option<&str> {
     }
 }
 
-/// The mount point of a mountinfo line (field 4), with the kernel's octal
-/// escapes (`\040` for a space, …) undone.
+/// The mount point of a mountinfo line (field 4).
 fn mount_point(line: &str) -> Option<String> {
-    let field = line.split(' ').nth(4)?;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).and_then(|d| {
-            let s = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(s, 8).ok()
-        });
-        match (b[i], octal) {
-            (b'\\', Some(c)) => {
-                out.push(c);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    paths::unescape_mount_field(line.split(' ').nth(4)?)
 }
 
 /// This process's cgroup2 mount point: `ENOENT` without one.
@@ -194,31 +173,6 @@ pub fn beneath<'a>(path: &'a str, mount: &str) -> Option<&'a str> {
     rest.strip_prefix('/')
         .or((mount.is_empty()).then_some(rest))
         .map(|r| r.trim_end_matches('/'))
-}
-
-/// `openat2(dir, path, flags, resolve)`.
-fn openat2(dir: RawFd, path: &str, flags: i32, resolve: u64) -> Result<OwnedFd, i32> {
-    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
-    // SAFETY: open_how is plain data; all-zero is valid (mode 0).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    // SAFETY: `c` is NUL-terminated and `how` is a valid open_how whose
-    // size is passed; the kernel reads both during the call only.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            c.as_ptr(),
-            &mut how as *mut libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    // SAFETY: openat2 returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Opens `path` of the guest's cgroup tree with `flags` (see the module

@@ -175,25 +175,7 @@ fn point(line: &str, which: MountFile) -> Option<String> {
         MountFile::Mounts => 1,
         MountFile::Mountinfo => 4,
     })?;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
-        match (b[i], octal) {
-            (b'\\', Some(c)) => {
-                out.push(c);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    telebpf_protocol::paths::unescape_mount_field(field)
 }
 
 /// The host's mount table `host` without its `cgroup2` and `bpf` lines and
