@@ -131,6 +131,20 @@ fn cgroup_tree_show_attach_detach_act_on_the_proxys_tree() {
     let root = h.local(&["cgroup", "show", &host_cgroup2().display().to_string()]);
     assert!(!root.stdout_text().contains(&id), "{}", root.describe());
 
+    // coreutils see the same tree: `ls` lists with opendir/readdir and
+    // stats its arguments with statx (the mark does not exist on the
+    // host under that name).
+    let ls = h.remote_program(Path::new("/usr/bin/ls"), &["/sys/fs/cgroup"]);
+    ls.expect_success();
+    let names = ls.stdout_text();
+    assert!(
+        names.lines().any(|n| n == format!("telebpf-mark-{tag}")) && !names.contains("unified"),
+        "ls shows another tree than the proxy's:\n{names}"
+    );
+    let ld = h.remote_program(Path::new("/usr/bin/ls"), &["-ld", &guest_mark]);
+    ld.expect_success();
+    assert!(ld.stdout_text().starts_with('d'), "{}", ld.describe());
+
     h.remote(&["cgroup", "detach", &guest_mark, "ingress", "id", &id])
         .expect_success();
     let after = h.remote(&["cgroup", "show", &guest_mark]);
