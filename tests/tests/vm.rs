@@ -1008,6 +1008,14 @@ fn bpftool_cgroup_tree_attach_show_act_on_the_guest() {
         "{}",
         tree.describe()
     );
+    // coreutils' ls reads the same tree (opendir/readdir, statx).
+    let ls = c.run("ls", &["/sys/fs/cgroup"]);
+    ls.expect_success();
+    assert!(
+        ls.stdout_text().lines().any(|n| n == "telebpf-mark"),
+        "{}",
+        ls.describe()
+    );
     let show = c.bpftool(&["cgroup", "show", mark, "--json"]);
     let attached = json(&show);
     assert!(
