@@ -26,10 +26,13 @@
 //!   proxy's `O_RDONLY|O_DIRECTORY` fd, so `telebpf_marshal` translates it
 //!   like a map or program fd in `BPF_PROG_ATTACH`/`DETACH`/`QUERY` and
 //!   `BPF_LINK_CREATE`; its `close` closes the proxy's.
+//! * **Listings**: `opendir`/`readdir`/`dirfd`/`closedir` and `statx` of
+//!   guest cgroups are the preload's (`hooks/dirs.rs`), from the same
+//!   [`list`] and [`stat`].
 //! * **Not served**: reading a cgroup's files (`cgroup.procs`…: the
-//!   proxy opens directories only, so they answer `ENOTDIR`), `opendir`/
-//!   `readdir` and `name_to_handle_at` of guest cgroups (bpftool does not
-//!   call them; they still see the host's tree).
+//!   proxy opens directories only, so they answer `ENOTDIR`), `fdopendir`
+//!   and `name_to_handle_at` of guest cgroups (bpftool calls neither; the
+//!   latter still answers for the host's tree).
 
 use std::sync::{Arc, Mutex};
 

@@ -13,7 +13,7 @@
 //! `access`/`readlink` of one (bpffs included), and `mkdir`/`unlink`/
 //! `rmdir` in bpffs. Not forwarded: `open` of a bpffs path (a pin's file,
 //! which `cat` would read) goes to the host's own bpffs, and `statx`
-//! (coreutils' `stat` and `ls`) is not interposed. Immutable files (BTF, kernel config) are fetched
+//! (coreutils' `stat` and `ls`) is interposed for guest cgroups only. Immutable files (BTF, kernel config) are fetched
 //! once per process and kept as sealed memfds; every later `open` reopens the
 //! memfd through `/proc/self/fd`, which gives a new open file with its own
 //! offset, as opening the path again would.
