@@ -840,6 +840,43 @@ mod tests {
         assert!(!none.changes_foreign_objects());
     }
 
+    /// Cgroup requests obey `[cgroup] paths` on the string, component by
+    /// component and clean; the mount lines are always answered; the
+    /// default is `/sys/fs/cgroup`, the full profile everything.
+    #[test]
+    fn cgroup_requests_follow_the_paths() {
+        let p = parse("[cgroup]\npaths = [\"/sys/fs/cgroup/a\"]\n")
+            .unwrap()
+            .rules;
+        let open = |path: &str| Request::Cgroup(CgroupOp::Open { path: path.into() });
+        assert!(p.check(&open("/sys/fs/cgroup/a")).is_ok());
+        assert!(p.check(&open("/sys/fs/cgroup/a/b")).is_ok());
+        for bad in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/ab",
+            "/sys/fs/cgroup/a/../b",
+            "sys/fs/cgroup/a",
+        ] {
+            let d = p.check(&open(bad)).unwrap_err();
+            assert_eq!(d.what, "opening a cgroup outside the allowed paths");
+            assert!(d.rule.contains("is not under cgroup.paths"), "{}", d.rule);
+        }
+        let list = Request::Cgroup(CgroupOp::List {
+            path: "/sys/fs/cgroup".into(),
+        });
+        assert_eq!(
+            p.check(&list).unwrap_err().what,
+            "listing a cgroup outside the allowed paths"
+        );
+        assert!(p.check(&Request::Cgroup(CgroupOp::Mounts)).is_ok());
+        let none = parse("[cgroup]\npaths = []\n").unwrap().rules;
+        assert!(none.check(&open("/sys/fs/cgroup")).is_err());
+        let default = parse("").unwrap().rules;
+        assert!(default.check(&open("/sys/fs/cgroup/x")).is_ok());
+        assert!(default.check(&open("/cgroup2/x")).is_err());
+        assert!(Policy::full().check(&open("/cgroup2/x")).is_ok());
+    }
+
     /// Every bpffs file operation obeys `[bpffs] paths`, and outside them
     /// an existing and a missing path get the same refusal; reading a
     /// pinned file needs what reading the object needs.

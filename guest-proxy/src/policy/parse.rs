@@ -506,6 +506,10 @@ mod tests {
             PolicyError::BadPath { .. }
         ));
         assert!(matches!(
+            parse("[cgroup]\npaths = [\"/sys/fs/cgroup/..\"]").unwrap_err(),
+            PolicyError::BadPath { .. }
+        ));
+        assert!(matches!(
             parse("[bpffs]\npaths = [\"/sys/fs/bpf/../..\"]").unwrap_err(),
             PolicyError::BadPath { .. }
         ));
