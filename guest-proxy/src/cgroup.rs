@@ -16,7 +16,8 @@
 //!   valid `target_fd` wherever `telebpf_marshal` translates fds;
 //! * [`CgroupOp::List`]: one directory's entries, each with its metadata,
 //!   at most [`MAX_CGROUP_ENTRIES`] (one reply per directory of a walk);
-//! * [`CgroupOp::Stat`]: one path's metadata.
+//! * [`CgroupOp::Stat`]: one path's metadata;
+//! * [`CgroupOp::Handle`]: one cgroup's file handle (its cgroup id).
 //!
 //! Which paths: the proxy finds its own cgroup2 mount (the first `cgroup2`
 //! line of `/proc/self/mountinfo`, read at each request: mounts change),
@@ -64,7 +65,10 @@ fn errno() -> i32 {
 pub fn op_path(op: &CgroupOp) -> Option<&str> {
     match op {
         CgroupOp::Mounts => None,
-        CgroupOp::Open { path } | CgroupOp::List { path } | CgroupOp::Stat { path } => Some(path),
+        CgroupOp::Open { path }
+        | CgroupOp::List { path }
+        | CgroupOp::Stat { path }
+        | CgroupOp::Handle { path } => Some(path),
     }
 }
 
@@ -95,7 +99,53 @@ pub fn execute(op: &CgroupOp) -> Result<Answer, i32> {
             let fd = open(path, libc::O_PATH)?;
             metadata(fd).map(|s| Answer::Reply(CgroupReply::Stat(s)))
         }
+        CgroupOp::Handle { path } => {
+            let fd = open(path, libc::O_PATH)?;
+            handle(&fd).map(Answer::Reply)
+        }
     }
+}
+
+/// The file handle of the open cgroup `fd` (`name_to_handle_at` with
+/// `AT_EMPTY_PATH`).
+fn handle(fd: &OwnedFd) -> Result<CgroupReply, i32> {
+    const MAX: usize = libc::MAX_HANDLE_SZ as usize;
+    /// `struct file_handle` with room for the largest handle.
+    #[repr(C)]
+    struct Handle {
+        head: libc::file_handle,
+        bytes: [u8; MAX],
+    }
+    let mut h = Handle {
+        head: libc::file_handle {
+            handle_bytes: MAX as u32,
+            handle_type: 0,
+            f_handle: [],
+        },
+        bytes: [0; MAX],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `h` is a file_handle followed by MAX_HANDLE_SZ bytes, as
+    // its handle_bytes says; the path is the empty C string with
+    // AT_EMPTY_PATH on an open fd; all live during the call.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut h.head,
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(errno());
+    }
+    let len = (h.head.handle_bytes as usize).min(MAX);
+    Ok(CgroupReply::Handle {
+        handle_type: h.head.handle_type,
+        bytes: h.bytes[..len].to_vec(),
+        mount_id,
+    })
 }
 
 /// What [`execute`] gives.

@@ -30,9 +30,10 @@
 //!   guest cgroups are the preload's (`hooks/dirs.rs`), from the same
 //!   [`list`] and [`stat`].
 //! * **Not served**: reading a cgroup's files (`cgroup.procs`…: the
-//!   proxy opens directories only, so they answer `ENOTDIR`), `fdopendir`
-//!   and `name_to_handle_at` of guest cgroups (bpftool calls neither; the
-//!   latter still answers for the host's tree).
+//!   proxy opens directories only, so they answer `ENOTDIR`) and
+//!   `fdopendir` of a guest cgroup's fd.
+//! * **Cgroup ids**: `name_to_handle_at` of a guest cgroup is the guest's
+//!   handle ([`handle`]; for cgroupfs its bytes are the cgroup id).
 
 use std::sync::{Arc, Mutex};
 
@@ -130,6 +131,20 @@ pub fn stat(path: &str) -> Result<StatInfo> {
         path: path.to_string(),
     })? {
         CgroupReply::Stat(s) => Ok(s),
+        _ => Err(Error::Protocol("a cgroup request")),
+    }
+}
+
+/// A guest cgroup's file handle: `(handle_type, bytes, mount_id)`.
+pub fn handle(path: &str) -> Result<(i32, Vec<u8>, i32)> {
+    match ask(CgroupOp::Handle {
+        path: path.to_string(),
+    })? {
+        CgroupReply::Handle {
+            handle_type,
+            bytes,
+            mount_id,
+        } if bytes.len() <= 128 => Ok((handle_type, bytes, mount_id)),
         _ => Err(Error::Protocol("a cgroup request")),
     }
 }

@@ -88,6 +88,7 @@ real! {
     fn dirfd(dir: *mut libc::DIR) -> c_int, fail -1;
     fn rewinddir(dir: *mut libc::DIR) -> (), fail ();
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: libc::c_uint, buf: *mut libc::statx) -> c_int, fail -1;
+    fn name_to_handle_at(dirfd: c_int, path: *const c_char, handle: *mut libc::file_handle, mount_id: *mut c_int, flags: c_int) -> c_int, fail -1;
     fn uname(buf: *mut libc::utsname) -> c_int, fail -1;
     fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int, fail -1;
     fn setrlimit(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;

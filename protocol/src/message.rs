@@ -196,6 +196,14 @@ pub enum CgroupOp {
         /// The path.
         path: String,
     },
+    /// `name_to_handle_at` of a cgroup: its file handle, whose bytes are
+    /// the cgroup id (what bpftrace's `cgroupid()` and
+    /// `bpf_get_current_cgroup_id()` compare with). Reply:
+    /// [`CgroupReply::Handle`].
+    Handle {
+        /// The cgroup's path.
+        path: String,
+    },
 }
 
 /// Most entries a [`CgroupOp::List`] answers for one directory; a larger
@@ -241,6 +249,16 @@ pub enum CgroupReply {
     },
     /// A path's metadata.
     Stat(StatInfo),
+    /// A cgroup's file handle.
+    Handle {
+        /// `handle_type` (`FILEID_KERNFS` for cgroupfs).
+        handle_type: i32,
+        /// The handle's bytes (at most `MAX_HANDLE_SZ`, 128).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// The guest's mount id of the cgroup2 mount.
+        mount_id: i32,
+    },
 }
 
 /// Which collector to run, and how.

@@ -12,9 +12,11 @@
 //! would name a path that does not exist on the host.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use telebpf_tests::{say, unique_name, Harness};
+use telebpf_tests::{product_file, say, unique_name, Harness};
 
 /// The host's cgroup2 mount point.
 fn host_cgroup2() -> PathBuf {
@@ -145,6 +147,17 @@ fn cgroup_tree_show_attach_detach_act_on_the_proxys_tree() {
     ld.expect_success();
     assert!(ld.stdout_text().starts_with('d'), "{}", ld.describe());
 
+    // Its id, as name_to_handle_at gives it, is the guest's: the inode of
+    // the cgroup's directory (cgroup2 ids are kernfs inode numbers).
+    let cgroup_id = h.remote_program(&product_file("cgroup-id"), &[&guest_mark]);
+    cgroup_id.expect_success();
+    assert_eq!(
+        cgroup_id.stdout_text().trim(),
+        fs::metadata(&cg.mark).expect("the mark").ino().to_string(),
+        "{}",
+        cgroup_id.describe()
+    );
+
     h.remote(&["cgroup", "detach", &guest_mark, "ingress", "id", &id])
         .expect_success();
     let after = h.remote(&["cgroup", "show", &guest_mark]);
@@ -209,6 +222,62 @@ fn the_policy_refuses_cgroup_attach_and_paths() {
         local.describe()
     );
     let _ = fs::remove_file(&pin);
+    h.stop_proxy_checked();
+    h.finish();
+}
+
+/// Runs `/bin/true MARK` as root inside host cgroup `cg` (`None`: where
+/// the test runs).
+fn exec_in(cg: Option<&Path>, mark: &str) {
+    let script = match cg {
+        Some(cg) => format!(
+            "echo $$ > '{}/cgroup.procs' && exec /bin/true {mark}",
+            cg.display()
+        ),
+        None => format!("exec /bin/true {mark}"),
+    };
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{script}: {status}");
+}
+
+#[test]
+fn execsnoop_filters_on_a_cgroup_of_the_proxys_tree() {
+    let Some(mut h) = Harness::start_without_proxy("cgroup_execsnoop") else {
+        return;
+    };
+    let tag = unique_name("cgx");
+    let cg = Cgroups::make(&tag);
+    start_namespaced_proxy(&mut h, &cg.outer);
+    // execsnoop opens the cgroup and stores its fd in a cgroup array map
+    // (`bpf_current_task_under_cgroup`): the proxy's name of the cgroup,
+    // and an fd the guest must take for a cgroup.
+    let guest_mark = format!("/sys/fs/cgroup/telebpf-mark-{tag}");
+    let Some(mut tool) = h.start_tool("execsnoop", &["-c", &guest_mark]) else {
+        return;
+    };
+    tool.wait_for("PCOMM", Duration::from_secs(60)).unwrap();
+    let mut outside = Vec::new();
+    let seen = tool
+        .wait_for_event(Duration::from_secs(15), || {
+            let out = unique_name("tbcgout");
+            exec_in(None, &out);
+            outside.push(out);
+            let inside = unique_name("tbcgin");
+            exec_in(Some(&cg.mark), &inside);
+            inside
+        })
+        .unwrap();
+    let text = tool.stop(libc::SIGINT, Duration::from_secs(20));
+    say(&format!("execsnoop -c saw {seen}"));
+    for out in &outside {
+        assert!(
+            !text.contains(out.as_str()),
+            "an exec outside the cgroup passed the filter:\n{text}"
+        );
+    }
     h.stop_proxy_checked();
     h.finish();
 }

@@ -321,6 +321,7 @@ impl Policy {
             CgroupOp::Open { path } => ("opening a cgroup", path),
             CgroupOp::List { path } => ("listing a cgroup", path),
             CgroupOp::Stat { path } => ("stat of a cgroup", path),
+            CgroupOp::Handle { path } => ("the file handle of a cgroup", path),
         };
         if self.allows_cgroup_path(path) {
             return Ok(());

@@ -9,6 +9,9 @@
 //! other `DIR *` goes to libc. Not interposed: `fdopendir` (an fd of ours
 //! is a memfd, so it answers `ENOTDIR`), `telldir`/`seekdir`, `readdir_r`.
 //!
+//! `name_to_handle_at` of a guest cgroup gives the guest's handle (its
+//! bytes are the cgroup id).
+//!
 //! A path in `/sys/fs/cgroup` reaches these only after the routing
 //! (`telebpf_host::vfs::route`); here it is the guest's if it lies under
 //! the guest's cgroup2 mount, else the host's (`Action::Pass`).
@@ -160,6 +163,55 @@ pub unsafe extern "C" fn statx(
                 }
             })
         },
+        -1,
+    )
+}
+
+/// `name_to_handle_at` of a guest cgroup: the guest's handle, written as
+/// the kernel writes it — `EOVERFLOW` with the needed `handle_bytes` when
+/// the caller's room is too small.
+fn write_handle(path: &str, handle: *mut libc::file_handle, mount_id: *mut c_int) -> Result<c_int> {
+    let (handle_type, bytes, mount) = cgroup::handle(path)?;
+    let room = memory::read(handle as u64, 4).map_err(Error::Memory)?;
+    let room = u32::from_ne_bytes(room.try_into().map_err(|_| Error::Memory(libc::EFAULT))?);
+    let needed = (bytes.len() as u32).to_ne_bytes();
+    memory::write(handle as u64, &needed).map_err(Error::Memory)?;
+    if (room as usize) < bytes.len() {
+        return Err(Error::kernel(libc::EOVERFLOW, "a file handle's room"));
+    }
+    let mut head = Vec::with_capacity(8 + bytes.len());
+    head.extend_from_slice(&needed);
+    head.extend_from_slice(&handle_type.to_ne_bytes());
+    head.extend_from_slice(&bytes);
+    memory::write(handle as u64, &head).map_err(Error::Memory)?;
+    memory::write(mount_id as u64, &mount.to_ne_bytes()).map_err(Error::Memory)?;
+    Ok(0)
+}
+
+/// Interposed `name_to_handle_at` (bpftrace's `cgroupid()`, tools that
+/// turn a cgroup path into its id): a guest cgroup's is the guest's.
+///
+/// # Safety
+///
+/// Same contract as libc's `name_to_handle_at`.
+#[no_mangle]
+pub unsafe extern "C" fn name_to_handle_at(
+    dirfd: c_int,
+    path: *const c_char,
+    handle: *mut libc::file_handle,
+    mount_id: *mut c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller passes a NUL-terminated path (or null).
+    let Route::Cgroup(p) = (unsafe { vfs::route(path) }) else {
+        // SAFETY: forwarded under the caller's contract.
+        return unsafe { real::name_to_handle_at(dirfd, path, handle, mount_id, flags) };
+    };
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::name_to_handle_at(dirfd, path, handle, mount_id, flags) };
+    guard::enter(
+        pass,
+        || guest(&p, -1, || action(write_handle(&p, handle, mount_id), -1)),
         -1,
     )
 }
