@@ -86,6 +86,7 @@ real! {
     fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64, fail std::ptr::null_mut();
     fn closedir(dir: *mut libc::DIR) -> c_int, fail -1;
     fn dirfd(dir: *mut libc::DIR) -> c_int, fail -1;
+    #[expect(clippy::unused_unit, reason = "every entry of this macro names its return type")]
     fn rewinddir(dir: *mut libc::DIR) -> (), fail ();
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: libc::c_uint, buf: *mut libc::statx) -> c_int, fail -1;
     fn name_to_handle_at(dirfd: c_int, path: *const c_char, handle: *mut libc::file_handle, mount_id: *mut c_int, flags: c_int) -> c_int, fail -1;
