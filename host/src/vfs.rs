@@ -155,14 +155,21 @@ unsafe fn route_configured(path: *const libc::c_char) -> Route {
     if !matches!(second, Some(b'p' | b's' | b'b')) {
         return Route::Local;
     }
-    // `/proc/self/` then anything but `f` (`fd/`, `fdinfo/`) or `m`
-    // (`mounts`, `mountinfo`) is never ours (`stat`, `status`…, which
-    // programs open often): decided without `strlen`.
+    // `/proc/self/` then anything but `f` (`fd/`, `fdinfo/`) or `mo`
+    // (`mounts`, `mountinfo`) is never ours (`maps`, `stat`, `status`…,
+    // which programs open often): decided without `strlen`.
     // SAFETY: NUL-terminated per the caller's contract.
     if unsafe { c_starts(path, b"/proc/self/") } {
         // SAFETY: the 11 bytes before it are not NUL, so byte 11 is in the
         // string (its NUL at worst).
-        if !matches!(unsafe { *path.add(11) } as u8, b'f' | b'm') {
+        let ours = match (unsafe { *path.add(11) }) as u8 {
+            b'f' => true,
+            // SAFETY: byte 11 is `m`, not the NUL, so byte 12 is in the
+            // string too.
+            b'm' => (unsafe { *path.add(12) }) as u8 == b'o',
+            _ => false,
+        };
+        if !ours {
             return Route::Local;
         }
     }
@@ -616,6 +623,9 @@ mod tests {
             "/proc/self/mountinfo",
             "/proc/self/mountinfox",
             "/proc/self/m",
+            "/proc/self/mo",
+            "/proc/self/maps",
+            "/proc/self/mem",
             "/proc/thread-self/mountinfo",
             "/sys/fs/cgroup",
             "/sys/fs/cgroup/",
