@@ -135,36 +135,27 @@ pub unsafe extern "C" fn statx(
     mask: libc::c_uint,
     buf: *mut libc::statx,
 ) -> c_int {
-    // SAFETY: the caller passes a NUL-terminated path (or null).
-    let Route::Cgroup(p) = (unsafe { vfs::route(path) }) else {
-        // SAFETY: forwarded under the caller's contract.
-        return unsafe { real::statx(dirfd, path, flags, mask, buf) };
-    };
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::statx(dirfd, path, flags, mask, buf) };
-    guard::enter(
-        pass,
-        || {
-            guest(&p, -1, || {
-                let x = match cgroup::stat(&p) {
-                    Ok(s) => statx_of(&s),
-                    Err(e) => return Action::Fail(e.errno(), -1),
-                };
-                // SAFETY: `x` is a live local of its size.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        (&x as *const libc::statx).cast::<u8>(),
-                        std::mem::size_of::<libc::statx>(),
-                    )
-                };
-                match memory::write(buf as u64, bytes) {
-                    Ok(()) => Action::Done(0),
-                    Err(e) => Action::Fail(e, -1),
-                }
-            })
-        },
-        -1,
-    )
+    let handle = |p: &str| {
+        let x = match cgroup::stat(p) {
+            Ok(s) => statx_of(&s),
+            Err(e) => return Action::Fail(e.errno(), -1),
+        };
+        // SAFETY: `x` is a live local of its size.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&x as *const libc::statx).cast::<u8>(),
+                std::mem::size_of::<libc::statx>(),
+            )
+        };
+        match memory::write(buf as u64, bytes) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e, -1),
+        }
+    };
+    // SAFETY: the caller passes a NUL-terminated path (or null).
+    unsafe { cgroup_call(path, pass, -1, handle) }
 }
 
 /// `name_to_handle_at` of a guest cgroup: the guest's handle, written as
@@ -202,18 +193,37 @@ pub unsafe extern "C" fn name_to_handle_at(
     mount_id: *mut c_int,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: the caller passes a NUL-terminated path (or null).
-    let Route::Cgroup(p) = (unsafe { vfs::route(path) }) else {
-        // SAFETY: forwarded under the caller's contract.
-        return unsafe { real::name_to_handle_at(dirfd, path, handle, mount_id, flags) };
-    };
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::name_to_handle_at(dirfd, path, handle, mount_id, flags) };
-    guard::enter(
-        pass,
-        || guest(&p, -1, || action(write_handle(&p, handle, mount_id), -1)),
-        -1,
-    )
+    // SAFETY: the caller passes a NUL-terminated path (or null).
+    unsafe {
+        cgroup_call(path, pass, -1, |p| {
+            action(write_handle(p, handle, mount_id), -1)
+        })
+    }
+}
+
+/// A hook taking a path: a guest cgroup's call is `handle`d under the
+/// guard (`err` if that fails with a panic), any other path's is `pass`ed
+/// to libc straight away.
+///
+/// # Safety
+///
+/// `path` must be null or NUL-terminated.
+unsafe fn cgroup_call<R>(
+    path: *const c_char,
+    pass: impl FnOnce() -> R,
+    err: R,
+    handle: impl FnOnce(&str) -> Action<R>,
+) -> R
+where
+    R: Copy,
+{
+    // SAFETY: per this function's contract.
+    let Route::Cgroup(p) = (unsafe { vfs::route(path) }) else {
+        return pass();
+    };
+    guard::enter(pass, || guest(&p, err, || handle(&p)), err)
 }
 
 /// Runs `f` under the guard, as a hook's body: the library's own calls
@@ -412,23 +422,17 @@ fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
 /// Same contract as libc's `opendir`.
 #[no_mangle]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
-    // SAFETY: the caller passes a NUL-terminated path (or null).
-    let Route::Cgroup(p) = (unsafe { vfs::route(path) }) else {
-        // SAFETY: forwarded under the caller's contract.
-        return unsafe { real::opendir(path) };
-    };
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::opendir(path) };
-    guard::enter(
-        pass,
-        || {
-            guest(&p, std::ptr::null_mut(), || match open_guest_dir(&p) {
+    // SAFETY: the caller passes a NUL-terminated path (or null).
+    unsafe {
+        cgroup_call(path, pass, std::ptr::null_mut(), |p| {
+            match open_guest_dir(p) {
                 Ok(dir) => Action::Done(dir),
                 Err(e) => Action::Fail(e.errno(), std::ptr::null_mut()),
-            })
-        },
-        std::ptr::null_mut(),
-    )
+            }
+        })
+    }
 }
 
 /// The next entry of guest directory `dir`, or null at its end.
