@@ -1152,6 +1152,64 @@ mod tests {
         created(other.handle(array(1)));
     }
 
+    /// An opened cgroup is a session object: counted in the object limit,
+    /// closed by `Close`; paths outside the cgroup2 mount are refused, a
+    /// listing names the cgroup's files. (Skipped where nothing mounts
+    /// cgroup2.)
+    #[test]
+    fn an_opened_cgroup_is_a_session_object() {
+        let Ok(mount) = crate::cgroup::mount() else {
+            return;
+        };
+        let limits = LimitArgs {
+            max_objects_per_session: 1,
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, _gov) = limited(limits);
+        let open = |path: &str| {
+            Request::Cgroup(CgroupOp::Open {
+                path: path.to_string(),
+            })
+        };
+        let Some(Reply::Cgroup(Ok(CgroupReply::Opened { fd, object }))) = s.handle(open(&mount))
+        else {
+            panic!("the cgroup2 mount {mount} did not open");
+        };
+        assert_eq!(object.link, mount);
+        assert_eq!(s.object_count(), 1);
+        assert_eq!(
+            s.handle(open(&mount)),
+            Some(Reply::Cgroup(Err(libc::EMFILE)))
+        );
+        s.handle(Request::Close { fd });
+        assert_eq!(kernel.closed(), vec![fd]);
+        assert_eq!(s.object_count(), 0);
+        // The fake kernel only records the close.
+        // SAFETY: the fd the session opened and no longer holds.
+        unsafe { libc::close(fd) };
+        // (A relative path does not even pass the policy.)
+        assert!(matches!(
+            s.handle(open("relative")),
+            Some(Reply::Refused(_))
+        ));
+        for outside in ["/etc", "/sys/fs/cgroupx"] {
+            assert_eq!(
+                s.handle(open(outside)),
+                Some(Reply::Cgroup(Err(libc::EACCES))),
+                "{outside}"
+            );
+        }
+        let listed = s.handle(Request::Cgroup(CgroupOp::List {
+            path: mount.clone(),
+        }));
+        let Some(Reply::Cgroup(Ok(CgroupReply::Listing { dir, entries }))) = listed else {
+            panic!("no listing: {listed:?}");
+        };
+        assert_eq!(dir.mode & libc::S_IFMT, libc::S_IFDIR);
+        assert!(entries.iter().any(|e| e.name == "cgroup.procs"));
+        assert_eq!(s.object_count(), 0, "a listing holds nothing");
+    }
+
     /// Kernel memory: a MiB per session, two in all.
     fn mib_per_session() -> LimitArgs {
         LimitArgs {

@@ -209,7 +209,9 @@ pub enum CgroupOp {
 /// Most entries a [`CgroupOp::List`] answers for one directory; a larger
 /// directory answers `EOVERFLOW`. A cgroup directory holds its ~30-60
 /// control files and its children; 4096 is far above any real cgroup and
-/// keeps one reply (at ~150 bytes an entry) under 1 MiB.
+/// keeps one reply near 600 KiB (about 150 bytes an entry; 1.5 MiB if
+/// every name had the longest length, 255), charged to the session's
+/// reply budget.
 pub const MAX_CGROUP_ENTRIES: usize = 4096;
 
 /// One entry of a [`CgroupReply::Listing`].
