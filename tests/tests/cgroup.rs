@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use telebpf_tests::{product_file, say, unique_name, Harness};
+use telebpf_tests::{product_file, say, unique_name, workspace_root, Harness};
 
 /// The host's cgroup2 mount point.
 fn host_cgroup2() -> PathBuf {
@@ -57,6 +57,11 @@ impl Drop for Cgroups {
 /// Starts the proxy in its own cgroup and mount namespace rooted at
 /// `outer`, with only its cgroup2 at `/sys/fs/cgroup`.
 fn start_namespaced_proxy(h: &mut Harness, outer: &Path) {
+    start_namespaced_proxy_with(h, outer, &[]);
+}
+
+/// [`start_namespaced_proxy`] with more proxy arguments.
+fn start_namespaced_proxy_with(h: &mut Harness, outer: &Path, extra: &[String]) {
     let script = h.dir().join("proxy-ns.sh");
     fs::write(
         &script,
@@ -70,7 +75,11 @@ fn start_namespaced_proxy(h: &mut Harness, outer: &Path) {
     let script = script.display().to_string();
     let outer = outer.display().to_string();
     h.set_proxy_prefix(&["sh", &script, &outer]);
-    h.start_proxy();
+    if extra.is_empty() {
+        h.start_proxy();
+    } else {
+        h.start_proxy_with(extra);
+    }
 }
 
 /// The id `bpftool prog show pinned PIN` prints first.
@@ -278,6 +287,46 @@ fn execsnoop_filters_on_a_cgroup_of_the_proxys_tree() {
             "an exec outside the cgroup passed the filter:\n{text}"
         );
     }
+    h.stop_proxy_checked();
+    h.finish();
+}
+
+#[test]
+fn the_read_only_profile_walks_the_tree_and_cannot_attach() {
+    let Some(mut h) = Harness::start_without_proxy("cgroup_read_only") else {
+        return;
+    };
+    let tag = unique_name("cgr");
+    let cg = Cgroups::make(&tag);
+    let read_only = workspace_root().join("policies/read-only.toml");
+    start_namespaced_proxy_with(
+        &mut h,
+        &cg.outer,
+        &["--policy".to_string(), read_only.display().to_string()],
+    );
+    // The walk and every query are allowed: `cgroup tree` lists nothing
+    // (nothing is attached) and is refused nothing.
+    let tree = h.remote(&["cgroup", "tree"]);
+    tree.expect_success();
+    assert!(
+        !tree.stderr_text().contains("refuses"),
+        "{}",
+        tree.describe()
+    );
+    let pin = format!("/sys/fs/bpf/tb-cgr-{tag}");
+    h.local(&["prog", "load", &h.object("cgroup_test"), &pin])
+        .expect_success();
+    let guest_mark = format!("/sys/fs/cgroup/telebpf-mark-{tag}");
+    let attach = h.remote(&["cgroup", "attach", &guest_mark, "ingress", "pinned", &pin]);
+    let _ = fs::remove_file(&pin);
+    assert!(!attach.success(), "{}", attach.describe());
+    assert!(
+        attach
+            .stderr_text()
+            .contains("telebpf: the proxy's policy refuses"),
+        "{}",
+        attach.describe()
+    );
     h.stop_proxy_checked();
     h.finish();
 }
