@@ -362,8 +362,8 @@ struct GuestDir {
 }
 
 /// The `DIR *`s that are [`GuestDir`]s (their addresses), and whether
-/// there is any: `readdir` of a host directory costs one relaxed load
-/// while no guest directory is open.
+/// there is any (changed under the lock): `readdir` of a host directory
+/// costs one relaxed load while no guest directory is open.
 static GUEST_DIRS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 static ANY_GUEST_DIR: AtomicBool = AtomicBool::new(false);
 
@@ -406,10 +406,9 @@ fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
         current: unsafe { std::mem::zeroed() },
     });
     let ptr = Box::into_raw(guest).cast::<libc::DIR>();
-    GUEST_DIRS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ptr as usize);
+    let mut dirs = GUEST_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    dirs.push(ptr as usize);
+    // Under the lock, so that it never says "none" while one is open.
     ANY_GUEST_DIR.store(true, Ordering::Relaxed);
     Ok(ptr)
 }
@@ -542,6 +541,7 @@ pub unsafe extern "C" fn closedir(dir: *mut libc::DIR) -> c_int {
         match dirs.iter().position(|&d| d == dir as usize) {
             Some(i) => {
                 dirs.swap_remove(i);
+                ANY_GUEST_DIR.store(!dirs.is_empty(), Ordering::Relaxed);
                 true
             }
             None => false,
