@@ -549,7 +549,8 @@ fn digest(path: &str) -> Result<FileReply, Failure> {
     }
 }
 
-fn stat_info(m: &std::fs::Metadata) -> StatInfo {
+/// The wire form of a file's metadata.
+pub(crate) fn stat_info(m: &std::fs::Metadata) -> StatInfo {
     StatInfo {
         dev: m.dev(),
         ino: m.ino(),

@@ -45,6 +45,7 @@ pub mod audit;
 pub mod bpf_exec;
 pub mod bulk;
 pub mod caps;
+pub mod cgroup;
 pub mod echo;
 pub mod facts;
 pub mod files;

@@ -41,7 +41,7 @@ fn errno() -> i32 {
 }
 
 /// `openat2(dir, path, flags, resolve)`.
-fn openat2(dir: RawFd, path: &str, flags: i32, resolve: u64) -> Result<OwnedFd, i32> {
+pub(crate) fn openat2(dir: RawFd, path: &str, flags: i32, resolve: u64) -> Result<OwnedFd, i32> {
     let c = CString::new(path).map_err(|_| libc::EINVAL)?;
     // SAFETY: open_how is plain data; all-zero is valid (mode 0).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };

@@ -26,8 +26,8 @@ use telebpf_abi::{cmd, ObjectKind, Objects};
 use telebpf_protocol::channel::{AsyncChannel, SyncChannel};
 use telebpf_protocol::key::Psk;
 use telebpf_protocol::message::{
-    self, CollectError, ErrorReply, Facts, FileOp, NetlinkOp, NetlinkReply, NewObject, Refusal,
-    Reply, Request, SessionToken, Welcome, FOREIGN_FD, NETLINK_LINK,
+    self, CgroupOp, CgroupReply, CollectError, ErrorReply, Facts, FileOp, NetlinkOp, NetlinkReply,
+    NewObject, Refusal, Reply, Request, SessionToken, Welcome, FOREIGN_FD, NETLINK_LINK,
 };
 use telebpf_protocol::transport::{ServerStream, SyncServerStream};
 use telebpf_protocol::{ChannelError, TryCloneStream};
@@ -41,7 +41,7 @@ use crate::policy::{self, KeyGrant, Policy};
 use crate::registry::{Registration, Registry};
 use crate::streams::{self, Owner, Streams};
 use crate::throttle::{SessionNotes, FILE_REFUSED, REFUSED};
-use crate::{bulk, files, hangup, log, netlink};
+use crate::{bulk, cgroup, files, hangup, log, netlink};
 
 /// Largest single `read()` of an iterator fd.
 const MAX_READ: u32 = 1 << 20;
@@ -543,6 +543,7 @@ impl Session {
                 });
                 Some(Reply::Programs(listed))
             }
+            Request::Cgroup(op) => Some(Reply::Cgroup(self.cgroup(&op))),
             // Records belong on a user ring buffer's stream connection.
             Request::Records(_) => Some(Reply::Error(ErrorReply {
                 errno: libc::EPROTO,
@@ -561,6 +562,39 @@ impl Session {
             Request::Netlink(op) => Some(Reply::Netlink(netlink::execute(&op, self))),
             Request::Interface(op) => Some(Reply::Interface(netlink::interface(&op))),
         }
+    }
+
+    /// A cgroup request the policy allowed ([`crate::cgroup`]): an opened
+    /// cgroup becomes a session object like a map or a program.
+    fn cgroup(&mut self, op: &CgroupOp) -> Result<CgroupReply, i32> {
+        if matches!(op, CgroupOp::Open { .. }) {
+            self.budget.may_create()?;
+        }
+        let answer = cgroup::execute(op);
+        log::debug(format_args!(
+            "session {}: cgroup {:?} {} -> {}",
+            self.id,
+            std::mem::discriminant(op),
+            cgroup::op_path(op).unwrap_or(""),
+            match &answer {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("errno {e}"),
+            }
+        ));
+        let reply = match answer? {
+            cgroup::Answer::Reply(reply) => reply,
+            cgroup::Answer::Opened(opened) => {
+                let (fd, object) = opened.into_parts();
+                self.adopt(fd, object.clone());
+                CgroupReply::Opened { fd, object }
+            }
+        };
+        // The listing's size is the guest's: charged like any such reply.
+        if let CgroupReply::Listing { entries, .. } = &reply {
+            let size: usize = entries.iter().map(|e| 128 + e.name.len()).sum();
+            self.budget.reserve(size)?;
+        }
+        Ok(reply)
     }
 
     /// Closes every guest fd still held.
@@ -1300,6 +1334,64 @@ mod tests {
         assert_eq!(nl(&mut s, bad), Err(libc::ENOPROTOOPT));
         s.handle(Request::Close { fd });
         assert_eq!(s.object_count(), 1);
+    }
+
+    /// An opened cgroup is a session object: counted in the object limit,
+    /// closed by `Close`; paths outside the cgroup2 mount are refused, a
+    /// listing names the cgroup's files. (Skipped where nothing mounts
+    /// cgroup2.)
+    #[test]
+    fn an_opened_cgroup_is_a_session_object() {
+        let Ok(mount) = crate::cgroup::mount() else {
+            return;
+        };
+        let limits = LimitArgs {
+            max_objects_per_session: 1,
+            ..LimitArgs::default()
+        };
+        let (mut s, kernel, _gov) = limited(limits);
+        let open = |path: &str| {
+            Request::Cgroup(CgroupOp::Open {
+                path: path.to_string(),
+            })
+        };
+        let Some(Reply::Cgroup(Ok(CgroupReply::Opened { fd, object }))) = s.handle(open(&mount))
+        else {
+            panic!("the cgroup2 mount {mount} did not open");
+        };
+        assert_eq!(object.link, mount);
+        assert_eq!(s.object_count(), 1);
+        assert_eq!(
+            s.handle(open(&mount)),
+            Some(Reply::Cgroup(Err(libc::EMFILE)))
+        );
+        s.handle(Request::Close { fd });
+        assert_eq!(kernel.closed(), vec![fd]);
+        assert_eq!(s.object_count(), 0);
+        // The fake kernel only records the close.
+        // SAFETY: the fd the session opened and no longer holds.
+        unsafe { libc::close(fd) };
+        // (A relative path does not even pass the policy.)
+        assert!(matches!(
+            s.handle(open("relative")),
+            Some(Reply::Refused(_))
+        ));
+        for outside in ["/etc", "/sys/fs/cgroupx"] {
+            assert_eq!(
+                s.handle(open(outside)),
+                Some(Reply::Cgroup(Err(libc::EACCES))),
+                "{outside}"
+            );
+        }
+        let listed = s.handle(Request::Cgroup(CgroupOp::List {
+            path: mount.clone(),
+        }));
+        let Some(Reply::Cgroup(Ok(CgroupReply::Listing { dir, entries }))) = listed else {
+            panic!("no listing: {listed:?}");
+        };
+        assert_eq!(dir.mode & libc::S_IFMT, libc::S_IFDIR);
+        assert!(entries.iter().any(|e| e.name == "cgroup.procs"));
+        assert_eq!(s.object_count(), 0, "a listing holds nothing");
     }
 
     /// Kernel memory: a MiB per session, two in all.

@@ -19,6 +19,8 @@
 //! * [`perf`]: `perf_event_open` and perf ioctls;
 //! * [`netlink`]: `NETLINK_ROUTE` sockets relayed to the guest, and guest
 //!   interface names and indexes;
+//! * [`cgroup`]: the guest's cgroup2 tree (opened cgroups, walks, mount
+//!   tables);
 //! * [`bpf`]: the one place a `bpf()` call is decoded and answered;
 //! * [`vfs`]: guest files as real fds;
 //! * [`objects`]: `dup`, `close` and `read` of an object's fd;
@@ -36,6 +38,7 @@
 //! * [`facts`]: `uname` and `capget` answered from the guest's facts.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod error;
 pub mod facts;
 pub mod fdtable;

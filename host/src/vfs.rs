@@ -5,12 +5,15 @@
 //! interposition at all. The bytes arrive range by range, one reply of at
 //! most `FILE_CHUNK` at a time (`telebpf_client::ranges`).
 //!
+//! Paths in `/sys/fs/cgroup` and the mount tables (`/proc/mounts`,
+//! `/proc/self/mountinfo`) are routed to `crate::cgroup`, which says why.
+//!
 //! What is forwarded: `open`/`fopen` of an allow-listed kernel file
 //! (`telebpf_protocol::paths`), `stat`/`lstat`/`fstatat`/`statfs`/
 //! `access`/`readlink` of one (bpffs included), and `mkdir`/`unlink`/
 //! `rmdir` in bpffs. Not forwarded: `open` of a bpffs path (a pin's file,
 //! which `cat` would read) goes to the host's own bpffs, and `statx`
-//! (coreutils' `stat` and `ls`) is not interposed. Immutable files (BTF, kernel config) are fetched
+//! (coreutils' `stat` and `ls`) is interposed for guest cgroups only. Immutable files (BTF, kernel config) are fetched
 //! once per process and kept as sealed memfds; every later `open` reopens the
 //! memfd through `/proc/self/fd`, which gives a new open file with its own
 //! offset, as opening the path again would.
@@ -27,6 +30,40 @@ use crate::error::{Error, Result};
 use crate::sys::{inode_of, memfd_with};
 use crate::{fdtable, state};
 
+/// Where host paths may name the guest's cgroups (see `crate::cgroup`).
+pub const CGROUP_TREE: &str = "/sys/fs/cgroup";
+
+/// Whether `path` is `TREE` or under it: what the routing looks at (on
+/// raw bytes, before any UTF-8 check).
+#[inline(always)]
+pub fn in_cgroup_tree(path: &[u8]) -> bool {
+    path.strip_prefix(CGROUP_TREE.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+}
+
+/// A mount table file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountFile {
+    /// `/proc/mounts` (`/proc/self/mounts`).
+    Mounts,
+    /// `/proc/self/mountinfo`.
+    Mountinfo,
+}
+
+impl MountFile {
+    /// The mount table `path` names, if it is one.
+    #[inline(always)]
+    pub fn of(path: &[u8]) -> Option<MountFile> {
+        match path {
+            b"/proc/mounts" | b"/proc/self/mounts" | b"/proc/thread-self/mounts" => {
+                Some(MountFile::Mounts)
+            }
+            b"/proc/self/mountinfo" | b"/proc/thread-self/mountinfo" => Some(MountFile::Mountinfo),
+            _ => None,
+        }
+    }
+}
+
 /// Where an intercepted path leads.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -38,6 +75,11 @@ pub enum Route {
     Fdinfo(i32),
     /// `/proc/self/fd/N` likewise.
     FdLink(i32),
+    /// A path in [`CGROUP_TREE`]: the guest's if under its cgroup2 mount
+    /// (`crate::cgroup`).
+    Cgroup(String),
+    /// A mount table, with the guest's cgroup2 and bpffs lines.
+    Mounts(MountFile),
 }
 
 /// Parses what follows `/proc/` in `/proc/{self,thread-self,<our
@@ -113,14 +155,21 @@ unsafe fn route_configured(path: *const libc::c_char) -> Route {
     if !matches!(second, Some(b'p' | b's' | b'b')) {
         return Route::Local;
     }
-    // `/proc/self/` then anything but `f` (`fd/`, `fdinfo/`) is never ours
-    // (`maps`, `stat`, `status`, `mountinfo`…, which programs open
-    // often): decided without `strlen`.
+    // `/proc/self/` then anything but `f` (`fd/`, `fdinfo/`) or `mo`
+    // (`mounts`, `mountinfo`) is never ours (`maps`, `stat`, `status`…,
+    // which programs open often): decided without `strlen`.
     // SAFETY: NUL-terminated per the caller's contract.
     if unsafe { c_starts(path, b"/proc/self/") } {
         // SAFETY: the 11 bytes before it are not NUL, so byte 11 is in the
         // string (its NUL at worst).
-        if unsafe { *path.add(11) } as u8 != b'f' {
+        let ours = match (unsafe { *path.add(11) }) as u8 {
+            b'f' => true,
+            // SAFETY: byte 11 is `m`, not the NUL, so byte 12 is in the
+            // string too.
+            b'm' => (unsafe { *path.add(12) }) as u8 == b'o',
+            _ => false,
+        };
+        if !ours {
             return Route::Local;
         }
     }
@@ -150,6 +199,9 @@ unsafe fn c_starts<const N: usize>(s: *const libc::c_char, prefix: &[u8; N]) -> 
 fn route_bytes(bytes: &[u8]) -> Route {
     let may_be_guest = match bytes.strip_prefix(b"/proc/") {
         Some(rest) => {
+            if let Some(which) = MountFile::of(bytes) {
+                return Route::Mounts(which);
+            }
             if let Some((info, fd)) = proc_fd(rest) {
                 return match (fdtable::maybe_ours(fd), info) {
                     (false, _) => Route::Local,
@@ -159,6 +211,7 @@ fn route_bytes(bytes: &[u8]) -> Route {
             }
             paths::may_be_guest_file_in_proc(rest)
         }
+        None if in_cgroup_tree(bytes) => return cgroup_route(bytes),
         None => paths::may_be_guest_file(bytes),
     };
     if !may_be_guest {
@@ -175,6 +228,16 @@ fn guest_route(bytes: &[u8]) -> Route {
     match std::str::from_utf8(bytes) {
         Ok(s) if paths::is_guest_file(s) => Route::Guest(s.to_string()),
         _ => Route::Local,
+    }
+}
+
+/// [`route_bytes`] of a path in [`CGROUP_TREE`].
+#[cold]
+#[inline(never)]
+fn cgroup_route(bytes: &[u8]) -> Route {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Route::Cgroup(s.to_string()),
+        Err(_) => Route::Local,
     }
 }
 
@@ -359,6 +422,11 @@ pub fn open_fdinfo(host_fd: i32) -> Result<Option<i32>> {
 
 /// Fills a `struct stat` from the guest's answer.
 pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<()> {
+    write_out(buf, stat_of(info))
+}
+
+/// The `struct stat` of the guest's answer.
+pub fn stat_of(info: &StatInfo) -> libc::stat {
     // SAFETY: stat is plain data; all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     st.st_dev = info.dev;
@@ -377,7 +445,7 @@ pub fn fill_stat(info: &StatInfo, buf: *mut libc::stat) -> Result<()> {
     st.st_mtime_nsec = info.times[1].1;
     st.st_ctime = info.times[2].0;
     st.st_ctime_nsec = info.times[2].1;
-    write_out(buf, st)
+    st
 }
 
 /// Fills a `struct statfs` from the guest's answer.
@@ -448,6 +516,18 @@ mod tests {
         let Ok(s) = std::str::from_utf8(bytes) else {
             return Route::Local;
         };
+        match s {
+            "/proc/mounts" | "/proc/self/mounts" | "/proc/thread-self/mounts" => {
+                return Route::Mounts(MountFile::Mounts)
+            }
+            "/proc/self/mountinfo" | "/proc/thread-self/mountinfo" => {
+                return Route::Mounts(MountFile::Mountinfo)
+            }
+            _ => {}
+        }
+        if s == CGROUP_TREE || s.starts_with("/sys/fs/cgroup/") {
+            return Route::Cgroup(s.to_string());
+        }
         if s.starts_with("/proc/") {
             if let Some((info, fd)) = proc_fd_str(s) {
                 if fdtable::maybe_ours(fd) {
@@ -538,11 +618,26 @@ mod tests {
             "/sys/devices/system/cpu/online",
             "/sys/devices/system/cpu/online/",
             "/sys/devices/system/cpu/cpu0/online",
+            "/proc/mounts",
+            "/proc/self/mounts",
+            "/proc/self/mountinfo",
+            "/proc/self/mountinfox",
+            "/proc/self/m",
+            "/proc/self/mo",
+            "/proc/self/maps",
+            "/proc/self/mem",
+            "/proc/thread-self/mountinfo",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/",
+            "/sys/fs/cgroup/unified/x",
+            "/sys/fs/cgroupx",
+            "/sys/fs/cgrou",
         ] {
             heads.push(p.as_bytes().to_vec());
         }
         heads.push(b"/sys/kernel/btf/\xff".to_vec());
         heads.push(b"/sys/fs/bpf/\xc3".to_vec());
+        heads.push(b"/sys/fs/cgroup/\xc3".to_vec());
         for p in &heads {
             let c = std::ffi::CString::new(p.clone()).expect("no NUL");
             // SAFETY: a NUL-terminated string.

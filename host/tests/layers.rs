@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Top first: a module may use only modules after it.
 const STACK: &[&str] = &[
-    "mmap", "rings", "mapsync", "perf", "netlink", "bpf", "vfs", "objects", "state", "watchdog",
-    "fdtable", "memory", "sys", "error", "lost", "facts",
+    "mmap", "rings", "mapsync", "perf", "netlink", "cgroup", "bpf", "vfs", "objects", "state",
+    "watchdog", "fdtable", "memory", "sys", "error", "lost", "facts",
 ];
 
 /// The workspace crates this crate may depend on (it sits above them and

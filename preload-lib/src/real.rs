@@ -79,6 +79,17 @@ real! {
     fn unlink(path: *const c_char) -> c_int, fail -1;
     fn rmdir(path: *const c_char) -> c_int, fail -1;
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int, fail -1;
+    fn nftw(dir: *const c_char, f: Option<crate::hooks::dirs::NftwFn>, nopenfd: c_int, flags: c_int) -> c_int, fail -1;
+    fn nftw64(dir: *const c_char, f: Option<crate::hooks::dirs::NftwFn>, nopenfd: c_int, flags: c_int) -> c_int, fail -1;
+    fn opendir(path: *const c_char) -> *mut libc::DIR, fail std::ptr::null_mut();
+    fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent, fail std::ptr::null_mut();
+    fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64, fail std::ptr::null_mut();
+    fn closedir(dir: *mut libc::DIR) -> c_int, fail -1;
+    fn dirfd(dir: *mut libc::DIR) -> c_int, fail -1;
+    #[expect(clippy::unused_unit, reason = "every entry of this macro names its return type")]
+    fn rewinddir(dir: *mut libc::DIR) -> (), fail ();
+    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: libc::c_uint, buf: *mut libc::statx) -> c_int, fail -1;
+    fn name_to_handle_at(dirfd: c_int, path: *const c_char, handle: *mut libc::file_handle, mount_id: *mut c_int, flags: c_int) -> c_int, fail -1;
     fn uname(buf: *mut libc::utsname) -> c_int, fail -1;
     fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int, fail -1;
     fn setrlimit(res: c_int, lim: *const libc::rlimit) -> c_int, fail -1;

@@ -114,14 +114,16 @@
 //! it and ends the session): [`message::Request::Programs`] /
 //! [`message::Reply::Programs`], the guest's BPF programs in one request
 //! (`telebpf monitor`); [`message::Request::Netlink`] /
-//! [`message::Reply::Netlink`], a relayed `NETLINK_ROUTE` socket, and
+//! [`message::Reply::Netlink`], a relayed `NETLINK_ROUTE` socket;
 //! [`message::Request::Interface`] / [`message::Reply::Interface`], guest
-//! interface names and indexes. Also within version 2, a ring stream's
-//! first frame is an empty [`message::Reply::Records`] once the proxy has
-//! mapped the ring (see [`message::Request::Stream`]): a host that
-//! predates it reads no records in it; a host that expects it from a proxy
-//! that predates it waits the connect timeout at each ring's `mmap`, then
-//! says so on stderr and goes on as before.
+//! interface names and indexes; [`message::Request::Cgroup`] /
+//! [`message::Reply::Cgroup`], the guest's cgroup2 tree (mount lines,
+//! opening, listing and `stat` of cgroups). Also within version 2, a ring
+//! stream's first frame is an empty [`message::Reply::Records`] once the
+//! proxy has mapped the ring (see [`message::Request::Stream`]): a host
+//! that predates it reads no records in it; a host that expects it from a
+//! proxy that predates it waits the connect timeout at each ring's `mmap`,
+//! then says so on stderr and goes on as before.
 //!
 //! ## Errors
 //!

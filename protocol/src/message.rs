@@ -180,6 +180,9 @@ pub enum Request {
     /// A guest interface's index by name or name by index. Reply:
     /// [`Reply::Interface`].
     Interface(InterfaceOp),
+    /// A path under the guest's cgroup2 mount, or the mount lines
+    /// themselves (see [`CgroupOp`]). Reply: [`Reply::Cgroup`].
+    Cgroup(CgroupOp),
 }
 
 /// What `readlink("/proc/self/fd/N")` of a relayed netlink socket says on
@@ -290,6 +293,103 @@ pub enum InterfaceReply {
     Index(u32),
     /// The interface's name.
     Name(String),
+}
+
+/// What a host program asks of the guest's cgroup2 tree: bpftool's
+/// `cgroup tree`/`show`/`attach` find the mount in `/proc/mounts`, walk it
+/// with `nftw` and open each cgroup to name it in `BPF_PROG_QUERY`/
+/// `BPF_PROG_ATTACH`. Paths are absolute and clean; the proxy checks them
+/// against its own cgroup2 mount and the key's `[cgroup] paths`, and opens
+/// them beneath the mount without following symlinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupOp {
+    /// The guest's cgroup2 and bpffs lines of `/proc/self/mounts` and
+    /// `/proc/self/mountinfo`. Reply: [`CgroupReply::Mounts`].
+    Mounts,
+    /// Open a cgroup directory (`O_RDONLY|O_DIRECTORY`) as a session
+    /// object, closed by [`Request::Close`]. Reply:
+    /// [`CgroupReply::Opened`].
+    Open {
+        /// The cgroup's path.
+        path: String,
+    },
+    /// A directory's metadata and entries, each with its metadata: one
+    /// request per directory of a walk. Reply: [`CgroupReply::Listing`].
+    List {
+        /// The directory's path.
+        path: String,
+    },
+    /// `stat` (never following a symlink: cgroupfs has none). Reply:
+    /// [`CgroupReply::Stat`].
+    Stat {
+        /// The path.
+        path: String,
+    },
+    /// `name_to_handle_at` of a cgroup: its file handle, whose bytes are
+    /// the cgroup id (what bpftrace's `cgroupid()` and
+    /// `bpf_get_current_cgroup_id()` compare with). Reply:
+    /// [`CgroupReply::Handle`].
+    Handle {
+        /// The cgroup's path.
+        path: String,
+    },
+}
+
+/// Most entries a [`CgroupOp::List`] answers for one directory; a larger
+/// directory answers `EOVERFLOW`. A cgroup directory holds its ~30-60
+/// control files and its children; 4096 is far above any real cgroup and
+/// keeps one reply near 600 KiB (about 150 bytes an entry; 1.5 MiB if
+/// every name had the longest length, 255), charged to the session's
+/// reply budget.
+pub const MAX_CGROUP_ENTRIES: usize = 4096;
+
+/// One entry of a [`CgroupReply::Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Its name (one component).
+    pub name: String,
+    /// Its metadata, or the errno of its `fstatat` (it may vanish meanwhile).
+    pub stat: Result<StatInfo, i32>,
+}
+
+/// The answer to a [`Request::Cgroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupReply {
+    /// The guest's mount lines of type `cgroup2` and `bpf`, each without
+    /// its newline: from `/proc/self/mounts`, then `/proc/self/mountinfo`.
+    Mounts {
+        /// `/proc/self/mounts` lines.
+        mounts: Vec<String>,
+        /// `/proc/self/mountinfo` lines.
+        mountinfo: Vec<String>,
+    },
+    /// The session's fd of the opened cgroup, and what it is.
+    Opened {
+        /// The fd in the proxy (the guest's numbering).
+        fd: i32,
+        /// The object, for the host's fd table.
+        object: NewObject,
+    },
+    /// A directory's metadata and its entries in the kernel's order
+    /// (without `.` and `..`).
+    Listing {
+        /// The directory itself.
+        dir: StatInfo,
+        /// Its entries.
+        entries: Vec<DirEntry>,
+    },
+    /// A path's metadata.
+    Stat(StatInfo),
+    /// A cgroup's file handle.
+    Handle {
+        /// `handle_type` (`FILEID_KERNFS` for cgroupfs).
+        handle_type: i32,
+        /// The handle's bytes (at most `MAX_HANDLE_SZ`, 128).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// The guest's mount id of the cgroup2 mount.
+        mount_id: i32,
+    },
 }
 
 /// Which collector to run, and how.
@@ -676,6 +776,8 @@ pub enum Reply {
     Netlink(Result<NetlinkReply, i32>),
     /// Answer to [`Request::Interface`]: a result or an errno.
     Interface(Result<InterfaceReply, i32>),
+    /// The answer to a [`Request::Cgroup`], or the errno.
+    Cgroup(Result<CgroupReply, i32>),
 }
 
 /// One BPF program of the guest, as [`Request::Programs`] lists it.

@@ -35,6 +35,31 @@
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 
+/// A field of a mount table line (`/proc/self/mounts`, `mountinfo`)
+/// with the kernel's octal escapes (`\040` for a space, …) undone; `None`
+/// if that is no UTF-8.
+pub fn unescape_mount_field(field: &str) -> Option<String> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (b[i], octal) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// What a served path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

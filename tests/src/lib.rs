@@ -228,6 +228,7 @@ pub fn built_object(stem: &str) -> PathBuf {
         "forward_test" => env!("TELEBPF_TEST_OBJ_FORWARD_TEST"),
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
         "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
+        "cgroup_test" => env!("TELEBPF_TEST_OBJ_CGROUP_TEST"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -885,12 +886,11 @@ pub struct Harness {
     proxy_checked: bool,
     /// Extra command-line arguments of the proxy ([`Harness::set_proxy_args`]).
     proxy_args: Vec<String>,
+    /// A command the proxy is started through ([`Harness::set_proxy_prefix`]).
+    proxy_prefix: Vec<String>,
     /// `RLIMIT_NOFILE` (soft = hard) of later proxies
     /// ([`Harness::set_proxy_nofile`]).
     proxy_nofile: Option<u64>,
-    /// `unshare(2)` flags later proxies start with
-    /// ([`Harness::set_proxy_unshare`]).
-    proxy_unshare: libc::c_int,
     _lock: TestLock,
 }
 
@@ -937,11 +937,11 @@ impl Harness {
             proxy: None,
             proxy_checked: false,
             proxy_args: Vec::new(),
+            proxy_prefix: Vec::new(),
             proxy_nofile: None,
-            proxy_unshare: 0,
             _lock: lock,
         };
-        for stem in ["forward_test", "iter_test", "net_test"] {
+        for stem in ["forward_test", "iter_test", "net_test", "cgroup_test"] {
             let dst = h.dir.join(format!("{stem}.bpf.o"));
             fs::copy(built_object(stem), &dst).expect("copy test object");
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
@@ -1111,7 +1111,14 @@ impl Harness {
         let log = self.proxy_log_path();
         let stderr = File::create(&log).expect("create proxy log");
         let stdout = File::create(self.dir.join("proxy.stdout")).expect("create proxy stdout");
-        let mut cmd = Command::new(&proxy_bin);
+        let mut cmd = match self.proxy_prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&proxy_bin);
+                c
+            }
+            None => Command::new(&proxy_bin),
+        };
         cmd.arg("--listen")
             .arg(self.target())
             .arg("--key-file")
@@ -1135,20 +1142,6 @@ impl Harness {
             unsafe {
                 cmd.pre_exec(move || {
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        if self.proxy_unshare != 0 {
-            let flags = self.proxy_unshare;
-            // SAFETY: unshare is a plain syscall on the child's own
-            // namespaces, run before exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::unshare(flags) == 0 {
                         Ok(())
                     } else {
                         Err(std::io::Error::last_os_error())
@@ -1202,17 +1195,17 @@ impl Harness {
         );
     }
 
-    /// Later proxies start in namespaces of their own (`unshare(2)` flags,
-    /// e.g. `CLONE_NEWNET`: the proxy's "guest" then differs from the host
-    /// where the test looks).
-    pub fn set_proxy_unshare(&mut self, flags: libc::c_int) {
-        self.proxy_unshare = flags;
-    }
-
     /// Extra arguments for every later [`Harness::start_proxy`] (limits,
     /// timeouts).
     pub fn set_proxy_args(&mut self, args: &[&str]) {
         self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Starts later proxies through `prefix` (a command that ends by
+    /// `exec`ing its arguments, e.g. `unshare -C -m …`), so a test can give
+    /// the proxy a view of its own.
+    pub fn set_proxy_prefix(&mut self, prefix: &[&str]) {
+        self.proxy_prefix = prefix.iter().map(|a| a.to_string()).collect();
     }
 
     /// Starts later proxies with `RLIMIT_NOFILE` `n:n` (as `prlimit

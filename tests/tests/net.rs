@@ -40,7 +40,7 @@ fn in_proxy_netns(h: &Harness, args: &[&str]) -> CmdOutput {
 /// A harness whose proxy runs in a network namespace of its own.
 fn netns_harness(test: &str) -> Option<Harness> {
     let mut h = Harness::start_without_proxy(test)?;
-    h.set_proxy_unshare(libc::CLONE_NEWNET);
+    h.set_proxy_prefix(&["unshare", "--net"]);
     h.start_proxy();
     Some(h)
 }
@@ -211,7 +211,7 @@ fn a_key_without_netlink_is_refused_with_one_line() {
     let Some(mut h) = Harness::start_without_proxy("a_key_without_netlink_is_refused") else {
         return;
     };
-    h.set_proxy_unshare(libc::CLONE_NEWNET);
+    h.set_proxy_prefix(&["unshare", "--net"]);
     let policy = telebpf_tests::workspace_root().join("policies/tracing.toml");
     h.start_proxy_with(&["--policy".into(), policy.display().to_string()]);
 

@@ -1062,3 +1062,77 @@ fn libbpf_xdp_and_tc_attach_land_on_the_guests_lo() {
     }
     h.finish();
 }
+
+#[test]
+fn bpftool_cgroup_tree_attach_show_act_on_the_guest() {
+    let Some(h) = Harness::start_without_proxy("vm_bpftool_cgroup") else {
+        return;
+    };
+    let g = guest();
+    let c = Client::new(&h, g);
+    let mark = "/sys/fs/cgroup/telebpf-mark";
+    let pin = format!("/sys/fs/bpf/{}", unique_name("tbvm_cg"));
+    c.bpftool(&["prog", "load", &h.object("cgroup_test"), &pin])
+        .expect_success();
+    let shown = json(&c.bpftool(&["prog", "show", "pinned", &pin, "--json"]));
+    let id = shown["id"].as_u64().expect("prog id").to_string();
+    c.bpftool(&["cgroup", "attach", mark, "ingress", "id", &id])
+        .expect_success();
+
+    // The tree is the guest's: its marked cgroup with the program, none
+    // of the host's cgroups (the host's cgroup2 is not at /sys/fs/cgroup
+    // alone, and its tree has no telebpf-mark).
+    let tree = c.bpftool(&["cgroup", "tree"]);
+    tree.expect_success();
+    let text = tree.stdout_text();
+    say(&format!("bpftool cgroup tree of the guest:\n{text}"));
+    let mut paths = text.lines().filter(|l| l.starts_with('/'));
+    assert!(
+        paths.all(|p| p == mark),
+        "cgroups other than the guest's mark listed:\n{text}"
+    );
+    assert!(
+        text.contains(mark) && text.contains(&id),
+        "{}",
+        tree.describe()
+    );
+    // coreutils' ls reads the same tree (opendir/readdir, statx).
+    let ls = c.run("ls", &["/sys/fs/cgroup"]);
+    ls.expect_success();
+    assert!(
+        ls.stdout_text().lines().any(|n| n == "telebpf-mark"),
+        "{}",
+        ls.describe()
+    );
+    let show = c.bpftool(&["cgroup", "show", mark, "--json"]);
+    let attached = json(&show);
+    assert!(
+        attached.as_array().is_some_and(|a| a.iter().any(|p| p["id"]
+            .as_u64()
+            .map(|i| i.to_string())
+            == Some(id.clone())
+            && p["attach_type"] == "cgroup_inet_ingress")),
+        "the guest's cgroup lacks program {id}: {attached}"
+    );
+    // The host's cgroups have nothing of it (no program of that name).
+    let local = h.local(&["cgroup", "tree"]);
+    assert!(
+        !local.stdout_text().contains("telebpf_cg_in"),
+        "{}",
+        local.describe()
+    );
+
+    c.bpftool(&["cgroup", "detach", mark, "ingress", "id", &id])
+        .expect_success();
+    // (bpftool prints nothing, not even `[]`, for a cgroup without
+    // programs.)
+    let after = c.bpftool(&["cgroup", "show", mark]);
+    after.expect_success();
+    assert!(
+        !after.stdout_text().contains("telebpf_cg_in"),
+        "still attached after detach: {}",
+        after.describe()
+    );
+    c.run("rm", &[&pin]).expect_success();
+    h.finish();
+}

@@ -2,7 +2,9 @@
 # /init of the telebpf test guest (busybox-static initramfs built by
 # tests/vm/guest.sh). It runs as PID 1 in the guest:
 #
-# 1. mounts proc, sys, devtmpfs, tmpfs, bpffs, tracefs and debugfs;
+# 1. mounts proc, sys, devtmpfs, tmpfs, bpffs, tracefs and debugfs, and
+#    cgroup2 at /sys/fs/cgroup with a marked cgroup, telebpf-mark (the
+#    cgroup tests attach a program to it through the proxy);
 # 2. loads the kernel modules listed in /etc/telebpf-vm/modules.order (the
 #    virtio PCI transport and virtio-vsock with their dependencies, in
 #    dependency order, as guest.sh resolved them from modules.dep);
@@ -34,6 +36,8 @@ mount -t tmpfs tmpfs /run
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mkdir /sys/fs/cgroup/telebpf-mark
 
 say() { echo "telebpf-init: $*"; }
 

@@ -8,7 +8,7 @@
 //! rule says no.
 
 use telebpf_abi::{attach_type, cmd, helper, map_type, off, prog_type, read_u32};
-use telebpf_protocol::message::{BpfCall, FileOp, Request};
+use telebpf_protocol::message::{BpfCall, CgroupOp, FileOp, Request};
 use telebpf_protocol::paths;
 
 use super::{command_name, obj_path, type_name, Denied, NumberSet, Policy};
@@ -198,6 +198,7 @@ impl Policy {
             // A name and its index are what any guest user reads in
             // /sys/class/net: answered for every key.
             Request::Interface(_) => Ok(()),
+            Request::Cgroup(op) => self.check_cgroup(op),
             // Closing, iterator reads (the iterator was created under the
             // policy), and pings change nothing.
             Request::Close { .. } | Request::Read { .. } | Request::Ping(_) => Ok(()),
@@ -329,6 +330,26 @@ impl Policy {
             }
             Pin::Other => Ok(()),
         }
+    }
+
+    /// The checks of a cgroup request: its path against `[cgroup] paths`
+    /// (the mount lines are always answered: they describe the guest as
+    /// `/proc/mounts` does, and name no cgroup).
+    fn check_cgroup(&self, op: &CgroupOp) -> Result<(), Denied> {
+        let (what, path) = match op {
+            CgroupOp::Mounts => return Ok(()),
+            CgroupOp::Open { path } => ("opening a cgroup", path),
+            CgroupOp::List { path } => ("listing a cgroup", path),
+            CgroupOp::Stat { path } => ("stat of a cgroup", path),
+            CgroupOp::Handle { path } => ("the file handle of a cgroup", path),
+        };
+        if self.allows_cgroup_path(path) {
+            return Ok(());
+        }
+        Err(Denied {
+            what: format!("{what} outside the allowed paths"),
+            rule: format!("{path:?} is not under cgroup.paths {:?}", self.cgroup_paths),
+        })
     }
 
     /// [`Policy::allows_bpffs_path`] as a check: the refusal of `what`.
@@ -838,6 +859,43 @@ mod tests {
         let none = parse("").unwrap().rules;
         assert!(none.check_helper(1).is_err());
         assert!(!none.changes_foreign_objects());
+    }
+
+    /// Cgroup requests obey `[cgroup] paths` on the string, component by
+    /// component and clean; the mount lines are always answered; the
+    /// default is `/sys/fs/cgroup`, the full profile everything.
+    #[test]
+    fn cgroup_requests_follow_the_paths() {
+        let p = parse("[cgroup]\npaths = [\"/sys/fs/cgroup/a\"]\n")
+            .unwrap()
+            .rules;
+        let open = |path: &str| Request::Cgroup(CgroupOp::Open { path: path.into() });
+        assert!(p.check(&open("/sys/fs/cgroup/a")).is_ok());
+        assert!(p.check(&open("/sys/fs/cgroup/a/b")).is_ok());
+        for bad in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/ab",
+            "/sys/fs/cgroup/a/../b",
+            "sys/fs/cgroup/a",
+        ] {
+            let d = p.check(&open(bad)).unwrap_err();
+            assert_eq!(d.what, "opening a cgroup outside the allowed paths");
+            assert!(d.rule.contains("is not under cgroup.paths"), "{}", d.rule);
+        }
+        let list = Request::Cgroup(CgroupOp::List {
+            path: "/sys/fs/cgroup".into(),
+        });
+        assert_eq!(
+            p.check(&list).unwrap_err().what,
+            "listing a cgroup outside the allowed paths"
+        );
+        assert!(p.check(&Request::Cgroup(CgroupOp::Mounts)).is_ok());
+        let none = parse("[cgroup]\npaths = []\n").unwrap().rules;
+        assert!(none.check(&open("/sys/fs/cgroup")).is_err());
+        let default = parse("").unwrap().rules;
+        assert!(default.check(&open("/sys/fs/cgroup/x")).is_ok());
+        assert!(default.check(&open("/cgroup2/x")).is_err());
+        assert!(Policy::full().check(&open("/cgroup2/x")).is_ok());
     }
 
     /// Every bpffs file operation obeys `[bpffs] paths`, and outside them

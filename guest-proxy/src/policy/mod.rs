@@ -18,6 +18,11 @@
 //!   (`mkdir`) and pins removed (`unpin`); reading a pinned map's file
 //!   also needs `map_lookup_elem`, a pinned iterator's `iter_create` and
 //!   attach type `trace_iter`;
+//! * `[cgroup] paths`: the path prefixes of the guest's cgroups (under its
+//!   cgroup2 mount) a key may open, list and `stat` — and so name as the
+//!   target of `BPF_PROG_ATTACH`/`DETACH`/`QUERY` and `BPF_LINK_CREATE`,
+//!   whose attach types `attach_types` decides (default
+//!   `["/sys/fs/cgroup"]`);
 //! * the requests that are no `bpf()` call: `perf_events`
 //!   (`perf_event_open` and its ioctls), `probe_events` (appends to
 //!   `kprobe_events`/`uprobe_events`), `map_mmap_read` and `map_mmap_write`
@@ -168,6 +173,9 @@ pub struct Policy {
     map_types: NumberSet,
     attach_types: NumberSet,
     bpffs: Bpffs,
+    /// `[cgroup] paths`: component-wise prefixes of the guest cgroups a key
+    /// may open, list and stat (and so name in `BPF_PROG_ATTACH`/`QUERY`).
+    cgroup_paths: Vec<PathBuf>,
     perf_events: bool,
     probe_events: bool,
     map_mmap_read: bool,
@@ -265,6 +273,7 @@ impl Policy {
                 mkdir: true,
                 unpin: true,
             },
+            cgroup_paths: vec![PathBuf::from("/")],
             perf_events: true,
             probe_events: true,
             map_mmap_read: true,
@@ -324,6 +333,16 @@ impl Policy {
     /// `["/"]`, which leaves them to the kernel).
     pub fn confines_bpffs(&self) -> bool {
         !self.bpffs.paths.iter().any(|p| p == Path::new("/"))
+    }
+
+    /// Whether `path` lies under one of the `[cgroup] paths` prefixes
+    /// (component-wise, and clean).
+    pub fn allows_cgroup_path(&self, path: &str) -> bool {
+        paths::is_clean(path)
+            && self
+                .cgroup_paths
+                .iter()
+                .any(|p| Path::new(path).starts_with(p))
     }
 
     /// Whether `path` lies under one of the bpffs prefixes (component-wise,

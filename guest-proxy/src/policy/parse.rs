@@ -59,8 +59,8 @@ pub enum PolicyError {
         /// The names this build knows.
         known: String,
     },
-    /// A bpffs path is not absolute and clean.
-    #[error("policy {path}: bpffs path {given:?} must be absolute, without '.' or '..'")]
+    /// A bpffs or cgroup path is not absolute and clean.
+    #[error("policy {path}: path {given:?} must be absolute, without '.' or '..'")]
     BadPath {
         /// The file.
         path: PathBuf,
@@ -110,6 +110,8 @@ struct RawFile {
     attach_types: Vec<Item>,
     #[serde(default)]
     bpffs: RawBpffs,
+    #[serde(default)]
+    cgroup: RawCgroup,
     #[serde(default)]
     perf_events: bool,
     #[serde(default)]
@@ -163,6 +165,26 @@ impl Default for RawBpffs {
             unpin: false,
         }
     }
+}
+
+/// `[cgroup]`: without it, every cgroup under `/sys/fs/cgroup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCgroup {
+    #[serde(default = "default_cgroup_paths")]
+    paths: Vec<String>,
+}
+
+impl Default for RawCgroup {
+    fn default() -> RawCgroup {
+        RawCgroup {
+            paths: default_cgroup_paths(),
+        }
+    }
+}
+
+fn default_cgroup_paths() -> Vec<String> {
+    vec!["/sys/fs/cgroup".to_string()]
 }
 
 fn default_bpffs_paths() -> Vec<String> {
@@ -305,16 +327,22 @@ impl Policy {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut bpffs_paths = Vec::new();
-        for p in &raw.bpffs.paths {
-            if !paths::is_clean(p) {
-                return Err(PolicyError::BadPath {
-                    path: path.to_path_buf(),
-                    given: p.clone(),
-                });
-            }
-            bpffs_paths.push(PathBuf::from(p));
-        }
+        let clean = |list: &[String]| {
+            list.iter()
+                .map(|p| {
+                    if paths::is_clean(p) {
+                        Ok(PathBuf::from(p))
+                    } else {
+                        Err(PolicyError::BadPath {
+                            path: path.to_path_buf(),
+                            given: p.clone(),
+                        })
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let bpffs_paths = clean(&raw.bpffs.paths)?;
+        let cgroup_paths = clean(&raw.cgroup.paths)?;
         let name = raw.name.clone().unwrap_or_else(|| {
             path.file_stem().map_or_else(
                 || path.display().to_string(),
@@ -332,6 +360,7 @@ impl Policy {
                 mkdir: raw.bpffs.mkdir,
                 unpin: raw.bpffs.unpin,
             },
+            cgroup_paths,
             perf_events: raw.perf_events,
             probe_events: raw.probe_events,
             map_mmap_read: raw.map_mmap_read,
@@ -477,6 +506,10 @@ mod tests {
         ));
         assert!(matches!(
             parse("[bpffs]\npaths = [\"sys/fs/bpf\"]").unwrap_err(),
+            PolicyError::BadPath { .. }
+        ));
+        assert!(matches!(
+            parse("[cgroup]\npaths = [\"/sys/fs/cgroup/..\"]").unwrap_err(),
             PolicyError::BadPath { .. }
         ));
         assert!(matches!(

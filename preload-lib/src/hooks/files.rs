@@ -1,14 +1,17 @@
 //! Paths that describe the guest kernel: `open`/`fopen`/`stat`/`access`/
-//! `statfs`/`readlink`, and `mkdir`/`unlink`/`unlinkat`/`rmdir` in bpffs.
+//! `statfs`/`readlink`, and `mkdir`/`unlink`/`unlinkat`/`rmdir` in bpffs;
+//! paths of the guest's cgroups and the mount tables go on to
+//! [`super::dirs`].
 
 use libc::{c_char, c_int, mode_t, size_t, ssize_t};
+use telebpf_host::cgroup;
 use telebpf_host::error::{Error, Result};
 use telebpf_host::vfs::{self, Route};
 use telebpf_host::{memory, state};
 use telebpf_protocol::message::{FileOp, FileReply};
 use telebpf_protocol::paths;
 
-use super::action;
+use super::{action, dirs};
 use crate::guard::{self, Action};
 use crate::real;
 
@@ -38,6 +41,8 @@ fn open_routed(route: Route, flags: c_int) -> Action<c_int> {
         Route::Local | Route::FdLink(_) => Action::Pass,
         Route::Guest(p) if paths::is_bpffs(&p) => Action::Pass,
         Route::Guest(p) => action(vfs::open_guest(&p, flags), -1),
+        Route::Cgroup(p) => dirs::open(&p, flags),
+        Route::Mounts(which) => action(cgroup::open_mounts(which), -1),
         Route::Fdinfo(fd) => match vfs::open_fdinfo(fd) {
             Ok(Some(fd)) => Action::Done(fd),
             Ok(None) => Action::Pass,
@@ -121,15 +126,22 @@ fn guest_op(
 ) -> Action<c_int> {
     match route {
         Route::Guest(p) => action(vfs::file_op(op(p)).and_then(done), -1),
+        Route::Cgroup(p) => dirs::unserved(&p),
         _ => Action::Pass,
     }
 }
 
 fn access_routed(route: Route, mode: c_int) -> Action<c_int> {
+    if let Route::Cgroup(p) = route {
+        return dirs::access(&p, mode);
+    }
     guest_op(route, |path| FileOp::Access { path, mode }, |_| Ok(0))
 }
 
 fn stat_routed(route: Route, follow: bool, buf: *mut libc::stat) -> Action<c_int> {
+    if let Route::Cgroup(p) = route {
+        return dirs::stat(&p, buf);
+    }
     guest_op(
         route,
         |path| FileOp::Stat { path, follow },

@@ -9,6 +9,7 @@
 //! registers the caller set, and ignores `%al`).
 
 mod bpf_syscall;
+pub(crate) mod dirs;
 mod fds;
 mod files;
 mod kernel;
