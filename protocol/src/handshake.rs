@@ -17,7 +17,7 @@ use crate::seal::{Opener, Sealer};
 /// Magic at the start of each side's first handshake message.
 pub const MAGIC: [u8; 8] = *b"TELEBPF\0";
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Length of each side's random nonce.
 pub const NONCE_LEN: usize = 32;
 /// Length of an HMAC-SHA256 proof.
@@ -429,10 +429,10 @@ mod tests {
         let k = Psk::generate().unwrap();
         // Client of a future version talks to us.
         let mut hello = header(PROTOCOL_VERSION + 1).to_vec();
-        hello.extend_from_slice(b"whatever v3 sends");
+        hello.extend_from_slice(b"whatever v4 sends");
         match ServerHandshake::respond(std::slice::from_ref(&k), &hello).unwrap() {
             ServerHelloStep::Refuse { reply, error } => {
-                assert_eq!(error.to_string(), "client speaks protocol v3, we speak v2");
+                assert_eq!(error.to_string(), "client speaks protocol v4, we speak v3");
                 assert_eq!(body(&reply), &header(PROTOCOL_VERSION)[..]);
             }
             ServerHelloStep::Continue { .. } => panic!(),
@@ -440,7 +440,7 @@ mod tests {
         // We talk to a server of a future version, which answers its mismatch notice.
         let (c, _) = ClientHandshake::start(&k).unwrap();
         let e = c.finish(&header(7)).err().unwrap();
-        assert_eq!(e.to_string(), "proxy speaks protocol v7, we speak v2");
+        assert_eq!(e.to_string(), "proxy speaks protocol v7, we speak v3");
         assert_eq!(e.errno(), libc::EPROTO);
     }
 
@@ -482,7 +482,7 @@ mod tests {
         let (_c, hello) = ClientHandshake::start_with(&k, [5; 32], k.key_id());
         assert_eq!(&hello[..4], &50u32.to_le_bytes());
         assert_eq!(&hello[4..12], b"TELEBPF\0");
-        assert_eq!(&hello[12..14], &[2, 0]);
+        assert_eq!(&hello[12..14], &[3, 0]);
         assert_eq!(&hello[14..46], &[5; 32]);
         assert_eq!(&hello[46..54], &k.key_id());
         let ServerHelloStep::Continue { reply, .. } =
@@ -491,7 +491,7 @@ mod tests {
             panic!()
         };
         assert_eq!(&reply[..4], &75u32.to_le_bytes());
-        assert_eq!(&reply[4..14], &header(2));
+        assert_eq!(&reply[4..14], &header(3));
         assert_eq!(reply[14], STATUS_OK);
         assert_eq!(&reply[15..47], &[6; 32]);
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&[3; 32]).unwrap();

@@ -1,7 +1,7 @@
 //! telebpf-protocol: addresses, transports, the pre-shared key, the
 //! mutual-authentication handshake, the sealed framing, and the messages.
 //!
-//! # Wire protocol (version 2)
+//! # Wire protocol (version 3)
 //!
 //! A client (the host side) and the proxy (inside the guest) talk over one
 //! reliable byte stream (Unix socket, AF_VSOCK, or hybrid vsock through the
@@ -97,7 +97,7 @@
 //!
 //! ## Versioning
 //!
-//! [`PROTOCOL_VERSION`] is 2. A version change covers anything after
+//! [`PROTOCOL_VERSION`] is 3. A version change covers anything after
 //! `magic || version` in the first messages, the key schedule (whose info
 //! strings carry `v1`: it has not changed since version 1) and the meaning
 //! of the sealed payloads. There is no negotiation: both sides must speak
@@ -108,23 +108,25 @@
 //!   `message::FILE_CHUNK` bytes a reply); `FileOp::Read` of a larger file
 //!   answers `EFBIG`. A version-1 host side could not read BTF from a
 //!   version-2 proxy, so the two refuse each other at the handshake with
-//!   "proxy speaks protocol v2, we speak v1" instead.
-//!
-//! Appended within version 2 (a peer that predates a variant cannot decode
-//! it and ends the session): [`message::Request::Programs`] /
-//! [`message::Reply::Programs`], the guest's BPF programs in one request
-//! (`telebpf monitor`); [`message::Request::Netlink`] /
-//! [`message::Reply::Netlink`], a relayed `NETLINK_ROUTE` socket;
-//! [`message::Request::Interface`] / [`message::Reply::Interface`], guest
-//! interface names and indexes; [`message::Request::Cgroup`] /
-//! [`message::Reply::Cgroup`], the guest's cgroup2 tree (mount lines,
-//! opening, listing and `stat` of cgroups). Also within version 2, a ring
-//! stream's first frame is an empty [`message::Reply::Records`] once the
-//! proxy has mapped the ring (see [`message::Request::Stream`]): a host
-//! that predates it reads no records in it; a host that expects it from a
-//! proxy that predates it waits the connect timeout at each ring's `mmap`,
-//! then says so on stderr and goes on as before.
-//!
+//!   "proxy speaks protocol v2, we speak v1" instead. Appended within it:
+//!   [`message::Request::Programs`] / [`message::Reply::Programs`], the
+//!   guest's BPF programs in one request (`telebpf monitor`; a proxy that
+//!   predated it could not decode it and ended the session).
+//! * Version 3: the guest's cgroups and interfaces —
+//!   [`message::Request::Cgroup`] / [`message::Reply::Cgroup`] (mount
+//!   lines, opening, listing, `stat` and handles of cgroups),
+//!   [`message::Request::Netlink`] / [`message::Reply::Netlink`] (a relayed
+//!   `NETLINK_ROUTE` socket), [`message::Request::Interface`] /
+//!   [`message::Reply::Interface`] (interface names and indexes) — and a
+//!   ring stream's first frame, an empty [`message::Reply::Records`] once
+//!   the proxy has mapped the ring, which the host's `mmap` waits for (see
+//!   [`message::Request::Stream`]). Not appended within version 2, because
+//!   a version-3 host side sends them for ordinary calls (any program that
+//!   opens `/proc/mounts` asks for the guest's mount lines): a version-2
+//!   proxy would end the session in the middle of a tool's work, and would
+//!   make each ring's `mmap` wait for a frame it never sends. The two
+//!   refuse each other at the handshake instead.
+
 //! ## Errors
 //!
 //! [`ChannelError`] has one variant per failure and maps to an errno

@@ -152,7 +152,7 @@ async fn forged_key_id_refused_by_client() {
     b.set_nonblocking(false).unwrap();
     let hello = read_hs(&mut b);
     assert_eq!(&hello[42..50], real.key_id());
-    let mut reply = b"TELEBPF\0\x02\x00\x00".to_vec();
+    let mut reply = b"TELEBPF\0\x03\x00\x00".to_vec();
     reply.extend_from_slice(&[7; 32]);
     reply.extend_from_slice(&[0x55; 32]); // not a valid proof
     b.write_all(&handshake::handshake_frame(&reply)).unwrap();
@@ -225,7 +225,7 @@ async fn version_mismatch_reported() {
     let (mut a, b) = pair();
     let client = thread::spawn(move || {
         let mut hello = b"TELEBPF\0".to_vec();
-        hello.extend_from_slice(&3u16.to_le_bytes());
+        hello.extend_from_slice(&4u16.to_le_bytes());
         hello.extend_from_slice(&[0; 60]);
         a.write_all(&handshake::handshake_frame(&hello)).unwrap();
         let reply = read_hs(&mut a);
@@ -237,9 +237,9 @@ async fn version_mismatch_reported() {
         .await
         .err()
         .unwrap();
-    assert_eq!(e.to_string(), "client speaks protocol v3, we speak v2");
+    assert_eq!(e.to_string(), "client speaks protocol v4, we speak v3");
     let (reply, rest) = client.join().unwrap();
-    assert_eq!(reply, b"TELEBPF\0\x02\x00");
+    assert_eq!(reply, b"TELEBPF\0\x03\x00");
     assert!(rest.is_empty(), "server closed after the notice");
 
     // We talk to a proxy of another version.
@@ -252,10 +252,10 @@ async fn version_mismatch_reported() {
     let mut b = b.into_std().unwrap();
     b.set_nonblocking(false).unwrap();
     let _ = read_hs(&mut b);
-    b.write_all(&handshake::handshake_frame(b"TELEBPF\0\x03\x00"))
+    b.write_all(&handshake::handshake_frame(b"TELEBPF\0\x04\x00"))
         .unwrap();
     let e = client.join().unwrap();
-    assert_eq!(e.to_string(), "proxy speaks protocol v3, we speak v2");
+    assert_eq!(e.to_string(), "proxy speaks protocol v4, we speak v3");
     assert_eq!(e.errno(), libc::EPROTO);
 }
 
