@@ -229,8 +229,13 @@ fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), Ne
 /// A new tc filter: only `bpf` (cls_bpf), without actions; its program fd.
 fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
     let attrs = attributes(data, message, TCMSG_LEN)?;
+    // Why the last: the kernel's nla_parse keeps the last of repeated
+    // attributes, so a `TCA_KIND` of "bpf" followed by one of "u32" makes
+    // a u32 filter, whose `TCA_OPTIONS` (read here with bpf's numbering)
+    // can carry actions, among them act_bpf naming any fd of the proxy.
     let kind = attrs
         .iter()
+        .rev()
         .find(|a| a.kind == TCA_KIND)
         .map(|a| &data[a.start + NLA_HDRLEN..a.end]);
     if kind.map(|k| k.strip_suffix(&[0]).unwrap_or(k)) != Some(b"bpf") {
@@ -368,6 +373,26 @@ mod tests {
         assert_eq!(fds(&act), Err(EOPNOTSUPP));
         let u32f = filter(b"u32\0", &[]);
         assert_eq!(fds(&u32f), Err(EOPNOTSUPP));
+    }
+
+    #[test]
+    fn a_repeated_tc_kind_is_read_as_the_kernel_reads_it() {
+        // TCA_KIND "bpf" then "u32": the kernel makes a u32 filter, whose
+        // option 7 (TCA_U32_ACT) holds actions that name fds unchecked.
+        let mut attrs = attr(TCA_KIND, b"bpf\0");
+        attrs.extend(attr(TCA_KIND, b"u32\0"));
+        attrs.extend(attr(TCA_OPTIONS | NLA_F_NESTED, &attr(7, &[0; 4])));
+        let m = message(RTM_NEWTFILTER, TCMSG_LEN, &attrs);
+        assert_eq!(fds(&m), Err(EOPNOTSUPP));
+        // The other way round is a bpf filter, checked as one.
+        let mut attrs = attr(TCA_KIND, b"u32\0");
+        attrs.extend(attr(TCA_KIND, b"bpf\0"));
+        attrs.extend(attr(
+            TCA_OPTIONS | NLA_F_NESTED,
+            &attr(TCA_BPF_FD, &7u32.to_ne_bytes()),
+        ));
+        let m = message(RTM_NEWTFILTER, TCMSG_LEN, &attrs);
+        assert_eq!(fds(&m), Ok(vec![7]));
     }
 
     #[test]
