@@ -13,7 +13,7 @@
 //! The datagrams it accepts are the queries (links, addresses, routes,
 //! qdiscs, classes, filters, chains) and the changes a BPF attach makes:
 //! `RTM_SETLINK`/`RTM_NEWLINK` of an existing link (XDP),
-//! `RTM_NEWQDISC`/`RTM_DELQDISC` (the `clsact` hook), `RTM_NEWTFILTER` of
+//! `RTM_NEWQDISC`/`RTM_DELQDISC` naming the `clsact` hook, `RTM_NEWTFILTER` of
 //! kind `bpf` and `RTM_DELTFILTER`. Everything else answers `EOPNOTSUPP`:
 //! making or deleting links, addresses or routes, namespaces named by fd
 //! or pid (`IFLA_NET_NS_FD`, `IFLA_NET_NS_PID`, `IFLA_TARGET_NETNSID`),
@@ -196,7 +196,8 @@ pub fn fd_offsets(data: &[u8]) -> Result<Vec<usize>, NetlinkError> {
             k if k < NLMSG_MIN_TYPE => {}
             RTM_GETLINK | RTM_GETADDR | RTM_GETROUTE | RTM_GETQDISC | RTM_GETTCLASS
             | RTM_GETTFILTER | RTM_GETCHAIN => {}
-            RTM_NEWQDISC | RTM_DELQDISC | RTM_DELTFILTER => {}
+            RTM_NEWQDISC | RTM_DELQDISC => clsact(data, message)?,
+            RTM_DELTFILTER => {}
             RTM_SETLINK | RTM_NEWLINK => link_fds(data, message, &mut fds)?,
             RTM_NEWTFILTER => filter_fds(data, message, &mut fds)?,
             _ => return Err(NetlinkError::NotRelayed("this rtnetlink message type")),
@@ -226,9 +227,8 @@ fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), Ne
     Ok(())
 }
 
-/// A new tc filter: only `bpf` (cls_bpf), without actions; its program fd.
-fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
-    let attrs = attributes(data, message, TCMSG_LEN)?;
+/// The `TCA_KIND` of a tc message the kernel reads, without its NUL.
+fn tc_kind<'a>(data: &'a [u8], attrs: &[Record]) -> Option<&'a [u8]> {
     // Why the last: the kernel's nla_parse keeps the last of repeated
     // attributes, so a `TCA_KIND` of "bpf" followed by one of "u32" makes
     // a u32 filter, whose `TCA_OPTIONS` (read here with bpf's numbering)
@@ -237,8 +237,27 @@ fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), 
         .iter()
         .rev()
         .find(|a| a.kind == TCA_KIND)
-        .map(|a| &data[a.start + NLA_HDRLEN..a.end]);
-    if kind.map(|k| k.strip_suffix(&[0]).unwrap_or(k)) != Some(b"bpf") {
+        .map(|a| &data[a.start + NLA_HDRLEN..a.end])?;
+    Some(kind.strip_suffix(&[0]).unwrap_or(kind))
+}
+
+/// A qdisc made or deleted: only `clsact`, the hook libbpf's
+/// `bpf_tc_hook_create`/`_destroy` name. Why: any other kind (a `netem`
+/// that drops every packet, a replaced root qdisc) changes the guest's
+/// traffic and attaches no program; and a delete without a kind deletes
+/// whatever qdisc is there (the kernel compares the kind only when named).
+fn clsact(data: &[u8], message: Record) -> Result<(), NetlinkError> {
+    let attrs = attributes(data, message, TCMSG_LEN)?;
+    if tc_kind(data, &attrs) != Some(b"clsact") {
+        return Err(NetlinkError::NotRelayed("a qdisc other than clsact"));
+    }
+    Ok(())
+}
+
+/// A new tc filter: only `bpf` (cls_bpf), without actions; its program fd.
+fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
+    let attrs = attributes(data, message, TCMSG_LEN)?;
+    if tc_kind(data, &attrs) != Some(b"bpf") {
         return Err(NetlinkError::NotRelayed(
             "a tc filter of another kind than bpf",
         ));
@@ -373,6 +392,22 @@ mod tests {
         assert_eq!(fds(&act), Err(EOPNOTSUPP));
         let u32f = filter(b"u32\0", &[]);
         assert_eq!(fds(&u32f), Err(EOPNOTSUPP));
+    }
+
+    #[test]
+    fn qdiscs_are_clsact_named() {
+        for kind in [RTM_NEWQDISC, RTM_DELQDISC] {
+            let ok = message(kind, TCMSG_LEN, &attr(TCA_KIND, b"clsact\0"));
+            assert_eq!(fds(&ok), Ok(vec![]));
+            let netem = message(kind, TCMSG_LEN, &attr(TCA_KIND, b"netem\0"));
+            assert_eq!(fds(&netem), Err(EOPNOTSUPP));
+            let unnamed = message(kind, TCMSG_LEN, &[]);
+            assert_eq!(fds(&unnamed), Err(EOPNOTSUPP), "deletes any qdisc");
+            let mut twice = attr(TCA_KIND, b"clsact\0");
+            twice.extend(attr(TCA_KIND, b"netem\0"));
+            let twice = message(kind, TCMSG_LEN, &twice);
+            assert_eq!(fds(&twice), Err(EOPNOTSUPP));
+        }
     }
 
     #[test]
