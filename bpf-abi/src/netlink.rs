@@ -12,7 +12,7 @@
 //!
 //! The datagrams it accepts are the queries (links, addresses, routes,
 //! qdiscs, classes, filters, chains) and the changes a BPF attach makes:
-//! `RTM_SETLINK`/`RTM_NEWLINK` of an existing link (XDP),
+//! `RTM_SETLINK`/`RTM_NEWLINK` of an existing link (its `IFLA_XDP` alone),
 //! `RTM_NEWQDISC`/`RTM_DELQDISC` naming the `clsact` hook, `RTM_NEWTFILTER` of
 //! kind `bpf` and `RTM_DELTFILTER`. Everything else answers `EOPNOTSUPP`:
 //! making or deleting links, addresses or routes, namespaces named by fd
@@ -206,9 +206,22 @@ pub fn fd_offsets(data: &[u8]) -> Result<Vec<usize>, NetlinkError> {
     Ok(fds)
 }
 
-/// A link change: the XDP fds; namespaces and link creation refused.
+/// A link change: the XDP fds; namespaces, link creation and every other
+/// change of the link refused.
 fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
-    for attr in attributes(data, message, IFINFOMSG_LEN)? {
+    let attrs = attributes(data, message, IFINFOMSG_LEN)?;
+    // Why: a link change is what `bpf_xdp_attach` sends (family
+    // AF_UNSPEC, no flags to change, one IFLA_XDP); anything else in it
+    // sets the link down, renames it, changes its MTU or master, or (family
+    // AF_BRIDGE) goes to the bridge's handler — none attaches a program.
+    let info = message.start + NLMSG_HDRLEN;
+    let (family, flags, change) = (data[info], u32_at(data, info + 8), u32_at(data, info + 12));
+    if family != 0 || flags != 0 || change != 0 {
+        return Err(NetlinkError::NotRelayed(
+            "changing a link's flags or family",
+        ));
+    }
+    for attr in attrs {
         match attr.kind {
             IFLA_LINKINFO => return Err(NetlinkError::NotRelayed("making a link")),
             IFLA_NET_NS_PID | IFLA_NET_NS_FD | IFLA_TARGET_NETNSID => {
@@ -221,7 +234,11 @@ fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), Ne
                     }
                 }
             }
-            _ => {}
+            _ => {
+                return Err(NetlinkError::NotRelayed(
+                    "changing a link other than its XDP program",
+                ))
+            }
         }
     }
     Ok(())
@@ -381,6 +398,26 @@ mod tests {
         for kind in [IFLA_NET_NS_FD, IFLA_NET_NS_PID, IFLA_LINKINFO] {
             let m = message(RTM_NEWLINK, IFINFOMSG_LEN, &attr(kind, &[0; 4]));
             assert_eq!(fds(&m), Err(EOPNOTSUPP));
+        }
+    }
+
+    #[test]
+    fn a_link_change_is_its_xdp_program_only() {
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_MTU: u16 = 4;
+        for kind in [IFLA_IFNAME, IFLA_MTU] {
+            let mut m = xdp(7);
+            let a = attr(kind, b"ab\0");
+            m.extend(&a);
+            let len = m.len() as u32;
+            m[..4].copy_from_slice(&len.to_ne_bytes());
+            assert_eq!(fds(&m), Err(EOPNOTSUPP), "attribute {kind}");
+        }
+        // ifi_flags/ifi_change (set the link down) and ifi_family.
+        for at in [0, 8, 12] {
+            let mut m = xdp(7);
+            m[NLMSG_HDRLEN + at] = 1;
+            assert_eq!(fds(&m), Err(EOPNOTSUPP), "ifinfomsg byte {at}");
         }
     }
 
