@@ -441,37 +441,17 @@ pub fn ifreq_ioctl(request: u64, arg: u64) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    use telebpf_abi::memory::Bytes;
+
     use super::*;
 
-    /// A program's memory: bytes at a fixed address.
-    struct Bytes {
-        base: u64,
-        data: Vec<u8>,
-    }
-
-    impl Memory for Bytes {
-        fn read(&self, addr: u64, len: usize) -> std::result::Result<Vec<u8>, i32> {
-            // As the preload's process memory: nothing to read reads nothing.
-            if len == 0 {
-                return Ok(Vec::new());
-            }
-            let start = addr.checked_sub(self.base).ok_or(libc::EFAULT)? as usize;
-            let end = start.checked_add(len).ok_or(libc::EFAULT)?;
-            self.data
-                .get(start..end)
-                .map(<[u8]>::to_vec)
-                .ok_or(libc::EFAULT)
-        }
-        fn write(&self, _addr: u64, _data: &[u8]) -> std::result::Result<(), i32> {
-            Err(libc::EFAULT)
-        }
-    }
-
-    /// A msghdr at 0x1000 with `name`, `name_len` and no iovecs.
+    /// A msghdr at 0x1000 with `name`, `name_len` and no iovecs (its
+    /// empty iovec array at the msghdr itself).
     fn msghdr(name: u64, name_len: i32) -> Bytes {
         let mut data = vec![0u8; MSGHDR];
         data[..8].copy_from_slice(&name.to_ne_bytes());
         data[8..12].copy_from_slice(&name_len.to_ne_bytes());
+        data[16..24].copy_from_slice(&0x1000u64.to_ne_bytes());
         Bytes { base: 0x1000, data }
     }
 
