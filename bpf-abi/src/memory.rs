@@ -59,26 +59,30 @@ pub trait Memory {
     }
 }
 
+/// Read-only memory for tests (here and in the crates that read a
+/// program's structures through [`Memory`]): `data` at address `base`;
+/// every other address, and every write, is `EFAULT`.
+pub struct Bytes {
+    /// The address of `data[0]`.
+    pub base: u64,
+    /// The readable bytes.
+    pub data: Vec<u8>,
+}
+
+impl Memory for Bytes {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+        let start = addr.checked_sub(self.base).ok_or(EFAULT)? as usize;
+        let end = start.checked_add(len).ok_or(EFAULT)?;
+        self.data.get(start..end).map(<[u8]>::to_vec).ok_or(EFAULT)
+    }
+    fn write(&self, _addr: u64, _data: &[u8]) -> Result<(), i32> {
+        Err(EFAULT)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A page-aligned byte array at a fixed address, for the default method.
-    struct Bytes {
-        base: u64,
-        data: Vec<u8>,
-    }
-
-    impl Memory for Bytes {
-        fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
-            let start = addr.checked_sub(self.base).ok_or(EFAULT)? as usize;
-            let end = start.checked_add(len).ok_or(EFAULT)?;
-            self.data.get(start..end).map(<[u8]>::to_vec).ok_or(EFAULT)
-        }
-        fn write(&self, _addr: u64, _data: &[u8]) -> Result<(), i32> {
-            Err(EFAULT)
-        }
-    }
 
     #[test]
     fn read_cstr_stops_at_nul_at_max_and_before_an_unreadable_page() {

@@ -12,8 +12,8 @@
 //!
 //! The datagrams it accepts are the queries (links, addresses, routes,
 //! qdiscs, classes, filters, chains) and the changes a BPF attach makes:
-//! `RTM_SETLINK`/`RTM_NEWLINK` of an existing link (XDP),
-//! `RTM_NEWQDISC`/`RTM_DELQDISC` (the `clsact` hook), `RTM_NEWTFILTER` of
+//! `RTM_SETLINK`/`RTM_NEWLINK` of an existing link (its `IFLA_XDP` alone),
+//! `RTM_NEWQDISC`/`RTM_DELQDISC` naming the `clsact` hook, `RTM_NEWTFILTER` of
 //! kind `bpf` and `RTM_DELTFILTER`. Everything else answers `EOPNOTSUPP`:
 //! making or deleting links, addresses or routes, namespaces named by fd
 //! or pid (`IFLA_NET_NS_FD`, `IFLA_NET_NS_PID`, `IFLA_TARGET_NETNSID`),
@@ -196,7 +196,8 @@ pub fn fd_offsets(data: &[u8]) -> Result<Vec<usize>, NetlinkError> {
             k if k < NLMSG_MIN_TYPE => {}
             RTM_GETLINK | RTM_GETADDR | RTM_GETROUTE | RTM_GETQDISC | RTM_GETTCLASS
             | RTM_GETTFILTER | RTM_GETCHAIN => {}
-            RTM_NEWQDISC | RTM_DELQDISC | RTM_DELTFILTER => {}
+            RTM_NEWQDISC | RTM_DELQDISC => clsact(data, message)?,
+            RTM_DELTFILTER => {}
             RTM_SETLINK | RTM_NEWLINK => link_fds(data, message, &mut fds)?,
             RTM_NEWTFILTER => filter_fds(data, message, &mut fds)?,
             _ => return Err(NetlinkError::NotRelayed("this rtnetlink message type")),
@@ -205,9 +206,22 @@ pub fn fd_offsets(data: &[u8]) -> Result<Vec<usize>, NetlinkError> {
     Ok(fds)
 }
 
-/// A link change: the XDP fds; namespaces and link creation refused.
+/// A link change: the XDP fds; namespaces, link creation and every other
+/// change of the link refused.
 fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
-    for attr in attributes(data, message, IFINFOMSG_LEN)? {
+    let attrs = attributes(data, message, IFINFOMSG_LEN)?;
+    // Why: a link change is what `bpf_xdp_attach` sends (family
+    // AF_UNSPEC, no flags to change, one IFLA_XDP); anything else in it
+    // sets the link down, renames it, changes its MTU or master, or (family
+    // AF_BRIDGE) goes to the bridge's handler — none attaches a program.
+    let info = message.start + NLMSG_HDRLEN;
+    let (family, flags, change) = (data[info], u32_at(data, info + 8), u32_at(data, info + 12));
+    if family != 0 || flags != 0 || change != 0 {
+        return Err(NetlinkError::NotRelayed(
+            "changing a link's flags or family",
+        ));
+    }
+    for attr in attrs {
         match attr.kind {
             IFLA_LINKINFO => return Err(NetlinkError::NotRelayed("making a link")),
             IFLA_NET_NS_PID | IFLA_NET_NS_FD | IFLA_TARGET_NETNSID => {
@@ -220,8 +234,39 @@ fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), Ne
                     }
                 }
             }
-            _ => {}
+            _ => {
+                return Err(NetlinkError::NotRelayed(
+                    "changing a link other than its XDP program",
+                ))
+            }
         }
+    }
+    Ok(())
+}
+
+/// The `TCA_KIND` of a tc message the kernel reads, without its NUL.
+fn tc_kind<'a>(data: &'a [u8], attrs: &[Record]) -> Option<&'a [u8]> {
+    // Why the last: the kernel's nla_parse keeps the last of repeated
+    // attributes, so a `TCA_KIND` of "bpf" followed by one of "u32" makes
+    // a u32 filter, whose `TCA_OPTIONS` (read here with bpf's numbering)
+    // can carry actions, among them act_bpf naming any fd of the proxy.
+    let kind = attrs
+        .iter()
+        .rev()
+        .find(|a| a.kind == TCA_KIND)
+        .map(|a| &data[a.start + NLA_HDRLEN..a.end])?;
+    Some(kind.strip_suffix(&[0]).unwrap_or(kind))
+}
+
+/// A qdisc made or deleted: only `clsact`, the hook libbpf's
+/// `bpf_tc_hook_create`/`_destroy` name. Why: any other kind (a `netem`
+/// that drops every packet, a replaced root qdisc) changes the guest's
+/// traffic and attaches no program; and a delete without a kind deletes
+/// whatever qdisc is there (the kernel compares the kind only when named).
+fn clsact(data: &[u8], message: Record) -> Result<(), NetlinkError> {
+    let attrs = attributes(data, message, TCMSG_LEN)?;
+    if tc_kind(data, &attrs) != Some(b"clsact") {
+        return Err(NetlinkError::NotRelayed("a qdisc other than clsact"));
     }
     Ok(())
 }
@@ -229,11 +274,7 @@ fn link_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), Ne
 /// A new tc filter: only `bpf` (cls_bpf), without actions; its program fd.
 fn filter_fds(data: &[u8], message: Record, fds: &mut Vec<usize>) -> Result<(), NetlinkError> {
     let attrs = attributes(data, message, TCMSG_LEN)?;
-    let kind = attrs
-        .iter()
-        .find(|a| a.kind == TCA_KIND)
-        .map(|a| &data[a.start + NLA_HDRLEN..a.end]);
-    if kind.map(|k| k.strip_suffix(&[0]).unwrap_or(k)) != Some(b"bpf") {
+    if tc_kind(data, &attrs) != Some(b"bpf") {
         return Err(NetlinkError::NotRelayed(
             "a tc filter of another kind than bpf",
         ));
@@ -361,6 +402,26 @@ mod tests {
     }
 
     #[test]
+    fn a_link_change_is_its_xdp_program_only() {
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_MTU: u16 = 4;
+        for kind in [IFLA_IFNAME, IFLA_MTU] {
+            let mut m = xdp(7);
+            let a = attr(kind, b"ab\0");
+            m.extend(&a);
+            let len = m.len() as u32;
+            m[..4].copy_from_slice(&len.to_ne_bytes());
+            assert_eq!(fds(&m), Err(EOPNOTSUPP), "attribute {kind}");
+        }
+        // ifi_flags/ifi_change (set the link down) and ifi_family.
+        for at in [0, 8, 12] {
+            let mut m = xdp(7);
+            m[NLMSG_HDRLEN + at] = 1;
+            assert_eq!(fds(&m), Err(EOPNOTSUPP), "ifinfomsg byte {at}");
+        }
+    }
+
+    #[test]
     fn tc_filters_are_bpf_without_actions() {
         let ok = filter(b"bpf\0", &attr(TCA_BPF_FD, &7u32.to_ne_bytes()));
         assert_eq!(fds(&ok), Ok(vec![7]));
@@ -368,6 +429,42 @@ mod tests {
         assert_eq!(fds(&act), Err(EOPNOTSUPP));
         let u32f = filter(b"u32\0", &[]);
         assert_eq!(fds(&u32f), Err(EOPNOTSUPP));
+    }
+
+    #[test]
+    fn qdiscs_are_clsact_named() {
+        for kind in [RTM_NEWQDISC, RTM_DELQDISC] {
+            let ok = message(kind, TCMSG_LEN, &attr(TCA_KIND, b"clsact\0"));
+            assert_eq!(fds(&ok), Ok(vec![]));
+            let netem = message(kind, TCMSG_LEN, &attr(TCA_KIND, b"netem\0"));
+            assert_eq!(fds(&netem), Err(EOPNOTSUPP));
+            let unnamed = message(kind, TCMSG_LEN, &[]);
+            assert_eq!(fds(&unnamed), Err(EOPNOTSUPP), "deletes any qdisc");
+            let mut twice = attr(TCA_KIND, b"clsact\0");
+            twice.extend(attr(TCA_KIND, b"netem\0"));
+            let twice = message(kind, TCMSG_LEN, &twice);
+            assert_eq!(fds(&twice), Err(EOPNOTSUPP));
+        }
+    }
+
+    #[test]
+    fn a_repeated_tc_kind_is_read_as_the_kernel_reads_it() {
+        // TCA_KIND "bpf" then "u32": the kernel makes a u32 filter, whose
+        // option 7 (TCA_U32_ACT) holds actions that name fds unchecked.
+        let mut attrs = attr(TCA_KIND, b"bpf\0");
+        attrs.extend(attr(TCA_KIND, b"u32\0"));
+        attrs.extend(attr(TCA_OPTIONS | NLA_F_NESTED, &attr(7, &[0; 4])));
+        let m = message(RTM_NEWTFILTER, TCMSG_LEN, &attrs);
+        assert_eq!(fds(&m), Err(EOPNOTSUPP));
+        // The other way round is a bpf filter, checked as one.
+        let mut attrs = attr(TCA_KIND, b"u32\0");
+        attrs.extend(attr(TCA_KIND, b"bpf\0"));
+        attrs.extend(attr(
+            TCA_OPTIONS | NLA_F_NESTED,
+            &attr(TCA_BPF_FD, &7u32.to_ne_bytes()),
+        ));
+        let m = message(RTM_NEWTFILTER, TCMSG_LEN, &attrs);
+        assert_eq!(fds(&m), Ok(vec![7]));
     }
 
     #[test]

@@ -303,6 +303,14 @@ struct MsgHdr {
 fn read_msghdr(memory: &dyn Memory, msg: u64) -> Result<MsgHdr> {
     let h = memory.read(msg, MSGHDR).map_err(Error::Memory)?;
     let (iov_addr, iov_len) = (u64_at(&h, 16), u64_at(&h, 24) as usize);
+    let (name, name_len) = (u64_at(&h, 0), u32_at(&h, 8));
+    // Why here, before anything is received: the kernel's __copy_msghdr
+    // refuses a negative msg_namelen first, so a recvmsg that fails with
+    // EINVAL has consumed nothing; failing only when the address is
+    // written would lose the datagram (the ack the program waits for).
+    if name != 0 && (name_len as i32) < 0 {
+        return Err(Error::kernel(libc::EINVAL, "a negative msg_namelen"));
+    }
     if iov_len > MAX_IOV {
         return Err(Error::kernel(libc::EMSGSIZE, "more iovecs than UIO_MAXIOV"));
     }
@@ -314,8 +322,8 @@ fn read_msghdr(memory: &dyn Memory, msg: u64) -> Result<MsgHdr> {
         .map(|v| (u64_at(v, 0), u64_at(v, 8) as usize))
         .collect();
     Ok(MsgHdr {
-        name: u64_at(&h, 0),
-        name_len: u32_at(&h, 8),
+        name,
+        name_len,
         iov,
     })
 }
@@ -429,4 +437,35 @@ pub fn ifreq_ioctl(request: u64, arg: u64) -> Result<i32> {
         memory.write(arg, &name).map_err(Error::Memory)?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use telebpf_abi::memory::Bytes;
+
+    use super::*;
+
+    /// A msghdr at 0x1000 with `name`, `name_len` and no iovecs (its
+    /// empty iovec array at the msghdr itself).
+    fn msghdr(name: u64, name_len: i32) -> Bytes {
+        let mut data = vec![0u8; MSGHDR];
+        data[..8].copy_from_slice(&name.to_ne_bytes());
+        data[8..12].copy_from_slice(&name_len.to_ne_bytes());
+        data[16..24].copy_from_slice(&0x1000u64.to_ne_bytes());
+        Bytes { base: 0x1000, data }
+    }
+
+    #[test]
+    fn a_negative_name_length_fails_before_anything_is_received() {
+        let errno = |m: &Bytes| read_msghdr(m, 0x1000).err().map(|e| e.errno());
+        assert_eq!(errno(&msghdr(0x2000, -1)), Some(libc::EINVAL));
+        assert_eq!(errno(&msghdr(0x2000, 12)), None);
+        // Without a name the length is not read, as in the kernel.
+        assert_eq!(errno(&msghdr(0, -1)), None);
+        assert_eq!(errno(&msghdr(0, 0)), None);
+        assert_eq!(
+            read_msghdr(&msghdr(0, 0), 0x10).err().map(|e| e.errno()),
+            Some(libc::EFAULT)
+        );
+    }
 }

@@ -665,3 +665,35 @@ fn a_user_ring_stream_is_not_ended_by_its_own_traffic() {
     assert_eq!(get(&m, "open"), "yes", "{}", h.proxy_log());
     h.finish();
 }
+
+/// A relayed `NETLINK_ROUTE` socket carries only what attaches a program,
+/// read as the kernel reads it (issue #17's review): a tc filter whose
+/// `TCA_KIND` says "bpf" and then "u32" (the kernel keeps the last, and a
+/// u32 filter's actions name fds the proxy never checked), a qdisc other
+/// than `clsact` or one deleted unnamed, and a link change other than its
+/// XDP program all answer `EOPNOTSUPP`; the `clsact` hook still goes to
+/// the kernel. No datagram carries `NLM_F_REQUEST`, so a kernel that got
+/// one would skip it: the probe changes nothing on this machine.
+#[test]
+fn a_relayed_netlink_datagram_is_read_as_the_kernel_reads_it() {
+    let Some(mut h) = Harness::start("hostile_netlink_smuggle") else {
+        return;
+    };
+    let out = attack(&h, &["netlink-smuggle"]);
+    let m = assert_still_serving(&mut h, &out);
+    let refused = format!("errno {}", libc::EOPNOTSUPP);
+    for probe in [
+        "u32-after-bpf",
+        "netem-qdisc",
+        "unnamed-qdisc-delete",
+        "link-mtu",
+    ] {
+        assert_eq!(get(&m, probe), refused, "{probe}: {}", out.stdout_text());
+    }
+    assert!(
+        get(&m, "clsact-qdisc").starts_with("sent "),
+        "{}",
+        out.stdout_text()
+    );
+    h.finish();
+}

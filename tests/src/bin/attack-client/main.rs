@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 mod files;
 mod flood;
+mod netlink;
 mod peer;
 mod red;
 mod rings;
@@ -23,10 +24,11 @@ type Area = fn(mode: &str, args: &[String]) -> Option<ExitCode>;
 
 /// Every area; a mode belongs to exactly one.
 const AREAS: &[Area] = &[
-    rings::run, // ring streams: lying geometry, moved consumer position
-    files::run, // file requests: kernel files, bpffs, slow readers
-    flood::run, // connections, refusals and forged log lines
-    red::run,   // the red team's probes of file ranges
+    rings::run,   // ring streams: lying geometry, moved consumer position
+    files::run,   // file requests: kernel files, bpffs, slow readers
+    flood::run,   // connections, refusals and forged log lines
+    red::run,     // the red team's probes of file ranges
+    netlink::run, // the relayed NETLINK_ROUTE socket's datagrams
 ];
 
 fn main() -> ExitCode {
