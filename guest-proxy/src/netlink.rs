@@ -211,7 +211,15 @@ pub fn execute(op: &NetlinkOp, fds: &dyn NetlinkFds) -> Result<NetlinkReply, i32
     }
 }
 
+/// Binds the relayed socket, only as libbpf and bpftool do: port id 0 (the
+/// kernel picks one) and no multicast groups. The relay is request-reply:
+/// a chosen port id could squat one a guest process is about to pick, and
+/// group notifications (every guest link, address and route change) would
+/// pile up in a socket only the session's own requests read.
 fn bind(fd: i32, pid: u32, groups: u32) -> Result<NetlinkReply, i32> {
+    if pid != 0 || groups != 0 {
+        return Err(libc::EOPNOTSUPP);
+    }
     // SAFETY: all-zero bytes are a valid `sockaddr_nl`.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -302,6 +310,14 @@ mod tests {
             8 => Err(libc::EINVAL),
             _ => Err(libc::EBADF),
         }
+    }
+
+    #[test]
+    fn a_bind_names_no_port_and_no_group() {
+        // Checked before the socket is touched: no fd needed.
+        assert_eq!(bind(-1, 4242, 0), Err(libc::EOPNOTSUPP));
+        assert_eq!(bind(-1, 0, 1), Err(libc::EOPNOTSUPP));
+        assert_eq!(bind(-1, 0, 0), Err(libc::EBADF));
     }
 
     #[test]
