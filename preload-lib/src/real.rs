@@ -88,6 +88,11 @@ real! {
     fn dirfd(dir: *mut libc::DIR) -> c_int, fail -1;
     #[expect(clippy::unused_unit, reason = "every entry of this macro names its return type")]
     fn rewinddir(dir: *mut libc::DIR) -> (), fail ();
+    fn fdopendir(fd: c_int) -> *mut libc::DIR, fail std::ptr::null_mut();
+    fn getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t, fail -1;
+    fn telldir(dir: *mut libc::DIR) -> libc::c_long, fail -1;
+    #[expect(clippy::unused_unit, reason = "every entry of this macro names its return type")]
+    fn seekdir(dir: *mut libc::DIR, at: libc::c_long) -> (), fail ();
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: libc::c_uint, buf: *mut libc::statx) -> c_int, fail -1;
     fn name_to_handle_at(dirfd: c_int, path: *const c_char, handle: *mut libc::file_handle, mount_id: *mut c_int, flags: c_int) -> c_int, fail -1;
     fn uname(buf: *mut libc::utsname) -> c_int, fail -1;

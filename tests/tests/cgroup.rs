@@ -167,6 +167,33 @@ fn cgroup_tree_show_attach_detach_act_on_the_proxys_tree() {
         cgroup_id.describe()
     );
 
+    // The other ways a program lists a directory — getdents64 on an open
+    // fd (also after lseek back to 0), fdopendir + readdir, telldir and
+    // seekdir — give the proxy's root (the host's `outer`), entry for
+    // entry.
+    let mut truth: Vec<String> = fs::read_dir(&cg.outer)
+        .expect("list outer")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .chain([".".to_string(), "..".to_string()])
+        .collect();
+    truth.sort();
+    let truth = truth.join(",");
+    let listed = h.remote_program(&product_file("dir-list"), &["/sys/fs/cgroup"]);
+    listed.expect_success();
+    let text = listed.stdout_text();
+    for way in ["getdents64", "again", "fdopendir"] {
+        assert!(
+            text.lines().any(|l| l == format!("{way} {truth}")),
+            "{way} does not list the proxy's root ({truth}):\n{}",
+            listed.describe()
+        );
+    }
+    assert!(
+        text.lines().any(|l| l == "seekdir ok"),
+        "{}",
+        listed.describe()
+    );
+
     h.remote(&["cgroup", "detach", &guest_mark, "ingress", "id", &id])
         .expect_success();
     let after = h.remote(&["cgroup", "show", &guest_mark]);

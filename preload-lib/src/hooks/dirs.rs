@@ -2,12 +2,18 @@
 //! `nftw` walks of it (see `telebpf_host::cgroup` for what bpftool calls
 //! and why `nftw` itself is interposed).
 //!
-//! `opendir` of a guest cgroup gives a `DIR *` of our own (a [`GuestDir`]:
-//! the directory's listing, taken in one request, and an fd standing for
-//! the guest's opened cgroup, which `dirfd` returns), known to `readdir`,
-//! `readdir64`, `dirfd`, `rewinddir` and `closedir` by its address; every
-//! other `DIR *` goes to libc. Not interposed: `fdopendir` (an fd of ours
-//! is a memfd, so it answers `ENOTDIR`), `telldir`/`seekdir`, `readdir_r`.
+//! `opendir` of a guest cgroup, and `fdopendir` of an fd that stands for
+//! one, give a `DIR *` of our own (a [`GuestDir`]: the directory's listing,
+//! taken in one request, and an fd standing for the guest's opened cgroup,
+//! which `dirfd` returns), known to `readdir`, `readdir64`, `dirfd`,
+//! `rewinddir`, `telldir`, `seekdir` and `closedir` by its address; every
+//! other `DIR *` goes to libc. `getdents64` of such an fd writes the
+//! guest's entries as the kernel's `linux_dirent64` records, the fd's own
+//! file offset (a memfd's) keeping the place, so `lseek(fd, 0, SEEK_SET)`
+//! starts again as on a directory. Not interposed: `readdir_r`, and `*at`
+//! calls relative to a guest cgroup fd (`openat(fd, "child")`), which
+//! answer `ENOTDIR`: GNU `find` walks that way and does not see the
+//! guest's tree.
 //!
 //! `name_to_handle_at` of a guest cgroup gives the guest's handle (its
 //! bytes are the cgroup id).
@@ -26,6 +32,7 @@ use telebpf_host::cgroup::{self, Visit, Walker};
 use telebpf_host::error::{Error, Result};
 use telebpf_host::memory;
 use telebpf_host::vfs::{self, Route};
+use telebpf_host::{fdtable, state};
 use telebpf_protocol::message::{DirEntry, StatInfo};
 
 use super::action;
@@ -386,10 +393,10 @@ fn d_type(stat: &std::result::Result<StatInfo, i32>) -> u8 {
     }
 }
 
-/// Opens guest directory `path` as a [`GuestDir`].
-fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
+/// Guest directory `path`'s entries, `.` and `..` first, as `readdir`
+/// and `getdents64` give them.
+fn entries_of(path: &str) -> Result<Vec<(CString, u64, u8)>> {
     let (dir, listed) = cgroup::list(path)?;
-    let fd = cgroup::open(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
     let mut entries = vec![
         (c".".to_owned(), dir.ino, libc::DT_DIR),
         (c"..".to_owned(), dir.ino, libc::DT_DIR),
@@ -398,6 +405,29 @@ fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
         let ino = e.stat.as_ref().map_or(0, |s| s.ino);
         Some((CString::new(e.name).ok()?, ino, d_type(&e.stat)))
     }));
+    Ok(entries)
+}
+
+/// The guest cgroup path host fd `fd` stands for, if it stands for one (an
+/// fd of ours whose guest object is a directory under the guest's cgroup2
+/// mount). Cheap for the program's own fds: one look at the fd bitmap.
+fn guest_cgroup_of(fd: c_int) -> Option<String> {
+    if !fdtable::maybe_ours(fd) {
+        return None;
+    }
+    let obj = state::get().table().get(fd).cloned()?;
+    (obj.link.starts_with('/') && cgroup::is_guest(&obj.link).ok()?).then(|| obj.link.clone())
+}
+
+/// Opens guest directory `path` as a [`GuestDir`].
+fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
+    let entries = entries_of(path)?;
+    let fd = cgroup::open(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
+    Ok(guest_dir(entries, fd))
+}
+
+/// A registered [`GuestDir`] of `entries` owning host fd `fd`.
+fn guest_dir(entries: Vec<(CString, u64, u8)>, fd: c_int) -> *mut libc::DIR {
     let guest = Box::new(GuestDir {
         entries,
         next: 0,
@@ -410,7 +440,7 @@ fn open_guest_dir(path: &str) -> Result<*mut libc::DIR> {
     dirs.push(ptr as usize);
     // Under the lock, so that it never says "none" while one is open.
     ANY_GUEST_DIR.store(true, Ordering::Relaxed);
-    Ok(ptr)
+    ptr
 }
 
 /// Interposed `opendir`: a guest cgroup directory lists the guest's
@@ -526,6 +556,148 @@ pub unsafe extern "C" fn rewinddir(dir: *mut libc::DIR) {
     }
     // SAFETY: forwarded under the caller's contract.
     unsafe { real::rewinddir(dir) }
+}
+
+/// Interposed `fdopendir`: an fd standing for a guest cgroup gives a guest
+/// directory, which owns the fd from then on and reads on from its offset
+/// (as libc's `DIR` does).
+///
+/// # Safety
+///
+/// Same contract as libc's `fdopendir`.
+#[no_mangle]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::fdopendir(fd) };
+    if !fdtable::maybe_ours(fd) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let Some(path) = guest_cgroup_of(fd) else {
+                return Action::Pass;
+            };
+            match entries_of(&path) {
+                Ok(entries) => {
+                    let dir = guest_dir(entries, fd);
+                    // As libc's: reading goes on from the fd's offset
+                    // (where an earlier getdents64 left it).
+                    // SAFETY: lseek on an fd of ours (a memfd); `dir` is
+                    // the GuestDir just made.
+                    unsafe {
+                        (*dir.cast::<GuestDir>()).next =
+                            libc::lseek(fd, 0, libc::SEEK_CUR).max(0) as usize;
+                    }
+                    Action::Done(dir)
+                }
+                Err(e) => Action::Fail(e.errno(), std::ptr::null_mut()),
+            }
+        },
+        std::ptr::null_mut(),
+    )
+}
+
+/// Interposed `getdents64`: an fd standing for a guest cgroup gets the
+/// guest's entries as `linux_dirent64` records (`d_ino`, `d_off` — the
+/// index of the next entry —, `d_reclen`, `d_type`, the name and its NUL,
+/// padded to 8 bytes), from the fd's file offset on, as many as fit;
+/// `EINVAL` when not even the next one fits, 0 at the end.
+///
+/// # Safety
+///
+/// Same contract as libc's `getdents64`.
+#[no_mangle]
+pub unsafe extern "C" fn getdents64(
+    fd: c_int,
+    buf: *mut libc::c_void,
+    len: libc::size_t,
+) -> libc::ssize_t {
+    // SAFETY: forwarded under the caller's contract.
+    let pass = || unsafe { real::getdents64(fd, buf, len) };
+    if !fdtable::maybe_ours(fd) {
+        return pass();
+    }
+    guard::enter(
+        pass,
+        || {
+            let Some(path) = guest_cgroup_of(fd) else {
+                return Action::Pass;
+            };
+            let entries = match entries_of(&path) {
+                Ok(e) => e,
+                Err(e) => return Action::Fail(e.errno(), -1),
+            };
+            // SAFETY: lseek on an fd of ours (a memfd).
+            let at = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }.max(0) as usize;
+            let (out, next) = dirents(&entries, at, len);
+            if out.is_empty() && next < entries.len() {
+                return Action::Fail(libc::EINVAL, -1);
+            }
+            if let Err(e) = memory::write(buf as u64, &out) {
+                return Action::Fail(e, -1);
+            }
+            // SAFETY: as above; the offset is the next entry's index.
+            unsafe { libc::lseek(fd, next as libc::off_t, libc::SEEK_SET) };
+            Action::Done(out.len() as libc::ssize_t)
+        },
+        -1,
+    )
+}
+
+/// `entries[at..]` as `linux_dirent64` records, as many as fit in `len`
+/// bytes, and the index after the last one written.
+fn dirents(entries: &[(CString, u64, u8)], at: usize, len: usize) -> (Vec<u8>, usize) {
+    const HEADER: usize = 19; // d_ino 8, d_off 8, d_reclen 2, d_type 1
+    let mut out = Vec::new();
+    let mut next = at.min(entries.len());
+    for (name, ino, kind) in &entries[next..] {
+        let name = name.as_bytes_with_nul();
+        let reclen = (HEADER + name.len()).next_multiple_of(8);
+        if out.len() + reclen > len || reclen > u16::MAX as usize {
+            break;
+        }
+        next += 1;
+        out.extend_from_slice(&ino.to_ne_bytes());
+        out.extend_from_slice(&(next as i64).to_ne_bytes());
+        out.extend_from_slice(&(reclen as u16).to_ne_bytes());
+        out.push(*kind);
+        out.extend_from_slice(name);
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    (out, next)
+}
+
+/// Interposed `telldir`: a guest directory's place is its next entry's
+/// index.
+///
+/// # Safety
+///
+/// Same contract as libc's `telldir`.
+#[no_mangle]
+pub unsafe extern "C" fn telldir(dir: *mut libc::DIR) -> libc::c_long {
+    if is_guest_dir(dir) {
+        // SAFETY: one of ours, alive until closedir.
+        return unsafe { &*dir.cast::<GuestDir>() }.next as libc::c_long;
+    }
+    // SAFETY: forwarded under the caller's contract.
+    unsafe { real::telldir(dir) }
+}
+
+/// Interposed `seekdir`: back to a place `telldir` gave.
+///
+/// # Safety
+///
+/// Same contract as libc's `seekdir`.
+#[no_mangle]
+pub unsafe extern "C" fn seekdir(dir: *mut libc::DIR, at: libc::c_long) {
+    if is_guest_dir(dir) {
+        // SAFETY: one of ours, alive until closedir.
+        unsafe { &mut *dir.cast::<GuestDir>() }.next = at.max(0) as usize;
+        return;
+    }
+    // SAFETY: forwarded under the caller's contract.
+    unsafe { real::seekdir(dir, at) }
 }
 
 /// Interposed `closedir`: a guest directory is freed and its fd closed
