@@ -569,6 +569,28 @@ pub unsafe extern "C" fn rewinddir(dir: *mut libc::DIR) {
 pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::fdopendir(fd) };
+    on_guest_cgroup_fd(fd, pass, std::ptr::null_mut(), |entries| {
+        let dir = guest_dir(entries, fd);
+        // As libc's: reading goes on from the fd's offset (where an
+        // earlier getdents64 left it).
+        // SAFETY: lseek on an fd of ours (a memfd); `dir` is the GuestDir
+        // just made.
+        unsafe {
+            (*dir.cast::<GuestDir>()).next = libc::lseek(fd, 0, libc::SEEK_CUR).max(0) as usize;
+        }
+        Action::Done(dir)
+    })
+}
+
+/// Runs `then` with the guest's entries when host fd `fd` stands for a
+/// guest cgroup; any other fd passes (`pass`), after one look at the fd
+/// bitmap for the program's own.
+fn on_guest_cgroup_fd<R: Copy>(
+    fd: c_int,
+    pass: impl FnOnce() -> R,
+    err: R,
+    then: impl FnOnce(Vec<(CString, u64, u8)>) -> Action<R>,
+) -> R {
     if !fdtable::maybe_ours(fd) {
         return pass();
     }
@@ -579,22 +601,11 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
                 return Action::Pass;
             };
             match entries_of(&path) {
-                Ok(entries) => {
-                    let dir = guest_dir(entries, fd);
-                    // As libc's: reading goes on from the fd's offset
-                    // (where an earlier getdents64 left it).
-                    // SAFETY: lseek on an fd of ours (a memfd); `dir` is
-                    // the GuestDir just made.
-                    unsafe {
-                        (*dir.cast::<GuestDir>()).next =
-                            libc::lseek(fd, 0, libc::SEEK_CUR).max(0) as usize;
-                    }
-                    Action::Done(dir)
-                }
-                Err(e) => Action::Fail(e.errno(), std::ptr::null_mut()),
+                Ok(entries) => then(entries),
+                Err(e) => Action::Fail(e.errno(), err),
             }
         },
-        std::ptr::null_mut(),
+        err,
     )
 }
 
@@ -615,34 +626,20 @@ pub unsafe extern "C" fn getdents64(
 ) -> libc::ssize_t {
     // SAFETY: forwarded under the caller's contract.
     let pass = || unsafe { real::getdents64(fd, buf, len) };
-    if !fdtable::maybe_ours(fd) {
-        return pass();
-    }
-    guard::enter(
-        pass,
-        || {
-            let Some(path) = guest_cgroup_of(fd) else {
-                return Action::Pass;
-            };
-            let entries = match entries_of(&path) {
-                Ok(e) => e,
-                Err(e) => return Action::Fail(e.errno(), -1),
-            };
-            // SAFETY: lseek on an fd of ours (a memfd).
-            let at = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }.max(0) as usize;
-            let (out, next) = dirents(&entries, at, len);
-            if out.is_empty() && next < entries.len() {
-                return Action::Fail(libc::EINVAL, -1);
-            }
-            if let Err(e) = memory::write(buf as u64, &out) {
-                return Action::Fail(e, -1);
-            }
-            // SAFETY: as above; the offset is the next entry's index.
-            unsafe { libc::lseek(fd, next as libc::off_t, libc::SEEK_SET) };
-            Action::Done(out.len() as libc::ssize_t)
-        },
-        -1,
-    )
+    on_guest_cgroup_fd(fd, pass, -1, |entries| {
+        // SAFETY: lseek on an fd of ours (a memfd).
+        let at = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }.max(0) as usize;
+        let (out, next) = dirents(&entries, at, len);
+        if out.is_empty() && next < entries.len() {
+            return Action::Fail(libc::EINVAL, -1);
+        }
+        if let Err(e) = memory::write(buf as u64, &out) {
+            return Action::Fail(e, -1);
+        }
+        // SAFETY: as above; the offset is the next entry's index.
+        unsafe { libc::lseek(fd, next as libc::off_t, libc::SEEK_SET) };
+        Action::Done(out.len() as libc::ssize_t)
+    })
 }
 
 /// `entries[at..]` as `linux_dirent64` records, as many as fit in `len`
