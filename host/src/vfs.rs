@@ -173,6 +173,20 @@ unsafe fn route_configured(path: *const libc::c_char) -> Route {
             return Route::Local;
         }
     }
+    // Under `/sys/d` only the CPU lists are ours (`devices/system/cpu/`
+    // then `possible`, `online` or `present`): the rest (`cpu0/topology/…`,
+    // `system/node/…`, read often) is decided byte by byte, without
+    // `strlen`.
+    // SAFETY: NUL-terminated per the caller's contract.
+    if unsafe { c_starts(path, b"/sys/d") } {
+        // SAFETY: as above; byte 24 is read only after the 24 before it
+        // matched (none is NUL).
+        let ours = unsafe { c_starts(path, b"/sys/devices/system/cpu/") }
+            && matches!((unsafe { *path.add(24) }) as u8, b'p' | b'o');
+        if !ours {
+            return Route::Local;
+        }
+    }
     // SAFETY: NUL-terminated per the caller's contract.
     route_bytes(unsafe { CStr::from_ptr(path) }.to_bytes())
 }
@@ -618,6 +632,14 @@ mod tests {
             "/sys/devices/system/cpu/online",
             "/sys/devices/system/cpu/online/",
             "/sys/devices/system/cpu/cpu0/online",
+            "/sys/devices/system/cpu/cpu0/topology/core_id",
+            "/sys/devices/system/cpu/",
+            "/sys/devices/system/cpu/p",
+            "/sys/devices/system/cpu/present",
+            "/sys/devices/system/cpu/possible/",
+            "/sys/devices/system/node/online",
+            "/sys/d",
+            "/sys/dev",
             "/proc/mounts",
             "/proc/self/mounts",
             "/proc/self/mountinfo",
