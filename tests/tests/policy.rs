@@ -1187,9 +1187,19 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
         fs::copy(h.key(), &key).unwrap();
         std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
         let setpriv = find_program("setpriv").expect("setpriv");
-        let script = "tracepoint:sched:sched_process_exec { printf(\"EXEC %s\\n\", \
-                      str(args->filename)); } tracepoint:raw_syscalls:sys_enter \
-                      { @calls[comm] = count(); }";
+        // bpftrace's strings hold 63 bytes: the marked program's path is
+        // short (the test's own directory can be longer than that). Its
+        // name (under 16 bytes, a comm's size) keys the map: counting every
+        // comm of a busy machine made a map whose dump at exit outlasted
+        // the stop timeout under load.
+        let mark = PathBuf::from("/tmp").join(unique_name("tbbt"));
+        let comm = mark.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(comm.len() < 16, "{comm} is longer than a comm");
+        let script = format!(
+            "tracepoint:sched:sched_process_exec {{ printf(\"EXEC %s\\n\", \
+             str(args->filename)); }} tracepoint:raw_syscalls:sys_enter \
+             /comm == \"{comm}\"/ {{ @calls[comm] = count(); }}"
+        );
         let no_caps = ["--inh-caps=-all", "--bounding-set=-all", "--"];
         let local = telebpf_tests::run_with_timeout(
             {
@@ -1218,7 +1228,7 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
             .arg(&key)
             .arg("--")
             .arg(&bpftrace)
-            .args(["-e", script])
+            .args(["-e", &script])
             .env_clear()
             .env("PATH", telebpf_tests::PATH_ENV)
             .env("HOME", "/tmp")
@@ -1237,9 +1247,6 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        // bpftrace's strings hold 63 bytes: the marked program's path is
-        // short (the test's own directory can be longer than that).
-        let mark = PathBuf::from("/tmp").join(unique_name("tbbt"));
         fs::copy("/bin/true", &mark).unwrap();
         struct Remove<'a>(&'a Path);
         impl Drop for Remove<'_> {
@@ -1261,7 +1268,10 @@ fn observe_is_enough_for_the_libbpf_tools_and_bpftrace() {
         }
         telebpf_tests::stop_child(&mut child, libc::SIGINT, stop);
         let out = read();
-        assert!(out.contains("@calls["), "no map printed at exit:\n{out}");
+        assert!(
+            out.contains(&format!("@calls[{comm}]")),
+            "no map printed at exit:\n{out}"
+        );
         assert!(!out.contains(REFUSAL), "{out}");
     } else {
         say("SKIP bpftrace: not installed (apt-get install bpftrace)");
