@@ -1948,6 +1948,16 @@ pub fn wait_until<T>(
     }
 }
 
+/// What [`ExecTool::watch`] saw.
+enum Watched {
+    /// The output has the needle of this index.
+    Printed(usize),
+    /// The tool exited first (its status, its output).
+    Exited(ExitStatus, String),
+    /// The time passed (the output).
+    Waiting(String),
+}
+
 /// How often [`ExecTool::wait_for_event`] makes a new marked event while
 /// none has been printed.
 pub const EVENT_RETRY: Duration = Duration::from_millis(500);
@@ -2080,27 +2090,21 @@ impl ExecTool {
         loop {
             made.push(make());
             let next = (Instant::now() + EVENT_RETRY).min(deadline);
-            loop {
-                let out = self.output();
-                if let Some(seen) = made.iter().find(|m| out.contains(m.as_str())) {
-                    return Ok(seen.clone());
-                }
-                if let Ok(Some(status)) = self.child.try_wait() {
+            match self.watch(&made, next) {
+                Watched::Printed(i) => return Ok(made[i].clone()),
+                Watched::Exited(status, out) => {
                     return Err(format!(
                         "{} exited ({status}) before printing any of {made:?}:\n{out}",
                         self.name
-                    ));
+                    ))
                 }
-                if Instant::now() >= deadline {
+                Watched::Waiting(out) if Instant::now() >= deadline => {
                     return Err(format!(
                         "{} printed none of {made:?} within {timeout:?}:\n{out}",
                         self.name
-                    ));
+                    ))
                 }
-                if Instant::now() >= next {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
+                Watched::Waiting(_) => {}
             }
         }
     }
@@ -2108,24 +2112,32 @@ impl ExecTool {
     /// Waits until the output contains `needle`; the error tells why not,
     /// with the output.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
+        match self.watch(&[needle.to_string()], Instant::now() + timeout) {
+            Watched::Printed(_) => Ok(()),
+            Watched::Exited(status, out) => Err(format!(
+                "{} exited ({status}) before printing {needle:?}:\n{out}",
+                self.name
+            )),
+            Watched::Waiting(out) => Err(format!(
+                "{} did not print {needle:?} within {timeout:?}:\n{out}",
+                self.name
+            )),
+        }
+    }
+
+    /// Looks at the output every 50 ms until it contains one of `needles`
+    /// (which one), the tool exits or `until` passes (with the output then).
+    fn watch(&mut self, needles: &[String], until: Instant) -> Watched {
         loop {
-            if self.output().contains(needle) {
-                return Ok(());
+            let out = self.output();
+            if let Some(i) = needles.iter().position(|n| out.contains(n.as_str())) {
+                return Watched::Printed(i);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.output()
-                ));
+                return Watched::Exited(status, out);
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} did not print {needle:?} within {timeout:?}:\n{}",
-                    self.name,
-                    self.output()
-                ));
+            if Instant::now() >= until {
+                return Watched::Waiting(out);
             }
             thread::sleep(Duration::from_millis(50));
         }
