@@ -66,6 +66,9 @@ pub enum CliError {
     /// on the host kernel).
     #[error("exec: {0}")]
     Unreachable(#[from] crate::program::Unreachable),
+    /// The seccomp supervisor could not start or serve the program.
+    #[error("exec: {0}")]
+    Supervisor(#[from] telebpf_supervisor::SupervisorError),
     /// A program could not be started.
     #[error("cannot run {program}: {source}")]
     Run {

@@ -1,5 +1,8 @@
 //! `telebpf exec`: run a program with the preload library injected, after
-//! checking that the preload can reach it ([`crate::program`]).
+//! checking that the preload can reach it ([`crate::program`]); a program
+//! it cannot reach because it is statically linked or written in Go (or
+//! any program, with `--supervise`) runs under the seccomp supervisor
+//! (`telebpf-supervisor`) instead, never on the host kernel unserved.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -53,13 +56,28 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
     ])
 }
 
-/// Replaces this process with `command`, so its exit status is CMD's.
-pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), CliError> {
-    let env = preload_env(target, key_file)?;
+/// Runs `command` against the guest, so that this process's exit status
+/// is CMD's: replaced by it under the preload, or supervising it.
+pub fn exec(
+    target: &str,
+    key_file: &Path,
+    command: &[OsString],
+    supervise: bool,
+) -> Result<(), CliError> {
+    use crate::program::Unreachable;
     let (program, args) = command.split_first().ok_or(CliError::NoCommand)?;
     // A program the preload cannot reach would act on the host kernel
-    // while the user believes it watches the guest: refuse it instead.
-    crate::program::check(program)?;
+    // while the user believes it watches the guest: the supervisor serves
+    // it from outside; what neither can serve is refused.
+    match crate::program::check(program) {
+        Ok(()) if !supervise => {}
+        Ok(()) | Err(Unreachable::Static(_)) | Err(Unreachable::Go(_)) => {
+            let code = supervised(target, key_file, program, args)?;
+            std::process::exit(code);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let env = preload_env(target, key_file)?;
     let err = std::process::Command::new(program)
         .args(args)
         .envs(env)
@@ -68,4 +86,33 @@ pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), C
         program: program.to_string_lossy().into_owned(),
         source: err,
     })
+}
+
+/// Runs `program` under the seccomp supervisor, which forwards from this
+/// process (the target and key are set in our own environment, where the
+/// host library looks for them); returns its exit status.
+fn supervised(
+    target: &str,
+    key_file: &Path,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<i32, CliError> {
+    target
+        .parse::<telebpf_protocol::address::Address>()
+        .map_err(|source| CliError::BadTarget {
+            target: target.to_string(),
+            source,
+        })?;
+    let key_file = std::path::absolute(key_file).map_err(|source| CliError::KeyPath {
+        path: key_file.to_path_buf(),
+        source,
+    })?;
+    telebpf_protocol::key::Psk::from_file(&key_file)?;
+    // Still one thread: nothing reads the environment concurrently.
+    std::env::set_var(ENV_TARGET, target);
+    std::env::set_var(ENV_KEY_FILE, &key_file);
+    // The program itself must not also load the preload (it would serve
+    // the same calls twice).
+    std::env::remove_var("LD_PRELOAD");
+    Ok(telebpf_supervisor::run(program, args, &[])?)
 }

@@ -51,8 +51,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run CMD with the preload library injected and pointed at the proxy.
+    /// Run CMD against the guest: with the preload library injected, or,
+    /// for a program the preload cannot reach (statically linked, Go) or
+    /// with `--supervise`, under the seccomp supervisor.
     Exec {
+        /// Serve CMD with the seccomp supervisor even if the preload could
+        /// reach it.
+        #[arg(long)]
+        supervise: bool,
         /// Proxy address (`unix:PATH`, `vsock:CID:PORT`, `vsock-uds:PATH:PORT`).
         #[arg(long)]
         target: String,
@@ -133,10 +139,11 @@ fn main() -> ExitCode {
             .map(|_| ())
             .map_err(CliError::WriteKey),
         Command::Exec {
+            supervise,
             target,
             key_file,
             command,
-        } => exec::exec(&target, &key_file, &command),
+        } => exec::exec(&target, &key_file, &command, supervise),
         Command::Ids {
             what,
             target,

@@ -11,7 +11,7 @@
 //! the kernel wrote. What is left here is the program's side of it: its fd
 //! table, and a returned guest fd turned into a new host fd.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use telebpf_abi::{ObjectKind, Objects};
@@ -143,16 +143,10 @@ fn guest_number(table: &dyn FdTable, guest: Option<i32>, host_fd: i32) -> i32 {
     }
 }
 
-/// Whether `fd`, no guest object of ours, is open in this process as
+/// Whether `fd`, no guest object of ours, is open in the program as
 /// something else (and is not the number of an object of a lost session).
 fn is_foreign(table: &dyn FdTable, fd: i32) -> bool {
-    fd_is_open(fd) && !table.is_stale(fd)
-}
-
-/// Whether `fd` is open in this process.
-pub fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD on any integer only reads the fd table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    state::get().program().is_open(fd) && !table.is_stale(fd)
 }
 
 /// Whether the object is a user ring buffer, which a program waits on for
@@ -210,8 +204,14 @@ pub fn adopt(guest_fd: i32, obj: NewObject) -> Result<i32> {
             return Err(e);
         }
     };
-    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-    let inode = inode_of(raw).unwrap_or_default();
+    let inode = inode_of(fd.as_raw_fd()).unwrap_or_default();
+    let raw = match st.program().install(fd) {
+        Ok(raw) => raw,
+        Err(e) => {
+            st.notify(&Request::Close { fd: guest_fd });
+            return Err(e);
+        }
+    };
     let object = Arc::new(GuestObject {
         guest_fd,
         kind: obj.kind,

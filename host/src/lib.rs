@@ -28,6 +28,8 @@
 //!   the program's memory, the fd table and the file cache, and
 //!   [`state::State::ask`], the one way to send a request and take its
 //!   expected answer;
+//! * [`program`]: the program served, as far as fds go (this process for
+//!   the preload, another one for a supervisor);
 //! * [`watchdog`]: the keep-alive thread that finds a lost proxy for a
 //!   quiet program;
 //! * [`fdtable`]: host fds that stand for guest objects;
@@ -49,6 +51,7 @@ pub mod mmap;
 pub mod netlink;
 pub mod objects;
 pub mod perf;
+pub mod program;
 pub mod rings;
 pub mod state;
 pub mod sys;

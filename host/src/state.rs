@@ -30,14 +30,20 @@ use crate::error::{Error, Result};
 use crate::fdtable::{FdTable, Table};
 use crate::lost;
 use crate::memory::ProcessMemory;
+use crate::program::{OwnProcess, Program};
 use crate::sys::inode_of;
 use crate::watchdog::{self, Watched, KEEPALIVE, KEEPALIVE_ANSWER};
 
 /// The state of one process.
 pub struct State {
+    /// The process this state was made in (a child after `fork` makes its
+    /// own).
     pid: i32,
-    /// The program's memory (this process's: the state is per process).
+    /// The program's memory (this process's for the preload; the served
+    /// process's for a supervisor).
     memory: ProcessMemory,
+    /// Where new fds go and how fd numbers are checked.
+    program: Box<dyn Program>,
     conn: Mutex<Option<Connection>>,
     /// Inode of `conn`'s socket, recorded when it connected: the program
     /// may close every fd it did not open itself (`closefrom`,
@@ -118,8 +124,25 @@ pub fn configured() -> bool {
     *ON.get_or_init(|| std::env::var_os(telebpf_client::ENV_TARGET).is_some())
 }
 
-/// This process's state.
+/// Whether some thread of this process serves another program
+/// ([`serve`]); the preload never sets it, so its calls skip the
+/// thread-local lookup.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The state of the program this thread is serving (a supervisor's
+    /// thread, between [`serve`] and the guard's drop).
+    static SERVED: std::cell::Cell<Option<&'static State>> = const { std::cell::Cell::new(None) };
+}
+
+/// This process's state, or, on a thread that serves another program,
+/// that program's.
 pub fn get() -> &'static State {
+    if SERVING.load(Ordering::Relaxed) {
+        if let Some(s) = SERVED.with(|c| c.get()) {
+            return s;
+        }
+    }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let current = STATE.load(Ordering::Acquire);
@@ -129,24 +152,12 @@ pub fn get() -> &'static State {
             return s;
         }
     }
-    let fresh = Box::into_raw(Box::new(State {
+    let fresh = Box::into_raw(Box::new(State::new(
         pid,
-        memory: ProcessMemory { pid },
-        conn: Mutex::new(None),
-        conn_ino: AtomicU64::new(0),
-        conn_fd: AtomicI32::new(-1),
-        call_since_ms: AtomicU64::new(0),
-        answered_ms: AtomicU64::new(0),
-        probed_ms: AtomicU64::new(0),
-        table: Mutex::new(Box::new(Table::default())),
-        cache: Mutex::new(HashMap::new()),
-        facts: OnceLock::new(),
-        warned: AtomicBool::new(false),
-        last_call_ms: AtomicU64::new(0),
-        born: Instant::now(),
-        watching: AtomicBool::new(false),
-        refused: Mutex::new(HashSet::new()),
-    }));
+        ProcessMemory { pid },
+        Box::new(OwnProcess),
+        Box::new(Table::default()),
+    )));
     match STATE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: we just leaked `fresh`; it lives for the rest of the process.
         Ok(_) => unsafe { &*fresh },
@@ -155,6 +166,70 @@ pub fn get() -> &'static State {
             drop(unsafe { Box::from_raw(fresh) });
             // SAFETY: as above for a non-null STATE.
             unsafe { &*winner }
+        }
+    }
+}
+
+/// The state of another process that a supervisor serves: its memory is
+/// `pid`'s, its fds go through `program`, its guest objects are kept in
+/// `table`. It lives for the rest of this process (one per served process
+/// that makes a call).
+pub fn for_program(pid: i32, program: Box<dyn Program>, table: Box<dyn FdTable>) -> &'static State {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    Box::leak(Box::new(State::new(
+        me,
+        ProcessMemory { pid },
+        program,
+        table,
+    )))
+}
+
+/// Makes [`get`] return `state` on this thread until the guard is dropped:
+/// a supervisor's thread serving one call of another program.
+pub fn serve(state: &'static State) -> Serving {
+    SERVING.store(true, Ordering::Relaxed);
+    let previous = SERVED.with(|c| c.replace(Some(state)));
+    Serving { previous }
+}
+
+/// While alive, this thread serves another program's state ([`serve`]).
+#[must_use = "the served state ends when this is dropped"]
+pub struct Serving {
+    previous: Option<&'static State>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVED.with(|c| c.set(self.previous));
+    }
+}
+
+impl State {
+    fn new(
+        pid: i32,
+        memory: ProcessMemory,
+        program: Box<dyn Program>,
+        table: Box<dyn FdTable>,
+    ) -> State {
+        State {
+            pid,
+            memory,
+            program,
+            conn: Mutex::new(None),
+            conn_ino: AtomicU64::new(0),
+            conn_fd: AtomicI32::new(-1),
+            call_since_ms: AtomicU64::new(0),
+            answered_ms: AtomicU64::new(0),
+            probed_ms: AtomicU64::new(0),
+            table: Mutex::new(table),
+            cache: Mutex::new(HashMap::new()),
+            facts: OnceLock::new(),
+            warned: AtomicBool::new(false),
+            last_call_ms: AtomicU64::new(0),
+            born: Instant::now(),
+            watching: AtomicBool::new(false),
+            refused: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -613,6 +688,11 @@ impl State {
     /// The program's memory, where the addresses it passes point.
     pub fn memory(&self) -> &dyn Memory {
         &self.memory
+    }
+
+    /// Where new fds go and how fd numbers are checked.
+    pub fn program(&self) -> &dyn Program {
+        &*self.program
     }
 
     /// The fd table, locked.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Top first: a module may use only modules after it.
 const STACK: &[&str] = &[
     "mmap", "rings", "mapsync", "perf", "netlink", "cgroup", "bpf", "vfs", "objects", "state",
-    "watchdog", "fdtable", "memory", "sys", "error", "lost", "facts",
+    "program", "watchdog", "fdtable", "memory", "sys", "error", "lost", "facts",
 ];
 
 /// The workspace crates this crate may depend on (it sits above them and

@@ -94,39 +94,6 @@ pub fn unserved(path: &str) -> Action<c_int> {
     guest(path, -1, || Action::Fail(libc::EACCES, -1))
 }
 
-/// The `struct statx` of the guest's answer (the basic fields, which is
-/// all a `stat` carries).
-fn statx_of(s: &StatInfo) -> libc::statx {
-    // SAFETY: statx is plain data; all-zero is valid.
-    let mut x: libc::statx = unsafe { std::mem::zeroed() };
-    x.stx_mask = libc::STATX_BASIC_STATS;
-    x.stx_blksize = s.blksize as u32;
-    x.stx_nlink = s.nlink as u32;
-    x.stx_uid = s.uid;
-    x.stx_gid = s.gid;
-    x.stx_mode = s.mode as u16;
-    x.stx_ino = s.ino;
-    x.stx_size = s.size as u64;
-    x.stx_blocks = s.blocks as u64;
-    let time = |(sec, nsec): (i64, i64)| {
-        // SAFETY: statx_timestamp is plain data; all-zero is valid.
-        let mut t: libc::statx_timestamp = unsafe { std::mem::zeroed() };
-        t.tv_sec = sec;
-        t.tv_nsec = nsec as u32;
-        t
-    };
-    x.stx_atime = time(s.times[0]);
-    x.stx_mtime = time(s.times[1]);
-    x.stx_ctime = time(s.times[2]);
-    // glibc's makedev(3) split of a dev_t.
-    let (major, minor) = (libc::major(s.dev), libc::minor(s.dev));
-    x.stx_dev_major = major;
-    x.stx_dev_minor = minor;
-    x.stx_rdev_major = libc::major(s.rdev);
-    x.stx_rdev_minor = libc::minor(s.rdev);
-    x
-}
-
 /// Interposed `statx` (coreutils' `ls` and `stat`): a guest cgroup path is
 /// the guest's; every other path, guest files included, stays libc's as
 /// before.
@@ -146,7 +113,7 @@ pub unsafe extern "C" fn statx(
     let pass = || unsafe { real::statx(dirfd, path, flags, mask, buf) };
     let handle = |p: &str| {
         let x = match cgroup::stat(p) {
-            Ok(s) => statx_of(&s),
+            Ok(s) => telebpf_host::vfs::statx_of(&s),
             Err(e) => return Action::Fail(e.errno(), -1),
         };
         // SAFETY: `x` is a live local of its size.

@@ -1,0 +1,421 @@
+//! Answering a supervised program's calls with the host library.
+//!
+//! Each notification is decoded from its call number and argument words
+//! and handed to the same functions the preload's hooks call
+//! (`telebpf_host::bpf::forward`, `perf::open`, `vfs`, `objects`, …),
+//! with the host library's state switched to the calling process's
+//! ([`telebpf_host::state::serve`]): its memory is read and written with
+//! `process_vm_readv`/`writev` on its pid, its new fds are installed with
+//! ADDFD ([`crate::tool`]). Whatever is not ours — a host path, an fd of
+//! the program's own that happened to lie in the range — continues to the
+//! kernel unchanged (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). That is safe
+//! here despite the documented check-then-use race because continuing
+//! gives the program nothing it could not get by itself: the kernel then
+//! decides on its own, with the program's own privileges.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use telebpf_host::error::{Error, Result};
+use telebpf_host::fdtable::GuestObject;
+use telebpf_host::vfs::{self, Route};
+use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
+use telebpf_protocol::message::{FileOp, FileReply, PERF_EVENT_LINK};
+use telebpf_protocol::paths;
+
+use crate::notify::{Answer, Call, Listener};
+use crate::tool::{self, ToolProcess, ToolTable};
+
+/// The longest path read from a program (`PATH_MAX`).
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// The supervised processes that made a call, by thread-group id.
+#[derive(Default)]
+pub struct Processes {
+    states: HashMap<i32, (&'static state::State, &'static ToolProcess)>,
+}
+
+/// The thread group of thread `tid` (`Tgid:` of `/proc/TID/status`).
+fn thread_group(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Processes {
+    /// The state of the process `tid` belongs to, made on its first call.
+    fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
+        let pid = thread_group(tid)?;
+        Some(*self.states.entry(pid).or_insert_with(|| {
+            let process: &'static ToolProcess = Box::leak(Box::new(ToolProcess { pid }));
+            let st = state::for_program(
+                pid,
+                Box::new(ToolProcess { pid }),
+                Box::<ToolTable>::default(),
+            );
+            (st, process)
+        }))
+    }
+}
+
+/// Answers one call.
+pub fn serve(listener: &Listener, processes: &mut Processes, call: Call) -> Answer {
+    let Some((st, process)) = processes.of(call.tid) else {
+        // The caller is gone.
+        return Answer::Errno(libc::ESRCH);
+    };
+    let _state = state::serve(st);
+    let _call = tool::serving(listener, call);
+    match dispatch(listener, process, &call) {
+        Ok(a) => a,
+        Err(e) => Answer::Errno(e.errno()),
+    }
+}
+
+/// Decodes and answers one call.
+fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<Answer> {
+    let a = call.args;
+    let fd = |i: usize| a[i] as i32;
+    let value = |r: Result<i64>| r.map(Answer::Value);
+    match call.nr {
+        libc::SYS_bpf => value(bpf::forward(
+            a[0] as u32,
+            a[1],
+            a[2] as u32,
+            a[3],
+            a[4] as u32,
+        )),
+        libc::SYS_perf_event_open => value(perf::open(
+            a[0],
+            a[1] as i32,
+            a[2] as i32,
+            a[3] as i32,
+            a[4],
+        )),
+        libc::SYS_uname => uname(a[0]),
+        libc::SYS_capget => capget(process, a[0], a[1]),
+        libc::SYS_setrlimit => Ok(Answer::Value(0)),
+        libc::SYS_prlimit64 => prlimit_memlock(process, a[0] as i32, a[2], a[3]),
+        libc::SYS_open => open(listener, call, a[0], a[1] as i32),
+        libc::SYS_openat => open(listener, call, a[1], a[2] as i32),
+        libc::SYS_openat2 => {
+            // struct open_how starts with its u64 flags.
+            let how = state::get().memory().read(a[2], 8).map_err(Error::Memory)?;
+            let flags = u64::from_le_bytes(how.try_into().expect("8 bytes"));
+            open(listener, call, a[1], flags as i32)
+        }
+        libc::SYS_stat => stat(a[0], true, a[1]),
+        libc::SYS_lstat => stat(a[0], false, a[1]),
+        libc::SYS_newfstatat => stat(a[1], a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[2]),
+        libc::SYS_statx => statx(a[1], a[2] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[4]),
+        libc::SYS_access => access(a[0], a[1] as i32),
+        libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2] as i32),
+        libc::SYS_readlink => readlink(a[0], a[1], a[2] as usize),
+        libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as usize),
+        libc::SYS_statfs => statfs(a[0], a[1]),
+        libc::SYS_close => {
+            objects::forget(fd(0));
+            Ok(Answer::Continue)
+        }
+        libc::SYS_close_range => {
+            if a[2] as u32 & libc::CLOSE_RANGE_CLOEXEC == 0 {
+                let fds = state::get().table().in_range(a[0] as u32, a[1] as u32);
+                fds.into_iter().for_each(objects::forget);
+            }
+            Ok(Answer::Continue)
+        }
+        libc::SYS_dup => dup(process, fd(0), None, true),
+        libc::SYS_dup2 => dup_to(process, fd(0), fd(1), false),
+        libc::SYS_dup3 => {
+            if fd(0) == fd(1) {
+                return Ok(Answer::Continue);
+            }
+            dup_to(process, fd(0), fd(1), a[2] as i32 & libc::O_CLOEXEC != 0)
+        }
+        libc::SYS_fcntl => match a[1] as i32 {
+            libc::F_DUPFD => dup(process, fd(0), Some(a[2] as i32), false),
+            libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2] as i32), true),
+            _ => Ok(Answer::Continue),
+        },
+        libc::SYS_ioctl => match object(fd(0)) {
+            Some(obj) if obj.link == PERF_EVENT_LINK => {
+                value(perf::ioctl(obj.guest_fd, a[1], a[2]))
+            }
+            Some(_) => Ok(Answer::Errno(libc::ENOTTY)),
+            None => Ok(Answer::Continue),
+        },
+        libc::SYS_read => match object(fd(0)) {
+            Some(obj) => {
+                let bytes = objects::read(&obj, a[2] as usize)?;
+                state::get()
+                    .memory()
+                    .write(a[1], &bytes)
+                    .map_err(Error::Memory)?;
+                Ok(Answer::Value(bytes.len() as i64))
+            }
+            None => Ok(Answer::Continue),
+        },
+        libc::SYS_mmap => match object(fd(4)) {
+            Some(_) => Err(Error::kernel(
+                libc::ENODEV,
+                "mmap of a guest object under the supervisor",
+            )),
+            None => Ok(Answer::Continue),
+        },
+        libc::SYS_epoll_ctl => match object(fd(2)) {
+            Some(_) => Err(Error::kernel(
+                libc::EPERM,
+                "epoll of a guest object under the supervisor",
+            )),
+            None => Ok(Answer::Continue),
+        },
+        _ => Ok(Answer::Continue),
+    }
+}
+
+/// The guest object behind the program's fd `fd`.
+fn object(fd: i32) -> Option<std::sync::Arc<GuestObject>> {
+    state::get().table().get(fd).cloned()
+}
+
+/// `dup`/`fcntl(F_DUPFD*)` of an object's fd: the copy goes at a number
+/// of the range (at or above `from`), so the filter still sees it.
+fn dup(process: &ToolProcess, old: i32, from: Option<i32>, cloexec: bool) -> Result<Answer> {
+    if object(old).is_none() {
+        return Ok(Answer::Continue);
+    }
+    let file = process.file_of(old)?;
+    let new = process.free_number(from.unwrap_or(0))?;
+    let new = process.place(&file, new, cloexec)?;
+    objects::alias(old, new);
+    Ok(Answer::Value(i64::from(new)))
+}
+
+/// `dup2`/`dup3` to a number the program chose.
+fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<Answer> {
+    if object(old).is_none() {
+        // Another file over an object's number: the object loses it.
+        if object(new).is_some() && process.fd_exists(old) {
+            objects::forget(new);
+        }
+        return Ok(Answer::Continue);
+    }
+    if old == new {
+        return Ok(Answer::Value(i64::from(new)));
+    }
+    let file = process.file_of(old)?;
+    let new = process.place(&file, new, cloexec)?;
+    objects::alias(old, new);
+    Ok(Answer::Value(i64::from(new)))
+}
+
+/// Reads the NUL-terminated path at `addr` (at most `PATH_MAX` bytes,
+/// page by page: the string may end just before an unmapped page).
+fn read_path(addr: u64) -> Result<Vec<u8>> {
+    if addr == 0 {
+        return Err(Error::kernel(libc::EFAULT, "a null path"));
+    }
+    let mem = state::get().memory();
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < PATH_MAX {
+        let to_page_end = 4096 - (at % 4096) as usize;
+        let chunk = mem
+            .read(at, to_page_end.min(PATH_MAX - out.len()))
+            .map_err(Error::Memory)?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        at += chunk.len() as u64;
+    }
+    Err(Error::kernel(
+        libc::ENAMETOOLONG,
+        "a path longer than PATH_MAX",
+    ))
+}
+
+/// How the host library routes the path at `addr`.
+fn route_at(addr: u64) -> Result<Route> {
+    let mut path = read_path(addr)?;
+    path.push(0);
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    Ok(unsafe { vfs::route(path.as_ptr().cast()) })
+}
+
+/// Puts `fd`, a file of ours, into the caller as the call's result.
+fn give(listener: &Listener, call: &Call, raw: i32, cloexec: bool) -> Result<Answer> {
+    // SAFETY: `raw` is a new fd of this process that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    listener
+        .add_fd(call, &fd, None, cloexec, true)
+        .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))?;
+    Ok(Answer::Sent)
+}
+
+fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answer> {
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    match route_at(addr)? {
+        Route::Local => Ok(Answer::Continue),
+        Route::Guest(p) if paths::is_bpffs(&p) => Ok(Answer::Continue),
+        Route::Guest(_) if flags & libc::O_ACCMODE != libc::O_RDONLY => Err(Error::kernel(
+            libc::EACCES,
+            "writing a guest file under the supervisor",
+        )),
+        Route::Guest(p) => give(listener, call, vfs::open_guest(&p, flags)?, cloexec),
+        Route::Mounts(which) => give(listener, call, cgroup::open_mounts(which)?, cloexec),
+        Route::Cgroup(p) => match cgroup::is_guest(&p)? {
+            true => cgroup::open(&p, flags).map(|fd| Answer::Value(i64::from(fd))),
+            false => Ok(Answer::Continue),
+        },
+        Route::Fdinfo(fd) => match vfs::open_fdinfo(fd)? {
+            Some(raw) => give(listener, call, raw, cloexec),
+            None => Ok(Answer::Continue),
+        },
+        Route::FdLink(_) => Ok(Answer::Continue),
+    }
+}
+
+/// Writes `value`'s bytes at `addr` of the program.
+fn write_struct<T>(addr: u64, value: &T) -> Result<()> {
+    // SAFETY: any initialised T is readable as its bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    state::get()
+        .memory()
+        .write(addr, bytes)
+        .map_err(Error::Memory)
+}
+
+/// A file operation on a guest path; `None` when the path is not ours.
+fn guest_op(route: Route, op: impl FnOnce(String) -> FileOp) -> Result<Option<FileReply>> {
+    match route {
+        Route::Guest(p) => vfs::file_op(op(p)).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn stat(addr: u64, follow: bool, buf: u64) -> Result<Answer> {
+    let info = match route_at(addr)? {
+        Route::Cgroup(p) if cgroup::is_guest(&p)? => cgroup::stat(&p)?,
+        route => match guest_op(route, |path| FileOp::Stat { path, follow })? {
+            Some(FileReply::Stat(info)) => info,
+            Some(_) => return Err(Error::Protocol("a stat request")),
+            None => return Ok(Answer::Continue),
+        },
+    };
+    write_struct(buf, &vfs::stat_of(&info))?;
+    Ok(Answer::Value(0))
+}
+
+fn statx(addr: u64, follow: bool, buf: u64) -> Result<Answer> {
+    let info = match route_at(addr)? {
+        Route::Cgroup(p) if cgroup::is_guest(&p)? => cgroup::stat(&p)?,
+        route => match guest_op(route, |path| FileOp::Stat { path, follow })? {
+            Some(FileReply::Stat(info)) => info,
+            Some(_) => return Err(Error::Protocol("a stat request")),
+            None => return Ok(Answer::Continue),
+        },
+    };
+    write_struct(buf, &vfs::statx_of(&info))?;
+    Ok(Answer::Value(0))
+}
+
+fn access(addr: u64, mode: i32) -> Result<Answer> {
+    match route_at(addr)? {
+        Route::Cgroup(p) if cgroup::is_guest(&p)? => {
+            cgroup::stat(&p)?;
+            Ok(Answer::Value(0))
+        }
+        route => match guest_op(route, |path| FileOp::Access { path, mode })? {
+            Some(_) => Ok(Answer::Value(0)),
+            None => Ok(Answer::Continue),
+        },
+    }
+}
+
+fn readlink(addr: u64, buf: u64, size: usize) -> Result<Answer> {
+    let target = match route_at(addr)? {
+        Route::FdLink(fd) => match object(fd) {
+            Some(obj) => obj.link.clone(),
+            None => return Ok(Answer::Continue),
+        },
+        route => match guest_op(route, |path| FileOp::Readlink { path })? {
+            Some(FileReply::Link(t)) => t,
+            Some(_) => return Err(Error::Protocol("a readlink request")),
+            None => return Ok(Answer::Continue),
+        },
+    };
+    let bytes = &target.as_bytes()[..target.len().min(size)];
+    state::get()
+        .memory()
+        .write(buf, bytes)
+        .map_err(Error::Memory)?;
+    Ok(Answer::Value(bytes.len() as i64))
+}
+
+fn statfs(addr: u64, buf: u64) -> Result<Answer> {
+    match guest_op(route_at(addr)?, |path| FileOp::Statfs { path })? {
+        Some(FileReply::Statfs(info)) => {
+            // SAFETY: statfs is plain data; all-zero is valid.
+            let mut out: libc::statfs = unsafe { std::mem::zeroed() };
+            vfs::fill_statfs(&info, &mut out)?;
+            write_struct(buf, &out)?;
+            Ok(Answer::Value(0))
+        }
+        Some(_) => Err(Error::Protocol("a statfs request")),
+        None => Ok(Answer::Continue),
+    }
+}
+
+fn uname(buf: u64) -> Result<Answer> {
+    let u = facts::utsname(state::get().facts()?);
+    write_struct(buf, &u)?;
+    Ok(Answer::Value(0))
+}
+
+fn capget(process: &ToolProcess, hdr: u64, data: u64) -> Result<Answer> {
+    if hdr == 0 || data == 0 {
+        return Ok(Answer::Continue);
+    }
+    let mem = state::get().memory();
+    let h = mem.read(hdr, 8).map_err(Error::Memory)?;
+    let version = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let pid = i32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if pid != 0 && pid != process.pid {
+        return Ok(Answer::Continue);
+    }
+    let Some(out) = facts::cap_data(state::get().facts()?, version) else {
+        return Ok(Answer::Continue);
+    };
+    mem.write(data, &out).map_err(Error::Memory)?;
+    Ok(Answer::Value(0))
+}
+
+/// `prlimit64(pid, RLIMIT_MEMLOCK, new, old)`: raising the memlock limit
+/// is what BPF tools do for the host kernel's sake; the guest's proxy
+/// needs none of it, so a new limit is ignored as by the preload (this
+/// machine refuses it even to root). The old limit is the real one.
+fn prlimit_memlock(process: &ToolProcess, pid: i32, new: u64, old: u64) -> Result<Answer> {
+    if (pid != 0 && pid != process.pid) || new == 0 {
+        return Ok(Answer::Continue);
+    }
+    if old != 0 {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads the program's limit into `r`.
+        if unsafe { libc::prlimit(process.pid, libc::RLIMIT_MEMLOCK, std::ptr::null(), &mut r) }
+            != 0
+        {
+            return Err(Error::last_os("prlimit"));
+        }
+        write_struct(old, &r)?;
+    }
+    Ok(Answer::Value(0))
+}

@@ -1,0 +1,167 @@
+//! One supervised process as the host library sees it: where its new fds
+//! go ([`ToolProcess`], a [`Program`]) and which of its fd numbers stand for
+//! guest objects ([`ToolTable`]).
+//!
+//! Guest objects' fds are put into the process with
+//! `SECCOMP_IOCTL_NOTIF_ADDFD` at numbers in the filter's range
+//! ([`FD_BASE`]..[`FD_END`]), during the call that made them (the kernel
+//! allows ADDFD only while a call waits). Every call that can close or
+//! overwrite such a number notifies the supervisor (`close`, `dup2`,
+//! `dup3`, `close_range`), so the table needs no `fstat` to tell a number
+//! closed behind its back, unlike the preload's.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use telebpf_host::error::{Error, Result};
+use telebpf_host::fdtable::{FdTable, GuestObject};
+use telebpf_host::program::Program;
+
+use crate::filter::{FD_BASE, FD_END};
+use crate::notify::{Call, Listener};
+
+thread_local! {
+    /// The call this thread is serving, with its listener: what ADDFD
+    /// needs.
+    static SERVING: Cell<Option<(*const Listener, Call)>> = const { Cell::new(None) };
+}
+
+/// Marks `call` as the one this thread serves until the guard drops.
+pub fn serving(listener: &Listener, call: Call) -> ServingCall {
+    SERVING.with(|c| c.set(Some((listener as *const Listener, call))));
+    ServingCall
+}
+
+/// While alive, [`ToolProcess::install`] puts fds into the caller of the
+/// call given to [`serving`].
+#[must_use = "the call is served until this is dropped"]
+pub struct ServingCall;
+
+impl Drop for ServingCall {
+    fn drop(&mut self) {
+        SERVING.with(|c| c.set(None));
+    }
+}
+
+/// Runs `f` with the call being served and its listener.
+fn with_call<T>(f: impl FnOnce(&Listener, &Call) -> io::Result<T>) -> io::Result<T> {
+    let Some((listener, call)) = SERVING.with(|c| c.get()) else {
+        return Err(io::Error::from_raw_os_error(libc::EBADFD));
+    };
+    // SAFETY: the pointer was set by `serving` from a reference that
+    // outlives the guard, and the guard is dropped before it on this
+    // thread (the serving loop holds both).
+    f(unsafe { &*listener }, &call)
+}
+
+/// A supervised process: thread group `pid`.
+#[derive(Debug)]
+pub struct ToolProcess {
+    /// Its thread-group id.
+    pub pid: i32,
+}
+
+impl ToolProcess {
+    /// Whether `fd` is open in the process (its `/proc/PID/fd` entry).
+    pub fn fd_exists(&self, fd: i32) -> bool {
+        let path = format!("/proc/{}/fd/{fd}\0", self.pid);
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: NUL-terminated path; `st` has room for one stat.
+        unsafe { libc::lstat(path.as_ptr().cast(), st.as_mut_ptr()) == 0 }
+    }
+
+    /// The lowest number of the range that is free in the process.
+    pub fn free_number(&self, from: i32) -> Result<i32> {
+        (from.max(FD_BASE as i32)..FD_END as i32)
+            .find(|&n| !self.fd_exists(n))
+            .ok_or(Error::kernel(
+                libc::EMFILE,
+                "every fd number the supervisor may use is taken",
+            ))
+    }
+
+    /// A duplicate, in this process, of the process's fd `fd`
+    /// (`pidfd_getfd`).
+    pub fn file_of(&self, fd: i32) -> Result<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if pidfd < 0 {
+            return Err(Error::last_os("pidfd_open"));
+        }
+        // SAFETY: a new fd nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let raw = {
+            use std::os::fd::AsRawFd;
+            // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags.
+            unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }
+        };
+        if raw < 0 {
+            return Err(Error::last_os("pidfd_getfd"));
+        }
+        // SAFETY: a new fd nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+    }
+
+    /// Puts `fd` into the process at number `at` (replacing what was
+    /// there) during the call being served.
+    pub fn place(&self, fd: &OwnedFd, at: i32, cloexec: bool) -> Result<i32> {
+        with_call(|l, c| l.add_fd(c, fd, Some(at), cloexec, false))
+            .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))
+    }
+}
+
+impl Program for ToolProcess {
+    fn install(&self, fd: OwnedFd) -> Result<i32> {
+        let at = self.free_number(FD_BASE as i32)?;
+        self.place(&fd, at, true)
+    }
+
+    fn is_open(&self, fd: i32) -> bool {
+        fd >= 0 && self.fd_exists(fd)
+    }
+}
+
+/// The guest objects of a supervised process, by its fd numbers.
+#[derive(Debug, Default)]
+pub struct ToolTable {
+    by_fd: HashMap<i32, Arc<GuestObject>>,
+    /// Numbers of objects of a lost session (see [`FdTable::clear`]).
+    stale: HashMap<i32, Arc<GuestObject>>,
+}
+
+impl FdTable for ToolTable {
+    fn insert(&mut self, fd: i32, obj: Arc<GuestObject>) {
+        self.stale.remove(&fd);
+        self.by_fd.insert(fd, obj);
+    }
+
+    fn get(&self, fd: i32) -> Option<&Arc<GuestObject>> {
+        self.by_fd.get(&fd)
+    }
+
+    fn remove(&mut self, fd: i32) -> Option<i32> {
+        self.stale.remove(&fd);
+        let obj = self.by_fd.remove(&fd)?;
+        (Arc::strong_count(&obj) == 1).then_some(obj.guest_fd)
+    }
+
+    fn in_range(&self, first: u32, last: u32) -> Vec<i32> {
+        self.by_fd
+            .keys()
+            .chain(self.stale.keys())
+            .copied()
+            .filter(|&fd| fd as u32 >= first && fd as u32 <= last)
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.stale.extend(self.by_fd.drain());
+    }
+
+    fn is_stale(&self, fd: i32) -> bool {
+        self.stale.contains_key(&fd)
+    }
+}
