@@ -26,11 +26,11 @@ fn build_loader(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
 }
 
 /// A statically linked loader, run as root through `telebpf exec` with no
-/// proxy listening, is refused with one line and never runs: no `uname` of
-/// the host, no program in the host kernel. The same binary run directly
-/// loads into the host kernel, so the refusal is what kept it out; the same
-/// source linked dynamically goes through the preload, fails on the
-/// unreachable proxy, and loads nothing locally either.
+/// proxy listening, runs under the seccomp supervisor and fails: no
+/// `uname` of the host, no program in the host kernel. The same binary run
+/// directly loads into the host kernel, so the supervisor is what kept it
+/// out; the same source linked dynamically goes through the preload, fails
+/// on the unreachable proxy, and loads nothing locally either.
 #[test]
 fn a_static_tool_never_reaches_the_host_kernel_through_exec() {
     let Some(h) = Harness::start_without_proxy("a_static_tool_never_reaches_the_host_kernel")
@@ -79,24 +79,30 @@ fn a_static_tool_never_reaches_the_host_kernel_through_exec() {
         direct.describe()
     );
 
-    // Through telebpf exec: refused, not run.
+    // Through telebpf exec: supervised, and with the proxy down every
+    // call it makes to the kernel fails instead of reaching the host's.
     let out = exec(&stat);
-    let stderr = out.stderr_text();
+    let stdout = out.stdout_text();
     say(&format!(
-        "through exec: status {:?}, stderr {:?}",
+        "through exec: status {:?}, stdout {:?}, stderr {:?}",
         out.status,
-        stderr.trim()
+        stdout.trim(),
+        out.stderr_text().trim()
     ));
     assert!(!out.success(), "must fail: {}", out.describe());
     assert!(
-        out.stdout_text().is_empty(),
-        "the static loader must not have run at all: {}",
+        !stdout.contains("uname ") && !stdout.contains("loaded"),
+        "the supervised loader must see neither the host's uname nor its kernel: {}",
         out.describe()
     );
-    assert_eq!(stderr.lines().count(), 1, "one line: {}", out.describe());
     assert!(
-        stderr.contains("statically linked") && stderr.contains(&stat.display().to_string()),
-        "the line names the program and why: {}",
+        stdout.contains("failed "),
+        "its bpf() must fail: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text().contains("telebpf:"),
+        "telebpf says why (the proxy is unreachable): {}",
         out.describe()
     );
 
@@ -113,4 +119,67 @@ fn a_static_tool_never_reaches_the_host_kernel_through_exec() {
         "a dynamic loader with the proxy down must not load locally: {}",
         out.describe()
     );
+}
+
+/// The same static loader, run as `nobody` (no BPF privilege) through
+/// `telebpf exec` with a proxy listening, is served by the supervisor: it
+/// sees the guest's `uname` and its program is loaded by the proxy, which
+/// the proxy's audit of the session shows. With `--supervise`, the dynamic
+/// build is served the same way instead of by the preload.
+#[test]
+fn a_static_tool_is_served_by_the_supervisor() {
+    let Some(h) = Harness::start("a_static_tool_is_served_by_the_supervisor") else {
+        return;
+    };
+    let stat = build_loader(h.nobody_dir(), "loader-static", &["-static"]);
+    let dynamic = build_loader(h.nobody_dir(), "loader-dynamic", &[]);
+    let key = h.nobody_key(h.key());
+    let release = run_with_timeout(
+        {
+            let mut c = Command::new("uname");
+            c.arg("-r");
+            c
+        },
+        "uname -r",
+        COMMAND_TIMEOUT,
+    )
+    .stdout_text()
+    .trim()
+    .to_string();
+    for (program, extra, name) in [
+        (&stat, None, "tbpf_sv_static"),
+        (&dynamic, Some("--supervise"), "tbpf_sv_dyn"),
+    ] {
+        let mut args: Vec<String> = vec!["exec".into()];
+        args.extend(extra.map(String::from));
+        args.extend([
+            "--target".into(),
+            h.target(),
+            "--key-file".into(),
+            key.display().to_string(),
+            "--".into(),
+            program.display().to_string(),
+            name.into(),
+        ]);
+        let out = run_with_timeout(
+            h.nobody_command(h.telebpf(), &args),
+            &format!("[nobody] telebpf {}", args.join(" ")),
+            COMMAND_TIMEOUT,
+        );
+        say(&format!(
+            "{name}: {}",
+            out.stdout_text().trim().replace('\n', " | ")
+        ));
+        assert!(out.success(), "{}", out.describe());
+        assert!(
+            out.stdout_text().contains(&format!("uname {release}")),
+            "the guest's uname (the proxy's machine is this one): {}",
+            out.describe()
+        );
+        assert!(
+            out.stdout_text().contains(&format!("loaded {name} id ")),
+            "nobody cannot load a program itself: it came through the proxy: {}",
+            out.describe()
+        );
+    }
 }
