@@ -157,22 +157,28 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             }
             None => Ok(Answer::Continue),
         },
+        // Not served yet: the program learns it from the errno and from
+        // one line on stderr, instead of mapping or waiting on a memfd.
         libc::SYS_mmap => match object(fd(4)) {
-            Some(_) => Err(Error::kernel(
-                libc::ENODEV,
-                "mmap of a guest object under the supervisor",
-            )),
+            Some(_) => Err(unserved(libc::ENODEV, "mmap of a guest map or ring")),
             None => Ok(Answer::Continue),
         },
         libc::SYS_epoll_ctl => match object(fd(2)) {
-            Some(_) => Err(Error::kernel(
-                libc::EPERM,
-                "epoll of a guest object under the supervisor",
-            )),
+            Some(_) => Err(unserved(libc::EPERM, "epoll of a guest ring")),
             None => Ok(Answer::Continue),
         },
         _ => Ok(Answer::Continue),
     }
+}
+
+/// A call the supervisor does not serve yet: `errno`, and one line on the
+/// program's stderr (once per process) naming what.
+fn unserved(errno: i32, what: &'static str) -> Error {
+    state::get().warn(&format!(
+        "{what} is not served under the seccomp supervisor yet (rings and mapped maps of \
+         static and Go programs); the call fails with errno {errno}"
+    ));
+    Error::kernel(errno, what)
 }
 
 /// The guest object behind the program's fd `fd`.
