@@ -95,15 +95,29 @@ fn install_filter(prog: &[libc::sock_filter], sock: i32) -> io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `fprog` points to `prog`, alive for the call.
-    let listener = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
+    // Once we have received a call, only a fatal signal may interrupt its
+    // wait: a call interrupted by any other (the Go runtime preempts its
+    // threads with SIGURG) would be restarted by the program and made
+    // twice in the guest, the first object of it leaked. Kernels before
+    // 5.19 lack the flag; there the program is still served, with that
+    // risk.
+    let install = |flags: libc::c_ulong| {
+        // SAFETY: `fprog` points to `prog`, alive for the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
     };
+    let mut listener = install(
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    );
+    if listener < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        listener = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+    }
     if listener < 0 {
         return Err(last());
     }
