@@ -9,7 +9,13 @@ use std::env;
 use std::path::PathBuf;
 
 /// The objects, by file stem under `bpf/tests/` (`<stem>.bpf.c`).
-const OBJECTS: &[&str] = &["forward_test", "iter_test", "net_test", "cgroup_test"];
+const OBJECTS: &[&str] = &[
+    "forward_test",
+    "iter_test",
+    "net_test",
+    "cgroup_test",
+    "matrix",
+];
 
 fn main() {
     let manifest_dir =

@@ -190,8 +190,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TELEBPF_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    target_dir().join("release")
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else
+/// `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
     let root = workspace_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if dir.is_absolute() {
@@ -201,8 +207,7 @@ pub fn bin_dir() -> PathBuf {
             }
         }
         None => root.join("target"),
-    };
-    target.join("release")
+    }
 }
 
 /// A file of the release build (binary or library), checked to exist.
@@ -229,6 +234,7 @@ pub fn built_object(stem: &str) -> PathBuf {
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
         "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
         "cgroup_test" => env!("TELEBPF_TEST_OBJ_CGROUP_TEST"),
+        "matrix" => env!("TELEBPF_TEST_OBJ_MATRIX"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -236,6 +242,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     path
 }
 
+pub mod matrix;
 pub mod monitor;
 pub mod raw_bpf;
 
