@@ -62,8 +62,7 @@ static void on_signal(int sig)
 }
 
 /* libbpf's warnings only: its info lines would mix with the records. */
-static int print_libbpf(enum libbpf_print_level level, const char *fmt,
-			va_list args)
+static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
 {
 	if (level != LIBBPF_WARN)
 		return 0;
@@ -76,14 +75,13 @@ static unsigned long long hits(const struct state *st)
 	return *(volatile __u64 *)&st->skel->bss->matrix_hits;
 }
 
-static void record(struct state *st, const char *kind, const void *data,
-		   size_t size, unsigned long *seen)
+static void record(struct state *st, const char *kind, const void *data, size_t size,
+		   unsigned long *seen)
 {
 	struct matrix_event e;
 
 	if (size < sizeof(e)) {
-		fprintf(stderr, "matrix-tool: malformed %s record of %zu bytes\n",
-			kind, size);
+		fprintf(stderr, "matrix-tool: malformed %s record of %zu bytes\n", kind, size);
 		st->malformed++;
 		return;
 	}
@@ -115,8 +113,8 @@ static void on_lost(void *ctx, int cpu, __u64 n)
 {
 	struct state *st = ctx;
 
-	fprintf(stderr, "matrix-tool: %llu perf records lost on cpu %d\n",
-		(unsigned long long)n, cpu);
+	fprintf(stderr, "matrix-tool: %llu perf records lost on cpu %d\n", (unsigned long long)n,
+		cpu);
 	st->lost += n;
 }
 
@@ -153,8 +151,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (argv[1][0] == '\0' || strlen(argv[1]) >= COMM_LEN) {
-		fprintf(stderr, "matrix-tool: MARK must be 1 to %d bytes\n",
-			COMM_LEN - 1);
+		fprintf(stderr, "matrix-tool: MARK must be 1 to %d bytes\n", COMM_LEN - 1);
 		return 1;
 	}
 
@@ -176,18 +173,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "matrix-tool: load: %s\n", strerror(-err));
 		goto out;
 	}
-	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.matrix_ring), on_ring,
-			      &st, NULL);
+	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.matrix_ring), on_ring, &st, NULL);
 	if (!rb) {
-		fprintf(stderr, "matrix-tool: ring_buffer__new: %s\n",
-			strerror(errno));
+		fprintf(stderr, "matrix-tool: ring_buffer__new: %s\n", strerror(errno));
 		goto out;
 	}
-	pb = perf_buffer__new(bpf_map__fd(st.skel->maps.matrix_perf), 8,
-			      on_perf, on_lost, &st, NULL);
+	pb = perf_buffer__new(bpf_map__fd(st.skel->maps.matrix_perf), 8, on_perf, on_lost, &st,
+			      NULL);
 	if (!pb) {
-		fprintf(stderr, "matrix-tool: perf_buffer__new: %s\n",
-			strerror(errno));
+		fprintf(stderr, "matrix-tool: perf_buffer__new: %s\n", strerror(errno));
 		goto out;
 	}
 	err = matrix__attach(st.skel);
@@ -200,13 +194,12 @@ int main(int argc, char **argv)
 
 	deadline = timeout_ms ? now_ms() + (long long)timeout_ms : 0;
 	status = 0;
-	while (!stop &&
-	       (count == 0 || st.ring_seen < count || st.perf_seen < count)) {
+	while (!stop && (count == 0 || st.ring_seen < count || st.perf_seen < count)) {
 		if (deadline && now_ms() >= deadline) {
 			fprintf(stderr,
 				"matrix-tool: timed out after %lu ms: %lu of %lu ring, %lu of %lu perf records (malformed %lu, lost %lu)\n",
-				timeout_ms, st.ring_seen, count, st.perf_seen,
-				count, st.malformed, st.lost);
+				timeout_ms, st.ring_seen, count, st.perf_seen, count, st.malformed,
+				st.lost);
 			status = 2;
 			break;
 		}
@@ -214,15 +207,14 @@ int main(int argc, char **argv)
 		if (err >= 0 || err == -EINTR)
 			err = perf_buffer__poll(pb, 50);
 		if (err < 0 && err != -EINTR) {
-			fprintf(stderr, "matrix-tool: poll: %s\n",
-				strerror(-err));
+			fprintf(stderr, "matrix-tool: poll: %s\n", strerror(-err));
 			status = 1;
 			break;
 		}
 	}
 	if (status == 0)
-		printf("done %s ringbuf %lu perfbuf %lu hits %llu\n", argv[1],
-		       st.ring_seen, st.perf_seen, hits(&st));
+		printf("done %s ringbuf %lu perfbuf %lu hits %llu\n", argv[1], st.ring_seen,
+		       st.perf_seen, hits(&st));
 out:
 	perf_buffer__free(pb);
 	ring_buffer__free(rb);
