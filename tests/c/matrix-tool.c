@@ -3,8 +3,9 @@
  * The static C libbpf tool of the matrix (issue 15): what a vendor's
  * statically linked build of a libbpf tool does, built by the tests with
  * `cc -static … -lbpf -lelf -lz` against Debian's libbpf-dev and a
- * `bpftool gen skeleton` header of bpf/tests/matrix.bpf.c (the object is
- * embedded; the binary needs no file of its own at run time).
+ * `bpftool gen skeleton` header of the program of examples/ringwatch
+ * (src/bpf/ringwatch.bpf.c; the object is embedded, the binary needs no file
+ * of its own at run time).
  *
  *     matrix-tool MARK COUNT [TIMEOUT_MS]
  *
@@ -35,18 +36,18 @@
 
 #include <bpf/libbpf.h>
 
-#include "matrix.skel.h"
+#include "ringwatch.skel.h"
 
 #define COMM_LEN 16
 
-/* struct matrix_event of bpf/tests/matrix.bpf.c. */
-struct matrix_event {
+/* struct event of examples/ringwatch/src/bpf/ringwatch.bpf.c. */
+struct event {
 	uint32_t pid;
 	char comm[COMM_LEN];
 };
 
 struct state {
-	struct matrix *skel;
+	struct ringwatch *skel;
 	unsigned long ring_seen;
 	unsigned long perf_seen;
 	unsigned long malformed;
@@ -72,13 +73,13 @@ static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 /* The .bss counter, read through the skeleton's mmap of the .bss map. */
 static unsigned long long hits(const struct state *st)
 {
-	return *(volatile __u64 *)&st->skel->bss->matrix_hits;
+	return *(volatile __u64 *)&st->skel->bss->event_count;
 }
 
 static void record(struct state *st, const char *kind, const void *data, size_t size,
 		   unsigned long *seen)
 {
-	struct matrix_event e;
+	struct event e;
 
 	if (size < sizeof(e)) {
 		fprintf(stderr, "matrix-tool: malformed %s record of %zu bytes\n", kind, size);
@@ -162,29 +163,29 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	libbpf_set_print(print_libbpf);
 
-	st.skel = matrix__open();
+	st.skel = ringwatch__open();
 	if (!st.skel) {
 		fprintf(stderr, "matrix-tool: open: %s\n", strerror(errno));
 		return 1;
 	}
-	strncpy(st.skel->rodata->matrix_mark, argv[1], COMM_LEN - 1);
-	err = matrix__load(st.skel);
+	strncpy(st.skel->rodata->target_comm, argv[1], COMM_LEN - 1);
+	err = ringwatch__load(st.skel);
 	if (err) {
 		fprintf(stderr, "matrix-tool: load: %s\n", strerror(-err));
 		goto out;
 	}
-	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.matrix_ring), on_ring, &st, NULL);
+	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.ring_events), on_ring, &st, NULL);
 	if (!rb) {
 		fprintf(stderr, "matrix-tool: ring_buffer__new: %s\n", strerror(errno));
 		goto out;
 	}
-	pb = perf_buffer__new(bpf_map__fd(st.skel->maps.matrix_perf), 8, on_perf, on_lost, &st,
+	pb = perf_buffer__new(bpf_map__fd(st.skel->maps.perf_events), 8, on_perf, on_lost, &st,
 			      NULL);
 	if (!pb) {
 		fprintf(stderr, "matrix-tool: perf_buffer__new: %s\n", strerror(errno));
 		goto out;
 	}
-	err = matrix__attach(st.skel);
+	err = ringwatch__attach(st.skel);
 	if (err) {
 		fprintf(stderr, "matrix-tool: attach: %s\n", strerror(-err));
 		goto out;
@@ -218,7 +219,7 @@ int main(int argc, char **argv)
 out:
 	perf_buffer__free(pb);
 	ring_buffer__free(rb);
-	matrix__destroy(st.skel);
+	ringwatch__destroy(st.skel);
 	fflush(stdout);
 	return status;
 }

@@ -222,7 +222,8 @@ pub fn product_file(name: &str) -> PathBuf {
     path
 }
 
-/// Path of a test object built by build.rs from `bpf/tests/<stem>.bpf.c`.
+/// Path of a test object built by build.rs from `bpf/tests/<stem>.bpf.c`
+/// (`ringwatch`: from `examples/ringwatch/src/bpf/ringwatch.bpf.c`).
 pub fn built_object(stem: &str) -> PathBuf {
     let error = env!("TELEBPF_TEST_BPF_ERROR");
     assert!(
@@ -234,7 +235,7 @@ pub fn built_object(stem: &str) -> PathBuf {
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
         "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
         "cgroup_test" => env!("TELEBPF_TEST_OBJ_CGROUP_TEST"),
-        "matrix" => env!("TELEBPF_TEST_OBJ_MATRIX"),
+        "ringwatch" => env!("TELEBPF_TEST_OBJ_RINGWATCH"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -383,6 +384,17 @@ pub fn build_net_attach(dir: &Path) -> PathBuf {
     run_with_timeout(cmd, "cc net-attach.c -lbpf", COMMAND_TIMEOUT).expect_success();
     fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod net-attach");
     out
+}
+
+/// Runs `marker` (a marked program: a copy of `/bin/true` under the name a
+/// tool watches for) to its end, checks it succeeded, and returns its pid.
+pub fn run_marked(marker: &Path) -> u32 {
+    let mut child = Command::new(marker)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot exec {}: {e}", marker.display()));
+    let status = child.wait().expect("wait for the marked process");
+    assert!(status.success(), "{} failed: {status}", marker.display());
+    child.id()
 }
 
 /// Lossy text of a byte buffer.

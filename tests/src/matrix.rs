@@ -4,7 +4,7 @@
 //!
 //! * [`Tool::StaticC`]: `tests/c/matrix-tool.c`, a libbpf program linked
 //!   `cc -static … -lbpf -lelf -lz` against Debian's `libbpf-dev`, with a
-//!   `bpftool gen skeleton` of `bpf/tests/matrix.bpf.c` embedded;
+//!   `bpftool gen skeleton` of `examples/ringwatch`'s program embedded;
 //! * [`Tool::StaticRust`]: the libbpf-rs example `examples/ringwatch`
 //!   linked statically with glibc (`-C target-feature=+crt-static`, a
 //!   static-pie), in its own target directory so that the normal build is
@@ -166,21 +166,22 @@ fn run(cmd: &mut Command, name: &str, package: &str) -> Result<Vec<u8>, String> 
     telebpf_bpf_build::run_tool(cmd, name, package).map_err(|e| e.replace('\n', " | "))
 }
 
-/// The object of `bpf/tests/matrix.bpf.c` (built by build.rs).
-fn matrix_object() -> Result<PathBuf, String> {
+/// The object of `examples/ringwatch/src/bpf/ringwatch.bpf.c` (built by
+/// build.rs), which all three tools load.
+fn ringwatch_object() -> Result<PathBuf, String> {
     let error = env!("TELEBPF_TEST_BPF_ERROR");
     if !error.is_empty() {
         return Err(format!("the eBPF test objects did not build: {error}"));
     }
-    Ok(built_object("matrix"))
+    Ok(built_object("ringwatch"))
 }
 
-/// `bpftool gen skeleton matrix.bpf.o name matrix > matrix.skel.h`, then
+/// `bpftool gen skeleton ringwatch.bpf.o name ringwatch > ringwatch.skel.h`, then
 /// `cc -static -O2 -Wall -I. -o matrix-tool-static matrix-tool.c -lbpf
 /// -lelf -lz`.
 fn build_static_c() -> Result<PathBuf, String> {
     let src = workspace_root().join("tests/c/matrix-tool.c");
-    let object = matrix_object()?;
+    let object = ringwatch_object()?;
     let (src_bytes, obj_bytes) = (read(&src)?, read(&object)?);
     let binary = "matrix-tool-static";
     let recipe = b"bpftool gen skeleton; cc -static -O2 -Wall -lbpf -lelf -lz";
@@ -189,12 +190,12 @@ fn build_static_c() -> Result<PathBuf, String> {
             Command::new("bpftool")
                 .args(["gen", "skeleton"])
                 .arg(&object)
-                .args(["name", "matrix"]),
+                .args(["name", "ringwatch"]),
             "bpftool",
             "bpftool",
         )?;
-        fs::write(work.join("matrix.skel.h"), skel)
-            .map_err(|e| format!("write matrix.skel.h: {e}"))?;
+        fs::write(work.join("ringwatch.skel.h"), skel)
+            .map_err(|e| format!("write ringwatch.skel.h: {e}"))?;
         run(
             Command::new("cc")
                 .args(["-static", "-O2", "-Wall", "-I"])
@@ -215,7 +216,7 @@ fn build_static_c() -> Result<PathBuf, String> {
 /// `/usr/share/gocode`, with modules, the module proxy and cgo off.
 fn build_go() -> Result<PathBuf, String> {
     let src = workspace_root().join("tests/go/matrix-tool/main.go");
-    let object = matrix_object()?;
+    let object = ringwatch_object()?;
     let cilium = Path::new(DEBIAN_GOPATH).join("src/github.com/cilium/ebpf");
     if !cilium.is_dir() {
         return Err(format!(
@@ -233,7 +234,7 @@ fn build_go() -> Result<PathBuf, String> {
         let package = gopath.join("src/telebpf-matrix");
         fs::create_dir_all(&package).map_err(|e| format!("mkdir {}: {e}", package.display()))?;
         fs::write(package.join("main.go"), &src_bytes)
-            .and_then(|()| fs::write(package.join("matrix.bpf.o"), &obj_bytes))
+            .and_then(|()| fs::write(package.join("ringwatch.bpf.o"), &obj_bytes))
             .map_err(|e| format!("copy the sources: {e}"))?;
         let result = run(
             Command::new("go")
@@ -328,35 +329,31 @@ impl Records {
         let bad = |line: &str| format!("malformed line of the {}: {line:?}", tool.name());
         for line in output.lines() {
             let words: Vec<&str> = line.split(' ').collect();
-            match (tool, words.as_slice()) {
+            // (ring buffer?, pid, comm) of a record line, or the counter.
+            let record = match (tool, words.as_slice()) {
                 (Tool::StaticC | Tool::Go, [kind @ ("ringbuf" | "perfbuf"), comm, "pid", pid]) => {
-                    let pid = pid.parse().map_err(|_| bad(line))?;
-                    let list = if *kind == "ringbuf" {
-                        &mut r.ringbuf
-                    } else {
-                        &mut r.perfbuf
-                    };
-                    list.push((pid, comm.to_string()));
+                    Some((*kind == "ringbuf", *pid, *comm))
                 }
+                (Tool::StaticRust, [kind @ ("ring" | "perf"), pid, comm]) => Some((
+                    *kind == "ring",
+                    pid.strip_prefix("pid=").ok_or_else(|| bad(line))?,
+                    comm.strip_prefix("comm=").ok_or_else(|| bad(line))?,
+                )),
                 (Tool::StaticC | Tool::Go, ["bss", _, "hits", n]) => {
                     r.hits.push(n.parse().map_err(|_| bad(line))?);
-                }
-                (Tool::StaticRust, [kind @ ("ring" | "perf"), pid, comm]) => {
-                    let pid = pid.strip_prefix("pid=").ok_or_else(|| bad(line))?;
-                    let comm = comm.strip_prefix("comm=").ok_or_else(|| bad(line))?;
-                    let pid = pid.parse().map_err(|_| bad(line))?;
-                    let list = if *kind == "ring" {
-                        &mut r.ringbuf
-                    } else {
-                        &mut r.perfbuf
-                    };
-                    list.push((pid, comm.to_string()));
+                    None
                 }
                 (Tool::StaticRust, [count]) if count.starts_with("bss_count=") => {
                     let n = &count["bss_count=".len()..];
                     r.hits.push(n.parse().map_err(|_| bad(line))?);
+                    None
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some((ring, pid, comm)) = record {
+                let pid = pid.parse().map_err(|_| bad(line))?;
+                let list = if ring { &mut r.ringbuf } else { &mut r.perfbuf };
+                list.push((pid, comm.to_string()));
             }
         }
         Ok(r)

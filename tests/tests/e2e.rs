@@ -779,12 +779,7 @@ fn with_marked_execs(marker: &Path, run: impl FnOnce() -> CmdOutput) -> (CmdOutp
             let mut pids = Vec::new();
             let deadline = Instant::now() + COMMAND_TIMEOUT;
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let mut child = Command::new(marker)
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot exec {}: {e}", marker.display()));
-                pids.push(child.id());
-                let status = child.wait().expect("wait for the marked process");
-                assert!(status.success(), "{} failed: {status}", marker.display());
+                pids.push(telebpf_tests::run_marked(marker));
                 thread::sleep(RINGWATCH_EXEC_INTERVAL);
             }
             pids

@@ -132,12 +132,7 @@ impl Running {
                 "the tool neither exited nor got its records within {RUN_TIMEOUT:?}:\n{}",
                 self.output()
             );
-            let mut child = Command::new(marker)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot exec {}: {e}", marker.display()));
-            pids.push(child.id());
-            let status = child.wait().expect("wait for the marked process");
-            assert!(status.success(), "{} failed: {status}", marker.display());
+            pids.push(telebpf_tests::run_marked(marker));
             thread::sleep(EXEC_INTERVAL);
         }
     }

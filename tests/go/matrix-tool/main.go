@@ -4,8 +4,8 @@
 // cilium/ebpf program (Tetragon, Tracee and their kind) does, built by the
 // tests offline from Debian's golang-go and golang-github-cilium-ebpf-dev
 // (GO111MODULE=off, GOPATH including /usr/share/gocode), with the object
-// of bpf/tests/matrix.bpf.c embedded (the build copies it beside this file
-// as matrix.bpf.o).
+// of examples/ringwatch/src/bpf/ringwatch.bpf.c embedded (the build copies
+// it beside this file as ringwatch.bpf.o).
 //
 //	matrix-tool MARK COUNT [TIMEOUT_MS]
 //
@@ -46,13 +46,13 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-//go:embed matrix.bpf.o
+//go:embed ringwatch.bpf.o
 var object []byte
 
 // commLen is TASK_COMM_LEN: a comm is at most 15 bytes and a NUL.
 const commLen = 16
 
-// event is struct matrix_event of bpf/tests/matrix.bpf.c.
+// event is struct event of examples/ringwatch/src/bpf/ringwatch.bpf.c.
 type event struct {
 	Pid  uint32
 	Comm [commLen]byte
@@ -105,7 +105,7 @@ func run(mark string, count, timeoutMs uint64) int {
 	}
 	var setting [commLen]byte
 	copy(setting[:], mark)
-	if err := spec.RewriteConstants(map[string]interface{}{"matrix_mark": setting}); err != nil {
+	if err := spec.RewriteConstants(map[string]interface{}{"target_comm": setting}); err != nil {
 		fmt.Fprintf(os.Stderr, "matrix-tool: .rodata: %v\n", err)
 		return 1
 	}
@@ -116,19 +116,19 @@ func run(mark string, count, timeoutMs uint64) int {
 	}
 	defer coll.Close()
 
-	ring, err := ringbuf.NewReader(coll.Maps["matrix_ring"])
+	ring, err := ringbuf.NewReader(coll.Maps["ring_events"])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "matrix-tool: ringbuf.NewReader: %v\n", err)
 		return 1
 	}
 	defer ring.Close()
-	perfReader, err := perf.NewReader(coll.Maps["matrix_perf"], 8*os.Getpagesize())
+	perfReader, err := perf.NewReader(coll.Maps["perf_events"], 8*os.Getpagesize())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "matrix-tool: perf.NewReader: %v\n", err)
 		return 1
 	}
 	defer perfReader.Close()
-	tp, err := link.Tracepoint("sched", "sched_process_exec", coll.Programs["matrix_exec"], nil)
+	tp, err := link.Tracepoint("sched", "sched_process_exec", coll.Programs["handle_exec"], nil)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "matrix-tool: link.Tracepoint: %v\n", err)
 		return 1
@@ -207,7 +207,7 @@ func run(mark string, count, timeoutMs uint64) int {
 	return 0
 }
 
-// bssHits reads matrix_hits, the only variable of the .bss map.
+// bssHits reads event_count, the only variable of the .bss map.
 func bssHits(coll *ebpf.Collection) (uint64, error) {
 	var hits uint64
 	err := coll.Maps[".bss"].Lookup(uint32(0), &hits)
