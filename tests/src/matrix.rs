@@ -124,7 +124,8 @@ fn cache_dir() -> PathBuf {
 /// `<cache>/<stem>-<hash of inputs>/`: `Ok(path of binary)` if it holds
 /// `binary` already, else builds it with `build` (which gets an empty
 /// directory to put `binary` in) and moves it there in one `rename`, so an
-/// interrupted build never leaves a half-written binary in the cache.
+/// interrupted build never leaves a half-written binary in the cache; then
+/// removes the builds of other inputs.
 fn cached(
     stem: &str,
     inputs: &[&[u8]],
@@ -151,6 +152,15 @@ fn cached(
         let _ = fs::remove_dir_all(&work);
         if !out.is_file() {
             return Err(format!("rename to {}: {e}", dir.display()));
+        }
+    }
+    // Builds of older inputs are never used again: remove them.
+    let current = dir.file_name();
+    for entry in fs::read_dir(cache_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let stale = name.to_string_lossy().starts_with(&format!("{stem}-"));
+        if stale && Some(name.as_os_str()) != current {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
     Ok(out)
