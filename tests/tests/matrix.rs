@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use telebpf_tests::matrix::{is_static_elf, Records, Tool};
-use telebpf_tests::{say, stop_child, Harness};
+use telebpf_tests::{run_with_timeout, say, stop_child, Harness};
 
 /// Records each buffer must deliver.
 const COUNT: usize = 3;
@@ -306,4 +306,64 @@ fn telebpf_exec_refuses_each_matrix_tool_with_one_line() {
         );
     }
     h.finish();
+}
+
+/// Each matrix tool, run **as root** through `telebpf exec` with no proxy
+/// listening and a count of 0 (run until a signal: on a kernel it reached,
+/// it would stay up with its program attached), fails by itself within the
+/// time limit without printing "ready" or a record: it never loaded and
+/// attached anything on the host kernel, which as root it could (the native
+/// tests show it does when run directly). True of the refusal today and of
+/// the supervisor that will replace it.
+#[test]
+fn matrix_tools_as_root_with_the_proxy_down_fail_instead_of_running_on_the_host() {
+    let programs: Vec<(Tool, PathBuf)> = Tool::ALL.iter().map(|&t| (t, build(t))).collect();
+    let Some(h) = Harness::start_without_proxy(
+        "matrix_tools_as_root_with_the_proxy_down_fail_instead_of_running_on_the_host",
+    ) else {
+        return;
+    };
+    let down = format!("unix:{}", h.dir().join("no-proxy.sock").display());
+    for (tool, program) in programs {
+        let mark = mark(tool);
+        let mut cmd = Command::new(h.telebpf());
+        cmd.args(["exec", "--target", &down, "--key-file"])
+            .arg(h.key())
+            .arg("--")
+            .arg(&program)
+            .args(tool.args(mark, 0, TOOL_TIMEOUT_MS))
+            .current_dir(h.dir());
+        let out = run_with_timeout(
+            cmd,
+            &format!("[root] telebpf exec (proxy down) {}", program.display()),
+            RUN_TIMEOUT,
+        );
+        say(&format!(
+            "{}: {:?}, {:?}",
+            tool.name(),
+            out.status,
+            out.stderr_text().trim()
+        ));
+        assert!(
+            !out.success(),
+            "{} must fail: {}",
+            tool.name(),
+            out.describe()
+        );
+        let all = format!("{}{}", out.stdout_text(), out.stderr_text());
+        assert!(
+            !all.contains(&tool.ready_line(mark)),
+            "{} got ready: it ran against the host kernel: {}",
+            tool.name(),
+            out.describe()
+        );
+        let records = Records::parse(tool, &all).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            records,
+            Records::default(),
+            "{} reported records: {}",
+            tool.name(),
+            out.describe()
+        );
+    }
 }
