@@ -22,7 +22,7 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -395,6 +395,33 @@ pub fn run_marked(marker: &Path) -> u32 {
     let status = child.wait().expect("wait for the marked process");
     assert!(status.success(), "{} failed: {status}", marker.display());
     child.id()
+}
+
+/// Runs `run` (a tool run to its end) while another thread runs `marker`
+/// ([`run_marked`]) every `interval` until `run` returns (at most
+/// [`COMMAND_TIMEOUT`]); gives its output and the pids of the marked
+/// processes.
+pub fn with_marked_execs(
+    marker: &Path,
+    interval: Duration,
+    run: impl FnOnce() -> CmdOutput,
+) -> (CmdOutput, Vec<u32>) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let trigger = s.spawn(|| {
+            let mut pids = Vec::new();
+            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                pids.push(run_marked(marker));
+                thread::sleep(interval);
+            }
+            pids
+        });
+        let out = run();
+        stop.store(true, Ordering::SeqCst);
+        let pids = trigger.join().expect("the exec thread panicked");
+        (out, pids)
+    })
 }
 
 /// Lossy text of a byte buffer.
