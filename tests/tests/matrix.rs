@@ -149,6 +149,10 @@ impl Drop for Running {
 /// that wait for a signal, that SIGTERM after one record ends the tool
 /// cleanly (exit 0).
 fn reports_marked_execs_natively(tool: Tool, test: &str) {
+    // Checked before the build, which the lock need not wait for.
+    if !telebpf_tests::require_root(test) {
+        return;
+    }
     let program = build(tool);
     let Some(h) = Harness::start_local_only(test) else {
         return;
@@ -269,6 +273,9 @@ fn go_cilium_ebpf_tool_reports_marked_execs_natively() {
 /// "served": then this test becomes the matrix's run through the proxy.
 #[test]
 fn telebpf_exec_refuses_each_matrix_tool_with_one_line() {
+    if !telebpf_tests::require_root("telebpf_exec_refuses_each_matrix_tool_with_one_line") {
+        return;
+    }
     let programs: Vec<(Tool, PathBuf)> = Tool::ALL.iter().map(|&t| (t, build(t))).collect();
     let Some(h) = Harness::start("telebpf_exec_refuses_each_matrix_tool_with_one_line") else {
         return;
@@ -317,6 +324,11 @@ fn telebpf_exec_refuses_each_matrix_tool_with_one_line() {
 /// the supervisor that will replace it.
 #[test]
 fn matrix_tools_as_root_with_the_proxy_down_fail_instead_of_running_on_the_host() {
+    if !telebpf_tests::require_root(
+        "matrix_tools_as_root_with_the_proxy_down_fail_instead_of_running_on_the_host",
+    ) {
+        return;
+    }
     let programs: Vec<(Tool, PathBuf)> = Tool::ALL.iter().map(|&t| (t, build(t))).collect();
     let Some(h) = Harness::start_without_proxy(
         "matrix_tools_as_root_with_the_proxy_down_fail_instead_of_running_on_the_host",
