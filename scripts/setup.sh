@@ -25,12 +25,17 @@ export DEBIAN_FRONTEND=noninteractive
 # (strip, readelf) comes with build-essential.
 # valgrind: `telebpf bench interpose` counts instructions with callgrind
 # (no test needs it).
+# golang-go, golang-github-cilium-ebpf-dev: the Go tool of the matrix
+# (tests/go/matrix-tool, built offline with GO111MODULE=off); the static C
+# tool links libbpf-dev's, libelf-dev's and zlib1g-dev's .a files
+# (tests/src/matrix.rs).
 packages=(
     bpftool libbpf-tools bpftrace
     clang llvm libbpf-dev clang-format
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates
     valgrind
+    golang-go golang-github-cilium-ebpf-dev
 )
 vm_packages=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 

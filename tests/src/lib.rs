@@ -22,7 +22,7 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -190,8 +190,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TELEBPF_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    target_dir().join("release")
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else
+/// `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
     let root = workspace_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if dir.is_absolute() {
@@ -201,8 +207,7 @@ pub fn bin_dir() -> PathBuf {
             }
         }
         None => root.join("target"),
-    };
-    target.join("release")
+    }
 }
 
 /// A file of the release build (binary or library), checked to exist.
@@ -217,7 +222,8 @@ pub fn product_file(name: &str) -> PathBuf {
     path
 }
 
-/// Path of a test object built by build.rs from `bpf/tests/<stem>.bpf.c`.
+/// Path of a test object built by build.rs from `bpf/tests/<stem>.bpf.c`
+/// (`ringwatch`: from `examples/ringwatch/src/bpf/ringwatch.bpf.c`).
 pub fn built_object(stem: &str) -> PathBuf {
     let error = env!("TELEBPF_TEST_BPF_ERROR");
     assert!(
@@ -229,6 +235,7 @@ pub fn built_object(stem: &str) -> PathBuf {
         "iter_test" => env!("TELEBPF_TEST_OBJ_ITER_TEST"),
         "net_test" => env!("TELEBPF_TEST_OBJ_NET_TEST"),
         "cgroup_test" => env!("TELEBPF_TEST_OBJ_CGROUP_TEST"),
+        "ringwatch" => env!("TELEBPF_TEST_OBJ_RINGWATCH"),
         other => panic!("unknown test object {other}"),
     };
     let path = PathBuf::from(path);
@@ -236,6 +243,7 @@ pub fn built_object(stem: &str) -> PathBuf {
     path
 }
 
+pub mod matrix;
 pub mod monitor;
 pub mod raw_bpf;
 
@@ -376,6 +384,44 @@ pub fn build_net_attach(dir: &Path) -> PathBuf {
     run_with_timeout(cmd, "cc net-attach.c -lbpf", COMMAND_TIMEOUT).expect_success();
     fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod net-attach");
     out
+}
+
+/// Runs `marker` (a marked program: a copy of `/bin/true` under the name a
+/// tool watches for) to its end, checks it succeeded, and returns its pid.
+pub fn run_marked(marker: &Path) -> u32 {
+    let mut child = Command::new(marker)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot exec {}: {e}", marker.display()));
+    let status = child.wait().expect("wait for the marked process");
+    assert!(status.success(), "{} failed: {status}", marker.display());
+    child.id()
+}
+
+/// Runs `run` (a tool run to its end) while another thread runs `marker`
+/// ([`run_marked`]) every `interval` until `run` returns (at most
+/// [`COMMAND_TIMEOUT`]); gives its output and the pids of the marked
+/// processes.
+pub fn with_marked_execs(
+    marker: &Path,
+    interval: Duration,
+    run: impl FnOnce() -> CmdOutput,
+) -> (CmdOutput, Vec<u32>) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let trigger = s.spawn(|| {
+            let mut pids = Vec::new();
+            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                pids.push(run_marked(marker));
+                thread::sleep(interval);
+            }
+            pids
+        });
+        let out = run();
+        stop.store(true, Ordering::SeqCst);
+        let pids = trigger.join().expect("the exec thread panicked");
+        (out, pids)
+    })
 }
 
 /// Lossy text of a byte buffer.

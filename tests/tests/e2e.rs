@@ -14,9 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use telebpf_tests::{
@@ -770,30 +768,9 @@ fn ringwatch_events(stdout: &str, kind: &str) -> Vec<(u32, String)> {
 }
 
 /// Runs `run` (one `ringwatch --comm tbmark --count 3` to completion) while
-/// another thread execs `marker` every [`RINGWATCH_EXEC_INTERVAL`] until
-/// `run` returns; gives its output and the pids of the marked processes.
+/// another thread execs `marker` every [`RINGWATCH_EXEC_INTERVAL`].
 fn with_marked_execs(marker: &Path, run: impl FnOnce() -> CmdOutput) -> (CmdOutput, Vec<u32>) {
-    let stop = AtomicBool::new(false);
-    thread::scope(|s| {
-        let trigger = s.spawn(|| {
-            let mut pids = Vec::new();
-            let deadline = Instant::now() + COMMAND_TIMEOUT;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let mut child = Command::new(marker)
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot exec {}: {e}", marker.display()));
-                pids.push(child.id());
-                let status = child.wait().expect("wait for the marked process");
-                assert!(status.success(), "{} failed: {status}", marker.display());
-                thread::sleep(RINGWATCH_EXEC_INTERVAL);
-            }
-            pids
-        });
-        let out = run();
-        stop.store(true, Ordering::SeqCst);
-        let pids = trigger.join().expect("the exec thread panicked");
-        (out, pids)
-    })
+    telebpf_tests::with_marked_execs(marker, RINGWATCH_EXEC_INTERVAL, run)
 }
 
 /// Checks ringwatch's output: exit 0, at least [`RINGWATCH_COUNT`] ring and

@@ -5,6 +5,9 @@
  * a BPF ring buffer AND through a perf event array, and count it in a .bss
  * variable the loader reads through its mmap of the map.
  *
+ * The static C and Go tools of the tests' matrix (tests/c/matrix-tool.c,
+ * tests/go/matrix-tool) load this same program: keep its names in sync.
+ *
  * Only UAPI and libbpf headers: no vmlinux.h, no CO-RE.
  */
 #include <linux/types.h>
