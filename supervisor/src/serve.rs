@@ -23,6 +23,7 @@ use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
 use telebpf_protocol::message::{FileOp, FileReply, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
+use crate::filter::{FD_BASE, FD_END};
 use crate::notify::{Answer, Call, Listener};
 use crate::tool::{self, ToolProcess, ToolTable};
 
@@ -210,6 +211,14 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
     }
     if old == new {
         return Ok(Answer::Value(i64::from(new)));
+    }
+    if !(FD_BASE as i32..FD_END as i32).contains(&new) {
+        // Out of the range the filter watches, its closes and mappings
+        // would go unseen.
+        return Err(unserved(
+            libc::EINVAL,
+            "moving a guest object's fd below the supervisor's range (libbpf 1.4 and later do, with dup3)",
+        ));
     }
     let file = process.file_of(old)?;
     let new = process.place(&file, new, cloexec)?;
