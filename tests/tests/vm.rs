@@ -1440,10 +1440,11 @@ fn bpftrace_probes_and_kstack_on_the_guests_marks() {
 }
 
 /// `bpftrace -l` lists the guest's probes: a kprobe of a module the guest
-/// has loaded (virtio_pci_modern_dev, in `guest-facts`), which bpftrace on
-/// this host cannot list (its tracefs function list is not readable here),
-/// a kfunc from that module's BTF (the host has it built in, with no
-/// module BTF), and the guest's syscall tracepoints.
+/// has loaded (vmw_vsock_virtio_transport_common, in `guest-facts`, a
+/// module on 6.1 and 6.12), which bpftrace on this host cannot list (its
+/// tracefs function list is not readable here), a kfunc from that
+/// module's BTF (the host has no such module BTF), and the guest's
+/// syscall tracepoints.
 #[test]
 fn bpftrace_lists_the_guests_probes() {
     let Some(h) = Harness::start_without_proxy("vm_bpftrace_lists") else {
@@ -1453,39 +1454,48 @@ fn bpftrace_lists_the_guests_probes() {
     assert!(
         g.fact("modules")
             .split(' ')
-            .any(|m| m == "virtio_pci_modern_dev"),
-        "the guest lacks virtio_pci_modern_dev: {}",
+            .any(|m| m == "vmw_vsock_virtio_transport_common"),
+        "the guest lacks vmw_vsock_virtio_transport_common: {}",
         g.fact("modules")
     );
     assert!(
-        !Path::new("/sys/kernel/btf/virtio_pci_modern_dev").exists(),
-        "the host has virtio_pci_modern_dev's BTF too: the listing cannot tell them apart"
+        !Path::new("/sys/kernel/btf/vmw_vsock_virtio_transport_common").exists(),
+        "the host has vmw_vsock_virtio_transport_common's BTF too: the listing cannot tell them apart"
     );
     let mut local = Command::new(Bpftrace::program());
-    local.args(["-l", "kprobe:vp_modern_probe*"]);
+    local.args(["-l", "kprobe:virtio_transport_recv_pkt*"]);
     let local = run_with_timeout(local, "[root] bpftrace -l locally", COMMAND_TIMEOUT);
     assert!(
-        !local.stdout_text().contains("kprobe:vp_modern_probe"),
+        !local
+            .stdout_text()
+            .contains("kprobe:virtio_transport_recv_pkt"),
         "bpftrace on the host lists the kprobe too: the listing cannot tell them apart\n{}",
         local.describe()
     );
-    let kprobes = Bpftrace::run(&h, g, &["-l", "kprobe:vp_modern_probe*"]);
+    let kprobes = Bpftrace::run(&h, g, &["-l", "kprobe:virtio_transport_recv_pkt*"]);
     kprobes.expect_success();
     assert!(
         kprobes
             .stdout_text()
             .lines()
-            .any(|l| l == "kprobe:vp_modern_probe"),
+            .any(|l| l == "kprobe:virtio_transport_recv_pkt"),
         "{}",
         kprobes.describe()
     );
-    let kfuncs = Bpftrace::run(&h, g, &["-l", "kfunc:virtio_pci_modern_dev:vp_modern_*"]);
+    let kfuncs = Bpftrace::run(
+        &h,
+        g,
+        &[
+            "-l",
+            "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_*",
+        ],
+    );
     kfuncs.expect_success();
     assert!(
         kfuncs
             .stdout_text()
             .lines()
-            .any(|l| l.starts_with("kfunc:virtio_pci_modern_dev:vp_modern_")),
+            .any(|l| l.starts_with("kfunc:vmw_vsock_virtio_transport_common:virtio_transport_")),
         "{}",
         kfuncs.describe()
     );
