@@ -30,12 +30,20 @@
 //! newest: the guest lists `[bpf]` symbols oldest first), a line longer
 //! than [`MAX_LINE`] (more than a kernel symbol name, `KSYM_NAME_LEN` 512,
 //! can make) is not kept, and each capture replaces the last, so the
-//! memory a session holds for this stays under [`MAX_KEPT_BYTES`].
+//! memory a session holds for this stays under [`MAX_KEPT_BYTES`]; it is
+//! charged to the proxy's bytes in flight while kept (a full proxy keeps
+//! nothing rather than make a close wait). A capture costs one pass of the
+//! guest kernel over its symbols, as a client's own read of
+//! `/proc/kallsyms` does, and happens at most once per link the session
+//! made (links are rate-limited requests; a close is not, but closes alone
+//! never capture twice).
 
 use std::collections::HashSet;
 use std::io::BufRead;
 
 use telebpf_abi::ObjectKind;
+
+use crate::limits::{Held, SessionBudget};
 
 /// The path whose reads get the kept lines.
 pub const KALLSYMS: &str = "/proc/kallsyms";
@@ -60,6 +68,8 @@ pub struct BpfSymbols {
     armed: bool,
     /// The lines of the last capture, each ending in `\n`.
     kept: Vec<Vec<u8>>,
+    /// Their charge to the proxy's bytes in flight.
+    held: Option<Held>,
 }
 
 impl BpfSymbols {
@@ -75,9 +85,13 @@ impl BpfSymbols {
     }
 
     /// Keeps the `[bpf]` lines of `lines` (as [`bpf_lines`] gives them),
-    /// replacing the last capture; the newest that fit [`MAX_KEPT_BYTES`].
-    pub fn capture(&mut self, lines: &[u8]) {
+    /// replacing the last capture; the newest that fit [`MAX_KEPT_BYTES`],
+    /// charged to `budget` (nothing is kept, and the errno returned, when
+    /// the proxy's bytes in flight are full).
+    pub fn capture(&mut self, lines: &[u8], budget: &SessionBudget) -> Result<(), i32> {
         self.armed = false;
+        self.kept.clear();
+        self.held = None;
         let mut kept: Vec<Vec<u8>> = Vec::new();
         let mut bytes = 0;
         for line in lines.split_inclusive(|&b| b == b'\n').rev() {
@@ -91,7 +105,9 @@ impl BpfSymbols {
             kept.push(line.to_vec());
         }
         kept.reverse();
+        self.held = Some(budget.hold(bytes)?);
         self.kept = kept;
+        Ok(())
     }
 
     /// Lines kept.
@@ -238,7 +254,8 @@ ffffffffc02f3000 t bpf_trampoline_6442499101\t[bpf]\n"
         s.linked();
         assert!(s.captures_on_close(&ObjectKind::Prog { prog_type: 26 }));
         assert!(!s.captures_on_close(&ObjectKind::Btf));
-        s.capture(&bpf_lines(LIVE).unwrap());
+        s.capture(&bpf_lines(LIVE).unwrap(), &SessionBudget::default())
+            .unwrap();
         assert_eq!(s.len(), 3);
         assert!(
             !s.captures_on_close(&ObjectKind::Link),
@@ -272,7 +289,7 @@ ffffffffc00e7710 t bpf_prog_55c86a28613d5ac4_do_sys_openat2\t[bpf]\n"
             );
         }
         let mut s = BpfSymbols::default();
-        s.capture(&text);
+        s.capture(&text, &SessionBudget::default()).unwrap();
         let kept: usize = s.kept.iter().map(Vec::len).sum();
         assert!(
             kept <= MAX_KEPT_BYTES && kept > MAX_KEPT_BYTES - 64,

@@ -296,17 +296,18 @@ impl Session {
     /// first close of a program or link since it made a link (see
     /// [`crate::bpf_symbols`]).
     fn capture_bpf_symbols(&mut self) {
-        match self.kernel.bpf_kallsyms() {
-            Ok(lines) => {
-                self.bpf_symbols.capture(&lines);
-                log::debug(format_args!(
-                    "session {}: kept {} [bpf] kallsyms lines before a detach",
-                    self.id,
-                    self.bpf_symbols.len()
-                ));
-            }
+        match self
+            .kernel
+            .bpf_kallsyms()
+            .and_then(|lines| self.bpf_symbols.capture(&lines, &self.budget))
+        {
+            Ok(()) => log::debug(format_args!(
+                "session {}: kept {} [bpf] kallsyms lines before a detach",
+                self.id,
+                self.bpf_symbols.len()
+            )),
             Err(errno) => log::debug(format_args!(
-                "session {}: [bpf] kallsyms lines not read: errno {errno}",
+                "session {}: [bpf] kallsyms lines not kept: errno {errno}",
                 self.id
             )),
         }
