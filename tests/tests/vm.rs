@@ -1472,41 +1472,27 @@ fn bpftrace_lists_the_guests_probes() {
         "bpftrace on the host lists the kprobe too: the listing cannot tell them apart\n{}",
         local.describe()
     );
-    let kprobes = Bpftrace::run(&h, g, &["-l", "kprobe:virtio_transport_recv_pkt*"]);
-    kprobes.expect_success();
-    assert!(
-        kprobes
-            .stdout_text()
-            .lines()
-            .any(|l| l == "kprobe:virtio_transport_recv_pkt"),
-        "{}",
-        kprobes.describe()
+    // Each pattern lists, among others, a line starting with its prefix.
+    let lists = |pattern: &str, prefix: &str| {
+        let out = Bpftrace::run(&h, g, &["-l", pattern]);
+        out.expect_success();
+        assert!(
+            out.stdout_text().lines().any(|l| l.starts_with(prefix)),
+            "bpftrace -l {pattern} lists no {prefix}…\n{}",
+            out.describe()
+        );
+    };
+    lists(
+        "kprobe:virtio_transport_recv_pkt*",
+        "kprobe:virtio_transport_recv_pkt",
     );
-    let kfuncs = Bpftrace::run(
-        &h,
-        g,
-        &[
-            "-l",
-            "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_*",
-        ],
+    lists(
+        "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_*",
+        "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_",
     );
-    kfuncs.expect_success();
-    assert!(
-        kfuncs
-            .stdout_text()
-            .lines()
-            .any(|l| l.starts_with("kfunc:vmw_vsock_virtio_transport_common:virtio_transport_")),
-        "{}",
-        kfuncs.describe()
-    );
-    let tps = Bpftrace::run(&h, g, &["-l", "tracepoint:syscalls:sys_enter_openat*"]);
-    tps.expect_success();
-    assert!(
-        tps.stdout_text()
-            .lines()
-            .any(|l| l == "tracepoint:syscalls:sys_enter_openat"),
-        "{}",
-        tps.describe()
+    lists(
+        "tracepoint:syscalls:sys_enter_openat*",
+        "tracepoint:syscalls:sys_enter_openat",
     );
     h.finish();
 }
