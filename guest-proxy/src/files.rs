@@ -30,6 +30,9 @@
 //!   let go when its last range is
 //!   served, when the session starts a fifth one (the oldest goes), or
 //!   when the session ends. A file that fits one reply needs no snapshot.
+//!   A snapshot of `/proc/kallsyms` ends with the `[bpf]` lines the
+//!   session's programs had and the guest no longer lists
+//!   ([`crate::bpf_symbols`]).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -40,6 +43,7 @@ use std::os::unix::fs::MetadataExt;
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, StatfsInfo, FILE_CHUNK};
 use telebpf_protocol::paths;
 
+use crate::bpf_symbols::{self, BpfSymbols};
 use crate::limits::{Held, SessionBudget};
 use crate::policy::{Denied, Policy};
 use crate::resolve::{self, Access};
@@ -151,6 +155,9 @@ pub struct Context<'a> {
     pub runs_iterator: &'a RunsIterator<'a>,
     /// The session's snapshots.
     pub snapshots: &'a mut Snapshots,
+    /// The `[bpf]` kallsyms lines its programs had before it detached,
+    /// added to its reads of `/proc/kallsyms` ([`crate::bpf_symbols`]).
+    pub bpf_symbols: &'a BpfSymbols,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -394,7 +401,10 @@ fn read(
         // A read starts at 0; later ranges name its snapshot.
         return Err(libc::EINVAL.into());
     }
-    let snap = take_snapshot(path, &mut file, cx.budget, cx.snapshots)?;
+    let mut snap = take_snapshot(path, &mut file, cx.budget, cx.snapshots)?;
+    if path == bpf_symbols::KALLSYMS {
+        add_kept_bpf_symbols(&mut snap, cx)?;
+    }
     if snap.size <= len {
         let data = snap.range(0, len);
         return Ok(if whole {
@@ -493,6 +503,23 @@ fn take_snapshot(
             return Ok(snap);
         }
     }
+}
+
+/// Appends to a snapshot of `/proc/kallsyms` the `[bpf]` lines the
+/// session kept that the guest no longer lists (see
+/// [`crate::bpf_symbols`]), charged like the rest of the snapshot.
+fn add_kept_bpf_symbols(snap: &mut Snapshot, cx: &Context<'_>) -> Result<(), i32> {
+    let extra = cx.bpf_symbols.missing_from(&snap.pieces);
+    if extra.is_empty() {
+        return Ok(());
+    }
+    if cx.snapshots.bytes() + snap.held_bytes() + extra.len() > cx.budget.share() {
+        return Err(libc::ENOMEM);
+    }
+    snap.held.push(cx.budget.hold_or_wait(extra.len())?);
+    snap.size += extra.len();
+    snap.pieces.push(extra);
+    Ok(())
 }
 
 /// The names in listable directory `path` (only `/proc`), charged to the
@@ -642,6 +669,7 @@ mod tests {
                 policy: &policy,
                 runs_iterator: &|_| Ok(()),
                 snapshots: &mut snapshots,
+                bpf_symbols: &BpfSymbols::default(),
             },
         )
     }
@@ -719,6 +747,7 @@ mod tests {
             policy: &policy,
             runs_iterator: &|_| Ok(()),
             snapshots: &mut snapshots,
+            bpf_symbols: &BpfSymbols::default(),
         };
         let path = "/proc/kallsyms".to_string();
         let range = |offset, snapshot, cx: &mut Context<'_>| {

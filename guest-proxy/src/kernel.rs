@@ -105,6 +105,11 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     /// unprivileged user may lock per CPU, if it can be read.
     fn perf_mlock_kb(&self) -> Option<usize>;
 
+    /// The `[bpf]` lines the kernel's `/proc/kallsyms` lists now (its
+    /// programs and trampolines), as [`crate::bpf_symbols::bpf_lines`]
+    /// reads them; the errno if it cannot be read.
+    fn bpf_kallsyms(&self) -> Result<Vec<u8>, i32>;
+
     /// `BPF_OBJ_GET_INFO_BY_FD` into `info`: the length the kernel filled.
     fn object_info(&self, fd: i32, info: &mut [u8]) -> Result<usize, i32> {
         let mut attr = sys::info_attr(fd, info);
@@ -349,6 +354,13 @@ impl Kernel for RealKernel {
         std::fs::read_to_string(PERF_MLOCK_KB)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
+    }
+
+    fn bpf_kallsyms(&self) -> Result<Vec<u8>, i32> {
+        let file = std::fs::File::open(crate::bpf_symbols::KALLSYMS)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        crate::bpf_symbols::bpf_lines(std::io::BufReader::with_capacity(64 << 10, file))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
     }
 }
 

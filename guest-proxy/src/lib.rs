@@ -15,7 +15,8 @@
 //! the live sessions; [`bpf_exec`] turns a forwarded call into a
 //! checked syscall; [`files`] decides which files a client may see,
 //! [`resolve`] opens them without leaving the allow-list and
-//! [`shared_files`] keeps one copy of each immutable one; [`facts`]
+//! [`shared_files`] keeps one copy of each immutable one, [`bpf_symbols`]
+//! the `[bpf]` kallsyms lines a session's programs had; [`facts`]
 //! gathers what the Welcome message tells about the kernel; [`perf`] runs
 //! `perf_event_open` and its ioctls; [`netlink`] relays a client's
 //! `NETLINK_ROUTE` socket and answers interface lookups; [`limits`] bounds what clients can make
@@ -43,6 +44,7 @@
 
 pub mod audit;
 pub mod bpf_exec;
+pub mod bpf_symbols;
 pub mod bulk;
 pub mod caps;
 pub mod cgroup;

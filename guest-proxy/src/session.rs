@@ -34,6 +34,7 @@ use telebpf_protocol::{ChannelError, TryCloneStream};
 
 use crate::audit::{Audit, Event};
 use crate::bpf_exec::{self, SessionFds};
+use crate::bpf_symbols::BpfSymbols;
 use crate::kernel::Kernel;
 use crate::limits::{self, Governor, LimitArgs, SessionBudget};
 use crate::perf::{self, PerfFds};
@@ -71,6 +72,8 @@ pub struct Session {
     kernel_reads: (u64, u64),
     /// The files it reads range by range.
     snapshots: files::Snapshots,
+    /// The `[bpf]` kallsyms lines its programs had before it detached.
+    bpf_symbols: BpfSymbols,
     /// Which refusals and audited requests are written in full.
     notes: SessionNotes,
 }
@@ -168,6 +171,7 @@ impl Session {
             page_bases: bulk::PageBases::default(),
             kernel_reads: (0, 0),
             snapshots: files::Snapshots::default(),
+            bpf_symbols: BpfSymbols::default(),
             notes: SessionNotes::new(std::path::Path::new(""), "(unnamed)"),
         }
     }
@@ -280,8 +284,32 @@ impl Session {
         if obj.is_ring() {
             self.owner.add(fd);
         }
+        if obj.kind == ObjectKind::Link {
+            self.bpf_symbols.linked();
+        }
         if self.objects.insert(fd, obj).is_none() {
             self.budget.object_added();
+        }
+    }
+
+    /// Keeps the `[bpf]` kallsyms lines of the guest before the session's
+    /// first close of a program or link since it made a link (see
+    /// [`crate::bpf_symbols`]).
+    fn capture_bpf_symbols(&mut self) {
+        match self
+            .kernel
+            .bpf_kallsyms()
+            .and_then(|lines| self.bpf_symbols.capture(&lines, &self.budget))
+        {
+            Ok(()) => log::debug(format_args!(
+                "session {}: kept {} [bpf] kallsyms lines before a detach",
+                self.id,
+                self.bpf_symbols.len()
+            )),
+            Err(errno) => log::debug(format_args!(
+                "session {}: [bpf] kallsyms lines not kept: errno {errno}",
+                self.id
+            )),
         }
     }
 
@@ -388,6 +416,11 @@ impl Session {
                 })
             }
             Request::Close { fd } => {
+                if let Some(obj) = self.objects.get(&fd) {
+                    if self.bpf_symbols.captures_on_close(&obj.kind) {
+                        self.capture_bpf_symbols();
+                    }
+                }
                 if self.objects.remove(&fd).is_some() {
                     self.budget.objects_removed(1);
                     self.owner.remove(fd);
@@ -418,6 +451,7 @@ impl Session {
                     policy: &self.grant.policy,
                     runs_iterator: &runs_iterator,
                     snapshots: &mut self.snapshots,
+                    bpf_symbols: &self.bpf_symbols,
                 };
                 let result = files::execute(&op, &mut cx);
                 log::debug(format_args!(
@@ -1649,5 +1683,63 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// After a link, the first close of a program reads the guest's
+    /// `[bpf]` kallsyms lines once; the session's later read of
+    /// `/proc/kallsyms` ends with those the kernel no longer lists.
+    #[test]
+    fn kallsyms_keeps_the_bpf_symbols_of_a_detached_program() {
+        let (mut s, kernel) = session();
+        let lines = b"ffffffffc00e7710 t bpf_prog_feedfacefeedface_tbtest\t[bpf]\n\
+ffffffffc02f3000 t bpf_trampoline_6442499101\t[bpf]\n";
+        kernel.set_bpf_kallsyms(lines);
+        let reads = |k: &FakeKernel| {
+            k.calls()
+                .iter()
+                .filter(|c| matches!(c, Call::BpfKallsyms))
+                .count()
+        };
+        let map = created(s.handle(array(1)));
+        let prog = created(s.handle(prog_load(5)));
+        s.handle(Request::Close { fd: map });
+        let early = created(s.handle(prog_load(5)));
+        s.handle(Request::Close { fd: early });
+        assert_eq!(reads(&kernel), 0, "no link yet: closes read nothing");
+        let mut attr = vec![0u8; 64];
+        write_u32(&mut attr, 0, prog as u32);
+        let link = created(s.handle(bpf(cmd::BPF_LINK_CREATE, attr, vec![])));
+        s.handle(Request::Close { fd: link });
+        s.handle(Request::Close { fd: prog });
+        assert_eq!(reads(&kernel), 1, "one read per detach");
+
+        let Ok(local) = std::fs::read(crate::bpf_symbols::KALLSYMS) else {
+            return;
+        };
+        let mut all = Vec::new();
+        let mut snapshot = 0;
+        loop {
+            let reply = s.handle(Request::File(FileOp::ReadRange {
+                path: crate::bpf_symbols::KALLSYMS.into(),
+                offset: all.len() as u64,
+                len: u32::MAX,
+                snapshot,
+            }));
+            let Some(Reply::File(Ok(message::FileReply::Range {
+                size,
+                snapshot: id,
+                data,
+            }))) = reply
+            else {
+                panic!("{reply:?}");
+            };
+            snapshot = id;
+            all.extend(data);
+            if all.len() as u64 >= size {
+                break;
+            }
+        }
+        assert!(all.ends_with(lines), "kept lines at the end");
+        assert!(all.len() >= local.len() / 2, "the machine's kallsyms first");
     }
 }

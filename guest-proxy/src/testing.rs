@@ -164,6 +164,8 @@ pub enum Call {
     Close(i32),
     /// `fcntl(fd, F_DUPFD_CLOEXEC)`.
     Dup(i32),
+    /// A read of the `[bpf]` lines of kallsyms.
+    BpfKallsyms,
     /// `mmap` of a ring's region.
     Map {
         /// The fd.
@@ -188,6 +190,8 @@ struct State {
     perf_answer: Option<Answer>,
     memlock: u64,
     calls: Vec<Call>,
+    /// What [`Kernel::bpf_kallsyms`] answers.
+    bpf_kallsyms: Vec<u8>,
     /// The simulated rings of `BPF_MAP_TYPE_RINGBUF` maps, by map id.
     rings: BTreeMap<u32, Arc<Mutex<SimRingbuf>>>,
 }
@@ -225,6 +229,7 @@ impl Default for FakeKernel {
             perf_answer: None,
             memlock: 0,
             calls: Vec::new(),
+            bpf_kallsyms: Vec::new(),
             rings: BTreeMap::new(),
         };
         FakeKernel {
@@ -302,6 +307,11 @@ impl FakeKernel {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Sets what the fake's kallsyms lists as `[bpf]` lines from now on.
+    pub fn set_bpf_kallsyms(&self, lines: &[u8]) {
+        self.state().bpf_kallsyms = lines.to_vec();
     }
 
     /// The fds closed so far, in order.
@@ -490,6 +500,12 @@ impl Kernel for FakeKernel {
             Some(_) => Err(libc::EINVAL),
             None => Err(libc::EBADF),
         }
+    }
+
+    fn bpf_kallsyms(&self) -> Result<Vec<u8>, i32> {
+        let mut state = self.state();
+        state.calls.push(Call::BpfKallsyms);
+        Ok(state.bpf_kallsyms.clone())
     }
 
     fn close(&self, fd: i32) {

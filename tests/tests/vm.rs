@@ -1136,3 +1136,363 @@ fn bpftool_cgroup_tree_attach_show_act_on_the_guest() {
     c.run("rm", &[&pin]).expect_success();
     h.finish();
 }
+
+// --------------------------------------------------------------- bpftrace
+
+/// Debian's bpftrace refuses to run unless its euid is 0. It runs here as
+/// root with every capability dropped (`setpriv`), so that `bpf()` is
+/// impossible on the host and any success came through the guest's proxy
+/// (`bpftrace_refuses_without_capabilities_locally` checks that), with a
+/// root-owned copy of the guest's key (root without `CAP_DAC_OVERRIDE`
+/// reads only its own files).
+struct Bpftrace {
+    child: Child,
+    out: PathBuf,
+}
+
+/// setpriv's arguments that drop every capability and keep uid 0.
+const NO_CAPS: [&str; 3] = ["--inh-caps=-all", "--bounding-set=-all", "--"];
+
+impl Bpftrace {
+    /// The path of Debian's bpftrace (a failure, not a skip: the matrix
+    /// needs it; `scripts/setup.sh` installs it).
+    fn program() -> PathBuf {
+        find_program("bpftrace").expect("bpftrace is not installed (scripts/setup.sh)")
+    }
+
+    /// A root-owned copy of the guest's key.
+    fn key(h: &Harness, g: &Guest) -> PathBuf {
+        let key = h.dir().join("root.key");
+        if !key.exists() {
+            fs::copy(g.dir.join("key"), &key).expect("copy the guest's key");
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
+        }
+        key
+    }
+
+    /// `setpriv (no capabilities) telebpf exec … -- bpftrace ARGS` against
+    /// the guest, as a command (line-buffered with `stdbuf -oL`).
+    fn command(h: &Harness, g: &Guest, args: &[&str]) -> Command {
+        let mut cmd = Command::new(find_program("stdbuf").expect("stdbuf"));
+        cmd.arg("-oL")
+            .arg(find_program("setpriv").expect("setpriv"))
+            .args(NO_CAPS)
+            .arg(h.telebpf())
+            .args(["exec", "--target", &g.target(), "--key-file"])
+            .arg(Bpftrace::key(h, g))
+            .arg("--")
+            .arg(Bpftrace::program())
+            .args(args)
+            .env_clear()
+            .env("PATH", telebpf_tests::PATH_ENV)
+            .env("HOME", "/tmp")
+            .current_dir(h.dir())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `bpftrace ARGS` against the guest to its end.
+    fn run(h: &Harness, g: &Guest, args: &[&str]) -> CmdOutput {
+        run_with_timeout(
+            Bpftrace::command(h, g, args),
+            &format!("[root, no capabilities] telebpf exec -- bpftrace {args:?}"),
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// Starts `bpftrace -e SCRIPT` against the guest, its output into a
+    /// file.
+    fn start(h: &Harness, g: &Guest, script: &str) -> Bpftrace {
+        let out = h.dir().join(unique_name("bpftrace.out"));
+        let file = fs::File::create(&out).expect("bpftrace output file");
+        let child = Bpftrace::command(h, g, &["-e", script])
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .expect("start bpftrace");
+        Bpftrace { child, out }
+    }
+
+    /// What it printed so far.
+    fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits until it prints `needle`, calling `activity` between looks.
+    fn wait_for(&mut self, needle: &str, timeout: Duration, activity: &dyn Fn()) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            let exited = self.child.try_wait().ok().flatten();
+            assert!(
+                Instant::now() < deadline && exited.is_none(),
+                "bpftrace did not print {needle:?} (exit: {exited:?}):\n{}\n--- guest console ---\n{}",
+                self.output(),
+                guest().console_tail()
+            );
+            activity();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGINT, wait for its exit (its END block and maps); the output.
+    fn stop(mut self) -> String {
+        telebpf_tests::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(60));
+        self.output()
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One symbol of a kallsyms text as bcc's symbol cache (bpftrace's
+/// `kstack`) keeps it: data symbols (`b B d D r R`) and addresses 0 or
+/// below the kernel's half are dropped (`bcc_procutils_each_ksym`).
+fn bcc_ksyms(kallsyms: &str) -> Vec<(u64, String)> {
+    let mut syms: Vec<(u64, String)> = kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            let name = f.next()?;
+            if addr == 0 || addr < 0x00ff_ffff_ffff_ffff || "bBdDrR".contains(kind) {
+                return None;
+            }
+            Some((addr, name.to_string()))
+        })
+        .collect();
+    syms.sort();
+    syms
+}
+
+/// Whether `frame` (`NAME+OFFSET`, as bpftrace prints a `kstack` frame)
+/// is how a symboliser that knows `syms` names some address: a symbol
+/// NAME at A such that the nearest symbol at or below A + OFFSET is at A.
+fn frame_resolves(frame: &str, syms: &[(u64, String)]) -> bool {
+    let Some((name, offset)) = frame.rsplit_once('+') else {
+        return false;
+    };
+    let Ok(offset) = offset.parse::<u64>() else {
+        return false;
+    };
+    syms.iter().filter(|(_, n)| n == name).any(|&(a, _)| {
+        let x = a.saturating_add(offset);
+        let below = syms.partition_point(|(s, _)| *s <= x);
+        below > 0 && syms[below - 1].0 == a
+    })
+}
+
+/// The frames of every `@NAME[kstack]` key bpftrace printed for map
+/// `map`: one list per stack.
+fn kstacks(out: &str, map: &str) -> Vec<Vec<String>> {
+    let mut stacks = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in out.lines() {
+        if line.starts_with(&format!("@{map}[")) {
+            current = Some(Vec::new());
+        } else if line.starts_with("]:") {
+            stacks.extend(current.take());
+        } else if let Some(frames) = current.as_mut() {
+            frames.push(line.trim().to_string());
+        }
+    }
+    stacks
+}
+
+/// Without capabilities, root's bpftrace can do nothing on this host: the
+/// other `bpftrace_` tests run it so, and whatever they see came through
+/// the guest's proxy.
+#[test]
+fn bpftrace_refuses_without_capabilities_locally() {
+    let Some(_h) = Harness::start_without_proxy("vm_bpftrace_no_caps") else {
+        return;
+    };
+    let mut cmd = Command::new(find_program("setpriv").expect("setpriv"));
+    cmd.args(NO_CAPS)
+        .arg(Bpftrace::program())
+        .args(["-e", "BEGIN { printf(\"LOCAL\\n\"); exit(); }"]);
+    let local = run_with_timeout(cmd, "[root, no capabilities] bpftrace", COMMAND_TIMEOUT);
+    assert!(
+        !local.success() && !local.stdout_text().contains("LOCAL"),
+        "bpftrace without capabilities worked on the host: the bpftrace_ tests prove nothing\n{}",
+        local.describe()
+    );
+}
+
+/// bpftrace against the guest: a tracepoint with `printf`, a kprobe (this
+/// host has none; the guest's kernel has), a `kfunc` (fentry through a BPF
+/// trampoline), `count()`, `hist()` and an `END` block, each on the
+/// guest's marker process (`telebpf-guest-m` opening
+/// `/etc/telebpf-guest-mark`, tests/vm/mark.sh), while the host runs a
+/// marked program of its own that opens files: the host's program shows
+/// nowhere. And `kstack`: every frame is named as the guest's own
+/// /proc/kallsyms names that address — taken while the probes were
+/// attached, with its `[bpf]` symbols — and the stack of the `kfunc`
+/// program runs through its program (`bpf_prog_<tag>_<name>`) and its
+/// trampoline (`bpf_trampoline_<key>`), although bpftrace names frames
+/// only after it closed them (see guest-proxy/src/bpf_symbols.rs).
+#[test]
+fn bpftrace_probes_and_kstack_on_the_guests_marks() {
+    let Some(h) = Harness::start_without_proxy("vm_bpftrace_probes_and_kstack") else {
+        return;
+    };
+    let g = guest();
+    // The host's marked program: a copy of cat whose name (its comm) the
+    // script counts as it counts the guest's marker.
+    let host_comm = unique_name("tbh");
+    let host_comm = &host_comm[..host_comm.len().min(15)];
+    let host_prog = h.dir().join(host_comm);
+    fs::copy(find_program("cat").expect("cat"), &host_prog).expect("copy cat");
+    let host_file = h.dir().join("host-mark");
+    fs::write(&host_file, b"host").expect("host file");
+    let host_activity = || host_run(&host_prog, &[&host_file.display().to_string()]);
+    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    say(&format!("vm: this host has a kprobe PMU: {kprobes}"));
+
+    let filter = format!("/comm == \"telebpf-guest-m\" || comm == \"{host_comm}\"/");
+    let script = format!(
+        "tracepoint:syscalls:sys_enter_openat {filter} \
+           {{ printf(\"TBOPEN %s %s\\n\", comm, str(args->filename)); }}\n\
+         kprobe:do_sys_openat2 {filter} {{ @kprobe[comm] = count(); }}\n\
+         kfunc:do_sys_openat2 {filter} \
+           {{ @kfunc[comm] = count(); @stack[kstack(12)] = count(); }}\n\
+         tracepoint:syscalls:sys_exit_openat {filter} {{ @ret[comm] = hist(args->ret); }}\n\
+         END {{ printf(\"TBEND\\n\"); }}\n"
+    );
+    let mut bt = Bpftrace::start(&h, g, &script);
+    bt.wait_for("Attaching 5 probes", READY, &|| {});
+    let seen = format!("TBOPEN telebpf-guest-m /etc/{GUEST_MARK}");
+    bt.wait_for(&seen, READY, &host_activity);
+    // The guest's kallsyms while the probes are attached, read through
+    // the proxy by a session of its own (nothing kept: the live file).
+    let live = Client::new(&h, g).run("cat", &["/proc/kallsyms"]);
+    live.expect_success();
+    let live = live.stdout_text();
+    assert!(
+        live.lines()
+            .any(|l| l.contains(" bpf_trampoline_") && l.ends_with("\t[bpf]")),
+        "the guest lists no trampoline while a kfunc probe is attached"
+    );
+    // A few more marks (the marker opens once a second), with the host's.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        host_activity();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = bt.stop();
+    say(&format!("vm: bpftrace printed:\n{out}"));
+
+    assert!(
+        !out.contains(host_comm),
+        "bpftrace through telebpf saw the host's {host_comm}:\n{out}"
+    );
+    for needle in [
+        "@kprobe[telebpf-guest-m]: ",
+        "@kfunc[telebpf-guest-m]: ",
+        "@ret[telebpf-guest-m]:",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} at exit:\n{out}");
+    }
+    let end = out
+        .find("TBEND")
+        .unwrap_or_else(|| panic!("no END block:\n{out}"));
+    assert!(
+        out.find("@kprobe[").is_some_and(|m| m > end),
+        "END ran after the maps were printed:\n{out}"
+    );
+    let hist = out
+        .split("@ret[telebpf-guest-m]:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        hist.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with('[') && l.contains("|@")),
+        "hist() printed no bucket:\n{out}"
+    );
+
+    let syms = bcc_ksyms(&live);
+    let stacks = kstacks(&out, "stack");
+    assert!(!stacks.is_empty(), "no kstack printed:\n{out}");
+    for stack in &stacks {
+        for frame in stack {
+            assert!(
+                frame_resolves(frame, &syms),
+                "kstack frame {frame:?} is not how the guest's kallsyms names any address\n{out}"
+            );
+        }
+        let at = |prefix: &str| stack.iter().position(|f| f.starts_with(prefix));
+        let (prog, tramp, func) = (
+            at("bpf_prog_"),
+            at("bpf_trampoline_"),
+            at("do_sys_openat2+"),
+        );
+        assert!(
+            matches!((prog, tramp, func), (Some(p), Some(t), Some(f)) if p < t && t < f),
+            "the kfunc program's stack does not run program, trampoline, do_sys_openat2: {stack:?}"
+        );
+    }
+    h.finish();
+}
+
+/// `bpftrace -l` lists the guest's probes: a kprobe of a module the guest
+/// has loaded (vmw_vsock_virtio_transport_common, in `guest-facts`, a
+/// module on 6.1 and 6.12), which bpftrace on this host cannot list (its
+/// tracefs function list is not readable here), a kfunc from that
+/// module's BTF (the host has no such module BTF), and the guest's
+/// syscall tracepoints.
+#[test]
+fn bpftrace_lists_the_guests_probes() {
+    let Some(h) = Harness::start_without_proxy("vm_bpftrace_lists") else {
+        return;
+    };
+    let g = guest();
+    assert!(
+        g.fact("modules")
+            .split(' ')
+            .any(|m| m == "vmw_vsock_virtio_transport_common"),
+        "the guest lacks vmw_vsock_virtio_transport_common: {}",
+        g.fact("modules")
+    );
+    assert!(
+        !Path::new("/sys/kernel/btf/vmw_vsock_virtio_transport_common").exists(),
+        "the host has vmw_vsock_virtio_transport_common's BTF too: the listing cannot tell them apart"
+    );
+    let mut local = Command::new(Bpftrace::program());
+    local.args(["-l", "kprobe:virtio_transport_recv_pkt*"]);
+    let local = run_with_timeout(local, "[root] bpftrace -l locally", COMMAND_TIMEOUT);
+    assert!(
+        !local
+            .stdout_text()
+            .contains("kprobe:virtio_transport_recv_pkt"),
+        "bpftrace on the host lists the kprobe too: the listing cannot tell them apart\n{}",
+        local.describe()
+    );
+    // Each pattern lists, among others, a line starting with its prefix.
+    let lists = |pattern: &str, prefix: &str| {
+        let out = Bpftrace::run(&h, g, &["-l", pattern]);
+        out.expect_success();
+        assert!(
+            out.stdout_text().lines().any(|l| l.starts_with(prefix)),
+            "bpftrace -l {pattern} lists no {prefix}…\n{}",
+            out.describe()
+        );
+    };
+    lists(
+        "kprobe:virtio_transport_recv_pkt*",
+        "kprobe:virtio_transport_recv_pkt",
+    );
+    lists(
+        "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_*",
+        "kfunc:vmw_vsock_virtio_transport_common:virtio_transport_",
+    );
+    lists(
+        "tracepoint:syscalls:sys_enter_openat*",
+        "tracepoint:syscalls:sys_enter_openat",
+    );
+    h.finish();
+}
