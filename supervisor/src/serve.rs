@@ -176,8 +176,7 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
 /// program's stderr (once per process) naming what.
 fn unserved(errno: i32, what: &'static str) -> Error {
     state::get().warn(&format!(
-        "{what} is not served under the seccomp supervisor yet (rings and mapped maps of \
-         static and Go programs); the call fails with errno {errno}"
+        "{what} is not served under the seccomp supervisor yet; the call fails with errno {errno}"
     ));
     Error::kernel(errno, what)
 }
