@@ -29,8 +29,9 @@ pub fn preload_path() -> Result<PathBuf, CliError> {
     }
 }
 
-/// The environment that makes a child forward to `target`.
-pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsString)>, CliError> {
+/// Checks `target` and the key file here, with a clear message, rather
+/// than inside the tool; returns the key file's absolute path.
+fn checked(target: &str, key_file: &Path) -> Result<PathBuf, CliError> {
     target
         .parse::<telebpf_protocol::address::Address>()
         .map_err(|source| CliError::BadTarget {
@@ -41,8 +42,13 @@ pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsStrin
         path: key_file.to_path_buf(),
         source,
     })?;
-    // Fail here, with a clear message, rather than inside the tool.
     telebpf_protocol::key::Psk::from_file(&key_file)?;
+    Ok(key_file)
+}
+
+/// The environment that makes a child forward to `target`.
+pub fn preload_env(target: &str, key_file: &Path) -> Result<Vec<(String, OsString)>, CliError> {
+    let key_file = checked(target, key_file)?;
     let lib = preload_path()?;
     let mut preload = OsString::from(&lib);
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -97,17 +103,7 @@ fn supervised(
     program: &OsString,
     args: &[OsString],
 ) -> Result<i32, CliError> {
-    target
-        .parse::<telebpf_protocol::address::Address>()
-        .map_err(|source| CliError::BadTarget {
-            target: target.to_string(),
-            source,
-        })?;
-    let key_file = std::path::absolute(key_file).map_err(|source| CliError::KeyPath {
-        path: key_file.to_path_buf(),
-        source,
-    })?;
-    telebpf_protocol::key::Psk::from_file(&key_file)?;
+    let key_file = checked(target, key_file)?;
     // Still one thread: nothing reads the environment concurrently.
     std::env::set_var(ENV_TARGET, target);
     std::env::set_var(ENV_KEY_FILE, &key_file);

@@ -20,7 +20,7 @@ use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::GuestObject;
 use telebpf_host::vfs::{self, Route};
 use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
-use telebpf_protocol::message::{FileOp, FileReply, PERF_EVENT_LINK};
+use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
 use crate::filter::{FD_BASE, FD_END};
@@ -313,30 +313,30 @@ fn guest_op(route: Route, op: impl FnOnce(String) -> FileOp) -> Result<Option<Fi
     }
 }
 
-fn stat(addr: u64, follow: bool, buf: u64) -> Result<Answer> {
-    let info = match route_at(addr)? {
-        Route::Cgroup(p) if cgroup::is_guest(&p)? => cgroup::stat(&p)?,
+/// The guest's `stat` of the path at `addr`; `None` when it is not ours.
+fn stat_info(addr: u64, follow: bool) -> Result<Option<StatInfo>> {
+    match route_at(addr)? {
+        Route::Cgroup(p) if cgroup::is_guest(&p)? => cgroup::stat(&p).map(Some),
         route => match guest_op(route, |path| FileOp::Stat { path, follow })? {
-            Some(FileReply::Stat(info)) => info,
-            Some(_) => return Err(Error::Protocol("a stat request")),
-            None => return Ok(Answer::Continue),
+            Some(FileReply::Stat(info)) => Ok(Some(info)),
+            Some(_) => Err(Error::Protocol("a stat request")),
+            None => Ok(None),
         },
-    };
-    write_struct(buf, &vfs::stat_of(&info))?;
-    Ok(Answer::Value(0))
+    }
+}
+
+fn stat(addr: u64, follow: bool, buf: u64) -> Result<Answer> {
+    match stat_info(addr, follow)? {
+        Some(info) => write_struct(buf, &vfs::stat_of(&info)).map(|()| Answer::Value(0)),
+        None => Ok(Answer::Continue),
+    }
 }
 
 fn statx(addr: u64, follow: bool, buf: u64) -> Result<Answer> {
-    let info = match route_at(addr)? {
-        Route::Cgroup(p) if cgroup::is_guest(&p)? => cgroup::stat(&p)?,
-        route => match guest_op(route, |path| FileOp::Stat { path, follow })? {
-            Some(FileReply::Stat(info)) => info,
-            Some(_) => return Err(Error::Protocol("a stat request")),
-            None => return Ok(Answer::Continue),
-        },
-    };
-    write_struct(buf, &vfs::statx_of(&info))?;
-    Ok(Answer::Value(0))
+    match stat_info(addr, follow)? {
+        Some(info) => write_struct(buf, &vfs::statx_of(&info)).map(|()| Answer::Value(0)),
+        None => Ok(Answer::Continue),
+    }
 }
 
 fn access(addr: u64, mode: i32) -> Result<Answer> {
