@@ -43,6 +43,14 @@ pub(crate) struct BpfShape {
     /// A user ring buffer (`ringbuf_map_mmap_user`: the program produces),
     /// else a ring buffer (`ringbuf_map_mmap_kern`: the kernel produces).
     pub(crate) user: bool,
+    /// The memfd holds the data area twice, `[consumer][producer][data]
+    /// [data]`, for a program that maps the file itself (under a
+    /// supervisor) rather than through [`HostRing::map_for`]: the program's
+    /// mapping is then file-linear, so records are written and read
+    /// contiguously across the end of the first copy, never split, and the
+    /// bytes past it are the second copy's — just what the kernel's double
+    /// mapping shows.
+    pub(crate) linear: bool,
 }
 
 /// A perf event's ring: the metadata page, then `page_cnt` data pages,
@@ -64,6 +72,11 @@ impl Shape for BpfShape {
 
     fn file_len(&self) -> usize {
         self.layout.file_len()
+            + if self.linear {
+                self.layout.max_entries()
+            } else {
+                0
+            }
     }
 
     fn check(&self, req: &MmapRequest) -> Result<Checked, i32> {
@@ -78,6 +91,12 @@ impl Shape for BpfShape {
     /// the data pages twice, back to back.
     fn runs(&self, checked: &Checked) -> Vec<Run> {
         let page = self.layout.page_size();
+        if self.linear {
+            return vec![Run {
+                file_off: checked.pgoff * page as u64,
+                len: checked.len,
+            }];
+        }
         self.layout.runs(checked.pgoff as usize * page, checked.len)
     }
 }
@@ -182,6 +201,11 @@ impl<S: Shape> HostRing<S> {
         !self.end_taken.swap(true, Ordering::AcqRel)
     }
 
+    /// The memfd (read-write), for a program that maps it itself.
+    pub(crate) fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.mem.memfd()
+    }
+
     /// Base of the mirror's own read-write mapping of the whole memfd.
     pub(crate) fn base(&self) -> *mut u8 {
         self.mem.base()
@@ -221,10 +245,11 @@ impl HostRing<BpfShape> {
         }
     }
 
-    /// The data area (mapped once here; records wrap at its end).
+    /// The data area (mapped once here; records wrap at its end, unless
+    /// the ring is linear: see [`BpfShape::linear`]).
     pub(crate) fn data(&self) -> *mut u8 {
         let layout = self.shape.layout;
-        debug_assert!(self.mem.len() == layout.file_len());
+        debug_assert!(self.mem.len() == self.shape.file_len());
         // SAFETY: the data area starts after the two position pages, inside
         // the mapping.
         unsafe { self.mem.base().add(RINGBUF_POS_PAGES * layout.page_size()) }

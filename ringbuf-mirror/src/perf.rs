@@ -114,6 +114,13 @@ impl HostPerfRing {
         self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
+    /// The ring's memfd (`[metadata page][data]`, as the program maps it),
+    /// for a program that maps it itself; check each mapping with
+    /// [`HostPerfRing::check_mmap`] first.
+    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.memfd()
+    }
+
     /// Performs libbpf's `mmap(NULL, (1 + page_cnt) * page, PROT_READ |
     /// PROT_WRITE, MAP_SHARED, fd, 0)` (or any request the kernel would grant,
     /// see [`HostPerfRing::check_mmap`]), honouring the address hint and

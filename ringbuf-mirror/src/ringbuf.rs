@@ -185,14 +185,46 @@ impl HostRingbuf {
     /// Zero-filled memory for a ring of `max_entries` data bytes (both
     /// positions 0). Fails with EINVAL/E2BIG for sizes the kernel refuses.
     pub fn new(max_entries: u32) -> io::Result<Self> {
+        Self::with_linear(max_entries, false)
+    }
+
+    /// The same, for a program that maps the memfd itself
+    /// ([`HostRingbuf::memfd`]): the file holds the data area twice and
+    /// records are written contiguously across the end of the first copy.
+    pub fn new_linear(max_entries: u32) -> io::Result<Self> {
+        Self::with_linear(max_entries, true)
+    }
+
+    fn with_linear(max_entries: u32, linear: bool) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
         Ok(HostRingbuf {
             ring: HostRing::new(BpfShape {
                 layout,
                 user: false,
+                linear,
             })?,
             overflow: AtomicU64::new(0),
         })
+    }
+
+    /// The ring's memfd, for a program that maps it itself (a linear ring:
+    /// [`HostRingbuf::new_linear`]); check each mapping with
+    /// [`HostRingbuf::check_mmap`] first, as the kernel would.
+    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.memfd()
+    }
+
+    /// The kernel's verdict on `mmap(addr, len, prot, flags, fd, offset)`
+    /// of the map: its errno for what it refuses.
+    pub fn check_mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<(), i32> {
+        self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
     /// The ring's geometry.
@@ -392,10 +424,16 @@ impl RingWriter {
         let layout = self.rb.layout();
         let data_ptr = self.rb.ring.data();
         let max = layout.max_entries;
-        let start = (r.pos + BPF_RINGBUF_HDR_SZ) & layout.mask();
-        let first = data.len().min(max - start);
+        let (start, first) = if self.rb.ring.shape().linear {
+            // Contiguous past the first copy's end (see BpfShape::linear).
+            ((r.pos & layout.mask()) + BPF_RINGBUF_HDR_SZ, data.len())
+        } else {
+            let start = (r.pos + BPF_RINGBUF_HDR_SZ) & layout.mask();
+            (start, data.len().min(max - start))
+        };
         // SAFETY: `[start, start + first)` and `[0, data.len() - first)` lie in
-        // the data area (the record is at most `max_entries` bytes), belong to
+        // the data area (the record is at most `max_entries` bytes; a linear
+        // ring's area is twice that and `first` is the whole), belong to
         // the record reserved above, and no consumer reads them until the
         // release store of the header below; the source is a distinct slice.
         unsafe {

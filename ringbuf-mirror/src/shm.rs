@@ -56,6 +56,11 @@ impl SharedMem {
     }
 
     /// The fd to map from: read-write only when the mapping is writable.
+    pub(crate) fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.rw.as_fd()
+    }
+
     pub(crate) fn fd_for(&self, prot: i32) -> RawFd {
         if prot & libc::PROT_WRITE != 0 {
             self.rw.as_raw_fd()

@@ -63,10 +63,43 @@ impl HostUserRing {
     /// Zero-filled memory for a ring of `max_entries` data bytes. Fails with
     /// EINVAL/E2BIG for sizes the kernel refuses.
     pub fn new(max_entries: u32) -> io::Result<Self> {
+        Self::with_linear(max_entries, false)
+    }
+
+    /// The same, for a program that maps the memfd itself (see
+    /// [`crate::HostRingbuf::new_linear`]): records are read contiguously
+    /// across the end of the first copy of the data area.
+    pub fn new_linear(max_entries: u32) -> io::Result<Self> {
+        Self::with_linear(max_entries, true)
+    }
+
+    fn with_linear(max_entries: u32, linear: bool) -> io::Result<Self> {
         let layout = BpfRingLayout::new(max_entries).map_err(io::Error::from_raw_os_error)?;
         Ok(HostUserRing {
-            ring: HostRing::new(BpfShape { layout, user: true })?,
+            ring: HostRing::new(BpfShape {
+                layout,
+                user: true,
+                linear,
+            })?,
         })
+    }
+
+    /// The ring's memfd, for a program that maps it itself.
+    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.memfd()
+    }
+
+    /// The kernel's verdict on one `mmap` of the user ring buffer map (see
+    /// [`BpfRingLayout::check_user_mmap`]).
+    pub fn check_mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<(), i32> {
+        self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
     /// The ring's geometry.
@@ -172,8 +205,12 @@ impl UserRingReader {
                 break; // the kernel answers EINVAL and consumes nothing
             }
             if len & BPF_RINGBUF_DISCARD_BIT == 0 {
-                let start = (off + BPF_RINGBUF_HDR_SZ) & mask;
-                let first = sample.min(max - start);
+                let (start, first) = if r.shape().linear {
+                    (off + BPF_RINGBUF_HDR_SZ, sample)
+                } else {
+                    let start = (off + BPF_RINGBUF_HDR_SZ) & mask;
+                    (start, sample.min(max - start))
+                };
                 let mut rec = Vec::with_capacity(sample);
                 // SAFETY: `[start, start + first)` and `[0, sample - first)`
                 // lie in the data area; the producer does not touch a

@@ -626,3 +626,42 @@ fn fits_agrees_with_push_and_counts_nothing() {
     assert!(!w.fits(rec.len()));
     assert_eq!(w.overflow(), counted, "fits never counts");
 }
+
+/// A linear ring (for a program that maps the memfd itself, under the
+/// supervisor) read through a plain file mapping of `[consumer][producer]
+/// [data][data]` — what that program's own `mmap` gives — shows every
+/// record whole, the ones that cross the end of the first copy too.
+#[test]
+fn a_linear_ring_reads_whole_records_through_a_file_mapping() {
+    let rb = Arc::new(HostRingbuf::new_linear(page() as u32).expect("memfd ring"));
+    let max = rb.layout().max_entries();
+    let mut w = rb.take_writer().unwrap();
+    // Through map_for a linear ring is mapped file-linearly, as the kernel
+    // maps the memfd for the program.
+    let mut r = LibbpfRing::open(&rb);
+    let mut crossings = 0;
+    for seq in 0..5_000u64 {
+        let len = 8 + (seq * 37 % 700) as usize;
+        let rec = payload(seq, len);
+        let pos = rb.producer_pos();
+        assert_eq!(w.push(&rec), Push::Written);
+        if (pos & (max - 1)) + 8 + len > max {
+            crossings += 1;
+        }
+        assert_eq!(drain(&mut r), vec![rec]);
+    }
+    assert!(crossings > 300, "only {crossings} records crossed the end");
+    // The check the supervisor makes before letting the program map it is
+    // the kernel's: the producer pages are never writable.
+    let p = page();
+    assert_eq!(
+        rb.check_mmap(
+            ptr::null_mut(),
+            p,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            p as i64
+        ),
+        Err(libc::EPERM)
+    );
+}
