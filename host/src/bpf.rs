@@ -152,7 +152,12 @@ fn is_foreign(table: &dyn FdTable, fd: i32) -> bool {
 /// Whether the object is a user ring buffer, which a program waits on for
 /// space rather than for data.
 fn is_user_ring(obj: &NewObject) -> bool {
-    matches!(&obj.kind, ObjectKind::Map(m)
+    is_user_ring_kind(&obj.kind)
+}
+
+/// Whether an object of `kind` is a user ring buffer.
+pub fn is_user_ring_kind(kind: &ObjectKind) -> bool {
+    matches!(kind, ObjectKind::Map(m)
         if m.map_type == telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF)
 }
 

@@ -39,6 +39,17 @@ pub trait MirroredRing: Send + Sync + std::fmt::Debug {
         flags: i32,
         offset: i64,
     ) -> Result<*mut c_void, i32>;
+
+    /// For a program that maps the ring's file itself (a supervisor's):
+    /// the kernel's verdict on `mmap(_, len, prot, flags, fd, offset)`, and
+    /// a duplicate of the ring's memfd for the program to map.
+    fn file_for(
+        &self,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<std::os::fd::OwnedFd, i32>;
 }
 
 /// One guest object.

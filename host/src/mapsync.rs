@@ -20,7 +20,7 @@ use telebpf_protocol::message::{Reply, Request};
 use crate::error::{Error, Result};
 use crate::fdtable::GuestObject;
 use crate::state;
-use crate::sys::{memfd_with, spawn_library_thread};
+use crate::sys::memfd_with;
 
 /// `BPF_F_MMAPABLE`.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -49,6 +49,34 @@ pub(crate) fn snapshot_mmap(
         start_sync(Arc::downgrade(obj), fd, len, offset as u64, bytes)?;
     }
     Ok(p)
+}
+
+/// For a program that maps the map's file itself (a supervisor's): a memfd
+/// holding the guest map's bytes now, kept in step with the guest while the
+/// mapping is writable, as [`snapshot_mmap`]'s. Only mappings from offset 0
+/// (libbpf's and cilium/ebpf's) are served: the memfd holds the bytes from
+/// there.
+pub(crate) fn snapshot_file(
+    obj: &Arc<GuestObject>,
+    len: size_t,
+    prot: c_int,
+    offset: i64,
+) -> Result<OwnedFd> {
+    if offset != 0 {
+        return Err(Error::kernel(
+            libc::EINVAL,
+            "a mapping of a map at an offset, under the supervisor",
+        ));
+    }
+    let bytes = fetch(obj.guest_fd, len, 0)?;
+    let fd = memfd_with("bpf-map-mmap", &bytes, false)?;
+    let theirs = fd
+        .try_clone()
+        .map_err(|e| Error::os("duplicating a memfd", e, libc::EMFILE))?;
+    if prot & libc::PROT_WRITE != 0 {
+        start_sync(Arc::downgrade(obj), fd, len, 0, bytes)?;
+    }
+    Ok(theirs)
 }
 
 /// The guest map's bytes as `mmap` would show them now.
@@ -106,6 +134,7 @@ fn start_sync(
         return Err(Error::last_os("mapping a map for its sync"));
     }
     let sync = Arc::new(MapSync {
+        owner: state::get() as *const state::State as usize,
         obj,
         view: view as usize,
         len,
@@ -117,7 +146,7 @@ fn start_sync(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(Arc::downgrade(&sync));
-    spawn_library_thread("telebpf-mapsync", move || {
+    state::spawn("telebpf-mapsync", move || {
         let period = sync_period();
         loop {
             std::thread::sleep(period);
@@ -130,6 +159,9 @@ fn start_sync(
 
 /// One writable mapping of a guest map and what both sides last agreed on.
 struct MapSync {
+    /// The state of the program the map belongs to (a supervisor serves
+    /// several); its syncs are made over that program's session only.
+    owner: usize,
     obj: Weak<GuestObject>,
     view: usize,
     len: usize,
@@ -175,7 +207,8 @@ pub fn refresh_maps() {
         all.retain(|w| w.strong_count() > 0);
         all.iter().filter_map(Weak::upgrade).collect()
     };
-    for s in syncs {
+    let me = state::get() as *const state::State as usize;
+    for s in syncs.iter().filter(|s| s.owner == me) {
         let _ = s.round();
     }
 }

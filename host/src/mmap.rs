@@ -18,7 +18,31 @@ use crate::fdtable::GuestObject;
 use crate::mapsync::{self, BPF_F_MMAPABLE};
 use crate::rings;
 
-/// `mmap` of a host fd standing for `obj`.
+/// What memory an object's `mmap` maps.
+enum Backing {
+    /// A mirrored ring (ring buffer, user ring buffer, perf event).
+    Ring,
+    /// A snapshot of a mapped map, kept in step.
+    Snapshot,
+}
+
+/// The object's memory, or the kernel's refusal for an object without any.
+fn backing(obj: &GuestObject) -> Result<Backing> {
+    let unmappable = || Error::kernel(libc::ENODEV, "mmap of a bpf object that has no memory");
+    match &obj.kind {
+        ObjectKind::Map(m)
+            if m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF =>
+        {
+            Ok(Backing::Ring)
+        }
+        ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => Ok(Backing::Snapshot),
+        ObjectKind::Map(_) => Err(unmappable()),
+        _ if obj.link == PERF_EVENT_LINK => Ok(Backing::Ring),
+        _ => Err(unmappable()),
+    }
+}
+
+/// `mmap` of an object's fd in this process.
 pub fn mmap(
     obj: &Arc<GuestObject>,
     addr: *mut c_void,
@@ -27,19 +51,26 @@ pub fn mmap(
     flags: c_int,
     offset: i64,
 ) -> Result<*mut c_void> {
-    let unmappable = || Error::kernel(libc::ENODEV, "mmap of a bpf object that has no memory");
-    match &obj.kind {
-        ObjectKind::Map(m)
-            if m.map_type == BPF_MAP_TYPE_RINGBUF || m.map_type == BPF_MAP_TYPE_USER_RINGBUF =>
-        {
-            rings::ring_mmap(obj, addr, len, prot, flags, offset)
-        }
-        ObjectKind::Map(m) if m.map_flags & BPF_F_MMAPABLE != 0 => {
-            mapsync::snapshot_mmap(obj, addr, len, prot, flags, offset)
-        }
-        ObjectKind::Map(_) => Err(unmappable()),
-        _ if obj.link == PERF_EVENT_LINK => rings::ring_mmap(obj, addr, len, prot, flags, offset),
-        _ => Err(unmappable()),
+    match backing(obj)? {
+        Backing::Ring => rings::ring_mmap(obj, addr, len, prot, flags, offset),
+        Backing::Snapshot => mapsync::snapshot_mmap(obj, addr, len, prot, flags, offset),
+    }
+}
+
+/// For a program that maps the object's file itself (a supervisor's): the
+/// file its `mmap(_, len, prot, flags, fd, offset)` must map instead of
+/// the object's placeholder fd — a ring's memfd, or a mapped map's
+/// snapshot — after the kernel's checks; the same refusals as [`mmap`].
+pub fn file_for(
+    obj: &Arc<GuestObject>,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<std::os::fd::OwnedFd> {
+    match backing(obj)? {
+        Backing::Ring => rings::ring_file(obj, len, prot, flags, offset),
+        Backing::Snapshot => mapsync::snapshot_file(obj, len, prot, offset),
     }
 }
 

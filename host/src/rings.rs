@@ -43,7 +43,6 @@ use telebpf_protocol::message::{Reply, Request, StreamKind, StreamRequest};
 
 use crate::error::{Error, Result};
 use crate::fdtable::{GuestObject, MirroredRing, Signal};
-use crate::sys::spawn_library_thread;
 use crate::{lost, mapsync, state};
 
 /// How long the mirror keeps looking for the stream's next frame after one
@@ -97,6 +96,24 @@ impl MirroredRing for Ring {
             Ring::User(r) => r.map_for(addr, len, prot, flags, offset),
         }
     }
+
+    fn file_for(&self, len: usize, prot: i32, flags: i32, offset: i64) -> Result<OwnedFd, i32> {
+        let null = std::ptr::null_mut();
+        let memfd = match self {
+            Ring::Bpf(r) => r
+                .check_mmap(null, len, prot, flags, offset)
+                .map(|()| r.memfd()),
+            Ring::Perf(r) => r
+                .check_mmap(null, len, prot, flags, offset)
+                .map(|()| r.memfd()),
+            Ring::User(r) => r
+                .check_mmap(null, len, prot, flags, offset)
+                .map(|()| r.memfd()),
+        }?;
+        memfd
+            .try_clone_to_owned()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE))
+    }
 }
 
 impl Ring {
@@ -131,20 +148,57 @@ pub fn ring_mmap(
         .map_err(|e| Error::kernel(e, "a mapping of a ring the kernel would refuse"))
 }
 
+/// For a program that maps the ring's file itself (a supervisor's): the
+/// ring, made and mirrored on first use like [`ring_mmap`]'s, the kernel's
+/// verdict on the mapping, and a duplicate of the ring's memfd to map.
+pub fn ring_file(
+    obj: &Arc<GuestObject>,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    offset: i64,
+) -> Result<OwnedFd> {
+    let mut slot = obj.ring.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(Arc::new(start_ring(obj, len, offset)?));
+    }
+    slot.as_ref()
+        .expect("just set")
+        .file_for(len, prot, flags, offset)
+        .map_err(|e| Error::kernel(e, "a mapping of a ring the kernel would refuse"))
+}
+
 /// The host ring for `obj` (sized from the map, or for a perf event from the
 /// first `mmap`'s length), with its stream connection to the proxy open and
-/// its mirror thread running.
+/// its mirror thread running. A program that maps the ring's file itself
+/// (not this process) gets a linear ring (see
+/// [`ringbuf_mirror::HostRingbuf::new_linear`]).
 fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring> {
+    let linear = !state::get().program().is_own_process();
     let no_mem = |e: std::io::Error| Error::os("making a host ring", e, libc::ENOMEM);
     let (ring, kind) = match &obj.kind {
         ObjectKind::Map(m) if m.map_type == BPF_MAP_TYPE_USER_RINGBUF => (
-            Ring::User(Arc::new(HostUserRing::new(m.max_entries).map_err(no_mem)?)),
+            Ring::User(Arc::new(
+                if linear {
+                    HostUserRing::new_linear(m.max_entries)
+                } else {
+                    HostUserRing::new(m.max_entries)
+                }
+                .map_err(no_mem)?,
+            )),
             StreamKind::UserRingbuf {
                 max_entries: m.max_entries,
             },
         ),
         ObjectKind::Map(m) => (
-            Ring::Bpf(Arc::new(HostRingbuf::new(m.max_entries).map_err(no_mem)?)),
+            Ring::Bpf(Arc::new(
+                if linear {
+                    HostRingbuf::new_linear(m.max_entries)
+                } else {
+                    HostRingbuf::new(m.max_entries)
+                }
+                .map_err(no_mem)?,
+            )),
             StreamKind::Ringbuf {
                 max_entries: m.max_entries,
             },
@@ -178,21 +232,21 @@ fn start_ring(obj: &Arc<GuestObject>, len: size_t, offset: i64) -> Result<Ring> 
     match &ring {
         Ring::User(r) => {
             let reader = r.take_reader().ok_or_else(busy)?;
-            spawn_library_thread("telebpf-usermirror", move || {
+            state::spawn("telebpf-usermirror", move || {
                 run_user_mirror(conn, reader, signal, owner)
             })?;
         }
         Ring::Bpf(r) => {
             let writer = Writer::Bpf(r.take_writer().ok_or_else(busy)?);
             let ring = ring.clone();
-            spawn_library_thread("telebpf-mirror", move || {
+            state::spawn("telebpf-mirror", move || {
                 run_mirror(conn, writer, ring, signal, owner)
             })?;
         }
         Ring::Perf(r) => {
             let writer = Writer::Perf(r.take_writer().ok_or_else(busy)?);
             let ring = ring.clone();
-            spawn_library_thread("telebpf-mirror", move || {
+            state::spawn("telebpf-mirror", move || {
                 run_mirror(conn, writer, ring, signal, owner)
             })?;
         }

@@ -193,6 +193,22 @@ pub fn serve(state: &'static State) -> Serving {
     Serving { previous }
 }
 
+/// Starts one of the library's threads (a ring's mirror, a map's sync)
+/// for the program this thread serves: on a supervisor's serving thread
+/// the new thread serves the same program's state, so its requests go
+/// over that program's session.
+pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+    let served = if SERVING.load(Ordering::Relaxed) {
+        SERVED.with(|c| c.get())
+    } else {
+        None
+    };
+    crate::sys::spawn_library_thread(name, move || {
+        let _serving = served.map(serve);
+        body()
+    })
+}
+
 /// While alive, this thread serves another program's state ([`serve`]).
 #[must_use = "the served state ends when this is dropped"]
 pub struct Serving {

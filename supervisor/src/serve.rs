@@ -50,10 +50,10 @@ impl Processes {
     fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
         let pid = thread_group(tid)?;
         Some(*self.states.entry(pid).or_insert_with(|| {
-            let process: &'static ToolProcess = Box::leak(Box::new(ToolProcess { pid }));
+            let process: &'static ToolProcess = Box::leak(Box::new(ToolProcess::new(pid)));
             let st = state::for_program(
                 pid,
-                Box::new(ToolProcess { pid }),
+                Box::new(ToolProcess::new(pid)),
                 Box::<ToolTable>::default(),
             );
             (st, process)
@@ -117,13 +117,17 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
         libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as usize),
         libc::SYS_statfs => statfs(a[0], a[1]),
         libc::SYS_close => {
+            process.closed(fd(0));
             objects::forget(fd(0));
             Ok(Answer::Continue)
         }
         libc::SYS_close_range => {
             if a[2] as u32 & libc::CLOSE_RANGE_CLOEXEC == 0 {
                 let fds = state::get().table().in_range(a[0] as u32, a[1] as u32);
-                fds.into_iter().for_each(objects::forget);
+                for fd in fds {
+                    process.closed(fd);
+                    objects::forget(fd);
+                }
             }
             Ok(Answer::Continue)
         }
@@ -158,18 +162,68 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             }
             None => Ok(Answer::Continue),
         },
-        // Not served yet: the program learns it from the errno and from
-        // one line on stderr, instead of mapping or waiting on a memfd.
         libc::SYS_mmap => match object(fd(4)) {
-            Some(_) => Err(unserved(libc::ENODEV, "mmap of a guest map or ring")),
+            Some(obj) => {
+                // The program's fd becomes the file to map (a ring's memfd,
+                // a map's snapshot), and the kernel maps it.
+                let file = telebpf_host::mmap::file_for(
+                    &obj,
+                    a[1] as usize,
+                    a[2] as i32,
+                    a[3] as i32,
+                    a[5] as i64,
+                )?;
+                process.place(&file, fd(4), true)?;
+                Ok(Answer::Continue)
+            }
             None => Ok(Answer::Continue),
         },
         libc::SYS_epoll_ctl => match object(fd(2)) {
-            Some(_) => Err(unserved(libc::EPERM, "epoll of a guest ring")),
+            Some(obj) => epoll_ctl(process, &obj, fd(0), a[1] as i32, fd(2), a[3]),
             None => Ok(Answer::Continue),
         },
         _ => Ok(Answer::Continue),
     }
+}
+
+/// `epoll_ctl(epfd, op, fd, event)` of an object's fd: its readiness pipe
+/// stands in for it in the program's epoll instance.
+fn epoll_ctl(
+    process: &ToolProcess,
+    obj: &GuestObject,
+    epfd: i32,
+    op: i32,
+    fd: i32,
+    event: u64,
+) -> Result<Answer> {
+    let Some(signal) = &obj.signal else {
+        // A bpf object with no readiness: the kernel refuses it.
+        return Err(Error::kernel(
+            libc::EPERM,
+            "epoll of a bpf object that cannot be polled",
+        ));
+    };
+    // A user ring buffer is waited on for space: its pipe's write end.
+    let ready = if telebpf_host::bpf::is_user_ring_kind(&obj.kind) {
+        &signal.write
+    } else {
+        &signal.read
+    };
+    let ev = if op == libc::EPOLL_CTL_DEL {
+        None
+    } else {
+        // struct epoll_event is packed on x86-64: u32 events, u64 data.
+        let b = state::get()
+            .memory()
+            .read(event, 12)
+            .map_err(Error::Memory)?;
+        Some(libc::epoll_event {
+            events: u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")),
+            u64: u64::from_ne_bytes(b[4..12].try_into().expect("8 bytes")),
+        })
+    };
+    process.epoll_ctl(epfd, op, fd, ready, ev)?;
+    Ok(Answer::Value(0))
 }
 
 /// A call the supervisor does not serve yet: `errno`, and one line on the

@@ -13,8 +13,9 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::{FdTable, GuestObject};
@@ -62,9 +63,111 @@ fn with_call<T>(f: impl FnOnce(&Listener, &Call) -> io::Result<T>) -> io::Result
 pub struct ToolProcess {
     /// Its thread-group id.
     pub pid: i32,
+    /// Its epoll registrations of guest rings, by (epoll fd, object fd).
+    waits: Mutex<HashMap<(i32, i32), Registration>>,
+}
+
+/// A guest ring's readiness fd registered in one of the program's epoll
+/// instances on its behalf: the program's own fd for the ring is a memfd
+/// (it maps it), which epoll refuses, so the ring's readiness pipe stands
+/// in for it there, with the program's own events and data.
+#[derive(Debug)]
+struct Registration {
+    /// Our duplicate of the program's epoll instance.
+    epoll: OwnedFd,
+    /// Our duplicate of the readiness pipe's end, as registered.
+    watched: OwnedFd,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Epoll forgets a registration only when its file is released;
+        // the pipe lives on with the ring, so take it out explicitly.
+        // SAFETY: epoll_ctl on our own two fds; DEL ignores the event.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.watched.as_raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
 }
 
 impl ToolProcess {
+    /// The process `pid`, with no registrations.
+    pub fn new(pid: i32) -> ToolProcess {
+        ToolProcess {
+            pid,
+            waits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `epoll_ctl(epfd, op, fd, event)` of the program, for an object fd
+    /// whose readiness is `ready` (our end of its pipe): done on the
+    /// program's epoll instance with `ready` in place of `fd`.
+    pub fn epoll_ctl(
+        &self,
+        epfd: i32,
+        op: i32,
+        fd: i32,
+        ready: &OwnedFd,
+        event: Option<libc::epoll_event>,
+    ) -> Result<()> {
+        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (epfd, fd);
+        let mut ev = event.unwrap_or(libc::epoll_event { events: 0, u64: 0 });
+        match op {
+            libc::EPOLL_CTL_ADD => {
+                if waits.contains_key(&key) {
+                    return Err(Error::kernel(
+                        libc::EEXIST,
+                        "an fd already in the epoll set",
+                    ));
+                }
+                let epoll = self.file_of(epfd)?;
+                let watched = ready
+                    .try_clone()
+                    .map_err(|e| Error::os("duplicating a pipe", e, libc::EMFILE))?;
+                // SAFETY: epoll_ctl on our own fds with a valid event.
+                if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, watched.as_raw_fd(), &mut ev) }
+                    != 0
+                {
+                    return Err(Error::last_os("epoll_ctl"));
+                }
+                waits.insert(key, Registration { epoll, watched });
+                Ok(())
+            }
+            libc::EPOLL_CTL_MOD => {
+                let r = waits
+                    .get(&key)
+                    .ok_or(Error::kernel(libc::ENOENT, "an fd not in the epoll set"))?;
+                // SAFETY: as for ADD.
+                if unsafe {
+                    libc::epoll_ctl(r.epoll.as_raw_fd(), op, r.watched.as_raw_fd(), &mut ev)
+                } != 0
+                {
+                    return Err(Error::last_os("epoll_ctl"));
+                }
+                Ok(())
+            }
+            libc::EPOLL_CTL_DEL => waits
+                .remove(&key)
+                .map(drop)
+                .ok_or(Error::kernel(libc::ENOENT, "an fd not in the epoll set")),
+            _ => Err(Error::kernel(libc::EINVAL, "an unknown epoll_ctl op")),
+        }
+    }
+
+    /// The program closed `fd`: its epoll registrations go with it.
+    pub fn closed(&self, fd: i32) {
+        self.waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&(_, f), _| f != fd);
+    }
+
     /// Whether `fd` is open in the process (its `/proc/PID/fd` entry).
     pub fn fd_exists(&self, fd: i32) -> bool {
         let path = format!("/proc/{}/fd/{fd}\0", self.pid);
@@ -93,11 +196,8 @@ impl ToolProcess {
         }
         // SAFETY: a new fd nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-        let raw = {
-            use std::os::fd::AsRawFd;
-            // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags.
-            unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }
-        };
+        // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
         if raw < 0 {
             return Err(Error::last_os("pidfd_getfd"));
         }
