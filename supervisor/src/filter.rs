@@ -10,7 +10,10 @@
 //!   supervisor lets those that are not ours continue;
 //! * calls on an fd notify only when the fd lies in [`FD_BASE`]..[`FD_END`],
 //!   where the supervisor puts every guest object's fd: a program's calls
-//!   on its own fds never leave the kernel;
+//!   on its own fds never leave the kernel — except `mmap` of a file and
+//!   `epoll_ctl`, which always notify, because a program may move an
+//!   object's fd below the range (libbpf 1.4 and later do) and then map it
+//!   or wait on it;
 //! * the `RLIMIT_MEMLOCK` calls notify only for that resource.
 //!
 //! Anything but the x86-64 ABI (the x32 numbers, a 32-bit `int 0x80`) is
@@ -44,6 +47,8 @@ pub enum Rule {
     FdArgs(&'static [u32]),
     /// Hand it over when argument `.0` equals `.1`.
     ArgIs(u32, u32),
+    /// Hand it over unless argument `.0` is -1 (an `mmap` of no file).
+    ArgNotMinusOne(u32),
 }
 
 /// The calls handed to the supervisor, and when.
@@ -78,8 +83,13 @@ pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_fcntl, Rule::FdArgs(&[0])),
     (libc::SYS_ioctl, Rule::FdArgs(&[0])),
     (libc::SYS_read, Rule::FdArgs(&[0])),
-    (libc::SYS_mmap, Rule::FdArgs(&[4])),
-    (libc::SYS_epoll_ctl, Rule::FdArgs(&[2])),
+    // An object's fd may also sit below the range, where the program
+    // moved it (libbpf 1.4 and later `dup3` map fds onto placeholder fds
+    // of their own): every mapping of a file and every epoll change is
+    // looked at — a handful per program, at start — never an anonymous
+    // mapping (`malloc`'s).
+    (libc::SYS_mmap, Rule::ArgNotMinusOne(4)),
+    (libc::SYS_epoll_ctl, Rule::Notify),
 ];
 
 /// One classic BPF instruction (`struct sock_filter`).
@@ -122,6 +132,12 @@ fn block(rule: Rule) -> Vec<libc::sock_filter> {
             jeq(value, 0, 1),
             ret(NOTIFY),
             ret(ALLOW),
+        ],
+        Rule::ArgNotMinusOne(arg) => vec![
+            load(off_arg(arg)),
+            jeq(u32::MAX, 0, 1),
+            ret(ALLOW),
+            ret(NOTIFY),
         ],
         Rule::FdArgs(args) => {
             let mut out = Vec::new();
@@ -225,11 +241,14 @@ mod tests {
         assert_eq!(verdict(libc::SYS_dup2, [3, 5000, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(verdict(libc::SYS_dup2, [5000, 3, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(verdict(libc::SYS_dup2, [3, 4, 0, 0, 0, 0]), ALLOW);
-        // mmap's fd is its fifth argument.
+        // mmap of any file (its fd is the fifth argument), never of none.
         assert_eq!(verdict(libc::SYS_mmap, [0, 4096, 1, 1, 5000, 0]), NOTIFY);
-        assert_eq!(verdict(libc::SYS_mmap, [5000, 4096, 1, 1, 3, 0]), ALLOW);
-        assert_eq!(verdict(libc::SYS_epoll_ctl, [5000, 1, 7, 0, 0, 0]), ALLOW);
-        assert_eq!(verdict(libc::SYS_epoll_ctl, [5, 1, 5000, 0, 0, 0]), NOTIFY);
+        assert_eq!(verdict(libc::SYS_mmap, [5000, 4096, 1, 1, 3, 0]), NOTIFY);
+        let anonymous = [0, 4096, 3, 0x22, u32::MAX as u64, 0];
+        assert_eq!(verdict(libc::SYS_mmap, anonymous), ALLOW);
+        let anonymous_64 = [0, 4096, 3, 0x22, u64::MAX, 0];
+        assert_eq!(verdict(libc::SYS_mmap, anonymous_64), ALLOW);
+        assert_eq!(verdict(libc::SYS_epoll_ctl, [5, 1, 7, 0, 0, 0]), NOTIFY);
     }
 
     #[test]

@@ -23,7 +23,6 @@ use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
-use crate::filter::{FD_BASE, FD_END};
 use crate::notify::{Answer, Call, Listener};
 use crate::tool::{self, ToolProcess, ToolTable};
 
@@ -50,11 +49,13 @@ impl Processes {
     fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
         let pid = thread_group(tid)?;
         Some(*self.states.entry(pid).or_insert_with(|| {
-            let process: &'static ToolProcess = Box::leak(Box::new(ToolProcess::new(pid)));
+            let placed = tool::Placed::default();
+            let process: &'static ToolProcess =
+                Box::leak(Box::new(ToolProcess::new(pid, placed.clone())));
             let st = state::for_program(
                 pid,
-                Box::new(ToolProcess::new(pid)),
-                Box::<ToolTable>::default(),
+                Box::new(ToolProcess::new(pid, placed.clone())),
+                Box::new(ToolTable::new(pid, placed)),
             );
             (st, process)
         }))
@@ -226,15 +227,6 @@ fn epoll_ctl(
     Ok(Answer::Value(0))
 }
 
-/// A call the supervisor does not serve yet: `errno`, and one line on the
-/// program's stderr (once per process) naming what.
-fn unserved(errno: i32, what: &'static str) -> Error {
-    state::get().warn(&format!(
-        "{what} is not served under the seccomp supervisor yet; the call fails with errno {errno}"
-    ));
-    Error::kernel(errno, what)
-}
-
 /// The guest object behind the program's fd `fd`.
 fn object(fd: i32) -> Option<std::sync::Arc<GuestObject>> {
     state::get().table().get(fd).cloned()
@@ -264,14 +256,6 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
     }
     if old == new {
         return Ok(Answer::Value(i64::from(new)));
-    }
-    if !(FD_BASE as i32..FD_END as i32).contains(&new) {
-        // Out of the range the filter watches, its closes and mappings
-        // would go unseen.
-        return Err(unserved(
-            libc::EINVAL,
-            "moving a guest object's fd below the supervisor's range (libbpf 1.4 and later do, with dup3)",
-        ));
     }
     let file = process.file_of(old)?;
     let new = process.place(&file, new, cloexec)?;

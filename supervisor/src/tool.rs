@@ -58,11 +58,37 @@ fn with_call<T>(f: impl FnOnce(&Listener, &Call) -> io::Result<T>) -> io::Result
     f(unsafe { &*listener }, &call)
 }
 
+/// The file the supervisor last put at each of a process's fd numbers,
+/// by `(st_dev, st_ino)`: a number below the range (where the program
+/// moved an object's fd) may be closed without the supervisor seeing it,
+/// and reused for a file of the program's own.
+pub type Placed = Arc<Mutex<HashMap<i32, (u64, u64)>>>;
+
+/// Whether `fd` lies in the range the filter watches.
+fn in_range(fd: i32) -> bool {
+    (FD_BASE as i32..FD_END as i32).contains(&fd)
+}
+
+/// `(st_dev, st_ino)` of process `pid`'s fd `fd`.
+fn inode_in(pid: i32, fd: i32) -> Option<(u64, u64)> {
+    let path = format!("/proc/{pid}/fd/{fd}\0");
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: NUL-terminated path; `st` has room for one stat.
+    if unsafe { libc::stat(path.as_ptr().cast(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: stat succeeded and filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
 /// A supervised process: thread group `pid`.
 #[derive(Debug)]
 pub struct ToolProcess {
     /// Its thread-group id.
     pub pid: i32,
+    /// What was put at each fd number (shared with its [`ToolTable`]).
+    placed: Placed,
     /// Its epoll registrations of guest rings, by (epoll fd, object fd).
     waits: Mutex<HashMap<(i32, i32), Registration>>,
 }
@@ -96,10 +122,12 @@ impl Drop for Registration {
 }
 
 impl ToolProcess {
-    /// The process `pid`, with no registrations.
-    pub fn new(pid: i32) -> ToolProcess {
+    /// The process `pid`, with no registrations; what it places is
+    /// recorded in `placed`.
+    pub fn new(pid: i32, placed: Placed) -> ToolProcess {
         ToolProcess {
             pid,
+            placed,
             waits: Mutex::new(HashMap::new()),
         }
     }
@@ -208,8 +236,15 @@ impl ToolProcess {
     /// Puts `fd` into the process at number `at` (replacing what was
     /// there) during the call being served.
     pub fn place(&self, fd: &OwnedFd, at: i32, cloexec: bool) -> Result<i32> {
-        with_call(|l, c| l.add_fd(c, fd, Some(at), cloexec, false))
-            .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))
+        let n = with_call(|l, c| l.add_fd(c, fd, Some(at), cloexec, false))
+            .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))?;
+        if let Some(inode) = telebpf_host::sys::inode_of(fd.as_raw_fd()) {
+            self.placed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(n, inode);
+        }
+        Ok(n)
     }
 }
 
@@ -225,11 +260,42 @@ impl Program for ToolProcess {
 }
 
 /// The guest objects of a supervised process, by its fd numbers.
-#[derive(Debug, Default)]
+///
+/// A number in the range is the object's until the program closes it,
+/// which the supervisor sees. A number below it (the program moved the
+/// object there) is the object's only while it still names the file the
+/// supervisor put there: its closes are not seen.
+#[derive(Debug)]
 pub struct ToolTable {
+    pid: i32,
+    placed: Placed,
     by_fd: HashMap<i32, Arc<GuestObject>>,
     /// Numbers of objects of a lost session (see [`FdTable::clear`]).
     stale: HashMap<i32, Arc<GuestObject>>,
+}
+
+impl ToolTable {
+    /// The table of process `pid`, whose placed files are in `placed`.
+    pub fn new(pid: i32, placed: Placed) -> ToolTable {
+        ToolTable {
+            pid,
+            placed,
+            by_fd: HashMap::new(),
+            stale: HashMap::new(),
+        }
+    }
+
+    /// Whether `fd` still names the file placed there (always true in the
+    /// range).
+    fn still_placed(&self, fd: i32) -> bool {
+        if in_range(fd) {
+            return true;
+        }
+        let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        placed
+            .get(&fd)
+            .is_some_and(|&i| inode_in(self.pid, fd) == Some(i))
+    }
 }
 
 impl FdTable for ToolTable {
@@ -239,7 +305,7 @@ impl FdTable for ToolTable {
     }
 
     fn get(&self, fd: i32) -> Option<&Arc<GuestObject>> {
-        self.by_fd.get(&fd)
+        self.by_fd.get(&fd).filter(|_| self.still_placed(fd))
     }
 
     fn remove(&mut self, fd: i32) -> Option<i32> {
@@ -262,6 +328,6 @@ impl FdTable for ToolTable {
     }
 
     fn is_stale(&self, fd: i32) -> bool {
-        self.stale.contains_key(&fd)
+        self.stale.contains_key(&fd) && self.still_placed(fd)
     }
 }
