@@ -65,20 +65,33 @@ fn marker(h: &Harness, mark: &str) -> PathBuf {
     path
 }
 
-/// A tool running as root, its stdout and stderr in one file.
+/// A running tool (as root directly, or as nobody through `telebpf
+/// exec`), its stdout and stderr in one file.
 struct Running {
     child: std::process::Child,
     out: PathBuf,
 }
 
 impl Running {
+    /// `program args` as root, directly.
     fn start(h: &Harness, program: &Path, args: &[String]) -> Running {
+        let mut cmd = Command::new(program);
+        cmd.args(args).current_dir(h.dir());
+        Running::start_command(h, program, cmd)
+    }
+
+    /// `program args` as nobody through `telebpf exec` and the test's proxy.
+    fn start_remote(h: &Harness, program: &Path, args: &[String]) -> Running {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = h.remote_program_command(program, &args);
+        Running::start_command(h, program, cmd)
+    }
+
+    fn start_command(h: &Harness, program: &Path, mut cmd: Command) -> Running {
         let name = program.file_name().expect("a file name").to_string_lossy();
         let out = h.dir().join(format!("{name}.out"));
         let file = File::create(&out).expect("output file");
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(h.dir())
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)
@@ -149,23 +162,45 @@ impl Drop for Running {
 /// that wait for a signal, that SIGTERM after one record ends the tool
 /// cleanly (exit 0).
 fn reports_marked_execs_natively(tool: Tool, test: &str) {
+    reports_marked_execs(tool, test, false);
+}
+
+/// The same checks, natively as root (`remote` false) or as nobody
+/// through `telebpf exec` and a Unix-socket proxy (`remote` true: the
+/// seccomp supervisor serves the tool; nobody could not load anything
+/// itself, so every record came through the proxy). The SIGTERM of the
+/// second run goes to `telebpf exec`, which passes it on.
+fn reports_marked_execs(tool: Tool, test: &str, remote: bool) {
     // Checked before the build, which the lock need not wait for.
     if !telebpf_tests::require_root(test) {
         return;
     }
     let program = build(tool);
-    let Some(h) = Harness::start_local_only(test) else {
+    let h = if remote {
+        Harness::start(test)
+    } else {
+        Harness::start_local_only(test)
+    };
+    let Some(h) = h else {
         return;
+    };
+    let start = |args: &[String]| {
+        if remote {
+            Running::start_remote(&h, &program, args)
+        } else {
+            Running::start(&h, &program, args)
+        }
+    };
+    let how = if remote {
+        "through the supervisor"
+    } else {
+        "natively"
     };
     let mark = mark(tool);
     let marker = marker(&h, mark);
     let ready = tool.ready_line(mark);
 
-    let mut run = Running::start(
-        &h,
-        &program,
-        &tool.args(mark, COUNT as u32, TOOL_TIMEOUT_MS),
-    );
+    let mut run = start(&tool.args(mark, COUNT as u32, TOOL_TIMEOUT_MS));
     run.wait_for(&ready, RUN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
     let mut pids = Vec::new();
@@ -183,7 +218,7 @@ fn reports_marked_execs_natively(tool: Tool, test: &str) {
         .check(mark, &pids, COUNT)
         .unwrap_or_else(|e| panic!("{}: {e}:\n{out}", tool.name()));
     say(&format!(
-        "{}: natively {} ring buffer, {} perf buffer records, .bss counter {:?}",
+        "{}: {how} {} ring buffer, {} perf buffer records, .bss counter {:?}",
         tool.name(),
         records.ringbuf.len(),
         records.perfbuf.len(),
@@ -195,7 +230,7 @@ fn reports_marked_execs_natively(tool: Tool, test: &str) {
         return;
     }
 
-    let mut run = Running::start(&h, &program, &tool.args(mark, 0, TOOL_TIMEOUT_MS));
+    let mut run = start(&tool.args(mark, 0, TOOL_TIMEOUT_MS));
     run.wait_for(&ready, RUN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
     let mut pids = Vec::new();
@@ -266,56 +301,39 @@ fn go_cilium_ebpf_tool_reports_marked_execs_natively() {
     );
 }
 
-/// Each matrix tool, run as nobody through `telebpf exec --target
-/// unix:… --key-file …` with a proxy listening, runs under the seccomp
-/// supervisor (it is static, or Go): its calls reach the proxy — nobody
-/// could load nothing itself — up to the first call the supervisor does
-/// not serve yet: the `mmap` of a guest map or ring, or (libbpf 1.4 and
-/// later) a `dup3` of an object's fd below the supervisor's range. There
-/// it stops, and telebpf says so in one line; it never printed "ready". When rings and
-/// mapped maps are served this becomes the matrix's run through the proxy.
+/// The static C libbpf tool as nobody through `telebpf exec` and a
+/// Unix-socket proxy: served by the seccomp supervisor (ring buffer, perf
+/// buffer and the `.bss` counter through its mmap), the same checks as
+/// natively, SIGTERM included.
 #[test]
-fn each_matrix_tool_is_supervised_and_stops_where_the_supervisor_ends() {
-    if !telebpf_tests::require_root(
-        "each_matrix_tool_is_supervised_and_stops_where_the_supervisor_ends",
-    ) {
-        return;
-    }
-    let programs: Vec<(Tool, PathBuf)> = Tool::ALL.iter().map(|&t| (t, build(t))).collect();
-    let Some(h) =
-        Harness::start("each_matrix_tool_is_supervised_and_stops_where_the_supervisor_ends")
-    else {
-        return;
-    };
-    for (tool, program) in programs {
-        let mark = mark(tool);
-        let args = tool.args(mark, COUNT as u32, 5_000);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = h.remote_program(&program, &args);
-        let stderr = out.stderr_text();
-        say(&format!("{}: {:?}", tool.name(), stderr.trim()));
-        assert!(
-            !out.success() && !out.stdout_text().contains("ready"),
-            "{} must stop before it is ready: {}",
-            tool.name(),
-            out.describe()
-        );
-        let line = "is not served under the seccomp supervisor yet";
-        assert_eq!(
-            stderr.lines().filter(|l| l.starts_with("telebpf:")).count(),
-            1,
-            "{}: one line of telebpf's: {}",
-            tool.name(),
-            out.describe()
-        );
-        assert!(
-            stderr.contains(line),
-            "{}: it was served up to a call not served yet, and told so: {}",
-            tool.name(),
-            out.describe()
-        );
-    }
-    h.finish();
+fn static_c_libbpf_tool_reports_marked_execs_through_the_supervisor() {
+    reports_marked_execs(
+        Tool::StaticC,
+        "static_c_libbpf_tool_reports_marked_execs_through_the_supervisor",
+        true,
+    );
+}
+
+/// Static ringwatch (libbpf-rs, libbpf 1.7, which moves map fds onto
+/// placeholder fds of its own with `dup3`) through the supervisor.
+#[test]
+fn static_libbpf_rs_ringwatch_reports_marked_execs_through_the_supervisor() {
+    reports_marked_execs(
+        Tool::StaticRust,
+        "static_libbpf_rs_ringwatch_reports_marked_execs_through_the_supervisor",
+        true,
+    );
+}
+
+/// The Go cilium/ebpf tool (calls from any of the runtime's threads,
+/// preempted by SIGURG) through the supervisor.
+#[test]
+fn go_cilium_ebpf_tool_reports_marked_execs_through_the_supervisor() {
+    reports_marked_execs(
+        Tool::Go,
+        "go_cilium_ebpf_tool_reports_marked_execs_through_the_supervisor",
+        true,
+    );
 }
 
 /// Each matrix tool, run **as root** through `telebpf exec` with no proxy
