@@ -1496,3 +1496,76 @@ fn bpftrace_lists_the_guests_probes() {
     );
     h.finish();
 }
+
+/// The matrix's static and Go tools (issue 15: static C libbpf, static
+/// libbpf-rs ringwatch, Go cilium/ebpf), as nobody through `telebpf exec`
+/// against the guest, served by the seccomp supervisor: each counts the
+/// guest marker's execs of `/bin/true` (comm `true`) through its ring
+/// buffer, its perf buffer and its `.bss` counter, and none of the execs of
+/// `/bin/true` the host makes meanwhile.
+#[test]
+fn matrix_tools_see_the_guests_marks_through_the_supervisor() {
+    use telebpf_tests::matrix::{Records, Tool};
+    let Some(h) = Harness::start_without_proxy("vm_matrix_tools_through_the_supervisor") else {
+        return;
+    };
+    let c = Client::new(&h, guest());
+    let truth = find_program("true").expect("true");
+    for tool in Tool::ALL {
+        let program = h.copy_in(&tool.build().unwrap_or_else(|e| panic!("{e}")));
+        let args = tool.args("true", 3, 60_000);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut t = h.start_exec_tool(&c.target, &c.key, &program, &args);
+        wait_for(&mut t, &tool.ready_line("true"), READY);
+        let deadline = Instant::now() + EVENT;
+        let mut host_pids = Vec::new();
+        let status = loop {
+            if let Some(status) = t.exited() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no 3 records of the guest's marks within {EVENT:?}:\n{}\n--- guest console ---\n{}",
+                tool.name(),
+                t.output(),
+                guest().console_tail()
+            );
+            host_pids.push(telebpf_tests::run_marked(&truth));
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = t.output();
+        assert!(
+            status.success(),
+            "{} failed ({status}):\n{out}",
+            tool.name()
+        );
+        let records = Records::parse(tool, &out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+        for (pid, comm) in records.ringbuf.iter().chain(&records.perfbuf) {
+            assert_eq!(comm, "true", "{}:\n{out}", tool.name());
+            assert!(
+                !host_pids.contains(pid),
+                "{}: a record of the host's exec (pid {pid}):\n{out}",
+                tool.name()
+            );
+        }
+        assert!(
+            records.ringbuf.len() >= 3 && records.perfbuf.len() >= 3,
+            "{}: {out}",
+            tool.name()
+        );
+        assert!(
+            records.hits.last().is_some_and(|&n| n >= 3),
+            "{}: the .bss counter: {out}",
+            tool.name()
+        );
+        say(&format!(
+            "{}: {} ring buffer and {} perf buffer records of the guest's marks, .bss {:?}; {} host execs unseen",
+            tool.name(),
+            records.ringbuf.len(),
+            records.perfbuf.len(),
+            records.hits.last(),
+            host_pids.len()
+        ));
+    }
+    h.finish();
+}
