@@ -706,6 +706,16 @@ impl State {
         &self.memory
     }
 
+    /// Ends this process's session (a supervisor's served process exited
+    /// or replaced its program with `exec`): the proxy closes its guest
+    /// objects, the table is emptied, and a later call starts a new
+    /// session.
+    pub fn end_session(&self) {
+        let mut guard = lock(&self.conn);
+        self.discard(&mut guard);
+        lock(&self.table).clear();
+    }
+
     /// Where new fds go and how fd numbers are checked.
     pub fn program(&self) -> &dyn Program {
         &*self.program

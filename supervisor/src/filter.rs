@@ -75,6 +75,10 @@ pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_statfs, Rule::Notify),
     // Closing many fds at once may close guest objects' fds.
     (libc::SYS_close_range, Rule::Notify),
+    // An exec closes them (close-on-exec) and starts a new program, which
+    // gets a new session.
+    (libc::SYS_execve, Rule::Notify),
+    (libc::SYS_execveat, Rule::Notify),
     // Calls on a guest object's fd.
     (libc::SYS_close, Rule::FdArgs(&[0])),
     (libc::SYS_dup, Rule::FdArgs(&[0])),

@@ -54,12 +54,11 @@ pub fn run(
     // clears its mask before exec.
     // SAFETY: installs a mask from a valid set.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let (mut child, listener) =
+    let (pid, listener) =
         spawn::spawn(program, args, env).map_err(|source| SupervisorError::Start {
             program: program.to_string_lossy().into_owned(),
             source,
         })?;
-    let pid = child.id() as i32;
     std::thread::Builder::new()
         .name("telebpf-signals".into())
         .spawn(move || forward_signals(set, pid))
@@ -70,27 +69,37 @@ pub fn run(
     let listener = notify::Listener::new(listener);
     let mut processes = serve::Processes::default();
     let served = loop {
-        match listener.receive() {
-            Ok(Some(call)) => {
+        match listener.receive(&processes.pidfds()) {
+            Ok(notify::Event::Call(call)) => {
                 let answer = serve::serve(&listener, &mut processes, call);
                 if let Err(e) = listener.answer(&call, answer) {
                     break Err(SupervisorError::Listener(e));
                 }
             }
-            Ok(None) => break Ok(()),
+            Ok(notify::Event::Exited(pid)) => processes.exited(pid),
+            Ok(notify::Event::Done) => break Ok(()),
             Err(e) => break Err(SupervisorError::Listener(e)),
         }
     };
     if served.is_err() {
         // Without its supervisor the program would hang in its next call.
-        let _ = child.kill();
+        // SAFETY: kill takes a pid and a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let status = child.wait().map_err(SupervisorError::Listener)?;
+    let mut status = 0;
+    // SAFETY: reaping our own child into `status`.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(SupervisorError::Listener(e));
+        }
+    }
     served?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
 }
 
 /// The set of [`spawn::FORWARDED`] signals.

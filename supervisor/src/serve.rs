@@ -30,9 +30,28 @@ use crate::tool::{self, ToolProcess, ToolTable};
 const PATH_MAX: usize = libc::PATH_MAX as usize;
 
 /// The supervised processes that made a call, by thread-group id.
+///
+/// Each has its own state and session, like a process under the preload
+/// (a child after `fork` too). Its session ends when it exits (its pidfd
+/// becomes readable: [`Processes::exited`]) or when an `exec` replaced its
+/// program and closed its objects' fds ([`Processes::after_exec`]), so its
+/// guest objects do not outlive it.
 #[derive(Default)]
 pub struct Processes {
-    states: HashMap<i32, (&'static state::State, &'static ToolProcess)>,
+    states: HashMap<i32, Served>,
+    /// Thread → thread group, for the threads seen (checked on each use:
+    /// a thread id may be reused).
+    groups: HashMap<i32, i32>,
+}
+
+/// One served process.
+struct Served {
+    state: &'static state::State,
+    process: &'static ToolProcess,
+    /// Readable once the process has exited.
+    pidfd: OwnedFd,
+    /// It called `execve`; the next call tells whether the exec happened.
+    exec_pending: bool,
 }
 
 /// The thread group of thread `tid` (`Tgid:` of `/proc/TID/status`).
@@ -44,22 +63,107 @@ fn thread_group(tid: i32) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether `tid` is a thread of `pid` now (`/proc/PID/task/TID` exists).
+fn is_thread_of(tid: i32, pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
 impl Processes {
+    /// The thread group of `tid`: the cached one if `tid` still is its
+    /// thread, else read from `/proc`.
+    fn group_of(&mut self, tid: i32) -> Option<i32> {
+        if let Some(&pid) = self.groups.get(&tid) {
+            if is_thread_of(tid, pid) {
+                return Some(pid);
+            }
+        }
+        let pid = thread_group(tid)?;
+        self.groups.insert(tid, pid);
+        Some(pid)
+    }
+
     /// The state of the process `tid` belongs to, made on its first call.
     fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
-        let pid = thread_group(tid)?;
-        Some(*self.states.entry(pid).or_insert_with(|| {
-            let placed = tool::Placed::default();
-            let process: &'static ToolProcess =
-                Box::leak(Box::new(ToolProcess::new(pid, placed.clone())));
-            let st = state::for_program(
-                pid,
-                Box::new(ToolProcess::new(pid, placed.clone())),
-                Box::new(ToolTable::new(pid, placed)),
-            );
-            (st, process)
-        }))
+        let pid = self.group_of(tid)?;
+        if let Some(s) = self.states.get_mut(&pid) {
+            if s.exec_pending {
+                s.exec_pending = false;
+                if !still_holds_objects(s.state) {
+                    // The exec happened and closed every object's fd: the
+                    // new program starts from a new session.
+                    s.state.end_session();
+                }
+            }
+            return Some((s.state, s.process));
+        }
+        // SAFETY: pidfd_open takes a pid and flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            return None;
+        }
+        // SAFETY: a new fd nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let placed = tool::Placed::default();
+        let process: &'static ToolProcess =
+            Box::leak(Box::new(ToolProcess::new(pid, placed.clone())));
+        let st = state::for_program(
+            pid,
+            Box::new(ToolProcess::new(pid, placed.clone())),
+            Box::new(ToolTable::new(pid, placed)),
+        );
+        self.states.insert(
+            pid,
+            Served {
+                state: st,
+                process,
+                pidfd,
+                exec_pending: false,
+            },
+        );
+        Some((st, process))
     }
+
+    /// The pidfds of the served processes, to wait on with the listener.
+    pub fn pidfds(&self) -> Vec<(i32, i32)> {
+        use std::os::fd::AsRawFd;
+        self.states
+            .iter()
+            .map(|(&pid, s)| (pid, s.pidfd.as_raw_fd()))
+            .collect()
+    }
+
+    /// Process `pid` exited: its session ends, so the proxy closes its
+    /// guest objects now rather than when the supervisor exits.
+    pub fn exited(&mut self, pid: i32) {
+        if let Some(s) = self.states.remove(&pid) {
+            s.state.end_session();
+        }
+        self.groups.retain(|_, &mut p| p != pid);
+    }
+
+    /// Process `pid` called `execve`.
+    fn exec_called(&mut self, pid: i32) {
+        if let Some(s) = self.states.get_mut(&pid) {
+            s.exec_pending = true;
+        }
+    }
+}
+
+/// Whether any of the state's objects still has an fd in its process
+/// (`exec` closes the close-on-exec ones, i.e. all unless the program
+/// cleared the flag); the numbers that vanished are forgotten.
+fn still_holds_objects(st: &'static state::State) -> bool {
+    let _serving = state::serve(st);
+    let fds = st.table().in_range(0, u32::MAX);
+    let mut held = false;
+    for fd in fds {
+        if st.program().is_open(fd) && st.table().get(fd).is_some() {
+            held = true;
+        } else {
+            objects::forget(fd);
+        }
+    }
+    held
 }
 
 /// Answers one call.
@@ -68,6 +172,10 @@ pub fn serve(listener: &Listener, processes: &mut Processes, call: Call) -> Answ
         // The caller is gone.
         return Answer::Errno(libc::ESRCH);
     };
+    if call.nr == libc::SYS_execve || call.nr == libc::SYS_execveat {
+        processes.exec_called(process.pid);
+        return Answer::Continue;
+    }
     let _state = state::serve(st);
     let _call = tool::serving(listener, call);
     match dispatch(listener, process, &call) {

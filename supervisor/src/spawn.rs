@@ -7,11 +7,10 @@
 //! `exec` is not filtered, so the parent is serving before the program's
 //! first notified call (its dynamic loader's `openat`, if it has one).
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::filter::{self, FD_END};
 
@@ -19,13 +18,56 @@ use crate::filter::{self, FD_END};
 /// the one the user means when they press Ctrl-C or `kill` the pid).
 pub const FORWARDED: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
-/// Starts `program` with `args` and `env` under the filter; returns the
-/// child and the listener.
+/// Starts `program` with `args` and `env` (added to ours) under the
+/// filter; returns the child's pid and the listener.
+///
+/// The fork and exec are ours, not `std::process::Command`'s: its parent
+/// waits for the child's `exec` to succeed before returning, but the
+/// child's `execve` is itself a notified call (an exec starts a new
+/// program, which gets a new session), which only this parent, serving,
+/// can let through. A failed exec is reported by the child on stderr
+/// (status 127, as a shell's).
 pub fn spawn(
     program: &OsString,
     args: &[OsString],
     env: &[(String, OsString)],
-) -> io::Result<(Child, OwnedFd)> {
+) -> io::Result<(i32, OwnedFd)> {
+    let cstr = |s: &std::ffi::OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let file = cstr(program)?;
+    let argv: Vec<CString> = std::iter::once(program.as_os_str())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .map(cstr)
+        .collect::<io::Result<_>>()?;
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !env.iter().any(|(e, _)| k.as_os_str() == e.as_str()))
+        .collect();
+    vars.extend(env.iter().map(|(k, v)| (OsString::from(k), v.clone())));
+    let envp: Vec<CString> = vars
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            cstr(&kv)
+        })
+        .collect::<io::Result<_>>()?;
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_ptrs: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let failed = format!(
+        "telebpf: exec: cannot run {} under the seccomp supervisor\n",
+        program.to_string_lossy()
+    );
+
     let mut pair = [0; 2];
     // SAFETY: `pair` has room for the two fds.
     if unsafe {
@@ -42,19 +84,40 @@ pub fn spawn(
     // SAFETY: two new fds nothing else owns.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
     let prog = filter::program();
-    let child_end = theirs.as_raw_fd();
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe system calls on memory prepared before the
-    // fork (`prog`, stack variables).
-    unsafe {
-        cmd.pre_exec(move || install_filter(&prog, child_end));
+    // SAFETY: fork has no preconditions; the child below only makes
+    // async-signal-safe calls on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let child = cmd.spawn()?;
+    if pid == 0 {
+        let code = match install_filter(&prog, theirs.as_raw_fd()) {
+            Ok(()) => {
+                // SAFETY: NUL-terminated strings and NULL-terminated arrays
+                // built before the fork, alive until exec.
+                unsafe { libc::execvpe(file.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+                127
+            }
+            Err(_) => 126,
+        };
+        // SAFETY: writing a prepared message, then leaving without running
+        // any of the parent's exit handlers.
+        unsafe {
+            libc::write(2, failed.as_ptr().cast(), failed.len());
+            libc::_exit(code)
+        }
+    }
     drop(theirs);
-    let listener = receive_fd(&ours)?;
-    Ok((child, listener))
+    match receive_fd(&ours) {
+        Ok(listener) => Ok((pid, listener)),
+        Err(e) => {
+            // The child could not install the filter; it has told stderr
+            // and exits.
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            Err(e)
+        }
+    }
 }
 
 /// In the child: the signal mask cleared, the fd limit raised to cover

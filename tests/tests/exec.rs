@@ -183,3 +183,31 @@ fn a_static_tool_is_served_by_the_supervisor() {
         );
     }
 }
+
+/// A supervised program's guest objects do not outlive what holds them:
+/// `tests/c/supervised-life.c` (static, as nobody) sees its forked child's
+/// map gone once the child exited (the child's session ended with it), and
+/// after it execs itself, the map its old image held (close-on-exec) is
+/// gone too; exit 0 only if both held.
+#[test]
+fn a_supervised_programs_objects_go_with_its_processes_and_its_exec() {
+    let Some(h) = Harness::start("a_supervised_programs_objects_go_with_its_processes") else {
+        return;
+    };
+    let src = telebpf_tests::workspace_root().join("tests/c/supervised-life.c");
+    let program = h.nobody_dir().join("supervised-life");
+    let mut cc = Command::new("cc");
+    cc.args(["-static", "-O2", "-o"]).arg(&program).arg(&src);
+    run_with_timeout(cc, "cc -static supervised-life.c", COMMAND_TIMEOUT).expect_success();
+    let out = h.remote_program(&program, &[]);
+    say(&out.stdout_text().trim().replace('\n', " | "));
+    assert!(out.success(), "{}", out.describe());
+    let stdout = out.stdout_text();
+    assert!(
+        stdout.contains("gone after the child exited")
+            && stdout.contains("after exec: map ")
+            && stdout.contains(" gone"),
+        "{}",
+        out.describe()
+    );
+}

@@ -158,7 +158,33 @@ fn channel_ping(target: &str, key_file: &Path, runs: usize) -> Result<Summary, C
 
 /// Runs the lookup worker as a child, with or without the preload.
 fn lookup_child(runs: usize, forwarded: Option<(&str, &Path)>) -> Result<Summary, CliError> {
-    let out = run_worker("lookup", runs, forwarded)?;
+    lookup_summary(run_worker("lookup", runs, forwarded)?)
+}
+
+/// Runs the lookup worker under the seccomp supervisor (`telebpf exec
+/// --supervise`), as a static or Go client is served.
+fn supervised_lookup(runs: usize, target: &str, key_file: &Path) -> Result<Summary, CliError> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(&exe)
+        .args(["exec", "--supervise", "--target", target, "--key-file"])
+        .arg(key_file)
+        .arg("--")
+        .arg(&exe)
+        .args(["bench-worker", "lookup", &runs.to_string()])
+        .output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(CliError::Worker(
+            err.lines().last().unwrap_or("failed").trim().to_string(),
+        ));
+    }
+    lookup_summary(super::Figures {
+        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
+/// The worker's `p50_us=… p99_us=… n=…` line.
+fn lookup_summary(out: super::Figures) -> Result<Summary, CliError> {
     let field = |name: &'static str| -> Result<f64, CliError> {
         out.word(name)
             .and_then(|v| v.parse().ok())
@@ -284,6 +310,7 @@ pub fn run(
     let raw_spin = raw_echo(echo_at, Wait::Spin, &settings, runs)?;
     let channel = channel_ping(target, key_file, runs)?;
     let forwarded = lookup_child(runs, Some((target, key_file)))?;
+    let supervised = supervised_lookup(runs, target, key_file)?;
     let local = lookup_child(runs, None);
     let copies = copies(runs)?;
 
@@ -306,6 +333,11 @@ pub fn run(
     line(&raw_label(echo_at, Wait::Spin), &raw_spin, bases);
     line("sealed channel ping, 64 B", &channel, bases);
     line("forwarded BPF_MAP_LOOKUP_ELEM", &forwarded, bases);
+    line(
+        "supervised (seccomp) BPF_MAP_LOOKUP_ELEM",
+        &supervised,
+        bases,
+    );
     match &local {
         Ok(s) => line("local BPF_MAP_LOOKUP_ELEM", s, bases),
         Err(e) => println!("{:<44} unavailable ({e})", "local BPF_MAP_LOOKUP_ELEM"),
@@ -324,6 +356,11 @@ pub fn run(
         "forwarded lookup / sealed ping: {:.2}x at p50, {:.2}x at p99 (goal: <= 1.3x at p50, and p50 <= 10 µs)",
         forwarded.p50_us / channel.p50_us,
         forwarded.p99_us / channel.p99_us
+    );
+    println!(
+        "supervised lookup / preload's forwarded lookup: {:.2}x at p50, {:.2}x at p99 (goal: <= 2x at p50)",
+        supervised.p50_us / forwarded.p50_us,
+        supervised.p99_us / forwarded.p99_us
     );
     let bpf_us = local.as_ref().map_or(0.0, |s| s.p50_us);
     let floor = channel.p50_us + copies.total_us() + bpf_us;
