@@ -60,6 +60,7 @@ pub fn exec(target: &str, key_file: &Path, command: &[OsString]) -> Result<(), C
     // A program the preload cannot reach would act on the host kernel
     // while the user believes it watches the guest: refuse it instead.
     crate::program::check(program)?;
+    crate::bcc::hint_missing_headers(target, key_file, program, args);
     let err = std::process::Command::new(program)
         .args(args)
         .envs(env)
