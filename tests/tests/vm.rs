@@ -1182,7 +1182,8 @@ fn bcc_start(c: &Client, g: &Guest, name: &str, args: &[&str]) -> ExecTool {
 /// (so that `bpf()` is impossible on the host): BCC's kernel symbol
 /// lookups (libbcc's `bcc_procutils_each_ksym`, behind `ksymname`, which
 /// finds the syscall prefix `__x64_sys_` that execsnoop and opensnoop
-/// attach to) read nothing unless euid is 0.
+/// attach to, and `support_raw_tracepoint`, which runqlat asks) read
+/// nothing unless euid is 0.
 fn bcc_start_as_root(h: &Harness, g: &Guest, name: &str, args: &[&str]) -> ExecTool {
     bcc_needs_headers(g);
     let key = h.dir().join("root.key");
@@ -1367,7 +1368,10 @@ fn bcc_trace_sees_the_guest_not_the_host() {
     h.finish();
 }
 
-/// runqlat-bpfcc -P, as nobody: a run-queue latency histogram for the
+/// runqlat-bpfcc -P, as root without capabilities (as nobody BCC's
+/// `support_raw_tracepoint` finds no kernel symbol and falls back to
+/// kprobes on `ttwu_do_wakeup`, which 6.12 no longer has): a run-queue
+/// latency histogram for the
 /// guest's marker shell (its pid from the guest's process list; it wakes
 /// once a second), and none for the host's busy loop, which wakes twenty
 /// times a second.
@@ -1376,8 +1380,8 @@ fn bcc_runqlat_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_bcc_runqlat_sees_the_guest_not_the_host") else {
         return;
     };
-    let (out, mark, host) = bcc_per_process(&h, "Tracing run queue latency", &|c, g, _| {
-        bcc_start(c, g, "runqlat", &["-P"])
+    let (out, mark, host) = bcc_per_process(&h, "Tracing run queue latency", &|_, g, _| {
+        bcc_start_as_root(&h, g, "runqlat", &["-P"])
     });
     let histograms: Vec<&str> = out.lines().filter(|l| l.starts_with("pid = ")).collect();
     assert!(
