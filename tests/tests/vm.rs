@@ -505,25 +505,9 @@ fn prog_loadall_lands_in_the_guest() {
     h.finish();
 }
 
-/// Runs a snoop tool through telebpf against the guest while the host does
-/// marked things of the same kind; returns the tool's output once the
-/// guest's marker has shown at least twice and the host's marks ran for at
-/// least 3 s after the tool attached.
-fn snoop(
-    h: &Harness,
-    tool: &str,
-    header: &str,
-    guest_mark: &str,
-    host_activity: &dyn Fn(),
-) -> String {
-    let g = guest();
-    let c = Client::new(h, g);
-    watch_marks(c.start_tool(tool, &[]), header, guest_mark, host_activity)
-}
-
-/// [`snoop`] of a tool already started: waits for its `header`, then for
-/// `guest_mark` twice while `host_activity` runs for at least 3 s; stops
-/// it and returns its output.
+/// Waits for a started tool's `header`, then for `guest_mark` twice while
+/// `host_activity` runs for at least 3 s; stops it and returns its output
+/// (the tool's name, for messages, is its program's).
 fn watch_marks(
     mut t: ExecTool,
     header: &str,
@@ -561,21 +545,30 @@ fn execsnoop_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_execsnoop_sees_the_guest_not_the_host") else {
         return;
     };
+    execs_of_the_guest_not_the_host("execsnoop", &|| {
+        Client::new(&h, guest()).start_tool("execsnoop", &[])
+    });
+    h.finish();
+}
+
+/// Runs an exec-watching `tool` (started by `start`, printing `PCOMM` in
+/// its header) while the host execs a marked command: it must show the
+/// guest's `/bin/true telebpf-guest-mark` and never the host's mark.
+fn execs_of_the_guest_not_the_host(tool: &str, start: &dyn Fn() -> ExecTool) {
     let host_mark = unique_name("tbvm_hostexec");
     let truth = find_program("true").expect("true");
-    let out = snoop(&h, "execsnoop", "PCOMM", GUEST_MARK, &|| {
+    let out = watch_marks(start(), "PCOMM", GUEST_MARK, &|| {
         host_run(&truth, &[&host_mark])
     });
     assert!(
         out.lines()
             .any(|l| l.contains(&format!("/bin/true {GUEST_MARK}"))),
-        "execsnoop missed the guest's `/bin/true {GUEST_MARK}`:\n{out}"
+        "{tool} missed the guest's `/bin/true {GUEST_MARK}`:\n{out}"
     );
     assert!(
         !out.contains(&host_mark),
-        "execsnoop through telebpf saw the host's exec of {host_mark}:\n{out}"
+        "{tool} through telebpf saw the host's exec of {host_mark}:\n{out}"
     );
-    h.finish();
 }
 
 /// opensnoop through telebpf sees the guest's marker process open its file,
@@ -585,18 +578,35 @@ fn opensnoop_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_opensnoop_sees_the_guest_not_the_host") else {
         return;
     };
+    opens_of_the_guest_not_the_host(&h, "opensnoop", "PATH", "", &|| {
+        Client::new(&h, guest()).start_tool("opensnoop", &[])
+    });
+    h.finish();
+}
+
+/// Runs an open-watching `tool` (started by `start`, printing `header`)
+/// while the host opens a marked file of its own: a line of the guest's
+/// marker shell (comm `telebpf-guest-m`) that has `also` and ends with
+/// `/etc/telebpf-guest-mark` must show, the host's file never.
+fn opens_of_the_guest_not_the_host(
+    h: &Harness,
+    tool: &str,
+    header: &str,
+    also: &str,
+    start: &dyn Fn() -> ExecTool,
+) {
     let host_file = h.dir().join(unique_name("tbvm_hostopen"));
     fs::write(&host_file, b"host").expect("host file");
     let cat = find_program("cat").expect("cat");
     let host_arg = host_file.display().to_string();
     let guest_path = format!("/etc/{GUEST_MARK}");
-    let out = snoop(&h, "opensnoop", "PATH", &guest_path, &|| {
+    let out = watch_marks(start(), header, &guest_path, &|| {
         host_run(&cat, &[&host_arg])
     });
     assert!(
         out.lines()
-            .any(|l| l.contains("telebpf-guest-m") && l.ends_with(&guest_path)),
-        "opensnoop missed the guest's marker process opening {guest_path}:\n{out}"
+            .any(|l| l.contains("telebpf-guest-m") && l.contains(also) && l.ends_with(&guest_path)),
+        "{tool} missed the guest's marker process opening {guest_path}:\n{out}"
     );
     let host_name = host_file
         .file_name()
@@ -605,9 +615,8 @@ fn opensnoop_sees_the_guest_not_the_host() {
         .into_owned();
     assert!(
         !out.contains(&host_name),
-        "opensnoop through telebpf saw the host's open of {host_arg}:\n{out}"
+        "{tool} through telebpf saw the host's open of {host_arg}:\n{out}"
     );
-    h.finish();
 }
 
 /// A libbpf-tool built on kprobes (`capable`: kprobe and kretprobe on
@@ -1280,19 +1289,9 @@ fn bcc_execsnoop_sees_the_guest_not_the_host() {
     else {
         return;
     };
-    let host_mark = unique_name("tbvm_hostexec");
-    let truth = find_program("true").expect("true");
-    let t = bcc_start_as_root(&h, guest(), "execsnoop", &[]);
-    let out = watch_marks(t, "PCOMM", GUEST_MARK, &|| host_run(&truth, &[&host_mark]));
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("true ") && l.ends_with(&format!("/bin/true {GUEST_MARK}"))),
-        "execsnoop-bpfcc missed the guest's `/bin/true {GUEST_MARK}`:\n{out}"
-    );
-    assert!(
-        !out.contains(&host_mark),
-        "execsnoop-bpfcc through telebpf saw the host's exec of {host_mark}:\n{out}"
-    );
+    execs_of_the_guest_not_the_host("execsnoop-bpfcc", &|| {
+        bcc_start_as_root(&h, guest(), "execsnoop", &[])
+    });
     h.finish();
 }
 
@@ -1304,27 +1303,9 @@ fn bcc_opensnoop_sees_the_guest_not_the_host() {
     else {
         return;
     };
-    let host_file = h.dir().join(unique_name("tbvm_hostopen"));
-    fs::write(&host_file, b"host").expect("host file");
-    let cat = find_program("cat").expect("cat");
-    let host_arg = host_file.display().to_string();
-    let guest_path = format!("/etc/{GUEST_MARK}");
-    let t = bcc_start_as_root(&h, guest(), "opensnoop", &[]);
-    let out = watch_marks(t, "PATH", &guest_path, &|| host_run(&cat, &[&host_arg]));
-    assert!(
-        out.lines()
-            .any(|l| l.contains("telebpf-guest-m") && l.ends_with(&guest_path)),
-        "opensnoop-bpfcc missed the guest's marker shell opening {guest_path}:\n{out}"
-    );
-    let host_name = host_file
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    assert!(
-        !out.contains(&host_name),
-        "opensnoop-bpfcc through telebpf saw the host's open of {host_arg}:\n{out}"
-    );
+    opens_of_the_guest_not_the_host(&h, "opensnoop-bpfcc", "PATH", "", &|| {
+        bcc_start_as_root(&h, guest(), "opensnoop", &[])
+    });
     h.finish();
 }
 
@@ -1336,35 +1317,15 @@ fn bcc_trace_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_bcc_trace_sees_the_guest_not_the_host") else {
         return;
     };
-    let host_file = h.dir().join(unique_name("tbvm_hosttrace"));
-    fs::write(&host_file, b"host").expect("host file");
-    let cat = find_program("cat").expect("cat");
-    let host_arg = host_file.display().to_string();
-    let guest_path = format!("/etc/{GUEST_MARK}");
-    let g = guest();
-    let c = Client::new(&h, g);
-    let t = bcc_start(
-        &c,
-        g,
-        "trace",
-        &["t:syscalls:sys_enter_openat \"%s\", args->filename"],
-    );
-    let out = watch_marks(t, "COMM", &guest_path, &|| host_run(&cat, &[&host_arg]));
-    assert!(
-        out.lines().any(|l| l.contains("telebpf-guest-m")
-            && l.contains("sys_enter_openat")
-            && l.ends_with(&guest_path)),
-        "trace-bpfcc missed the guest's marker shell opening {guest_path}:\n{out}"
-    );
-    let host_name = host_file
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    assert!(
-        !out.contains(&host_name),
-        "trace-bpfcc through telebpf saw the host's open of {host_arg}:\n{out}"
-    );
+    opens_of_the_guest_not_the_host(&h, "trace-bpfcc", "COMM", "sys_enter_openat", &|| {
+        let g = guest();
+        bcc_start(
+            &Client::new(&h, g),
+            g,
+            "trace",
+            &["t:syscalls:sys_enter_openat \"%s\", args->filename"],
+        )
+    });
     h.finish();
 }
 
