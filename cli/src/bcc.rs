@@ -14,7 +14,8 @@
 //! Only a BCC tool costs a session: a program is one when it is a `#!`
 //! script run by Python (or Python itself given such a script) whose text
 //! imports `bcc` within its first [`SCAN`] bytes. Any other program costs
-//! one `open` and a read of two bytes. A tool that sets
+//! a `PATH` lookup (as `exec`'s) and one read of at most 256 bytes, no
+//! session. A tool that sets
 //! `BCC_KERNEL_SOURCE` (BCC then uses that tree instead) gets no hint, nor
 //! does one whose proxy cannot be reached (the preload reports that).
 
