@@ -13,7 +13,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 
-# bpftool, libbpf-tools, bpftrace: the unmodified tools the tests drive.
+# bpftool, libbpf-tools, bpftrace, bpfcc-tools (BCC's Python tools): the
+# unmodified tools the tests drive.
 # clang, llvm, libbpf-dev: build the eBPF test objects (bpf/tests/*.bpf.c).
 # clang-format: scripts/test.sh checks the format of that C (.clang-format).
 # libelf-dev, zlib1g-dev, pkg-config, build-essential: C toolchain and
@@ -30,7 +31,7 @@ export DEBIAN_FRONTEND=noninteractive
 # tool links libbpf-dev's, libelf-dev's and zlib1g-dev's .a files
 # (tests/src/matrix.rs).
 packages=(
-    bpftool libbpf-tools bpftrace
+    bpftool libbpf-tools bpftrace bpfcc-tools
     clang llvm libbpf-dev clang-format
     libelf-dev zlib1g-dev pkg-config build-essential
     util-linux procps ca-certificates
@@ -109,6 +110,14 @@ bash tests/vm/guest.sh prepare
 # The second kernel of the monitor's three-guest test (tests/vm.rs), from
 # bookworm-backports.
 bash tests/vm/guest.sh prepare --kernel 6.12
+# The headers of both guests' kernels, where BCC's tools (which compile on
+# this host, against /lib/modules/<guest release>/build) find them. Not
+# fatal: without them only the BCC tests fail, and `telebpf exec` names the
+# missing package.
+for series in 6.1 6.12; do
+    bash tests/vm/guest.sh headers --kernel "$series" ||
+        echo "setup.sh: the $series guest kernel's headers are missing (BCC's tests need them)" >&2
+done
 
 # cargo-fuzz (from crates.io) for the fuzz targets of fuzz/, which
 # scripts/fuzz.sh builds with the stable toolchain; build them now too.

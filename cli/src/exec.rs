@@ -83,6 +83,7 @@ pub fn exec(
         }
         Err(e) => return Err(e.into()),
     }
+    crate::bcc::hint_missing_headers(target, key_file, program, args);
     let env = preload_env(target, key_file)?;
     let err = std::process::Command::new(program)
         .args(args)

@@ -24,6 +24,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
 
+mod bcc;
 mod bench;
 mod error;
 mod exec;

@@ -39,7 +39,7 @@ use object::{Endianness, FileKind, Object};
 pub const MAX_INTERPRETERS: usize = 4;
 
 /// The kernel reads at most this much of a `#!` line (`BINPRM_BUF_SIZE`).
-const SHEBANG_MAX: usize = 256;
+pub(crate) const SHEBANG_MAX: usize = 256;
 
 /// Why the preload cannot reach a program.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub fn check(program: &OsStr) -> Result<(), Unreachable> {
 }
 
 /// The file `execvp` would run for `program`.
-fn resolve(program: &OsStr) -> Option<PathBuf> {
+pub(crate) fn resolve(program: &OsStr) -> Option<PathBuf> {
     if program.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(program));
     }
@@ -192,7 +192,7 @@ fn has_file_capabilities(path: &Path) -> bool {
 
 /// The interpreter a `#!` line names: its path, or for `/usr/bin/env [-S]
 /// NAME`, `NAME` looked up on `PATH`.
-fn shebang(bytes: &[u8]) -> Option<PathBuf> {
+pub(crate) fn shebang(bytes: &[u8]) -> Option<PathBuf> {
     let line = bytes.strip_prefix(b"#!")?;
     let line = &line[..line.len().min(SHEBANG_MAX - 2)];
     let line = line.split(|&b| b == b'\n').next().unwrap_or(line);

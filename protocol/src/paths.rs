@@ -5,7 +5,8 @@
 //! The proxy runs as root, so only the files that describe the kernel to
 //! eBPF tooling are served (BTF, kallsyms, CPU lists, the BPF-related
 //! sysctls the tools read, the kernel config, tracefs event ids and
-//! formats, the event sources' PMU types), and only bpffs may be changed.
+//! formats, the kprobe blacklist, the event sources' PMU types), and only
+//! bpffs may be changed.
 //! Paths must be absolute and free of `.`/`..` components.
 //!
 //! # Patterns
@@ -221,6 +222,10 @@ const ENTRIES: &[Entry] = &[
         "/sys/kernel/debug/tracing/events",
         "/sys/kernel/debug/tracing/events/*/*/format",
     ),
+    // The functions kprobes refuse (BCC's `get_kprobe_functions` leaves
+    // them out of a pattern's matches): debugfs only, addresses and names
+    // as in kallsyms.
+    file("/sys/kernel/debug/kprobes/blacklist"),
     // The PMU types of the kprobe/uprobe event sources and their format
     // bits (`retprobe`, `ref_ctr_offset`).
     event_source("/sys/bus/event_source/devices/*/type"),
@@ -311,6 +316,7 @@ pub fn may_be_guest_file(path: &[u8]) -> bool {
                 starts(rest, b"kernel/btf")
                     || starts(rest, b"kernel/tracing")
                     || starts(rest, b"kernel/debug/tracing")
+                    || leaf(rest) == b"kernel/debug/kprobes/blacklist"
             }
             Some(b'f') => starts(rest, b"fs/bpf"),
             Some(b'b') => starts(rest, b"bus/event_source/devices/"),
@@ -472,6 +478,7 @@ mod tests {
             "/sys/fs/bpf/x",
             "/sys/fs/bpf/x/y/z",
             "/sys/kernel/debug/tracing/events/syscalls/sys_enter_execve/id",
+            "/sys/kernel/debug/kprobes/blacklist",
             "/sys/kernel/tracing/events/sched/sched_switch/format",
             "/sys/kernel/tracing/events/sched/sched_switch",
             "/sys/kernel/tracing/events/sched",
@@ -504,6 +511,9 @@ mod tests {
             "/sys/kernel/tracing/trace_pipe",
             "/sys/kernel/debug/tracing/trace",
             "/sys/kernel/debug/kprobes/list",
+            "/sys/kernel/debug/kprobes/enabled",
+            "/sys/kernel/debug/kprobes/blacklist/x",
+            "/sys/kernel/debug/kprobes",
             "/sys/kernel/tracing/events/sched/sched_switch/trigger",
             "/sys/kernel/tracing/events/sched/sched_switch/hist",
             "/sys/bus/event_source/devices/kprobe/uevent",

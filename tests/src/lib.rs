@@ -1368,6 +1368,16 @@ impl Harness {
         cmd
     }
 
+    /// A command that runs `program args…` as root with every capability
+    /// dropped (setpriv), otherwise as [`Harness::nobody_command`].
+    pub fn root_command<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.setpriv);
+        cmd.args(["--inh-caps=-all", "--bounding-set=-all", "--"]);
+        cmd.arg(program).args(args);
+        self.base_env(&mut cmd);
+        cmd
+    }
+
     /// The arguments of `telebpf exec --target T --key-file K -- bpftool ARGS`
     /// as nobody (with nobody's copy of the key).
     fn exec_args(&self, target: &str, key: &Path, args: &[&str]) -> Vec<String> {
@@ -2074,6 +2084,32 @@ impl Harness {
         program: &Path,
         args: &[&str],
     ) -> ExecTool {
+        self.spawn_exec_tool(false, target, &self.nobody_key(key), program, args)
+    }
+
+    /// [`Harness::start_exec_tool`] as root with every capability dropped
+    /// ([`Harness::root_command`]), for a tool that insists on euid 0:
+    /// `bpf()` is impossible on the host, so whatever it does came through
+    /// the proxy. `key` must be root's own (root without
+    /// `CAP_DAC_OVERRIDE` reads only its own files).
+    pub fn start_exec_tool_as_root(
+        &self,
+        target: &str,
+        key: &Path,
+        program: &Path,
+        args: &[&str],
+    ) -> ExecTool {
+        self.spawn_exec_tool(true, target, key, program, args)
+    }
+
+    fn spawn_exec_tool(
+        &self,
+        as_root: bool,
+        target: &str,
+        key: &Path,
+        program: &Path,
+        args: &[&str],
+    ) -> ExecTool {
         let name = program
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -2087,14 +2123,21 @@ impl Harness {
             "--target".into(),
             target.to_string(),
             "--key-file".into(),
-            self.nobody_key(key).display().to_string(),
+            key.display().to_string(),
             "--".into(),
             program.display().to_string(),
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
         let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
-        let child = self
-            .nobody_command(&stdbuf, &argv)
+        let mut cmd = if as_root {
+            self.root_command(&stdbuf, &argv)
+        } else {
+            self.nobody_command(&stdbuf, &argv)
+        };
+        // stdbuf's line buffering reaches C stdio only: Python (BCC's
+        // tools) buffers a file's output until exit unless told not to.
+        let child = cmd
+            .env("PYTHONUNBUFFERED", "1")
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)
             .stdin(Stdio::null())
@@ -2105,6 +2148,11 @@ impl Harness {
 }
 
 impl ExecTool {
+    /// The program's file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Everything it printed so far.
     pub fn output(&self) -> String {
         let mut s = String::new();

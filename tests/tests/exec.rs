@@ -211,3 +211,82 @@ fn a_supervised_programs_objects_go_with_its_processes_and_its_exec() {
         out.describe()
     );
 }
+
+/// A BCC tool (Debian's `execsnoop-bpfcc`) run through `telebpf exec`
+/// against a proxy whose kernel's headers this host lacks (the proxy here
+/// runs on this machine's kernel, and nothing installs its headers) gets
+/// one line naming the missing `/lib/modules/<release>/build` and the
+/// package to install, and still runs (`-h` prints its usage without
+/// compiling). A Python script that does not import `bcc` and bpftool get
+/// no such line. The line needs the guest's release, which only the
+/// proxy's Welcome gives `telebpf exec` (it runs without the preload).
+#[test]
+fn bcc_tool_without_the_guests_headers_gets_a_one_line_hint() {
+    let Some(h) = Harness::start("bcc_tool_without_the_guests_headers_gets_a_one_line_hint") else {
+        return;
+    };
+    let release = String::from_utf8(
+        Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname -r")
+            .stdout,
+    )
+    .expect("utf-8 release")
+    .trim()
+    .to_string();
+    let build = format!("/lib/modules/{release}/build");
+    if Path::new(&build).exists() {
+        say(&format!(
+            "{build} exists on this host: no hint to show (remove the headers of {release} to run this test)"
+        ));
+        return;
+    }
+    let tool = telebpf_tests::find_program("execsnoop-bpfcc").unwrap_or_else(|| {
+        panic!("execsnoop-bpfcc is not installed (scripts/setup.sh: bpfcc-tools)")
+    });
+    let out = h.remote_program(&tool, &["-h"]);
+    let stderr = out.stderr_text();
+    say(&format!(
+        "execsnoop-bpfcc -h through exec: {}",
+        stderr.trim()
+    ));
+    out.expect_success();
+    assert!(
+        out.stdout_text().contains("usage: execsnoop"),
+        "the tool still runs after the hint: {}",
+        out.describe()
+    );
+    let hints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("telebpf: BCC"))
+        .collect();
+    assert_eq!(
+        hints,
+        [format!(
+            "telebpf: BCC compiles against the guest kernel's headers and {build} is missing: \
+             install linux-headers-{release} (Debian's package) on this host"
+        )],
+        "one hint line naming the build directory and the package: {}",
+        out.describe()
+    );
+
+    // Python without `bcc`, and bpftool: no hint.
+    let plain = h.dir().join("plain.py");
+    std::fs::write(&plain, "#!/usr/bin/python3\nimport os\nprint('plain')\n").expect("plain.py");
+    let out = h.remote_program(&plain, &[]);
+    out.expect_success();
+    assert!(
+        !out.stderr_text().contains("telebpf: BCC"),
+        "a Python script without bcc got the hint: {}",
+        out.describe()
+    );
+    let out = h.remote(&["version"]);
+    out.expect_success();
+    assert!(
+        !out.stderr_text().contains("telebpf: BCC"),
+        "bpftool got the hint: {}",
+        out.describe()
+    );
+    h.finish();
+}

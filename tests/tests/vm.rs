@@ -505,20 +505,17 @@ fn prog_loadall_lands_in_the_guest() {
     h.finish();
 }
 
-/// Runs a snoop tool through telebpf against the guest while the host does
-/// marked things of the same kind; returns the tool's output once the
-/// guest's marker has shown at least twice and the host's marks ran for at
-/// least 3 s after the tool attached.
-fn snoop(
-    h: &Harness,
-    tool: &str,
+/// Waits for a started tool's `header`, then for `guest_mark` twice while
+/// `host_activity` runs for at least 3 s; stops it and returns its output
+/// (the tool's name, for messages, is its program's).
+fn watch_marks(
+    mut t: ExecTool,
     header: &str,
     guest_mark: &str,
     host_activity: &dyn Fn(),
 ) -> String {
     let g = guest();
-    let c = Client::new(h, g);
-    let mut t = c.start_tool(tool, &[]);
+    let tool = t.name().to_string();
     wait_for(&mut t, header, READY);
     let attached = Instant::now();
     let deadline = attached + EVENT;
@@ -548,21 +545,30 @@ fn execsnoop_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_execsnoop_sees_the_guest_not_the_host") else {
         return;
     };
+    execs_of_the_guest_not_the_host("execsnoop", &|| {
+        Client::new(&h, guest()).start_tool("execsnoop", &[])
+    });
+    h.finish();
+}
+
+/// Runs an exec-watching `tool` (started by `start`, printing `PCOMM` in
+/// its header) while the host execs a marked command: it must show the
+/// guest's `/bin/true telebpf-guest-mark` and never the host's mark.
+fn execs_of_the_guest_not_the_host(tool: &str, start: &dyn Fn() -> ExecTool) {
     let host_mark = unique_name("tbvm_hostexec");
     let truth = find_program("true").expect("true");
-    let out = snoop(&h, "execsnoop", "PCOMM", GUEST_MARK, &|| {
+    let out = watch_marks(start(), "PCOMM", GUEST_MARK, &|| {
         host_run(&truth, &[&host_mark])
     });
     assert!(
         out.lines()
             .any(|l| l.contains(&format!("/bin/true {GUEST_MARK}"))),
-        "execsnoop missed the guest's `/bin/true {GUEST_MARK}`:\n{out}"
+        "{tool} missed the guest's `/bin/true {GUEST_MARK}`:\n{out}"
     );
     assert!(
         !out.contains(&host_mark),
-        "execsnoop through telebpf saw the host's exec of {host_mark}:\n{out}"
+        "{tool} through telebpf saw the host's exec of {host_mark}:\n{out}"
     );
-    h.finish();
 }
 
 /// opensnoop through telebpf sees the guest's marker process open its file,
@@ -572,18 +578,35 @@ fn opensnoop_sees_the_guest_not_the_host() {
     let Some(h) = Harness::start_without_proxy("vm_opensnoop_sees_the_guest_not_the_host") else {
         return;
     };
+    opens_of_the_guest_not_the_host(&h, "opensnoop", "PATH", "", &|| {
+        Client::new(&h, guest()).start_tool("opensnoop", &[])
+    });
+    h.finish();
+}
+
+/// Runs an open-watching `tool` (started by `start`, printing `header`)
+/// while the host opens a marked file of its own: a line of the guest's
+/// marker shell (comm `telebpf-guest-m`) that has `also` and ends with
+/// `/etc/telebpf-guest-mark` must show, the host's file never.
+fn opens_of_the_guest_not_the_host(
+    h: &Harness,
+    tool: &str,
+    header: &str,
+    also: &str,
+    start: &dyn Fn() -> ExecTool,
+) {
     let host_file = h.dir().join(unique_name("tbvm_hostopen"));
     fs::write(&host_file, b"host").expect("host file");
     let cat = find_program("cat").expect("cat");
     let host_arg = host_file.display().to_string();
     let guest_path = format!("/etc/{GUEST_MARK}");
-    let out = snoop(&h, "opensnoop", "PATH", &guest_path, &|| {
+    let out = watch_marks(start(), header, &guest_path, &|| {
         host_run(&cat, &[&host_arg])
     });
     assert!(
         out.lines()
-            .any(|l| l.contains("telebpf-guest-m") && l.ends_with(&guest_path)),
-        "opensnoop missed the guest's marker process opening {guest_path}:\n{out}"
+            .any(|l| l.contains("telebpf-guest-m") && l.contains(also) && l.ends_with(&guest_path)),
+        "{tool} missed the guest's marker process opening {guest_path}:\n{out}"
     );
     let host_name = host_file
         .file_name()
@@ -592,9 +615,8 @@ fn opensnoop_sees_the_guest_not_the_host() {
         .into_owned();
     assert!(
         !out.contains(&host_name),
-        "opensnoop through telebpf saw the host's open of {host_arg}:\n{out}"
+        "{tool} through telebpf saw the host's open of {host_arg}:\n{out}"
     );
-    h.finish();
 }
 
 /// A libbpf-tool built on kprobes (`capable`: kprobe and kretprobe on
@@ -1134,6 +1156,311 @@ fn bpftool_cgroup_tree_attach_show_act_on_the_guest() {
         after.describe()
     );
     c.run("rm", &[&pin]).expect_success();
+    h.finish();
+}
+
+// -------------------------------------------------------------------- BCC
+
+/// Debian's BCC tool `NAME-bpfcc` (a Python script on libbcc, which the
+/// preload reaches through the dynamically linked interpreter).
+fn bcc_program(name: &str) -> PathBuf {
+    find_program(&format!("{name}-bpfcc"))
+        .unwrap_or_else(|| panic!("{name}-bpfcc is not installed (scripts/setup.sh: bpfcc-tools)"))
+}
+
+/// BCC compiles on the host against `/lib/modules/<release>/build`, the
+/// release being the guest's under the preload: its headers must be here.
+fn bcc_needs_headers(g: &Guest) {
+    let build = format!("/lib/modules/{}/build", g.fact("release"));
+    assert!(
+        Path::new(&build)
+            .join("include/generated/autoconf.h")
+            .exists(),
+        "{build} is missing: the guest kernel's headers are not installed on this host \
+         (scripts/setup.sh, tests/vm/guest.sh headers)"
+    );
+}
+
+/// Starts BCC's `NAME-bpfcc ARGS` as nobody through the guest's proxy.
+fn bcc_start(c: &Client, g: &Guest, name: &str, args: &[&str]) -> ExecTool {
+    bcc_needs_headers(g);
+    c.h.start_exec_tool(&c.target, &c.key, &bcc_program(name), args)
+}
+
+/// Starts BCC's `NAME-bpfcc ARGS` as root with every capability dropped
+/// (so that `bpf()` is impossible on the host): BCC's kernel symbol
+/// lookups (libbcc's `bcc_procutils_each_ksym`, behind `ksymname`, which
+/// finds the syscall prefix `__x64_sys_` that execsnoop and opensnoop
+/// attach to, and `support_raw_tracepoint`, which runqlat asks) read
+/// nothing unless euid is 0.
+fn bcc_start_as_root(h: &Harness, g: &Guest, name: &str, args: &[&str]) -> ExecTool {
+    bcc_needs_headers(g);
+    let key = h.dir().join("root.key");
+    if !key.exists() {
+        fs::copy(g.dir.join("key"), &key).expect("copy the guest's key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
+    }
+    h.start_exec_tool_as_root(&g.target(), &key, &bcc_program(name), args)
+}
+
+/// The pid of the guest's marker shell (tests/vm/mark.sh, comm
+/// `telebpf-guest-m`), from the guest's own process list.
+fn guest_mark_pid(c: &Client) -> u64 {
+    let rows = ids_json(c, "ps", "bulk-page");
+    let pids: Vec<u64> = rows
+        .iter()
+        .filter(|p| p["comm"] == "telebpf-guest-m")
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "one marker shell in the guest's process list: {rows:?}"
+    );
+    pids[0]
+}
+
+/// A host process that wakes up and makes system calls all the time (a
+/// shell opening a file and sleeping 50 ms in a loop), killed on drop: what
+/// a per-process BCC tool would show if it ran on the host.
+struct HostBusy {
+    child: Child,
+}
+
+impl HostBusy {
+    fn start() -> HostBusy {
+        let child = Command::new("sh")
+            .args(["-c", "while :; do : </etc/hostname; sleep 0.05; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the host's busy loop");
+        HostBusy { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for HostBusy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a per-process BCC tool (started by `start`) for a few seconds
+/// while the host's busy loop runs, stops it with SIGINT (the tools print
+/// their tables then) and returns its output, the guest marker's pid and
+/// the host loop's pid (which is no guest pid).
+fn bcc_per_process(
+    h: &Harness,
+    header: &str,
+    start: &dyn Fn(&Client, &Guest, u64) -> ExecTool,
+) -> (String, u64, u64) {
+    let g = guest();
+    let c = Client::new(h, g);
+    let mark = guest_mark_pid(&c);
+    let busy = HostBusy::start();
+    let host = u64::from(busy.pid());
+    let guest_pids: Vec<u64> = ids_json(&c, "ps", "bulk-page")
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert!(
+        !guest_pids.contains(&host),
+        "the host's busy loop {host} has a pid the guest uses too: run again"
+    );
+    let mut t = start(&c, g, mark);
+    wait_for(&mut t, header, READY);
+    // The marker shell wakes and opens its file once a second.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = stop(t);
+    drop(busy);
+    (out, mark, host)
+}
+
+/// execsnoop-bpfcc (root without capabilities, see [`bcc_start_as_root`])
+/// through telebpf sees the guest's marker exec, and none of the host's
+/// own execs made meanwhile.
+#[test]
+fn bcc_execsnoop_sees_the_guest_not_the_host() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_execsnoop_sees_the_guest_not_the_host")
+    else {
+        return;
+    };
+    execs_of_the_guest_not_the_host("execsnoop-bpfcc", &|| {
+        bcc_start_as_root(&h, guest(), "execsnoop", &[])
+    });
+    h.finish();
+}
+
+/// opensnoop-bpfcc (root without capabilities) through telebpf sees the
+/// guest's marker shell open its file, and none of the host's opens.
+#[test]
+fn bcc_opensnoop_sees_the_guest_not_the_host() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_opensnoop_sees_the_guest_not_the_host")
+    else {
+        return;
+    };
+    opens_of_the_guest_not_the_host(&h, "opensnoop-bpfcc", "PATH", "", &|| {
+        bcc_start_as_root(&h, guest(), "opensnoop", &[])
+    });
+    h.finish();
+}
+
+/// trace-bpfcc, as nobody, on the `syscalls:sys_enter_openat` tracepoint
+/// printing the file name: the guest's marker shell opening its file
+/// shows, the host's opens do not.
+#[test]
+fn bcc_trace_sees_the_guest_not_the_host() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_trace_sees_the_guest_not_the_host") else {
+        return;
+    };
+    opens_of_the_guest_not_the_host(&h, "trace-bpfcc", "COMM", "sys_enter_openat", &|| {
+        let g = guest();
+        bcc_start(
+            &Client::new(&h, g),
+            g,
+            "trace",
+            &["t:syscalls:sys_enter_openat \"%s\", args->filename"],
+        )
+    });
+    h.finish();
+}
+
+/// runqlat-bpfcc -P, as root without capabilities (as nobody BCC's
+/// `support_raw_tracepoint` finds no kernel symbol and falls back to
+/// kprobes on `ttwu_do_wakeup`, which 6.12 no longer has): a run-queue
+/// latency histogram for the
+/// guest's marker shell (its pid from the guest's process list; it wakes
+/// once a second), and none for the host's busy loop, which wakes twenty
+/// times a second.
+#[test]
+fn bcc_runqlat_sees_the_guest_not_the_host() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_runqlat_sees_the_guest_not_the_host") else {
+        return;
+    };
+    let (out, mark, host) = bcc_per_process(&h, "Tracing run queue latency", &|_, g, _| {
+        bcc_start_as_root(&h, g, "runqlat", &["-P"])
+    });
+    let histograms: Vec<&str> = out.lines().filter(|l| l.starts_with("pid = ")).collect();
+    assert!(
+        histograms.contains(&format!("pid = {mark}").as_str()),
+        "runqlat-bpfcc -P has no histogram of the guest's marker shell {mark}:\n{out}"
+    );
+    assert!(
+        !histograms.contains(&format!("pid = {host}").as_str()),
+        "runqlat-bpfcc -P through telebpf has one of the host's busy loop {host}:\n{out}"
+    );
+    h.finish();
+}
+
+/// syscount-bpfcc -P, as nobody: the guest's marker shell is among the
+/// processes it counts, the host's busy loop is not. (Its COMM column
+/// reads `/proc/<pid>/comm` on the host, so a guest pid shows as
+/// `[unknown]` or as a host process's name.)
+#[test]
+fn bcc_syscount_sees_the_guest_not_the_host() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_syscount_sees_the_guest_not_the_host")
+    else {
+        return;
+    };
+    let (out, mark, host) = bcc_per_process(&h, "Tracing syscalls", &|c, g, _| {
+        bcc_start(c, g, "syscount", &["-P", "-T", "1000"])
+    });
+    let pids: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        pids.contains(&mark),
+        "syscount-bpfcc -P did not count the guest's marker shell {mark}:\n{out}"
+    );
+    assert!(
+        !pids.contains(&host),
+        "syscount-bpfcc -P through telebpf counted the host's busy loop {host}:\n{out}"
+    );
+    h.finish();
+}
+
+/// funccount-bpfcc, as nobody, counting `do_sys_openat2` of the guest's
+/// marker shell (`-p`, its pid from the guest's process list; it opens
+/// its file once a second): BCC matches the name against the guest's
+/// kallsyms minus its `kprobes/blacklist` (the file that stopped it before
+/// it was served) and attaches a kprobe, which this host does not even
+/// have. The host's busy loop opens twenty times a second under another
+/// pid; no count of it can show.
+#[test]
+fn bcc_funccount_counts_the_guests_calls() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_funccount_counts_the_guests_calls") else {
+        return;
+    };
+    let (out, mark, _) = bcc_per_process(&h, "Tracing 1 functions", &|c, g, mark| {
+        bcc_start(
+            c,
+            g,
+            "funccount",
+            &["-p", &mark.to_string(), "do_sys_openat2"],
+        )
+    });
+    let count: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("do_sys_openat2")?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        count >= 2,
+        "funccount-bpfcc -p {mark} counted {count} do_sys_openat2 calls of the guest's marker shell in 5 s:\n{out}"
+    );
+    h.finish();
+}
+
+/// biolatency-bpfcc, as nobody, gets past the guest's `kprobes/blacklist`
+/// (it stopped there before it was served) and then stops where it would
+/// inside the guest: BCC 0.26 attaches a kprobe to
+/// `blk_account_io_done`, which the 6.1 kernel lists in kallsyms but not
+/// among the ftrace-able functions, and kprobe events refuse such
+/// functions without `CONFIG_KPROBE_EVENTS_ON_NOTRACE` (unset in both test
+/// kernels). The guest's own files, read through telebpf, say so. (The
+/// test guest has no block device either, so there is no marked I/O to
+/// see.)
+#[test]
+fn bcc_biolatency_stops_as_in_the_guest() {
+    let Some(h) = Harness::start_without_proxy("vm_bcc_biolatency_stops_as_in_the_guest") else {
+        return;
+    };
+    let g = guest();
+    bcc_needs_headers(g);
+    let c = Client::new(&h, g);
+    let out = c.run(
+        &bcc_program("biolatency").display().to_string(),
+        &["1", "1"],
+    );
+    let text = format!("{}{}", out.stdout_text(), out.stderr_text());
+    assert!(
+        !text.contains("kprobes/blacklist"),
+        "biolatency-bpfcc still stops on the blacklist: {}",
+        out.describe()
+    );
+    assert!(
+        !out.success() && text.contains("kprobe b'blk_account_io_done'"),
+        "biolatency-bpfcc did not stop on blk_account_io_done: {}",
+        out.describe()
+    );
+    let traceable = c.run(
+        "grep",
+        &[
+            "-c",
+            "^blk_account_io_done$",
+            "/sys/kernel/debug/tracing/available_filter_functions",
+        ],
+    );
+    assert_eq!(
+        traceable.stdout_text().trim(),
+        "0",
+        "the guest's available_filter_functions: {}",
+        traceable.describe()
+    );
     h.finish();
 }
 

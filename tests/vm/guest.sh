@@ -5,6 +5,7 @@
 #   tests/vm/guest.sh up DIR [--kernel 6.1|6.12]   boot a guest, return when its proxy listens
 #   tests/vm/guest.sh down DIR                     stop what `up DIR` started
 #   tests/vm/guest.sh prepare [--kernel 6.1|6.12]  fill the cache only (scripts/setup.sh)
+#   tests/vm/guest.sh headers [--kernel 6.1|6.12]  the guest kernel's headers on this host, for BCC
 #
 # `up` leaves in DIR:
 #   vm.vsock      the hybrid-vsock Unix socket: `telebpf exec --target
@@ -60,7 +61,7 @@ die() {
 note() { echo "guest.sh: $*" >&2; }
 
 usage() {
-    sed -n '5,7p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+    sed -n '5,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
     exit 2
 }
 
@@ -446,6 +447,62 @@ cmd_prepare() {
     note "cached: $(basename "$kdir"), initramfs for $(basename "$proxy")"
 }
 
+# --------------------------------------------------------------- headers --
+
+# Puts the headers of the guest kernel of a series where BCC finds them on
+# this host: BCC's Python tools compile there, against
+# /lib/modules/<release>/build, and under the preload <release> is the
+# guest's `uname -r`. 6.1: Debian's linux-headers-<release>, installed with
+# apt. 6.12: that package (bookworm-backports) depends on the kernel image,
+# which this host must not install, so it and the two packages it needs for
+# the headers (-common, linux-kbuild) are unpacked into the cache instead,
+# and /lib/modules/<release>/{build,source} point there.
+cmd_headers() {
+    local series=$1 kdir rel build dest tmp x pkg link target opts=()
+    kdir=$(kernel_dir "$series")
+    rel=$(cat "$kdir/abi")
+    build=/lib/modules/$rel/build
+    if [ -e "$build/include/generated/autoconf.h" ]; then
+        note "headers of $rel already in $build"
+        return 0
+    fi
+    if [ "$series" = 6.1 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "linux-headers-$rel" >&2 ||
+            die "cannot install linux-headers-$rel"
+    else
+        backports_update || true
+        read -r -a opts <<<"$(backports_apt_opts)"
+        local pkgs=("linux-headers-$rel")
+        # shellcheck disable=SC2207
+        pkgs+=($(apt-cache "${opts[@]}" depends "linux-headers-$rel" 2>/dev/null |
+            awk '$1 == "Depends:" && $2 ~ /^linux-(headers|kbuild)-/ { print $2 }'))
+        [ ${#pkgs[@]} -ge 3 ] || die "cannot resolve the packages of linux-headers-$rel (bookworm-backports lists)"
+        mkdir -p "$cache/headers"
+        tmp=$(mktemp -d "$cache/fetch.XXXXXX")
+        if ! (cd "$tmp" && apt-get "${opts[@]}" download "${pkgs[@]}" >"$tmp/download.log" 2>&1); then
+            note "cannot download ${pkgs[*]}: $(tail -n 3 "$tmp/download.log")"
+            rm -rf "$tmp"
+            exit 1
+        fi
+        dest=$cache/headers/$rel
+        x=$(mktemp -d "$cache/headers/unpack.XXXXXX")
+        for pkg in "$tmp"/*.deb; do
+            dpkg-deb -x "$pkg" "$x"
+        done
+        rm -rf "$tmp" "$dest"
+        mv "$x" "$dest"
+        mkdir -p "/lib/modules/$rel"
+        # The packages' links are absolute (/usr/src/…): the same paths
+        # beneath the unpacked tree.
+        for link in build source; do
+            target=$(readlink "$dest/lib/modules/$rel/$link" 2>/dev/null) || continue
+            ln -sfn "$dest$target" "/lib/modules/$rel/$link"
+        done
+    fi
+    [ -e "$build/include/generated/autoconf.h" ] || die "$build has no include/generated/autoconf.h"
+    note "headers of $rel in $build"
+}
+
 # ------------------------------------------------------------------ main --
 
 [ $# -ge 1 ] || usage
@@ -490,6 +547,10 @@ down)
 prepare)
     [ -z "$dir" ] || usage
     cmd_prepare "$series"
+    ;;
+headers)
+    [ -z "$dir" ] || usage
+    cmd_headers "$series"
     ;;
 *) usage ;;
 esac
