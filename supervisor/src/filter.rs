@@ -24,6 +24,10 @@ pub const FD_BASE: u32 = 4096;
 /// One past the last.
 pub const FD_END: u32 = 8192;
 
+/// `SIOCGIFNAME`, `SIOCGIFINDEX` (`linux/sockios.h`).
+const SIOCGIFNAME: u32 = 0x8910;
+const SIOCGIFINDEX: u32 = 0x8933;
+
 /// `AUDIT_ARCH_X86_64` (`EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`).
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// The x32 ABI's bit in the call number.
@@ -49,6 +53,9 @@ pub enum Rule {
     ArgIs(u32, u32),
     /// Hand it over unless argument `.0` is -1 (an `mmap` of no file).
     ArgNotMinusOne(u32),
+    /// Hand it over when argument `.0` is one of `.1`, or as
+    /// [`Rule::FdArgs`] with `.2`.
+    ArgInOrFdArgs(u32, &'static [u32], &'static [u32]),
 }
 
 /// The calls handed to the supervisor, and when.
@@ -85,7 +92,11 @@ pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_dup2, Rule::FdArgs(&[0, 1])),
     (libc::SYS_dup3, Rule::FdArgs(&[0, 1])),
     (libc::SYS_fcntl, Rule::FdArgs(&[0])),
-    (libc::SYS_ioctl, Rule::FdArgs(&[0])),
+    // SIOCGIFINDEX/SIOCGIFNAME on any socket: the guest's interfaces.
+    (
+        libc::SYS_ioctl,
+        Rule::ArgInOrFdArgs(1, &[SIOCGIFNAME, SIOCGIFINDEX], &[0]),
+    ),
     (libc::SYS_read, Rule::FdArgs(&[0])),
     // An object's fd may also sit below the range, where the program
     // moved it (libbpf 1.4 and later `dup3` map fds onto placeholder fds
@@ -94,6 +105,17 @@ pub const RULES: &[(i64, Rule)] = &[
     // mapping (`malloc`'s).
     (libc::SYS_mmap, Rule::ArgNotMinusOne(4)),
     (libc::SYS_epoll_ctl, Rule::Notify),
+    // rtnetlink sockets are relayed to the guest (as by the preload): the
+    // socket is made by the supervisor, in the range, and its calls are
+    // the relay's.
+    (libc::SYS_socket, Rule::ArgIs(0, libc::AF_NETLINK as u32)),
+    (libc::SYS_bind, Rule::FdArgs(&[0])),
+    (libc::SYS_getsockname, Rule::FdArgs(&[0])),
+    (libc::SYS_setsockopt, Rule::FdArgs(&[0])),
+    (libc::SYS_sendto, Rule::FdArgs(&[0])),
+    (libc::SYS_recvfrom, Rule::FdArgs(&[0])),
+    (libc::SYS_sendmsg, Rule::FdArgs(&[0])),
+    (libc::SYS_recvmsg, Rule::FdArgs(&[0])),
 ];
 
 /// One classic BPF instruction (`struct sock_filter`).
@@ -143,6 +165,15 @@ fn block(rule: Rule) -> Vec<libc::sock_filter> {
             ret(ALLOW),
             ret(NOTIFY),
         ],
+        Rule::ArgInOrFdArgs(arg, values, fds) => {
+            let mut out = vec![load(off_arg(arg))];
+            for &v in values {
+                out.push(jeq(v, 0, 1));
+                out.push(ret(NOTIFY));
+            }
+            out.extend(block(Rule::FdArgs(fds)));
+            out
+        }
         Rule::FdArgs(args) => {
             let mut out = Vec::new();
             for &arg in args {
@@ -253,6 +284,19 @@ mod tests {
         let anonymous_64 = [0, 4096, 3, 0x22, u64::MAX, 0];
         assert_eq!(verdict(libc::SYS_mmap, anonymous_64), ALLOW);
         assert_eq!(verdict(libc::SYS_epoll_ctl, [5, 1, 7, 0, 0, 0]), NOTIFY);
+    }
+
+    #[test]
+    fn interface_ioctls_of_any_fd_and_netlink_sockets() {
+        assert_eq!(verdict(libc::SYS_ioctl, [3, 0x8933, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(verdict(libc::SYS_ioctl, [3, 0x8910, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(verdict(libc::SYS_ioctl, [3, 0x5401, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(verdict(libc::SYS_ioctl, [5000, 0x5401, 0, 0, 0, 0]), NOTIFY);
+        let netlink = libc::AF_NETLINK as u64;
+        assert_eq!(verdict(libc::SYS_socket, [netlink, 3, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(verdict(libc::SYS_socket, [2, 1, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(verdict(libc::SYS_sendto, [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(verdict(libc::SYS_sendto, [5000, 0, 0, 0, 0, 0]), NOTIFY);
     }
 
     #[test]

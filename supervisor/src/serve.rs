@@ -19,7 +19,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::GuestObject;
 use telebpf_host::vfs::{self, Route};
-use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
+use telebpf_host::{bpf, cgroup, facts, netlink, objects, perf, state};
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
@@ -253,6 +253,13 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2] as i32), true),
             _ => Ok(Answer::Continue),
         },
+        libc::SYS_ioctl if a[1] == netlink::SIOCGIFINDEX || a[1] == netlink::SIOCGIFNAME => {
+            if netlink::relayed(fd(0)).is_some() || process.is_socket(fd(0)) {
+                value(netlink::ifreq_ioctl(a[1], a[2]).map(i64::from))
+            } else {
+                Ok(Answer::Continue)
+            }
+        }
         libc::SYS_ioctl => match object(fd(0)) {
             Some(obj) if obj.link == PERF_EVENT_LINK => {
                 value(perf::ioctl(obj.guest_fd, a[1], a[2]))
@@ -291,8 +298,43 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             Some(obj) => epoll_ctl(process, &obj, fd(0), a[1] as i32, fd(2), a[3]),
             None => Ok(Answer::Continue),
         },
+        libc::SYS_socket if netlink::is_route_socket(a[0] as i32, a[1] as i32, a[2] as i32) => {
+            value(netlink::open().map(i64::from))
+        }
+        libc::SYS_bind
+        | libc::SYS_getsockname
+        | libc::SYS_setsockopt
+        | libc::SYS_sendto
+        | libc::SYS_recvfrom
+        | libc::SYS_sendmsg
+        | libc::SYS_recvmsg => match netlink::relayed(fd(0)) {
+            Some(guest) => relay(call.nr, guest, a),
+            None => Ok(Answer::Continue),
+        },
         _ => Ok(Answer::Continue),
     }
+}
+
+/// A call on a relayed rtnetlink socket (guest fd `guest`).
+fn relay(nr: i64, guest: i32, a: [u64; 6]) -> Result<Answer> {
+    let n = match nr {
+        libc::SYS_bind => netlink::bind(guest, a[1], a[2] as u32).map(|()| 0)?,
+        libc::SYS_getsockname => netlink::name(guest, a[1], a[2]).map(|()| 0)?,
+        libc::SYS_setsockopt => {
+            netlink::set_option(guest, a[1] as i32, a[2] as i32, a[3], a[4] as u32).map(|()| 0)?
+        }
+        libc::SYS_sendto => {
+            let dest = (a[4] != 0).then_some((a[4], a[5] as u32));
+            netlink::send(guest, a[1], a[2] as usize, dest)?
+        }
+        libc::SYS_recvfrom => {
+            let from = (a[4] != 0 && a[5] != 0).then_some((a[4], a[5]));
+            netlink::recv(guest, a[1], a[2] as usize, a[3] as i32, from)?
+        }
+        libc::SYS_sendmsg => netlink::sendmsg(guest, a[1])?,
+        _ => netlink::recvmsg(guest, a[1], a[2] as i32)?,
+    };
+    Ok(Answer::Value(n as i64))
 }
 
 /// `epoll_ctl(epfd, op, fd, event)` of an object's fd: its readiness pipe

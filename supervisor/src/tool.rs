@@ -204,6 +204,12 @@ impl ToolProcess {
         unsafe { libc::lstat(path.as_ptr().cast(), st.as_mut_ptr()) == 0 }
     }
 
+    /// Whether `fd` is a socket in the process (its `/proc/PID/fd` link).
+    pub fn is_socket(&self, fd: i32) -> bool {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid))
+            .is_ok_and(|l| l.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
+    }
+
     /// The lowest number of the range that is free in the process.
     pub fn free_number(&self, from: i32) -> Result<i32> {
         (from.max(FD_BASE as i32)..FD_END as i32)

@@ -371,16 +371,37 @@ pub mod net_test {
 /// into `dir/cc/` (where nobody can run it, and which `Harness::copy_in`
 /// does not copy onto), linked with Debian's libbpf; returns its path.
 pub fn build_net_attach(dir: &Path) -> PathBuf {
+    build_net_attach_as(dir, false)
+}
+
+/// [`build_net_attach`] linked `-static` (`net-attach-static`): a program
+/// the preload cannot reach, which `telebpf exec` serves with the seccomp
+/// supervisor.
+pub fn build_net_attach_static(dir: &Path) -> PathBuf {
+    build_net_attach_as(dir, true)
+}
+
+fn build_net_attach_as(dir: &Path, static_link: bool) -> PathBuf {
     let src = workspace_root().join("tests/c/net-attach.c");
     let cc_dir = dir.join("cc");
     fs::create_dir_all(&cc_dir).expect("mkdir cc");
     fs::set_permissions(&cc_dir, fs::Permissions::from_mode(0o755)).expect("chmod cc");
-    let out = cc_dir.join("net-attach");
+    let out = cc_dir.join(if static_link {
+        "net-attach-static"
+    } else {
+        "net-attach"
+    });
     let mut cmd = Command::new("cc");
+    if static_link {
+        cmd.arg("-static");
+    }
     cmd.args(["-O2", "-Wall", "-o"])
         .arg(&out)
         .arg(&src)
         .arg("-lbpf");
+    if static_link {
+        cmd.args(["-lelf", "-lz"]);
+    }
     run_with_timeout(cmd, "cc net-attach.c -lbpf", COMMAND_TIMEOUT).expect_success();
     fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).expect("chmod net-attach");
     out

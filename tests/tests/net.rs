@@ -143,10 +143,18 @@ fn libbpf_xdp_and_tc_attach_land_on_the_proxys_lo() {
     let Some(h) = netns_harness("libbpf_xdp_and_tc_attach_land_on_the_proxys_lo") else {
         return;
     };
-    let program = telebpf_tests::build_net_attach(h.dir());
-    for mode in ["xdp", "tc"] {
+    let dynamic = telebpf_tests::build_net_attach(h.dir());
+    let stat = telebpf_tests::build_net_attach_static(h.dir());
+    // The static build is served by the seccomp supervisor.
+    for (program, mode) in [
+        (&dynamic, "xdp"),
+        (&dynamic, "tc"),
+        (&stat, "xdp"),
+        (&stat, "tc"),
+    ] {
         let obj = h.object("net_test");
-        let mut tool = h.start_exec_tool(&h.target(), h.key(), &program, &[mode, &obj, "lo"]);
+        let mut tool = h.start_exec_tool(&h.target(), h.key(), program, &[mode, &obj, "lo"]);
+        let mode = format!("{mode} ({})", program.display());
         if let Err(e) = tool.wait_for("attached ", Duration::from_secs(60)) {
             panic!("{mode}: {e}");
         }
@@ -154,7 +162,9 @@ fn libbpf_xdp_and_tc_attach_land_on_the_proxys_lo() {
         assert_eq!(id, queried, "{mode}: libbpf's query names the program");
         let guest = in_proxy_netns(&h, &["net", "list", "--json"]).json();
         let host = h.local(&["net", "list", "--json"]).json();
-        if let Err(e) = net_test::check_on_lo(mode, &guest, &host, id) {
+        if let Err(e) =
+            net_test::check_on_lo(mode.split(' ').next().unwrap_or(""), &guest, &host, id)
+        {
             panic!("{e}");
         }
         let out = tool.stop(libc::SIGINT, Duration::from_secs(30));
@@ -176,6 +186,17 @@ fn a_link_dump_and_interface_ioctls_are_the_proxys() {
         return;
     };
     let program = telebpf_tests::build_net_attach(h.dir());
+    // The static build, served by the seccomp supervisor, sees the same.
+    let stat = telebpf_tests::build_net_attach_static(h.dir());
+    let served = h.remote_program(&stat, &["links"]);
+    served.expect_success();
+    let served_links: Vec<String> = served
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with("link "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(served_links, ["link 1 lo lo 1"], "{}", served.describe());
     let out = h.remote_program(&program, &["links"]);
     out.expect_success();
     let links: Vec<String> = out
