@@ -56,6 +56,11 @@ pub enum Rule {
     /// Hand it over when argument `.0` is one of `.1`, or as
     /// [`Rule::FdArgs`] with `.2`.
     ArgInOrFdArgs(u32, &'static [u32], &'static [u32]),
+    /// A path call with a directory fd (argument `.0`) and flags (argument
+    /// `.1`): hand it over unless it is an `fstat` of one of the program's
+    /// own fds (`AT_EMPTY_PATH`, a real fd below or above the range), which
+    /// is how libc's `fstat` is made.
+    PathUnlessEmptyOfOwnFd(u32, u32),
 }
 
 /// The calls handed to the supervisor, and when.
@@ -72,8 +77,8 @@ pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_openat2, Rule::Notify),
     (libc::SYS_stat, Rule::Notify),
     (libc::SYS_lstat, Rule::Notify),
-    (libc::SYS_newfstatat, Rule::Notify),
-    (libc::SYS_statx, Rule::Notify),
+    (libc::SYS_newfstatat, Rule::PathUnlessEmptyOfOwnFd(0, 3)),
+    (libc::SYS_statx, Rule::PathUnlessEmptyOfOwnFd(0, 2)),
     (libc::SYS_access, Rule::Notify),
     (libc::SYS_faccessat, Rule::Notify),
     (libc::SYS_faccessat2, Rule::Notify),
@@ -140,6 +145,14 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, jf, k)
 }
 
+/// `BPF_JSET`: jumps `jt` when `A & k` is not zero.
+fn jset(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    insn(libc::BPF_JMP | BPF_JSET | libc::BPF_K, jt, jf, k)
+}
+
+/// `BPF_JSET` (`linux/bpf_common.h`).
+const BPF_JSET: u32 = 0x40;
+
 fn jge(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     insn(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, jt, jf, k)
 }
@@ -164,6 +177,18 @@ fn block(rule: Rule) -> Vec<libc::sock_filter> {
             jeq(u32::MAX, 0, 1),
             ret(ALLOW),
             ret(NOTIFY),
+        ],
+        Rule::PathUnlessEmptyOfOwnFd(dirfd, flags) => vec![
+            load(off_arg(flags)),
+            jset(libc::AT_EMPTY_PATH as u32, 1, 0),
+            ret(NOTIFY),
+            load(off_arg(dirfd)),
+            jeq(libc::AT_FDCWD as u32, 0, 1),
+            ret(NOTIFY),
+            jge(FD_BASE, 0, 2),
+            jge(FD_END, 1, 0),
+            ret(NOTIFY),
+            ret(ALLOW),
         ],
         Rule::ArgInOrFdArgs(arg, values, fds) => {
             let mut out = vec![load(off_arg(arg))];
@@ -235,6 +260,8 @@ fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
         } else {
             let taken = if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
                 a == i.k
+            } else if code == libc::BPF_JMP | BPF_JSET | libc::BPF_K {
+                a & i.k != 0
             } else {
                 assert_eq!(code, libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K);
                 a >= i.k
@@ -297,6 +324,26 @@ mod tests {
         assert_eq!(verdict(libc::SYS_socket, [2, 1, 0, 0, 0, 0]), ALLOW);
         assert_eq!(verdict(libc::SYS_sendto, [3, 0, 0, 0, 0, 0]), ALLOW);
         assert_eq!(verdict(libc::SYS_sendto, [5000, 0, 0, 0, 0, 0]), NOTIFY);
+    }
+
+    #[test]
+    fn fstat_of_own_fds_stays_in_the_kernel() {
+        let empty = libc::AT_EMPTY_PATH as u64;
+        let cwd = libc::AT_FDCWD as u32 as u64;
+        // glibc's fstat(3, …): fstatat(3, "", buf, AT_EMPTY_PATH).
+        assert_eq!(verdict(libc::SYS_newfstatat, [3, 0, 0, empty, 0, 0]), ALLOW);
+        assert_eq!(verdict(libc::SYS_statx, [3, 0, empty, 0, 0, 0]), ALLOW);
+        // A path (no AT_EMPTY_PATH), relative to the cwd, or a guest fd.
+        assert_eq!(verdict(libc::SYS_newfstatat, [3, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(
+            verdict(libc::SYS_newfstatat, [cwd, 0, 0, empty, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(
+            verdict(libc::SYS_newfstatat, [5000, 0, 0, empty, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(verdict(libc::SYS_statx, [cwd, 0, 0, 0, 0, 0]), NOTIFY);
     }
 
     #[test]

@@ -11,6 +11,11 @@
  * of the environment) stays out of it; callgrind collects only inside
  * `measured` (--toggle-collect=measured).
  *
+ * With TELEBPF_BENCH_TIME set in the environment it also times the loop
+ * (for the seccomp supervisor's cost, which callgrind cannot see: it is in
+ * the kernel): nine batches of CALLS/9, and prints the fastest batch's
+ * time per call, `ns_per_call=N`.
+ *
  * Built at bench time with `cc -O2`; exits 0 when every call succeeded.
  */
 #define _GNU_SOURCE
@@ -20,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int fd = -1;
@@ -81,6 +87,24 @@ int main(int argc, char **argv)
 	}
 	char op = argv[1][0];
 	long calls = atol(argv[2]);
+	if (getenv("TELEBPF_BENCH_TIME")) {
+		double best = 0;
+		for (int b = 0; b < 9; b++) {
+			struct timespec t0, t1;
+			long n = calls / 9 > 0 ? calls / 9 : 1;
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			if (measured(op, n)) {
+				fprintf(stderr, "%s: %s failed\n", argv[0], argv[1]);
+				return 1;
+			}
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			double ns = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / n;
+			if (b == 0 || ns < best)
+				best = ns;
+		}
+		printf("ns_per_call=%.1f\n", best);
+		return 0;
+	}
 	if (once(op) || measured(op, calls)) {
 		fprintf(stderr, "%s: %s failed\n", argv[0], argv[1]);
 		return 1;

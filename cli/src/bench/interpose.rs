@@ -143,6 +143,74 @@ fn measure(exe: &Path, case: &Case, calls: u64, preload: Option<&Path>) -> Resul
     Ok(collected as f64 / calls as f64)
 }
 
+/// The seccomp supervisor's cost, which callgrind cannot count (the
+/// filter runs in the kernel): each case timed natively and under
+/// `telebpf exec --supervise` in the same run, fastest of nine batches.
+/// Calls on the program's own fds pass the filter and stay in the kernel;
+/// every `open` is handed to the supervisor, which must read the path to
+/// know it is the host's.
+fn supervised_costs(dir: &Path, exe: &Path, calls: u64) -> Result<(), CliError> {
+    let key = dir.join("key");
+    telebpf_protocol::key::Psk::write_new(&key).map_err(CliError::WriteKey)?;
+    let telebpf = std::env::current_exe()?;
+    // Fewer calls: a notified call costs microseconds.
+    let calls = calls.clamp(9, 90_000);
+    println!();
+    println!(
+        "ns per call, natively and under the seccomp supervisor (`telebpf exec --supervise`; fastest of 9 batches, {calls} calls each)"
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>8}  notified",
+        "call", "native", "supervised", "extra"
+    );
+    for case in CASES {
+        let time = |supervised: bool| -> Result<f64, CliError> {
+            let mut cmd = if supervised {
+                let mut c = Command::new(&telebpf);
+                c.args(["exec", "--supervise", "--target", TARGET, "--key-file"])
+                    .arg(&key)
+                    .arg("--")
+                    .arg(exe);
+                c
+            } else {
+                Command::new(exe)
+            };
+            cmd.arg(case.op)
+                .arg(calls.to_string())
+                .args(case.path)
+                .env("TELEBPF_BENCH_TIME", "1")
+                .env_remove("LD_PRELOAD");
+            let out = cmd.output().map_err(|source| CliError::Run {
+                program: "interpose".into(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.trim()
+                .strip_prefix("ns_per_call=")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    CliError::Bench(format!(
+                        "interpose {}: {}{}",
+                        case.op,
+                        text.trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                })
+        };
+        let native = time(false)?;
+        let supervised = time(true)?;
+        println!(
+            "{:<36} {:>10.1} {:>10.1} {:>8.1}  {}",
+            case.name,
+            native,
+            supervised,
+            supervised - native,
+            if case.op == "open" { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
 /// The instruction count of callgrind's summary line on stderr,
 /// `==PID== Collected : N`.
 fn collected(log: &str) -> Option<u64> {
@@ -193,7 +261,7 @@ pub fn run(calls: u64, baseline: Option<&Path>) -> Result<(), CliError> {
             }
             println!();
         }
-        Ok(())
+        supervised_costs(&dir, &exe, calls)
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
