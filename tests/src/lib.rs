@@ -2105,7 +2105,15 @@ impl Harness {
         program: &Path,
         args: &[&str],
     ) -> ExecTool {
-        self.spawn_exec_tool(false, target, &self.nobody_key(key), program, args)
+        self.spawn_exec_tool(false, false, target, &self.nobody_key(key), program, args)
+    }
+
+    /// [`Harness::start_exec_tool`] with `telebpf exec --supervise`: the
+    /// tool is served by the seccomp supervisor instead of the preload,
+    /// with this test's proxy.
+    pub fn start_supervised_tool(&self, program: &Path, args: &[&str]) -> ExecTool {
+        let key = self.nobody_key(self.key());
+        self.spawn_exec_tool(false, true, &self.target(), &key, program, args)
     }
 
     /// [`Harness::start_exec_tool`] as root with every capability dropped
@@ -2120,12 +2128,13 @@ impl Harness {
         program: &Path,
         args: &[&str],
     ) -> ExecTool {
-        self.spawn_exec_tool(true, target, key, program, args)
+        self.spawn_exec_tool(true, false, target, key, program, args)
     }
 
     fn spawn_exec_tool(
         &self,
         as_root: bool,
+        supervise: bool,
         target: &str,
         key: &Path,
         program: &Path,
@@ -2141,13 +2150,18 @@ impl Harness {
             "-oL".into(),
             self.telebpf().display().to_string(),
             "exec".into(),
+        ];
+        if supervise {
+            argv.push("--supervise".into());
+        }
+        argv.extend([
             "--target".into(),
             target.to_string(),
             "--key-file".into(),
             key.display().to_string(),
             "--".into(),
             program.display().to_string(),
-        ];
+        ]);
         argv.extend(args.iter().map(|a| a.to_string()));
         let stdbuf = find_program("stdbuf").expect("coreutils stdbuf");
         let mut cmd = if as_root {

@@ -389,3 +389,36 @@ fn kprobe_tool_fails_as_it_does_locally() {
     );
     h.finish();
 }
+
+/// execsnoop and opensnoop (dynamically linked, so the preload would reach
+/// them) with `telebpf exec --supervise`: served by the seccomp supervisor
+/// instead — through the dynamic loader's calls, libbpf's perf buffer and
+/// its epoll — they print a marked exec and a marked open.
+#[test]
+fn libbpf_tools_under_the_supervisor_see_marked_events() {
+    let Some(h) = Harness::start("libbpf_tools_under_the_supervisor_see_marked_events") else {
+        return;
+    };
+    let execsnoop = find_program("execsnoop").expect("execsnoop (scripts/setup.sh: libbpf-tools)");
+    let mut tool = h.start_supervised_tool(&execsnoop, &[]);
+    tool.wait_for("PCOMM", READY).unwrap();
+    tool.wait_for_event(EVENT, || {
+        let mark = unique_name("tbsvexec");
+        provoke("/bin/true", &[&mark]);
+        mark
+    })
+    .unwrap();
+    tool.stop(libc::SIGINT, STOP);
+
+    let opensnoop = find_program("opensnoop").expect("opensnoop (scripts/setup.sh: libbpf-tools)");
+    let mut tool = h.start_supervised_tool(&opensnoop, &[]);
+    tool.wait_for("PATH", READY).unwrap();
+    tool.wait_for_event(EVENT, || {
+        let path = h.dir().join(unique_name("tbsvopen"));
+        fs::write(&path, b"x").unwrap();
+        path.display().to_string()
+    })
+    .unwrap();
+    tool.stop(libc::SIGINT, STOP);
+    h.finish();
+}
