@@ -110,6 +110,12 @@ pub const RULES: &[(i64, Rule)] = &[
     // mapping (`malloc`'s).
     (libc::SYS_mmap, Rule::ArgNotMinusOne(4)),
     (libc::SYS_epoll_ctl, Rule::Notify),
+    // A wait on an epoll instance holding a guest ring: it fails once the
+    // proxy is lost (as under the preload), instead of spinning on a ring
+    // that stays ready; otherwise it continues, readiness lowered first.
+    (libc::SYS_epoll_wait, Rule::Notify),
+    (libc::SYS_epoll_pwait, Rule::Notify),
+    (libc::SYS_epoll_pwait2, Rule::Notify),
     // rtnetlink sockets are relayed to the guest (as by the preload): the
     // socket is made by the supervisor, in the range, and its calls are
     // the relay's.

@@ -19,7 +19,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::GuestObject;
 use telebpf_host::vfs::{self, Route};
-use telebpf_host::{bpf, cgroup, facts, netlink, objects, perf, state};
+use telebpf_host::{bpf, cgroup, facts, lost, netlink, objects, perf, rings, state};
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
@@ -294,6 +294,18 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             }
             None => Ok(Answer::Continue),
         },
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+            if !process.waits_on_rings(fd(0)) {
+                return Ok(Answer::Continue);
+            }
+            if let Some(e) = lost::suspected().then(lost::errno).flatten() {
+                return Ok(Answer::Errno(e));
+            }
+            // What the program consumed since the last record need not
+            // wake it again.
+            rings::before_wait();
+            Ok(Answer::Continue)
+        }
         libc::SYS_epoll_ctl => match object(fd(2)) {
             Some(obj) => epoll_ctl(process, &obj, fd(0), a[1] as i32, fd(2), a[3]),
             None => Ok(Answer::Continue),

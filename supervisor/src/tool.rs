@@ -188,6 +188,15 @@ impl ToolProcess {
         }
     }
 
+    /// Whether epoll instance `epfd` of the program has a guest ring in it.
+    pub fn waits_on_rings(&self, epfd: i32) -> bool {
+        self.waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|&(e, _)| e == epfd)
+    }
+
     /// The program closed `fd`: its epoll registrations go with it.
     pub fn closed(&self, fd: i32) {
         self.waits

@@ -336,6 +336,73 @@ fn go_cilium_ebpf_tool_reports_marked_execs_through_the_supervisor() {
     );
 }
 
+/// Each matrix tool under the supervisor, waiting for records with a
+/// count of 0, when its proxy is killed: telebpf says once that the program
+/// is blind, and its next wait on its rings fails (`EIO`), so the tool
+/// stops with its own error instead of waiting for records that cannot
+/// come.
+#[test]
+fn matrix_tools_under_the_supervisor_learn_their_proxy_is_lost() {
+    if !telebpf_tests::require_root("matrix_tools_under_the_supervisor_learn_their_proxy_is_lost") {
+        return;
+    }
+    let programs: Vec<(Tool, PathBuf)> = Tool::ALL.iter().map(|&t| (t, build(t))).collect();
+    for (tool, program) in programs {
+        let Some(mut h) =
+            Harness::start("matrix_tools_under_the_supervisor_learn_their_proxy_is_lost")
+        else {
+            return;
+        };
+        let mark = mark(tool);
+        let marker = marker(&h, mark);
+        let mut run = Running::start_remote(&h, &program, &tool.args(mark, 0, TOOL_TIMEOUT_MS));
+        run.wait_for(&tool.ready_line(mark), RUN_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
+        let mut pids = Vec::new();
+        let exited = run.mark_until(&marker, &mut pids, |out| {
+            out.lines().any(|l| l.contains(mark) && l.contains("pid"))
+        });
+        assert!(
+            exited.is_none(),
+            "{} exited early:\n{}",
+            tool.name(),
+            run.output()
+        );
+        h.kill_proxy();
+        let started = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{} still waits 15 s after its proxy was killed:\n{}",
+                tool.name(),
+                run.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        let out = run.output();
+        say(&format!(
+            "{}: ended {:?} after the proxy was killed ({status})",
+            tool.name(),
+            started.elapsed()
+        ));
+        assert!(!status.success(), "{}: {out}", tool.name());
+        assert_eq!(
+            out.lines().filter(|l| l.contains("lost the proxy")).count(),
+            1,
+            "{}: one line says the program is blind:\n{out}",
+            tool.name()
+        );
+        assert!(
+            out.to_lowercase().contains("input/output error"),
+            "{}: its wait failed with EIO:\n{out}",
+            tool.name()
+        );
+    }
+}
+
 /// Each matrix tool, run **as root** through `telebpf exec` with no proxy
 /// listening and a count of 0 (run until a signal: on a kernel it reached,
 /// it would stay up with its program attached), fails by itself within the
