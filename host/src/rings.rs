@@ -296,6 +296,7 @@ fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signa
     let session = st.session_token()?;
     let settings = Settings::from_env()?;
     let mut conn = Connection::open(&settings).inspect_err(|e| st.warn(&e.to_string()))?;
+    let user = matches!(kind, StreamKind::UserRingbuf { .. });
     conn.notify(&Request::Stream(StreamRequest {
         session,
         fd: obj.guest_fd,
@@ -304,8 +305,10 @@ fn open_stream(obj: &GuestObject, kind: StreamKind) -> Result<(Connection, Signa
     // The proxy's first frame says it mapped the guest ring (or why not):
     // a perf event nobody mapped drops what the program's BPF code outputs,
     // so the program must not go on, enable and trigger events, before it.
-    // The frame stays for the mirror thread to read.
-    if !readable_within(conn.raw_fd(), settings.connect_timeout) {
+    // The frame stays for the mirror thread to read. A user ring buffer's
+    // records go the other way, from the program: the proxy sends nothing
+    // first, and nothing of the guest's can be lost meanwhile.
+    if !user && !readable_within(conn.raw_fd(), settings.connect_timeout) {
         st.warn(&format!(
             "the proxy did not start streaming a ring within {:?}: \
              what the program's BPF code outputs before it does may be lost",

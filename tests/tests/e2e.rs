@@ -925,6 +925,7 @@ fn libbpf_rs_ringwatch_sees_marked_execs_through_ringbuf_perfbuf_and_bss() {
 /// wraps many times on both sides. Then it fills the drained ring and
 /// reserves one more record with `user_ring_buffer__reserve_blocking`
 /// (`EPOLLOUT` on the map fd) while another thread drains: 11025 records.
+/// The same under the seccomp supervisor (`telebpf exec --supervise`).
 #[test]
 fn libbpf_rs_user_ringbuf_records_reach_the_guest_kernel() {
     let Some(h) = Harness::start("libbpf_rs_user_ringbuf_records_reach_the_guest_kernel") else {
@@ -938,6 +939,40 @@ fn libbpf_rs_user_ringbuf_records_reach_the_guest_kernel() {
     let remote = h.remote_program(&userring, &[]);
     remote.expect_success();
     assert_eq!(remote.stdout_text().trim(), want, "{}", remote.describe());
+    // Its stream starts at once: the proxy sends no first frame on a user
+    // ring's stream, and the host must not wait for one.
+    assert!(
+        !remote.stderr_text().contains("did not start streaming"),
+        "{}",
+        remote.describe()
+    );
+    // The same program served by the seccomp supervisor (`--supervise`):
+    // it maps the user ring's memfd itself and waits for space with epoll.
+    let copy = h.copy_in(&userring);
+    let key = h.nobody_key(h.key()).display().to_string();
+    let target = h.target();
+    let args = [
+        "exec",
+        "--supervise",
+        "--target",
+        target.as_str(),
+        "--key-file",
+        key.as_str(),
+        "--",
+        copy.to_str().expect("a UTF-8 path"),
+    ];
+    let supervised = run_with_timeout(
+        h.nobody_command(h.telebpf(), &args),
+        "[nobody] telebpf exec --supervise … userring",
+        COMMAND_TIMEOUT,
+    );
+    supervised.expect_success();
+    assert_eq!(
+        supervised.stdout_text().trim(),
+        want,
+        "{}",
+        supervised.describe()
+    );
     let log = h.proxy_log();
     assert!(
         log.contains("UserRingbuf { max_entries: 16384 }"),
