@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void, size_t};
 use ringbuf_mirror::guest::Contention;
-use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, UserRingReader};
+use ringbuf_mirror::{HostPerfRing, HostRingbuf, HostUserRing, Push, RingFile, UserRingReader};
 use telebpf_abi::map_type::BPF_MAP_TYPE_USER_RINGBUF;
 use telebpf_abi::ObjectKind;
 use telebpf_client::{Connection, Settings};

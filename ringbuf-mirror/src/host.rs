@@ -271,3 +271,48 @@ impl HostRing<BpfShape> {
         unsafe { &*self.data().add(off + 4).cast::<AtomicU32>() }
     }
 }
+
+/// A host ring that a program maps through the ring's own file (under a
+/// supervisor, which cannot map memory into the program itself): the
+/// memfd to give it, and the kernel's verdict on each of its mappings, to
+/// make before letting the kernel map the file. A BPF ring buffer's file
+/// must then be linear (see [`BpfShape::linear`]).
+pub trait RingFile {
+    /// The ring's memfd (read-write).
+    fn memfd(&self) -> std::os::fd::BorrowedFd<'_>;
+
+    /// The kernel's verdict on `mmap(addr, len, prot, flags, fd, offset)`
+    /// of the ring's fd: its errno for what it refuses.
+    fn check_mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+    ) -> Result<(), i32>;
+}
+
+/// [`RingFile`] for a type whose `ring` field is its [`HostRing`].
+macro_rules! ring_file {
+    ($($t:ty),*) => {$(
+        impl RingFile for $t {
+            fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.ring.memfd()
+            }
+
+            fn check_mmap(
+                &self,
+                addr: *mut c_void,
+                len: usize,
+                prot: i32,
+                flags: i32,
+                offset: i64,
+            ) -> Result<(), i32> {
+                self.ring.check_mmap(addr, len, prot, flags, offset)
+            }
+        }
+    )*};
+}
+
+ring_file!(crate::HostRingbuf, crate::HostUserRing, crate::HostPerfRing);

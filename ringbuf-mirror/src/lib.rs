@@ -56,6 +56,7 @@ mod kernel;
 #[cfg(test)]
 mod libbpf_port;
 
+pub use host::RingFile;
 pub use perf::{
     HostPerfRing, PerfWriter, PERF_RECORD_LOST, PERF_RECORD_MISC_KERNEL, PERF_RECORD_SAMPLE,
 };

@@ -42,7 +42,7 @@ pub(crate) const LOST_SIZE: usize = 24;
 /// [`HostPerfRing::pending`]) and the single [`PerfWriter`].
 #[derive(Debug)]
 pub struct HostPerfRing {
-    ring: HostRing<PerfShape>,
+    pub(crate) ring: HostRing<PerfShape>,
     event_id: u64,
     lost_total: AtomicU64,
 }
@@ -112,13 +112,6 @@ impl HostPerfRing {
         offset: i64,
     ) -> Result<(), i32> {
         self.ring.check_mmap(addr, len, prot, flags, offset)
-    }
-
-    /// The ring's memfd (`[metadata page][data]`, as the program maps it),
-    /// for a program that maps it itself; check each mapping with
-    /// [`HostPerfRing::check_mmap`] first.
-    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.ring.memfd()
     }
 
     /// Performs libbpf's `mmap(NULL, (1 + page_cnt) * page, PROT_READ |

@@ -177,7 +177,7 @@ impl BpfRingLayout {
 /// [`RingWriter`] the mirror thread drives.
 #[derive(Debug)]
 pub struct HostRingbuf {
-    ring: HostRing<BpfShape>,
+    pub(crate) ring: HostRing<BpfShape>,
     overflow: AtomicU64,
 }
 
@@ -189,7 +189,7 @@ impl HostRingbuf {
     }
 
     /// The same, for a program that maps the memfd itself
-    /// ([`HostRingbuf::memfd`]): the file holds the data area twice and
+    /// ([`crate::RingFile`]): the file holds the data area twice and
     /// records are written contiguously across the end of the first copy.
     pub fn new_linear(max_entries: u32) -> io::Result<Self> {
         Self::with_linear(max_entries, true)
@@ -205,26 +205,6 @@ impl HostRingbuf {
             })?,
             overflow: AtomicU64::new(0),
         })
-    }
-
-    /// The ring's memfd, for a program that maps it itself (a linear ring:
-    /// [`HostRingbuf::new_linear`]); check each mapping with
-    /// [`HostRingbuf::check_mmap`] first, as the kernel would.
-    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.ring.memfd()
-    }
-
-    /// The kernel's verdict on `mmap(addr, len, prot, flags, fd, offset)`
-    /// of the map: its errno for what it refuses.
-    pub fn check_mmap(
-        &self,
-        addr: *mut c_void,
-        len: usize,
-        prot: i32,
-        flags: i32,
-        offset: i64,
-    ) -> Result<(), i32> {
-        self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
     /// The ring's geometry.

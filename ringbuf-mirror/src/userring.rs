@@ -56,7 +56,7 @@ impl BpfRingLayout {
 /// [`UserRingReader`] consumes what the program submits.
 #[derive(Debug)]
 pub struct HostUserRing {
-    ring: HostRing<BpfShape>,
+    pub(crate) ring: HostRing<BpfShape>,
 }
 
 impl HostUserRing {
@@ -82,24 +82,6 @@ impl HostUserRing {
                 linear,
             })?,
         })
-    }
-
-    /// The ring's memfd, for a program that maps it itself.
-    pub fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.ring.memfd()
-    }
-
-    /// The kernel's verdict on one `mmap` of the user ring buffer map (see
-    /// [`BpfRingLayout::check_user_mmap`]).
-    pub fn check_mmap(
-        &self,
-        addr: *mut c_void,
-        len: usize,
-        prot: i32,
-        flags: i32,
-        offset: i64,
-    ) -> Result<(), i32> {
-        self.ring.check_mmap(addr, len, prot, flags, offset)
     }
 
     /// The ring's geometry.

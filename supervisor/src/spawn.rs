@@ -191,6 +191,18 @@ fn install_filter(prog: &[libc::sock_filter], sock: i32) -> io::Result<()> {
     sent
 }
 
+/// A one-byte message with room for one control message carrying one fd
+/// (`control`, u64-aligned), `controllen` bytes of which are used.
+fn message(iov: &mut libc::iovec, control: &mut [u64; 4], controllen: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = controllen;
+    msg
+}
+
 /// Sends `fd` over `sock` (SCM_RIGHTS); async-signal-safe.
 fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
     let mut byte = [0u8; 1];
@@ -198,15 +210,10 @@ fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // Room for one cmsg with one int, u64-aligned.
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is arithmetic.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    let msg = message(&mut iov, &mut control, unsafe { libc::CMSG_SPACE(4) }
+        as usize);
     // SAFETY: the control buffer is large enough for one cmsg of an int
     // (CMSG_SPACE(4) <= 32 bytes), so the header and data lie inside it.
     unsafe {
@@ -231,12 +238,8 @@ fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
         iov_len: 1,
     };
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    let size = std::mem::size_of_val(&control);
+    let mut msg = message(&mut iov, &mut control, size);
     // SAFETY: `msg` describes live buffers.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

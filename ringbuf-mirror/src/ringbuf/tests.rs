@@ -633,6 +633,7 @@ fn fits_agrees_with_push_and_counts_nothing() {
 /// record whole, the ones that cross the end of the first copy too.
 #[test]
 fn a_linear_ring_reads_whole_records_through_a_file_mapping() {
+    use crate::RingFile;
     let rb = Arc::new(HostRingbuf::new_linear(page() as u32).expect("memfd ring"));
     let max = rb.layout().max_entries();
     let mut w = rb.take_writer().unwrap();
