@@ -206,16 +206,17 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
         )),
         libc::SYS_uname => uname(a[0]),
         libc::SYS_capget => capget(process, a[0], a[1]),
-        libc::SYS_setrlimit => Ok(Answer::Value(0)),
+        libc::SYS_setrlimit => {
+            read_new_limit(a[1])?;
+            Ok(Answer::Value(0))
+        }
         libc::SYS_prlimit64 => prlimit_memlock(process, a[0] as i32, a[2], a[3]),
         libc::SYS_open => open(listener, call, a[0], a[1] as i32),
         libc::SYS_openat => open(listener, call, a[1], a[2] as i32),
-        libc::SYS_openat2 => {
-            // struct open_how starts with its u64 flags.
-            let how = state::get().memory().read(a[2], 8).map_err(Error::Memory)?;
-            let flags = u64::from_le_bytes(how.try_into().expect("8 bytes"));
-            open(listener, call, a[1], flags as i32)
-        }
+        libc::SYS_openat2 => match open_how_flags(a[2], a[3])? {
+            Some(flags) => open(listener, call, a[1], flags),
+            None => Ok(Answer::Continue),
+        },
         libc::SYS_stat => stat(a[0], true, a[1]),
         libc::SYS_lstat => stat(a[0], false, a[1]),
         libc::SYS_newfstatat => stat(a[1], a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[2]),
@@ -249,8 +250,8 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             dup_to(process, fd(0), fd(1), a[2] as i32 & libc::O_CLOEXEC != 0)
         }
         libc::SYS_fcntl => match a[1] as i32 {
-            libc::F_DUPFD => dup(process, fd(0), Some(a[2] as i32), false),
-            libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2] as i32), true),
+            libc::F_DUPFD => dup(process, fd(0), Some(a[2]), false),
+            libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2]), true),
             _ => Ok(Answer::Continue),
         },
         libc::SYS_ioctl => match object(fd(0)) {
@@ -342,12 +343,21 @@ fn object(fd: i32) -> Option<std::sync::Arc<GuestObject>> {
 
 /// `dup`/`fcntl(F_DUPFD*)` of an object's fd: the copy goes at a number
 /// of the range (at or above `from`), so the filter still sees it.
-fn dup(process: &ToolProcess, old: i32, from: Option<i32>, cloexec: bool) -> Result<Answer> {
+fn dup(process: &ToolProcess, old: i32, from: Option<u64>, cloexec: bool) -> Result<Answer> {
     if object(old).is_none() {
         return Ok(Answer::Continue);
     }
+    // The kernel reads F_DUPFD's argument as an unsigned long and refuses
+    // one at or beyond the fd limit (a negative int is such a one).
+    let from = from.unwrap_or(0);
+    if from >= process.fd_limit()? {
+        return Err(Error::kernel(
+            libc::EINVAL,
+            "F_DUPFD from beyond the fd limit",
+        ));
+    }
     let file = process.file_of(old)?;
-    let new = process.free_number(from.unwrap_or(0))?;
+    let new = process.free_number(from.min(i32::MAX as u64) as i32)?;
     let new = process.place(&file, new, cloexec)?;
     objects::alias(old, new);
     Ok(Answer::Value(i64::from(new)))
@@ -398,8 +408,13 @@ fn read_path(addr: u64) -> Result<Vec<u8>> {
     ))
 }
 
-/// How the host library routes the path at `addr`.
+/// How the host library routes the path at `addr`. A null path is not
+/// ours: the kernel decides (since 6.11 it is the fd itself when the call
+/// has `AT_EMPTY_PATH`, else `EFAULT`).
 fn route_at(addr: u64) -> Result<Route> {
+    if addr == 0 {
+        return Ok(Route::Local);
+    }
     let mut path = read_path(addr)?;
     path.push(0);
     // SAFETY: `path` is NUL-terminated and outlives the call.
@@ -414,6 +429,35 @@ fn give(listener: &Listener, call: &Call, raw: i32, cloexec: bool) -> Result<Ans
         .add_fd(call, &fd, None, cloexec, true)
         .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))?;
     Ok(Answer::Sent)
+}
+
+/// The open flags of `openat2`'s `struct open_how` at `addr` of `size`
+/// bytes, or `None` when the kernel refuses the `how` itself (`EINVAL`,
+/// `E2BIG`) before looking at the path: then it gives its own answer.
+fn open_how_flags(addr: u64, size: u64) -> Result<Option<i32>> {
+    /// `OPEN_HOW_SIZE_VER0`: flags, mode, resolve.
+    const VER0: u64 = 24;
+    /// The `RESOLVE_*` bits (`linux/openat2.h`) 5.6 to 6.18 know.
+    const RESOLVE_KNOWN: u64 = 0x3f;
+    if !(VER0..=4096).contains(&size) {
+        return Ok(None);
+    }
+    // An extension the kernel does not know must be zero (else `E2BIG`).
+    let how = state::get()
+        .memory()
+        .read(addr, size as usize)
+        .map_err(Error::Memory)?;
+    let word = |i: usize| u64::from_le_bytes(how[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let (flags, mode, resolve) = (word(0), word(1), word(2));
+    let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0;
+    if how[VER0 as usize..].iter().any(|&b| b != 0)
+        || flags > u64::from(u32::MAX)
+        || (mode != 0 && !creates)
+        || resolve & !RESOLVE_KNOWN != 0
+    {
+        return Ok(None);
+    }
+    Ok(Some(flags as i32))
 }
 
 fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answer> {
@@ -564,6 +608,7 @@ fn prlimit_memlock(process: &ToolProcess, pid: i32, new: u64, old: u64) -> Resul
     if (pid != 0 && pid != process.pid) || new == 0 {
         return Ok(Answer::Continue);
     }
+    read_new_limit(new)?;
     if old != 0 {
         let mut r = libc::rlimit {
             rlim_cur: 0,
@@ -578,4 +623,23 @@ fn prlimit_memlock(process: &ToolProcess, pid: i32, new: u64, old: u64) -> Resul
         write_struct(old, &r)?;
     }
     Ok(Answer::Value(0))
+}
+
+/// Reads the new `struct rlimit` at `addr` as the kernel does before it
+/// sets one: `EFAULT` for a bad pointer, `EINVAL` for a soft limit above
+/// the hard one.
+fn read_new_limit(addr: u64) -> Result<()> {
+    let b = state::get()
+        .memory()
+        .read(addr, 16)
+        .map_err(Error::Memory)?;
+    let cur = u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"));
+    let max = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+    if cur > max {
+        return Err(Error::kernel(
+            libc::EINVAL,
+            "a soft limit above the hard one",
+        ));
+    }
+    Ok(())
 }
