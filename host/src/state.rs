@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct State {
     watching: AtomicBool,
     /// The kinds of request the proxy's policy refused, each reported once.
     refused: Mutex<HashSet<String>>,
+    /// The library's threads running for this state ([`spawn`] on a
+    /// serving thread): while any does, [`release`] keeps it.
+    threads: AtomicUsize,
 }
 
 /// After this long without a call, [`State::call`] checks (one `poll`)
@@ -172,8 +175,8 @@ pub fn get() -> &'static State {
 
 /// The state of another process that a supervisor serves: its memory is
 /// `pid`'s, its fds go through `program`, its guest objects are kept in
-/// `table`. It lives for the rest of this process (one per served process
-/// that makes a call).
+/// `table`. It lives until the supervisor gives it back with [`release`]
+/// (once the process exited), or for the rest of this process.
 pub fn for_program(pid: i32, program: Box<dyn Program>, table: Box<dyn FdTable>) -> &'static State {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
@@ -183,6 +186,28 @@ pub fn for_program(pid: i32, program: Box<dyn Program>, table: Box<dyn FdTable>)
         program,
         table,
     )))
+}
+
+/// Frees a state made by [`for_program`] whose process has exited and
+/// whose session has ended, unless one of the library's threads started
+/// for it ([`spawn`]: a ring's mirror, a map's sync) still runs: then it
+/// is handed back, to try again later. A supervisor that forks and
+/// serves a process per job would otherwise keep every one's state (a few
+/// kB, and the guest files it cached as memfds) for good.
+///
+/// # Safety
+///
+/// `state` came from [`for_program`], is not released twice, and nothing
+/// uses it after this returns `Ok`: no thread [`serve`]s it, and the
+/// caller forgets every copy of the reference.
+pub unsafe fn release(state: &'static State) -> std::result::Result<(), &'static State> {
+    if state.threads.load(Ordering::Acquire) != 0 {
+        return Err(state);
+    }
+    // SAFETY: made by `Box::leak` in `for_program`, released once, and
+    // unused from now on (the caller's contract; its threads have ended).
+    drop(unsafe { Box::from_raw(state as *const State as *mut State) });
+    Ok(())
 }
 
 /// Makes [`get`] return `state` on this thread until the guard is dropped:
@@ -203,7 +228,20 @@ pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
     } else {
         None
     };
+    // Counted while it runs, so that [`release`] leaves the state alone.
+    struct Running(&'static State);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.threads.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let running = served.map(|s| {
+        s.threads.fetch_add(1, Ordering::AcqRel);
+        Running(s)
+    });
     crate::sys::spawn_library_thread(name, move || {
+        // Dropped last: the state is not used after the count goes down.
+        let _running = running;
         let _serving = served.map(serve);
         body()
     })
@@ -246,6 +284,7 @@ impl State {
             born: Instant::now(),
             watching: AtomicBool::new(false),
             refused: Mutex::new(HashSet::new()),
+            threads: AtomicUsize::new(0),
         }
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::GuestObject;
@@ -42,12 +43,16 @@ pub struct Processes {
     /// Thread → thread group, for the threads seen (checked on each use:
     /// a thread id may be reused).
     groups: HashMap<i32, i32>,
+    /// States of exited processes that a library thread still used when
+    /// they exited ([`state::release`]), freed on a later exit.
+    retired: Vec<&'static state::State>,
 }
 
 /// One served process.
 struct Served {
     state: &'static state::State,
-    process: &'static ToolProcess,
+    /// Dropped when the process exits, with its epoll registrations.
+    process: Arc<ToolProcess>,
     /// Readable once the process has exited.
     pidfd: OwnedFd,
     /// It called `execve`; the next call tells whether the exec happened.
@@ -83,7 +88,7 @@ impl Processes {
     }
 
     /// The state of the process `tid` belongs to, made on its first call.
-    fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
+    fn of(&mut self, tid: i32) -> Option<(&'static state::State, Arc<ToolProcess>)> {
         let pid = self.group_of(tid)?;
         if let Some(s) = self.states.get_mut(&pid) {
             if s.exec_pending {
@@ -94,7 +99,7 @@ impl Processes {
                     s.state.end_session();
                 }
             }
-            return Some((s.state, s.process));
+            return Some((s.state, s.process.clone()));
         }
         // SAFETY: pidfd_open takes a pid and flags.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -104,8 +109,7 @@ impl Processes {
         // SAFETY: a new fd nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         let placed = tool::Placed::default();
-        let process: &'static ToolProcess =
-            Box::leak(Box::new(ToolProcess::new(pid, placed.clone())));
+        let process = Arc::new(ToolProcess::new(pid, placed.clone()));
         let st = state::for_program(
             pid,
             Box::new(ToolProcess::new(pid, placed.clone())),
@@ -115,7 +119,7 @@ impl Processes {
             pid,
             Served {
                 state: st,
-                process,
+                process: process.clone(),
                 pidfd,
                 exec_pending: false,
             },
@@ -137,8 +141,14 @@ impl Processes {
     pub fn exited(&mut self, pid: i32) {
         if let Some(s) = self.states.remove(&pid) {
             s.state.end_session();
+            self.retired.push(s.state);
         }
         self.groups.retain(|_, &mut p| p != pid);
+        // SAFETY: each retired state came from `for_program`, is no longer
+        // in `states` (so no call will serve it) and is kept only here,
+        // which forgets it once released.
+        self.retired
+            .retain(|&st| unsafe { state::release(st) }.is_err());
     }
 
     /// Process `pid` called `execve`.
@@ -178,7 +188,7 @@ pub fn serve(listener: &Listener, processes: &mut Processes, call: Call) -> Answ
     }
     let _state = state::serve(st);
     let _call = tool::serving(listener, call);
-    match dispatch(listener, process, &call) {
+    match dispatch(listener, &process, &call) {
         Ok(a) => a,
         Err(e) => Answer::Errno(e.errno()),
     }
