@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use telebpf_tests::{run_with_timeout, say, Harness, COMMAND_TIMEOUT};
 
@@ -121,4 +122,42 @@ fn a_forking_program_does_not_grow_the_supervisor() {
         "the supervisor's threads grew from {threads1} to {threads3}: {}",
         out.describe()
     );
+}
+
+/// Resumes a SIGSTOPped proxy on drop (also when an assertion fails), so
+/// the harness can stop it.
+struct Frozen(i32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the proxy's pid.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// A supervised program's call made while its proxy is frozen (SIGSTOP:
+/// a paused guest keeps the connection open and never answers) fails
+/// within 10 s, as under the preload, instead of holding the program —
+/// and the supervisor, which serves one call at a time — for ever: the
+/// keep-alive watches the call the supervisor is serving.
+#[test]
+fn a_call_held_by_a_frozen_proxy_fails_through_the_supervisor() {
+    let Some(h) = Harness::start("a_call_held_by_a_frozen_proxy_fails_through_the_supervisor")
+    else {
+        return;
+    };
+    let program = build_static(&h, "supervised-frozen");
+    let mut tool = h.start_exec_tool(&h.target(), h.key(), &program, &[]);
+    tool.wait_for("ready", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = h.proxy_pid() as i32;
+    // SAFETY: kill(2) on the proxy's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Frozen(pid);
+    let seen = tool.wait_for("lookup: ", Duration::from_secs(15));
+    drop(frozen);
+    let out = tool.stop(libc::SIGKILL, Duration::from_secs(5));
+    say(&out.trim().replace('\n', " | "));
+    seen.unwrap_or_else(|e| panic!("the call was held for ever: {e}"));
+    assert!(out.contains("lookup: -1 "), "{out}");
 }
