@@ -220,6 +220,40 @@ static void objects(void)
 	      answer(epoll_ctl(ep2, EPOLL_CTL_MOD, 0, &ev)));
 }
 
+/* bpf() under the other ABIs' numbers: x32 (the bit 0x40000000) and a
+ * 32-bit `int 0x80` (i386's 357). The filter refuses both (ENOSYS), where
+ * the host kernel would answer (EPERM to nobody, or create the map). */
+static void other_abis(void)
+{
+	union bpf_attr attr;
+	long r;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.map_type = BPF_MAP_TYPE_ARRAY;
+	attr.key_size = 4;
+	attr.value_size = 8;
+	attr.max_entries = 1;
+	r = answer(syscall(0x40000000 | SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr)));
+	check("bpf under its x32 number", r, -ENOSYS);
+	/* int 0x80 reads 32-bit registers: the attr must lie below 4 GiB. */
+	{
+		union bpf_attr *low = mmap((void *)0x10000000, 4096, PROT_READ | PROT_WRITE,
+					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		long ret;
+
+		if (low == MAP_FAILED) {
+			check("a mapping below 4 GiB", -errno, 0);
+			return;
+		}
+		memcpy(low, &attr, sizeof(attr));
+		__asm__ volatile("int $0x80"
+				 : "=a"(ret)
+				 : "a"(357), "b"(BPF_MAP_CREATE), "c"(low), "d"(sizeof(attr))
+				 : "memory");
+		check("bpf under i386's number (int 0x80)", ret, -ENOSYS);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	int direct = argc > 1 && strcmp(argv[1], "direct") == 0;
@@ -227,8 +261,10 @@ int main(int argc, char **argv)
 	limits();
 	openat2_how();
 	paths();
-	if (!direct)
+	if (!direct) {
 		objects();
+		other_abis();
+	}
 	printf("%d failed\n", failures);
 	return failures ? 1 : 0;
 }
