@@ -24,6 +24,7 @@ use telebpf_host::{bpf, cgroup, facts, objects, perf, state};
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
+use crate::filter::FD_BASE;
 use crate::notify::{Answer, Call, Listener};
 use crate::tool::{self, ToolProcess, ToolTable};
 
@@ -200,13 +201,18 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
     let fd = |i: usize| a[i] as i32;
     let value = |r: Result<i64>| r.map(Answer::Value);
     match call.nr {
-        libc::SYS_bpf => value(bpf::forward(
-            a[0] as u32,
-            a[1],
-            a[2] as u32,
-            a[3],
-            a[4] as u32,
-        )),
+        libc::SYS_bpf => {
+            if makes_an_fd(a[0] as u32) {
+                sweep_moved(process);
+            }
+            value(bpf::forward(
+                a[0] as u32,
+                a[1],
+                a[2] as u32,
+                a[3],
+                a[4] as u32,
+            ))
+        }
         libc::SYS_perf_event_open => value(perf::open(
             a[0],
             a[1] as i32,
@@ -303,6 +309,44 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             None => Ok(Answer::Continue),
         },
         _ => Ok(Answer::Continue),
+    }
+}
+
+/// Whether `bpf(cmd)` returns a new fd (a new object's, or another fd of
+/// one): the commands after which [`sweep_moved`] runs.
+fn makes_an_fd(cmd: u32) -> bool {
+    use telebpf_abi::cmd as abi;
+    matches!(
+        cmd,
+        abi::BPF_MAP_CREATE
+            | abi::BPF_PROG_LOAD
+            | abi::BPF_OBJ_GET
+            | abi::BPF_PROG_GET_FD_BY_ID
+            | abi::BPF_MAP_GET_FD_BY_ID
+            | abi::BPF_RAW_TRACEPOINT_OPEN
+            | abi::BPF_BTF_LOAD
+            | abi::BPF_BTF_GET_FD_BY_ID
+            | abi::BPF_LINK_CREATE
+            | abi::BPF_LINK_GET_FD_BY_ID
+            | abi::BPF_ITER_CREATE
+    )
+}
+
+/// Forgets the objects whose fd the program moved below the range (libbpf
+/// 1.4 and later `dup3` map fds onto placeholder fds of their own) and
+/// has since closed there, unseen by the filter (its number gone or now
+/// another file): the proxy closes them unless another fd still stands
+/// for them. Run before each new object is made, so a program that
+/// reloads its objects keeps no more of them in the guest than it holds,
+/// at the cost of a `stat` per moved fd per new object, never on the
+/// calls that use objects.
+fn sweep_moved(process: &ToolProcess) {
+    let moved = state::get().table().in_range(0, FD_BASE - 1);
+    for fd in moved {
+        if state::get().table().get(fd).is_none() {
+            process.closed(fd);
+            objects::forget(fd);
+        }
     }
 }
 

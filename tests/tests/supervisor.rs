@@ -237,3 +237,29 @@ fn a_program_exiting_mid_call_leaves_no_object() {
     );
     assert_no_maps_left(&h, &name);
 }
+
+/// A supervised program that moves each map's fd onto a placeholder fd
+/// below the supervisor's range (libbpf 1.4 and later do) and closes it
+/// there, unseen by the filter, 50 times, keeps no more than the last map
+/// open in the kernel: objects whose number below the range now names
+/// another file are closed when the program makes its next object,
+/// instead of living in the guest until the program exits.
+#[test]
+fn objects_closed_below_the_range_are_closed_in_the_guest() {
+    let Some(h) = Harness::start("objects_closed_below_the_range_are_closed_in_the_guest") else {
+        return;
+    };
+    let program = build_static(&h, "supervised-placeholders");
+    let name = format!("tbp{}", std::process::id() % 100_000);
+    let mut tool = h.start_exec_tool(&h.target(), h.key(), &program, &[&name]);
+    tool.wait_for("ready", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let open = maps_named(&h, &name);
+    let out = tool.stop(libc::SIGTERM, Duration::from_secs(5));
+    say(&format!("{open} maps named {name} open: {}", out.trim()));
+    assert!(
+        open <= 1,
+        "{open} maps named {name} are open in the kernel, the program holds one"
+    );
+    assert_no_maps_left(&h, &name);
+}
