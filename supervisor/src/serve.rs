@@ -420,8 +420,10 @@ fn dup(process: &ToolProcess, old: i32, from: Option<u64>, cloexec: bool) -> Res
 /// `dup2`/`dup3` to a number the program chose.
 fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<Answer> {
     if object(old).is_none() {
-        // Another file over an object's number: the object loses it.
+        // Another file over an object's number: the object loses it, and
+        // its epoll registrations go (the kernel drops them with the file).
         if object(new).is_some() && process.fd_exists(old) {
+            process.closed(new);
             objects::forget(new);
         }
         return Ok(Answer::Continue);
@@ -431,6 +433,8 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
     }
     let file = process.file_of(old)?;
     let new = process.place(&file, new, cloexec)?;
+    // What was at `new` is replaced, with its registrations.
+    process.closed(new);
     objects::alias(old, new);
     Ok(Answer::Value(i64::from(new)))
 }

@@ -213,6 +213,18 @@ static void objects(void)
 	check("epoll_ctl DEL of it", answer(epoll_ctl(ep2, EPOLL_CTL_DEL, ring, NULL)), 0);
 	check("epoll_ctl DEL again", answer(epoll_ctl(ep2, EPOLL_CTL_DEL, ring, NULL)),
 	      -ENOENT);
+	/* dup2 of another ring over a registered ring's fd: the replaced
+	 * file goes, and its registration with it. */
+	{
+		int other = new_map(BPF_MAP_TYPE_RINGBUF, 0, 4096 * 4);
+
+		check("epoll_ctl ADD of a ring again", answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)),
+		      0);
+		check("dup2 of a ring over it", answer(dup2(other, ring)), ring);
+		check("epoll_ctl ADD of the ring now at its number",
+		      answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)), 0);
+		close(other);
+	}
 	close(ep2);
 	/* A closed epoll instance: the number names nothing now. */
 	check("epoll_ctl MOD on a closed epoll fd",
