@@ -288,6 +288,8 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             }
             None => Ok(Answer::Continue),
         },
+        // An anonymous mapping ignores its fd argument, whatever it is.
+        libc::SYS_mmap if a[3] as i32 & libc::MAP_ANONYMOUS != 0 => Ok(Answer::Continue),
         libc::SYS_mmap => match object(fd(4)) {
             Some(obj) => {
                 // The program's fd becomes the file to map (a ring's memfd,

@@ -198,6 +198,15 @@ static void objects(void)
 	      answer(syscall(SYS_fcntl, map, F_DUPFD_CLOEXEC, 1 << 30)),
 	      answer(syscall(SYS_fcntl, 0, F_DUPFD_CLOEXEC, 1 << 30)));
 
+	/* An anonymous mapping ignores its fd, even an object's. */
+	{
+		void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       map, 0);
+
+		check("an anonymous mmap naming an object's fd", m == MAP_FAILED ? -errno : 0,
+		      0);
+	}
+
 	/* libbpf's ring_buffer__free closes its epoll fd without deleting
 	 * the rings from it; ring_buffer__new then makes another, usually
 	 * at the same number, and adds the same ring. */

@@ -41,7 +41,9 @@ fn failed_checks(stdout: &str) -> Vec<&str> {
 /// number or beyond the fd limit (EINVAL), and a ring added again to a new
 /// epoll instance at the number of a closed one (as libbpf's
 /// `ring_buffer__free` then `ring_buffer__new` do: 0, not EEXIST), or at
-/// its number after `dup2` of another ring over it (0, not EEXIST); and
+/// its number after `dup2` of another ring over it (0, not EEXIST), an
+/// anonymous `mmap` whose fd argument is an object's (mapped, not ENODEV);
+/// and
 /// `bpf()` under its x32 number or i386's (`int 0x80`) is refused with
 /// ENOSYS by the filter, never the host kernel's EPERM or a map. Run
 /// directly (not supervised) its object-free checks pass too, so the
