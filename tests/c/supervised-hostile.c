@@ -90,6 +90,30 @@ static void limits(void)
 	      answer(syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &bad, NULL)));
 }
 
+/* bpf() with an attr larger than a page: the kernel refuses it (E2BIG)
+ * before anything else, to root and nobody alike, whether the tail is
+ * zero or not, mapped or not. */
+static void big_attr(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
+	union bpf_attr *attr = (union bpf_attr *)p;
+
+	if (p == MAP_FAILED) {
+		check("mapping two pages", -errno, 0);
+		return;
+	}
+	attr->map_type = BPF_MAP_TYPE_ARRAY;
+	attr->key_size = 4;
+	attr->value_size = 8;
+	attr->max_entries = 1;
+	check("bpf with a two-page attr, zero tail",
+	      answer(syscall(SYS_bpf, BPF_MAP_CREATE, attr, 2 * page)), -E2BIG);
+	check("bpf with a 2 GiB attr", answer(syscall(SYS_bpf, BPF_MAP_CREATE, attr, 1UL << 31)),
+	      -E2BIG);
+}
+
 /* openat2 with a `how` the kernel refuses: too short, unknown resolve
  * bits, a mode without O_CREAT. A guest path must be refused as a host
  * one is. */
@@ -280,6 +304,7 @@ int main(int argc, char **argv)
 	int direct = argc > 1 && strcmp(argv[1], "direct") == 0;
 
 	limits();
+	big_attr();
 	openat2_how();
 	paths();
 	if (!direct) {

@@ -42,8 +42,8 @@ fn failed_checks(stdout: &str) -> Vec<&str> {
 /// epoll instance at the number of a closed one (as libbpf's
 /// `ring_buffer__free` then `ring_buffer__new` do: 0, not EEXIST), or at
 /// its number after `dup2` of another ring over it (0, not EEXIST), an
-/// anonymous `mmap` whose fd argument is an object's (mapped, not ENODEV);
-/// and
+/// anonymous `mmap` whose fd argument is an object's (mapped, not ENODEV),
+/// `bpf()` with an attr of two pages or 2 GiB (E2BIG, nothing read); and
 /// `bpf()` under its x32 number or i386's (`int 0x80`) is refused with
 /// ENOSYS by the filter, never the host kernel's EPERM or a map. Run
 /// directly (not supervised) its object-free checks pass too, so the
