@@ -266,3 +266,22 @@ fn objects_closed_below_the_range_are_closed_in_the_guest() {
     );
     assert_no_maps_left(&h, &name);
 }
+
+/// A supervised program whose threads keep the supervisor busy with calls
+/// (`uname` without pause) still sees its exited child's map gone within
+/// 5 s: the child's exit is handled between calls, not only once no call
+/// waits.
+#[test]
+fn a_busy_program_does_not_hold_its_exited_childs_objects() {
+    let Some(h) = Harness::start("a_busy_program_does_not_hold_its_exited_childs_objects") else {
+        return;
+    };
+    let program = build_static(&h, "supervised-busy");
+    let out = h.remote_program(&program, &[]);
+    say(&out.stdout_text().trim().replace('\n', " | "));
+    assert!(
+        out.success() && out.stdout_text().contains(" gone after "),
+        "{}",
+        out.describe()
+    );
+}
