@@ -22,10 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
-}
+#include "supervised.h"
 
 static void *busy(void *arg)
 {
@@ -37,25 +34,8 @@ static void *busy(void *arg)
 	return NULL;
 }
 
-static int gone(unsigned int id)
-{
-	union bpf_attr attr;
-	int fd;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.map_id = id;
-	fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
-	if (fd < 0 && errno == ENOENT)
-		return 1;
-	if (fd >= 0)
-		close(fd);
-	return 0;
-}
-
 int main(void)
 {
-	union bpf_attr attr;
-	struct bpf_map_info info;
 	struct timespec pause = { 0, 20 * 1000 * 1000 };
 	unsigned int id;
 	int pipefd[2], i, status;
@@ -68,22 +48,13 @@ int main(void)
 	if (child == 0) {
 		int fd;
 
-		memset(&attr, 0, sizeof(attr));
-		attr.map_type = BPF_MAP_TYPE_ARRAY;
-		attr.key_size = 4;
-		attr.value_size = 8;
-		attr.max_entries = 1;
-		fd = sys_bpf(BPF_MAP_CREATE, &attr);
-		memset(&info, 0, sizeof(info));
-		memset(&attr, 0, sizeof(attr));
-		attr.info.bpf_fd = fd;
-		attr.info.info_len = sizeof(info);
-		attr.info.info = (uint64_t)(uintptr_t)&info;
-		if (fd < 0 || sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) != 0)
+		fd = new_map_of(BPF_MAP_TYPE_ARRAY, 0, NULL);
+		id = fd < 0 ? 0 : map_id(fd);
+		if (id == 0)
 			_exit(1);
 		/* The busy threads start before the child exits. */
 		sleep(1);
-		if (write(pipefd[1], &info.id, sizeof(info.id)) != sizeof(info.id))
+		if (write(pipefd[1], &id, sizeof(id)) != sizeof(id))
 			_exit(1);
 		_exit(0);
 	}
@@ -93,7 +64,7 @@ int main(void)
 		return 1;
 	waitpid(child, &status, 0);
 	for (i = 0; i < 250; i++) {
-		if (gone(id)) {
+		if (map_gone(id)) {
 			printf("child map %u gone after %d ms\n", id, i * 20);
 			fflush(stdout);
 			_exit(0);

@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "supervised.h"
+
 /* A number from the supervisor's /proc/PID/status line `name`. */
 static long field(const char *name)
 {
@@ -62,14 +64,10 @@ static int fds(void)
 /* A ring buffer map, mapped as libbpf maps one. */
 static int mapped_ring(void)
 {
-	union bpf_attr attr;
 	long page = sysconf(_SC_PAGESIZE);
 	int fd;
 
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = BPF_MAP_TYPE_RINGBUF;
-	attr.max_entries = 4 * page;
-	fd = syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
+	fd = new_map_of(BPF_MAP_TYPE_RINGBUF, 4 * page, NULL);
 	if (fd < 0)
 		return -1;
 	if (mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)

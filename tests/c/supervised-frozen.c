@@ -16,20 +16,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "supervised.h"
+
 int main(void)
 {
-	union bpf_attr attr;
-	uint32_t key = 0;
 	uint64_t value;
 	long r;
 	int fd;
 
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = BPF_MAP_TYPE_ARRAY;
-	attr.key_size = 4;
-	attr.value_size = 8;
-	attr.max_entries = 1;
-	fd = syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
+	fd = new_map_of(BPF_MAP_TYPE_ARRAY, 0, NULL);
 	if (fd < 0) {
 		printf("map: %s\n", strerror(errno));
 		return 1;
@@ -37,11 +32,7 @@ int main(void)
 	printf("ready\n");
 	fflush(stdout);
 	sleep(2);
-	memset(&attr, 0, sizeof(attr));
-	attr.map_fd = fd;
-	attr.key = (uint64_t)(uintptr_t)&key;
-	attr.value = (uint64_t)(uintptr_t)&value;
-	r = syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr));
+	r = map_elem(BPF_MAP_LOOKUP_ELEM, fd, &value);
 	printf("lookup: %ld %s\n", r, r < 0 ? strerror(errno) : "ok");
 	fflush(stdout);
 	return r < 0 ? 2 : 0;

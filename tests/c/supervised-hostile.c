@@ -31,6 +31,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "supervised.h"
+
 static int failures;
 
 /* "-ERRNO" or the value: what a raw call answered. */
@@ -48,23 +50,6 @@ static void check(const char *name, long got, long want)
 		failures++;
 	}
 	fflush(stdout);
-}
-
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
-}
-
-static int new_map(int type, unsigned int value_size, unsigned int entries)
-{
-	union bpf_attr attr;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = type;
-	attr.key_size = type == BPF_MAP_TYPE_RINGBUF ? 0 : 4;
-	attr.value_size = value_size;
-	attr.max_entries = entries;
-	return sys_bpf(BPF_MAP_CREATE, &attr);
 }
 
 static const char guest_file[] = "/sys/kernel/btf/vmlinux";
@@ -198,8 +183,8 @@ static void paths(void)
  * an fd of the program's own. */
 static void objects(void)
 {
-	int map = new_map(BPF_MAP_TYPE_ARRAY, 8, 1);
-	int ring = new_map(BPF_MAP_TYPE_RINGBUF, 0, 4096 * 4);
+	int map = new_map_of(BPF_MAP_TYPE_ARRAY, 0, NULL);
+	int ring = new_map_of(BPF_MAP_TYPE_RINGBUF, 4096 * 4, NULL);
 	char link[64], buf[64];
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 7 };
 	int ep, ep2;
@@ -249,7 +234,7 @@ static void objects(void)
 	/* dup2 of another ring over a registered ring's fd: the replaced
 	 * file goes, and its registration with it. */
 	{
-		int other = new_map(BPF_MAP_TYPE_RINGBUF, 0, 4096 * 4);
+		int other = new_map_of(BPF_MAP_TYPE_RINGBUF, 4096 * 4, NULL);
 
 		check("epoll_ctl ADD of a ring again", answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)),
 		      0);

@@ -11,6 +11,7 @@
  *
  * Built -static, so `telebpf exec` supervises it.
  */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <stdio.h>
@@ -18,18 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static int new_map(const char *name)
-{
-	union bpf_attr attr;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = BPF_MAP_TYPE_ARRAY;
-	attr.key_size = 4;
-	attr.value_size = 8;
-	attr.max_entries = 1;
-	strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
-	return syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
-}
+#include "supervised.h"
 
 int main(int argc, char **argv)
 {
@@ -39,7 +29,7 @@ int main(int argc, char **argv)
 		return 2;
 	for (i = 0; i < 50; i++) {
 		placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		fd = new_map(argv[1]);
+		fd = new_map_of(BPF_MAP_TYPE_ARRAY, 0, argv[1]);
 		if (placeholder < 0 || fd < 0) {
 			printf("round %d failed\n", i);
 			return 1;
@@ -59,7 +49,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (new_map(argv[1]) < 0)
+	if (new_map_of(BPF_MAP_TYPE_ARRAY, 0, argv[1]) < 0)
 		return 1;
 	printf("ready\n");
 	fflush(stdout);

@@ -32,38 +32,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "supervised.h"
+
+
 static const char *name;
 static volatile int failed;
-
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
-}
-
-static int new_map(void)
-{
-	union bpf_attr attr;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = BPF_MAP_TYPE_ARRAY;
-	attr.key_size = 4;
-	attr.value_size = 8;
-	attr.max_entries = 1;
-	strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
-	return sys_bpf(BPF_MAP_CREATE, &attr);
-}
-
-static int elem(int cmd, int fd, uint64_t *value)
-{
-	union bpf_attr attr;
-	uint32_t key = 0;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.map_fd = fd;
-	attr.key = (uint64_t)(uintptr_t)&key;
-	attr.value = (uint64_t)(uintptr_t)value;
-	return sys_bpf(cmd, &attr);
-}
 
 static void *work(void *arg)
 {
@@ -73,15 +46,15 @@ static void *work(void *arg)
 	for (i = 0; i < 200 && !failed; i++) {
 		uint64_t value = (me << 32) | i;
 
-		fd = new_map();
-		if (fd < 0 || elem(BPF_MAP_UPDATE_ELEM, fd, &value) != 0) {
+		fd = new_map_of(BPF_MAP_TYPE_ARRAY, 0, name);
+		if (fd < 0 || map_elem(BPF_MAP_UPDATE_ELEM, fd, &value) != 0) {
 			printf("thread %lu round %d: create/update: %s\n", me, i, strerror(errno));
 			failed = 1;
 			break;
 		}
 		copy = dup(fd);
 		got = 0;
-		if (copy < 0 || elem(BPF_MAP_LOOKUP_ELEM, copy, &got) != 0 || got != value) {
+		if (copy < 0 || map_elem(BPF_MAP_LOOKUP_ELEM, copy, &got) != 0 || got != value) {
 			printf("thread %lu round %d: read %#lx through fd %d (copy of %d), wrote %#lx: %s\n",
 			       me, i, got, copy, fd, value, strerror(errno));
 			failed = 1;
@@ -110,7 +83,7 @@ static void *spin(void *arg)
 {
 	(void)arg;
 	for (;;)
-		if (new_map() >= 0)
+		if (new_map_of(BPF_MAP_TYPE_ARRAY, 0, name) >= 0)
 			__sync_fetch_and_add(&made, 1);
 	return NULL;
 }
