@@ -345,7 +345,13 @@ fn makes_an_fd(cmd: u32) -> bool {
 fn sweep_moved(process: &ToolProcess) {
     let moved = state::get().table().in_range(0, FD_BASE - 1);
     for fd in moved {
-        if state::get().table().get(fd).is_none() {
+        // Still placed: an object's (live, or of a lost session, whose
+        // calls fail with the loss's errno) — kept.
+        let gone = {
+            let table = state::get().table();
+            table.get(fd).is_none() && !table.is_stale(fd)
+        };
+        if gone {
             process.closed(fd);
             objects::forget(fd);
         }
