@@ -239,8 +239,8 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
         libc::SYS_statx => statx(a[1], a[2] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[4]),
         libc::SYS_access => access(a[0], a[1] as i32),
         libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2] as i32),
-        libc::SYS_readlink => readlink(a[0], a[1], a[2] as usize),
-        libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as usize),
+        libc::SYS_readlink => readlink(a[0], a[1], a[2] as i32),
+        libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as i32),
         libc::SYS_statfs => statfs(a[0], a[1]),
         libc::SYS_close => {
             process.closed(fd(0));
@@ -608,7 +608,13 @@ fn access(addr: u64, mode: i32) -> Result<Answer> {
     }
 }
 
-fn readlink(addr: u64, buf: u64, size: usize) -> Result<Answer> {
+/// `readlink(path, buf, size)`; the kernel reads `size` as an int and
+/// refuses one below 1 before it looks at the path.
+fn readlink(addr: u64, buf: u64, size: i32) -> Result<Answer> {
+    if size <= 0 {
+        return Ok(Answer::Continue);
+    }
+    let size = size as usize;
     let target = match route_at(addr)? {
         Route::FdLink(fd) => match object(fd) {
             Some(obj) => obj.link.clone(),

@@ -349,6 +349,11 @@ impl ToolTable {
 
 impl FdTable for ToolTable {
     fn insert(&mut self, fd: i32, obj: Arc<GuestObject>) {
+        // `/proc/self/fd/N` and `/proc/self/fdinfo/N` are routed to the
+        // object only for numbers marked so (a process-wide sieve, shared
+        // by every served process: a number marked for one only costs
+        // another a table lookup).
+        telebpf_host::fdtable::mark(fd);
         self.stale.remove(&fd);
         self.by_fd.insert(fd, obj);
     }

@@ -207,6 +207,25 @@ static void objects(void)
 	      answer(syscall(SYS_fcntl, map, F_DUPFD_CLOEXEC, 1 << 30)),
 	      answer(syscall(SYS_fcntl, 0, F_DUPFD_CLOEXEC, 1 << 30)));
 
+	/* What /proc says of an object's fd: the kernel's words for a map. */
+	{
+		char target[64] = "", info[512] = "";
+		long n = readlink(link, target, sizeof(target) - 1);
+		int fd;
+
+		check("readlink of an object's fd names a bpf map",
+		      n > 0 && strcmp(target, "anon_inode:bpf-map") == 0 ? 0 : -1, 0);
+		if (strcmp(target, "anon_inode:bpf-map") != 0)
+			printf("note: readlink gave %s\n", target);
+		snprintf(link, sizeof(link), "/proc/self/fdinfo/%d", map);
+		fd = open(link, O_RDONLY);
+		n = fd < 0 ? -1 : read(fd, info, sizeof(info) - 1);
+		check("the fdinfo of an object's fd has its map_type",
+		      n > 0 && strstr(info, "map_type:\t2\n") ? 0 : -1, 0);
+		if (fd >= 0)
+			close(fd);
+	}
+
 	/* An anonymous mapping ignores its fd, even an object's. */
 	{
 		void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,

@@ -35,7 +35,9 @@ fn failed_checks(stdout: &str) -> Vec<&str> {
 /// (EFAULT/EINVAL, not 0), `openat2` of a guest path with a short `how`,
 /// unknown resolve bits, a mode without `O_CREAT` or flags beyond 32 bits
 /// (EINVAL, not the guest file), paths ending at a page's end, running
-/// into an unmapped page or longer than `PATH_MAX`, `fstatat` of a NULL
+/// into an unmapped page or longer than `PATH_MAX`, `readlink` of an
+/// object's `/proc/self/fd/N` (`anon_inode:bpf-map`, not the supervisor's
+/// memfd) and its `/proc/self/fdinfo/N` (its `map_type`), `fstatat` of a NULL
 /// path with `AT_EMPTY_PATH` (6.11+), `readlink` of an object's fd into 0
 /// or -1 bytes (EINVAL), `F_DUPFD` of an object's fd from a negative
 /// number or beyond the fd limit (EINVAL), and a ring added again to a new
