@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct State {
     watching: AtomicBool,
     /// The kinds of request the proxy's policy refused, each reported once.
     refused: Mutex<HashSet<String>>,
+    /// The library's threads running for this state ([`spawn`] on a
+    /// serving thread): while any does, [`release`] keeps it.
+    threads: AtomicUsize,
 }
 
 /// After this long without a call, [`State::call`] checks (one `poll`)
@@ -172,8 +175,8 @@ pub fn get() -> &'static State {
 
 /// The state of another process that a supervisor serves: its memory is
 /// `pid`'s, its fds go through `program`, its guest objects are kept in
-/// `table`. It lives for the rest of this process (one per served process
-/// that makes a call).
+/// `table`. It lives until the supervisor gives it back with [`release`]
+/// (once the process exited), or for the rest of this process.
 pub fn for_program(pid: i32, program: Box<dyn Program>, table: Box<dyn FdTable>) -> &'static State {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
@@ -185,12 +188,72 @@ pub fn for_program(pid: i32, program: Box<dyn Program>, table: Box<dyn FdTable>)
     )))
 }
 
+/// Frees a state made by [`for_program`] whose process has exited and
+/// whose session has ended, unless one of the library's threads started
+/// for it ([`spawn`]: a ring's mirror, a map's sync) still runs: then it
+/// is handed back, to try again later. A supervisor that forks and
+/// serves a process per job would otherwise keep every one's state (a few
+/// kB, and the guest files it cached as memfds) for good.
+///
+/// # Safety
+///
+/// `state` came from [`for_program`], is not released twice, and nothing
+/// uses it after this returns `Ok`: no thread [`serve`]s it, and the
+/// caller forgets every copy of the reference.
+pub unsafe fn release(state: &'static State) -> std::result::Result<(), &'static State> {
+    // Held until freed: the keep-alive cannot take it meanwhile.
+    let watch = lock(&WATCH);
+    let at = state as *const State as usize;
+    if state.threads.load(Ordering::Acquire) != 0 || watch.serving == at || watch.watched == at {
+        return Err(state);
+    }
+    // SAFETY: made by `Box::leak` in `for_program`, released once, and
+    // unused from now on (the caller's contract; its threads have ended).
+    drop(unsafe { Box::from_raw(state as *const State as *mut State) });
+    Ok(())
+}
+
+/// What a supervisor's keep-alive thread may look at, as state addresses
+/// (0: none): the state whose call the supervisor serves now, and the one
+/// the keep-alive took last (it uses it for a round). [`release`] frees
+/// neither.
+struct Watch {
+    serving: usize,
+    watched: usize,
+}
+
+static WATCH: Mutex<Watch> = Mutex::new(Watch {
+    serving: 0,
+    watched: 0,
+});
+
 /// Makes [`get`] return `state` on this thread until the guard is dropped:
-/// a supervisor's thread serving one call of another program.
+/// a supervisor's thread serving one call of another program. The
+/// keep-alive then watches that call: a frozen proxy would hold it, and
+/// every later call of the supervisor, for ever.
 pub fn serve(state: &'static State) -> Serving {
+    let previous = serve_here(state);
+    let mut watch = lock(&WATCH);
+    let watched_before = watch.serving;
+    watch.serving = state as *const State as usize;
+    Serving {
+        previous,
+        watched_before: Some(watched_before),
+    }
+}
+
+/// [`serve`] for a library thread of the served program: not the call
+/// the keep-alive watches.
+fn serve_quietly(state: &'static State) -> Serving {
+    Serving {
+        previous: serve_here(state),
+        watched_before: None,
+    }
+}
+
+fn serve_here(state: &'static State) -> Option<&'static State> {
     SERVING.store(true, Ordering::Relaxed);
-    let previous = SERVED.with(|c| c.replace(Some(state)));
-    Serving { previous }
+    SERVED.with(|c| c.replace(Some(state)))
 }
 
 /// Starts one of the library's threads (a ring's mirror, a map's sync)
@@ -203,8 +266,21 @@ pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
     } else {
         None
     };
+    // Counted while it runs, so that [`release`] leaves the state alone.
+    struct Running(&'static State);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.threads.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let running = served.map(|s| {
+        s.threads.fetch_add(1, Ordering::AcqRel);
+        Running(s)
+    });
     crate::sys::spawn_library_thread(name, move || {
-        let _serving = served.map(serve);
+        // Dropped last: the state is not used after the count goes down.
+        let _running = running;
+        let _serving = served.map(serve_quietly);
         body()
     })
 }
@@ -213,11 +289,16 @@ pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
 #[must_use = "the served state ends when this is dropped"]
 pub struct Serving {
     previous: Option<&'static State>,
+    /// What the keep-alive watched before ([`serve`] only).
+    watched_before: Option<usize>,
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
         SERVED.with(|c| c.set(self.previous));
+        if let Some(before) = self.watched_before {
+            lock(&WATCH).serving = before;
+        }
     }
 }
 
@@ -246,6 +327,7 @@ impl State {
             born: Instant::now(),
             watching: AtomicBool::new(false),
             refused: Mutex::new(HashSet::new()),
+            threads: AtomicUsize::new(0),
         }
     }
 }
@@ -732,8 +814,19 @@ impl State {
     }
 }
 
-/// This process's session, as the keep-alive thread watches it.
+/// This process's session, as the keep-alive thread watches it; in a
+/// supervisor, the served program's whose call it serves now (it stays
+/// allocated while the keep-alive may use it: [`release`]).
 fn watched() -> &'static dyn Watched {
+    if SERVING.load(Ordering::Relaxed) {
+        let mut watch = lock(&WATCH);
+        watch.watched = watch.serving;
+        // SAFETY: a non-zero `serving` is a state made by `for_program`
+        // that `release` does not free while it is `watched`.
+        if let Some(st) = unsafe { (watch.serving as *const State).as_ref() } {
+            return st;
+        }
+    }
     get()
 }
 

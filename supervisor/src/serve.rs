@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use telebpf_host::error::{Error, Result};
 use telebpf_host::fdtable::GuestObject;
@@ -23,6 +24,7 @@ use telebpf_host::{bpf, cgroup, facts, lost, netlink, objects, perf, rings, stat
 use telebpf_protocol::message::{FileOp, FileReply, StatInfo, PERF_EVENT_LINK};
 use telebpf_protocol::paths;
 
+use crate::filter::FD_BASE;
 use crate::notify::{Answer, Call, Listener};
 use crate::tool::{self, ToolProcess, ToolTable};
 
@@ -42,12 +44,16 @@ pub struct Processes {
     /// Thread → thread group, for the threads seen (checked on each use:
     /// a thread id may be reused).
     groups: HashMap<i32, i32>,
+    /// States of exited processes that a library thread still used when
+    /// they exited ([`state::release`]), freed on a later exit.
+    retired: Vec<&'static state::State>,
 }
 
 /// One served process.
 struct Served {
     state: &'static state::State,
-    process: &'static ToolProcess,
+    /// Dropped when the process exits, with its epoll registrations.
+    process: Arc<ToolProcess>,
     /// Readable once the process has exited.
     pidfd: OwnedFd,
     /// It called `execve`; the next call tells whether the exec happened.
@@ -83,7 +89,7 @@ impl Processes {
     }
 
     /// The state of the process `tid` belongs to, made on its first call.
-    fn of(&mut self, tid: i32) -> Option<(&'static state::State, &'static ToolProcess)> {
+    fn of(&mut self, tid: i32) -> Option<(&'static state::State, Arc<ToolProcess>)> {
         let pid = self.group_of(tid)?;
         if let Some(s) = self.states.get_mut(&pid) {
             if s.exec_pending {
@@ -94,7 +100,7 @@ impl Processes {
                     s.state.end_session();
                 }
             }
-            return Some((s.state, s.process));
+            return Some((s.state, s.process.clone()));
         }
         // SAFETY: pidfd_open takes a pid and flags.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -104,8 +110,7 @@ impl Processes {
         // SAFETY: a new fd nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         let placed = tool::Placed::default();
-        let process: &'static ToolProcess =
-            Box::leak(Box::new(ToolProcess::new(pid, placed.clone())));
+        let process = Arc::new(ToolProcess::new(pid, placed.clone()));
         let st = state::for_program(
             pid,
             Box::new(ToolProcess::new(pid, placed.clone())),
@@ -115,7 +120,7 @@ impl Processes {
             pid,
             Served {
                 state: st,
-                process,
+                process: process.clone(),
                 pidfd,
                 exec_pending: false,
             },
@@ -137,8 +142,14 @@ impl Processes {
     pub fn exited(&mut self, pid: i32) {
         if let Some(s) = self.states.remove(&pid) {
             s.state.end_session();
+            self.retired.push(s.state);
         }
         self.groups.retain(|_, &mut p| p != pid);
+        // SAFETY: each retired state came from `for_program`, is no longer
+        // in `states` (so no call will serve it) and is kept only here,
+        // which forgets it once released.
+        self.retired
+            .retain(|&st| unsafe { state::release(st) }.is_err());
     }
 
     /// Process `pid` called `execve`.
@@ -178,7 +189,7 @@ pub fn serve(listener: &Listener, processes: &mut Processes, call: Call) -> Answ
     }
     let _state = state::serve(st);
     let _call = tool::serving(listener, call);
-    match dispatch(listener, process, &call) {
+    match dispatch(listener, &process, &call) {
         Ok(a) => a,
         Err(e) => Answer::Errno(e.errno()),
     }
@@ -190,13 +201,18 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
     let fd = |i: usize| a[i] as i32;
     let value = |r: Result<i64>| r.map(Answer::Value);
     match call.nr {
-        libc::SYS_bpf => value(bpf::forward(
-            a[0] as u32,
-            a[1],
-            a[2] as u32,
-            a[3],
-            a[4] as u32,
-        )),
+        libc::SYS_bpf => {
+            if makes_an_fd(a[0] as u32) {
+                sweep_moved(process);
+            }
+            value(bpf::forward(
+                a[0] as u32,
+                a[1],
+                a[2] as u32,
+                a[3],
+                a[4] as u32,
+            ))
+        }
         libc::SYS_perf_event_open => value(perf::open(
             a[0],
             a[1] as i32,
@@ -206,24 +222,25 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
         )),
         libc::SYS_uname => uname(a[0]),
         libc::SYS_capget => capget(process, a[0], a[1]),
-        libc::SYS_setrlimit => Ok(Answer::Value(0)),
+        libc::SYS_setrlimit => {
+            read_new_limit(a[1])?;
+            Ok(Answer::Value(0))
+        }
         libc::SYS_prlimit64 => prlimit_memlock(process, a[0] as i32, a[2], a[3]),
         libc::SYS_open => open(listener, call, a[0], a[1] as i32),
         libc::SYS_openat => open(listener, call, a[1], a[2] as i32),
-        libc::SYS_openat2 => {
-            // struct open_how starts with its u64 flags.
-            let how = state::get().memory().read(a[2], 8).map_err(Error::Memory)?;
-            let flags = u64::from_le_bytes(how.try_into().expect("8 bytes"));
-            open(listener, call, a[1], flags as i32)
-        }
+        libc::SYS_openat2 => match open_how_flags(a[2], a[3])? {
+            Some(flags) => open(listener, call, a[1], flags),
+            None => Ok(Answer::Continue),
+        },
         libc::SYS_stat => stat(a[0], true, a[1]),
         libc::SYS_lstat => stat(a[0], false, a[1]),
         libc::SYS_newfstatat => stat(a[1], a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[2]),
         libc::SYS_statx => statx(a[1], a[2] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0, a[4]),
         libc::SYS_access => access(a[0], a[1] as i32),
         libc::SYS_faccessat | libc::SYS_faccessat2 => access(a[1], a[2] as i32),
-        libc::SYS_readlink => readlink(a[0], a[1], a[2] as usize),
-        libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as usize),
+        libc::SYS_readlink => readlink(a[0], a[1], a[2] as i32),
+        libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as i32),
         libc::SYS_statfs => statfs(a[0], a[1]),
         libc::SYS_close => {
             process.closed(fd(0));
@@ -249,8 +266,8 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             dup_to(process, fd(0), fd(1), a[2] as i32 & libc::O_CLOEXEC != 0)
         }
         libc::SYS_fcntl => match a[1] as i32 {
-            libc::F_DUPFD => dup(process, fd(0), Some(a[2] as i32), false),
-            libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2] as i32), true),
+            libc::F_DUPFD => dup(process, fd(0), Some(a[2]), false),
+            libc::F_DUPFD_CLOEXEC => dup(process, fd(0), Some(a[2]), true),
             _ => Ok(Answer::Continue),
         },
         libc::SYS_ioctl if a[1] == netlink::SIOCGIFINDEX || a[1] == netlink::SIOCGIFNAME => {
@@ -278,6 +295,8 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             }
             None => Ok(Answer::Continue),
         },
+        // An anonymous mapping ignores its fd argument, whatever it is.
+        libc::SYS_mmap if a[3] as i32 & libc::MAP_ANONYMOUS != 0 => Ok(Answer::Continue),
         libc::SYS_mmap => match object(fd(4)) {
             Some(obj) => {
                 // The program's fd becomes the file to map (a ring's memfd,
@@ -349,6 +368,50 @@ fn relay(nr: i64, guest: i32, a: [u64; 6]) -> Result<Answer> {
     Ok(Answer::Value(n as i64))
 }
 
+/// Whether `bpf(cmd)` returns a new fd (a new object's, or another fd of
+/// one): the commands after which [`sweep_moved`] runs.
+fn makes_an_fd(cmd: u32) -> bool {
+    use telebpf_abi::cmd as abi;
+    matches!(
+        cmd,
+        abi::BPF_MAP_CREATE
+            | abi::BPF_PROG_LOAD
+            | abi::BPF_OBJ_GET
+            | abi::BPF_PROG_GET_FD_BY_ID
+            | abi::BPF_MAP_GET_FD_BY_ID
+            | abi::BPF_RAW_TRACEPOINT_OPEN
+            | abi::BPF_BTF_LOAD
+            | abi::BPF_BTF_GET_FD_BY_ID
+            | abi::BPF_LINK_CREATE
+            | abi::BPF_LINK_GET_FD_BY_ID
+            | abi::BPF_ITER_CREATE
+    )
+}
+
+/// Forgets the objects whose fd the program moved below the range (libbpf
+/// 1.4 and later `dup3` map fds onto placeholder fds of their own) and
+/// has since closed there, unseen by the filter (its number gone or now
+/// another file): the proxy closes them unless another fd still stands
+/// for them. Run before each new object is made, so a program that
+/// reloads its objects keeps no more of them in the guest than it holds,
+/// at the cost of a `stat` per moved fd per new object, never on the
+/// calls that use objects.
+fn sweep_moved(process: &ToolProcess) {
+    let moved = state::get().table().in_range(0, FD_BASE - 1);
+    for fd in moved {
+        // Still placed: an object's (live, or of a lost session, whose
+        // calls fail with the loss's errno) — kept.
+        let gone = {
+            let table = state::get().table();
+            table.get(fd).is_none() && !table.is_stale(fd)
+        };
+        if gone {
+            process.closed(fd);
+            objects::forget(fd);
+        }
+    }
+}
+
 /// `epoll_ctl(epfd, op, fd, event)` of an object's fd: its readiness pipe
 /// stands in for it in the program's epoll instance.
 fn epoll_ctl(
@@ -396,12 +459,21 @@ fn object(fd: i32) -> Option<std::sync::Arc<GuestObject>> {
 
 /// `dup`/`fcntl(F_DUPFD*)` of an object's fd: the copy goes at a number
 /// of the range (at or above `from`), so the filter still sees it.
-fn dup(process: &ToolProcess, old: i32, from: Option<i32>, cloexec: bool) -> Result<Answer> {
+fn dup(process: &ToolProcess, old: i32, from: Option<u64>, cloexec: bool) -> Result<Answer> {
     if object(old).is_none() {
         return Ok(Answer::Continue);
     }
+    // The kernel reads F_DUPFD's argument as an unsigned long and refuses
+    // one at or beyond the fd limit (a negative int is such a one).
+    let from = from.unwrap_or(0);
+    if from >= process.fd_limit()? {
+        return Err(Error::kernel(
+            libc::EINVAL,
+            "F_DUPFD from beyond the fd limit",
+        ));
+    }
     let file = process.file_of(old)?;
-    let new = process.free_number(from.unwrap_or(0))?;
+    let new = process.free_number(from.min(i32::MAX as u64) as i32)?;
     let new = process.place(&file, new, cloexec)?;
     objects::alias(old, new);
     Ok(Answer::Value(i64::from(new)))
@@ -410,8 +482,10 @@ fn dup(process: &ToolProcess, old: i32, from: Option<i32>, cloexec: bool) -> Res
 /// `dup2`/`dup3` to a number the program chose.
 fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<Answer> {
     if object(old).is_none() {
-        // Another file over an object's number: the object loses it.
+        // Another file over an object's number: the object loses it, and
+        // its epoll registrations go (the kernel drops them with the file).
         if object(new).is_some() && process.fd_exists(old) {
+            process.closed(new);
             objects::forget(new);
         }
         return Ok(Answer::Continue);
@@ -421,6 +495,8 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
     }
     let file = process.file_of(old)?;
     let new = process.place(&file, new, cloexec)?;
+    // What was at `new` is replaced, with its registrations.
+    process.closed(new);
     objects::alias(old, new);
     Ok(Answer::Value(i64::from(new)))
 }
@@ -452,8 +528,13 @@ fn read_path(addr: u64) -> Result<Vec<u8>> {
     ))
 }
 
-/// How the host library routes the path at `addr`.
+/// How the host library routes the path at `addr`. A null path is not
+/// ours: the kernel decides (since 6.11 it is the fd itself when the call
+/// has `AT_EMPTY_PATH`, else `EFAULT`).
 fn route_at(addr: u64) -> Result<Route> {
+    if addr == 0 {
+        return Ok(Route::Local);
+    }
     let mut path = read_path(addr)?;
     path.push(0);
     // SAFETY: `path` is NUL-terminated and outlives the call.
@@ -468,6 +549,35 @@ fn give(listener: &Listener, call: &Call, raw: i32, cloexec: bool) -> Result<Ans
         .add_fd(call, &fd, None, cloexec, true)
         .map_err(|e| Error::os("SECCOMP_IOCTL_NOTIF_ADDFD", e, libc::EMFILE))?;
     Ok(Answer::Sent)
+}
+
+/// The open flags of `openat2`'s `struct open_how` at `addr` of `size`
+/// bytes, or `None` when the kernel refuses the `how` itself (`EINVAL`,
+/// `E2BIG`) before looking at the path: then it gives its own answer.
+fn open_how_flags(addr: u64, size: u64) -> Result<Option<i32>> {
+    /// `OPEN_HOW_SIZE_VER0`: flags, mode, resolve.
+    const VER0: u64 = 24;
+    /// The `RESOLVE_*` bits (`linux/openat2.h`) 5.6 to 6.18 know.
+    const RESOLVE_KNOWN: u64 = 0x3f;
+    if !(VER0..=4096).contains(&size) {
+        return Ok(None);
+    }
+    // An extension the kernel does not know must be zero (else `E2BIG`).
+    let how = state::get()
+        .memory()
+        .read(addr, size as usize)
+        .map_err(Error::Memory)?;
+    let word = |i: usize| u64::from_le_bytes(how[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let (flags, mode, resolve) = (word(0), word(1), word(2));
+    let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0;
+    if how[VER0 as usize..].iter().any(|&b| b != 0)
+        || flags > u64::from(u32::MAX)
+        || (mode != 0 && !creates)
+        || resolve & !RESOLVE_KNOWN != 0
+    {
+        return Ok(None);
+    }
+    Ok(Some(flags as i32))
 }
 
 fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answer> {
@@ -552,7 +662,13 @@ fn access(addr: u64, mode: i32) -> Result<Answer> {
     }
 }
 
-fn readlink(addr: u64, buf: u64, size: usize) -> Result<Answer> {
+/// `readlink(path, buf, size)`; the kernel reads `size` as an int and
+/// refuses one below 1 before it looks at the path.
+fn readlink(addr: u64, buf: u64, size: i32) -> Result<Answer> {
+    if size <= 0 {
+        return Ok(Answer::Continue);
+    }
+    let size = size as usize;
     let target = match route_at(addr)? {
         Route::FdLink(fd) => match object(fd) {
             Some(obj) => obj.link.clone(),
@@ -618,6 +734,7 @@ fn prlimit_memlock(process: &ToolProcess, pid: i32, new: u64, old: u64) -> Resul
     if (pid != 0 && pid != process.pid) || new == 0 {
         return Ok(Answer::Continue);
     }
+    read_new_limit(new)?;
     if old != 0 {
         let mut r = libc::rlimit {
             rlim_cur: 0,
@@ -632,4 +749,23 @@ fn prlimit_memlock(process: &ToolProcess, pid: i32, new: u64, old: u64) -> Resul
         write_struct(old, &r)?;
     }
     Ok(Answer::Value(0))
+}
+
+/// Reads the new `struct rlimit` at `addr` as the kernel does before it
+/// sets one: `EFAULT` for a bad pointer, `EINVAL` for a soft limit above
+/// the hard one.
+fn read_new_limit(addr: u64) -> Result<()> {
+    let b = state::get()
+        .memory()
+        .read(addr, 16)
+        .map_err(Error::Memory)?;
+    let cur = u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"));
+    let max = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+    if cur > max {
+        return Err(Error::kernel(
+            libc::EINVAL,
+            "a soft limit above the hard one",
+        ));
+    }
+    Ok(())
 }

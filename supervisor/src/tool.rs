@@ -82,6 +82,31 @@ fn inode_in(pid: i32, fd: i32) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
+/// Whether two fds of this process are one open file (`kcmp`): epoll
+/// instances share one inode, so `fstat` cannot tell them apart. A kernel
+/// without `kcmp` (`CONFIG_KCMP` off) cannot tell: they are taken as one,
+/// as before this check.
+fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+    /// `KCMP_FILE` (`linux/kcmp.h`).
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: kcmp compares two fds of this process; it reads nothing of
+    // ours.
+    let order = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            me,
+            me,
+            KCMP_FILE,
+            a.as_raw_fd(),
+            b.as_raw_fd(),
+        )
+    };
+    // 0: the same file; -1: no kcmp.
+    order <= 0
+}
+
 /// A supervised process: thread group `pid`.
 #[derive(Debug)]
 pub struct ToolProcess {
@@ -146,6 +171,18 @@ impl ToolProcess {
         let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
         let key = (epfd, fd);
         let mut ev = event.unwrap_or(libc::epoll_event { events: 0, u64: 0 });
+        // The program's epoll instance now; `EBADF` for a closed number.
+        let epoll = self.file_of(epfd)?;
+        // A registration made in an epoll instance that the program has
+        // closed since (libbpf's `ring_buffer__free` closes its epoll fd
+        // without deleting the rings) is not in the one the number names
+        // now: it goes.
+        if waits
+            .get(&key)
+            .is_some_and(|r| !same_file(&r.epoll, &epoll))
+        {
+            waits.remove(&key);
+        }
         match op {
             libc::EPOLL_CTL_ADD => {
                 if waits.contains_key(&key) {
@@ -154,7 +191,6 @@ impl ToolProcess {
                         "an fd already in the epoll set",
                     ));
                 }
-                let epoll = self.file_of(epfd)?;
                 let watched = ready
                     .try_clone()
                     .map_err(|e| Error::os("duplicating a pipe", e, libc::EMFILE))?;
@@ -217,6 +253,19 @@ impl ToolProcess {
     pub fn is_socket(&self, fd: i32) -> bool {
         std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid))
             .is_ok_and(|l| l.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
+    }
+
+    /// The process's soft `RLIMIT_NOFILE`.
+    pub fn fd_limit(&self) -> Result<u64> {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads the process's limit into `r`.
+        if unsafe { libc::prlimit(self.pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut r) } != 0 {
+            return Err(Error::last_os("prlimit"));
+        }
+        Ok(r.rlim_cur)
     }
 
     /// The lowest number of the range that is free in the process.
@@ -315,6 +364,11 @@ impl ToolTable {
 
 impl FdTable for ToolTable {
     fn insert(&mut self, fd: i32, obj: Arc<GuestObject>) {
+        // `/proc/self/fd/N` and `/proc/self/fdinfo/N` are routed to the
+        // object only for numbers marked so (a process-wide sieve, shared
+        // by every served process: a number marked for one only costs
+        // another a table lookup).
+        telebpf_host::fdtable::mark(fd);
         self.stale.remove(&fd);
         self.by_fd.insert(fd, obj);
     }
