@@ -116,6 +116,9 @@ pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_epoll_wait, Rule::Notify),
     (libc::SYS_epoll_pwait, Rule::Notify),
     (libc::SYS_epoll_pwait2, Rule::Notify),
+    // `poll` names its fds in memory the filter cannot read.
+    (libc::SYS_poll, Rule::Notify),
+    (libc::SYS_ppoll, Rule::Notify),
     // rtnetlink sockets are relayed to the guest (as by the preload): the
     // socket is made by the supervisor, in the range, and its calls are
     // the relay's.

@@ -73,6 +73,14 @@ impl Listener {
         Listener { fd }
     }
 
+    /// Another handle on the same listener, for a thread that answers a
+    /// call later (a `poll` that must wait).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(Listener {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Waits for the next call, or for one of `exits` (pidfds, with a tag
     /// each) to become readable; [`Event::Done`] when no task uses the
     /// filter any more (the program and all its children exited).

@@ -14,7 +14,7 @@
 //! decides on its own, with the program's own privileges.
 
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use telebpf_host::error::{Error, Result};
@@ -325,6 +325,30 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             rings::before_wait();
             Ok(Answer::Continue)
         }
+        libc::SYS_poll => {
+            let timeout = a[2] as i32;
+            poll(listener, process, call, a[0], a[1], timeout)
+        }
+        libc::SYS_ppoll => {
+            let timeout = if a[2] == 0 {
+                -1
+            } else {
+                let t = state::get()
+                    .memory()
+                    .read(a[2], 16)
+                    .map_err(Error::Memory)?;
+                let sec = i64::from_ne_bytes(t[0..8].try_into().expect("8 bytes"));
+                let nsec = i64::from_ne_bytes(t[8..16].try_into().expect("8 bytes"));
+                if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                    return Ok(Answer::Continue);
+                }
+                // Rounded up to whole ms, as a wait never ends early.
+                sec.saturating_mul(1000)
+                    .saturating_add((nsec + 999_999) / 1_000_000)
+                    .min(i64::from(i32::MAX)) as i32
+            };
+            poll(listener, process, call, a[0], a[1], timeout)
+        }
         libc::SYS_epoll_ctl => match object(fd(2)) {
             Some(obj) => epoll_ctl(process, &obj, fd(0), a[1] as i32, fd(2), a[3]),
             None => Ok(Answer::Continue),
@@ -412,7 +436,133 @@ fn sweep_moved(process: &ToolProcess) {
     }
 }
 
-/// `epoll_ctl(epfd, op, fd, event)` of an object's fd: its readiness pipe
+/// The most `pollfd`s a served `poll` reads (the range's end: the
+/// program's fd limit is raised to it, and the kernel refuses more fds
+/// than that limit with `EINVAL`).
+const POLL_MAX: u64 = crate::filter::FD_END as u64;
+
+/// `poll(fds, nfds, timeout)` / `ppoll`: when no fd is a guest ring's the
+/// kernel runs it; otherwise it fails once the proxy is lost (as under the
+/// preload), and else a thread of ours waits on the same fds — each ring's
+/// readiness pipe for the ring's memfd, a duplicate of each other fd — and
+/// answers the call with the kernel's result when that wait ends. The
+/// program's signal mask (ppoll) is not applied: a received call waits
+/// only for fatal signals anyway.
+fn poll(
+    listener: &Listener,
+    process: &ToolProcess,
+    call: &Call,
+    fds: u64,
+    nfds: u64,
+    timeout: i32,
+) -> Result<Answer> {
+    if nfds == 0 || nfds > POLL_MAX {
+        return Ok(Answer::Continue);
+    }
+    let mem = state::get().memory();
+    let raw = mem.read(fds, nfds as usize * 8).map_err(Error::Memory)?;
+    let entries: Vec<(i32, i16)> = raw
+        .chunks(8)
+        .map(|c| {
+            (
+                i32::from_ne_bytes(c[0..4].try_into().expect("4 bytes")),
+                i16::from_ne_bytes(c[4..6].try_into().expect("2 bytes")),
+            )
+        })
+        .collect();
+    let rings: Vec<Option<std::sync::Arc<GuestObject>>> = entries
+        .iter()
+        .map(|&(fd, _)| object(fd).filter(|o| o.signal.is_some()))
+        .collect();
+    if rings.iter().all(Option::is_none) {
+        return Ok(Answer::Continue);
+    }
+    if let Some(e) = lost::suspected().then(lost::errno).flatten() {
+        return Ok(Answer::Errno(e));
+    }
+    rings::before_wait();
+    // Our own fds to wait on, in the program's order (-1: ignored, as the
+    // kernel ignores a negative fd; an fd we cannot duplicate is closed:
+    // POLLNVAL).
+    let mut held = Vec::with_capacity(entries.len());
+    let mut ours = Vec::with_capacity(entries.len());
+    let mut invalid = vec![false; entries.len()];
+    for (i, (&(fd, events), ring)) in entries.iter().zip(&rings).enumerate() {
+        let dup = match ring {
+            Some(obj) => {
+                let signal = obj.signal.as_ref().expect("filtered above");
+                let end = if bpf::is_user_ring_kind(&obj.kind) {
+                    &signal.write
+                } else {
+                    &signal.read
+                };
+                end.try_clone().ok()
+            }
+            None if fd < 0 => None,
+            None => process.file_of(fd).ok(),
+        };
+        if dup.is_none() && fd >= 0 {
+            invalid[i] = true;
+        }
+        ours.push(libc::pollfd {
+            fd: dup.as_ref().map_or(-1, |d| d.as_raw_fd()),
+            events,
+            revents: 0,
+        });
+        held.push(dup);
+    }
+    let answerer = listener
+        .try_clone()
+        .map_err(|e| Error::os("duplicating the listener", e, libc::ENOMEM))?;
+    let call = *call;
+    let memory = telebpf_host::memory::ProcessMemory { pid: process.pid };
+    let wait = move || {
+        let _held = held;
+        let mut ours = ours;
+        // SAFETY: a valid array of pollfds of its length, our own fds.
+        let n = unsafe { libc::poll(ours.as_mut_ptr(), ours.len() as libc::nfds_t, timeout) };
+        let answer = if n < 0 {
+            Answer::Errno(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINTR),
+            )
+        } else {
+            let mut ready = 0;
+            let mut out = Vec::with_capacity(ours.len() * 8);
+            for (i, p) in ours.iter().enumerate() {
+                let revents = if invalid[i] {
+                    libc::POLLNVAL
+                } else {
+                    p.revents
+                };
+                if revents != 0 {
+                    ready += 1;
+                }
+                out.extend_from_slice(&entries[i].0.to_ne_bytes());
+                out.extend_from_slice(&entries[i].1.to_ne_bytes());
+                out.extend_from_slice(&revents.to_ne_bytes());
+            }
+            use telebpf_abi::memory::Memory as _;
+            match memory.write(fds, &out) {
+                Ok(()) => Answer::Value(ready),
+                Err(e) => Answer::Errno(e),
+            }
+        };
+        let _ = answerer.answer(&call, answer);
+    };
+    if timeout == 0 {
+        wait();
+    } else {
+        std::thread::Builder::new()
+            .name("telebpf-poll".into())
+            .spawn(wait)
+            .map_err(|e| Error::os("starting a poll thread", e, libc::ENOMEM))?;
+    }
+    Ok(Answer::Sent)
+}
+
+/// `epoll_ctl(epoll_fd, op, fd, event)` of an object's fd: its readiness pipe
 /// stands in for it in the program's epoll instance.
 fn epoll_ctl(
     process: &ToolProcess,

@@ -26,6 +26,7 @@
  * 1 on any error, with one line on stderr.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -145,6 +146,8 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	long long deadline;
 	int err, status = 1;
+	/* MATRIX_TOOL_POLL set: wait on the ring buffer with poll(2). */
+	int use_poll = getenv("MATRIX_TOOL_POLL") != NULL;
 
 	if (argc < 3 || argc > 4 || parse_ulong(argv[2], &count) ||
 	    (argc == 4 && parse_ulong(argv[3], &timeout_ms))) {
@@ -190,6 +193,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "matrix-tool: attach: %s\n", strerror(-err));
 		goto out;
 	}
+	if (use_poll)
+		printf("polling %s\n", argv[1]);
 	printf("ready %s\n", argv[1]);
 	fflush(stdout);
 
@@ -204,7 +209,22 @@ int main(int argc, char **argv)
 			status = 2;
 			break;
 		}
-		err = ring_buffer__poll(rb, 50);
+		if (use_poll) {
+			/* poll(2) on the ring buffer map's fd, then consume: what a
+			 * program that does not use libbpf's epoll does. */
+			struct pollfd p = { .fd = bpf_map__fd(st.skel->maps.ring_events),
+					    .events = POLLIN };
+
+			err = poll(&p, 1, 50);
+			if (err < 0)
+				err = -errno;
+			else if (p.revents & ~POLLIN)
+				err = -EIO;
+			else
+				err = ring_buffer__consume(rb);
+		} else {
+			err = ring_buffer__poll(rb, 50);
+		}
 		if (err >= 0 || err == -EINTR)
 			err = perf_buffer__poll(pb, 50);
 		if (err < 0 && err != -EINTR) {

@@ -314,6 +314,43 @@ fn static_c_libbpf_tool_reports_marked_execs_through_the_supervisor() {
     );
 }
 
+/// The C tool waiting on its ring buffer with `poll(2)` instead of
+/// libbpf's epoll (`MATRIX_TOOL_POLL`), through the supervisor: the poll
+/// sleeps on the ring's readiness and wakes for each record; the marked
+/// execs arrive as with epoll.
+#[test]
+fn static_c_libbpf_tool_polling_its_ring_through_the_supervisor() {
+    let test = "static_c_libbpf_tool_polling_its_ring_through_the_supervisor";
+    if !telebpf_tests::require_root(test) {
+        return;
+    }
+    let tool = Tool::StaticC;
+    let program = build(tool);
+    let Some(h) = Harness::start(test) else {
+        return;
+    };
+    let mark = mark(tool);
+    let marker = marker(&h, mark);
+    let args = tool.args(mark, COUNT as u32, TOOL_TIMEOUT_MS);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = h.remote_program_command(&program, &args);
+    cmd.env("MATRIX_TOOL_POLL", "1");
+    let mut run = Running::start_command(&h, &program, cmd);
+    run.wait_for(&tool.ready_line(mark), RUN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut pids = Vec::new();
+    let status = run
+        .mark_until(&marker, &mut pids, |_| false)
+        .expect("runs until the tool exits");
+    let out = run.output();
+    assert!(status.success(), "({status}):\n{out}");
+    assert!(out.contains(&format!("polling {mark}\n")), "{out}");
+    Records::parse(tool, &out)
+        .and_then(|r| r.check(mark, &pids, COUNT))
+        .unwrap_or_else(|e| panic!("{e}:\n{out}"));
+    h.finish();
+}
+
 /// Static ringwatch (libbpf-rs, libbpf 1.7, which moves map fds onto
 /// placeholder fds of its own with `dup3`) through the supervisor.
 #[test]
