@@ -287,3 +287,39 @@ fn a_busy_program_does_not_hold_its_exited_childs_objects() {
         out.describe()
     );
 }
+
+/// A supervised program with 400 live children, each with a served call
+/// (a session, a pidfd and a cached guest file in the supervisor: about
+/// 1,200 fds), run by a user whose soft fd limit is the usual 1,024: every
+/// child is served. The supervisor raises its own soft limit to the hard
+/// one, as it serves many processes' fds in one.
+#[test]
+fn many_live_processes_are_served_under_the_usual_fd_limit() {
+    let Some(h) = Harness::start("many_live_processes_are_served_under_the_usual_fd_limit") else {
+        return;
+    };
+    let program = build_static(&h, "supervised-many");
+    let exec = h.remote_program_command(&program, &["400"]);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=1024:20000")
+        .arg("--")
+        .arg(exec.get_program())
+        .args(exec.get_args());
+    for (k, v) in exec.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = run_with_timeout(
+        cmd,
+        "[nobody] prlimit --nofile=1024 telebpf exec supervised-many",
+        COMMAND_TIMEOUT,
+    );
+    say(&out.stdout_text().trim().replace('\n', " | "));
+    assert!(
+        out.success() && out.stdout_text().contains("400 of 400 children served"),
+        "{}",
+        out.describe()
+    );
+}
