@@ -44,6 +44,9 @@ pub struct Processes {
     /// Thread → thread group, for the threads seen (checked on each use:
     /// a thread id may be reused).
     groups: HashMap<i32, i32>,
+    /// When `groups` has this many entries, those of ended threads go
+    /// (a program may start and end threads for ever).
+    prune_at: usize,
     /// States of exited processes that a library thread still used when
     /// they exited ([`state::release`]), freed on a later exit.
     retired: Vec<&'static state::State>,
@@ -59,6 +62,10 @@ struct Served {
     /// It called `execve`; the next call tells whether the exec happened.
     exec_pending: bool,
 }
+
+/// How many threads [`Processes`] remembers before it first forgets
+/// the ended ones.
+const PRUNE_FIRST: usize = 1024;
 
 /// The thread group of thread `tid` (`Tgid:` of `/proc/TID/status`).
 fn thread_group(tid: i32) -> Option<i32> {
@@ -84,6 +91,12 @@ impl Processes {
             }
         }
         let pid = thread_group(tid)?;
+        if self.groups.len() >= self.prune_at.max(PRUNE_FIRST) {
+            // One look per remembered thread, at most once per doubling:
+            // a constant cost per thread seen.
+            self.groups.retain(|&t, &mut p| is_thread_of(t, p));
+            self.prune_at = 2 * self.groups.len();
+        }
         self.groups.insert(tid, pid);
         Some(pid)
     }
