@@ -16,22 +16,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-static long rss(void)
-{
-	char path[64], line[256];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", getppid());
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			v = atol(line + 6);
-	fclose(f);
-	return v;
-}
+#include "supervised.h"
 
 static void *call(void *arg)
 {
@@ -54,7 +39,7 @@ int main(int argc, char **argv)
 				return 1;
 			pthread_join(t, NULL);
 		}
-		printf("round %d: rss %ld\n", round, rss());
+		printf("round %d: rss %ld\n", round, supervisor_status("VmRSS:"));
 		fflush(stdout);
 	}
 	return 0;
