@@ -240,10 +240,10 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             Ok(Answer::Value(0))
         }
         libc::SYS_prlimit64 => prlimit_memlock(process, a[0] as i32, a[2], a[3]),
-        libc::SYS_open => open(listener, call, a[0], a[1] as i32),
-        libc::SYS_openat => open(listener, call, a[1], a[2] as i32),
+        libc::SYS_open => open(listener, process, call, a[0], a[1] as i32),
+        libc::SYS_openat => open(listener, process, call, a[1], a[2] as i32),
         libc::SYS_openat2 => match open_how_flags(a[2], a[3])? {
-            Some(flags) => open(listener, call, a[1], flags),
+            Some(flags) => open(listener, process, call, a[1], flags),
             None => Ok(Answer::Continue),
         },
         libc::SYS_stat => stat(a[0], true, a[1]),
@@ -539,7 +539,13 @@ fn open_how_flags(addr: u64, size: u64) -> Result<Option<i32>> {
     Ok(Some(flags as i32))
 }
 
-fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answer> {
+fn open(
+    listener: &Listener,
+    process: &ToolProcess,
+    call: &Call,
+    addr: u64,
+    flags: i32,
+) -> Result<Answer> {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     match route_at(addr)? {
         Route::Local => Ok(Answer::Continue),
@@ -551,7 +557,16 @@ fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answe
         Route::Guest(p) => give(listener, call, vfs::open_guest(&p, flags)?, cloexec),
         Route::Mounts(which) => give(listener, call, cgroup::open_mounts(which)?, cloexec),
         Route::Cgroup(p) => match cgroup::is_guest(&p)? {
-            true => cgroup::open(&p, flags).map(|fd| Answer::Value(i64::from(fd))),
+            true => {
+                // Opened close-on-exec (the library would clear the flag
+                // with `fcntl` on its own fd table, not the program's),
+                // then put back without it where the program asked so.
+                let fd = cgroup::open(&p, flags | libc::O_CLOEXEC)?;
+                if !cloexec {
+                    process.place(&process.file_of(fd)?, fd, false)?;
+                }
+                Ok(Answer::Value(i64::from(fd)))
+            }
             false => Ok(Answer::Continue),
         },
         Route::Fdinfo(fd) => match vfs::open_fdinfo(fd)? {
