@@ -68,11 +68,21 @@ pub enum Error {
     },
 }
 
+/// The largest errno (`MAX_ERRNO`): a syscall's return value from
+/// -4095 to -1 is an error.
+const MAX_ERRNO: i32 = 4095;
+
 impl Error {
-    /// The errno the host program sees for this failure.
+    /// The errno the host program sees for this failure (`EIO` for a
+    /// number from the proxy that is no errno).
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Guest(e) | Error::Memory(e) => *e,
+            // The proxy's number is not trusted: 0 or a negative one
+            // would make a supervised call "succeed" (a seccomp answer
+            // with no error returns its value), one beyond MAX_ERRNO
+            // would read as a result.
+            Error::Guest(e) | Error::Memory(e) if (1..=MAX_ERRNO).contains(e) => *e,
+            Error::Guest(_) | Error::Memory(_) => libc::EIO,
             Error::Refused => libc::EPERM,
             Error::Lost => crate::lost::ERRNO,
             Error::Client(e) => e.errno(),
@@ -120,6 +130,12 @@ mod tests {
         assert_eq!(Error::Lost.errno(), libc::EIO);
         assert_eq!(Error::Protocol("a file request").errno(), libc::EPROTO);
         assert_eq!(Error::Memory(libc::EFAULT).errno(), libc::EFAULT);
+        // A proxy's number that is no errno never reads as a success or
+        // a result.
+        for bogus in [0, -22, 4096, i32::MAX, i32::MIN] {
+            assert_eq!(Error::Guest(bogus).errno(), libc::EIO, "{bogus}");
+        }
+        assert_eq!(Error::Guest(4095).errno(), 4095);
         // A call no plan can be made for answers the kernel's errno.
         let plan = telebpf_marshal::GatherError::from(telebpf_abi::AbiError::BadFd { fd: 3 });
         assert_eq!(Error::from(plan).errno(), libc::EBADF);

@@ -59,6 +59,8 @@ pub fn run(
             program: program.to_string_lossy().into_owned(),
             source,
         })?;
+    // After the fork, so the program keeps the limit it was given.
+    raise_fd_limit();
     std::thread::Builder::new()
         .name("telebpf-signals".into())
         .spawn(move || forward_signals(set, pid))
@@ -100,6 +102,26 @@ pub fn run(
     } else {
         128 + libc::WTERMSIG(status)
     })
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard one: the
+/// supervisor holds, for every served process at once, a pidfd, a session
+/// socket, and the memfds of its rings, maps and guest files; at the usual
+/// soft limit of 1,024, a program with a few hundred live processes would
+/// have their calls fail. Where it cannot, the supervisor serves as many
+/// as fit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads into `lim`, then sets a limit from it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// The set of [`spawn::FORWARDED`] signals.

@@ -44,6 +44,9 @@ pub struct Processes {
     /// Thread → thread group, for the threads seen (checked on each use:
     /// a thread id may be reused).
     groups: HashMap<i32, i32>,
+    /// When `groups` has this many entries, those of ended threads go
+    /// (a program may start and end threads for ever).
+    prune_at: usize,
     /// States of exited processes that a library thread still used when
     /// they exited ([`state::release`]), freed on a later exit.
     retired: Vec<&'static state::State>,
@@ -59,6 +62,10 @@ struct Served {
     /// It called `execve`; the next call tells whether the exec happened.
     exec_pending: bool,
 }
+
+/// How many threads [`Processes`] remembers before it first forgets
+/// the ended ones.
+const PRUNE_FIRST: usize = 1024;
 
 /// The thread group of thread `tid` (`Tgid:` of `/proc/TID/status`).
 fn thread_group(tid: i32) -> Option<i32> {
@@ -84,6 +91,12 @@ impl Processes {
             }
         }
         let pid = thread_group(tid)?;
+        if self.groups.len() >= self.prune_at.max(PRUNE_FIRST) {
+            // One look per remembered thread, at most once per doubling:
+            // a constant cost per thread seen.
+            self.groups.retain(|&t, &mut p| is_thread_of(t, p));
+            self.prune_at = 2 * self.groups.len();
+        }
         self.groups.insert(tid, pid);
         Some(pid)
     }
@@ -227,10 +240,10 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             Ok(Answer::Value(0))
         }
         libc::SYS_prlimit64 => prlimit_memlock(process, a[0] as i32, a[2], a[3]),
-        libc::SYS_open => open(listener, call, a[0], a[1] as i32),
-        libc::SYS_openat => open(listener, call, a[1], a[2] as i32),
+        libc::SYS_open => open(listener, process, call, a[0], a[1] as i32),
+        libc::SYS_openat => open(listener, process, call, a[1], a[2] as i32),
         libc::SYS_openat2 => match open_how_flags(a[2], a[3])? {
-            Some(flags) => open(listener, call, a[1], flags),
+            Some(flags) => open(listener, process, call, a[1], flags),
             None => Ok(Answer::Continue),
         },
         libc::SYS_stat => stat(a[0], true, a[1]),
@@ -730,7 +743,13 @@ fn open_how_flags(addr: u64, size: u64) -> Result<Option<i32>> {
     Ok(Some(flags as i32))
 }
 
-fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answer> {
+fn open(
+    listener: &Listener,
+    process: &ToolProcess,
+    call: &Call,
+    addr: u64,
+    flags: i32,
+) -> Result<Answer> {
     let cloexec = flags & libc::O_CLOEXEC != 0;
     match route_at(addr)? {
         Route::Local => Ok(Answer::Continue),
@@ -742,7 +761,16 @@ fn open(listener: &Listener, call: &Call, addr: u64, flags: i32) -> Result<Answe
         Route::Guest(p) => give(listener, call, vfs::open_guest(&p, flags)?, cloexec),
         Route::Mounts(which) => give(listener, call, cgroup::open_mounts(which)?, cloexec),
         Route::Cgroup(p) => match cgroup::is_guest(&p)? {
-            true => cgroup::open(&p, flags).map(|fd| Answer::Value(i64::from(fd))),
+            true => {
+                // Opened close-on-exec (the library would clear the flag
+                // with `fcntl` on its own fd table, not the program's),
+                // then put back without it where the program asked so.
+                let fd = cgroup::open(&p, flags | libc::O_CLOEXEC)?;
+                if !cloexec {
+                    process.place(&process.file_of(fd)?, fd, false)?;
+                }
+                Ok(Answer::Value(i64::from(fd)))
+            }
             false => Ok(Answer::Continue),
         },
         Route::Fdinfo(fd) => match vfs::open_fdinfo(fd)? {

@@ -26,24 +26,6 @@
 
 #include "supervised.h"
 
-/* A number from the supervisor's /proc/PID/status line `name`. */
-static long field(const char *name)
-{
-	char path[64], line[256];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", getppid());
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, name, strlen(name)) == 0)
-			v = atol(line + strlen(name));
-	fclose(f);
-	return v;
-}
-
 /* The supervisor's open fds. */
 static int fds(void)
 {
@@ -108,8 +90,8 @@ int main(int argc, char **argv)
 				return 1;
 			}
 		}
-		printf("round %d: rss %ld threads %ld fds %d\n", round, field("VmRSS:"),
-		       field("Threads:"), fds());
+		printf("round %d: rss %ld threads %ld fds %d\n", round, supervisor_status("VmRSS:"),
+		       supervisor_status("Threads:"), fds());
 		fflush(stdout);
 	}
 	return 0;

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -81,6 +83,25 @@ static inline int map_elem(int cmd, int fd, uint64_t *value)
 	attr.key = (uint64_t)(uintptr_t)&key;
 	attr.value = (uint64_t)(uintptr_t)value;
 	return sys_bpf(cmd, &attr);
+}
+
+/* The number on the supervisor's (the parent's) /proc/PID/status line
+ * that starts with `name` ("VmRSS:", "Threads:"), -1 if none. */
+static inline long supervisor_status(const char *name)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", getppid());
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, name, strlen(name)) == 0)
+			v = atol(line + strlen(name));
+	fclose(f);
+	return v;
 }
 
 #endif

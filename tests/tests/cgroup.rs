@@ -357,3 +357,43 @@ fn the_read_only_profile_walks_the_tree_and_cannot_attach() {
     h.stop_proxy_checked();
     h.finish();
 }
+
+/// A static program under the seccomp supervisor opens a cgroup of the
+/// proxy's tree (a path the host does not have) without `O_CLOEXEC`: it
+/// gets an fd that stays open across `exec` (`F_GETFD` 0), as the kernel
+/// gives; with `O_CLOEXEC`, one that does not (`FD_CLOEXEC`). Before, the
+/// first was close-on-exec too (the flag was cleared on the supervisor's
+/// own fd of that number instead).
+#[test]
+fn a_supervised_programs_guest_cgroup_keeps_its_open_flags() {
+    let Some(mut h) = Harness::start_without_proxy("supervised_cgroup_flags") else {
+        return;
+    };
+    let tag = unique_name("cgs");
+    let cg = Cgroups::make(&tag);
+    start_namespaced_proxy(&mut h, &cg.outer);
+    let src = workspace_root().join("tests/c/supervised-cgroup.c");
+    let program = h.nobody_dir().join("supervised-cgroup");
+    let mut cc = std::process::Command::new("cc");
+    cc.args(["-static", "-O2", "-o"]).arg(&program).arg(&src);
+    telebpf_tests::run_with_timeout(
+        cc,
+        "cc -static supervised-cgroup.c",
+        telebpf_tests::COMMAND_TIMEOUT,
+    )
+    .expect_success();
+    let guest_path = format!("/sys/fs/cgroup/telebpf-mark-{tag}");
+    let out = h.remote_program(&program, &[&guest_path]);
+    let stdout = out.stdout_text();
+    say(&stdout.trim().replace('\n', " | "));
+    assert!(out.success(), "{}", out.describe());
+    let flags = |what: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{what}: fd ")))
+            .and_then(|l| l.split(" flags ").nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(flags("plain").as_deref(), Some("0"), "{}", out.describe());
+    assert_eq!(flags("cloexec").as_deref(), Some("1"), "{}", out.describe());
+}
