@@ -56,6 +56,8 @@ pub enum Rule {
     /// Hand it over when argument `.0` is one of `.1`, or as
     /// [`Rule::FdArgs`] with `.2`.
     ArgInOrFdArgs(u32, &'static [u32], &'static [u32]),
+    /// Refuse it with this errno.
+    Refuse(i32),
     /// A path call with a directory fd (argument `.0`) and flags (argument
     /// `.1`): hand it over unless it is an `fstat` of one of the program's
     /// own fds (`AT_EMPTY_PATH`, a real fd below or above the range), which
@@ -66,6 +68,10 @@ pub enum Rule {
 /// The calls handed to the supervisor, and when.
 pub const RULES: &[(i64, Rule)] = &[
     (libc::SYS_bpf, Rule::Notify),
+    // io_uring opens, reads and closes files without a system call the
+    // filter sees (a guest path would be the host's file): refused, as by
+    // kernels built without it; programs fall back to the calls.
+    (libc::SYS_io_uring_setup, Rule::Refuse(libc::ENOSYS)),
     (libc::SYS_perf_event_open, Rule::Notify),
     (libc::SYS_uname, Rule::Notify),
     (libc::SYS_capget, Rule::Notify),
@@ -175,6 +181,7 @@ const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
 fn block(rule: Rule) -> Vec<libc::sock_filter> {
     match rule {
         Rule::Notify => vec![ret(NOTIFY)],
+        Rule::Refuse(errno) => vec![ret(libc::SECCOMP_RET_ERRNO | errno as u32)],
         Rule::ArgIs(arg, value) => vec![
             load(off_arg(arg)),
             jeq(value, 0, 1),
@@ -353,6 +360,11 @@ mod tests {
             NOTIFY
         );
         assert_eq!(verdict(libc::SYS_statx, [cwd, 0, 0, 0, 0, 0]), NOTIFY);
+    }
+
+    #[test]
+    fn io_uring_is_refused() {
+        assert_eq!(verdict(libc::SYS_io_uring_setup, [8, 0, 0, 0, 0, 0]), ENOSYS);
     }
 
     #[test]

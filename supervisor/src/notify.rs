@@ -106,11 +106,12 @@ impl Listener {
                 return Err(e);
             }
             let own = pfds[0].revents;
+            // Exits first: a process that exited must not be served again,
+            // even by pid (a new process may reuse it once it is reaped).
+            if let Some(i) = pfds[1..].iter().position(|p| p.revents != 0) {
+                return Ok(Event::Exited(exits[i].0));
+            }
             if own & libc::POLLIN == 0 {
-                // Calls first: an exit is handled once none is waiting.
-                if let Some(i) = pfds[1..].iter().position(|p| p.revents != 0) {
-                    return Ok(Event::Exited(exits[i].0));
-                }
                 if own & libc::POLLHUP != 0 {
                     return Ok(Event::Done);
                 }

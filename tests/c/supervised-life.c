@@ -8,63 +8,30 @@
  * held (close-on-exec) is gone too. Prints one line per step; exits 0 only
  * if every step held. Built -static, so the seccomp supervisor serves it.
  */
-#include <errno.h>
-#include <linux/bpf.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
-}
+#include "supervised.h"
 
 /* A new array map's fd, and its id in *id. */
 static int new_map(unsigned int *id)
 {
-	union bpf_attr attr;
-	struct bpf_map_info info;
-	int fd;
+	int fd = new_map_of(BPF_MAP_TYPE_ARRAY, 0, NULL);
 
-	memset(&attr, 0, sizeof(attr));
-	attr.map_type = BPF_MAP_TYPE_ARRAY;
-	attr.key_size = 4;
-	attr.value_size = 8;
-	attr.max_entries = 1;
-	fd = sys_bpf(BPF_MAP_CREATE, &attr);
 	if (fd < 0)
 		return -1;
-	memset(&info, 0, sizeof(info));
-	memset(&attr, 0, sizeof(attr));
-	attr.info.bpf_fd = fd;
-	attr.info.info_len = sizeof(info);
-	attr.info.info = (uint64_t)(uintptr_t)&info;
-	if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) < 0)
-		return -1;
-	*id = info.id;
-	return fd;
+	*id = map_id(fd);
+	return *id ? fd : -1;
 }
 
 /* Whether map `id` is gone from the kernel within 3 s. */
 static int gone(unsigned int id)
 {
-	union bpf_attr attr;
 	struct timespec pause = { 0, 20 * 1000 * 1000 };
-	int i, fd;
 
-	for (i = 0; i < 150; i++) {
-		memset(&attr, 0, sizeof(attr));
-		attr.map_id = id;
-		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
-		if (fd < 0 && errno == ENOENT)
+	for (int i = 0; i < 150; i++) {
+		if (map_gone(id))
 			return 1;
-		if (fd >= 0)
-			close(fd);
 		nanosleep(&pause, NULL);
 	}
 	return 0;
