@@ -60,14 +60,15 @@ impl Listener {
     /// lack the flag and are served as before.
     pub fn new(fd: OwnedFd) -> Listener {
         /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (`linux/seccomp.h`).
-        const SYNC_WAKE_UP: u64 = 1;
-        let mut flags = SYNC_WAKE_UP;
-        // SAFETY: SET_FLAGS reads one u64.
+        const SYNC_WAKE_UP: libc::c_ulong = 1;
+        // SAFETY: SET_FLAGS takes the flags as the argument itself, not a
+        // pointer (`seccomp_notify_set_flags(filter, arg)`), despite the
+        // request number's `_IOW` size.
         unsafe {
             libc::ioctl(
                 fd.as_raw_fd(),
                 libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
-                &mut flags,
+                SYNC_WAKE_UP,
             )
         };
         Listener { fd }
