@@ -364,7 +364,10 @@ mod tests {
 
     #[test]
     fn io_uring_is_refused() {
-        assert_eq!(verdict(libc::SYS_io_uring_setup, [8, 0, 0, 0, 0, 0]), ENOSYS);
+        assert_eq!(
+            verdict(libc::SYS_io_uring_setup, [8, 0, 0, 0, 0, 0]),
+            ENOSYS
+        );
     }
 
     #[test]
