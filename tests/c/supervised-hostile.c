@@ -81,8 +81,7 @@ static void limits(void)
 static void big_attr(void)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		       0);
+	char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	union bpf_attr *attr = (union bpf_attr *)p;
 
 	if (p == MAP_FAILED) {
@@ -134,8 +133,8 @@ static void openat2_how(void)
 static void paths(void)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	char *two = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *two =
+		mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char *at, *long_path;
 	struct stat st;
 	long g, o;
@@ -228,11 +227,10 @@ static void objects(void)
 
 	/* An anonymous mapping ignores its fd, even an object's. */
 	{
-		void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			       map, 0);
+		void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, map,
+			       0);
 
-		check("an anonymous mmap naming an object's fd", m == MAP_FAILED ? -errno : 0,
-		      0);
+		check("an anonymous mmap naming an object's fd", m == MAP_FAILED ? -errno : 0, 0);
 	}
 
 	/* libbpf's ring_buffer__free closes its epoll fd without deleting
@@ -248,15 +246,14 @@ static void objects(void)
 	      answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)), 0);
 	check("epoll_ctl MOD of it", answer(epoll_ctl(ep2, EPOLL_CTL_MOD, ring, &ev)), 0);
 	check("epoll_ctl DEL of it", answer(epoll_ctl(ep2, EPOLL_CTL_DEL, ring, NULL)), 0);
-	check("epoll_ctl DEL again", answer(epoll_ctl(ep2, EPOLL_CTL_DEL, ring, NULL)),
-	      -ENOENT);
+	check("epoll_ctl DEL again", answer(epoll_ctl(ep2, EPOLL_CTL_DEL, ring, NULL)), -ENOENT);
 	/* dup2 of another ring over a registered ring's fd: the replaced
 	 * file goes, and its registration with it. */
 	{
 		int other = new_map_of(BPF_MAP_TYPE_RINGBUF, 4096 * 4, NULL);
 
-		check("epoll_ctl ADD of a ring again", answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)),
-		      0);
+		check("epoll_ctl ADD of a ring again",
+		      answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)), 0);
 		check("dup2 of a ring over it", answer(dup2(other, ring)), ring);
 		check("epoll_ctl ADD of the ring now at its number",
 		      answer(epoll_ctl(ep2, EPOLL_CTL_ADD, ring, &ev)), 0);
@@ -287,7 +284,8 @@ static void other_abis(void)
 	/* int 0x80 reads 32-bit registers: the attr must lie below 4 GiB. */
 	{
 		union bpf_attr *low = mmap((void *)0x10000000, 4096, PROT_READ | PROT_WRITE,
-					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+					   0);
 		long ret;
 
 		if (low == MAP_FAILED) {

@@ -34,7 +34,6 @@
 
 #include "supervised.h"
 
-
 static const char *name;
 static volatile int failed;
 
