@@ -108,8 +108,49 @@ fn supervised(
     // Still one thread: nothing reads the environment concurrently.
     std::env::set_var(ENV_TARGET, target);
     std::env::set_var(ENV_KEY_FILE, &key_file);
-    // The program itself must not also load the preload (it would serve
-    // the same calls twice).
-    std::env::remove_var("LD_PRELOAD");
+    // The program itself must not also load our preload (it would serve
+    // the same calls twice); other preloads it was given stay (`stdbuf`'s,
+    // a sanitizer's).
+    if let Some(list) = std::env::var_os("LD_PRELOAD") {
+        let kept = without_our_preload(&list);
+        if kept.is_empty() {
+            std::env::remove_var("LD_PRELOAD");
+        } else {
+            std::env::set_var("LD_PRELOAD", kept);
+        }
+    }
     Ok(telebpf_supervisor::run(program, args, &[])?)
+}
+
+/// `LD_PRELOAD`'s list (separated by spaces or colons, as the loader reads
+/// it) without `libtelebpf_preload.so`.
+fn without_our_preload(list: &std::ffi::OsStr) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let ours = |entry: &[u8]| entry.ends_with(b"libtelebpf_preload.so");
+    let kept: Vec<&[u8]> = list
+        .as_bytes()
+        .split(|&b| b == b' ' || b == b':')
+        .filter(|e| !e.is_empty() && !ours(e))
+        .collect();
+    OsString::from(std::ffi::OsStr::from_bytes(&kept.join(&b' ')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_preload_leaves_the_list() {
+        let of = |s: &str| without_our_preload(std::ffi::OsStr::new(s));
+        assert_eq!(
+            of("/usr/libexec/coreutils/libstdbuf.so"),
+            "/usr/libexec/coreutils/libstdbuf.so"
+        );
+        assert_eq!(
+            of("/x/libtelebpf_preload.so /y/libstdbuf.so"),
+            "/y/libstdbuf.so"
+        );
+        assert_eq!(of("/a.so:/x/libtelebpf_preload.so:/b.so"), "/a.so /b.so");
+        assert_eq!(of("/x/libtelebpf_preload.so"), "");
+    }
 }
