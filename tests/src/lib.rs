@@ -1151,6 +1151,19 @@ impl Harness {
             .env("PATH", PATH_ENV)
             .env("HOME", "/tmp")
             .current_dir(&self.dir);
+        // The tests stop tools with SIGINT, as a user's Ctrl-C. A suite
+        // started in the background by a non-interactive shell inherits
+        // SIGINT ignored, and a program that finds it ignored keeps it so
+        // (Python then never raises KeyboardInterrupt: BCC's tools would
+        // not print their maps and be killed instead).
+        // SAFETY: signal(2) between fork and exec, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
     }
 
     fn proxy_log_path(&self) -> PathBuf {
