@@ -49,3 +49,19 @@ impl Program for OwnProcess {
         true
     }
 }
+
+/// A program shared with its front-end (a supervisor keeps the same
+/// process for its own bookkeeping).
+impl<P: Program + ?Sized> Program for std::sync::Arc<P> {
+    fn install(&self, fd: OwnedFd) -> Result<i32> {
+        (**self).install(fd)
+    }
+
+    fn is_open(&self, fd: i32) -> bool {
+        (**self).is_open(fd)
+    }
+
+    fn is_own_process(&self) -> bool {
+        (**self).is_own_process()
+    }
+}

@@ -794,8 +794,8 @@ impl State {
     /// session.
     pub fn end_session(&self) {
         let mut guard = lock(&self.conn);
+        // Empties the table too.
         self.discard(&mut guard);
-        lock(&self.table).clear();
     }
 
     /// Where new fds go and how fd numbers are checked.

@@ -293,7 +293,11 @@ pub trait RingFile {
     ) -> Result<(), i32>;
 }
 
-/// [`RingFile`] for a type whose `ring` field is its [`HostRing`].
+/// [`RingFile`] for a type whose `ring` field is its [`HostRing`]. A perf
+/// ring's verdict is `perf_mmap`'s (see [`PerfShape`]'s check): not shared,
+/// an offset (the AUX area, which this event lacks) or any size but
+/// `(1 + page_cnt)` pages → `EINVAL`; read-only mappings are allowed, as
+/// the kernel allows them for a ring that exists.
 macro_rules! ring_file {
     ($($t:ty),*) => {$(
         impl RingFile for $t {

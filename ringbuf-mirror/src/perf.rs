@@ -97,26 +97,9 @@ impl HostPerfRing {
         self.ring.shape().mmap_len()
     }
 
-    /// The kernel's verdict on `mmap(addr, len, prot, flags, perf_fd,
-    /// offset)` once the ring exists: the generic `do_mmap` checks, then
-    /// `perf_mmap`: not shared → EINVAL, non-zero offset (the AUX area, which
-    /// this event does not have) → EINVAL, any size but `(1 + page_cnt)`
-    /// pages → EINVAL. Read-only mappings are allowed, as by the kernel for a
-    /// ring that already exists.
-    pub fn check_mmap(
-        &self,
-        addr: *mut c_void,
-        len: usize,
-        prot: i32,
-        flags: i32,
-        offset: i64,
-    ) -> Result<(), i32> {
-        self.ring.check_mmap(addr, len, prot, flags, offset)
-    }
-
     /// Performs libbpf's `mmap(NULL, (1 + page_cnt) * page, PROT_READ |
     /// PROT_WRITE, MAP_SHARED, fd, 0)` (or any request the kernel would grant,
-    /// see [`HostPerfRing::check_mmap`]), honouring the address hint and
+    /// see [`crate::RingFile::check_mmap`]), honouring the address hint and
     /// flags. The data area is mapped once: records wrap inside it. The
     /// mapping belongs to the caller and outlives `self`.
     pub fn map_for(

@@ -36,7 +36,8 @@ const PATH_MAX: usize = libc::PATH_MAX as usize;
 /// Each has its own state and session, like a process under the preload
 /// (a child after `fork` too). Its session ends when it exits (its pidfd
 /// becomes readable: [`Processes::exited`]) or when an `exec` replaced its
-/// program and closed its objects' fds ([`Processes::after_exec`]), so its
+/// program and closed its objects' fds (seen at its next call after
+/// `execve`), so its
 /// guest objects do not outlive it.
 #[derive(Default)]
 pub struct Processes {
@@ -55,10 +56,9 @@ pub struct Processes {
 /// One served process.
 struct Served {
     state: &'static state::State,
-    /// Dropped when the process exits, with its epoll registrations.
+    /// Dropped when the process exits, with its epoll registrations
+    /// (its pidfd, readable then, tells).
     process: Arc<ToolProcess>,
-    /// Readable once the process has exited.
-    pidfd: OwnedFd,
     /// It called `execve`; the next call tells whether the exec happened.
     exec_pending: bool,
 }
@@ -123,10 +123,12 @@ impl Processes {
         // SAFETY: a new fd nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         let placed = tool::Placed::default();
-        let process = Arc::new(ToolProcess::new(pid, placed.clone()));
+        let process = Arc::new(ToolProcess::new(pid, pidfd, placed.clone()));
+        // The state's `Program` is the same process (one registry of its
+        // placed fds and epoll registrations).
         let st = state::for_program(
             pid,
-            Box::new(ToolProcess::new(pid, placed.clone())),
+            Box::new(process.clone()),
             Box::new(ToolTable::new(pid, placed)),
         );
         self.states.insert(
@@ -134,7 +136,6 @@ impl Processes {
             Served {
                 state: st,
                 process: process.clone(),
-                pidfd,
                 exec_pending: false,
             },
         );
@@ -143,10 +144,9 @@ impl Processes {
 
     /// The pidfds of the served processes, to wait on with the listener.
     pub fn pidfds(&self) -> Vec<(i32, i32)> {
-        use std::os::fd::AsRawFd;
         self.states
             .iter()
-            .map(|(&pid, s)| (pid, s.pidfd.as_raw_fd()))
+            .map(|(&pid, s)| (pid, s.process.pidfd()))
             .collect()
     }
 
@@ -256,16 +256,14 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
         libc::SYS_readlinkat => readlink(a[1], a[2], a[3] as i32),
         libc::SYS_statfs => statfs(a[0], a[1]),
         libc::SYS_close => {
-            process.closed(fd(0));
-            objects::forget(fd(0));
+            forget(process, fd(0));
             Ok(Answer::Continue)
         }
         libc::SYS_close_range => {
             if a[2] as u32 & libc::CLOSE_RANGE_CLOEXEC == 0 {
                 let fds = state::get().table().in_range(a[0] as u32, a[1] as u32);
                 for fd in fds {
-                    process.closed(fd);
-                    objects::forget(fd);
+                    forget(process, fd);
                 }
             }
             Ok(Answer::Continue)
@@ -330,13 +328,7 @@ fn dispatch(listener: &Listener, process: &ToolProcess, call: &Call) -> Result<A
             if !process.waits_on_rings(fd(0)) {
                 return Ok(Answer::Continue);
             }
-            if let Some(e) = lost::suspected().then(lost::errno).flatten() {
-                return Ok(Answer::Errno(e));
-            }
-            // What the program consumed since the last record need not
-            // wake it again.
-            rings::before_wait();
-            Ok(Answer::Continue)
+            Ok(before_ring_wait().unwrap_or(Answer::Continue))
         }
         libc::SYS_poll => {
             let timeout = a[2] as i32;
@@ -443,8 +435,7 @@ fn sweep_moved(process: &ToolProcess) {
             table.get(fd).is_none() && !table.is_stale(fd)
         };
         if gone {
-            process.closed(fd);
-            objects::forget(fd);
+            forget(process, fd);
         }
     }
 }
@@ -490,10 +481,9 @@ fn poll(
     if rings.iter().all(Option::is_none) {
         return Ok(Answer::Continue);
     }
-    if let Some(e) = lost::suspected().then(lost::errno).flatten() {
-        return Ok(Answer::Errno(e));
+    if let Some(lost) = before_ring_wait() {
+        return Ok(lost);
     }
-    rings::before_wait();
     // Our own fds to wait on, in the program's order (-1: ignored, as the
     // kernel ignores a negative fd; an fd we cannot duplicate is closed:
     // POLLNVAL).
@@ -502,15 +492,7 @@ fn poll(
     let mut invalid = vec![false; entries.len()];
     for (i, (&(fd, events), ring)) in entries.iter().zip(&rings).enumerate() {
         let dup = match ring {
-            Some(obj) => {
-                let signal = obj.signal.as_ref().expect("filtered above");
-                let end = if bpf::is_user_ring_kind(&obj.kind) {
-                    &signal.write
-                } else {
-                    &signal.read
-                };
-                end.try_clone().ok()
-            }
+            Some(obj) => readiness(obj).and_then(|end| end.try_clone().ok()),
             None if fd < 0 => None,
             None => process.file_of(fd).ok(),
         };
@@ -585,18 +567,12 @@ fn epoll_ctl(
     fd: i32,
     event: u64,
 ) -> Result<Answer> {
-    let Some(signal) = &obj.signal else {
+    let Some(ready) = readiness(obj) else {
         // A bpf object with no readiness: the kernel refuses it.
         return Err(Error::kernel(
             libc::EPERM,
             "epoll of a bpf object that cannot be polled",
         ));
-    };
-    // A user ring buffer is waited on for space: its pipe's write end.
-    let ready = if telebpf_host::bpf::is_user_ring_kind(&obj.kind) {
-        &signal.write
-    } else {
-        &signal.read
     };
     let ev = if op == libc::EPOLL_CTL_DEL {
         None
@@ -613,6 +589,38 @@ fn epoll_ctl(
     };
     process.epoll_ctl(epfd, op, fd, ready, ev)?;
     Ok(Answer::Value(0))
+}
+
+/// The end of a ring's readiness pipe that stands for the ring's fd in a
+/// wait: the read end (readable while records wait), or for a user ring
+/// buffer, which is waited on for space, the write end. `None` for an
+/// object nobody can wait on.
+fn readiness(obj: &GuestObject) -> Option<&OwnedFd> {
+    let signal = obj.signal.as_ref()?;
+    Some(if bpf::is_user_ring_kind(&obj.kind) {
+        &signal.write
+    } else {
+        &signal.read
+    })
+}
+
+/// Before a wait on a guest ring: the lost errno once the proxy is lost
+/// (as under the preload), else `None`, with what the program consumed
+/// since the last record no longer making the ring ready.
+fn before_ring_wait() -> Option<Answer> {
+    if let Some(e) = lost::suspected().then(lost::errno).flatten() {
+        return Some(Answer::Errno(e));
+    }
+    rings::before_wait();
+    None
+}
+
+/// The program closed `fd` (or another file replaced it): the object
+/// loses the number, with its epoll registrations, and is closed in the
+/// guest if it was its last.
+fn forget(process: &ToolProcess, fd: i32) {
+    process.closed(fd);
+    objects::forget(fd);
 }
 
 /// The guest object behind the program's fd `fd`.
@@ -648,8 +656,7 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
         // Another file over an object's number: the object loses it, and
         // its epoll registrations go (the kernel drops them with the file).
         if object(new).is_some() && process.fd_exists(old) {
-            process.closed(new);
-            objects::forget(new);
+            forget(process, new);
         }
         return Ok(Answer::Continue);
     }
@@ -664,33 +671,6 @@ fn dup_to(process: &ToolProcess, old: i32, new: i32, cloexec: bool) -> Result<An
     Ok(Answer::Value(i64::from(new)))
 }
 
-/// Reads the NUL-terminated path at `addr` (at most `PATH_MAX` bytes,
-/// page by page: the string may end just before an unmapped page).
-fn read_path(addr: u64) -> Result<Vec<u8>> {
-    if addr == 0 {
-        return Err(Error::kernel(libc::EFAULT, "a null path"));
-    }
-    let mem = state::get().memory();
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < PATH_MAX {
-        let to_page_end = 4096 - (at % 4096) as usize;
-        let chunk = mem
-            .read(at, to_page_end.min(PATH_MAX - out.len()))
-            .map_err(Error::Memory)?;
-        if let Some(end) = chunk.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..end]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&chunk);
-        at += chunk.len() as u64;
-    }
-    Err(Error::kernel(
-        libc::ENAMETOOLONG,
-        "a path longer than PATH_MAX",
-    ))
-}
-
 /// How the host library routes the path at `addr`. A null path is not
 /// ours: the kernel decides (since 6.11 it is the fd itself when the call
 /// has `AT_EMPTY_PATH`, else `EFAULT`).
@@ -698,8 +678,18 @@ fn route_at(addr: u64) -> Result<Route> {
     if addr == 0 {
         return Ok(Route::Local);
     }
-    let mut path = read_path(addr)?;
-    path.push(0);
+    // With its NUL, or PATH_MAX bytes without one: too long, as the
+    // kernel says.
+    let path = state::get()
+        .memory()
+        .read_cstr(addr, PATH_MAX)
+        .map_err(Error::Memory)?;
+    if path.last() != Some(&0) {
+        return Err(Error::kernel(
+            libc::ENAMETOOLONG,
+            "a path longer than PATH_MAX",
+        ));
+    }
     // SAFETY: `path` is NUL-terminated and outlives the call.
     Ok(unsafe { vfs::route(path.as_ptr().cast()) })
 }

@@ -112,6 +112,9 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
 pub struct ToolProcess {
     /// Its thread-group id.
     pub pid: i32,
+    /// Its pidfd: the handle for `pidfd_getfd`, and readable once it
+    /// has exited.
+    pidfd: OwnedFd,
     /// What was put at each fd number (shared with its [`ToolTable`]).
     placed: Placed,
     /// Its epoll registrations of guest rings, by (epoll fd, object fd).
@@ -149,12 +152,18 @@ impl Drop for Registration {
 impl ToolProcess {
     /// The process `pid`, with no registrations; what it places is
     /// recorded in `placed`.
-    pub fn new(pid: i32, placed: Placed) -> ToolProcess {
+    pub fn new(pid: i32, pidfd: OwnedFd, placed: Placed) -> ToolProcess {
         ToolProcess {
             pid,
+            pidfd,
             placed,
             waits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Its pidfd, readable once it has exited.
+    pub fn pidfd(&self) -> i32 {
+        self.pidfd.as_raw_fd()
     }
 
     /// `epoll_ctl(epfd, op, fd, event)` of the program, for an object fd
@@ -281,15 +290,8 @@ impl ToolProcess {
     /// A duplicate, in this process, of the process's fd `fd`
     /// (`pidfd_getfd`).
     pub fn file_of(&self, fd: i32) -> Result<OwnedFd> {
-        // SAFETY: pidfd_open takes a pid and flags.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
-        if pidfd < 0 {
-            return Err(Error::last_os("pidfd_open"));
-        }
-        // SAFETY: a new fd nothing else owns.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), fd, 0) };
         if raw < 0 {
             return Err(Error::last_os("pidfd_getfd"));
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::libbpf_port::{len_of, payload, LibbpfPerf, PerfEvent};
+use crate::RingFile;
 
 const ID: u64 = 0x1234_5678;
 
